@@ -1,0 +1,1 @@
+"""Brokers for gatemesh: a local Mosquitto process and the embedded amqtt broker."""

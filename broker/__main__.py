@@ -1,0 +1,30 @@
+"""`python -m broker embedded|mosquitto [--port N] [--host H]`: run a broker in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+
+from broker.launch import free_port, mosquitto, serve_embedded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m broker", description=__doc__)
+    parser.add_argument("kind", choices=["embedded", "mosquitto"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        if args.kind == "embedded":
+            asyncio.run(serve_embedded(args.port, args.host))
+        else:
+            with mosquitto(args.port or free_port(args.host), args.host) as url:
+                print(url, flush=True)
+                while True:
+                    time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

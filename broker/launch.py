@@ -1,0 +1,111 @@
+"""Start a broker for gatemesh: a Mosquitto process or the embedded amqtt broker.
+
+Both bind to loopback on a free port by default and hand back an `mqtt://` URL, so tests,
+the CLI and the benchmarks never fight over port 1883.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+MOSQUITTO_CONF = Path(__file__).with_name("mosquitto.conf")
+
+
+class BrokerStartError(RuntimeError):
+    """A broker could not be started; the message says why and what it printed."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _accepts(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+def mosquitto_config(port: int, host: str = "127.0.0.1", base: Path = MOSQUITTO_CONF) -> str:
+    """The project's Mosquitto config with its listener moved to host:port."""
+    lines = [line for line in base.read_text().splitlines() if not line.startswith("listener ")]
+    return "\n".join([f"listener {port} {host}", *lines, ""])
+
+
+@contextlib.contextmanager
+def mosquitto(port: int | None = None, host: str = "127.0.0.1", timeout: float = 10.0) -> Iterator[str]:
+    """Run a Mosquitto process for the duration of the block; yields its URL."""
+    binary = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+    if binary is None:
+        raise BrokerStartError("the mosquitto binary is not installed (Debian: apt-get install mosquitto)")
+    port = port or free_port(host)
+    with tempfile.TemporaryDirectory(prefix="gatemesh-mosquitto-") as workdir:
+        conf = Path(workdir, "mosquitto.conf")
+        conf.write_text(mosquitto_config(port, host))
+        log_path = Path(workdir, "mosquitto.log")
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen([binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + timeout
+                while not _accepts(host, port):
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise BrokerStartError(
+                            f"mosquitto did not start on {host}:{port}: {log_path.read_text(errors='replace')}"
+                        )
+                    time.sleep(0.02)
+                yield f"mqtt://{host}:{port}"
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _amqtt_config(host: str, port: int) -> dict[str, Any]:
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+
+
+@contextlib.asynccontextmanager
+async def embedded(port: int = 0, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Run the amqtt broker inside this event loop (MQTT 3.1.1); yields its URL."""
+    from amqtt.broker import Broker  # imported here: only the embedded path pays for it
+
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    broker = Broker(_amqtt_config(host, port))
+    try:
+        await broker.start()
+    except Exception as exc:
+        raise BrokerStartError(f"the embedded broker could not listen on {host}:{port}: {exc}") from exc
+    try:
+        bound = broker._servers["default"].instance.sockets[0].getsockname()[1]
+        yield f"mqtt://{host}:{bound}"
+    finally:
+        await broker.shutdown()
+
+
+async def serve_embedded(port: int, host: str = "127.0.0.1") -> None:
+    """Run the embedded broker until cancelled (the `python -m broker embedded` command)."""
+    async with embedded(port, host) as url:
+        print(url, flush=True)
+        await asyncio.Event().wait()

@@ -1,0 +1,1 @@
+"""Gates: the math of each op, the wire protocol, and the actor that runs one gate."""

@@ -1,0 +1,44 @@
+"""One gate = one asyncio actor with its own MQTT connection.
+
+The actor subscribes to the topics its GateCore names, says Ready only once the broker has
+acknowledged those subscriptions (so nothing sent to it afterwards can be missed), and then
+loops: one message in, the core decides, the results go out. It never sees the circuit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import aiomqtt
+
+from gates.core import GateCore
+from gates.protocol import ErrorReport, GateSpec
+from gates.transport import QOS, BrokerAddress, client, publish_all
+
+log = logging.getLogger(__name__)
+
+
+class GateActor:
+    """Runs one GateCore against the broker until cancelled."""
+
+    def __init__(self, spec: GateSpec, circuit: str, broker: BrokerAddress) -> None:
+        self.core = GateCore(spec, circuit)
+        self.broker = broker
+
+    async def serve(self) -> NoReturn:
+        """Connect, subscribe, announce readiness, then handle messages forever."""
+        async with client(self.broker) as mqtt:
+            await mqtt.subscribe([(name, QOS) for name in self.core.subscriptions()])
+            ready = self.core.ready()
+            await publish_all(mqtt, [(ready.topic, ready.message)])
+            async for message in mqtt.messages:
+                raw = message.payload
+                payload = bytes(raw) if isinstance(raw, bytes | bytearray) else b""
+                outgoing = self.core.handle(message.topic.value, payload)
+                for out in outgoing:
+                    if isinstance(out.message, ErrorReport):
+                        log.warning("gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
+                if outgoing:
+                    await publish_all(mqtt, [(out.topic, out.message) for out in outgoing])
+        raise aiomqtt.MqttError(f"gate {self.core.spec.id}: message stream ended")

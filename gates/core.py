@@ -1,0 +1,240 @@
+"""What one gate does with one message: per-run bookkeeping, no I/O.
+
+The actor owns the MQTT connection; this class owns the decisions. Given a topic and a raw
+payload it returns the messages to publish. Keeping the two apart lets the unit tests drive
+a gate's logic directly, and keeps the actor a thin loop.
+
+Per run the gate keeps the input values that have arrived and the gradient contributions
+keyed by (sender, port). A duplicate lands on the same key, so it can never change a sum,
+and a finished run is remembered (boundedly) so that a late duplicate cannot restart it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ValidationError
+
+from gates import ops
+from gates.protocol import (
+    MESSAGE_ADAPTER,
+    Backward,
+    ErrorCode,
+    ErrorReport,
+    Feed,
+    Forward,
+    GateSpec,
+    GradReport,
+    Probe,
+    Ready,
+    Release,
+    Status,
+    TopicKind,
+    parse_topic,
+    topic,
+)
+
+EXPECTED: dict[TopicKind, tuple[type[BaseModel], ...]] = {
+    "feed": (Feed,),
+    "fwd": (Forward,),
+    "grad": (Backward,),
+    "control": (Release, Probe),
+}
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message the gate wants published, and where."""
+
+    topic: str
+    message: BaseModel
+
+
+@dataclass
+class _RunState:
+    inputs: dict[int, float] = field(default_factory=dict)
+    output: float | None = None
+    grads: dict[tuple[str, int], float] = field(default_factory=dict)
+
+
+class GateCore:
+    """One gate's state machine over all runs in flight."""
+
+    def __init__(self, spec: GateSpec, circuit: str, *, remember_finished: int = 4096) -> None:
+        self.spec = spec
+        self.circuit = circuit
+        self.op = ops.OPS[spec.op]
+        self.is_leaf = self.op.arity == 0
+        self._ports: dict[str, list[int]] = {}
+        for port, source in enumerate(spec.inputs):
+            self._ports.setdefault(source, []).append(port)
+        self._runs: dict[str, _RunState] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._remember_finished = remember_finished
+
+    # -- what to listen to and announce -------------------------------------------------
+
+    def subscriptions(self) -> list[str]:
+        """Every topic this gate must hear: its inputs' outputs, its gradients, control."""
+        own = [topic(self.circuit, "grad", self.spec.id), topic(self.circuit, "control")]
+        if self.is_leaf:
+            own.append(topic(self.circuit, "feed", self.spec.id))
+        return [topic(self.circuit, "fwd", source) for source in self._ports] + own
+
+    def ready(self) -> Outgoing:
+        return self._out("ready", Ready(circuit=self.circuit, sender=self.spec.id))
+
+    @property
+    def open_runs(self) -> int:
+        """Runs with state held in memory (for tests that check state is freed)."""
+        return len(self._runs)
+
+    # -- the one entry point --------------------------------------------------------------
+
+    def handle(self, topic_name: str, payload: bytes) -> list[Outgoing]:
+        """Decode, validate and act on one message; every rejection becomes an ErrorReport."""
+        parsed = parse_topic(topic_name)
+        if parsed is None or parsed[0] != self.circuit or parsed[1] not in EXPECTED:
+            return [self._error(ErrorCode.WRONG_TOPIC, f"not a topic this gate serves: {topic_name!r}", topic_name)]
+        _, kind, topic_gate = parsed
+        try:
+            message = MESSAGE_ADAPTER.validate_json(payload)
+        except ValidationError as exc:
+            return [self._rejected(exc, topic_name)]
+        if message.circuit != self.circuit:
+            return [self._error(ErrorCode.WRONG_CIRCUIT, f"message for circuit {message.circuit!r}", topic_name)]
+        if not isinstance(message, EXPECTED[kind]):
+            return [self._error(ErrorCode.WRONG_TOPIC, f"a {message.type!r} message on a {kind} topic", topic_name)]
+        match message:
+            case Feed():
+                return self._on_feed(message)
+            case Forward():
+                return self._on_forward(message, topic_gate, topic_name)
+            case Backward():
+                return self._on_backward(message, topic_name)
+            case Release():
+                self._finish(message.run)
+                return []
+            case Probe():
+                return [self._status(message.run)]
+        raise AssertionError(f"unhandled {message!r}")  # pragma: no cover
+
+    # -- forward --------------------------------------------------------------------------
+
+    def _on_feed(self, msg: Feed) -> list[Outgoing]:
+        if msg.run in self._finished:
+            return []
+        if self.spec.op == "input":
+            if msg.value is None:
+                return self._fail(msg.run, ErrorCode.MISSING_VALUE, f"input {self.spec.id!r} was fed no value")
+            value = msg.value
+        else:
+            assert self.spec.param is not None
+            value = self.spec.param
+        state = self._runs.setdefault(msg.run, _RunState())
+        if state.output is not None:
+            return []
+        return self._fire_forward(msg.run, state, value)
+
+    def _on_forward(self, msg: Forward, topic_gate: str | None, topic_name: str) -> list[Outgoing]:
+        if msg.sender != topic_gate or msg.sender not in self._ports:
+            return [self._error(ErrorCode.UNKNOWN_SENDER, f"{msg.sender!r} is not an input of this gate", topic_name, msg.run)]
+        if msg.run in self._finished:
+            return []
+        state = self._runs.setdefault(msg.run, _RunState())
+        for port in self._ports[msg.sender]:
+            state.inputs.setdefault(port, msg.value)
+        if state.output is not None or len(state.inputs) < self.op.arity:
+            return []
+        values = [state.inputs[port] for port in range(self.op.arity)]
+        try:
+            out = ops.forward(self.op, values, self.spec.param)
+        except ops.DomainError as exc:
+            return self._fail(msg.run, ErrorCode.DOMAIN, f"{self.spec.id}: {exc}")
+        return self._fire_forward(msg.run, state, out)
+
+    def _fire_forward(self, run: str, state: _RunState, out: float) -> list[Outgoing]:
+        state.output = out
+        sent = [self._out("fwd", Forward(circuit=self.circuit, sender=self.spec.id, run=run, value=out))]
+        if self.spec.consumers == 0:  # nothing reads this gate: its gradient is 0 already
+            sent += self._fire_backward(run, state)
+        return sent
+
+    # -- backward -------------------------------------------------------------------------
+
+    def _on_backward(self, msg: Backward, topic_name: str) -> list[Outgoing]:
+        if msg.run in self._finished:
+            return []
+        state = self._runs.get(msg.run)
+        if state is None or state.output is None:
+            return [self._error(ErrorCode.UNKNOWN_RUN, f"gradient for run {msg.run!r} before this gate's output", topic_name, msg.run)]
+        state.grads.setdefault((msg.sender, msg.port), msg.grad)
+        if len(state.grads) < self.spec.consumers:
+            return []
+        return self._fire_backward(msg.run, state)
+
+    def _fire_backward(self, run: str, state: _RunState) -> list[Outgoing]:
+        # fsum is exactly rounded, so the total cannot depend on the order of arrival.
+        total = math.fsum(state.grads.values())
+        if self.is_leaf:
+            self._finish(run)
+            return [self._out("report", GradReport(circuit=self.circuit, sender=self.spec.id, run=run, grad=total))]
+        assert state.output is not None
+        values = [state.inputs[port] for port in range(self.op.arity)]
+        try:
+            local = ops.local_grads(self.op, values, state.output, self.spec.param)
+        except ops.DomainError as exc:
+            return self._fail(run, ErrorCode.DOMAIN, f"{self.spec.id}: {exc}")
+        self._finish(run)
+        return [
+            Outgoing(
+                topic(self.circuit, "grad", source),
+                Backward(circuit=self.circuit, sender=self.spec.id, run=run, port=port, grad=total * g),
+            )
+            for port, (source, g) in enumerate(zip(self.spec.inputs, local, strict=True))
+        ]
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _finish(self, run: str) -> None:
+        self._runs.pop(run, None)
+        self._finished[run] = None
+        while len(self._finished) > self._remember_finished:
+            self._finished.popitem(last=False)
+
+    def _status(self, run: str) -> Outgoing:
+        state = self._runs.get(run)
+        expected = self.spec.consumers
+        if run in self._finished:
+            status = Status(circuit=self.circuit, sender=self.spec.id, run=run, state="finished")
+        elif state is None:
+            status = Status(circuit=self.circuit, sender=self.spec.id, run=run, state="unknown")
+        elif state.output is None:
+            missing = tuple(dict.fromkeys(s for p, s in enumerate(self.spec.inputs) if p not in state.inputs))
+            status = Status(circuit=self.circuit, sender=self.spec.id, run=run, state="waiting_inputs", missing_inputs=missing)
+        else:
+            status = Status(
+                circuit=self.circuit, sender=self.spec.id, run=run, state="waiting_grads",
+                grads_received=len(state.grads), grads_expected=expected,
+            )
+        return self._out("status", status)
+
+    def _fail(self, run: str, code: ErrorCode, reason: str) -> list[Outgoing]:
+        self._finish(run)
+        return [self._error(code, reason, None, run)]
+
+    def _rejected(self, exc: ValidationError, topic_name: str) -> Outgoing:
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            return self._error(ErrorCode.BAD_JSON, f"payload is not JSON: {errors[0]['msg']}", topic_name)
+        described = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in errors[:3])
+        return self._error(ErrorCode.BAD_SCHEMA, described[:500], topic_name)
+
+    def _error(self, code: ErrorCode, reason: str, topic_name: str | None, run: str | None = None) -> Outgoing:
+        report = ErrorReport(circuit=self.circuit, sender=self.spec.id, run=run, code=code, message=reason, topic=topic_name)
+        return self._out("error", report)
+
+    def _out(self, kind: TopicKind, message: BaseModel) -> Outgoing:
+        return Outgoing(topic(self.circuit, kind, self.spec.id), message)

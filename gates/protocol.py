@@ -1,0 +1,176 @@
+"""The wire protocol: every message as a pydantic model, and the topic names.
+
+Everything a gate needs to know travels in the JSON payload, so the protocol works on
+MQTT 3.1.1 (no MQTT 5 properties). See docs/PROTOCOL.md for examples and tables.
+
+Topics, for a deployed circuit `C` and a gate `G`:
+
+    gatemesh/C/feed/G     orchestrator -> leaf G      Feed
+    gatemesh/C/fwd/G      G -> every consumer of G     Forward
+    gatemesh/C/grad/G     consumers of G -> G         Backward
+    gatemesh/C/report/G   leaf G -> orchestrator      GradReport
+    gatemesh/C/ready/G    G -> orchestrator           Ready
+    gatemesh/C/status/G   G -> orchestrator           Status
+    gatemesh/C/error/G    G -> anyone listening       ErrorReport
+    gatemesh/C/control    orchestrator -> all gates   Release, Probe
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+ROOT = "gatemesh"
+ORCHESTRATOR = "orchestrator"
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
+"""Gate ids and circuit ids: safe inside an MQTT topic level (no '/', '+', '#')."""
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Port = Annotated[int, Field(ge=0, le=1024)]
+
+
+class ErrorCode(StrEnum):
+    """Why a gate rejected a message or failed a run (the table in docs/PROTOCOL.md)."""
+
+    BAD_JSON = "bad_json"
+    BAD_SCHEMA = "bad_schema"
+    WRONG_TOPIC = "wrong_topic"
+    WRONG_CIRCUIT = "wrong_circuit"
+    UNKNOWN_SENDER = "unknown_sender"
+    UNKNOWN_RUN = "unknown_run"
+    MISSING_VALUE = "missing_value"
+    DOMAIN = "domain"
+
+
+RUN_FAILING_CODES = frozenset({ErrorCode.DOMAIN, ErrorCode.MISSING_VALUE})
+"""Codes that end their run: the run can never complete correctly after them."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    circuit: Name
+    sender: Name
+
+
+class GateSpec(BaseModel):
+    """All a gate knows about the circuit: its op, its inputs and how many edges read it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Name
+    op: str
+    inputs: tuple[Name, ...] = ()
+    param: Finite | None = None
+    consumers: Annotated[int, Field(ge=0)] = Field(
+        description="(consumer, port) edges that read this gate's output, the orchestrator's "
+        "seed included for the output gate; the number of gradient contributions to wait for."
+    )
+
+
+class Feed(_Message):
+    """Starts a run at a leaf: the input's value, or just a trigger for a constant."""
+
+    type: Literal["feed"] = "feed"
+    run: RunId
+    value: Finite | None = None
+
+
+class Forward(_Message):
+    """A gate's output value for one run, sent to its output topic."""
+
+    type: Literal["forward"] = "forward"
+    run: RunId
+    value: Finite
+
+
+class Backward(_Message):
+    """One gradient contribution d(loss)/d(receiver) from one consumer edge (sender, port)."""
+
+    type: Literal["backward"] = "backward"
+    run: RunId
+    port: Port
+    grad: Finite
+
+
+class GradReport(_Message):
+    """A leaf's total gradient for one run: the run's answer for that input."""
+
+    type: Literal["grad"] = "grad"
+    run: RunId
+    grad: Finite
+
+
+class Ready(_Message):
+    """A gate's subscriptions are acknowledged: messages sent to it from now on will arrive."""
+
+    type: Literal["ready"] = "ready"
+
+
+class Release(_Message):
+    """Forget a run: the orchestrator gave up on it (timeout, error) and its state must go."""
+
+    type: Literal["release"] = "release"
+    run: RunId
+
+
+class Probe(_Message):
+    """Ask every gate where a run stands (used to name the gates a stuck run waits on)."""
+
+    type: Literal["probe"] = "probe"
+    run: RunId
+
+
+class Status(_Message):
+    """A gate's answer to a Probe."""
+
+    type: Literal["status"] = "status"
+    run: RunId
+    state: Literal["unknown", "waiting_inputs", "waiting_grads", "finished"]
+    missing_inputs: tuple[Name, ...] = ()
+    grads_received: int = 0
+    grads_expected: int = 0
+
+
+class ErrorReport(_Message):
+    """A rejected message or a failed computation, named by code, with a human reason."""
+
+    type: Literal["error"] = "error"
+    run: RunId | None = None
+    code: ErrorCode
+    message: str
+    topic: str | None = None
+
+
+Message = Annotated[
+    Feed | Forward | Backward | GradReport | Ready | Release | Probe | Status | ErrorReport,
+    Field(discriminator="type"),
+]
+MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+TopicKind = Literal["feed", "fwd", "grad", "report", "ready", "status", "error", "control"]
+_TOPIC_RE = re.compile(rf"^{ROOT}/([^/]+)/(feed|fwd|grad|report|ready|status|error)/([^/]+)$")
+_CONTROL_RE = re.compile(rf"^{ROOT}/([^/]+)/control$")
+
+
+def topic(circuit: str, kind: TopicKind, gate: str | None = None) -> str:
+    """The topic of `kind` for `gate` in `circuit` ('+' as gate gives a subscription filter)."""
+    if kind == "control":
+        return f"{ROOT}/{circuit}/control"
+    assert gate is not None, f"the {kind} topic belongs to one gate"
+    return f"{ROOT}/{circuit}/{kind}/{gate}"
+
+
+def parse_topic(name: str) -> tuple[str, TopicKind, str | None] | None:
+    """(circuit, kind, gate) of a gatemesh topic, or None for any other topic."""
+    if m := _TOPIC_RE.match(name):
+        kind: TopicKind = m.group(2)  # type: ignore[assignment]
+        return m.group(1), kind, m.group(3)
+    if m := _CONTROL_RE.match(name):
+        return m.group(1), "control", None
+    return None

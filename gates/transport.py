@@ -1,0 +1,88 @@
+"""How every gatemesh component reaches the broker: URL parsing, client settings, publishing.
+
+One helper, so that every connection gets the settings measured to matter: MQTT 3.1.1 (the
+embedded broker has no MQTT 5) and TCP_NODELAY, without which a QoS 1 hop costs ~44 ms of
+Nagle and delayed-ACK waiting instead of ~0.3 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import aiomqtt
+from pydantic import BaseModel, ConfigDict, Field
+
+QOS = 1
+"""Every gate message is sent at least once; duplicates are harmless by design."""
+
+
+class BrokerAddress(BaseModel):
+    """Where the broker is: parsed from `mqtt://host:port` or `mqtts://host:port`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError(f"broker URL {url!r} names no host")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"broker URL {url!r}: {exc}") from exc
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=port or (8883 if tls else 1883),
+            tls=tls,
+            username=parts.username,
+            password=parts.password,
+        )
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def client(
+    broker: BrokerAddress,
+    *,
+    identifier: str | None = None,
+    will: aiomqtt.Will | None = None,
+    timeout: float = 10.0,
+) -> aiomqtt.Client:
+    """An unconnected aiomqtt client with the project's settings; enter it to connect."""
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=broker.username,
+        password=broker.password,
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        will=will,
+        timeout=timeout,
+        tls_context=ssl.create_default_context() if broker.tls else None,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    )
+
+
+async def publish_all(mqtt: aiomqtt.Client, messages: Iterable[tuple[str, BaseModel]]) -> None:
+    """Publish a batch at QoS 1 concurrently, so one slow acknowledgement does not queue the rest."""
+    batch = [(name, message.model_dump_json()) for name, message in messages]
+    if len(batch) == 1:
+        await mqtt.publish(batch[0][0], batch[0][1], qos=QOS)
+        return
+    async with asyncio.TaskGroup() as group:
+        for name, payload in batch:
+            group.create_task(mqtt.publish(name, payload, qos=QOS))

@@ -1,0 +1,1 @@
+"""The orchestrator: compiles expressions into circuits, deploys gates, runs passes."""

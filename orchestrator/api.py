@@ -1,0 +1,78 @@
+"""The one-call Python API: `await run_circuit(circuit, {"x": -2, ...}, broker=url)`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+
+import aiomqtt
+
+from broker.launch import BrokerStartError, embedded
+from gates.transport import BrokerAddress
+from orchestrator.circuit import Circuit
+from orchestrator.compiler import compile_source
+from orchestrator.deploy import in_process
+from orchestrator.errors import BrokerError, GatemeshError
+from orchestrator.result import RunResult
+from orchestrator.runner import Runner
+
+
+async def run_circuit(
+    circuit: Circuit | str,
+    inputs: Mapping[str, float],
+    *,
+    broker: str | None = None,
+    timeout: float = 10.0,
+) -> RunResult:
+    """Deploy the circuit's gates in this process, run one pass through the broker, tear down.
+
+    `circuit` may be a Circuit or source text. Without `broker` the embedded broker is started.
+    """
+    if isinstance(circuit, str):
+        circuit = compile_source(circuit)
+    async with broker_url(broker) as url, deployed(circuit, url) as runner:
+        return await runner.run(inputs, timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def broker_url(broker: str | None) -> AsyncIterator[BrokerAddress]:
+    """The given broker, or an embedded one started for the duration of the block."""
+    if broker is not None:
+        try:
+            yield BrokerAddress.parse(broker)
+        except ValueError as exc:
+            raise BrokerError(str(exc)) from exc
+        return
+    try:
+        async with embedded() as url:
+            yield BrokerAddress.parse(url)
+    except BrokerStartError as exc:
+        raise BrokerError(str(exc)) from exc
+
+
+@contextlib.asynccontextmanager
+async def deployed(circuit: Circuit, broker: BrokerAddress) -> AsyncIterator[Runner]:
+    """`deploy.in_process`, with failures inside the actors' task group surfaced as plain errors."""
+    try:
+        async with in_process(circuit, broker) as runner:
+            yield runner
+    except BaseExceptionGroup as group:
+        raise _first_cause(group, broker) from group
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException], broker: BrokerAddress) -> BaseException:
+    """The gatemesh error inside a task group's failure, or a BrokerError for a lost connection."""
+    for leaf in _leaves(group):
+        if isinstance(leaf, GatemeshError):
+            return leaf
+    for leaf in _leaves(group):
+        if isinstance(leaf, aiomqtt.MqttError):
+            return BrokerError(f"lost the broker at {broker}: {leaf}")
+    return group
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found

@@ -1,0 +1,234 @@
+"""The circuit model: gates, their wiring and the output, validated as a whole.
+
+A circuit file (JSON or YAML) is this model written out. Validation guarantees what every
+other part relies on: unique ids, known ops with the right arity and parameters, every
+reference resolvable, an output that exists and no cycles. Gates are kept in topological
+order, so a circuit can be evaluated, deployed or drawn by walking the list once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gates.ops import OPS
+from gates.protocol import Finite, GateSpec, Name
+from orchestrator.errors import CircuitError
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_GATES = 1_000_000
+
+
+class GateDef(BaseModel):
+    """One gate of a circuit: its id, its op, the ids it reads (in port order), its parameter."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Name
+    op: str
+    inputs: tuple[Name, ...] = ()
+    param: Finite | None = None
+
+
+class Circuit(BaseModel):
+    """A whole circuit. Construct it from data or a file; an invalid one cannot exist."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Name = "circuit"
+    gates: Annotated[tuple[GateDef, ...], Field(min_length=1, max_length=MAX_GATES)]
+    output: Name
+
+    @model_validator(mode="after")
+    def _check(self) -> Circuit:
+        _check_gates(self.gates)
+        if self.output not in {g.id for g in self.gates}:
+            raise ValueError(f"output {self.output!r} is not a gate of this circuit")
+        _check_acyclic(self.gates)
+        return self
+
+    # -- derived views --------------------------------------------------------------------
+
+    @cached_property
+    def by_id(self) -> dict[str, GateDef]:
+        return {g.id: g for g in self.gates}
+
+    @property
+    def inputs(self) -> list[str]:
+        """The ids of the input leaves: the names a run must give values for."""
+        return [g.id for g in self.gates if g.op == "input"]
+
+    @property
+    def leaves(self) -> list[str]:
+        """Every gate the orchestrator feeds at the start of a run (inputs and constants)."""
+        return [g.id for g in self.gates if OPS[g.op].arity == 0]
+
+    @cached_property
+    def consumers(self) -> dict[str, int]:
+        """How many (consumer, port) edges read each gate; the output counts the seed edge."""
+        edges = Counter(source for g in self.gates for source in g.inputs)
+        edges[self.output] += 1
+        return {g.id: edges[g.id] for g in self.gates}
+
+    @cached_property
+    def order(self) -> list[GateDef]:
+        """Gates in an order where every gate comes after all of its inputs."""
+        return _topological(self.gates)
+
+    def specs(self) -> list[GateSpec]:
+        """What each gate is told when deployed: its own op and wiring, nothing more."""
+        return [
+            GateSpec(id=g.id, op=g.op, inputs=g.inputs, param=g.param, consumers=self.consumers[g.id])
+            for g in self.gates
+        ]
+
+    def critical_path(self) -> int:
+        """Gates on the longest input-to-output chain (the hops of one forward pass)."""
+        depth: dict[str, int] = {}
+        for g in self.order:
+            depth[g.id] = 1 + max((depth[s] for s in g.inputs), default=0)
+        return depth[self.output]
+
+    # -- files ----------------------------------------------------------------------------
+
+    def dump(self, path: Path) -> None:
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        data["output"] = self.output
+        text = yaml.safe_dump(data, sort_keys=False) if path.suffix in (".yaml", ".yml") else json.dumps(data, indent=2)
+        path.write_text(text + ("" if text.endswith("\n") else "\n"))
+
+    @classmethod
+    def load(cls, path: Path) -> Circuit:
+        """Read and validate a JSON or YAML circuit file; every failure is a CircuitError."""
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise CircuitError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES}-byte limit")
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CircuitError(f"{path}: cannot read circuit file: {exc}") from exc
+        return cls.parse(text, source=str(path), yaml_syntax=path.suffix in (".yaml", ".yml"))
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "<circuit>", yaml_syntax: bool = False) -> Circuit:
+        data = _parse_yaml(text, source) if yaml_syntax else _parse_json(text, source)
+        return cls.from_data(data, source=source)
+
+    @classmethod
+    def from_data(cls, data: Any, *, source: str = "<circuit>") -> Circuit:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            # pydantic adds "too short" for a list whose items failed: noise beside the real cause
+            errors = [e for e in errors if e["type"] != "too_short"] or errors
+            problems = "; ".join(
+                f"{_location(e['loc'], data)}: {e['msg'].removeprefix('Value error, ')}" for e in errors[:5]
+            )
+            raise CircuitError(f"{source}: invalid circuit: {problems}") from exc
+
+
+def _parse_json(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CircuitError(f"{source}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise CircuitError(f"{source}: JSON nested too deeply") from exc
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise CircuitError(f"{source}: {where}not valid YAML: {exc.problem}") from exc
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise CircuitError(f"{source}: not valid YAML: {exc}") from exc
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """'gates[3] (id 'f').op' rather than pydantic's bare 'gates.3.op'."""
+    parts: list[str] = []
+    for i, key in enumerate(loc):
+        if isinstance(key, int) and loc[:i] == ("gates",):
+            gate_id = _gate_id(data, key)
+            parts.append(f"[{key}]" + (f" (id {gate_id!r})" if gate_id else ""))
+        else:
+            parts.append(("." if parts else "") + str(key))
+    return "".join(parts) or "circuit"
+
+
+def _gate_id(data: Any, index: int) -> str | None:
+    try:
+        gate_id = data["gates"][index]["id"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return gate_id if isinstance(gate_id, str) else None
+
+
+def _check_gates(gates: tuple[GateDef, ...]) -> None:
+    ids = [g.id for g in gates]
+    duplicated = sorted(gid for gid, n in Counter(ids).items() if n > 1)
+    if duplicated:
+        raise ValueError(f"gate ids must be unique; repeated: {', '.join(map(repr, duplicated[:5]))}")
+    known = set(ids)
+    for index, g in enumerate(gates):
+        where = f"gates[{index}] (id {g.id!r})"
+        op = OPS.get(g.op)
+        if op is None:
+            raise ValueError(f"{where}: unknown op {g.op!r}; known ops: {', '.join(OPS)}")
+        if len(g.inputs) != op.arity:
+            raise ValueError(f"{where}: op {g.op!r} takes {op.arity} input(s), got {len(g.inputs)}")
+        if op.takes_param and g.param is None:
+            raise ValueError(f"{where}: op {g.op!r} needs a numeric 'param'")
+        if not op.takes_param and g.param is not None:
+            raise ValueError(f"{where}: op {g.op!r} takes no 'param'")
+        for source in g.inputs:
+            if source not in known:
+                raise ValueError(f"{where}: input {source!r} is not a gate of this circuit")
+
+
+def _check_acyclic(gates: tuple[GateDef, ...]) -> None:
+    placed = {g.id for g in _topological(gates)}
+    if len(placed) < len(gates):
+        stuck = {g.id: g for g in gates if g.id not in placed}
+        raise ValueError(f"the circuit has a cycle: {' -> '.join(_find_cycle(stuck))}")
+
+
+def _topological(gates: tuple[GateDef, ...]) -> list[GateDef]:
+    """Kahn's algorithm (iterative: circuits may be far deeper than Python's recursion limit)."""
+    waiting = {g.id: len(set(g.inputs)) for g in gates}
+    readers: dict[str, list[GateDef]] = {}
+    for g in gates:
+        for source in set(g.inputs):
+            readers.setdefault(source, []).append(g)
+    ready = deque(g for g in gates if waiting[g.id] == 0)
+    order: list[GateDef] = []
+    while ready:
+        g = ready.popleft()
+        order.append(g)
+        for reader in readers.get(g.id, []):
+            waiting[reader.id] -= 1
+            if waiting[reader.id] == 0:
+                ready.append(reader)
+    return order
+
+
+def _find_cycle(stuck: dict[str, GateDef]) -> list[str]:
+    """Follow inputs among the gates that could not be ordered until one repeats."""
+    path: list[str] = []
+    seen: dict[str, int] = {}
+    gid = next(iter(stuck))
+    while gid not in seen:
+        seen[gid] = len(path)
+        path.append(gid)
+        gid = next(s for s in stuck[gid].inputs if s in stuck)
+    return [*path[seen[gid]:], gid]

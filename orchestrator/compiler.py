@@ -1,0 +1,274 @@
+"""Source text -> Circuit, through Python's `ast` under a whitelist. Nothing is ever evaluated.
+
+Accepted: numbers, names, `+ - * / **` (constant exponent), unary minus, calls of
+exp log sigmoid tanh relu inv max min, and programs of assignments (`q = x + y; f = q * z`,
+`f += w`), one per line or separated by `;`. Names that are never assigned are the inputs.
+A name read several times is one wire that fans out. The last assigned name is the output,
+or a final bare expression, or whatever `output=` names.
+
+The AST is walked with an explicit stack, so depth is bounded by the parser, not by Python's
+recursion limit; the parser's own limit becomes a CompileError like any other.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+from itertools import count
+
+from gates.ops import OPS
+from orchestrator.circuit import Circuit, GateDef
+from orchestrator.errors import CircuitError, CompileError
+
+MAX_SOURCE_CHARS = 1_000_000
+FUNCTIONS = ("exp", "log", "sigmoid", "tanh", "relu", "inv", "max", "min")
+VARIADIC = ("max", "min")
+BINARY_OPS: dict[type[ast.operator], str] = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
+SYMBOLS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+
+Emit = Callable[[list[str]], str]
+
+
+def compile_source(source: str, *, output: str | None = None, name: str = "circuit") -> Circuit:
+    """Compile an expression or a small program into a validated Circuit."""
+    if len(source) > MAX_SOURCE_CHARS:
+        raise CompileError(f"source is {len(source)} characters; the limit is {MAX_SOURCE_CHARS}")
+    tree = _parse(source)
+    if not tree.body:
+        raise CompileError("nothing to compile: the source has no expression")
+    return _Builder(tree, name).build(output)
+
+
+def _parse(source: str) -> ast.Module:
+    try:
+        return ast.parse(source.strip(), mode="exec")
+    except SyntaxError as exc:
+        raise CompileError(f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1) from exc
+    except (RecursionError, MemoryError) as exc:
+        raise CompileError(
+            "expression is nested too deeply for the parser; split it into assignments (q = ...; f = q * z)"
+        ) from exc
+    except ValueError as exc:  # e.g. an integer literal with too many digits
+        raise CompileError(f"cannot parse: {exc}") from exc
+
+
+def _where(node: ast.AST) -> tuple[int, int]:
+    return getattr(node, "lineno", 1), getattr(node, "col_offset", 0) + 1
+
+
+def _fail(node: ast.AST, reason: str) -> CompileError:
+    return CompileError(reason, *_where(node))
+
+
+def _number(node: ast.expr) -> float | None:
+    """The value of a numeric literal (with any leading signs), else None."""
+    sign = 1.0
+    while isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        sign = -sign if isinstance(node.op, ast.USub) else sign
+        node = node.operand
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        try:
+            value = sign * float(node.value)
+        except OverflowError:
+            raise _fail(node, "number is too large for a float") from None
+        if not math.isfinite(value):
+            raise _fail(node, "number is too large for a float")
+        return value
+    return None
+
+
+class _Builder:
+    """Turns one parsed module into gates, one statement at a time."""
+
+    def __init__(self, tree: ast.Module, name: str) -> None:
+        self.tree = tree
+        self.name = name
+        self.gates: list[GateDef] = []
+        self.ids: set[str] = set()
+        self.bound: dict[str, str] = {}  # program name -> id of the gate that holds its value
+        self.consts: dict[float, str] = {}
+        self.assigned = self._assigned_names()
+        self.taken = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        self.counter = count(1)
+        self.last: str | None = None
+
+    def _assigned_names(self) -> dict[str, ast.stmt]:
+        first: dict[str, ast.stmt] = {}
+        for stmt in self.tree.body:
+            if isinstance(stmt, ast.Assign | ast.AugAssign):
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        first.setdefault(target.id, stmt)
+        return first
+
+    # -- statements -----------------------------------------------------------------------
+
+    def build(self, output: str | None) -> Circuit:
+        body = self.tree.body
+        for index, stmt in enumerate(body):
+            self._statement(stmt, is_last=index == len(body) - 1)
+        out = self._output(output)
+        try:
+            return Circuit(name=self.name, gates=tuple(_reachable(self.gates, out)), output=out)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise CircuitError(f"compiled circuit is invalid: {exc}") from exc
+
+    def _statement(self, stmt: ast.stmt, *, is_last: bool) -> None:
+        if isinstance(stmt, ast.Assign):
+            if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
+                raise _fail(stmt, "assign to exactly one plain name, like `q = x + y`")
+            target = stmt.targets[0].id
+            self._bind(target, self._expr(stmt.value, target))
+        elif isinstance(stmt, ast.AugAssign):
+            if not isinstance(stmt.target, ast.Name):
+                raise _fail(stmt, "update a plain name, like `f += x`")
+            target = stmt.target.id
+            if target not in self.bound:
+                raise _fail(stmt, f"name {target!r} is updated before it is assigned")
+            update = ast.BinOp(left=ast.Name(id=target, ctx=ast.Load()), op=stmt.op, right=stmt.value)
+            self._bind(target, self._expr(ast.copy_location(update, stmt), target))
+        elif isinstance(stmt, ast.Expr):
+            if not is_last:
+                raise _fail(stmt, "a bare expression may only be the last statement (it is the output)")
+            self.last = self._expr(stmt.value, "f" if "f" not in self.taken else None)
+        else:
+            raise _fail(stmt, f"unsupported statement: {type(stmt).__name__}; only assignments and expressions")
+
+    def _bind(self, name: str, gate_id: str) -> None:
+        self.bound[name] = gate_id
+        self.last = gate_id
+
+    def _output(self, output: str | None) -> str:
+        if output is None:
+            assert self.last is not None
+            return self.last
+        if output in self.bound:
+            return self.bound[output]
+        if output in self.ids and output not in self.assigned:
+            return output
+        raise CompileError(f"output {output!r} is not a name of this program")
+
+    # -- expressions ----------------------------------------------------------------------
+
+    def _expr(self, root: ast.expr, hint: str | None) -> str:
+        """Emit gates for an expression tree in post-order, without recursion."""
+        done: dict[int, str] = {}
+        stack: list[tuple[ast.expr, bool]] = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            children, emit = self._plan(node, hint if node is root else None)
+            if expanded or not children:
+                done[id(node)] = emit([done[id(c)] for c in children])
+                continue
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(children))
+        return done[id(root)]
+
+    def _plan(self, node: ast.expr, hint: str | None) -> tuple[list[ast.expr], Emit]:
+        """What a node reads, and how to make its gate once those have gate ids."""
+        value = _number(node)
+        if value is not None:
+            return [], lambda _: self._const(value)
+        match node:
+            case ast.Name(id=name):
+                return [], lambda _: self._read(node, name)
+            case ast.UnaryOp(op=ast.UAdd(), operand=operand):
+                return [operand], lambda ids: ids[0]
+            case ast.UnaryOp(op=ast.USub(), operand=operand):
+                return [operand], lambda ids: self._gate("neg", ids, hint)
+            case ast.BinOp(op=ast.Pow(), left=base, right=exponent):
+                power = _number(exponent)
+                if power is None:
+                    raise _fail(exponent, "the exponent of ** must be a constant number")
+                return [base], lambda ids: self._gate("pow", ids, hint, param=power)
+            case ast.BinOp(op=ast.Div(), left=left, right=right) if _number(left) == 1.0:
+                return [right], lambda ids: self._gate("inv", ids, hint)  # the notes' 1/x gate
+            case ast.BinOp(op=op, left=left, right=right) if type(op) in BINARY_OPS:
+                return [left, right], lambda ids: self._gate(BINARY_OPS[type(op)], ids, hint)
+            case ast.BinOp(op=op):
+                symbol = SYMBOLS.get(type(op), type(op).__name__)
+                raise _fail(node, f"unsupported operator {symbol!r}; use + - * / or ** with a constant")
+            case ast.Call():
+                return self._plan_call(node, hint)
+            case ast.Constant(value=constant):
+                raise _fail(node, f"unsupported constant {constant!r}; only numbers")
+        raise _fail(node, f"unsupported syntax: {type(node).__name__}")
+
+    def _plan_call(self, node: ast.Call, hint: str | None) -> tuple[list[ast.expr], Emit]:
+        if not isinstance(node.func, ast.Name):
+            raise _fail(node, "only plain function calls like exp(x) are allowed")
+        function = node.func.id
+        if function not in FUNCTIONS:
+            raise _fail(node, f"unknown function {function!r}; known: {', '.join(FUNCTIONS)}")
+        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+            raise _fail(node, f"{function}() takes plain positional arguments")
+        arity = OPS[function].arity
+        given = len(node.args)
+        if function in VARIADIC:
+            if given < arity:
+                raise _fail(node, f"{function}() takes at least {arity} arguments, got {given}")
+        elif given != arity:
+            raise _fail(node, f"{function}() takes {arity} argument(s), got {given}")
+        return list(node.args), lambda ids: self._fold(function, ids, hint)
+
+    def _fold(self, function: str, ids: list[str], hint: str | None) -> str:
+        """max(a, b, c) is max(max(a, b), c): every gate keeps its fixed arity."""
+        result = ids[0] if len(ids) > 1 else self._gate(function, ids, hint)
+        for index in range(1, len(ids)):
+            result = self._gate(function, [result, ids[index]], hint if index == len(ids) - 1 else None)
+        return result
+
+    # -- gates ----------------------------------------------------------------------------
+
+    def _read(self, node: ast.Name, name: str) -> str:
+        if name in self.bound:
+            return self.bound[name]
+        if name in self.assigned:
+            line = self.assigned[name].lineno
+            raise _fail(node, f"name {name!r} is read before it is assigned (on line {line})")
+        if name in FUNCTIONS:
+            raise _fail(node, f"{name!r} is a function; call it like {name}(x)")
+        if name not in self.ids:
+            self._add(GateDef(id=name, op="input"))
+        return name
+
+    def _const(self, value: float) -> str:
+        if value not in self.consts:
+            self.consts[value] = self._gate("const", [], None, param=value)
+        return self.consts[value]
+
+    def _gate(self, op: str, inputs: list[str], hint: str | None, *, param: float | None = None) -> str:
+        gate_id = self._fresh_id(hint, op)
+        self._add(GateDef(id=gate_id, op=op, inputs=tuple(inputs), param=param))
+        return gate_id
+
+    def _add(self, gate: GateDef) -> None:
+        self.gates.append(gate)
+        self.ids.add(gate.id)
+
+    def _fresh_id(self, hint: str | None, op: str) -> str:
+        if hint is not None:
+            candidate, version = hint, 1
+            while candidate in self.ids:
+                version += 1
+                candidate = f"{hint}.{version}"
+            return candidate
+        while True:
+            candidate = f"{op}_{next(self.counter)}"
+            if candidate not in self.ids and candidate not in self.taken:
+                return candidate
+
+
+def _reachable(gates: list[GateDef], output: str) -> list[GateDef]:
+    """The gates the output depends on, plus every input (an unused input's gradient is 0)."""
+    by_id = {g.id: g for g in gates}
+    keep = {output}
+    stack = [output]
+    while stack:
+        for source in by_id[stack.pop()].inputs:
+            if source not in keep:
+                keep.add(source)
+                stack.append(source)
+    return [g for g in gates if g.id in keep or g.op == "input"]

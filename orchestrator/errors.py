@@ -1,0 +1,64 @@
+"""Every error the orchestrator raises, under one root so callers can catch them all.
+
+    GatemeshError
+    ├── CompileError      source text that is not a gatemesh expression (line and column)
+    ├── CircuitError      a circuit file or model that is not a valid circuit (which gate)
+    ├── InputError        run inputs that do not match the circuit's inputs
+    ├── BrokerError       the broker cannot be reached or started
+    └── RunError          a run that did not produce a result
+        ├── GateFailed    a gate reported that the run cannot complete (e.g. log of -1)
+        └── RunTimeout    the run did not finish in time; names the gates it waits on
+"""
+
+from __future__ import annotations
+
+
+class GatemeshError(Exception):
+    """Root of every gatemesh error."""
+
+
+class CompileError(GatemeshError):
+    """Source text rejected by the compiler, with the 1-based line and column of the problem."""
+
+    def __init__(self, reason: str, line: int = 1, column: int = 1) -> None:
+        self.reason = reason
+        self.line = line
+        self.column = column
+        super().__init__(f"line {line}, column {column}: {reason}")
+
+
+class CircuitError(GatemeshError):
+    """A circuit that fails validation; the message names the gate or field."""
+
+
+class InputError(GatemeshError):
+    """Run inputs missing, unknown or not numbers."""
+
+
+class BrokerError(GatemeshError):
+    """The broker could not be reached, or started."""
+
+
+class RunError(GatemeshError):
+    """A run ended without a result."""
+
+    def __init__(self, message: str, run: str) -> None:
+        self.run = run
+        super().__init__(message)
+
+
+class GateFailed(RunError):
+    """A gate reported an error for this run."""
+
+    def __init__(self, message: str, run: str, gate: str, code: str) -> None:
+        self.gate = gate
+        self.code = code
+        super().__init__(message, run)
+
+
+class RunTimeout(RunError):
+    """The run did not finish within its timeout."""
+
+    def __init__(self, message: str, run: str, waiting_on: list[str]) -> None:
+        self.waiting_on = waiting_on
+        super().__init__(message, run)

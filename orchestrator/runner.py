@@ -1,0 +1,222 @@
+"""Runs passes over a deployed circuit, speaking to the gates only through the broker.
+
+A run: feed every leaf -> wait for the output gate's forward value -> seed the output's
+gradient with 1.0 -> wait until every leaf reports its gradient. Many runs share one
+connection and are told apart by run id. A gate's error fails its run at once; a run that
+outlasts its timeout asks every gate where it stands (Probe/Status) so the error can name
+the gates it is stuck on, then tells them all to forget it (Release).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import aiomqtt
+from pydantic import ValidationError
+
+from gates.protocol import (
+    MESSAGE_ADAPTER,
+    ORCHESTRATOR,
+    RUN_FAILING_CODES,
+    Backward,
+    ErrorReport,
+    Feed,
+    Forward,
+    GradReport,
+    Probe,
+    Ready,
+    Release,
+    Status,
+    parse_topic,
+    topic,
+)
+from gates.transport import QOS, BrokerAddress, client, publish_all
+from orchestrator.circuit import Circuit
+from orchestrator.errors import BrokerError, GateFailed, RunError, RunTimeout
+from orchestrator.reference import check_inputs
+from orchestrator.result import RunResult
+
+log = logging.getLogger(__name__)
+
+PROBE_WINDOW = 0.5
+"""Seconds a timed-out run waits for the gates' Status answers before naming them."""
+
+
+@dataclass
+class _Pending:
+    """One run in flight, as the orchestrator sees it."""
+
+    value: asyncio.Future[float]
+    done: asyncio.Future[None]
+    waiting_for: set[str]
+    grads: dict[str, float] = field(default_factory=dict)
+    statuses: dict[str, Status] = field(default_factory=dict)
+
+    def fail(self, error: BaseException) -> None:
+        for future in (self.value, self.done):
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # mark retrieved: the run may already have stopped awaiting
+
+
+class Runner:
+    """Runs passes over one deployment; create it with `open_runner`."""
+
+    def __init__(self, circuit: Circuit, deployment: str, mqtt: aiomqtt.Client) -> None:
+        self.circuit = circuit
+        self.deployment = deployment
+        self.mqtt = mqtt
+        self._pending: dict[str, _Pending] = {}
+        self._ready: set[str] = set()
+        self._ready_changed = asyncio.Event()
+
+    def subscriptions(self) -> list[str]:
+        c = self.deployment
+        kinds = ("report", "error", "status", "ready")
+        return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds)]  # type: ignore[arg-type]
+
+    # -- readiness ------------------------------------------------------------------------
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return once every gate has said Ready; else name the ones that did not."""
+        expected = {g.id for g in self.circuit.gates}
+        try:
+            async with asyncio.timeout(timeout):
+                while not expected <= self._ready:
+                    self._ready_changed.clear()
+                    await self._ready_changed.wait()
+        except TimeoutError:
+            silent = sorted(expected - self._ready)
+            raise BrokerError(
+                f"{len(silent)} gate(s) not ready after {timeout:g} s: {', '.join(silent[:10])}"
+            ) from None
+
+    # -- runs -----------------------------------------------------------------------------
+
+    async def run(self, inputs: Mapping[str, float], *, timeout: float = 10.0) -> RunResult:
+        """One forward and backward pass; raises GateFailed or RunTimeout instead of hanging."""
+        check_inputs(self.circuit, inputs)
+        run = secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(loop.create_future(), loop.create_future(), set(self.circuit.leaves))
+        self._pending[run] = pending
+        try:
+            async with asyncio.timeout(timeout):
+                await publish_all(self.mqtt, self._feeds(run, inputs))
+                await pending.value
+                seed = Backward(circuit=self.deployment, sender=ORCHESTRATOR, run=run, port=0, grad=1.0)
+                await publish_all(self.mqtt, [(topic(self.deployment, "grad", self.circuit.output), seed)])
+                await pending.done
+        except TimeoutError:
+            raise await self._timed_out(run, pending, timeout) from None
+        except RunError:
+            await self._release(run)
+            raise
+        finally:
+            del self._pending[run]
+        grads = {name: pending.grads[name] for name in self.circuit.inputs}
+        return RunResult(value=pending.value.result(), grads=grads)
+
+    def _feeds(self, run: str, inputs: Mapping[str, float]) -> list[tuple[str, Feed]]:
+        feeds = []
+        for leaf in self.circuit.leaves:
+            value = float(inputs[leaf]) if leaf in inputs else None
+            feeds.append(
+                (topic(self.deployment, "feed", leaf), Feed(circuit=self.deployment, sender=ORCHESTRATOR, run=run, value=value))
+            )
+        return feeds
+
+    async def _release(self, run: str) -> None:
+        release = Release(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
+        await publish_all(self.mqtt, [(topic(self.deployment, "control"), release)])
+
+    async def _timed_out(self, run: str, pending: _Pending, timeout: float) -> RunTimeout:
+        """Ask the gates where the run stands, free their state, and say who it waits on."""
+        probe = Probe(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
+        await publish_all(self.mqtt, [(topic(self.deployment, "control"), probe)])
+        await asyncio.sleep(PROBE_WINDOW)
+        await self._release(run)
+        stuck: list[str] = []
+        described: list[str] = []
+        for g in self.circuit.order:
+            status = pending.statuses.get(g.id)
+            if status is not None and status.state == "finished":
+                continue
+            stuck.append(g.id)
+            described.append(f"{g.op}({g.id}) {_describe(status)}")
+        shown = "; ".join(described[:8]) + (f"; and {len(described) - 8} more" if len(described) > 8 else "")
+        return RunTimeout(f"run {run} did not finish within {timeout:g} s; not finished: {shown}", run, stuck)
+
+    # -- incoming messages ----------------------------------------------------------------
+
+    async def listen(self) -> NoReturn:
+        """Route every incoming message to the run (or the readiness check) it belongs to."""
+        async for message in self.mqtt.messages:
+            parsed = parse_topic(message.topic.value)
+            raw = message.payload
+            if parsed is None or not isinstance(raw, bytes | bytearray):
+                continue
+            try:
+                decoded = MESSAGE_ADAPTER.validate_json(raw)
+            except ValidationError as exc:
+                log.warning("ignored a malformed message on %s: %s", message.topic.value, exc.errors()[0]["msg"])
+                continue
+            self._dispatch(decoded)
+        raise aiomqtt.MqttError("the orchestrator's message stream ended")
+
+    def _dispatch(self, message: object) -> None:
+        match message:
+            case Ready(sender=gate):
+                self._ready.add(gate)
+                self._ready_changed.set()
+            case Forward(run=run, value=value) if run in self._pending:
+                if not self._pending[run].value.done():
+                    self._pending[run].value.set_result(value)
+            case GradReport(run=run, sender=leaf, grad=grad) if run in self._pending:
+                pending = self._pending[run]
+                pending.grads[leaf] = grad
+                pending.waiting_for.discard(leaf)
+                if not pending.waiting_for and not pending.done.done():
+                    pending.done.set_result(None)
+            case Status(run=run) if run in self._pending:
+                self._pending[run].statuses[message.sender] = message
+            case ErrorReport(run=run) if run in self._pending and message.code in RUN_FAILING_CODES:
+                self._pending[run].fail(
+                    GateFailed(f"gate {message.sender} failed run {run}: {message.message}", run, message.sender, message.code)
+                )
+            case ErrorReport():
+                log.warning("gate %s reported %s: %s", message.sender, message.code, message.message)
+
+
+def _describe(status: Status | None) -> str:
+    if status is None:
+        return "did not answer"
+    if status.state == "waiting_inputs":
+        return f"waits for input(s) {', '.join(status.missing_inputs)}"
+    if status.state == "waiting_grads":
+        return f"has {status.grads_received} of {status.grads_expected} gradient(s)"
+    return "has not heard of the run"
+
+
+@contextlib.asynccontextmanager
+async def open_runner(circuit: Circuit, deployment: str, broker: BrokerAddress) -> AsyncIterator[Runner]:
+    """Connect a Runner to a deployment; its subscriptions are acknowledged before it is yielded."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            mqtt = await stack.enter_async_context(client(broker))
+        except aiomqtt.MqttError as exc:
+            raise BrokerError(f"cannot connect to the broker at {broker}: {exc}") from exc
+        runner = Runner(circuit, deployment, mqtt)
+        await mqtt.subscribe([(name, QOS) for name in runner.subscriptions()])
+        async with asyncio.TaskGroup() as group:
+            listener = group.create_task(runner.listen())
+            try:
+                yield runner
+            finally:
+                listener.cancel()
