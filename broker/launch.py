@@ -33,7 +33,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _accepts(host: str, port: int) -> bool:
+def accepts(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
         return True
     return False
@@ -62,7 +62,7 @@ def mosquitto(port: int | None = None, host: str = "127.0.0.1", timeout: float =
             process = subprocess.Popen([binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
             try:
                 deadline = time.monotonic() + timeout
-                while not _accepts(host, port):
+                while not accepts(host, port):
                     if process.poll() is not None or time.monotonic() > deadline:
                         raise BrokerStartError(
                             f"mosquitto did not start on {host}:{port}: {log_path.read_text(errors='replace')}"

@@ -13,7 +13,7 @@ from typing import NoReturn
 import aiomqtt
 
 from gates.core import GateCore
-from gates.protocol import ErrorReport, GateSpec
+from gates.protocol import RUN_FAILING_CODES, ErrorReport, GateSpec
 from gates.transport import QOS, BrokerAddress, client, publish_all
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ class GateActor:
                 outgoing = self.core.handle(message.topic.value, payload)
                 for out in outgoing:
                     if isinstance(out.message, ErrorReport):
-                        log.warning("gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
+                        level = logging.INFO if out.message.code in RUN_FAILING_CODES else logging.WARNING
+                        log.log(level, "gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
                 if outgoing:
                     await publish_all(mqtt, [(out.topic, out.message) for out in outgoing])
         raise aiomqtt.MqttError(f"gate {self.core.spec.id}: message stream ended")

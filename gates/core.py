@@ -152,7 +152,7 @@ class GateCore:
         try:
             out = ops.forward(self.op, values, self.spec.param)
         except ops.DomainError as exc:
-            return self._fail(msg.run, ErrorCode.DOMAIN, f"{self.spec.id}: {exc}")
+            return self._fail(msg.run, ErrorCode.DOMAIN, str(exc))
         return self._fire_forward(msg.run, state, out)
 
     def _fire_forward(self, run: str, state: _RunState, out: float) -> list[Outgoing]:
@@ -186,7 +186,7 @@ class GateCore:
         try:
             local = ops.local_grads(self.op, values, state.output, self.spec.param)
         except ops.DomainError as exc:
-            return self._fail(run, ErrorCode.DOMAIN, f"{self.spec.id}: {exc}")
+            return self._fail(run, ErrorCode.DOMAIN, str(exc))
         self._finish(run)
         return [
             Outgoing(

@@ -85,24 +85,27 @@ OPS: dict[str, Op] = {
 }
 
 
-def _checked(what: str, op: Op, call: Callable[[], float | tuple[float, ...]]) -> tuple[float, ...]:
+def _checked(
+    what: str, op: Op, inputs: Sequence[float], call: Callable[[], float | tuple[float, ...]]
+) -> tuple[float, ...]:
     """Run one op function; turn every arithmetic failure into a DomainError that says why."""
+    at = f"{op.name}({', '.join(f'{x:g}' for x in inputs)})"
     try:
         result = call()
     except (ZeroDivisionError, OverflowError, ValueError) as exc:
-        raise DomainError(f"{op.name}: {what} is undefined here ({exc})") from exc
+        raise DomainError(f"{what} of {at} is undefined ({exc})") from exc
     values = result if isinstance(result, tuple) else (result,)
     for v in values:
         if isinstance(v, complex) or not math.isfinite(v):
-            raise DomainError(f"{op.name}: {what} is not a finite real number ({v})")
+            raise DomainError(f"{what} of {at} is not a finite real number ({v})")
     return values
 
 
 def forward(op: Op, inputs: Sequence[float], param: float | None) -> float:
     """The op's output, or DomainError; never nan or inf."""
-    return _checked("output", op, lambda: op.forward(inputs, param))[0]
+    return _checked("output", op, inputs, lambda: op.forward(inputs, param))[0]
 
 
 def local_grads(op: Op, inputs: Sequence[float], out: float, param: float | None) -> tuple[float, ...]:
     """d(out)/d(input_i) for each input, or DomainError; never nan or inf."""
-    return _checked("local gradient", op, lambda: op.local_grads(inputs, out, param))
+    return _checked("local gradient", op, inputs, lambda: op.local_grads(inputs, out, param))

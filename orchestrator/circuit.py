@@ -95,6 +95,11 @@ class Circuit(BaseModel):
             depth[g.id] = 1 + max((depth[s] for s in g.inputs), default=0)
         return depth[self.output]
 
+    def messages_per_pass(self) -> int:
+        """Messages one run publishes: feeds, forwards, backward contributions + seed, reports."""
+        leaves = len(self.leaves)
+        return leaves + len(self.gates) + sum(len(g.inputs) for g in self.gates) + 1 + leaves
+
     # -- files ----------------------------------------------------------------------------
 
     def dump(self, path: Path) -> None:

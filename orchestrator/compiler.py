@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ast
 import math
+import sys
+import threading
 from collections.abc import Callable
 from itertools import count
 
@@ -22,16 +24,56 @@ from orchestrator.circuit import Circuit, GateDef
 from orchestrator.errors import CircuitError, CompileError
 
 MAX_SOURCE_CHARS = 1_000_000
+PARSER_RECURSION_LIMIT = 100_000
+COMPILER_STACK_BYTES = 256 * 1024 * 1024
 FUNCTIONS = ("exp", "log", "sigmoid", "tanh", "relu", "inv", "max", "min")
 VARIADIC = ("max", "min")
 BINARY_OPS: dict[type[ast.operator], str] = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
-SYMBOLS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+SYMBOLS: dict[type[ast.operator], str] = {
+    ast.Mod: "%", ast.FloorDiv: "//", ast.MatMult: "@", ast.LShift: "<<", ast.RShift: ">>",
+    ast.BitOr: "|", ast.BitXor: "^", ast.BitAnd: "&",
+}
 
 Emit = Callable[[list[str]], str]
 
 
 def compile_source(source: str, *, output: str | None = None, name: str = "circuit") -> Circuit:
     """Compile an expression or a small program into a validated Circuit."""
+    return _on_deep_stack(lambda: _compile(source, output, name))
+
+
+def _on_deep_stack(work: Callable[[], Circuit]) -> Circuit:
+    """Run `work` in a thread with a large stack and a high recursion limit.
+
+    CPython builds and frees an AST recursively in C; an expression of 100,000 terms
+    overflows the default 8 MB stack and kills the process. With 256 MB (virtual; only the
+    pages used are committed) the parser reaches its recursion limit and fails cleanly first.
+    """
+    outcome: list[Circuit | BaseException] = []
+
+    def target() -> None:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, PARSER_RECURSION_LIMIT))
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # handed to the calling thread below
+            outcome.append(exc)
+        finally:
+            sys.setrecursionlimit(limit)
+
+    previous = threading.stack_size(COMPILER_STACK_BYTES)
+    try:
+        worker = threading.Thread(target=target, name="gatemesh-compiler")
+        worker.start()
+    finally:
+        threading.stack_size(previous)
+    worker.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _compile(source: str, output: str | None, name: str) -> Circuit:
     if len(source) > MAX_SOURCE_CHARS:
         raise CompileError(f"source is {len(source)} characters; the limit is {MAX_SOURCE_CHARS}")
     tree = _parse(source)
@@ -188,7 +230,7 @@ class _Builder:
             case ast.BinOp(op=op, left=left, right=right) if type(op) in BINARY_OPS:
                 return [left, right], lambda ids: self._gate(BINARY_OPS[type(op)], ids, hint)
             case ast.BinOp(op=op):
-                symbol = SYMBOLS.get(type(op), type(op).__name__)
+                symbol = SYMBOLS.get(type(op), type(op).__name__)  # every other operator
                 raise _fail(node, f"unsupported operator {symbol!r}; use + - * / or ** with a constant")
             case ast.Call():
                 return self._plan_call(node, hint)

@@ -1,0 +1,28 @@
+"""Random expressions for property tests: sources over x, y, z with known-safe ops."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+NAMES = ("x", "y", "z")
+SMOOTH_UNARY = ("tanh({})", "sigmoid({})", "exp(tanh({}))", "-({})", "({}) ** 2", "log(1 + exp({}))")
+SMOOTH_BINARY = ("({}) + ({})", "({}) - ({})", "({}) * ({})", "({}) / (2 + tanh({}))")
+KINKED = ("max({}, {})", "min({}, {})", "relu({}) + ({})")
+
+
+def expressions(*, smooth_only: bool, max_leaves: int = 12) -> st.SearchStrategy[str]:
+    """Expressions that never leave their ops' domains for inputs in [-2, 2]."""
+    leaves = st.sampled_from(NAMES) | st.sampled_from(["0.5", "3", "-1.5"])
+    binary = SMOOTH_BINARY if smooth_only else SMOOTH_BINARY + KINKED
+
+    def extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        unary = st.tuples(st.sampled_from(SMOOTH_UNARY), children).map(lambda t: t[0].format(t[1]))
+        pair = st.tuples(st.sampled_from(binary), children, children).map(lambda t: t[0].format(t[1], t[2]))
+        return unary | pair
+
+    return st.recursive(leaves, extend, max_leaves=max_leaves)
+
+
+def input_values() -> st.SearchStrategy[dict[str, float]]:
+    value = st.floats(min_value=-2, max_value=2, allow_nan=False).map(lambda v: round(v, 3))
+    return st.fixed_dictionaries({name: value for name in NAMES})

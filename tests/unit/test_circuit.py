@@ -1,0 +1,84 @@
+"""Circuit validation and files: every rejection names the gate and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.circuit import Circuit
+from orchestrator.compiler import compile_source
+from orchestrator.errors import CircuitError
+
+
+def gates(*defs: dict[str, Any], output: str = "f") -> dict[str, Any]:
+    return {"gates": list(defs), "output": output}
+
+
+X = {"id": "x", "op": "input"}
+Y = {"id": "y", "op": "input"}
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (gates(X, {"id": "f", "op": "mull", "inputs": ["x", "x"]}), "gates[1] (id 'f'): unknown op 'mull'"),
+        (gates(X, {"id": "f", "op": "mul", "inputs": ["x"]}), "gates[1] (id 'f'): op 'mul' takes 2 input(s), got 1"),
+        (gates(X, {"id": "f", "op": "mul", "inputs": ["x", "w"]}), "input 'w' is not a gate"),
+        (gates(X, X, output="x"), "ids must be unique; repeated: 'x'"),
+        (gates(X, {"id": "f", "op": "pow", "inputs": ["x"]}), "op 'pow' needs a numeric 'param'"),
+        (gates(X, {"id": "f", "op": "neg", "inputs": ["x"], "param": 2}), "op 'neg' takes no 'param'"),
+        (gates(X, output="nope"), "output 'nope' is not a gate"),
+        (
+            gates(X, {"id": "a", "op": "add", "inputs": ["x", "b"]}, {"id": "b", "op": "neg", "inputs": ["a"]}, output="a"),
+            "cycle: a -> b -> a",
+        ),
+        (gates({"id": "a/b", "op": "input"}, output="a/b"), "gates[0] (id 'a/b').id: String should match pattern"),
+        (gates(X, {"id": "f", "op": "neg", "inputs": ["x"], "colour": "red"}), "gates[1] (id 'f').colour: Extra inputs"),
+        (gates(X, {"id": "f", "op": "const", "param": "inf"}), "gates[1] (id 'f').param"),
+        ({"gates": [], "output": "f"}, "gates: Tuple should have at least 1 item"),
+        ([1, 2], "circuit: Input should be a valid dictionary"),
+    ],
+)
+def test_invalid_circuits_are_named(data: Any, says: str) -> None:
+    with pytest.raises(CircuitError) as caught:
+        Circuit.from_data(data, source="c.json")
+    assert says in str(caught.value)
+    assert str(caught.value).startswith("c.json: invalid circuit")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".yml"])
+def test_file_round_trip(tmp_path: Path, suffix: str) -> None:
+    circuit = compile_source("sigmoid(w0*x0 + w1*x1 + w2) ** 2", name="neuron")
+    path = tmp_path / f"c{suffix}"
+    circuit.dump(path)
+    assert Circuit.load(path) == circuit
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"gates": [\n  {"id": "x" "op": "input"}]}')
+    with pytest.raises(CircuitError, match=r"broken.json: line 2, column 14: not valid JSON"):
+        Circuit.load(broken)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("gates: [\n  - id: x\n")
+    with pytest.raises(CircuitError, match=r"bad.yaml: line \d+, column \d+: not valid YAML"):
+        Circuit.load(bad_yaml)
+    with pytest.raises(CircuitError, match="cannot read"):
+        Circuit.load(tmp_path / "missing.json")
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text("!!python/object/apply:os.system ['true']\n")
+    with pytest.raises(CircuitError, match="not valid YAML"):
+        Circuit.load(unsafe)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CircuitError, match="deep"):
+        Circuit.load(deep)
+
+
+def test_consumers_count_edges_and_the_seed() -> None:
+    circuit = compile_source("x * x + y")
+    assert circuit.consumers == {"x": 2, "y": 1, "mul_1": 1, "f": 1}
+    assert [s.consumers for s in circuit.specs()] == [2, 1, 1, 1]
+    assert circuit.messages_per_pass() == 2 + 4 + 4 + 1 + 2

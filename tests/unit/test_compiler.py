@@ -1,0 +1,123 @@
+"""The compiler: structure of what it builds, and errors that name the line and column."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.compiler import compile_source
+from orchestrator.errors import CompileError
+from orchestrator.reference import evaluate
+
+
+def wiring(source: str, output: str | None = None) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(g.id, g.op, g.inputs) for g in compile_source(source, output=output).gates]
+
+
+def test_expression_becomes_gates() -> None:
+    assert wiring("(x+y)*z") == [
+        ("x", "input", ()), ("y", "input", ()), ("add_1", "add", ("x", "y")), ("z", "input", ()), ("f", "mul", ("add_1", "z")),
+    ]
+
+
+def test_staged_program_names_its_gates() -> None:
+    circuit = compile_source("q = x + y\nf = q * z")
+    assert [(g.id, g.op, g.inputs) for g in circuit.gates if g.op != "input"] == [("q", "add", ("x", "y")), ("f", "mul", ("q", "z"))]
+    assert circuit.output == "f"
+    assert compile_source("q = x + y; f = q * z").gates == circuit.gates
+
+
+def test_a_name_read_twice_is_one_wire() -> None:
+    circuit = compile_source("(x+x)+(x+x)")
+    assert circuit.inputs == ["x"]
+    assert circuit.consumers["x"] == 4
+
+
+def test_plus_equals_updates_a_name() -> None:
+    circuit = compile_source("f = x * y\nf += z")
+    assert circuit.output == "f.2"
+    assert evaluate(circuit, {"x": 2, "y": 3, "z": 4}).value == 10.0
+
+
+def test_output_option_and_pruning() -> None:
+    circuit = compile_source("q = x + y; f = q * z", output="q")
+    assert circuit.output == "q"
+    assert {g.id for g in circuit.gates} == {"x", "y", "z", "q"}  # z stays an input: its gradient is 0
+
+
+def test_one_over_x_is_the_inverse_gate_and_constants_are_shared() -> None:
+    ops = [g.op for g in compile_source("1/(1+exp(-(w*x)))").gates]
+    assert "inv" in ops
+    assert "div" not in ops
+    consts = [g for g in compile_source("2*x + 2*y + x**2").gates if g.op == "const"]
+    assert [g.param for g in consts] == [2.0]
+
+
+def test_negative_literals_and_exponents() -> None:
+    circuit = compile_source("-3 * x ** -2")
+    assert [(g.op, g.param) for g in circuit.gates if g.param is not None] == [("const", -3.0), ("pow", -2.0)]
+
+
+def test_max_min_fold_many_arguments() -> None:
+    assert evaluate(compile_source("max(x, y, z)"), {"x": 1, "y": 5, "z": 2}).grads == {"x": 0.0, "y": 1.0, "z": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column", "says"),
+    [
+        ("exp(x, y)", 1, 1, "exp() takes 1 argument(s), got 2"),
+        ("max(x)", 1, 1, "at least 2 arguments"),
+        ("foo(x)", 1, 1, "unknown function 'foo'"),
+        ("q = x\nf = q * w + bad(3)", 2, 13, "unknown function 'bad'"),
+        ("f = q * z\nq = x + y", 1, 5, "'q' is read before it is assigned (on line 2)"),
+        ("x ** y", 1, 6, "exponent of ** must be a constant"),
+        ("x @ y", 1, 1, "unsupported operator '@'"),
+        ("x % y", 1, 1, "unsupported operator '%'"),
+        ("import os", 1, 1, "unsupported statement: Import"),
+        ("__import__('os').system('true')", 1, 1, "only plain function calls"),
+        ("x.real", 1, 1, "unsupported syntax: Attribute"),
+        ("'text'", 1, 1, "only numbers"),
+        ("True + x", 1, 1, "only numbers"),
+        ("(x + y", 1, 1, "syntax error"),
+        ("f += x", 1, 1, "updated before it is assigned"),
+        ("a, b = x, y", 1, 1, "exactly one plain name"),
+        ("x\ny", 1, 1, "bare expression may only be the last"),
+        ("exp", 1, 1, "'exp' is a function"),
+        ("1e400 * x", 1, 1, "too large"),
+        ("exp(x=1)", 1, 1, "plain positional arguments"),
+        ("", 1, 1, "nothing to compile"),
+    ],
+)
+def test_errors_name_line_column_and_reason(source: str, line: int, column: int, says: str) -> None:
+    with pytest.raises(CompileError) as caught:
+        compile_source(source)
+    assert says in caught.value.reason
+    assert (caught.value.line, caught.value.column) == (line, column)
+
+
+def test_unknown_output_name() -> None:
+    with pytest.raises(CompileError, match="output 'w' is not a name"):
+        compile_source("f = x * y", output="w")
+
+
+def test_deep_expressions_compile_or_fail_clearly() -> None:
+    deep = "+".join(["x"] * 20_000)
+    circuit = compile_source(deep)
+    assert evaluate(circuit, {"x": 1.0}).grads == {"x": 20_000.0}
+    nested = "-(" * 90 + "x" + ")" * 90
+    assert evaluate(compile_source(nested), {"x": 2.0}).value == 2.0
+    with pytest.raises(CompileError, match="nested too deeply"):
+        compile_source("+".join(["x"] * 490_000))
+    with pytest.raises(CompileError, match="too many nested parentheses"):
+        compile_source("(" * 500 + "x" + ")" * 500)
+
+
+def test_long_programs_are_flat() -> None:
+    program = "\n".join(["a0 = x"] + [f"a{i} = a{i - 1} * 1.0001 + x" for i in range(1, 2000)])
+    circuit = compile_source(program)
+    assert circuit.critical_path() > 2000
+    assert evaluate(circuit, {"x": 0.5}).grads["x"] > 0
+
+
+def test_source_size_limit() -> None:
+    with pytest.raises(CompileError, match="limit"):
+        compile_source("x" * 2_000_000)

@@ -1,0 +1,90 @@
+"""Every op's local gradient against central finite differences, and its domain errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gates import ops
+
+H = 1e-5
+
+# (op, param, points) with points away from kinks and domain edges
+CASES: list[tuple[str, float | None, list[tuple[float, ...]]]] = [
+    ("add", None, [(1.5, -2.0), (0.3, 0.7)]),
+    ("sub", None, [(1.5, -2.0), (-0.3, 0.7)]),
+    ("mul", None, [(4.0, -3.0), (0.5, 2.5)]),
+    ("div", None, [(1.0, 3.0), (-2.0, 0.5)]),
+    ("neg", None, [(1.25,), (-3.0,)]),
+    ("inv", None, [(2.0,), (-0.5,)]),
+    ("pow", 2.0, [(3.0,), (-1.5,)]),
+    ("pow", -0.5, [(4.0,), (0.25,)]),
+    ("pow", 3.0, [(-2.0,)]),
+    ("max", None, [(4.0, 2.0), (-1.0, 3.0)]),
+    ("min", None, [(4.0, 2.0), (-1.0, 3.0)]),
+    ("relu", None, [(2.0,), (-2.0,)]),
+    ("exp", None, [(0.0,), (-1.5,), (2.0,)]),
+    ("log", None, [(0.5,), (3.0,)]),
+    ("sigmoid", None, [(0.0,), (1.0,), (-3.0,)]),
+    ("tanh", None, [(0.0,), (0.7,), (-2.0,)]),
+]
+
+
+@pytest.mark.parametrize(("name", "param", "points"), CASES)
+def test_local_gradient_matches_central_differences(name: str, param: float | None, points: list[tuple[float, ...]]) -> None:
+    op = ops.OPS[name]
+    for point in points:
+        out = ops.forward(op, point, param)
+        analytic = ops.local_grads(op, point, out, param)
+        assert len(analytic) == op.arity
+        for i in range(op.arity):
+            up = list(point)
+            down = list(point)
+            up[i] += H
+            down[i] -= H
+            numeric = (ops.forward(op, up, param) - ops.forward(op, down, param)) / (2 * H)
+            assert analytic[i] == pytest.approx(numeric, rel=1e-6, abs=1e-8), (name, point, i)
+
+
+def test_every_op_is_covered_by_the_gradient_check() -> None:
+    assert {name for name, _, _ in CASES} | {"input", "const"} == set(ops.OPS)
+
+
+def test_notes_values() -> None:
+    assert ops.forward(ops.OPS["sigmoid"], [1.0], None) == 0.7310585786300049
+    assert ops.local_grads(ops.OPS["sigmoid"], [1.0], 0.7310585786300049, None) == (0.19661193324148185,)
+    assert ops.local_grads(ops.OPS["max"], [4.0, 2.0], 4.0, None) == (1.0, 0.0)
+    assert ops.local_grads(ops.OPS["mul"], [4.0, -3.0], -12.0, None) == (-3.0, 4.0)
+
+
+def test_sigmoid_is_stable_far_from_zero() -> None:
+    assert ops.forward(ops.OPS["sigmoid"], [-1000.0], None) == 0.0
+    assert ops.forward(ops.OPS["sigmoid"], [1000.0], None) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "inputs", "param", "says"),
+    [
+        ("log", [0.0], None, "log(0)"),
+        ("log", [-1.0], None, "log(-1)"),
+        ("div", [1.0, 0.0], None, "div(1, 0)"),
+        ("inv", [0.0], None, "inv(0)"),
+        ("exp", [1000.0], None, "exp(1000)"),
+        ("mul", [1e300, 1e300], None, "not a finite"),
+        ("pow", [-8.0], 0.5, "not a finite real"),
+        ("pow", [0.0], -1.0, "pow(0)"),
+    ],
+)
+def test_domain_errors_are_reported_not_nan(name: str, inputs: list[float], param: float | None, says: str) -> None:
+    with pytest.raises(ops.DomainError, match=r"\b" + says.replace("(", r"\(").replace(")", r"\)")):
+        ops.forward(ops.OPS[name], inputs, param)
+
+
+def test_local_gradient_domain_error() -> None:
+    # sqrt is differentiable everywhere but at 0
+    out = ops.forward(ops.OPS["pow"], [0.0], 0.5)
+    assert out == 0.0
+    with pytest.raises(ops.DomainError, match="local gradient"):
+        ops.local_grads(ops.OPS["pow"], [0.0], out, 0.5)
+    assert math.isfinite(ops.local_grads(ops.OPS["pow"], [4.0], 2.0, 0.5)[0])
