@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 from gates.actor import GateActor
+from gates.lifecycle import cancel_and_wait
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.runner import Runner, open_runner
@@ -32,5 +33,4 @@ async def in_process(circuit: Circuit, broker: BrokerAddress, *, ready_timeout: 
             await runner.wait_ready(ready_timeout)
             yield runner
         finally:
-            for actor in actors:
-                actor.cancel()
+            await cancel_and_wait(actors)

@@ -36,6 +36,7 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
+from gates.lifecycle import cancel_and_wait
 from gates.transport import QOS, BrokerAddress, client, publish_all
 from orchestrator.circuit import Circuit
 from orchestrator.errors import BrokerError, GateFailed, RunError, RunTimeout
@@ -219,4 +220,4 @@ async def open_runner(circuit: Circuit, deployment: str, broker: BrokerAddress) 
             try:
                 yield runner
             finally:
-                listener.cancel()
+                await cancel_and_wait([listener])

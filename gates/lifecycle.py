@@ -1,0 +1,23 @@
+"""Stopping tasks reliably.
+
+On Python 3.11, `asyncio.wait_for` (which aiomqtt uses for every publish and subscribe)
+can swallow a cancellation that arrives just as the awaited operation completes
+(CPython gh-86296, fixed in 3.12). A gate cancelled at that instant would keep serving and
+its task group would wait forever. `cancel_and_wait` cancels again until the task is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+RECANCEL_AFTER = 0.05
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
+    """Cancel the tasks and return once every one of them has finished."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_AFTER)
