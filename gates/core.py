@@ -140,7 +140,11 @@ class GateCore:
 
     def _on_forward(self, msg: Forward, topic_gate: str | None, topic_name: str) -> list[Outgoing]:
         if msg.sender != topic_gate or msg.sender not in self._ports:
-            return [self._error(ErrorCode.UNKNOWN_SENDER, f"{msg.sender!r} is not an input of this gate", topic_name, msg.run)]
+            return [
+                self._error(
+                    ErrorCode.UNKNOWN_SENDER, f"{msg.sender!r} is not an input of this gate", topic_name, msg.run
+                )
+            ]
         if msg.run in self._finished:
             return []
         state = self._runs.setdefault(msg.run, _RunState())
@@ -169,7 +173,14 @@ class GateCore:
             return []
         state = self._runs.get(msg.run)
         if state is None or state.output is None:
-            return [self._error(ErrorCode.UNKNOWN_RUN, f"gradient for run {msg.run!r} before this gate's output", topic_name, msg.run)]
+            return [
+                self._error(
+                    ErrorCode.UNKNOWN_RUN,
+                    f"gradient for run {msg.run!r} before this gate's output",
+                    topic_name,
+                    msg.run,
+                )
+            ]
         state.grads.setdefault((msg.sender, msg.port), msg.grad)
         if len(state.grads) < self.spec.consumers:
             return []
@@ -213,11 +224,17 @@ class GateCore:
             status = Status(circuit=self.circuit, sender=self.spec.id, run=run, state="unknown")
         elif state.output is None:
             missing = tuple(dict.fromkeys(s for p, s in enumerate(self.spec.inputs) if p not in state.inputs))
-            status = Status(circuit=self.circuit, sender=self.spec.id, run=run, state="waiting_inputs", missing_inputs=missing)
+            status = Status(
+                circuit=self.circuit, sender=self.spec.id, run=run, state="waiting_inputs", missing_inputs=missing
+            )
         else:
             status = Status(
-                circuit=self.circuit, sender=self.spec.id, run=run, state="waiting_grads",
-                grads_received=len(state.grads), grads_expected=expected,
+                circuit=self.circuit,
+                sender=self.spec.id,
+                run=run,
+                state="waiting_grads",
+                grads_received=len(state.grads),
+                grads_expected=expected,
             )
         return self._out("status", status)
 
@@ -233,7 +250,9 @@ class GateCore:
         return self._error(ErrorCode.BAD_SCHEMA, described[:500], topic_name)
 
     def _error(self, code: ErrorCode, reason: str, topic_name: str | None, run: str | None = None) -> Outgoing:
-        report = ErrorReport(circuit=self.circuit, sender=self.spec.id, run=run, code=code, message=reason, topic=topic_name)
+        report = ErrorReport(
+            circuit=self.circuit, sender=self.spec.id, run=run, code=code, message=reason, topic=topic_name
+        )
         return self._out("error", report)
 
     def _out(self, kind: TopicKind, message: BaseModel) -> Outgoing:

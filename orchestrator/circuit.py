@@ -236,4 +236,4 @@ def _find_cycle(stuck: dict[str, GateDef]) -> list[str]:
         seen[gid] = len(path)
         path.append(gid)
         gid = next(s for s in stuck[gid].inputs if s in stuck)
-    return [*path[seen[gid]:], gid]
+    return [*path[seen[gid] :], gid]

@@ -124,7 +124,9 @@ def demo(broker: BrokerOption = None, timeout: float = 10.0) -> None:
                 given = ", ".join(f"{k}={v:g}" for k, v in example.inputs.items())
                 out.rule(f"{number}. {example.title}")
                 out.print(f"[cyan]{source}[/cyan]   at {given}")
-                out.print(f"{len(circuit.gates)} gate actors, {circuit.messages_per_pass()} messages through the broker")
+                out.print(
+                    f"{len(circuit.gates)} gate actors, {circuit.messages_per_pass()} messages through the broker"
+                )
                 show(result)
                 out.print(f"[dim]{example.lesson}[/dim]\n")
 

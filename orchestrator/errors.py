@@ -1,13 +1,13 @@
 """Every error the orchestrator raises, under one root so callers can catch them all.
 
-    GatemeshError
-    ├── CompileError      source text that is not a gatemesh expression (line and column)
-    ├── CircuitError      a circuit file or model that is not a valid circuit (which gate)
-    ├── InputError        run inputs that do not match the circuit's inputs
-    ├── BrokerError       the broker cannot be reached or started
-    └── RunError          a run that did not produce a result
-        ├── GateFailed    a gate reported that the run cannot complete (e.g. log of -1)
-        └── RunTimeout    the run did not finish in time; names the gates it waits on
+GatemeshError
+├── CompileError      source text that is not a gatemesh expression (line and column)
+├── CircuitError      a circuit file or model that is not a valid circuit (which gate)
+├── InputError        run inputs that do not match the circuit's inputs
+├── BrokerError       the broker cannot be reached or started
+└── RunError          a run that did not produce a result
+    ├── GateFailed    a gate reported that the run cannot complete (e.g. log of -1)
+    └── RunTimeout    the run did not finish in time; names the gates it waits on
 """
 
 from __future__ import annotations

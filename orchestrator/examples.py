@@ -31,7 +31,9 @@ f = num * invden
 EXAMPLES: list[Example] = [
     Example("Multiply gate", "x * y", {"x": 4, "y": -3}, "a mul gate swaps its inputs: df/dx = y, df/dy = x"),
     Example(
-        "A tiny circuit", "q = x + y; f = q * z", {"x": -2, "y": 5, "z": -4},
+        "A tiny circuit",
+        "q = x + y; f = q * z",
+        {"x": -2, "y": 5, "z": -4},
         "the add gate hands its gradient to both inputs unchanged",
     ),
     Example("Max gate", "max(x, y)", {"x": 4, "y": 2}, "the max gate routes the whole gradient to the larger input"),

@@ -20,6 +20,7 @@ from typing import NoReturn
 import aiomqtt
 from pydantic import ValidationError
 
+from gates.lifecycle import cancel_and_wait
 from gates.protocol import (
     MESSAGE_ADAPTER,
     ORCHESTRATOR,
@@ -36,7 +37,6 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
-from gates.lifecycle import cancel_and_wait
 from gates.transport import QOS, BrokerAddress, client, publish_all
 from orchestrator.circuit import Circuit
 from orchestrator.errors import BrokerError, GateFailed, RunError, RunTimeout
@@ -129,7 +129,10 @@ class Runner:
         for leaf in self.circuit.leaves:
             value = float(inputs[leaf]) if leaf in inputs else None
             feeds.append(
-                (topic(self.deployment, "feed", leaf), Feed(circuit=self.deployment, sender=ORCHESTRATOR, run=run, value=value))
+                (
+                    topic(self.deployment, "feed", leaf),
+                    Feed(circuit=self.deployment, sender=ORCHESTRATOR, run=run, value=value),
+                )
             )
         return feeds
 
@@ -189,7 +192,9 @@ class Runner:
                 self._pending[run].statuses[message.sender] = message
             case ErrorReport(run=run) if run in self._pending and message.code in RUN_FAILING_CODES:
                 self._pending[run].fail(
-                    GateFailed(f"gate {message.sender} failed run {run}: {message.message}", run, message.sender, message.code)
+                    GateFailed(
+                        f"gate {message.sender} failed run {run}: {message.message}", run, message.sender, message.code
+                    )
                 )
             case ErrorReport():
                 log.warning("gate %s reported %s: %s", message.sender, message.code, message.message)

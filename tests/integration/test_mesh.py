@@ -52,9 +52,8 @@ async def test_many_runs_in_flight_each_get_their_own_result(broker_url: str) ->
     circuit = compile_source("q = x + y; f = sigmoid(q * z) + x * x")
     rng = random.Random(7)
     cases = [{"x": rng.uniform(-3, 3), "y": rng.uniform(-3, 3), "z": rng.uniform(-3, 3)} for _ in range(200)]
-    async with in_process(circuit, BrokerAddress.parse(broker_url)) as runner:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(runner.run(case, timeout=60)) for case in cases]
+    async with in_process(circuit, BrokerAddress.parse(broker_url)) as runner, asyncio.TaskGroup() as group:
+        tasks = [group.create_task(runner.run(case, timeout=60)) for case in cases]
     for case, task in zip(cases, tasks, strict=True):
         assert task.result() == evaluate(circuit, case)
 
@@ -91,7 +90,7 @@ async def test_malformed_payloads_do_not_crash_gates(broker_url: str) -> None:
             await spy.publish(topic(runner.deployment, "fwd", "x"), b'{"oops": 1}', qos=1)
             async with asyncio.timeout(10):
                 async for message in spy.messages:
-                    errors_seen.append(bytes(message.payload))  # type: ignore[arg-type]
+                    errors_seen.append(bytes(message.payload))
                     if len(errors_seen) == 3 * len(junk) + 1:  # only q reads x
                         break
         assert all(b'"code":"bad_' in e for e in errors_seen)
@@ -124,8 +123,11 @@ async def test_circuit_file_runs_like_its_source(tmp_path: object, mosquitto_url
         {
             "name": "neuron",
             "gates": [
-                {"id": "w", "op": "input"}, {"id": "x", "op": "input"}, {"id": "b", "op": "const", "param": -1.0},
-                {"id": "wx", "op": "mul", "inputs": ["w", "x"]}, {"id": "s", "op": "add", "inputs": ["wx", "b"]},
+                {"id": "w", "op": "input"},
+                {"id": "x", "op": "input"},
+                {"id": "b", "op": "const", "param": -1.0},
+                {"id": "wx", "op": "mul", "inputs": ["w", "x"]},
+                {"id": "s", "op": "add", "inputs": ["wx", "b"]},
                 {"id": "f", "op": "tanh", "inputs": ["s"]},
             ],
             "output": "f",

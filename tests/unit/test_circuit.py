@@ -31,11 +31,16 @@ Y = {"id": "y", "op": "input"}
         (gates(X, {"id": "f", "op": "neg", "inputs": ["x"], "param": 2}), "op 'neg' takes no 'param'"),
         (gates(X, output="nope"), "output 'nope' is not a gate"),
         (
-            gates(X, {"id": "a", "op": "add", "inputs": ["x", "b"]}, {"id": "b", "op": "neg", "inputs": ["a"]}, output="a"),
+            gates(
+                X, {"id": "a", "op": "add", "inputs": ["x", "b"]}, {"id": "b", "op": "neg", "inputs": ["a"]}, output="a"
+            ),
             "cycle: a -> b -> a",
         ),
         (gates({"id": "a/b", "op": "input"}, output="a/b"), "gates[0] (id 'a/b').id: String should match pattern"),
-        (gates(X, {"id": "f", "op": "neg", "inputs": ["x"], "colour": "red"}), "gates[1] (id 'f').colour: Extra inputs"),
+        (
+            gates(X, {"id": "f", "op": "neg", "inputs": ["x"], "colour": "red"}),
+            "gates[1] (id 'f').colour: Extra inputs",
+        ),
         (gates(X, {"id": "f", "op": "const", "param": "inf"}), "gates[1] (id 'f').param"),
         ({"gates": [], "output": "f"}, "gates: Tuple should have at least 1 item"),
         ([1, 2], "circuit: Input should be a valid dictionary"),

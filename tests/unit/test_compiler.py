@@ -15,13 +15,20 @@ def wiring(source: str, output: str | None = None) -> list[tuple[str, str, tuple
 
 def test_expression_becomes_gates() -> None:
     assert wiring("(x+y)*z") == [
-        ("x", "input", ()), ("y", "input", ()), ("add_1", "add", ("x", "y")), ("z", "input", ()), ("f", "mul", ("add_1", "z")),
+        ("x", "input", ()),
+        ("y", "input", ()),
+        ("add_1", "add", ("x", "y")),
+        ("z", "input", ()),
+        ("f", "mul", ("add_1", "z")),
     ]
 
 
 def test_staged_program_names_its_gates() -> None:
     circuit = compile_source("q = x + y\nf = q * z")
-    assert [(g.id, g.op, g.inputs) for g in circuit.gates if g.op != "input"] == [("q", "add", ("x", "y")), ("f", "mul", ("q", "z"))]
+    assert [(g.id, g.op, g.inputs) for g in circuit.gates if g.op != "input"] == [
+        ("q", "add", ("x", "y")),
+        ("f", "mul", ("q", "z")),
+    ]
     assert circuit.output == "f"
     assert compile_source("q = x + y; f = q * z").gates == circuit.gates
 

@@ -39,7 +39,10 @@ def bwd(gate: GateCore, sender: str, run: str, grad: float, port: int = 0) -> li
 def test_subscriptions_are_only_local_knowledge() -> None:
     gate = mul_gate()
     assert gate.subscriptions() == [
-        topic(C, "fwd", "q"), topic(C, "fwd", "z"), topic(C, "grad", "f"), topic(C, "control"),
+        topic(C, "fwd", "q"),
+        topic(C, "fwd", "z"),
+        topic(C, "grad", "f"),
+        topic(C, "control"),
     ]
 
 
@@ -94,7 +97,10 @@ def test_unread_gate_reports_zero_gradient_at_once() -> None:
     leaf = GateCore(GateSpec(id="u", op="input", consumers=0), C)
     feed = Feed(circuit=C, sender="orchestrator", run="r", value=2.0)
     sent = [o.message for o in leaf.handle(topic(C, "feed", "u"), feed.model_dump_json().encode())]
-    assert sent == [Forward(circuit=C, sender="u", run="r", value=2.0), GradReport(circuit=C, sender="u", run="r", grad=0.0)]
+    assert sent == [
+        Forward(circuit=C, sender="u", run="r", value=2.0),
+        GradReport(circuit=C, sender="u", run="r", grad=0.0),
+    ]
 
 
 def test_constant_uses_its_parameter() -> None:

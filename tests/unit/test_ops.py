@@ -32,7 +32,9 @@ CASES: list[tuple[str, float | None, list[tuple[float, ...]]]] = [
 
 
 @pytest.mark.parametrize(("name", "param", "points"), CASES)
-def test_local_gradient_matches_central_differences(name: str, param: float | None, points: list[tuple[float, ...]]) -> None:
+def test_local_gradient_matches_central_differences(
+    name: str, param: float | None, points: list[tuple[float, ...]]
+) -> None:
     op = ops.OPS[name]
     for point in points:
         out = ops.forward(op, point, param)

@@ -25,7 +25,10 @@ NEURON_GRADS = {
 
 
 def test_cs231n_examples() -> None:
-    assert evaluate(compile_source("x*y"), {"x": 4, "y": -3}).model_dump() == {"value": -12.0, "grads": {"x": -3.0, "y": 4.0}}
+    assert evaluate(compile_source("x*y"), {"x": 4, "y": -3}).model_dump() == {
+        "value": -12.0,
+        "grads": {"x": -3.0, "y": 4.0},
+    }
     r = evaluate(compile_source("(x+y)*z"), {"x": -2, "y": 5, "z": -4})
     assert (r.value, r.grads) == (-12.0, {"x": -4.0, "y": -4.0, "z": 3.0})
     r = evaluate(compile_source("max(x, y)"), {"x": 4, "y": 2})
@@ -94,13 +97,16 @@ def test_unused_input_gets_zero_gradient() -> None:
 
 @given(st.sampled_from(["log(x)", "1/x", "x/(y-y)", "exp(exp(exp(x)))"]))
 def test_domain_errors_name_the_gate(source: str) -> None:
-    with pytest.raises(ReferenceDomainError, match="undefined|finite"):
-        evaluate(compile_source(source), {"x": 0.0, "y": 1.0} if "y" in source else {"x": 0.0 if "exp" not in source else 10.0})
+    with pytest.raises(ReferenceDomainError, match=r"undefined|finite"):
+        evaluate(
+            compile_source(source),
+            {"x": 0.0, "y": 1.0} if "y" in source else {"x": 0.0 if "exp" not in source else 10.0},
+        )
 
 
 def test_inputs_are_checked() -> None:
     circuit = compile_source("x * y")
-    with pytest.raises(InputError, match="no value for input.*y"):
+    with pytest.raises(InputError, match=r"no value for input.*y"):
         evaluate(circuit, {"x": 1})
     with pytest.raises(InputError, match="not inputs of this circuit: w"):
         evaluate(circuit, {"x": 1, "y": 2, "w": 3})

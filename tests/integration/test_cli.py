@@ -1,0 +1,72 @@
+"""The `gatemesh` command as a user runs it: a real process, a real broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def gatemesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_run_json_on_mosquitto(mosquitto_url: str) -> None:
+    done = gatemesh("run", "(x+y)*z", "x=-2", "y=5", "z=-4", "--json", "--broker", mosquitto_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"value": -12.0, "grads": {"x": -4.0, "y": -4.0, "z": 3.0}}
+    assert done.stdout.count("\n") == 1
+
+
+def test_run_on_the_embedded_broker_by_default() -> None:
+    done = gatemesh("run", "(x+y)*z", "x=-2", "y=5", "z=-4")
+    assert done.returncode == 0, done.stderr
+    assert "value = -12" in done.stdout
+    rows = {line.split()[0]: line.split()[-1] for line in done.stdout.splitlines() if line.strip()[:1] in "xyz"}
+    assert rows == {"x": "-4", "y": "-4", "z": "3"}
+
+
+def test_compile_then_run_the_file(tmp_path: Path, mosquitto_url: str) -> None:
+    path = tmp_path / "neuron.yaml"
+    done = gatemesh("compile", "q = w0*x0 + w1*x1 + w2; f = sigmoid(q)", "-o", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stderr
+    done = gatemesh("run", str(path), "w0=2", "x0=-1", "w1=-3", "x1=-2", "w2=-3", "--json", "--broker", mosquitto_url)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["value"] == 0.7310585786300049
+    assert result["grads"]["x1"] == -0.5898357997244456
+
+
+def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
+    done = gatemesh("demo", "--broker", mosquitto_url)
+    assert done.returncode == 0, done.stderr
+    assert "value = 0.7310585786" in done.stdout
+    assert "Staged computation" in done.stdout
+    assert done.stdout.count("value = ") == 8
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "exp(x, y)", "x=1"], "line 1, column 1: exp() takes 1 argument(s), got 2"),
+        (["run", "x*y", "x=1"], "no value for input(s): y"),
+        (["run", "x*y", "x=1", "y=two"], "'two' is not a number"),
+        (["run", "log(x)", "x=-1"], "output of log(-1) is undefined"),
+        (["run", "missing.json", "x=1"], "missing.json: cannot read circuit file"),
+        (["run", "x", "x=1", "--broker", "mqtt://127.0.0.1:1"], "cannot connect to the broker"),
+    ],
+)
+def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: str) -> None:
+    if "--broker" not in args:
+        args = [*args, "--broker", mosquitto_url]
+    done = gatemesh(*args)
+    assert done.returncode == 1
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,50 @@
+"""docs/PROTOCOL.md and gates/protocol.py must say the same thing."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from pydantic import BaseModel
+
+import gates.protocol as protocol
+from gates.protocol import MESSAGE_ADAPTER, RUN_FAILING_CODES, ErrorCode, GateSpec, parse_topic, topic
+
+DOC = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()
+
+
+def test_error_table_matches_the_code() -> None:
+    section = DOC.split("## Errors", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (yes|no) \|", section, flags=re.MULTILINE)
+    assert {code for code, _ in rows} == {c.value for c in ErrorCode}
+    assert {code for code, definite in rows if definite == "yes"} == {c.value for c in RUN_FAILING_CODES}
+
+
+def test_every_json_example_is_a_valid_message() -> None:
+    examples = [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", DOC, flags=re.DOTALL)]
+    kinds = set()
+    for example in examples:
+        if "type" in example:
+            kinds.add(MESSAGE_ADAPTER.validate_python(example).type)
+        else:
+            GateSpec.model_validate(example)
+    documented_types = {"feed", "forward", "backward", "grad", "ready", "release", "probe", "status", "error"}
+    assert kinds == documented_types
+
+
+def test_every_message_model_is_documented() -> None:
+    models = [m for m in vars(protocol).values() if isinstance(m, type) and issubclass(m, BaseModel)]
+    types = {m.model_fields["type"].default for m in models if "type" in m.model_fields}
+    assert len(types) == 9
+    assert all(f"### {t}" in DOC or f"### probe and {t}" in DOC for t in types)
+
+
+def test_topic_table_matches_topic_names() -> None:
+    for kind in ("feed", "fwd", "grad", "report", "ready", "status", "error"):
+        name = topic("C", kind, "G")
+        assert f"`{name}`" in DOC
+        assert parse_topic(name) == ("C", kind, "G")
+    assert "`gatemesh/C/control`" in DOC
+    assert parse_topic("gatemesh/C/control") == ("C", "control", None)
+    assert parse_topic("gatemesh/C/fwd/a/b") is None
