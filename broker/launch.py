@@ -98,6 +98,7 @@ async def embedded(port: int = 0, host: str = "127.0.0.1") -> AsyncIterator[str]
     except Exception as exc:
         raise BrokerStartError(f"the embedded broker could not listen on {host}:{port}: {exc}") from exc
     try:
+        # amqtt has no public accessor for the bound port; port 0 needs it read back
         bound = broker._servers["default"].instance.sockets[0].getsockname()[1]
         yield f"mqtt://{host}:{bound}"
     finally:

@@ -55,7 +55,8 @@ def _param(p: float | None) -> float:
 OPS: dict[str, Op] = {
     op.name: op
     for op in [
-        # leaves: an input is fed a value each run; a constant is its parameter
+        # leaves: the gate, not the op, supplies their value: the fed value for an input
+        # (passed as `p` where one is evaluated) and the parameter for a constant
         Op("input", 0, lambda x, p: _param(p), lambda x, out, p: (), takes_param=False),
         Op("const", 0, lambda x, p: _param(p), lambda x, out, p: (), takes_param=True),
         # arithmetic
