@@ -104,7 +104,6 @@ class Circuit(BaseModel):
 
     def dump(self, path: Path) -> None:
         data = self.model_dump(mode="json", exclude_defaults=True)
-        data["output"] = self.output
         text = yaml.safe_dump(data, sort_keys=False) if path.suffix in (".yaml", ".yml") else json.dumps(data, indent=2)
         path.write_text(text + ("" if text.endswith("\n") else "\n"))
 
