@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 
-from broker.launch import free_port, mosquitto, serve_embedded
+from broker.launch import mosquitto, serve_embedded
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
         if args.kind == "embedded":
             asyncio.run(serve_embedded(args.port, args.host))
         else:
-            with mosquitto(args.port or free_port(args.host), args.host) as url:
+            with mosquitto(args.port or None, args.host) as url:
                 print(url, flush=True)
                 while True:
                     time.sleep(3600)

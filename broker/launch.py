@@ -39,6 +39,16 @@ def accepts(host: str, port: int) -> bool:
     return False
 
 
+def wait_until_listening(process: subprocess.Popen[bytes], host: str, port: int, timeout: float) -> bool:
+    """True once a freshly started broker process accepts connections; False if it died or timed out."""
+    deadline = time.monotonic() + timeout
+    while not accepts(host, port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def mosquitto_config(port: int, host: str = "127.0.0.1", base: Path = MOSQUITTO_CONF) -> str:
     """The project's Mosquitto config with its listener moved to host:port."""
     lines = [line for line in base.read_text().splitlines() if not line.startswith("listener ")]
@@ -61,13 +71,10 @@ def mosquitto(port: int | None = None, host: str = "127.0.0.1", timeout: float =
         with log_path.open("wb") as log_file:
             process = subprocess.Popen([binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
             try:
-                deadline = time.monotonic() + timeout
-                while not accepts(host, port):
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise BrokerStartError(
-                            f"mosquitto did not start on {host}:{port}: {log_path.read_text(errors='replace')}"
-                        )
-                    time.sleep(0.02)
+                if not wait_until_listening(process, host, port, timeout):
+                    raise BrokerStartError(
+                        f"mosquitto did not start on {host}:{port}: {log_path.read_text(errors='replace')}"
+                    )
                 yield f"mqtt://{host}:{port}"
             finally:
                 process.terminate()

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.api import broker_url, deployed
+from orchestrator.api import broker_url, deployed, run_circuit
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.errors import GatemeshError, InputError
@@ -84,12 +84,7 @@ def run(
     """Deploy the gates, run one forward and backward pass through the broker, print the result."""
     circuit = load_circuit(source, output)
     inputs = parse_assignments(assignments or [])
-
-    async def once() -> RunResult:
-        async with broker_url(broker) as url, deployed(circuit, url) as runner:
-            return await runner.run(inputs, timeout=timeout)
-
-    result = asyncio.run(once())
+    result = asyncio.run(run_circuit(circuit, inputs, broker=broker, timeout=timeout))
     if as_json:
         print(result.model_dump_json())
     else:

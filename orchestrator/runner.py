@@ -34,6 +34,7 @@ from gates.protocol import (
     Ready,
     Release,
     Status,
+    TopicKind,
     parse_topic,
     topic,
 )
@@ -79,8 +80,8 @@ class Runner:
 
     def subscriptions(self) -> list[str]:
         c = self.deployment
-        kinds = ("report", "error", "status", "ready")
-        return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds)]  # type: ignore[arg-type]
+        kinds: tuple[TopicKind, ...] = ("report", "error", "status", "ready")
+        return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds)]
 
     # -- readiness ------------------------------------------------------------------------
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from broker.launch import accepts, free_port, mosquitto
+from broker.launch import free_port, mosquitto, wait_until_listening
 
 
 @pytest.fixture(scope="session")
@@ -30,13 +29,10 @@ def amqtt_url() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while not accepts("127.0.0.1", port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            _, stderr = process.communicate()
-            pytest.fail(f"embedded broker did not start: {stderr.decode(errors='replace')}")
-        time.sleep(0.05)
+    if not wait_until_listening(process, "127.0.0.1", port, timeout=20):
+        process.kill()
+        _, stderr = process.communicate()
+        pytest.fail(f"embedded broker did not start: {stderr.decode(errors='replace')}")
     yield f"mqtt://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
