@@ -20,18 +20,24 @@ log = logging.getLogger(__name__)
 
 
 class GateActor:
-    """Runs one GateCore against the broker until cancelled."""
+    """Runs one GateCore against the broker until cancelled.
 
-    def __init__(self, spec: GateSpec, circuit: str, broker: BrokerAddress) -> None:
+    `serve` may be called again after the connection is lost: the core, and with it every
+    run in flight, survives the reconnection. A hosted gate retains its Ready message, so
+    an orchestrator that starts later can still see that the gate is up.
+    """
+
+    def __init__(self, spec: GateSpec, circuit: str, broker: BrokerAddress, *, retain_ready: bool = False) -> None:
         self.core = GateCore(spec, circuit)
         self.broker = broker
+        self.retain_ready = retain_ready
 
     async def serve(self) -> NoReturn:
         """Connect, subscribe, announce readiness, then handle messages forever."""
         async with client(self.broker) as mqtt:
             await mqtt.subscribe([(name, QOS) for name in self.core.subscriptions()])
             ready = self.core.ready()
-            await publish_all(mqtt, [(ready.topic, ready.message)])
+            await publish_all(mqtt, [(ready.topic, ready.message)], retain=self.retain_ready)
             async for message in mqtt.messages:
                 raw = message.payload
                 payload = bytes(raw) if isinstance(raw, bytes | bytearray) else b""

@@ -44,6 +44,18 @@ EXPECTED: dict[TopicKind, tuple[type[BaseModel], ...]] = {
 }
 
 
+def _checked_op(spec: GateSpec) -> ops.Op:
+    """The spec's op, once the spec is known to fit it (a host may be sent anything)."""
+    op = ops.OPS.get(spec.op)
+    if op is None:
+        raise ValueError(f"gate {spec.id!r}: unknown op {spec.op!r}")
+    if len(spec.inputs) != op.arity:
+        raise ValueError(f"gate {spec.id!r}: op {spec.op!r} takes {op.arity} input(s), got {len(spec.inputs)}")
+    if op.takes_param != (spec.param is not None):
+        raise ValueError(f"gate {spec.id!r}: op {spec.op!r} {'needs' if op.takes_param else 'takes no'} param")
+    return op
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """A message the gate wants published, and where."""
@@ -65,7 +77,7 @@ class GateCore:
     def __init__(self, spec: GateSpec, circuit: str, *, remember_finished: int = 4096) -> None:
         self.spec = spec
         self.circuit = circuit
-        self.op = ops.OPS[spec.op]
+        self.op = _checked_op(spec)
         self.is_leaf = self.op.arity == 0
         self._ports: dict[str, list[int]] = {}
         for port, source in enumerate(spec.inputs):

@@ -13,6 +13,12 @@ Topics, for a deployed circuit `C` and a gate `G`:
     gatemesh/C/status/G   G -> orchestrator           Status
     gatemesh/C/error/G    G -> anyone listening       ErrorReport
     gatemesh/C/control    orchestrator -> all gates   Release, Probe
+    gatemesh/C/spec/G     orchestrator -> gate hosts  Assignment (retained: the deployment itself)
+
+and, outside any circuit, the cluster's own topics (retained, read by orchestrators):
+
+    gatemesh-sys/hosts/H        host H               HostPresence (its last will says offline)
+    gatemesh-sys/deployments/D  orchestrator          the record of deployment D
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 ROOT = "gatemesh"
+SYSTEM_ROOT = "gatemesh-sys"
+"""Hosts and deployment records live under their own root, so no circuit id can collide with them."""
 ORCHESTRATOR = "orchestrator"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
 """Gate ids and circuit ids: safe inside an MQTT topic level (no '/', '+', '#')."""
@@ -147,14 +155,46 @@ class ErrorReport(_Message):
     topic: str | None = None
 
 
+Incarnation = Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]
+
+
+class HostPresence(BaseModel):
+    """A gate host's retained announcement on gatemesh-sys/hosts/H.
+
+    `incarnation` is fresh each time a host process starts: gates are assigned to one
+    incarnation, so a host that dies and comes back under the same name is a new host and
+    never restarts the gates of its previous life. The host's MQTT last will is this message
+    with `state: offline`, so the broker itself announces a host whose connection is lost.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["host"] = "host"
+    host: Name
+    incarnation: Incarnation
+    state: Literal["online", "offline"]
+    reason: str = ""
+    machine: str = ""
+    pid: int | None = None
+
+
+class Assignment(_Message):
+    """Run this gate: retained on gatemesh/C/spec/G; only host `host` in `incarnation` obeys it."""
+
+    type: Literal["assign"] = "assign"
+    host: Name
+    incarnation: Incarnation
+    spec: GateSpec
+
+
 Message = Annotated[
     Feed | Forward | Backward | GradReport | Ready | Release | Probe | Status | ErrorReport,
     Field(discriminator="type"),
 ]
 MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 
-TopicKind = Literal["feed", "fwd", "grad", "report", "ready", "status", "error", "control"]
-_TOPIC_RE = re.compile(rf"^{ROOT}/([^/]+)/(feed|fwd|grad|report|ready|status|error)/([^/]+)$")
+TopicKind = Literal["feed", "fwd", "grad", "report", "ready", "status", "error", "spec", "control"]
+_TOPIC_RE = re.compile(rf"^{ROOT}/([^/]+)/(feed|fwd|grad|report|ready|status|error|spec)/([^/]+)$")
 _CONTROL_RE = re.compile(rf"^{ROOT}/([^/]+)/control$")
 
 
@@ -174,3 +214,17 @@ def parse_topic(name: str) -> tuple[str, TopicKind, str | None] | None:
     if m := _CONTROL_RE.match(name):
         return m.group(1), "control", None
     return None
+
+
+def host_topic(host: str) -> str:
+    """Where host `host` announces itself ('+' gives the filter for every host)."""
+    return f"{SYSTEM_ROOT}/hosts/{host}"
+
+
+def deployment_topic(name: str) -> str:
+    """Where the record of deployment `name` is retained ('+' gives the filter for all)."""
+    return f"{SYSTEM_ROOT}/deployments/{name}"
+
+
+def last_level(topic_name: str) -> str:
+    return topic_name.rsplit("/", 1)[-1]

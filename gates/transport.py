@@ -8,6 +8,7 @@ Nagle and delayed-ACK waiting instead of ~0.3 ms.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import ssl
 from collections.abc import Iterable
@@ -60,6 +61,7 @@ def client(
     *,
     identifier: str | None = None,
     will: aiomqtt.Will | None = None,
+    keepalive: int = 60,
     timeout: float = 10.0,
 ) -> aiomqtt.Client:
     """An unconnected aiomqtt client with the project's settings; enter it to connect."""
@@ -71,18 +73,57 @@ def client(
         identifier=identifier,
         protocol=aiomqtt.ProtocolVersion.V311,
         will=will,
+        keepalive=keepalive,
         timeout=timeout,
         tls_context=ssl.create_default_context() if broker.tls else None,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
 
 
-async def publish_all(mqtt: aiomqtt.Client, messages: Iterable[tuple[str, BaseModel]]) -> None:
-    """Publish a batch at QoS 1 concurrently, so one slow acknowledgement does not queue the rest."""
-    batch = [(name, message.model_dump_json()) for name, message in messages]
+async def publish_all(
+    mqtt: aiomqtt.Client, messages: Iterable[tuple[str, BaseModel | None]], *, retain: bool = False
+) -> None:
+    """Publish a batch at QoS 1 concurrently, so one slow acknowledgement does not queue the rest.
+
+    A None message publishes an empty payload: with `retain`, that deletes a retained message.
+    """
+    batch = [(name, b"" if message is None else message.model_dump_json()) for name, message in messages]
     if len(batch) == 1:
-        await mqtt.publish(batch[0][0], batch[0][1], qos=QOS)
+        await mqtt.publish(batch[0][0], batch[0][1], qos=QOS, retain=retain)
         return
     async with asyncio.TaskGroup() as group:
-        for name, payload in batch:
-            group.create_task(mqtt.publish(name, payload, qos=QOS))
+        for start in range(0, len(batch), PUBLISH_WINDOW):
+            for name, payload in batch[start : start + PUBLISH_WINDOW]:
+                group.create_task(mqtt.publish(name, payload, qos=QOS, retain=retain))
+
+
+PUBLISH_WINDOW = 1000
+"""Publishes started at once by publish_all; bounded so a huge batch cannot flood the client."""
+
+
+async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeout: float = 10.0) -> dict[str, bytes]:
+    """Every retained message under `filters`, by topic, read on a short-lived connection.
+
+    MQTT has no "end of retained messages" signal, so this sends itself a marker after
+    subscribing: the broker handles one connection's packets in order, so the retained
+    messages it queued for the subscription are delivered before the marker comes back.
+    """
+    marker = f"{SYNC_ROOT}/{secrets.token_hex(8)}"
+    found: dict[str, bytes] = {}
+    async with asyncio.timeout(timeout), client(broker, timeout=timeout) as mqtt:
+        await mqtt.subscribe([(name, QOS) for name in filters])
+        await mqtt.subscribe(marker, qos=QOS)
+        await mqtt.publish(marker, b"sync", qos=QOS)
+        async for message in mqtt.messages:
+            name = message.topic.value
+            if name == marker:
+                return found
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if payload:
+                found[name] = payload
+            else:
+                found.pop(name, None)
+    raise aiomqtt.MqttError("the connection closed before the retained messages were read")
+
+
+SYNC_ROOT = "gatemesh-sys/sync"

@@ -12,7 +12,7 @@ from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import in_process
-from orchestrator.errors import BrokerError, GatemeshError
+from orchestrator.errors import BrokerError, leaves, unwrap
 from orchestrator.result import RunResult
 from orchestrator.runner import Runner
 
@@ -62,17 +62,10 @@ async def deployed(circuit: Circuit, broker: BrokerAddress) -> AsyncIterator[Run
 
 def _first_cause(group: BaseExceptionGroup[BaseException], broker: BrokerAddress) -> BaseException:
     """The gatemesh error inside a task group's failure, or a BrokerError for a lost connection."""
-    for leaf in _leaves(group):
-        if isinstance(leaf, GatemeshError):
-            return leaf
-    for leaf in _leaves(group):
+    cause = unwrap(group)
+    if cause is not group:
+        return cause
+    for leaf in leaves(group):
         if isinstance(leaf, aiomqtt.MqttError):
             return BrokerError(f"lost the broker at {broker}: {leaf}")
     return group
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.api import broker_url, deployed, run_circuit
+from gates.host import GateHost, HostNameTaken, default_name
+from gates.protocol import Message
+from gates.transport import BrokerAddress
+from orchestrator.api import broker_url, deployed
 from orchestrator.circuit import Circuit
+from orchestrator.cluster import ClusterView, read_cluster
 from orchestrator.compiler import compile_source
-from orchestrator.errors import GatemeshError, InputError
+from orchestrator.deploy import HostChoice, deploy_to_hosts, find, in_process, on_deployment, on_hosts, undeploy
+from orchestrator.errors import BrokerError, GatemeshError, InputError, unwrap
 from orchestrator.examples import EXAMPLES
+from orchestrator.explain import Explainer
+from orchestrator.placement import STRATEGIES
 from orchestrator.result import RunResult
+from orchestrator.runner import Observer, Runner
 
 app = typer.Typer(
     help="Backpropagation as a distributed system: every gate an actor, every value an MQTT message.",
@@ -28,9 +42,30 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 BrokerOption = Annotated[
     str | None,
-    typer.Option("--broker", "-b", help="mqtt://host:port of a running broker; default: start the embedded one"),
+    typer.Option(
+        "--broker",
+        "-b",
+        envvar="GATEMESH_BROKER",
+        help="mqtt://host:port of a running broker; default: start the embedded one",
+    ),
+]
+ClusterBrokerOption = Annotated[
+    str,
+    typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="mqtt://host:port of the broker the hosts use"),
+]
+HostsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--hosts",
+        help="gate hosts to deploy on: a number (wait for that many) or names h1,h2; default: all online",
+    ),
+]
+PlacementOption = Annotated[
+    str,
+    typer.Option("--placement", help=f"{' | '.join(STRATEGIES)} | a .json/.yaml file mapping gate -> host"),
 ]
 OutputOption = Annotated[str | None, typer.Option("--output", help="the name whose value is the output")]
 
@@ -74,21 +109,266 @@ def show(result: RunResult, title: str | None = None) -> None:
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Argument(help="an expression, a program (q = x + y; f = q * z) or a circuit file")],
+    source: Annotated[
+        str | None, typer.Argument(help="an expression, a program (q = x + y; f = q * z) or a circuit file")
+    ] = None,
     assignments: Annotated[list[str] | None, typer.Argument(help="input values: x=-2 y=5 z=-4")] = None,
     broker: BrokerOption = None,
     output: OutputOption = None,
     timeout: Annotated[float, typer.Option(help="seconds before a run fails, naming the gates it waits on")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help='print only {"value": ..., "grads": {...}}')] = False,
+    deployed_name: Annotated[
+        str | None, typer.Option("--deployed", help="run on this deployment (see `gatemesh deploy`); no SOURCE")
+    ] = None,
+    hosts: HostsOption = None,
+    placement: PlacementOption = "round-robin",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="tell every message of the run as it crosses the broker")
+    ] = False,
 ) -> None:
-    """Deploy the gates, run one forward and backward pass through the broker, print the result."""
-    circuit = load_circuit(source, output)
-    inputs = parse_assignments(assignments or [])
-    result = asyncio.run(run_circuit(circuit, inputs, broker=broker, timeout=timeout))
+    """Run one forward and backward pass through the broker and print the value and gradients.
+
+    The gates run as actors in this process, or, with --hosts, on gate hosts for the length
+    of the run, or, with --deployed NAME, on a deployment that stays up.
+    """
+    given = [source] if source is not None else []
+    given += assignments or []
+    target: Circuit | str
+    if deployed_name is not None:
+        if hosts is not None:
+            raise InputError("--deployed runs where the deployment already is; drop --hosts")
+        target = deployed_name
+        inputs = parse_assignments(given)
+    else:
+        if not given:
+            raise InputError("give an expression, a program or a circuit file (or --deployed NAME)")
+        target = load_circuit(given[0], output)
+        inputs = parse_assignments(given[1:])
+    console = err if as_json else out
+
+    def narrate(line: str) -> None:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    async def one_run() -> RunResult:
+        async with _runner(target, broker, hosts, placement, timeout, narrate if explain else None) as runner:
+            return await runner.run(inputs, timeout=timeout)
+
+    result = asyncio.run(one_run())
     if as_json:
         print(result.model_dump_json())
     else:
         show(result)
+
+
+@contextlib.asynccontextmanager
+async def _runner(
+    target: Circuit | str,
+    broker: str | None,
+    hosts: str | None,
+    placement: str,
+    timeout: float,
+    narrate: Callable[[str], None] | None,
+) -> AsyncIterator[Runner]:
+    """A runner on a named deployment, on hosts for this run only, or on actors in this process."""
+    if isinstance(target, str):
+        address = _address(broker or DEFAULT_BROKER)
+        record = await find(target, address)
+        observer = _observer(record.circuit, narrate, record.placement)
+        async with on_deployment(target, address, ready_timeout=timeout, observer=observer) as runner:
+            yield runner
+        return
+    observer = _observer(target, narrate)
+    if hosts is not None:
+        address = _address(broker or DEFAULT_BROKER)
+        choice = _host_choice(hosts)
+        async with on_hosts(target, address, hosts=choice, placement=placement, observer=observer) as runner:
+            yield runner
+        return
+    async with broker_url(broker) as address, in_process(target, address, observer=observer) as runner:
+        yield runner
+
+
+def _observer(
+    circuit: Circuit, narrate: Callable[[str], None] | None, placement: dict[str, str] | None = None
+) -> Observer | None:
+    if narrate is None:
+        return None
+    explainer = Explainer(circuit, placement)
+
+    def observe(topic_name: str, message: Message) -> None:
+        narrate(explainer.explain(topic_name, message))
+
+    return observe
+
+
+def _address(url: str) -> BrokerAddress:
+    try:
+        return BrokerAddress.parse(url)
+    except ValueError as exc:
+        raise BrokerError(str(exc)) from exc
+
+
+def _host_choice(hosts: str | None) -> HostChoice:
+    if hosts is None:
+        return None
+    if hosts.strip().isdigit():
+        count = int(hosts)
+        if count < 1:
+            raise InputError("--hosts: give at least 1")
+        return count
+    names = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not names:
+        raise InputError("--hosts: give a number or host names like h1,h2")
+    return names
+
+
+@app.command()
+def deploy(
+    source: Annotated[str, typer.Argument(help="an expression, a program or a circuit file")],
+    name: Annotated[str, typer.Option("--name", help="the deployment's name, used by run --deployed and undeploy")],
+    hosts: HostsOption = None,
+    placement: PlacementOption = "round-robin",
+    broker: ClusterBrokerOption = DEFAULT_BROKER,
+    output: OutputOption = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the hosts and for every gate to be ready")] = 30.0,
+) -> None:
+    """Place a circuit's gates on live gate hosts and wait until every gate is ready."""
+    circuit = load_circuit(source, output)
+    started = time.perf_counter()
+    record = asyncio.run(
+        deploy_to_hosts(
+            circuit, name, _address(broker), hosts=_host_choice(hosts), placement=placement, timeout=timeout
+        )
+    )
+    elapsed = time.perf_counter() - started
+    per_host = Counter(record.placement.values())
+    spread = ", ".join(f"{host}: {per_host[host]}" for host in record.hosts)
+    out.print(
+        f"deployed {record.name} ({record.circuit_id}): {len(record.placement)} gates on {len(record.hosts)} "
+        f"host(s) ({spread}), all ready in {elapsed:.2f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("undeploy")
+def undeploy_command(
+    name: Annotated[str, typer.Argument(help="the deployment's name")],
+    broker: ClusterBrokerOption = DEFAULT_BROKER,
+) -> None:
+    """Delete a deployment (its retained messages too); its hosts stop its gates."""
+    record = asyncio.run(undeploy(name, _address(broker)))
+    out.print(f"undeployed {record.name}: {len(record.placement)} gates on {', '.join(record.hosts)}", highlight=False)
+
+
+@app.command()
+def status(
+    name: Annotated[str | None, typer.Argument(help="show this deployment's gates too")] = None,
+    broker: ClusterBrokerOption = DEFAULT_BROKER,
+    as_json: Annotated[bool, typer.Option("--json", help="print the state as JSON")] = False,
+) -> None:
+    """List the gate hosts, the deployments and (for one deployment) its gates, with their state."""
+    address = _address(broker)
+    try:
+        view = asyncio.run(read_cluster(address, with_ready=True))
+    except Exception as exc:
+        raise BrokerError(f"cannot read the cluster's state from {address}: {exc}") from exc
+    if as_json:
+        print(json.dumps(cluster_state(view), indent=2))
+        return
+    show_cluster(view, name, address)
+
+
+def cluster_state(view: ClusterView) -> dict[str, Any]:
+    """The cluster as plain data: what `status --json` prints."""
+    deployments: dict[str, Any] = {}
+    for dname, record in sorted(view.deployments.items()):
+        lost = view.lost_hosts(record)
+        ready = view.ready.get(record.circuit_id, set())
+        gates = {}
+        for gate, host in record.placement.items():
+            state = f"lost: host {host} {lost[host]}" if host in lost else "ready" if gate in ready else "not ready"
+            gates[gate] = {"op": record.circuit.by_id[gate].op, "host": host, "state": state}
+        if lost:
+            state = "broken: " + "; ".join(f"host {h} {why}" for h, why in lost.items())
+        elif all(g in ready for g in record.placement):
+            state = "ready"
+        else:
+            state = f"starting: {sum(g in ready for g in record.placement)} of {len(record.placement)} gates ready"
+        deployments[dname] = {
+            "circuit_id": record.circuit_id,
+            "state": state,
+            "inputs": record.circuit.inputs,
+            "output": record.circuit.output,
+            "hosts": dict(Counter(record.placement.values())),
+            "gates": gates,
+        }
+    hosts = {}
+    for hname, presence in sorted(view.hosts.items()):
+        current = [
+            d for d in view.deployments.values() if d.hosts.get(hname) == presence.incarnation and hname in d.hosts
+        ]
+        hosts[hname] = {
+            "state": presence.state,
+            "reason": presence.reason,
+            "incarnation": presence.incarnation,
+            "machine": presence.machine,
+            "pid": presence.pid,
+            "gates": sum(len(d.gates_on(hname)) for d in current),
+        }
+    return {"hosts": hosts, "deployments": deployments}
+
+
+def show_cluster(view: ClusterView, name: str | None, broker: BrokerAddress) -> None:
+    state = cluster_state(view)
+    hosts = Table(title=f"gate hosts on {broker}", title_justify="left", show_edge=False)
+    for column in ("host", "state", "incarnation", "machine", "pid", "gates"):
+        hosts.add_column(column)
+    for hname, h in state["hosts"].items():
+        label = h["state"] + (f" ({h['reason']})" if h["reason"] else "")
+        colour = "green" if h["state"] == "online" else "red"
+        hosts.add_row(hname, f"[{colour}]{label}[/]", h["incarnation"], h["machine"], str(h["pid"]), str(h["gates"]))
+    out.print(hosts if state["hosts"] else "no gate hosts have announced themselves")
+    out.print()
+    deployments = Table(title="deployments", title_justify="left", show_edge=False)
+    for column in ("deployment", "state", "gates", "hosts", "inputs -> output"):
+        deployments.add_column(column)
+    for dname, d in state["deployments"].items():
+        spread = ", ".join(f"{h}: {n}" for h, n in d["hosts"].items())
+        deployments.add_row(
+            dname, d["state"], str(len(d["gates"])), spread, f"{', '.join(d['inputs'])} -> {d['output']}"
+        )
+    out.print(deployments if state["deployments"] else "no deployments")
+    if name is None:
+        return
+    if name not in state["deployments"]:
+        raise InputError(f"no deployment named {name!r} (deployments: {', '.join(state['deployments']) or 'none'})")
+    out.print()
+    gates = Table(title=f"gates of {name}", title_justify="left", show_edge=False)
+    for column in ("gate", "op", "host", "state"):
+        gates.add_column(column)
+    for gate, g in state["deployments"][name]["gates"].items():
+        gates.add_row(gate, g["op"], g["host"], g["state"])
+    out.print(gates)
+
+
+@app.command()
+def host(
+    broker: ClusterBrokerOption = DEFAULT_BROKER,
+    name: Annotated[str | None, typer.Option("--name", help="this host's name; default: <hostname>-<pid>")] = None,
+) -> None:
+    """Run a gate host: it runs whatever gates deployments assign to it (same as `python -m gates`)."""
+    from gates.__main__ import run_host
+
+    try:
+        gate_host = GateHost(name or default_name(), _address(broker))
+    except ValueError as exc:
+        raise InputError(f"--name: {exc}") from exc
+    logging.getLogger("gates").setLevel(logging.INFO)
+    try:
+        asyncio.run(run_host(gate_host))
+    except HostNameTaken as exc:
+        raise InputError(str(exc)) from exc
 
 
 @app.command("compile")
@@ -128,13 +408,22 @@ def demo(broker: BrokerOption = None, timeout: float = 10.0) -> None:
     asyncio.run(all_examples())
 
 
+def fail(exc: GatemeshError) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    raise SystemExit(1) from None
+
+
 def main() -> None:
     """Entry point: gatemesh errors become one clear line on stderr and exit status 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except GatemeshError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise SystemExit(1) from None
+        fail(exc)
+    except BaseExceptionGroup as group:
+        cause = unwrap(group)
+        if not isinstance(cause, GatemeshError):
+            raise
+        fail(cause)
     except KeyboardInterrupt:
         raise SystemExit(130) from None

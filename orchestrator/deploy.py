@@ -1,21 +1,37 @@
-"""Deploy a circuit's gates as actors inside this process, each with its own connection.
+"""Putting a circuit's gates somewhere: actors in this process, or gate hosts on the broker.
 
-The actors share nothing but the broker: every value and gradient still crosses it. A
-deployment gets a fresh id, so several deployments of one circuit never hear each other.
+Either way the gates share nothing but the broker: every value and gradient crosses it.
+
+On hosts, a deployment is a set of retained messages: one Assignment per gate on
+gatemesh/<circuit id>/spec/<gate>, naming the host (and the host's incarnation) that must run
+it, then, once every gate has said Ready, the DeploymentRecord on
+gatemesh-sys/deployments/<name>. Undeploying deletes them all. Each deployment gets a fresh
+circuit id, so gates of an earlier deployment under the same name can never hear its runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+
+import aiomqtt
 
 from gates.actor import GateActor
 from gates.lifecycle import cancel_and_wait
-from gates.transport import BrokerAddress
+from gates.protocol import ORCHESTRATOR, Assignment, deployment_topic, topic
+from gates.transport import BrokerAddress, client, publish_all
 from orchestrator.circuit import Circuit
-from orchestrator.runner import Runner, open_runner
+from orchestrator.cluster import DEPLOYMENT_NAME_PATTERN, ClusterView, DeploymentRecord, read_cluster
+from orchestrator.errors import BrokerError, DeployError
+from orchestrator.placement import place
+from orchestrator.runner import Observer, Runner, open_runner
+
+HostChoice = int | Sequence[str] | None
+"""Which hosts to deploy on: all that are online (None), a number of them, or these names."""
+HOST_POLL = 0.25
 
 
 def deployment_id(circuit: Circuit) -> str:
@@ -24,13 +40,184 @@ def deployment_id(circuit: Circuit) -> str:
 
 
 @contextlib.asynccontextmanager
-async def in_process(circuit: Circuit, broker: BrokerAddress, *, ready_timeout: float = 30.0) -> AsyncIterator[Runner]:
+async def in_process(
+    circuit: Circuit, broker: BrokerAddress, *, ready_timeout: float = 30.0, observer: Observer | None = None
+) -> AsyncIterator[Runner]:
     """Start one actor per gate, wait until all are ready, yield a Runner; stop them on exit."""
     deployment = deployment_id(circuit)
-    async with open_runner(circuit, deployment, broker) as runner, asyncio.TaskGroup() as group:
+    async with open_runner(circuit, deployment, broker, observer=observer) as runner, asyncio.TaskGroup() as group:
         actors = [group.create_task(GateActor(spec, deployment, broker).serve()) for spec in circuit.specs()]
         try:
             await runner.wait_ready(ready_timeout)
             yield runner
         finally:
             await cancel_and_wait(actors)
+
+
+# -- on gate hosts ------------------------------------------------------------------------
+
+
+async def wait_for_hosts(broker: BrokerAddress, wanted: HostChoice, timeout: float) -> list[str]:
+    """The names of the hosts to deploy on, once they are online (waiting up to `timeout`)."""
+    online: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                online = (await _read(broker)).online
+                chosen = _choose(online, wanted)
+                if chosen is not None:
+                    return chosen
+                await asyncio.sleep(HOST_POLL)
+    except TimeoutError:
+        want = "a gate host" if wanted is None else f"{wanted} gate host(s)"
+        if isinstance(wanted, Sequence):
+            want = "the hosts " + ", ".join(wanted)
+        raise DeployError(
+            f"waited {timeout:g} s for {want} on {broker}; online: {', '.join(online) or 'none'}. "
+            f"Start hosts with `gatemesh host --broker {broker}`"
+        ) from None
+
+
+def _choose(online: list[str], wanted: HostChoice) -> list[str] | None:
+    if wanted is None:
+        return online or None
+    if isinstance(wanted, int):
+        return online[:wanted] if len(online) >= wanted else None
+    return list(wanted) if set(wanted) <= set(online) else None
+
+
+async def deploy_to_hosts(
+    circuit: Circuit,
+    name: str,
+    broker: BrokerAddress,
+    *,
+    hosts: HostChoice = None,
+    placement: str = "round-robin",
+    timeout: float = 30.0,
+) -> DeploymentRecord:
+    """Place the gates on live hosts, wait until every gate is ready, record the deployment.
+
+    A deployment of the same name is replaced. If the gates are not all ready within
+    `timeout`, or a host is lost meanwhile, everything published is deleted again.
+    """
+    if not re.match(DEPLOYMENT_NAME_PATTERN, name):
+        raise DeployError(f"deployment name {name!r}: up to 100 letters, digits, '_' or '-', starting with a letter")
+    names = await wait_for_hosts(broker, hosts, timeout)
+    view = await _read(broker)
+    mapping = place(circuit, names, placement)
+    used = sorted(set(mapping.values()), key=names.index)
+    record = DeploymentRecord(
+        name=name,
+        circuit_id=f"{name}.{secrets.token_hex(4)}",
+        circuit=circuit,
+        placement=mapping,
+        hosts={h: view.hosts[h].incarnation for h in used},
+    )
+    old = view.deployments.get(name)
+    async with open_runner(circuit, record.circuit_id, broker, hosts=record.hosts, placement=mapping) as runner:
+        if old is not None:
+            await _delete(runner.mqtt, old)
+        try:
+            await publish_all(runner.mqtt, _assignments(record), retain=True)
+            await runner.wait_ready(timeout)
+            await publish_all(runner.mqtt, [(deployment_topic(name), record)], retain=True)
+        except BaseException:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await _delete(runner.mqtt, record)
+            raise
+    return record
+
+
+async def undeploy(name: str, broker: BrokerAddress) -> DeploymentRecord:
+    """Delete a deployment's retained messages; its hosts stop its gates when they see that."""
+    record = await find(name, broker)
+    try:
+        async with client(broker) as mqtt:
+            await _delete(mqtt, record)
+    except aiomqtt.MqttError as exc:
+        raise BrokerError(f"cannot reach the broker at {broker}: {exc}") from exc
+    return record
+
+
+async def find(name: str, broker: BrokerAddress) -> DeploymentRecord:
+    return _record(await _read(broker), name, broker)
+
+
+def _record(view: ClusterView, name: str, broker: BrokerAddress) -> DeploymentRecord:
+    record = view.deployments.get(name)
+    if record is None:
+        known = ", ".join(sorted(view.deployments)) or "none"
+        raise DeployError(f"no deployment named {name!r} on {broker} (deployments: {known})")
+    return record
+
+
+@contextlib.asynccontextmanager
+async def on_deployment(
+    name: str, broker: BrokerAddress, *, ready_timeout: float = 10.0, observer: Observer | None = None
+) -> AsyncIterator[Runner]:
+    """A Runner for a deployment that lives on gate hosts (made by `deploy_to_hosts`)."""
+    view = await _read(broker)
+    record = _record(view, name, broker)
+    async with open_runner(
+        record.circuit,
+        record.circuit_id,
+        broker,
+        hosts=record.hosts,
+        placement=record.placement,
+        observer=observer,
+    ) as runner:
+        runner.lost.update(view.lost_hosts(record))
+        await runner.wait_ready(ready_timeout)
+        yield runner
+
+
+@contextlib.asynccontextmanager
+async def on_hosts(
+    circuit: Circuit,
+    broker: BrokerAddress,
+    *,
+    hosts: HostChoice = None,
+    placement: str = "round-robin",
+    timeout: float = 30.0,
+    observer: Observer | None = None,
+) -> AsyncIterator[Runner]:
+    """A deployment on gate hosts for the duration of the block (what `gatemesh run --hosts` uses)."""
+    name = f"{circuit.name[:40]}-run-{secrets.token_hex(4)}"
+    await deploy_to_hosts(circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout)
+    try:
+        async with on_deployment(name, broker, ready_timeout=timeout, observer=observer) as runner:
+            yield runner
+    finally:
+        with contextlib.suppress(DeployError, BrokerError):
+            await undeploy(name, broker)
+
+
+def _assignments(record: DeploymentRecord) -> list[tuple[str, Assignment]]:
+    specs = {spec.id: spec for spec in record.circuit.specs()}
+    return [
+        (
+            topic(record.circuit_id, "spec", gate),
+            Assignment(
+                circuit=record.circuit_id,
+                sender=ORCHESTRATOR,
+                host=host,
+                incarnation=record.hosts[host],
+                spec=specs[gate],
+            ),
+        )
+        for gate, host in record.placement.items()
+    ]
+
+
+async def _delete(mqtt: aiomqtt.Client, record: DeploymentRecord) -> None:
+    """Delete the record first (no one starts new runs), then the assignments, then the Readies."""
+    await publish_all(mqtt, [(deployment_topic(record.name), None)], retain=True)
+    await publish_all(mqtt, [(topic(record.circuit_id, "spec", gate), None) for gate in record.placement], retain=True)
+    await publish_all(mqtt, [(topic(record.circuit_id, "ready", gate), None) for gate in record.placement], retain=True)
+
+
+async def _read(broker: BrokerAddress) -> ClusterView:
+    try:
+        return await read_cluster(broker)
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        raise BrokerError(f"cannot read the cluster's state from the broker at {broker}: {exc}") from exc

@@ -5,8 +5,10 @@ GatemeshError
 ├── CircuitError      a circuit file or model that is not a valid circuit (which gate)
 ├── InputError        run inputs that do not match the circuit's inputs
 ├── BrokerError       the broker cannot be reached or started
+├── DeployError       no such deployment, not enough hosts, a bad placement, gates not ready
 └── RunError          a run that did not produce a result
     ├── GateFailed    a gate reported that the run cannot complete (e.g. log of -1)
+    ├── HostLost      a gate host of the deployment died or restarted; names it and its gates
     └── RunTimeout    the run did not finish in time; names the gates it waits on
 """
 
@@ -39,6 +41,10 @@ class BrokerError(GatemeshError):
     """The broker could not be reached, or started."""
 
 
+class DeployError(GatemeshError):
+    """A deployment that cannot be made, found or used; the message says what is missing."""
+
+
 class RunError(GatemeshError):
     """A run ended without a result."""
 
@@ -62,3 +68,28 @@ class RunTimeout(RunError):
     def __init__(self, message: str, run: str, waiting_on: list[str]) -> None:
         self.waiting_on = waiting_on
         super().__init__(message, run)
+
+
+class HostLost(RunError):
+    """A host that the deployment's gates live on is gone: its runs can never complete."""
+
+    def __init__(self, message: str, run: str, hosts: list[str], gates: list[str]) -> None:
+        self.hosts = hosts
+        self.gates = gates
+        super().__init__(message, run)
+
+
+def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a user should see from a failed task group: the first GatemeshError in it, else the group."""
+    for leaf in leaves(group):
+        if isinstance(leaf, GatemeshError):
+            return leaf
+    return group
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception inside a (possibly nested) exception group, in order."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found

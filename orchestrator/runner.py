@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -24,23 +24,28 @@ from gates.lifecycle import cancel_and_wait
 from gates.protocol import (
     MESSAGE_ADAPTER,
     ORCHESTRATOR,
+    ROOT,
     RUN_FAILING_CODES,
     Backward,
     ErrorReport,
     Feed,
     Forward,
     GradReport,
+    HostPresence,
+    Message,
     Probe,
     Ready,
     Release,
     Status,
     TopicKind,
+    host_topic,
     parse_topic,
     topic,
 )
 from gates.transport import QOS, BrokerAddress, client, publish_all
 from orchestrator.circuit import Circuit
-from orchestrator.errors import BrokerError, GateFailed, RunError, RunTimeout
+from orchestrator.cluster import host_problem
+from orchestrator.errors import BrokerError, GateFailed, HostLost, RunError, RunTimeout, unwrap
 from orchestrator.reference import check_inputs
 from orchestrator.result import RunResult
 
@@ -67,21 +72,74 @@ class _Pending:
                 future.exception()  # mark retrieved: the run may already have stopped awaiting
 
 
-class Runner:
-    """Runs passes over one deployment; create it with `open_runner`."""
+Observer = Callable[[str, Message], None]
+"""Called with every message of this runner's runs as it crosses the broker (for --explain)."""
 
-    def __init__(self, circuit: Circuit, deployment: str, mqtt: aiomqtt.Client) -> None:
+
+class Runner:
+    """Runs passes over one deployment; create it with `open_runner`.
+
+    For a deployment on gate hosts, `hosts` (host -> incarnation) and `placement` (gate ->
+    host) let the runner watch the hosts' presence: a host that goes offline or restarts
+    fails every run in flight, and every later run, with an error that names it.
+    """
+
+    def __init__(
+        self,
+        circuit: Circuit,
+        deployment: str,
+        mqtt: aiomqtt.Client,
+        *,
+        hosts: Mapping[str, str] | None = None,
+        placement: Mapping[str, str] | None = None,
+        observer: Observer | None = None,
+    ) -> None:
         self.circuit = circuit
         self.deployment = deployment
         self.mqtt = mqtt
+        self.hosts = dict(hosts or {})
+        self.placement = dict(placement or {})
+        self.observer = observer
+        self.lost: dict[str, str] = {}
+        """host -> what happened to it, for each host of this deployment that is gone."""
         self._pending: dict[str, _Pending] = {}
         self._ready: set[str] = set()
         self._ready_changed = asyncio.Event()
 
     def subscriptions(self) -> list[str]:
         c = self.deployment
+        hosts = [host_topic(h) for h in self.hosts]
+        if self.observer is not None:  # everything of the deployment, to explain it
+            return [f"{ROOT}/{c}/+/+", *hosts]
         kinds: tuple[TopicKind, ...] = ("report", "error", "status", "ready")
-        return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds)]
+        return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds), *hosts]
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    def host_lost_error(self, run: str = "") -> HostLost:
+        """The error for runs on this deployment once one of its hosts is gone."""
+        hosts = sorted(self.lost)
+        gates = [g for g, h in self.placement.items() if h in self.lost]
+        parts = []
+        for host in hosts:
+            on_it = [g for g, h in self.placement.items() if h == host]
+            shown = ", ".join(on_it[:8]) + (f" and {len(on_it) - 8} more" if len(on_it) > 8 else "")
+            parts.append(f"host {host} {self.lost[host]}; its {len(on_it)} gate(s) {shown} are gone")
+        message = "; ".join(parts) + "; redeploy with `gatemesh deploy` onto live hosts"
+        return HostLost(f"run {run}: {message}" if run else message, run, hosts, gates)
+
+    def _on_presence(self, presence: HostPresence) -> None:
+        expected = self.hosts.get(presence.host)
+        if expected is None:
+            return
+        problem = host_problem(expected, presence)
+        if problem is None or presence.host in self.lost:
+            return
+        self.lost[presence.host] = problem
+        log.warning("host %s %s", presence.host, problem)
+        for run, pending in self._pending.items():
+            pending.fail(self.host_lost_error(run))
+        self._ready_changed.set()
 
     # -- readiness ------------------------------------------------------------------------
 
@@ -91,13 +149,14 @@ class Runner:
         try:
             async with asyncio.timeout(timeout):
                 while not expected <= self._ready:
+                    if self.lost:
+                        raise self.host_lost_error()
                     self._ready_changed.clear()
                     await self._ready_changed.wait()
         except TimeoutError:
             silent = sorted(expected - self._ready)
-            raise BrokerError(
-                f"{len(silent)} gate(s) not ready after {timeout:g} s: {', '.join(silent[:10])}"
-            ) from None
+            shown = ", ".join(f"{g} (on {self.placement[g]})" if g in self.placement else g for g in silent[:10])
+            raise BrokerError(f"{len(silent)} gate(s) not ready after {timeout:g} s: {shown}") from None
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -105,6 +164,8 @@ class Runner:
         """One forward and backward pass; raises GateFailed or RunTimeout instead of hanging."""
         check_inputs(self.circuit, inputs)
         run = secrets.token_hex(8)
+        if self.lost:
+            raise self.host_lost_error(run)
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), loop.create_future(), set(self.circuit.leaves))
         self._pending[run] = pending
@@ -163,15 +224,23 @@ class Runner:
     async def listen(self) -> NoReturn:
         """Route every incoming message to the run (or the readiness check) it belongs to."""
         async for message in self.mqtt.messages:
-            parsed = parse_topic(message.topic.value)
+            name = message.topic.value
             raw = message.payload
-            if parsed is None or not isinstance(raw, bytes | bytearray):
+            if not isinstance(raw, bytes | bytearray) or not raw:
                 continue
             try:
+                if name.startswith(host_topic("")):
+                    self._on_presence(HostPresence.model_validate_json(raw))
+                    continue
+                parsed = parse_topic(name)
+                if parsed is None or parsed[1] == "spec":
+                    continue
                 decoded = MESSAGE_ADAPTER.validate_json(raw)
             except ValidationError as exc:
-                log.warning("ignored a malformed message on %s: %s", message.topic.value, exc.errors()[0]["msg"])
+                log.warning("ignored a malformed message on %s: %s", name, exc.errors()[0]["msg"])
                 continue
+            if self.observer is not None and getattr(decoded, "run", None) in self._pending:
+                self.observer(name, decoded)
             self._dispatch(decoded)
         raise aiomqtt.MqttError("the orchestrator's message stream ended")
 
@@ -180,7 +249,7 @@ class Runner:
             case Ready(sender=gate):
                 self._ready.add(gate)
                 self._ready_changed.set()
-            case Forward(run=run, value=value) if run in self._pending:
+            case Forward(run=run, value=value) if run in self._pending and message.sender == self.circuit.output:
                 if not self._pending[run].value.done():
                     self._pending[run].value.set_result(value)
             case GradReport(run=run, sender=leaf, grad=grad) if run in self._pending:
@@ -197,7 +266,7 @@ class Runner:
                         f"gate {message.sender} failed run {run}: {message.message}", run, message.sender, message.code
                     )
                 )
-            case ErrorReport():
+            case ErrorReport(run=run) if run is None or run in self._pending:
                 log.warning("gate %s reported %s: %s", message.sender, message.code, message.message)
 
 
@@ -212,18 +281,32 @@ def _describe(status: Status | None) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_runner(circuit: Circuit, deployment: str, broker: BrokerAddress) -> AsyncIterator[Runner]:
+async def open_runner(
+    circuit: Circuit,
+    deployment: str,
+    broker: BrokerAddress,
+    *,
+    hosts: Mapping[str, str] | None = None,
+    placement: Mapping[str, str] | None = None,
+    observer: Observer | None = None,
+) -> AsyncIterator[Runner]:
     """Connect a Runner to a deployment; its subscriptions are acknowledged before it is yielded."""
     async with contextlib.AsyncExitStack() as stack:
         try:
             mqtt = await stack.enter_async_context(client(broker))
         except aiomqtt.MqttError as exc:
             raise BrokerError(f"cannot connect to the broker at {broker}: {exc}") from exc
-        runner = Runner(circuit, deployment, mqtt)
+        runner = Runner(circuit, deployment, mqtt, hosts=hosts, placement=placement, observer=observer)
         await mqtt.subscribe([(name, QOS) for name in runner.subscriptions()])
-        async with asyncio.TaskGroup() as group:
-            listener = group.create_task(runner.listen())
-            try:
-                yield runner
-            finally:
-                await cancel_and_wait([listener])
+        try:
+            async with asyncio.TaskGroup() as group:
+                listener = group.create_task(runner.listen())
+                try:
+                    yield runner
+                finally:
+                    await cancel_and_wait([listener])
+        except BaseExceptionGroup as failed:
+            cause = unwrap(failed)
+            if cause is failed:
+                raise
+            raise cause from failed

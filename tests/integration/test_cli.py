@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.processes import gatemesh
+
 pytestmark = pytest.mark.integration
-
-
-def gatemesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_run_json_on_mosquitto(mosquitto_url: str) -> None:

@@ -1,0 +1,52 @@
+"""`python -m gates --broker URL [--name NAME]`: run a gate host until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from gates.host import GateHost, HostNameTaken, default_name
+from gates.transport import BrokerAddress
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+
+async def run_host(host: GateHost) -> None:
+    """Serve until SIGTERM or SIGINT cancels the host, which then announces it stopped."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await host.serve()
+    except asyncio.CancelledError:
+        return
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gates", description=__doc__)
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get("GATEMESH_BROKER", DEFAULT_BROKER),
+        help="mqtt://host:port of the broker (default: $GATEMESH_BROKER or %(default)s)",
+    )
+    parser.add_argument("--name", default=None, help="this host's name (default: <hostname>-<pid>)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiomqtt").setLevel(logging.WARNING)
+    try:
+        host = GateHost(args.name or default_name(), BrokerAddress.parse(args.broker))
+        asyncio.run(run_host(host))
+    except (ValueError, HostNameTaken) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

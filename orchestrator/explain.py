@@ -1,0 +1,140 @@
+"""`--explain`: every message of a run, as it crosses the broker, as a sentence a student can follow.
+
+The gates say nothing about why they send what they send; the explainer knows the circuit
+and watches every message, so it can retell each gate's step: the values it got, what it
+computed, the local gradients (from the same `gates.ops` the gates use) and where the
+results went.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from gates import ops
+from gates.protocol import (
+    ORCHESTRATOR,
+    Backward,
+    ErrorReport,
+    Feed,
+    Forward,
+    GradReport,
+    Message,
+    Status,
+    parse_topic,
+)
+from orchestrator.circuit import Circuit
+
+INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+
+
+def num(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+class Explainer:
+    """Turns the messages of runs over one circuit into numbered sentences, in arrival order."""
+
+    def __init__(self, circuit: Circuit, placement: dict[str, str] | None = None) -> None:
+        self.circuit = circuit
+        self.placement = placement or {}
+        """gate -> host: when given, each line starts with where its sender runs."""
+        self.readers: dict[str, list[str]] = defaultdict(list)
+        for g in circuit.gates:
+            for source in dict.fromkeys(g.inputs):
+                self.readers[source].append(g.id)
+        self.count = 0
+        self._values: dict[str, dict[str, float]] = defaultdict(dict)
+        self._grads_in: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
+        self._told_backward: set[tuple[str, str]] = set()
+
+    def label(self, gate: str) -> str:
+        """'x' for an input, 'add(q)' for any other gate, as the notes draw them."""
+        if gate == ORCHESTRATOR:
+            return "the orchestrator"
+        g = self.circuit.by_id.get(gate)
+        return gate if g is None or g.op == "input" else f"{g.op}({gate})"
+
+    def explain(self, topic_name: str, message: Message) -> str:
+        """The next numbered sentence: what this message says and why it was sent."""
+        self.count += 1
+        parsed = parse_topic(topic_name)
+        sentence = self._sentence(message, parsed[2] if parsed else None)
+        if not self.placement:
+            return f"{self.count:>3}. {sentence}"
+        where = self.placement.get(message.sender, "orchestrator")
+        width = max(len("orchestrator"), *map(len, self.placement.values()))
+        return f"{self.count:>3}. {where:<{width}} | {sentence}"
+
+    def _sentence(self, message: Message, topic_gate: str | None) -> str:
+        match message:
+            case Feed(sender=sender, value=value) if topic_gate in self.circuit.by_id:
+                if self.circuit.by_id[topic_gate].op == "input":
+                    return f"{self.label(sender)} feeds input {topic_gate} = {num(value or 0.0)}"
+                return f"{self.label(sender)} starts constant {self.label(topic_gate)}"
+            case Forward(run=run, sender=sender, value=value) if sender in self.circuit.by_id:
+                return self._forward(run, sender, value)
+            case Backward(run=run, sender=sender, grad=grad) if sender == ORCHESTRATOR:
+                out = self.circuit.output
+                self._grads_in[run][out].append((ORCHESTRATOR, grad))
+                return f"the orchestrator seeds {self.label(out)} with gradient {num(grad)} (d{out}/d{out} = 1)"
+            case Backward(run=run, sender=sender, port=port, grad=grad) if sender in self.circuit.by_id:
+                return self._backward(run, sender, port, grad)
+            case GradReport(run=run, sender=leaf, grad=grad):
+                got, out = self._got(run, leaf), self.circuit.output
+                return f"{self.label(leaf)} got {got}; reports d{out}/d{leaf} = {num(grad)} to the orchestrator"
+            case ErrorReport(sender=sender, code=code, message=reason):
+                return f"{self.label(sender)} reports an error ({code}): {reason}"
+            case Status(sender=sender, state=state):
+                return f"{self.label(sender)} answers the probe: {state.replace('_', ' ')}"
+        return f"{message.sender} sends a {message.type} message"
+
+    def _forward(self, run: str, sender: str, value: float) -> str:
+        self._values[run][sender] = value
+        g = self.circuit.by_id[sender]
+        to = [self.label(r) for r in self.readers[sender]]
+        if sender == self.circuit.output:
+            to.append("the orchestrator")
+        where = f"to {join(to)}" if to else "to no one (nothing reads it)"
+        if not g.inputs:
+            return f"{self.label(sender)} sends its value {num(value)} forward {where}"
+        values = [self._values[run].get(s, float("nan")) for s in g.inputs]
+        got = join([f"{num(v)} from {self.label(s)}" for s, v in zip(g.inputs, values, strict=True)])
+        if g.op in INFIX:
+            formula = f" {INFIX[g.op]} ".join(num(v) for v in values)
+        else:
+            args = [num(v) for v in values] + ([num(g.param)] if g.param is not None else [])
+            formula = f"{g.op}({', '.join(args)})"
+        return f"{self.label(sender)} got {got}; computes {formula} = {num(value)}; sends {num(value)} {where}"
+
+    def _backward(self, run: str, sender: str, port: int, grad: float) -> str:
+        g = self.circuit.by_id[sender]
+        target = g.inputs[port]
+        self._grads_in[run][target].append((sender, grad))
+        if (run, sender) in self._told_backward:
+            return f"{self.label(sender)} sends its gradient {num(grad)} to {self.label(target)} (same step as above)"
+        self._told_backward.add((run, sender))
+        values = [self._values[run].get(s, float("nan")) for s in g.inputs]
+        out = self._values[run].get(sender, float("nan"))
+        try:
+            local = ops.local_grads(ops.OPS[g.op], values, out, g.param)
+        except ops.DomainError:
+            local = ()
+        total = math.fsum(x for _, x in self._grads_in[run][sender])
+        sends = join([f"{num(total * lg)} to {self.label(s)}" for s, lg in zip(g.inputs, local, strict=True)])
+        got = self._got(run, sender)
+        return f"{self.label(sender)} got {got}; local grads [{', '.join(num(x) for x in local)}]; sends {sends}"
+
+    def _got(self, run: str, gate: str) -> str:
+        parts = self._grads_in[run].get(gate) or []
+        if not parts:
+            return "no gradient (nothing reads it)"
+        if len(parts) == 1:
+            return f"grad {num(parts[0][1])} from {self.label(parts[0][0])}"
+        total = math.fsum(x for _, x in parts)
+        listed = join([f"{num(x)} from {self.label(s)}" for s, x in parts])
+        return f"grads {listed}, which add up at the fork to {num(total)}"

@@ -1,0 +1,237 @@
+"""Gate hosts as separate processes: deploy, run, share, explain, undeploy, and lose a host."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+import time
+from collections.abc import Iterator
+
+import aiomqtt
+import pytest
+
+from gates.protocol import topic
+from gates.transport import QOS, BrokerAddress, client, read_retained
+from orchestrator.cluster import read_cluster
+from orchestrator.compiler import compile_source
+from orchestrator.deploy import deploy_to_hosts, on_deployment, undeploy
+from orchestrator.errors import HostLost
+from orchestrator.reference import evaluate
+from orchestrator.result import RunResult
+from tests.processes import GateHostProcess, gatemesh
+from tests.unit.test_reference import NEURON, NEURON_GRADS
+
+pytestmark = pytest.mark.integration
+
+STAGED_QF = "q = x + y; f = q * z"
+NEURON_SOURCE = "sigmoid(w0*x0 + w1*x1 + w2)"
+
+
+def start_hosts(url: str, prefix: str, count: int = 3) -> list[GateHostProcess]:
+    tag = secrets.token_hex(3)
+    hosts = [GateHostProcess(url, f"{prefix}{i}-{tag}") for i in range(count)]
+    try:
+        for host in hosts:
+            host.wait_online()
+    except BaseException:
+        for host in hosts:
+            host.stop()
+        raise
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def three_hosts(mosquitto_url: str) -> Iterator[list[str]]:
+    hosts = start_hosts(mosquitto_url, "h")
+    yield [h.name for h in hosts]
+    for host in hosts:
+        host.stop()
+
+
+def test_deploy_run_status_undeploy_from_the_cli(mosquitto_url: str, three_hosts: list[str]) -> None:
+    name = f"qf-{secrets.token_hex(3)}"
+    broker = ["--broker", mosquitto_url]
+    done = gatemesh("deploy", STAGED_QF, "--name", name, "--hosts", ",".join(three_hosts), *broker)
+    assert done.returncode == 0, done.stderr
+    assert "5 gates on 3 host(s)" in done.stdout
+
+    done = gatemesh("run", "--deployed", name, "x=-2", "y=5", "z=-4", "--json", *broker)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"value": -12.0, "grads": {"x": -4.0, "y": -4.0, "z": 3.0}}
+
+    done = gatemesh("status", "--json", *broker)
+    state = json.loads(done.stdout)
+    deployment = state["deployments"][name]
+    assert deployment["state"] == "ready"
+    assert {g: v["state"] for g, v in deployment["gates"].items()} == dict.fromkeys("xyzqf", "ready")
+    assert {v["host"] for v in deployment["gates"].values()} == set(three_hosts)  # round-robin uses all three
+    assert all(state["hosts"][h]["state"] == "online" for h in three_hosts)
+    human = gatemesh("status", name, *broker)
+    assert human.returncode == 0, human.stderr
+    assert "gates of " + name in human.stdout
+
+    circuit_id = deployment["circuit_id"]
+    done = gatemesh("undeploy", name, *broker)
+    assert done.returncode == 0, done.stderr
+    left = asyncio.run(read_retained(BrokerAddress.parse(mosquitto_url), [f"gatemesh/{circuit_id}/#"]))
+    assert left == {}
+    assert name not in json.loads(gatemesh("status", "--json", *broker).stdout)["deployments"]
+
+    done = gatemesh("run", "--deployed", name, "x=1", "y=2", "z=3", *broker)
+    assert done.returncode == 1
+    assert f"no deployment named {name!r}" in done.stderr
+
+
+def test_explain_tells_each_message_in_order_with_its_host(mosquitto_url: str, three_hosts: list[str]) -> None:
+    name = f"explained-{secrets.token_hex(3)}"
+    broker = ["--broker", mosquitto_url]
+    hosts = ",".join(three_hosts)
+    done = gatemesh("deploy", STAGED_QF, "--name", name, "--hosts", hosts, "--placement", "by-layer", *broker)
+    assert done.returncode == 0, done.stderr
+    try:
+        done = gatemesh("run", "--deployed", name, "x=-2", "y=5", "z=-4", "--explain", *broker)
+        assert done.returncode == 0, done.stderr
+    finally:
+        gatemesh("undeploy", name, *broker)
+    lines = [line for line in done.stdout.splitlines() if line[:5].strip().rstrip(".").isdigit()]
+    assert len(lines) == compile_source(STAGED_QF).messages_per_pass() == 16
+    told = [line.split("|", 1)[1].strip() for line in lines]
+    where = {line.split("|", 1)[1].strip(): line.split(".", 1)[1].split("|")[0].strip() for line in lines}
+    # by-layer over three hosts: the leaves on the first, q on the second, f on the third
+    backward_q = "add(q) got grad -4 from mul(f); local grads [1, 1]; sends -4 to x and -4 to y"
+    assert backward_q in told
+    assert where[backward_q] == three_hosts[1]
+    forward_f = "mul(f) got 3 from add(q) and -4 from z; computes 3 * -4 = -12; sends -12 to the orchestrator"
+    assert where[forward_f] == three_hosts[2]
+    assert told.index(forward_f) < told.index("the orchestrator seeds mul(f) with gradient 1 (df/df = 1)")
+    assert told.index("the orchestrator seeds mul(f) with gradient 1 (df/df = 1)") < told.index(backward_q)
+    assert set(told[:3]) == {f"the orchestrator feeds input {v}" for v in ("x = -2", "y = 5", "z = -4")}
+    assert all("reports" in sentence for sentence in told[-2:])
+    assert "x got grad -4 from add(q); reports df/dx = -4 to the orchestrator" in told
+
+
+async def test_two_orchestrators_share_one_deployment(mosquitto_url: str, three_hosts: list[str]) -> None:
+    broker = BrokerAddress.parse(mosquitto_url)
+    circuit = compile_source(NEURON_SOURCE)
+    name = f"shared-{secrets.token_hex(3)}"
+    await deploy_to_hosts(circuit, name, broker, hosts=three_hosts)
+    rng = random.Random(7)
+    try:
+        async with on_deployment(name, broker) as first, on_deployment(name, broker) as second:
+            jobs = [{k: rng.uniform(-3, 3) for k in NEURON} for _ in range(60)]
+            runners = [first, second] * 30
+            results = await asyncio.gather(*(r.run(job) for r, job in zip(runners, jobs, strict=True)))
+    finally:
+        await undeploy(name, broker)
+    for job, result in zip(jobs, results, strict=True):
+        assert result == evaluate(circuit, job)
+
+
+async def test_hosts_serve_several_deployments_at_once(mosquitto_url: str, three_hosts: list[str]) -> None:
+    broker = BrokerAddress.parse(mosquitto_url)
+    names = [f"many{i}-{secrets.token_hex(3)}" for i in range(2)]
+    await deploy_to_hosts(compile_source(STAGED_QF), names[0], broker, hosts=three_hosts)
+    await deploy_to_hosts(compile_source(NEURON_SOURCE), names[1], broker, hosts=1, placement="by-layer")
+    try:
+        async with on_deployment(names[0], broker) as qf, on_deployment(names[1], broker) as neuron:
+            a, b = await asyncio.gather(qf.run({"x": -2, "y": 5, "z": -4}), neuron.run(NEURON))
+    finally:
+        for name in names:
+            await undeploy(name, broker)
+    assert a == RunResult(value=-12.0, grads={"x": -4.0, "y": -4.0, "z": 3.0})
+    assert (b.value, b.grads) == (0.7310585786300049, NEURON_GRADS)
+
+
+async def test_a_killed_host_fails_its_runs_by_name_and_a_redeploy_recovers(mosquitto_url: str) -> None:
+    broker = BrokerAddress.parse(mosquitto_url)
+    hosts = await asyncio.to_thread(start_hosts, mosquitto_url, "k")
+    victim, survivors = hosts[1], [hosts[0].name, hosts[2].name]
+    circuit = compile_source(NEURON_SOURCE)
+    name = f"killed-{secrets.token_hex(3)}"
+    timeout = 5.0
+    try:
+        record = await deploy_to_hosts(circuit, name, broker, hosts=[h.name for h in hosts])
+        victim_gates = record.gates_on(victim.name)
+        assert victim_gates
+        completed: list[RunResult] = []
+        failures: list[tuple[HostLost, float]] = []
+        streaming = asyncio.Event()
+
+        async def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            while True:
+                job = {k: rng.uniform(-3, 3) for k in NEURON}
+                started = time.monotonic()
+                try:
+                    result = await runner.run(job, timeout=timeout)
+                except HostLost as exc:  # anything else (a timeout above all) fails the test
+                    failures.append((exc, time.monotonic() - started))
+                    return
+                assert result == evaluate(circuit, job)
+                completed.append(result)
+                if len(completed) >= 30:
+                    streaming.set()
+
+        async def killer() -> None:
+            await streaming.wait()
+            await asyncio.to_thread(victim.kill)
+
+        async with on_deployment(name, broker) as runner:
+            async with asyncio.TaskGroup() as group:
+                for seed in range(4):
+                    group.create_task(worker(seed))
+                group.create_task(killer())
+            assert len(failures) == 4
+            for exc, took in failures:
+                assert exc.hosts == [victim.name]
+                assert exc.gates == victim_gates
+                assert victim.name in str(exc)
+                assert all(gate in str(exc) for gate in victim_gates)
+                assert took < timeout
+            with pytest.raises(HostLost, match=victim.name):
+                await runner.run(NEURON, timeout=timeout)
+
+        # The same name, a new process: it must not bring back the gates of its previous life.
+        async with client(broker) as watcher:
+            await watcher.subscribe(topic(record.circuit_id, "ready", "+"), qos=QOS)
+            returned = GateHostProcess(mosquitto_url, victim.name)
+            hosts.append(returned)
+            await asyncio.to_thread(returned.wait_online)
+            fresh = await _live_messages(watcher, seconds=1.0)
+        assert fresh == []
+        view = await read_cluster(broker)
+        restarted = "restarted: the new process does not run the old process's gates"
+        assert view.lost_hosts(record) == {victim.name: restarted}
+        done = await asyncio.to_thread(gatemesh, "run", "--deployed", name, *_args(NEURON), "--broker", mosquitto_url)
+        assert done.returncode == 1
+        assert f"host {victim.name} restarted" in done.stderr
+
+        await deploy_to_hosts(circuit, name, broker, hosts=survivors)
+        async with on_deployment(name, broker) as runner:
+            for seed in range(20):
+                job = {k: random.Random(seed).uniform(-3, 3) for k in NEURON}
+                assert await runner.run(job, timeout=timeout) == evaluate(circuit, job)
+        assert (await read_cluster(broker)).deployments[name].hosts.keys() == set(survivors)
+    finally:
+        await undeploy(name, broker)
+        for host in hosts:
+            host.stop()
+
+
+async def _live_messages(mqtt: aiomqtt.Client, seconds: float) -> list[str]:
+    """Topics of messages published while we listened (retained copies from the past excluded)."""
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(seconds):
+            async for message in mqtt.messages:
+                if not message.retain:
+                    seen.append(message.topic.value)
+    except TimeoutError:
+        pass
+    return seen
+
+
+def _args(values: dict[str, float]) -> list[str]:
+    return [f"{k}={v}" for k, v in values.items()]
