@@ -28,7 +28,7 @@ async def run_host(host: GateHost) -> None:
         return
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gates", description=__doc__)
     parser.add_argument(
         "--broker",
@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--name", default=None, help="this host's name (default: <hostname>-<pid>)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiomqtt").setLevel(logging.WARNING)
     try:

@@ -23,9 +23,9 @@ from gates.protocol import Message
 from gates.transport import BrokerAddress
 from orchestrator.api import broker_url, deployed
 from orchestrator.circuit import Circuit
-from orchestrator.cluster import ClusterView, read_cluster
+from orchestrator.cluster import ClusterView, DeploymentRecord, read_cluster
 from orchestrator.compiler import compile_source
-from orchestrator.deploy import HostChoice, deploy_to_hosts, find, in_process, on_deployment, on_hosts, undeploy
+from orchestrator.deploy import HostChoice, deploy_to_hosts, in_process, on_deployment, on_hosts, undeploy
 from orchestrator.errors import BrokerError, GatemeshError, InputError, unwrap
 from orchestrator.examples import EXAMPLES
 from orchestrator.explain import Explainer
@@ -170,29 +170,30 @@ async def _runner(
     narrate: Callable[[str], None] | None,
 ) -> AsyncIterator[Runner]:
     """A runner on a named deployment, on hosts for this run only, or on actors in this process."""
+
+    def per_deployment(record: DeploymentRecord) -> Observer:
+        assert narrate is not None
+        return _narrator(narrate, record.circuit, record.placement)
+
+    observer_for = per_deployment if narrate else None
     if isinstance(target, str):
         address = _address(broker or DEFAULT_BROKER)
-        record = await find(target, address)
-        observer = _observer(record.circuit, narrate, record.placement)
-        async with on_deployment(target, address, ready_timeout=timeout, observer=observer) as runner:
+        async with on_deployment(target, address, ready_timeout=timeout, observer=observer_for) as runner:
             yield runner
-        return
-    observer = _observer(target, narrate)
-    if hosts is not None:
+    elif hosts is not None:
         address = _address(broker or DEFAULT_BROKER)
         choice = _host_choice(hosts)
-        async with on_hosts(target, address, hosts=choice, placement=placement, observer=observer) as runner:
+        placed = on_hosts(target, address, hosts=choice, placement=placement, observer=observer_for, timeout=timeout)
+        async with placed as runner:
             yield runner
-        return
-    async with broker_url(broker) as address, in_process(target, address, observer=observer) as runner:
-        yield runner
+    else:
+        observer = _narrator(narrate, target) if narrate else None
+        async with broker_url(broker) as address, in_process(target, address, observer=observer) as runner:
+            yield runner
 
 
-def _observer(
-    circuit: Circuit, narrate: Callable[[str], None] | None, placement: dict[str, str] | None = None
-) -> Observer | None:
-    if narrate is None:
-        return None
+def _narrator(narrate: Callable[[str], None], circuit: Circuit, placement: dict[str, str] | None = None) -> Observer:
+    """An observer that tells every message of a run as a sentence."""
     explainer = Explainer(circuit, placement)
 
     def observe(topic_name: str, message: Message) -> None:

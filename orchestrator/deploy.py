@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiomqtt
 
@@ -29,6 +29,8 @@ from orchestrator.errors import BrokerError, DeployError
 from orchestrator.placement import place
 from orchestrator.runner import Observer, Runner, open_runner
 
+ObserverFor = Callable[[DeploymentRecord], Observer]
+"""Makes the observer of a host deployment's runs once its record (and placement) is known."""
 HostChoice = int | Sequence[str] | None
 """Which hosts to deploy on: all that are online (None), a number of them, or these names."""
 HOST_POLL = 0.25
@@ -153,7 +155,7 @@ def _record(view: ClusterView, name: str, broker: BrokerAddress) -> DeploymentRe
 
 @contextlib.asynccontextmanager
 async def on_deployment(
-    name: str, broker: BrokerAddress, *, ready_timeout: float = 10.0, observer: Observer | None = None
+    name: str, broker: BrokerAddress, *, ready_timeout: float = 10.0, observer: ObserverFor | None = None
 ) -> AsyncIterator[Runner]:
     """A Runner for a deployment that lives on gate hosts (made by `deploy_to_hosts`)."""
     view = await _read(broker)
@@ -164,7 +166,7 @@ async def on_deployment(
         broker,
         hosts=record.hosts,
         placement=record.placement,
-        observer=observer,
+        observer=observer(record) if observer else None,
     ) as runner:
         runner.lost.update(view.lost_hosts(record))
         await runner.wait_ready(ready_timeout)
@@ -179,7 +181,7 @@ async def on_hosts(
     hosts: HostChoice = None,
     placement: str = "round-robin",
     timeout: float = 30.0,
-    observer: Observer | None = None,
+    observer: ObserverFor | None = None,
 ) -> AsyncIterator[Runner]:
     """A deployment on gate hosts for the duration of the block (what `gatemesh run --hosts` uses)."""
     name = f"{circuit.name[:40]}-run-{secrets.token_hex(4)}"

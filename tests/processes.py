@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,10 +34,12 @@ def presence(url: str, name: str) -> HostPresence | None:
 class GateHostProcess:
     """`python -m gates --broker URL --name NAME` (or any argv), started and stopped by a test."""
 
-    def __init__(self, url: str, name: str, *, argv: Sequence[str] | None = None, netns: str | None = None) -> None:
+    def __init__(
+        self, url: str, name: str | None, *, argv: Sequence[str] | None = None, netns: str | None = None
+    ) -> None:
+        """name None: the host names itself, `<hostname>-<pid>` (what compose replicas do)."""
         self.url = url
-        self.name = name
-        command = list(argv) if argv is not None else ["--broker", url, "--name", name]
+        command = list(argv) if argv is not None else ["--broker", url, *(["--name", name] if name else [])]
         prefix = ["ip", "netns", "exec", netns] if netns else []
         self.process = subprocess.Popen(
             [*prefix, sys.executable, "-m", "gates", *command, "--log-level", "WARNING"],
@@ -44,6 +47,7 @@ class GateHostProcess:
             stderr=subprocess.PIPE,
             env=clean_env(),
         )
+        self.name = name or f"{socket.gethostname()}-{self.process.pid}"  # `ip netns exec` execs: same pid
 
     def wait_online(self, timeout: float = 20) -> HostPresence:
         """Block until this process has announced itself (a previous incarnation does not count)."""
