@@ -1,0 +1,87 @@
+"""The --explain sentences, driven by real GateCores over an in-memory queue (gate logic only)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pydantic import BaseModel
+
+from gates.core import GateCore
+from gates.protocol import ORCHESTRATOR, Backward, Feed, Forward, Message, topic
+from orchestrator.circuit import Circuit
+from orchestrator.compiler import compile_source
+from orchestrator.explain import Explainer
+
+
+def one_pass(circuit: Circuit, inputs: dict[str, float]) -> list[tuple[str, Message]]:
+    """Every message of one run in FIFO delivery order, as a broker with one queue would carry them."""
+    cores = [GateCore(spec, "c") for spec in circuit.specs()]
+    subscribers: dict[str, list[GateCore]] = {}
+    for core in cores:
+        for name in core.subscriptions():
+            subscribers.setdefault(name, []).append(core)
+    queue: deque[tuple[str, BaseModel]] = deque()
+    for leaf in circuit.leaves:
+        feed = Feed(circuit="c", sender=ORCHESTRATOR, run="r", value=inputs.get(leaf))
+        queue.append((topic("c", "feed", leaf), feed))
+    carried: list[tuple[str, Message]] = []
+    while queue:
+        name, message = queue.popleft()
+        carried.append((name, message))  # type: ignore[arg-type]
+        if isinstance(message, Forward) and message.sender == circuit.output:
+            seed = Backward(circuit="c", sender=ORCHESTRATOR, run="r", port=0, grad=1.0)
+            queue.append((topic("c", "grad", circuit.output), seed))
+        for core in subscribers.get(name, []):
+            queue.extend((out.topic, out.message) for out in core.handle(name, message.model_dump_json().encode()))
+    return carried
+
+
+def told(circuit: Circuit, inputs: dict[str, float], placement: dict[str, str] | None = None) -> list[str]:
+    explainer = Explainer(circuit, placement)
+    return [explainer.explain(name, message) for name, message in one_pass(circuit, inputs)]
+
+
+def test_the_notes_circuit_told_message_by_message() -> None:
+    circuit = compile_source("q = x + y; f = q * z")
+    lines = told(circuit, {"x": -2, "y": 5, "z": -4})
+    assert len(lines) == circuit.messages_per_pass()
+    assert lines == [
+        "  1. the orchestrator feeds input x = -2",
+        "  2. the orchestrator feeds input y = 5",
+        "  3. the orchestrator feeds input z = -4",
+        "  4. x sends its value -2 forward to add(q)",
+        "  5. y sends its value 5 forward to add(q)",
+        "  6. z sends its value -4 forward to mul(f)",
+        "  7. add(q) got -2 from x and 5 from y; computes -2 + 5 = 3; sends 3 to mul(f)",
+        "  8. mul(f) got 3 from add(q) and -4 from z; computes 3 * -4 = -12; sends -12 to the orchestrator",
+        "  9. the orchestrator seeds mul(f) with gradient 1 (df/df = 1)",
+        " 10. mul(f) got grad 1 from the orchestrator; local grads [-4, 3]; sends -4 to add(q) and 3 to z",
+        " 11. mul(f) sends its gradient 3 to z (same step as above)",
+        " 12. add(q) got grad -4 from mul(f); local grads [1, 1]; sends -4 to x and -4 to y",
+        " 13. add(q) sends its gradient -4 to y (same step as above)",
+        " 14. z got grad 3 from mul(f); reports df/dz = 3 to the orchestrator",
+        " 15. x got grad -4 from add(q); reports df/dx = -4 to the orchestrator",
+        " 16. y got grad -4 from add(q); reports df/dy = -4 to the orchestrator",
+    ]
+
+
+def test_gradients_adding_up_at_a_fork_are_told() -> None:
+    lines = told(compile_source("f = x * x"), {"x": 3})
+    assert lines[-1].endswith(
+        "x got grads 3 from mul(f) and 3 from mul(f), which add up at the fork to 6; "
+        "reports df/dx = 6 to the orchestrator"
+    )
+
+
+def test_each_line_names_the_host_of_its_sender() -> None:
+    circuit = compile_source("q = x + y; f = q * z")
+    placement = {"x": "h1", "y": "h1", "z": "h2", "q": "h2", "f": "h3"}
+    lines = told(circuit, {"x": -2, "y": 5, "z": -4}, placement)
+    assert lines[0] == "  1. orchestrator | the orchestrator feeds input x = -2"
+    assert lines[6] == "  7. h2           | add(q) got -2 from x and 5 from y; computes -2 + 5 = 3; sends 3 to mul(f)"
+    assert lines[11].startswith(" 12. h2           | add(q) got grad -4 from mul(f)")
+
+
+def test_ops_with_a_parameter_show_it() -> None:
+    lines = told(compile_source("f = x ** 2"), {"x": 3})
+    assert "pow(f) got 3 from x; computes pow(3, 2) = 9; sends 9 to the orchestrator" in lines[2]
