@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 QOS = 1
 """Every gate message is sent at least once; duplicates are harmless by design."""
+PUBLISH_WINDOW = 1000
+"""Publishes started at once by publish_all; bounded so a huge batch cannot flood the client."""
 
 
 class BrokerAddress(BaseModel):
@@ -65,7 +67,7 @@ def client(
     timeout: float = 10.0,
 ) -> aiomqtt.Client:
     """An unconnected aiomqtt client with the project's settings; enter it to connect."""
-    return aiomqtt.Client(
+    mqtt = aiomqtt.Client(
         broker.host,
         broker.port,
         username=broker.username,
@@ -78,6 +80,9 @@ def client(
         tls_context=ssl.create_default_context() if broker.tls else None,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
+    # aiomqtt warns past 10 publishes awaiting their PUBACK; publish_all keeps up to a window in flight
+    mqtt.pending_calls_threshold = PUBLISH_WINDOW
+    return mqtt
 
 
 async def publish_all(
@@ -95,10 +100,6 @@ async def publish_all(
         for start in range(0, len(batch), PUBLISH_WINDOW):
             for name, payload in batch[start : start + PUBLISH_WINDOW]:
                 group.create_task(mqtt.publish(name, payload, qos=QOS, retain=retain))
-
-
-PUBLISH_WINDOW = 1000
-"""Publishes started at once by publish_all; bounded so a huge batch cannot flood the client."""
 
 
 async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeout: float = 10.0) -> dict[str, bytes]:

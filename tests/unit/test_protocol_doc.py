@@ -9,7 +9,19 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import gates.protocol as protocol
-from gates.protocol import MESSAGE_ADAPTER, RUN_FAILING_CODES, ErrorCode, GateSpec, parse_topic, topic
+from gates.protocol import (
+    MESSAGE_ADAPTER,
+    RUN_FAILING_CODES,
+    Assignment,
+    ErrorCode,
+    GateSpec,
+    HostPresence,
+    deployment_topic,
+    host_topic,
+    parse_topic,
+    topic,
+)
+from orchestrator.cluster import DeploymentRecord
 
 DOC = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()
 
@@ -23,20 +35,23 @@ def test_error_table_matches_the_code() -> None:
 
 def test_every_json_example_is_a_valid_message() -> None:
     examples = [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", DOC, flags=re.DOTALL)]
+    cluster: dict[str, type[BaseModel]] = {"assign": Assignment, "host": HostPresence, "deployment": DeploymentRecord}
     kinds = set()
     for example in examples:
-        if "type" in example:
+        if example.get("type") in cluster:
+            kinds.add(cluster[example["type"]].model_validate(example).type)  # type: ignore[attr-defined]
+        elif "type" in example:
             kinds.add(MESSAGE_ADAPTER.validate_python(example).type)
         else:
             GateSpec.model_validate(example)
     documented_types = {"feed", "forward", "backward", "grad", "ready", "release", "probe", "status", "error"}
-    assert kinds == documented_types
+    assert kinds == documented_types | set(cluster)
 
 
 def test_every_message_model_is_documented() -> None:
     models = [m for m in vars(protocol).values() if isinstance(m, type) and issubclass(m, BaseModel)]
     types = {m.model_fields["type"].default for m in models if "type" in m.model_fields}
-    assert len(types) == 9
+    assert len(types) == 11
     assert all(f"### {t}" in DOC or f"### probe and {t}" in DOC for t in types)
 
 
@@ -46,5 +61,8 @@ def test_topic_table_matches_topic_names() -> None:
         assert f"`{name}`" in DOC
         assert parse_topic(name) == ("C", kind, "G")
     assert "`gatemesh/C/control`" in DOC
+    assert f"`{topic('C', 'spec', 'G')}` (retained)" in DOC
+    assert f"`{host_topic('H')}` (retained)" in DOC
+    assert f"`{deployment_topic('D')}` (retained)" in DOC
     assert parse_topic("gatemesh/C/control") == ("C", "control", None)
     assert parse_topic("gatemesh/C/fwd/a/b") is None

@@ -1,0 +1,141 @@
+"""Gate hosts as separate processes: deploy-to-ready time, and pass latency across hosts.
+
+    python -m bench.hosts [--repeats 7] [--passes 300]
+
+Starts a Mosquitto on loopback and three `python -m gates` processes, then measures, in one
+run against that one broker:
+
+1. deploy-to-ready: `deploy_to_hosts` of a 100-gate circuit over the three hosts, from the
+   call until every gate has said Ready (the CLI adds its ~0.8 s of Python start-up);
+2. one forward+backward pass of `(x+y)*z` with its 5 gates spread round-robin over the three
+   host processes, against the same circuit with every gate in this process, alternating
+   blocks of passes so that drift hits both alike. Every result is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+
+from broker.launch import mosquitto
+from gates.protocol import HostPresence, host_topic
+from gates.transport import BrokerAddress, read_retained
+from orchestrator.circuit import Circuit
+from orchestrator.compiler import compile_source
+from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
+from orchestrator.reference import evaluate
+from orchestrator.runner import Runner
+
+SOURCE = "(x+y)*z"
+INPUTS = {"x": -2.0, "y": 5.0, "z": -4.0}
+BLOCK = 50
+
+
+def hundred_gates() -> Circuit:
+    """sigmoid(sum of 20 tanh(w_i * x_i)): 40 inputs, 20 mul, 20 tanh, 19 add, 1 sigmoid."""
+    terms = " + ".join(f"tanh(w{i} * x{i})" for i in range(20))
+    circuit = compile_source(f"f = sigmoid({terms})", name="hundred")
+    assert len(circuit.gates) == 100, len(circuit.gates)
+    return circuit
+
+
+def start_host(url: str, name: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "gates", "--broker", url, "--name", name, "--log-level", "WARNING"])
+
+
+async def wait_online(broker: BrokerAddress, names: list[str]) -> None:
+    while True:
+        found = await read_retained(broker, [host_topic("+")])
+        states = {
+            HostPresence.model_validate_json(p).host: HostPresence.model_validate_json(p).state for p in found.values()
+        }
+        if all(states.get(n) == "online" for n in names):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def deploy_times(broker: BrokerAddress, hosts: list[str], repeats: int) -> list[float]:
+    circuit = hundred_gates()
+    inputs = {name: 0.1 * (i % 7) - 0.3 for i, name in enumerate(circuit.inputs)}
+    seconds = []
+    for _ in range(repeats):
+        name = f"bench-{secrets.token_hex(3)}"
+        start = time.perf_counter()
+        await deploy_to_hosts(circuit, name, broker, hosts=hosts)
+        seconds.append(time.perf_counter() - start)
+        async with on_deployment(name, broker) as runner:
+            assert await runner.run(inputs) == evaluate(circuit, inputs)
+        await undeploy(name, broker)
+        await asyncio.sleep(0.5)  # let the hosts stop the gates before the next round
+    return seconds
+
+
+async def timed_passes(runner: Runner, count: int, into: list[float]) -> None:
+    expected = evaluate(runner.circuit, INPUTS)
+    for _ in range(count):
+        start = time.perf_counter()
+        result = await runner.run(INPUTS)
+        into.append(time.perf_counter() - start)
+        assert result == expected, result
+
+
+async def pass_latency(broker: BrokerAddress, hosts: list[str], passes: int) -> tuple[list[float], list[float]]:
+    circuit = compile_source(SOURCE)
+    name = f"bench-qf-{secrets.token_hex(3)}"
+    record = await deploy_to_hosts(circuit, name, broker, hosts=hosts)
+    assert len(set(record.placement.values())) == 3
+    spread: list[float] = []
+    local: list[float] = []
+    try:
+        async with on_deployment(name, broker) as across, in_process(circuit, broker) as alone:
+            await timed_passes(across, 20, [])  # warm-up
+            await timed_passes(alone, 20, [])
+            for _ in range(max(1, passes // BLOCK)):
+                await timed_passes(across, BLOCK, spread)
+                await timed_passes(alone, BLOCK, local)
+    finally:
+        await undeploy(name, broker)
+    return spread, local
+
+
+def summary(seconds: list[float]) -> str:
+    ms = sorted(s * 1000 for s in seconds)
+    p10, p90 = ms[int(0.1 * (len(ms) - 1))], ms[int(0.9 * (len(ms) - 1))]
+    return f"median {statistics.median(ms):8.2f} ms   p10 {p10:8.2f} ms   p90 {p90:8.2f} ms   n={len(ms)}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--passes", type=int, default=300)
+    args = parser.parse_args()
+    with mosquitto() as url:
+        broker = BrokerAddress.parse(url)
+        names = [f"bench-host-{i}" for i in range(3)]
+        processes = [start_host(url, n) for n in names]
+        try:
+            await wait_online(broker, names)
+            print(f"broker {url}; hosts {', '.join(names)} (separate processes)")
+            print(
+                f"deploy 100 gates over 3 hosts, to ready: {summary(await deploy_times(broker, names, args.repeats))}"
+            )
+            spread, local = await pass_latency(broker, names, args.passes)
+            print(f"pass of {SOURCE}, gates over 3 hosts:    {summary(spread)}")
+            print(f"pass of {SOURCE}, gates in one process:  {summary(local)}")
+            print(
+                f"ratio of medians (3 hosts / one process): {statistics.median(spread) / statistics.median(local):.2f}"
+            )
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
