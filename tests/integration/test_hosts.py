@@ -6,21 +6,24 @@ import asyncio
 import json
 import random
 import secrets
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import aiomqtt
 import pytest
 
-from gates.protocol import topic
-from gates.transport import QOS, BrokerAddress, client, read_retained
+from gates.protocol import ORCHESTRATOR, Feed, topic
+from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained
 from orchestrator.cluster import read_cluster
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, on_deployment, undeploy
 from orchestrator.errors import HostLost
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
-from tests.processes import GateHostProcess, gatemesh
+from tests.processes import GateHostProcess, clean_env, gatemesh, presence
 from tests.unit.test_reference import NEURON, NEURON_GRADS
 
 pytestmark = pytest.mark.integration
@@ -73,10 +76,12 @@ def test_deploy_run_status_undeploy_from_the_cli(mosquitto_url: str, three_hosts
     assert "gates of " + name in human.stdout
 
     circuit_id = deployment["circuit_id"]
+    assert asyncio.run(_answers_to_a_feed(mosquitto_url, circuit_id, "x")) == [topic(circuit_id, "fwd", "x")]
     done = gatemesh("undeploy", name, *broker)
     assert done.returncode == 0, done.stderr
     left = asyncio.run(read_retained(BrokerAddress.parse(mosquitto_url), [f"gatemesh/{circuit_id}/#"]))
     assert left == {}
+    assert asyncio.run(_answers_to_a_feed(mosquitto_url, circuit_id, "x")) == []  # the hosts stopped the gates
     assert name not in json.loads(gatemesh("status", "--json", *broker).stdout)["deployments"]
 
     done = gatemesh("run", "--deployed", name, "x=1", "y=2", "z=3", *broker)
@@ -218,6 +223,37 @@ async def test_a_killed_host_fails_its_runs_by_name_and_a_redeploy_recovers(mosq
         await undeploy(name, broker)
         for host in hosts:
             host.stop()
+
+
+async def _answers_to_a_feed(url: str, circuit_id: str, leaf: str) -> list[str]:
+    """Feed a leaf of a deployment directly and list what comes back within a second."""
+    async with client(BrokerAddress.parse(url)) as mqtt:
+        await mqtt.subscribe(f"gatemesh/{circuit_id}/+/+", qos=QOS)
+        feed = Feed(circuit=circuit_id, sender=ORCHESTRATOR, run="probe-run", value=1.0)
+        await publish_all(mqtt, [(topic(circuit_id, "feed", leaf), feed)])
+        return [t for t in await _live_messages(mqtt, seconds=1.0) if "/feed/" not in t]
+
+
+def test_gatemesh_host_announces_itself_refuses_a_taken_name_and_says_goodbye(mosquitto_url: str) -> None:
+    name = f"cli-host-{secrets.token_hex(3)}"
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "host", "--name", name]
+    first = subprocess.Popen([*command, "--broker", mosquitto_url], stderr=subprocess.PIPE, env=clean_env())
+    try:
+        deadline = time.monotonic() + 20
+        while (seen := presence(mosquitto_url, name)) is None or seen.pid != first.pid:
+            assert time.monotonic() < deadline, "gatemesh host did not announce itself"
+            time.sleep(0.05)
+        assert seen.state == "online"
+        second = gatemesh("host", "--name", name, "--broker", mosquitto_url)
+        assert second.returncode == 1
+        assert f"a host named {name!r} is already online" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=10)
+    assert first.returncode == 0
+    gone = presence(mosquitto_url, name)
+    assert gone is not None
+    assert (gone.state, gone.reason) == ("offline", "stopped")
 
 
 async def _live_messages(mqtt: aiomqtt.Client, seconds: float) -> list[str]:

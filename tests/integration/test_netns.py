@@ -13,6 +13,7 @@ import json
 import random
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,15 @@ def test_hosts_in_separate_network_namespaces_give_the_in_process_results(namesp
                 spread.append(json.loads(done.stdout))
             after = [ns.rx_bytes() for ns in namespaces]
             one_process = [asyncio.run(run_circuit(circuit, inputs, broker=local)) for inputs in runs]
+
+            # Cut the first host's cable: no socket closes, so only the MQTT keepalive can tell.
+            # The broker gives up on the silent host after 1.5 x its 2 s keepalive and sends its
+            # last will; the run in flight must fail then, naming the host, well within its timeout.
+            ip("link", "set", namespaces[0].outside, "down")
+            args = [f"{k}={v!r}" for k, v in NEURON.items()]
+            started = time.monotonic()
+            cut = gatemesh("run", "--deployed", name, *args, "--timeout", "20", "--broker", local)
+            took = time.monotonic() - started
         finally:
             for host in hosts:
                 host.stop()
@@ -117,3 +127,7 @@ def test_hosts_in_separate_network_namespaces_give_the_in_process_results(namesp
         assert across == evaluate(circuit, inputs).model_dump()
     # every namespace's gates sent their messages out through its veth interface
     assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+    assert cut.returncode == 1
+    assert f"host {hosts[0].name} went offline (connection lost)" in cut.stderr
+    print(f"partitioned host seen lost after {took:.1f} s (CLI start-up included)")
+    assert took < 20, took  # the host's loss, not the run's timeout, ended the run
