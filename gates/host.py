@@ -109,7 +109,7 @@ class GateHost:
     async def _refuse_a_taken_name(self) -> None:
         try:
             retained = await read_retained(self.broker, [host_topic(self.name)])
-        except aiomqtt.MqttError:
+        except (aiomqtt.MqttError, TimeoutError):
             return  # no broker yet: the session loop reports and retries
         for payload in retained.values():
             with contextlib.suppress(ValidationError):

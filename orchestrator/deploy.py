@@ -184,7 +184,7 @@ async def on_hosts(
     observer: ObserverFor | None = None,
 ) -> AsyncIterator[Runner]:
     """A deployment on gate hosts for the duration of the block (what `gatemesh run --hosts` uses)."""
-    name = f"{circuit.name[:40]}-run-{secrets.token_hex(4)}"
+    name = f"run-{re.sub(r'[^A-Za-z0-9_-]', '-', circuit.name[:40])}-{secrets.token_hex(4)}"
     await deploy_to_hosts(circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout)
     try:
         async with on_deployment(name, broker, ready_timeout=timeout, observer=observer) as runner:
