@@ -100,7 +100,7 @@ class GateHost:
                         await self._session(group)
                     except aiomqtt.MqttError as exc:
                         delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                        log.warning("host %s: broker connection lost (%s); reconnecting in %g s", self.name, exc, delay)
+                        log.warning("host %s: no connection to the broker (%s); retrying in %g s", self.name, exc, delay)
                         attempt += 1
                         await asyncio.sleep(delay)
             finally:
