@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from gates.faults import Faults
 from gates.host import GateHost, HostNameTaken, default_name
 from gates.transport import BrokerAddress
 
@@ -36,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
         help="mqtt://host:port of the broker (default: $GATEMESH_BROKER or %(default)s)",
     )
     parser.add_argument("--name", default=None, help="this host's name (default: <hostname>-<pid>)")
+    parser.add_argument(
+        "--faults", default="", help="inject faults into this host's gates, e.g. drop=0.05,dup=0.1,delay=0-20ms,reorder"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -45,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiomqtt").setLevel(logging.WARNING)
     try:
-        host = GateHost(args.name or default_name(), BrokerAddress.parse(args.broker))
+        faults = Faults.parse(args.faults) if args.faults else None
+        host = GateHost(args.name or default_name(), BrokerAddress.parse(args.broker), faults=faults)
         asyncio.run(run_host(host))
     except (ValueError, HostNameTaken) as exc:
         print(f"error: {exc}", file=sys.stderr)

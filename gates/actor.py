@@ -7,12 +7,16 @@ loops: one message in, the core decides, the results go out. It never sees the c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import NoReturn
 
 import aiomqtt
+from pydantic import BaseModel
 
 from gates.core import GateCore
+from gates.faults import FaultInjector, Faults
+from gates.lifecycle import first_failure
 from gates.protocol import RUN_FAILING_CODES, ErrorReport, GateSpec
 from gates.transport import QOS, BrokerAddress, client, publish_all
 
@@ -27,14 +31,33 @@ class GateActor:
     an orchestrator that starts later can still see that the gate is up.
     """
 
-    def __init__(self, spec: GateSpec, circuit: str, broker: BrokerAddress, *, retain_ready: bool = False) -> None:
+    def __init__(
+        self,
+        spec: GateSpec,
+        circuit: str,
+        broker: BrokerAddress,
+        *,
+        retain_ready: bool = False,
+        faults: Faults | None = None,
+    ) -> None:
         self.core = GateCore(spec, circuit)
         self.broker = broker
         self.retain_ready = retain_ready
+        self.injector = FaultInjector(faults, circuit=circuit, gate=spec.id) if faults and faults.active else None
 
     async def serve(self) -> NoReturn:
-        """Connect, subscribe, announce readiness, then handle messages forever."""
-        async with client(self.broker) as mqtt:
+        """Connect, subscribe, announce readiness, then handle messages forever.
+
+        Raises aiomqtt.MqttError when the connection is lost (never an exception group), so
+        a caller can reconnect by calling serve again.
+        """
+        try:
+            await self._serve()
+        except BaseExceptionGroup as group:
+            raise first_failure(group) from group
+
+    async def _serve(self) -> NoReturn:
+        async with client(self.broker) as mqtt, asyncio.TaskGroup() as delayed:
             await mqtt.subscribe([(name, QOS) for name in self.core.subscriptions()])
             ready = self.core.ready()
             await publish_all(mqtt, [(ready.topic, ready.message)], retain=self.retain_ready)
@@ -47,5 +70,20 @@ class GateActor:
                         level = logging.INFO if out.message.code in RUN_FAILING_CODES else logging.WARNING
                         log.log(level, "gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
                 if outgoing:
-                    await publish_all(mqtt, [(out.topic, out.message) for out in outgoing])
+                    await self._send(mqtt, delayed, [(out.topic, out.message) for out in outgoing])
         raise aiomqtt.MqttError(f"gate {self.core.spec.id}: message stream ended")
+
+    async def _send(self, mqtt: aiomqtt.Client, delayed: asyncio.TaskGroup, batch: list[tuple[str, BaseModel]]) -> None:
+        if self.injector is None:
+            await publish_all(mqtt, batch)
+            return
+        for copy in self.injector.plan(batch):
+            if copy.delay > 0:
+                delayed.create_task(_publish_later(mqtt, copy.delay, copy.topic, copy.message))
+            else:
+                await publish_all(mqtt, [(copy.topic, copy.message)])
+
+
+async def _publish_later(mqtt: aiomqtt.Client, delay: float, topic: str, message: BaseModel) -> None:
+    await asyncio.sleep(delay)
+    await publish_all(mqtt, [(topic, message)])

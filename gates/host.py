@@ -26,6 +26,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from gates.actor import GateActor
+from gates.faults import Faults
 from gates.lifecycle import cancel_and_wait
 from gates.protocol import (
     Assignment,
@@ -65,9 +66,10 @@ class _Running:
 class GateHost:
     """Serves assignments for one host name until cancelled."""
 
-    def __init__(self, name: str, broker: BrokerAddress) -> None:
+    def __init__(self, name: str, broker: BrokerAddress, *, faults: Faults | None = None) -> None:
         self.name = name
         self.broker = broker
+        self.faults = faults
         self.incarnation = secrets.token_hex(4)
         self._gates: dict[tuple[str, str], _Running] = {}
         self.presence("online")  # a name that cannot be a topic level fails here, not later
@@ -100,7 +102,7 @@ class GateHost:
                         await self._session(group)
                     except aiomqtt.MqttError as exc:
                         delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                        log.warning("host %s: no connection to the broker (%s); retrying in %g s", self.name, exc, delay)
+                        log.warning("host %s: no broker connection (%s); retrying in %g s", self.name, exc, delay)
                         attempt += 1
                         await asyncio.sleep(delay)
             finally:
@@ -168,7 +170,7 @@ class GateHost:
             return  # the same assignment again (a retained copy after reconnecting)
         await self._stop(mqtt, key, clear_ready=False)
         try:
-            actor = GateActor(assignment.spec, deployment, self.broker, retain_ready=True)
+            actor = GateActor(assignment.spec, deployment, self.broker, retain_ready=True, faults=self.faults)
         except ValueError as exc:
             report = ErrorReport(
                 circuit=deployment, sender=self.name, code=ErrorCode.BAD_SCHEMA, message=str(exc), topic=name

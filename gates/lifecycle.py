@@ -21,3 +21,16 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=RECANCEL_AFTER)
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception inside a (possibly nested) exception group, in order."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that made a task group fail (its first leaf that is not a cancellation)."""
+    return next((e for e in leaves(group) if not isinstance(e, asyncio.CancelledError)), group)

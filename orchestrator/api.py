@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Mapping
 import aiomqtt
 
 from broker.launch import BrokerStartError, embedded
+from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import in_process
-from orchestrator.errors import BrokerError, leaves, unwrap
+from orchestrator.errors import BrokerError, unwrap
 from orchestrator.result import RunResult
 from orchestrator.runner import Runner
 

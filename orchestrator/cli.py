@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gates.faults import Faults
 from gates.host import GateHost, HostNameTaken, default_name
 from gates.protocol import Message
 from gates.transport import BrokerAddress
@@ -55,6 +56,12 @@ BrokerOption = Annotated[
 ClusterBrokerOption = Annotated[
     str,
     typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="mqtt://host:port of the broker the hosts use"),
+]
+FaultsOption = Annotated[
+    str,
+    typer.Option(
+        "--faults", help="inject faults between the gates and the broker: drop=0.05,dup=0.1,delay=0-20ms,reorder,seed=7"
+    ),
 ]
 HostsOption = Annotated[
     str | None,
@@ -125,6 +132,8 @@ def run(
     explain: Annotated[
         bool, typer.Option("--explain", help="tell every message of the run as it crosses the broker")
     ] = False,
+    faults: FaultsOption = "",
+    retries: Annotated[int, typer.Option(min=0, help="run again (fresh run id) after a timeout, this many times")] = 0,
 ) -> None:
     """Run one forward and backward pass through the broker and print the value and gradients.
 
@@ -133,6 +142,9 @@ def run(
     """
     given = [source] if source is not None else []
     given += assignments or []
+    fault_plan = _faults(faults)
+    if fault_plan is not None and (deployed_name is not None or hosts is not None):
+        raise InputError("--faults applies to gates in this process; give hosts their own (gatemesh host --faults)")
     target: Circuit | str
     if deployed_name is not None:
         if hosts is not None:
@@ -150,8 +162,9 @@ def run(
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     async def one_run() -> RunResult:
-        async with _runner(target, broker, hosts, placement, timeout, narrate if explain else None) as runner:
-            return await runner.run(inputs, timeout=timeout)
+        explaining = narrate if explain else None
+        async with _runner(target, broker, hosts, placement, timeout, explaining, fault_plan) as runner:
+            return await runner.run(inputs, timeout=timeout, retries=retries)
 
     result = asyncio.run(one_run())
     if as_json:
@@ -168,6 +181,7 @@ async def _runner(
     placement: str,
     timeout: float,
     narrate: Callable[[str], None] | None,
+    faults: Faults | None = None,
 ) -> AsyncIterator[Runner]:
     """A runner on a named deployment, on hosts for this run only, or on actors in this process."""
 
@@ -188,7 +202,10 @@ async def _runner(
             yield runner
     else:
         observer = _narrator(narrate, target) if narrate else None
-        async with broker_url(broker) as address, in_process(target, address, observer=observer) as runner:
+        async with (
+            broker_url(broker) as address,
+            in_process(target, address, observer=observer, faults=faults) as runner,
+        ):
             yield runner
 
 
@@ -200,6 +217,15 @@ def _narrator(narrate: Callable[[str], None], circuit: Circuit, placement: dict[
         narrate(explainer.explain(topic_name, message))
 
     return observe
+
+
+def _faults(text: str) -> Faults | None:
+    if not text:
+        return None
+    try:
+        return Faults.parse(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _address(url: str) -> BrokerAddress:
@@ -357,12 +383,13 @@ def show_cluster(view: ClusterView, name: str | None, broker: BrokerAddress) -> 
 def host(
     broker: ClusterBrokerOption = DEFAULT_BROKER,
     name: Annotated[str | None, typer.Option("--name", help="this host's name; default: <hostname>-<pid>")] = None,
+    faults: FaultsOption = "",
 ) -> None:
     """Run a gate host: it runs whatever gates deployments assign to it (same as `python -m gates`)."""
     from gates.__main__ import run_host
 
     try:
-        gate_host = GateHost(name or default_name(), _address(broker))
+        gate_host = GateHost(name or default_name(), _address(broker), faults=_faults(faults))
     except ValueError as exc:
         raise InputError(f"--name: {exc}") from exc
     logging.getLogger("gates").setLevel(logging.INFO)

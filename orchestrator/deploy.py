@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import aiomqtt
 
 from gates.actor import GateActor
+from gates.faults import Faults
 from gates.lifecycle import cancel_and_wait
 from gates.protocol import ORCHESTRATOR, Assignment, deployment_topic, topic
 from gates.transport import BrokerAddress, client, publish_all
@@ -43,12 +44,19 @@ def deployment_id(circuit: Circuit) -> str:
 
 @contextlib.asynccontextmanager
 async def in_process(
-    circuit: Circuit, broker: BrokerAddress, *, ready_timeout: float = 30.0, observer: Observer | None = None
+    circuit: Circuit,
+    broker: BrokerAddress,
+    *,
+    ready_timeout: float = 30.0,
+    observer: Observer | None = None,
+    faults: Faults | None = None,
 ) -> AsyncIterator[Runner]:
     """Start one actor per gate, wait until all are ready, yield a Runner; stop them on exit."""
     deployment = deployment_id(circuit)
     async with open_runner(circuit, deployment, broker, observer=observer) as runner, asyncio.TaskGroup() as group:
-        actors = [group.create_task(GateActor(spec, deployment, broker).serve()) for spec in circuit.specs()]
+        actors = [
+            group.create_task(GateActor(spec, deployment, broker, faults=faults).serve()) for spec in circuit.specs()
+        ]
         try:
             await runner.wait_ready(ready_timeout)
             yield runner

@@ -14,6 +14,8 @@ GatemeshError
 
 from __future__ import annotations
 
+from gates.lifecycle import leaves
+
 
 class GatemeshError(Exception):
     """Root of every gatemesh error."""
@@ -85,11 +87,3 @@ def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if isinstance(leaf, GatemeshError):
             return leaf
     return group
-
-
-def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """Every exception inside a (possibly nested) exception group, in order."""
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found

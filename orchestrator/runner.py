@@ -100,6 +100,7 @@ class Runner:
         self.hosts = dict(hosts or {})
         self.placement = dict(placement or {})
         self.observer = observer
+        self.probe_window = PROBE_WINDOW
         self.lost: dict[str, str] = {}
         """host -> what happened to it, for each host of this deployment that is gone."""
         self._pending: dict[str, _Pending] = {}
@@ -160,9 +161,23 @@ class Runner:
 
     # -- runs -----------------------------------------------------------------------------
 
-    async def run(self, inputs: Mapping[str, float], *, timeout: float = 10.0) -> RunResult:
-        """One forward and backward pass; raises GateFailed or RunTimeout instead of hanging."""
+    async def run(self, inputs: Mapping[str, float], *, timeout: float = 10.0, retries: int = 0) -> RunResult:
+        """One forward and backward pass; raises GateFailed, HostLost or RunTimeout instead of hanging.
+
+        A run that times out may be retried from its inputs under a fresh run id (the forward
+        pass is deterministic, so a retry can only give the same answer): `retries` more times.
+        """
         check_inputs(self.circuit, inputs)
+        for attempt in range(retries + 1):
+            try:
+                return await self._attempt(inputs, timeout)
+            except RunTimeout as exc:
+                if attempt == retries:
+                    raise
+                log.info("retrying after attempt %d of %d: %s", attempt + 1, retries + 1, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, inputs: Mapping[str, float], timeout: float) -> RunResult:
         run = secrets.token_hex(8)
         if self.lost:
             raise self.host_lost_error(run)
@@ -206,13 +221,16 @@ class Runner:
         """Ask the gates where the run stands, free their state, and say who it waits on."""
         probe = Probe(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
         await publish_all(self.mqtt, [(topic(self.deployment, "control"), probe)])
-        await asyncio.sleep(PROBE_WINDOW)
+        await asyncio.sleep(self.probe_window)
         await self._release(run)
         stuck: list[str] = []
         described: list[str] = []
         for g in self.circuit.order:
             status = pending.statuses.get(g.id)
             if status is not None and status.state == "finished":
+                if g.id in pending.waiting_for:  # done at the gate; its report is what went missing
+                    stuck.append(g.id)
+                    described.append(f"{g.op}({g.id}) finished, but its gradient report never arrived")
                 continue
             stuck.append(g.id)
             described.append(f"{g.op}({g.id}) {_describe(status)}")

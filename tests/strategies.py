@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import strategies as st
 
 NAMES = ("x", "y", "z")
@@ -26,3 +28,14 @@ def expressions(*, smooth_only: bool, max_leaves: int = 12) -> st.SearchStrategy
 def input_values() -> st.SearchStrategy[dict[str, float]]:
     value = st.floats(min_value=-2, max_value=2, allow_nan=False).map(lambda v: round(v, 3))
     return st.fixed_dictionaries({name: value for name in NAMES})
+
+
+def random_source(rng: random.Random, leaves: int) -> str:
+    """A random expression from the same templates, drawn without hypothesis (for bulk tests)."""
+    if leaves <= 1:
+        return rng.choice([*NAMES, "0.5", "3", "-1.5"])
+    if rng.random() < 0.3:
+        return rng.choice(SMOOTH_UNARY).format(random_source(rng, leaves - 1))
+    left = rng.randint(1, leaves - 1)
+    template = rng.choice(SMOOTH_BINARY + KINKED)
+    return template.format(random_source(rng, left), random_source(rng, leaves - left))
