@@ -49,15 +49,23 @@ def wait_until_listening(process: subprocess.Popen[bytes], host: str, port: int,
     return True
 
 
-def mosquitto_config(port: int, host: str = "127.0.0.1", base: Path = MOSQUITTO_CONF) -> str:
-    """The project's Mosquitto config with its listener moved to host:port."""
-    lines = [line for line in base.read_text().splitlines() if not line.startswith("listener ")]
-    return "\n".join([f"listener {port} {host}", *lines, ""])
+def mosquitto_config(port: int, data_dir: Path, host: str = "127.0.0.1", base: Path = MOSQUITTO_CONF) -> str:
+    """The project's Mosquitto config with its listener moved to host:port and its data in data_dir."""
+    replaced = ("listener ", "persistence_location ")
+    lines = [line for line in base.read_text().splitlines() if not line.startswith(replaced)]
+    return "\n".join([f"listener {port} {host}", f"persistence_location {data_dir}/", *lines, ""])
 
 
 @contextlib.contextmanager
-def mosquitto(port: int | None = None, host: str = "127.0.0.1", timeout: float = 10.0) -> Iterator[str]:
-    """Run a Mosquitto process for the duration of the block; yields its URL."""
+def mosquitto(
+    port: int | None = None, host: str = "127.0.0.1", timeout: float = 10.0, *, data_dir: Path | None = None
+) -> Iterator[str]:
+    """Run a Mosquitto process for the duration of the block; yields its URL.
+
+    Its retained messages are saved in `data_dir` when it stops: a second block with the same
+    port and data_dir is the same broker restarted. Without data_dir, a temporary one is used.
+    Started as root, Mosquitto runs as its own user: every parent of data_dir must let it in.
+    """
     binary = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
     )
@@ -66,7 +74,9 @@ def mosquitto(port: int | None = None, host: str = "127.0.0.1", timeout: float =
     port = port or free_port(host)
     with tempfile.TemporaryDirectory(prefix="gatemesh-mosquitto-") as workdir:
         conf = Path(workdir, "mosquitto.conf")
-        conf.write_text(mosquitto_config(port, host))
+        data = data_dir or Path(workdir)
+        data.chmod(0o777)  # started as root, Mosquitto drops to its own user before it saves
+        conf.write_text(mosquitto_config(port, data, host))
         log_path = Path(workdir, "mosquitto.log")
         with log_path.open("wb") as log_file:
             process = subprocess.Popen([binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)

@@ -22,6 +22,9 @@ from gates.transport import QOS, BrokerAddress, client, publish_all
 
 log = logging.getLogger(__name__)
 
+RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+"""Back-off between reconnection attempts (the last one repeats)."""
+
 
 class GateActor:
     """Runs one GateCore against the broker until cancelled.
@@ -55,6 +58,18 @@ class GateActor:
             await self._serve()
         except BaseExceptionGroup as group:
             raise first_failure(group) from group
+
+    async def serve_forever(self) -> NoReturn:
+        """serve(), reconnecting with back-off whenever the connection is lost; the core's state survives."""
+        attempt = 0
+        while True:
+            try:
+                await self.serve()
+            except aiomqtt.MqttError as exc:
+                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                log.info("gate %s/%s: connection lost (%s); reconnecting", self.core.circuit, self.core.spec.id, exc)
+                attempt += 1
+                await asyncio.sleep(delay)
 
     async def _serve(self) -> NoReturn:
         async with client(self.broker) as mqtt, asyncio.TaskGroup() as delayed:

@@ -25,7 +25,7 @@ from typing import NoReturn
 import aiomqtt
 from pydantic import ValidationError
 
-from gates.actor import GateActor
+from gates.actor import RECONNECT_DELAYS, GateActor
 from gates.faults import Faults
 from gates.lifecycle import cancel_and_wait
 from gates.protocol import (
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE = 2
 """Seconds between pings: the broker declares a silent host lost after 1.5x this."""
-RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
-"""Back-off between reconnection attempts (the last one repeats)."""
 
 
 class HostNameTaken(RuntimeError):
@@ -177,19 +175,7 @@ class GateHost:
             )
             await publish_all(mqtt, [(topic(deployment, "error", gate), report)])
             return
-        self._gates[key] = _Running(assignment.spec, group.create_task(self._keep_serving(actor)))
-
-    async def _keep_serving(self, actor: GateActor) -> None:
-        """Serve one gate, reconnecting (with its state intact) whenever the connection drops."""
-        attempt = 0
-        while True:
-            try:
-                await actor.serve()
-            except aiomqtt.MqttError as exc:
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                log.info("gate %s/%s: connection lost (%s); reconnecting", actor.core.circuit, actor.core.spec.id, exc)
-                attempt += 1
-                await asyncio.sleep(delay)
+        self._gates[key] = _Running(assignment.spec, group.create_task(actor.serve_forever()))
 
     async def _stop(self, mqtt: aiomqtt.Client, key: tuple[str, str], *, clear_ready: bool) -> None:
         running = self._gates.pop(key, None)

@@ -55,7 +55,8 @@ async def in_process(
     deployment = deployment_id(circuit)
     async with open_runner(circuit, deployment, broker, observer=observer) as runner, asyncio.TaskGroup() as group:
         actors = [
-            group.create_task(GateActor(spec, deployment, broker, faults=faults).serve()) for spec in circuit.specs()
+            group.create_task(GateActor(spec, deployment, broker, faults=faults).serve_forever())
+            for spec in circuit.specs()
         ]
         try:
             await runner.wait_ready(ready_timeout)

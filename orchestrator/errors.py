@@ -9,6 +9,7 @@ GatemeshError
 └── RunError          a run that did not produce a result
     ├── GateFailed    a gate reported that the run cannot complete (e.g. log of -1)
     ├── HostLost      a gate host of the deployment died or restarted; names it and its gates
+    ├── ConnectionLost the orchestrator's connection to the broker broke during the run
     └── RunTimeout    the run did not finish in time; names the gates it waits on
 """
 
@@ -87,3 +88,7 @@ def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if isinstance(leaf, GatemeshError):
             return leaf
     return group
+
+
+class ConnectionLost(RunError):
+    """The orchestrator lost the broker mid-run; the run may be retried once it is back."""

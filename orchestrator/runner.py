@@ -20,6 +20,7 @@ from typing import NoReturn
 import aiomqtt
 from pydantic import ValidationError
 
+from gates.actor import RECONNECT_DELAYS
 from gates.lifecycle import cancel_and_wait
 from gates.protocol import (
     MESSAGE_ADAPTER,
@@ -45,7 +46,7 @@ from gates.protocol import (
 from gates.transport import QOS, BrokerAddress, client, publish_all
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import host_problem
-from orchestrator.errors import BrokerError, GateFailed, HostLost, RunError, RunTimeout, unwrap
+from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunError, RunTimeout, unwrap
 from orchestrator.reference import check_inputs
 from orchestrator.result import RunResult
 
@@ -88,7 +89,7 @@ class Runner:
         self,
         circuit: Circuit,
         deployment: str,
-        mqtt: aiomqtt.Client,
+        broker: BrokerAddress,
         *,
         hosts: Mapping[str, str] | None = None,
         placement: Mapping[str, str] | None = None,
@@ -96,7 +97,11 @@ class Runner:
     ) -> None:
         self.circuit = circuit
         self.deployment = deployment
-        self.mqtt = mqtt
+        self.broker = broker
+        self.mqtt = client(broker)
+        """The current connection; replaced each time the runner reconnects."""
+        self.connected = asyncio.Event()
+        self._was_connected = False
         self.hosts = dict(hosts or {})
         self.placement = dict(placement or {})
         self.observer = observer
@@ -134,7 +139,11 @@ class Runner:
         if expected is None:
             return
         problem = host_problem(expected, presence)
-        if problem is None or presence.host in self.lost:
+        if problem is None:  # back online as the same process (a broker restart): its gates are intact
+            if self.lost.pop(presence.host, None) is not None:
+                log.warning("host %s is back", presence.host)
+            return
+        if presence.host in self.lost:
             return
         self.lost[presence.host] = problem
         log.warning("host %s %s", presence.host, problem)
@@ -171,7 +180,7 @@ class Runner:
         for attempt in range(retries + 1):
             try:
                 return await self._attempt(inputs, timeout)
-            except RunTimeout as exc:
+            except (RunTimeout, ConnectionLost) as exc:
                 if attempt == retries:
                     raise
                 log.info("retrying after attempt %d of %d: %s", attempt + 1, retries + 1, exc)
@@ -186,15 +195,22 @@ class Runner:
         self._pending[run] = pending
         try:
             async with asyncio.timeout(timeout):
+                await self.connected.wait()
                 await publish_all(self.mqtt, self._feeds(run, inputs))
                 await pending.value
                 seed = Backward(circuit=self.deployment, sender=ORCHESTRATOR, run=run, port=0, grad=1.0)
                 await publish_all(self.mqtt, [(topic(self.deployment, "grad", self.circuit.output), seed)])
                 await pending.done
         except TimeoutError:
+            if not self.connected.is_set():
+                message = f"run {run}: no connection to the broker at {self.broker} for {timeout:g} s"
+                raise ConnectionLost(message, run) from None
             raise await self._timed_out(run, pending, timeout) from None
+        except aiomqtt.MqttError as exc:
+            raise ConnectionLost(f"run {run}: the connection to the broker at {self.broker} broke: {exc}", run) from exc
         except RunError:
-            await self._release(run)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._release(run)
             raise
         finally:
             del self._pending[run]
@@ -238,6 +254,35 @@ class Runner:
         return RunTimeout(f"run {run} did not finish within {timeout:g} s; not finished: {shown}", run, stuck)
 
     # -- incoming messages ----------------------------------------------------------------
+
+    async def stay_connected(self) -> NoReturn:
+        """Hold a connection to the broker, reconnecting and resubscribing whenever it is lost.
+
+        Runs in flight when the connection breaks fail with ConnectionLost (they may be
+        retried); a first connection that cannot be made is a BrokerError.
+        """
+        attempt = 0
+        while True:
+            self.mqtt = client(self.broker)
+            try:
+                async with self.mqtt:
+                    await self.mqtt.subscribe([(name, QOS) for name in self.subscriptions()])
+                    self.connected.set()
+                    self._was_connected = True
+                    attempt = 0
+                    await self.listen()
+            except aiomqtt.MqttError as exc:
+                if not self._was_connected:
+                    raise BrokerError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
+                self.connected.clear()
+                for run, pending in self._pending.items():
+                    pending.fail(ConnectionLost(f"run {run}: lost the broker at {self.broker}: {exc}", run))
+                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                log.warning("lost the broker at %s (%s); reconnecting in %g s", self.broker, exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+            finally:
+                self.connected.clear()
 
     async def listen(self) -> NoReturn:
         """Route every incoming message to the run (or the readiness check) it belongs to."""
@@ -309,22 +354,28 @@ async def open_runner(
     observer: Observer | None = None,
 ) -> AsyncIterator[Runner]:
     """Connect a Runner to a deployment; its subscriptions are acknowledged before it is yielded."""
-    async with contextlib.AsyncExitStack() as stack:
-        try:
-            mqtt = await stack.enter_async_context(client(broker))
-        except aiomqtt.MqttError as exc:
-            raise BrokerError(f"cannot connect to the broker at {broker}: {exc}") from exc
-        runner = Runner(circuit, deployment, mqtt, hosts=hosts, placement=placement, observer=observer)
-        await mqtt.subscribe([(name, QOS) for name in runner.subscriptions()])
-        try:
-            async with asyncio.TaskGroup() as group:
-                listener = group.create_task(runner.listen())
-                try:
-                    yield runner
-                finally:
-                    await cancel_and_wait([listener])
-        except BaseExceptionGroup as failed:
-            cause = unwrap(failed)
-            if cause is failed:
-                raise
-            raise cause from failed
+    runner = Runner(circuit, deployment, broker, hosts=hosts, placement=placement, observer=observer)
+    try:
+        async with asyncio.TaskGroup() as group:
+            connection = group.create_task(runner.stay_connected())
+            try:
+                await _first_connection(runner, connection)
+                yield runner
+            finally:
+                await cancel_and_wait([connection])
+    except BaseExceptionGroup as failed:
+        cause = unwrap(failed)
+        if cause is failed:
+            raise
+        raise cause from failed
+
+
+async def _first_connection(runner: Runner, connection: asyncio.Task[NoReturn]) -> None:
+    """Return once the runner is connected and subscribed; raise if the connection task failed."""
+    connected = asyncio.ensure_future(runner.connected.wait())
+    try:
+        await asyncio.wait([connected, connection], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait([connected])
+    if connection.done():
+        connection.result()  # raises the BrokerError
