@@ -74,7 +74,9 @@ class _RunState:
 class GateCore:
     """One gate's state machine over all runs in flight."""
 
-    def __init__(self, spec: GateSpec, circuit: str, *, remember_finished: int = 4096) -> None:
+    def __init__(
+        self, spec: GateSpec, circuit: str, *, remember_finished: int = 4096, max_open_runs: int = 65536
+    ) -> None:
         self.spec = spec
         self.circuit = circuit
         self.op = _checked_op(spec)
@@ -85,6 +87,8 @@ class GateCore:
         self._runs: dict[str, _RunState] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._remember_finished = remember_finished
+        self._max_open_runs = max_open_runs
+        self._evicted: list[Outgoing] = []
 
     # -- what to listen to and announce -------------------------------------------------
 
@@ -121,9 +125,9 @@ class GateCore:
             return [self._error(ErrorCode.WRONG_TOPIC, f"a {message.type!r} message on a {kind} topic", topic_name)]
         match message:
             case Feed():
-                return self._on_feed(message)
+                return self._on_feed(message) + self._take_evicted()
             case Forward():
-                return self._on_forward(message, topic_gate, topic_name)
+                return self._on_forward(message, topic_gate, topic_name) + self._take_evicted()
             case Backward():
                 return self._on_backward(message, topic_name)
             case Release():
@@ -145,7 +149,7 @@ class GateCore:
         else:
             assert self.spec.param is not None
             value = self.spec.param
-        state = self._runs.setdefault(msg.run, _RunState())
+        state = self._open(msg.run)
         if state.output is not None:
             return []
         return self._fire_forward(msg.run, state, value)
@@ -159,7 +163,7 @@ class GateCore:
             ]
         if msg.run in self._finished:
             return []
-        state = self._runs.setdefault(msg.run, _RunState())
+        state = self._open(msg.run)
         for port in self._ports[msg.sender]:
             state.inputs.setdefault(port, msg.value)
         if state.output is not None or len(state.inputs) < self.op.arity:
@@ -220,6 +224,25 @@ class GateCore:
         ]
 
     # -- bookkeeping ----------------------------------------------------------------------
+
+    def _open(self, run: str) -> _RunState:
+        """The run's state, made if new; past max_open_runs the oldest open run is dropped.
+
+        The bound keeps a gate's memory finite whatever it is sent (runs that are never
+        finished or released, by accident or on purpose); the dropped run fails by name.
+        """
+        state = self._runs.get(run)
+        if state is None:
+            if len(self._runs) >= self._max_open_runs:
+                oldest = next(iter(self._runs))
+                reason = f"dropped run {oldest}: more than {self._max_open_runs} runs open at this gate"
+                self._evicted += self._fail(oldest, ErrorCode.EVICTED, reason)
+            state = self._runs[run] = _RunState()
+        return state
+
+    def _take_evicted(self) -> list[Outgoing]:
+        evicted, self._evicted = self._evicted, []
+        return evicted
 
     def _finish(self, run: str) -> None:
         self._runs.pop(run, None)

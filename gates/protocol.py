@@ -53,9 +53,10 @@ class ErrorCode(StrEnum):
     UNKNOWN_RUN = "unknown_run"
     MISSING_VALUE = "missing_value"
     DOMAIN = "domain"
+    EVICTED = "evicted"
 
 
-RUN_FAILING_CODES = frozenset({ErrorCode.DOMAIN, ErrorCode.MISSING_VALUE})
+RUN_FAILING_CODES = frozenset({ErrorCode.DOMAIN, ErrorCode.MISSING_VALUE, ErrorCode.EVICTED})
 """Codes that end their run: the run can never complete correctly after them."""
 
 
