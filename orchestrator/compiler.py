@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import sys
 import threading
 from collections.abc import Callable
 from itertools import count
 
 from gates.ops import OPS
+from gates.protocol import NAME_PATTERN
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.errors import CircuitError, CompileError
 
@@ -137,7 +139,11 @@ class _Builder:
         self.bound: dict[str, str] = {}  # program name -> id of the gate that holds its value
         self.consts: dict[float, str] = {}
         self.assigned = self._assigned_names()
-        self.taken = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        names = [n for n in ast.walk(tree) if isinstance(n, ast.Name)]
+        for node in names:
+            if not re.match(NAME_PATTERN, node.id):
+                raise _fail(node, f"name {node.id!r} cannot be a gate id: use ASCII letters, digits and '_'")
+        self.taken = {n.id for n in names}
         self.counter = count(1)
         self.last: str | None = None
 
