@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 
 from broker.launch import mosquitto, serve_embedded
 
@@ -15,12 +16,13 @@ def main() -> None:
     parser.add_argument("kind", choices=["embedded", "mosquitto"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--secure", type=Path, default=None, help="mosquitto only: a `gatemesh secure init` directory")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         if args.kind == "embedded":
             asyncio.run(serve_embedded(args.port, args.host))
         else:
-            with mosquitto(args.port or None, args.host) as url:
+            with mosquitto(args.port or None, args.host, secure_dir=args.secure) as url:
                 print(url, flush=True)
                 while True:
                     time.sleep(3600)

@@ -10,15 +10,20 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from broker import security
+
 MOSQUITTO_CONF = Path(__file__).with_name("mosquitto.conf")
+RELOAD_POLL = 0.05
 
 
 class BrokerStartError(RuntimeError):
@@ -49,22 +54,35 @@ def wait_until_listening(process: subprocess.Popen[bytes], host: str, port: int,
     return True
 
 
-def mosquitto_config(port: int, data_dir: Path, host: str = "127.0.0.1", base: Path = MOSQUITTO_CONF) -> str:
-    """The project's Mosquitto config with its listener moved to host:port and its data in data_dir."""
-    replaced = ("listener ", "persistence_location ")
+def mosquitto_config(
+    port: int, data_dir: Path, host: str = "127.0.0.1", base: Path = MOSQUITTO_CONF, extra: Sequence[str] = ()
+) -> str:
+    """The project's Mosquitto config with its listener moved to host:port, its data in data_dir,
+    and `extra` lines replacing the base file's lines of the same option."""
+    ours = [f"listener {port} {host}", f"persistence_location {data_dir}/", *extra]
+    replaced = tuple(line.split()[0] + " " for line in ours)
     lines = [line for line in base.read_text().splitlines() if not line.startswith(replaced)]
-    return "\n".join([f"listener {port} {host}", f"persistence_location {data_dir}/", *lines, ""])
+    return "\n".join([*ours, *lines, ""])
 
 
 @contextlib.contextmanager
 def mosquitto(
-    port: int | None = None, host: str = "127.0.0.1", timeout: float = 10.0, *, data_dir: Path | None = None
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 10.0,
+    *,
+    data_dir: Path | None = None,
+    secure_dir: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> Iterator[str]:
     """Run a Mosquitto process for the duration of the block; yields its URL.
 
     Its retained messages are saved in `data_dir` when it stops: a second block with the same
     port and data_dir is the same broker restarted. Without data_dir, a temporary one is used.
     Started as root, Mosquitto runs as its own user: every parent of data_dir must let it in.
+
+    With `secure_dir` (see broker/security.py) anonymous clients are refused, the directory's
+    passwd and acl apply, and the broker reloads them (SIGHUP) whenever the acl file changes.
     """
     binary = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
@@ -76,7 +94,8 @@ def mosquitto(
         conf = Path(workdir, "mosquitto.conf")
         data = data_dir or Path(workdir)
         data.chmod(0o777)  # started as root, Mosquitto drops to its own user before it saves
-        conf.write_text(mosquitto_config(port, data, host))
+        lines = [*(security.config_lines(secure_dir) if secure_dir else []), *extra]
+        conf.write_text(mosquitto_config(port, data, host, extra=lines))
         log_path = Path(workdir, "mosquitto.log")
         with log_path.open("wb") as log_file:
             process = subprocess.Popen([binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
@@ -85,7 +104,16 @@ def mosquitto(
                     raise BrokerStartError(
                         f"mosquitto did not start on {host}:{port}: {log_path.read_text(errors='replace')}"
                     )
-                yield f"mqtt://{host}:{port}"
+                stop_watching = threading.Event()
+                if secure_dir is not None:
+                    watcher = threading.Thread(
+                        target=_reload_on_change, args=(process, secure_dir / "acl", stop_watching), daemon=True
+                    )
+                    watcher.start()
+                try:
+                    yield f"mqtt://{host}:{port}"
+                finally:
+                    stop_watching.set()
             finally:
                 process.terminate()
                 try:
@@ -93,6 +121,16 @@ def mosquitto(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def _reload_on_change(process: subprocess.Popen[bytes], watched: Path, stop: threading.Event) -> None:
+    """SIGHUP the broker whenever `watched` changes, so that a new ACL applies at once."""
+    last = watched.stat().st_mtime_ns if watched.exists() else 0
+    while not stop.wait(RELOAD_POLL):
+        current = watched.stat().st_mtime_ns if watched.exists() else 0
+        if current != last and process.poll() is None:
+            last = current
+            process.send_signal(signal.SIGHUP)
 
 
 def _amqtt_config(host: str, port: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from gates.core import GateCore
 from gates.faults import FaultInjector, Faults
 from gates.lifecycle import first_failure
 from gates.protocol import RUN_FAILING_CODES, ErrorReport, GateSpec
-from gates.transport import QOS, BrokerAddress, client, publish_all
+from gates.transport import BrokerAddress, client, publish_all, subscribe_all
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class GateActor:
 
     async def _serve(self) -> NoReturn:
         async with client(self.broker) as mqtt, asyncio.TaskGroup() as delayed:
-            await mqtt.subscribe([(name, QOS) for name in self.core.subscriptions()])
+            await subscribe_all(mqtt, self.core.subscriptions())
             ready = self.core.ready()
             await publish_all(mqtt, [(ready.topic, ready.message)], retain=self.retain_ready)
             async for message in mqtt.messages:

@@ -38,7 +38,7 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
-from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained
+from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained, subscribe_all
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class GateHost:
             host_topic(self.name), self.presence("offline", "connection lost").model_dump_json(), qos=QOS, retain=True
         )
         async with client(self.broker, will=will, keepalive=KEEPALIVE) as mqtt:
-            await mqtt.subscribe(topic("+", "spec", "+"), qos=QOS)
+            await subscribe_all(mqtt, [topic("+", "spec", "+")])
             await publish_all(mqtt, [(host_topic(self.name), self.presence("online"))], retain=True)
             log.info("host %s (incarnation %s) online at %s", self.name, self.incarnation, self.broker)
             try:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field
 
 QOS = 1
@@ -102,6 +103,25 @@ async def publish_all(
                 group.create_task(mqtt.publish(name, payload, qos=QOS, retain=retain))
 
 
+async def subscribe_all(mqtt: aiomqtt.Client, filters: Iterable[str]) -> None:
+    """Subscribe at QoS 1 and make sure the broker granted every filter.
+
+    A broker that refuses a subscription (an ACL, say) still answers SUBACK, with the failure
+    code 0x80: without this check a gate would say Ready and then never hear a thing.
+    """
+    wanted = list(filters)
+    granted = await mqtt.subscribe([(name, QOS) for name in wanted])
+    refused = [name for name, code in zip(wanted, granted, strict=False) if _refused(code)]
+    if refused:
+        raise aiomqtt.MqttError(f"the broker refused the subscription(s) {', '.join(refused)}")
+
+
+def _refused(code: object) -> bool:
+    """A SUBACK return code of 0x80 or more is a refusal (MQTT 3.1.1 and 5 alike)."""
+    value = code.value if isinstance(code, ReasonCode) else code
+    return isinstance(value, int) and value >= 0x80
+
+
 async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeout: float = 10.0) -> dict[str, bytes]:
     """Every retained message under `filters`, by topic, read on a short-lived connection.
 
@@ -112,8 +132,7 @@ async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeou
     marker = f"{SYNC_ROOT}/{secrets.token_hex(8)}"
     found: dict[str, bytes] = {}
     async with asyncio.timeout(timeout), client(broker, timeout=timeout) as mqtt:
-        await mqtt.subscribe([(name, QOS) for name in filters])
-        await mqtt.subscribe(marker, qos=QOS)
+        await subscribe_all(mqtt, [*filters, marker])
         await mqtt.publish(marker, b"sync", qos=QOS)
         async for message in mqtt.messages:
             name = message.topic.value

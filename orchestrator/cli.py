@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from broker.security import ORCHESTRATOR_USER, SecureDir, host_user
 from gates.faults import Faults
 from gates.host import GateHost, HostNameTaken, default_name
 from gates.protocol import Message
@@ -61,6 +62,14 @@ FaultsOption = Annotated[
     str,
     typer.Option(
         "--faults", help="inject faults between the gates and the broker: drop=0.05,dup=0.1,delay=0-20ms,reorder,seed=7"
+    ),
+]
+SecureOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--secure",
+        help="a directory made by `gatemesh secure init`: rewrite the broker's ACL for this deployment "
+        "and connect with the orchestrator's account",
     ),
 ]
 HostsOption = Annotated[
@@ -228,11 +237,50 @@ def _faults(text: str) -> Faults | None:
         raise InputError(str(exc)) from None
 
 
-def _address(url: str) -> BrokerAddress:
+def _address(url: str, accounts: SecureDir | None = None) -> BrokerAddress:
+    """The broker's address; with a secure directory and no user in the URL, as the orchestrator."""
     try:
-        return BrokerAddress.parse(url)
+        address = BrokerAddress.parse(url)
     except ValueError as exc:
         raise BrokerError(str(exc)) from exc
+    if accounts is not None and address.username is None:
+        credentials = accounts.credentials()
+        address = address.model_copy(update={"username": ORCHESTRATOR_USER, "password": credentials[ORCHESTRATOR_USER]})
+    return address
+
+
+def _secure_dir(directory: Path | None) -> SecureDir | None:
+    if directory is None:
+        return None
+    accounts = SecureDir(directory)
+    try:
+        accounts.credentials()
+    except ValueError as exc:
+        raise InputError(f"--secure: {exc}; make one with `gatemesh secure init`") from exc
+    return accounts
+
+
+secure_app = typer.Typer(help="Accounts and an ACL for Mosquitto: each host may touch only its own gates' topics.")
+app.add_typer(secure_app, name="secure")
+
+
+@secure_app.command("init")
+def secure_init(
+    directory: Annotated[Path, typer.Argument(help="where to write credentials.json, passwd and acl")],
+    hosts: Annotated[str, typer.Option("--hosts", help="the gate hosts' names: h1,h2,h3")],
+) -> None:
+    """Make accounts for the orchestrator and each host, a password file and a first ACL."""
+    names = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not names:
+        raise InputError("--hosts: give the hosts' names, like h1,h2,h3")
+    accounts = SecureDir.create(directory, names)
+    out.print(f"wrote {directory}/credentials.json (keep it secret), passwd and acl for {', '.join(names)}")
+    out.print(f"broker:       python -m broker mosquitto --port 1883 --secure {directory}")
+    for name in names:
+        out.print(
+            f"host {name}: gatemesh host --name {name} --broker {accounts.url(host_user(name), 'mqtt://HOST:1883')}"
+        )
+    out.print(f"deploy:       gatemesh deploy CIRCUIT --name NAME --secure {directory} --broker mqtt://HOST:1883")
 
 
 def _host_choice(hosts: str | None) -> HostChoice:
@@ -258,13 +306,16 @@ def deploy(
     broker: ClusterBrokerOption = DEFAULT_BROKER,
     output: OutputOption = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the hosts and for every gate to be ready")] = 30.0,
+    secure: SecureOption = None,
 ) -> None:
     """Place a circuit's gates on live gate hosts and wait until every gate is ready."""
     circuit = load_circuit(source, output)
+    accounts = _secure_dir(secure)
+    address = _address(broker, accounts)
     started = time.perf_counter()
     record = asyncio.run(
         deploy_to_hosts(
-            circuit, name, _address(broker), hosts=_host_choice(hosts), placement=placement, timeout=timeout
+            circuit, name, address, hosts=_host_choice(hosts), placement=placement, timeout=timeout, secure=accounts
         )
     )
     elapsed = time.perf_counter() - started
@@ -282,9 +333,11 @@ def deploy(
 def undeploy_command(
     name: Annotated[str, typer.Argument(help="the deployment's name")],
     broker: ClusterBrokerOption = DEFAULT_BROKER,
+    secure: SecureOption = None,
 ) -> None:
     """Delete a deployment (its retained messages too); its hosts stop its gates."""
-    record = asyncio.run(undeploy(name, _address(broker)))
+    accounts = _secure_dir(secure)
+    record = asyncio.run(undeploy(name, _address(broker, accounts), secure=accounts))
     out.print(f"undeployed {record.name}: {len(record.placement)} gates on {', '.join(record.hosts)}", highlight=False)
 
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiomqtt
 
+from broker.security import GateGrant, SecureDir
 from gates.actor import GateActor
 from gates.faults import Faults
 from gates.lifecycle import cancel_and_wait
@@ -105,11 +106,14 @@ async def deploy_to_hosts(
     hosts: HostChoice = None,
     placement: str = "round-robin",
     timeout: float = 30.0,
+    secure: SecureDir | None = None,
 ) -> DeploymentRecord:
     """Place the gates on live hosts, wait until every gate is ready, record the deployment.
 
     A deployment of the same name is replaced. If the gates are not all ready within
-    `timeout`, or a host is lost meanwhile, everything published is deleted again.
+    `timeout`, or a host is lost meanwhile, everything published is deleted again. With
+    `secure`, the broker's ACL is rewritten first so that each host may touch only the topics
+    of its own gates (the broker must reload it: `python -m broker mosquitto --secure` does).
     """
     if not re.match(DEPLOYMENT_NAME_PATTERN, name):
         raise DeployError(f"deployment name {name!r}: up to 100 letters, digits, '_' or '-', starting with a letter")
@@ -125,6 +129,9 @@ async def deploy_to_hosts(
         hosts={h: view.hosts[h].incarnation for h in used},
     )
     old = view.deployments.get(name)
+    if secure is not None:  # the ACL must let the new gates in before they are assigned
+        others = [d for d in view.deployments.values() if d.name != name]
+        secure.write_acl([grant for d in [*others, record] for grant in grants(d)])
     async with open_runner(circuit, record.circuit_id, broker, hosts=record.hosts, placement=mapping) as runner:
         if old is not None:
             await _delete(runner.mqtt, old)
@@ -139,15 +146,26 @@ async def deploy_to_hosts(
     return record
 
 
-async def undeploy(name: str, broker: BrokerAddress) -> DeploymentRecord:
+async def undeploy(name: str, broker: BrokerAddress, *, secure: SecureDir | None = None) -> DeploymentRecord:
     """Delete a deployment's retained messages; its hosts stop its gates when they see that."""
-    record = await find(name, broker)
+    view = await _read(broker)
+    record = _record(view, name, broker)
     try:
         async with client(broker) as mqtt:
             await _delete(mqtt, record)
     except aiomqtt.MqttError as exc:
         raise BrokerError(f"cannot reach the broker at {broker}: {exc}") from exc
+    if secure is not None:
+        secure.write_acl([grant for d in view.deployments.values() if d.name != name for grant in grants(d)])
     return record
+
+
+def grants(record: DeploymentRecord) -> list[GateGrant]:
+    """What the ACL must allow for a deployment: each gate, where it runs, what it reads."""
+    return [
+        GateGrant(record.circuit_id, g.id, record.placement[g.id], g.inputs, leaf=not g.inputs)
+        for g in record.circuit.gates
+    ]
 
 
 async def find(name: str, broker: BrokerAddress) -> DeploymentRecord:

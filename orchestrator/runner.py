@@ -43,7 +43,7 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
-from gates.transport import QOS, BrokerAddress, client, publish_all
+from gates.transport import BrokerAddress, client, publish_all, subscribe_all
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import host_problem
 from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunError, RunTimeout, unwrap
@@ -266,7 +266,7 @@ class Runner:
             self.mqtt = client(self.broker)
             try:
                 async with self.mqtt:
-                    await self.mqtt.subscribe([(name, QOS) for name in self.subscriptions()])
+                    await subscribe_all(self.mqtt, self.subscriptions())
                     self.connected.set()
                     self._was_connected = True
                     attempt = 0

@@ -1,0 +1,130 @@
+"""A secured Mosquitto: accounts, an ACL generated from the circuit and its placement, no anonymous clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from broker.launch import mosquitto
+from broker.security import ORCHESTRATOR_USER, SecureDir, host_rules, host_user
+from gates.protocol import Backward, topic
+from gates.transport import QOS, BrokerAddress, client, publish_all, subscribe_all
+from orchestrator.compiler import compile_source
+from orchestrator.deploy import deploy_to_hosts, grants, on_deployment, undeploy
+from orchestrator.result import RunResult
+from tests.processes import GateHostProcess
+
+pytestmark = pytest.mark.integration
+
+QF = RunResult(value=-12.0, grads={"x": -4.0, "y": -4.0, "z": 3.0})
+
+
+@pytest.fixture
+def accounts() -> Iterator[SecureDir]:
+    """Accounts for two hosts, in a directory the broker can read after dropping root."""
+    with tempfile.TemporaryDirectory(prefix="gatemesh-secure-") as path:
+        Path(path).chmod(0o755)
+        yield SecureDir.create(Path(path) / "secure", ["h0", "h1"])
+
+
+async def test_accounts_and_acl_refuse_strangers_and_forgeries(accounts: SecureDir) -> None:
+    circuit = compile_source("q = x + y; f = q * z")
+    with mosquitto(secure_dir=accounts.directory) as url:
+        anonymous = BrokerAddress.parse(url)
+        with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed|[Bb]ad user"):
+            async with client(anonymous):
+                pass
+        wrong = anonymous.model_copy(update={"username": ORCHESTRATOR_USER, "password": "guess"})
+        with pytest.raises(aiomqtt.MqttError):
+            async with client(wrong):
+                pass
+
+        hosts = [GateHostProcess(accounts.url(host_user(h), url), h) for h in ("h0", "h1")]
+        try:
+            for host in hosts:
+                await asyncio.to_thread(host.wait_online)
+            orchestrator = BrokerAddress.parse(accounts.url(ORCHESTRATOR_USER, url))
+            record = await deploy_to_hosts(circuit, "guarded", orchestrator, hosts=["h0", "h1"], secure=accounts)
+            cid = record.circuit_id
+            async with on_deployment("guarded", orchestrator) as runner:
+                assert await runner.run({"x": -2, "y": 5, "z": -4}) == QF
+
+                on_h0 = record.gates_on("h0")
+                _, writable = host_rules("h0", grants(record))
+                target = next(g for g in ("x", "y", "z", "q", "f") if f"gatemesh/{cid}/grad/{g}" not in writable)
+                h0 = BrokerAddress.parse(accounts.url(host_user("h0"), url))
+                async with client(orchestrator) as spy:
+                    await subscribe_all(spy, [topic(cid, "grad", target)])
+                    forged = Backward(circuit=cid, sender=on_h0[-1], run="0123456789abcdef", port=0, grad=1e6)
+                    # The broker drops the forgery (and may cut the forger off for trying).
+                    with contextlib.suppress(aiomqtt.MqttError):
+                        async with client(h0) as forger:
+                            await publish_all(forger, [(topic(cid, "grad", target), forged)])
+                    heard = await _heard(spy, seconds=1.0)
+                    assert heard == []
+                    # the same message from an account that may write there does arrive: the spy works
+                    await publish_all(spy, [(topic(cid, "grad", target), forged)])
+                    assert await _heard(spy, seconds=5.0, stop_after=1) == [topic(cid, "grad", target)]
+                async with client(h0) as snoop:  # h0's account hears only what h0's gates need
+                    await snoop.subscribe(f"gatemesh/{cid}/#", qos=QOS)
+                    results = [await runner.run({"x": -2, "y": 5, "z": -4}) for _ in range(5)]
+                    snooped = set(await _heard(snoop, seconds=1.0))
+                assert results == [QF] * 5
+                readable, _ = host_rules("h0", grants(record))
+                assert snooped
+                assert all(any(aiomqtt.Topic(t).matches(f) for f in readable) for t in snooped), snooped
+                assert topic(cid, "fwd", "y") not in snooped  # y lives on h1 and feeds only q, also on h1
+            await undeploy("guarded", orchestrator, secure=accounts)
+            assert cid not in accounts.acl.read_text()
+        finally:
+            for host in hosts:
+                host.stop()
+
+
+async def _heard(mqtt: aiomqtt.Client, seconds: float, stop_after: int | None = None) -> list[str]:
+    topics: list[str] = []
+    try:
+        async with asyncio.timeout(seconds):
+            async for message in mqtt.messages:
+                topics.append(message.topic.value)
+                if stop_after is not None and len(topics) >= stop_after:
+                    break
+    except TimeoutError:
+        pass
+    return topics
+
+
+def test_the_acl_gives_each_host_only_its_own_gates(accounts: SecureDir) -> None:
+    circuit = compile_source("q = x + y; f = q * z")
+    from orchestrator.cluster import DeploymentRecord
+
+    record = DeploymentRecord(
+        name="qf",
+        circuit_id="qf.00000000",
+        circuit=circuit,
+        placement={"x": "h0", "y": "h1", "z": "h0", "q": "h1", "f": "h0"},
+        hosts={"h0": "00000000", "h1": "11111111"},
+    )
+    read, write = host_rules("h1", grants(record))
+    c = "gatemesh/qf.00000000"
+    assert set(write) == {
+        "gatemesh-sys/hosts/h1",
+        "gatemesh-sys/sync/#",
+        *(f"{c}/{kind}/{g}" for kind in ("fwd", "report", "ready", "status", "error") for g in ("y", "q")),
+        f"{c}/grad/x",
+        f"{c}/grad/y",  # q's inputs: its backward contributions
+    }
+    assert f"{c}/grad/z" not in write  # z is an input of f, on h0
+    assert {f"{c}/fwd/x", f"{c}/fwd/y", f"{c}/feed/y", f"{c}/grad/q", f"{c}/control"} <= set(read)
+    assert f"{c}/fwd/z" not in read
+    accounts.write_acl(grants(record))
+    text = accounts.acl.read_text()
+    assert "user host-h0" in text
+    assert "user host-h1" in text
+    assert "user orchestrator\ntopic readwrite gatemesh/#" in text
