@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,18 @@ RELOAD_POLL = 0.05
 
 class BrokerStartError(RuntimeError):
     """A broker could not be started; the message says why and what it printed."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate and key for Mosquitto's listener, and the CA that signed them."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def config_lines(self) -> list[str]:
+        return [f"cafile {self.ca}", f"certfile {self.cert}", f"keyfile {self.key}"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,6 +86,7 @@ def mosquitto(
     *,
     data_dir: Path | None = None,
     secure_dir: Path | None = None,
+    tls: TlsFiles | None = None,
     extra: Sequence[str] = (),
 ) -> Iterator[str]:
     """Run a Mosquitto process for the duration of the block; yields its URL.
@@ -83,6 +97,7 @@ def mosquitto(
 
     With `secure_dir` (see broker/security.py) anonymous clients are refused, the directory's
     passwd and acl apply, and the broker reloads them (SIGHUP) whenever the acl file changes.
+    With `tls` the listener speaks only TLS, and the URL is `mqtts://...?ca=<the CA file>`.
     """
     binary = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
@@ -94,7 +109,8 @@ def mosquitto(
         conf = Path(workdir, "mosquitto.conf")
         data = data_dir or Path(workdir)
         data.chmod(0o777)  # started as root, Mosquitto drops to its own user before it saves
-        lines = [*(security.config_lines(secure_dir) if secure_dir else []), *extra]
+        lines = [*(tls.config_lines() if tls else [])]
+        lines += [*(security.config_lines(secure_dir) if secure_dir else []), *extra]
         conf.write_text(mosquitto_config(port, data, host, extra=lines))
         log_path = Path(workdir, "mosquitto.log")
         with log_path.open("wb") as log_file:
@@ -111,7 +127,7 @@ def mosquitto(
                     )
                     watcher.start()
                 try:
-                    yield f"mqtt://{host}:{port}"
+                    yield f"mqtts://{host}:{port}?ca={tls.ca}" if tls else f"mqtt://{host}:{port}"
                 finally:
                     stop_watching.set()
             finally:

@@ -12,7 +12,7 @@ import secrets
 import socket
 import ssl
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -34,6 +34,8 @@ class BrokerAddress(BaseModel):
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    ca_file: str | None = None
+    """For mqtts://: the CA that signed the broker's certificate (`?ca=/path/ca.pem`); default: the system's."""
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
@@ -47,12 +49,20 @@ class BrokerAddress(BaseModel):
         except ValueError as exc:
             raise ValueError(f"broker URL {url!r}: {exc}") from exc
         tls = parts.scheme == "mqtts"
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"ca"}
+        if unknown:
+            raise ValueError(f"broker URL {url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; only ca=")
+        ca_file = query.get("ca", [None])[-1]
+        if ca_file is not None and not tls:
+            raise ValueError(f"broker URL {url!r}: ca= applies to mqtts:// only")
         return cls(
             host=parts.hostname,
             port=port or (8883 if tls else 1883),
             tls=tls,
-            username=parts.username,
-            password=parts.password,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ca_file=ca_file,
         )
 
     def __str__(self) -> str:
@@ -78,7 +88,7 @@ def client(
         will=will,
         keepalive=keepalive,
         timeout=timeout,
-        tls_context=ssl.create_default_context() if broker.tls else None,
+        tls_context=ssl.create_default_context(cafile=broker.ca_file) if broker.tls else None,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
     # aiomqtt warns past 10 publishes awaiting their PUBACK; publish_all keeps up to a window in flight
