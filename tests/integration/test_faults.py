@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -14,11 +15,12 @@ import pytest
 from gates.faults import Faults
 from gates.transport import BrokerAddress
 from orchestrator.compiler import compile_source
-from orchestrator.deploy import in_process
+from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
 from orchestrator.errors import RunTimeout
 from orchestrator.examples import EXAMPLES
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
+from tests.processes import GateHostProcess
 from tests.strategies import random_source
 
 pytestmark = pytest.mark.integration
@@ -108,3 +110,32 @@ async def _run_all(run: Callable[[dict[str, float]], Coroutine[Any, Any, T]], ca
             tasks = [group.create_task(run(case)) for case in cases[start : start + CONCURRENT]]
         results += [task.result() for task in tasks]
     return results
+
+
+async def test_hosts_with_faults_give_identical_results(mosquitto_url: str) -> None:
+    """The same injector on gate host processes (`python -m gates --faults ...`)."""
+    broker = BrokerAddress.parse(mosquitto_url)
+    tag = secrets.token_hex(3)
+    names = [f"faulty{i}-{tag}" for i in range(2)]
+    hosts = [
+        GateHostProcess(
+            mosquitto_url,
+            name,
+            argv=["--broker", mosquitto_url, "--name", name, "--faults", f"dup=0.3,delay=0-10ms,reorder,seed={i}"],
+        )
+        for i, name in enumerate(names)
+    ]
+    circuit = compile_source("q = w0*x0 + w1*x1 + w2; f = sigmoid(q) * tanh(q)")
+    rng = random.Random(9)
+    cases = [random_inputs(rng, circuit.inputs) for _ in range(200)]
+    try:
+        for host in hosts:
+            await asyncio.to_thread(host.wait_online)
+        await deploy_to_hosts(circuit, f"faulty-{tag}", broker, hosts=names)
+        async with on_deployment(f"faulty-{tag}", broker) as runner:
+            results = await _run_all(runner.run, cases)
+        await undeploy(f"faulty-{tag}", broker)
+    finally:
+        for host in hosts:
+            host.stop()
+    assert all(result == evaluate(circuit, case) for case, result in zip(cases, results, strict=True))
