@@ -17,6 +17,7 @@ import math
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from itertools import count
 
@@ -92,7 +93,9 @@ def _compile(source: str, output: str | None, name: str) -> Circuit:
 
 def _parse(source: str) -> ast.Module:
     try:
-        return ast.parse(source.strip(), mode="exec")
+        with warnings.catch_warnings():  # e.g. "invalid decimal literal" for 1x: the error below says it better
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return ast.parse(source.strip(), mode="exec")
     except SyntaxError as exc:
         raise CompileError(f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1) from exc
     except (RecursionError, MemoryError) as exc:

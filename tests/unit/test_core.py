@@ -170,3 +170,18 @@ def test_finished_runs_are_remembered_boundedly() -> None:
         bwd(gate, "orchestrator", f"r{i}", 1.0)
     assert gate.open_runs == 0
     assert len(gate._finished) == 3
+
+
+def test_open_runs_are_bounded_and_the_evicted_run_fails_by_name() -> None:
+    gate = GateCore(GateSpec(id="f", op="mul", inputs=("q", "z"), consumers=1), C, max_open_runs=3)
+    for n in range(3):
+        assert fwd(gate, "q", f"r{n}", 1.0) == []  # each run waits for z
+    out = fwd(gate, "q", "r3", 1.0)
+    assert gate.open_runs == 3
+    assert len(out) == 1
+    assert isinstance(out[0], ErrorReport)
+    assert (out[0].code, out[0].run) == (ErrorCode.EVICTED, "r0")
+    assert "more than 3 runs open" in out[0].message
+    assert fwd(gate, "z", "r0", 2.0) == []  # the dropped run stays dropped: no half-finished result
+    done = fwd(gate, "z", "r3", 2.0)  # the newest run is intact
+    assert done == [Forward(circuit=C, sender="f", run="r3", value=2.0)]
