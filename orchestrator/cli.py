@@ -274,13 +274,17 @@ def secure_init(
     if not names:
         raise InputError("--hosts: give the hosts' names, like h1,h2,h3")
     accounts = SecureDir.create(directory, names)
-    out.print(f"wrote {directory}/credentials.json (keep it secret), passwd and acl for {', '.join(names)}")
-    out.print(f"broker:       python -m broker mosquitto --port 1883 --secure {directory}")
-    for name in names:
-        out.print(
+    lines = [
+        f"wrote {directory}/credentials.json (keep it secret), passwd and acl for {', '.join(names)}",
+        f"broker:   python -m broker mosquitto --port 1883 --secure {directory}",
+        *(
             f"host {name}: gatemesh host --name {name} --broker {accounts.url(host_user(name), 'mqtt://HOST:1883')}"
-        )
-    out.print(f"deploy:       gatemesh deploy CIRCUIT --name NAME --secure {directory} --broker mqtt://HOST:1883")
+            for name in names
+        ),
+        f"deploy:   gatemesh deploy CIRCUIT --name NAME --secure {directory} --broker mqtt://HOST:1883",
+    ]
+    for line in lines:
+        out.print(line, soft_wrap=True, highlight=False)
 
 
 def _host_choice(hosts: str | None) -> HostChoice:
