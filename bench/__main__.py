@@ -1,0 +1,111 @@
+"""`python -m bench [--broker URL] [--quick]`: the whole benchmark suite, one table.
+
+Without --broker it starts a Mosquitto on loopback with the project's config. Every figure is
+a median with its spread (p10-p90), and every comparison is measured in the same run:
+absolute times drift on these machines, ratios much less. Results: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import statistics
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import mesh, raw
+from broker.launch import mosquitto
+from gates.transport import BrokerAddress
+from orchestrator.compiler import compile_source
+
+console = Console(width=200)
+
+
+def spread(samples: list[float], scale: float = 1000.0, unit: str = "ms") -> str:
+    ordered = sorted(s * scale for s in samples)
+    p10, p90 = ordered[int(0.1 * (len(ordered) - 1))], ordered[int(0.9 * (len(ordered) - 1))]
+    return f"{statistics.median(ordered):.3f} {unit} ({p10:.3f}-{p90:.3f})"
+
+
+@contextlib.contextmanager
+def broker_for(url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+    else:
+        with mosquitto() as started:
+            yield started
+
+
+async def suite(url: str, quick: bool) -> Table:
+    broker = BrokerAddress.parse(url)
+    rounds, passes, seconds = (200, 100, 2.0) if quick else (1000, 300, 5.0)
+    table = Table(title=f"gatemesh benchmarks against {url}", title_justify="left")
+    for column in ("measure", "result", "target / comparison"):
+        table.add_column(column)
+
+    hop = {qos: await raw.hop_latency(broker, qos, rounds) for qos in (0, 1)}
+    ring = {qos: await raw.relay_ring(broker, qos, seconds=seconds) for qos in (0, 1)}
+    for qos in (0, 1):
+        table.add_row(f"raw hop, QoS {qos}", spread(hop[qos], 1e6, "us"), "anchor")
+    for qos in (0, 1):
+        table.add_row(f"relay ring, 50 actors, 100 in flight, QoS {qos}", f"{ring[qos]:,.0f} hops/s", "anchor")
+
+    hop1 = statistics.median(hop[1])
+    for source, inputs in ((mesh.QF, mesh.QF_INPUTS), (mesh.NEURON, mesh.NEURON_INPUTS)):
+        samples = await mesh.pass_latency(broker, source, inputs, passes)
+        hops = mesh.pass_hops(compile_source(source))
+        ratio = statistics.median(samples) / (hops * hop1)
+        verdict = "met" if ratio <= 1.25 else "not met"
+        table.add_row(
+            f"pass latency {source} ({hops} hops), QoS 1",
+            spread(samples),
+            f"{ratio:.2f} x (hops x raw QoS 1 hop); target <= 1.25: {verdict}",
+        )
+
+    neuron = compile_source(mesh.NEURON)
+    for count in (1, 2):
+        with mesh.host_processes(url, count) as names:
+            await mesh.wait_online(broker, names)
+            async with mesh.deployed_on(broker, neuron, names) as runner:
+                rate = await mesh.throughput(runner, in_flight=100, seconds=seconds)
+        ratio = rate / ring[1]
+        verdict = "met" if ratio >= 3 else "not met"
+        table.add_row(
+            f"throughput, neuron, {count} host process(es), 100 runs in flight, QoS 1",
+            f"{rate:,.0f} messages/s",
+            f"{ratio:.2f} x the QoS 1 ring; target >= 3: {verdict}",
+        )
+
+    points = []
+    for gates in (100, 1000) if quick else (100, 1000, 2000):
+        point = await mesh.scale_point(broker, mesh.wide_circuit(gates))
+        points.append(point)
+        per_gate = point.rss_delta_kb / point.gates
+        table.add_row(
+            f"scale: {point.gates} gates ({point.edges} edges), in process, one connection per gate",
+            f"deploy {point.deploy_s:.2f} s, pass {point.pass_s * 1000:.0f} ms, {per_gate:.1f} KB/gate",
+            f"reference {point.reference_s * 1000:.2f} ms; target <= 4 KB/gate: {'met' if per_gate <= 4 else 'not'}",
+        )
+    if len(points) >= 2:
+        xs = [math.log(p.edges) for p in points]
+        ys = [math.log(p.pass_s) for p in points]
+        slope = statistics.linear_regression(xs, ys).slope
+        table.add_row("scale: pass time vs edges, fitted exponent", f"{slope:.2f}", "linear is 1.0")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--broker", default=None, help="mqtt://host:port (default: start a Mosquitto on loopback)")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, smaller circuits")
+    args = parser.parse_args()
+    with broker_for(args.broker) as url:
+        console.print(asyncio.run(suite(url, args.quick)))
+
+
+if __name__ == "__main__":
+    main()

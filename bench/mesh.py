@@ -1,0 +1,165 @@
+"""What the mesh costs: pass latency, throughput on gate host processes, scale, and the reference.
+
+Each function returns raw samples; bench/__main__.py turns them into the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+from gates.protocol import HostPresence, host_topic
+from gates.transport import BrokerAddress, read_retained
+from orchestrator.circuit import Circuit
+from orchestrator.compiler import compile_source
+from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
+from orchestrator.reference import evaluate
+from orchestrator.runner import Runner
+
+QF = "(x+y)*z"
+QF_INPUTS = {"x": -2.0, "y": 5.0, "z": -4.0}
+NEURON = "sigmoid(w0*x0 + w1*x1 + w2)"
+NEURON_INPUTS = {"w0": 2.0, "x0": -1.0, "w1": -3.0, "x1": -2.0, "w2": -3.0}
+
+
+def pass_hops(circuit: Circuit) -> int:
+    """Broker hops on a pass's critical path: feed, each gate's forward up the longest chain and the
+    value to the orchestrator; then the seed, each backward step down the chain and the report."""
+    return 2 * (circuit.critical_path() + 1)
+
+
+async def pass_latency(broker: BrokerAddress, source: str, inputs: dict[str, float], passes: int) -> list[float]:
+    """Seconds per sequential pass on a warm in-process deployment; every result checked."""
+    circuit = compile_source(source)
+    expected = evaluate(circuit, inputs)
+    seconds: list[float] = []
+    async with in_process(circuit, broker) as runner:
+        for index in range(passes + 20):
+            start = time.perf_counter()
+            result = await runner.run(inputs)
+            if index >= 20:
+                seconds.append(time.perf_counter() - start)
+            assert result == expected, result
+    return seconds
+
+
+@contextlib.contextmanager
+def host_processes(url: str, count: int) -> Iterator[list[str]]:
+    """`count` gate host processes on the broker, named and online; stopped on exit."""
+    tag = secrets.token_hex(3)
+    names = [f"bench-{tag}-{i}" for i in range(count)]
+    command = [sys.executable, "-m", "gates", "--broker", url, "--log-level", "WARNING", "--name"]
+    processes = [subprocess.Popen([*command, name]) for name in names]
+    try:
+        yield names
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+
+
+async def wait_online(broker: BrokerAddress, names: list[str]) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            found = await read_retained(broker, [host_topic("+")])
+            online = {p.host for p in map(HostPresence.model_validate_json, found.values()) if p.state == "online"}
+            if set(names) <= online:
+                return
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def deployed_on(broker: BrokerAddress, circuit: Circuit, hosts: list[str]) -> AsyncIterator[Runner]:
+    name = f"bench-{secrets.token_hex(3)}"
+    await deploy_to_hosts(circuit, name, broker, hosts=hosts, timeout=120)
+    try:
+        async with on_deployment(name, broker, ready_timeout=120) as runner:
+            yield runner
+    finally:
+        await undeploy(name, broker)
+
+
+async def throughput(runner: Runner, in_flight: int, seconds: float) -> float:
+    """Messages per second through the mesh with `in_flight` runs going at all times."""
+    circuit = runner.circuit
+    expected = evaluate(circuit, NEURON_INPUTS)
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def keep_running() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            assert await runner.run(NEURON_INPUTS, timeout=60) == expected
+            done += 1
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(in_flight):
+            group.create_task(keep_running())
+    return done * circuit.messages_per_pass() / (time.perf_counter() - start)
+
+
+@dataclass
+class ScalePoint:
+    gates: int
+    edges: int
+    deploy_s: float
+    pass_s: float
+    rss_delta_kb: float
+    reference_s: float
+
+
+def wide_circuit(gates: int) -> Circuit:
+    """A layered circuit of about `gates` gates: tanh(w_i * x_i) terms summed in a balanced tree."""
+    terms = max(1, (gates + 1) // 5)
+    source = [f"t{i} = tanh(w{i} * x{i})" for i in range(terms)]
+    level = [f"t{i}" for i in range(terms)]
+    counter = 0
+    while len(level) > 1:
+        paired = []
+        for a, b in zip(level[0::2], level[1::2], strict=False):
+            counter += 1
+            source.append(f"s{counter} = {a} + {b}")
+            paired.append(f"s{counter}")
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    source.append(f"f = sigmoid({level[0]})")
+    return compile_source("\n".join(source), name=f"wide{gates}")
+
+
+async def scale_point(broker: BrokerAddress, circuit: Circuit) -> ScalePoint:
+    """Deploy in this process (one connection per gate), one pass, memory per gate, reference time."""
+    inputs = {name: 0.001 * (i % 97) - 0.05 for i, name in enumerate(circuit.inputs)}
+    before = _rss_kb()
+    start = time.perf_counter()
+    async with in_process(circuit, broker, ready_timeout=300) as runner:
+        deploy_s = time.perf_counter() - start
+        rss = _rss_kb() - before
+        start = time.perf_counter()
+        result = await runner.run(inputs, timeout=300)
+        pass_s = time.perf_counter() - start
+    start = time.perf_counter()
+    expected = evaluate(circuit, inputs)
+    reference_s = time.perf_counter() - start
+    assert result == expected
+    edges = sum(len(g.inputs) for g in circuit.gates)
+    return ScalePoint(len(circuit.gates), edges, deploy_s, pass_s, rss, reference_s)
+
+
+def _rss_kb() -> float:
+    """Current resident set size in KB (from /proc; falls back to the peak)."""
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/{os.getpid()}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1])
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
