@@ -40,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--faults", default="", help="inject faults into this host's gates, e.g. drop=0.05,dup=0.1,delay=0-20ms,reorder"
     )
+    parser.add_argument(
+        "--connections",
+        choices=["shared", "per-gate"],
+        default="shared",
+        help="one MQTT connection for all this host's gates (default), or one per gate",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -50,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("aiomqtt").setLevel(logging.WARNING)
     try:
         faults = Faults.parse(args.faults) if args.faults else None
-        host = GateHost(args.name or default_name(), BrokerAddress.parse(args.broker), faults=faults)
+        address = BrokerAddress.parse(args.broker)
+        host = GateHost(args.name or default_name(), address, faults=faults, connections=args.connections)
         asyncio.run(run_host(host))
     except (ValueError, HostNameTaken) as exc:
         print(f"error: {exc}", file=sys.stderr)

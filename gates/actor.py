@@ -8,8 +8,10 @@ loops: one message in, the core decides, the results go out. It never sees the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import NoReturn
+from collections.abc import AsyncIterator, Callable
+from typing import NoReturn, Protocol
 
 import aiomqtt
 from pydantic import BaseModel
@@ -26,25 +28,66 @@ RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 """Back-off between reconnection attempts (the last one repeats)."""
 
 
+class Link(Protocol):
+    """How an actor reaches the broker: a connection of its own, or a mailbox on a shared one."""
+
+    def incoming(self) -> AsyncIterator[tuple[str, bytes]]: ...
+
+    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None: ...
+
+
+class OwnConnection:
+    """A link that is one MQTT connection for one gate: what the notes draw, one wire per gate."""
+
+    def __init__(self, mqtt: aiomqtt.Client) -> None:
+        self.mqtt = mqtt
+
+    async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
+        async for message in self.mqtt.messages:
+            raw = message.payload
+            yield message.topic.value, bytes(raw) if isinstance(raw, bytes | bytearray) else b""
+        raise aiomqtt.MqttError("message stream ended")
+
+    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None:
+        await publish_all(self.mqtt, batch, retain=retain)
+
+
+LinkOpener = Callable[[str, list[str]], contextlib.AbstractAsyncContextManager[Link]]
+"""Opens a link for gate `key` subscribed to `topics`; the subscriptions are acknowledged on entry."""
+
+
+def own_connections(broker: BrokerAddress) -> LinkOpener:
+    """Each gate gets its own connection to `broker`."""
+
+    @contextlib.asynccontextmanager
+    async def open_link(key: str, topics: list[str]) -> AsyncIterator[Link]:
+        async with client(broker) as mqtt:
+            await subscribe_all(mqtt, topics)
+            yield OwnConnection(mqtt)
+
+    return open_link
+
+
 class GateActor:
     """Runs one GateCore against the broker until cancelled.
 
     `serve` may be called again after the connection is lost: the core, and with it every
     run in flight, survives the reconnection. A hosted gate retains its Ready message, so
-    an orchestrator that starts later can still see that the gate is up.
+    an orchestrator that starts later can still see that the gate is up. `broker` is either
+    an address (the gate opens its own connection) or a LinkOpener (e.g. a SharedConnection's).
     """
 
     def __init__(
         self,
         spec: GateSpec,
         circuit: str,
-        broker: BrokerAddress,
+        broker: BrokerAddress | LinkOpener,
         *,
         retain_ready: bool = False,
         faults: Faults | None = None,
     ) -> None:
         self.core = GateCore(spec, circuit)
-        self.broker = broker
+        self.open_link = own_connections(broker) if isinstance(broker, BrokerAddress) else broker
         self.retain_ready = retain_ready
         self.injector = FaultInjector(faults, circuit=circuit, gate=spec.id) if faults and faults.active else None
 
@@ -72,33 +115,31 @@ class GateActor:
                 await asyncio.sleep(delay)
 
     async def _serve(self) -> NoReturn:
-        async with client(self.broker) as mqtt, asyncio.TaskGroup() as delayed:
-            await subscribe_all(mqtt, self.core.subscriptions())
+        key = f"{self.core.circuit}/{self.core.spec.id}"
+        async with self.open_link(key, self.core.subscriptions()) as link, asyncio.TaskGroup() as delayed:
             ready = self.core.ready()
-            await publish_all(mqtt, [(ready.topic, ready.message)], retain=self.retain_ready)
-            async for message in mqtt.messages:
-                raw = message.payload
-                payload = bytes(raw) if isinstance(raw, bytes | bytearray) else b""
-                outgoing = self.core.handle(message.topic.value, payload)
+            await link.publish([(ready.topic, ready.message)], retain=self.retain_ready)
+            async for topic_name, payload in link.incoming():
+                outgoing = self.core.handle(topic_name, payload)
                 for out in outgoing:
                     if isinstance(out.message, ErrorReport):
                         level = logging.INFO if out.message.code in RUN_FAILING_CODES else logging.WARNING
                         log.log(level, "gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
                 if outgoing:
-                    await self._send(mqtt, delayed, [(out.topic, out.message) for out in outgoing])
+                    await self._send(link, delayed, [(out.topic, out.message) for out in outgoing])
         raise aiomqtt.MqttError(f"gate {self.core.spec.id}: message stream ended")
 
-    async def _send(self, mqtt: aiomqtt.Client, delayed: asyncio.TaskGroup, batch: list[tuple[str, BaseModel]]) -> None:
+    async def _send(self, link: Link, delayed: asyncio.TaskGroup, batch: list[tuple[str, BaseModel]]) -> None:
         if self.injector is None:
-            await publish_all(mqtt, batch)
+            await link.publish(batch)
             return
         for copy in self.injector.plan(batch):
             if copy.delay > 0:
-                delayed.create_task(_publish_later(mqtt, copy.delay, copy.topic, copy.message))
+                delayed.create_task(_publish_later(link, copy.delay, copy.topic, copy.message))
             else:
-                await publish_all(mqtt, [(copy.topic, copy.message)])
+                await link.publish([(copy.topic, copy.message)])
 
 
-async def _publish_later(mqtt: aiomqtt.Client, delay: float, topic: str, message: BaseModel) -> None:
+async def _publish_later(link: Link, delay: float, topic: str, message: BaseModel) -> None:
     await asyncio.sleep(delay)
-    await publish_all(mqtt, [(topic, message)])
+    await link.publish([(topic, message)])

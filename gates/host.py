@@ -20,7 +20,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import aiomqtt
 from pydantic import ValidationError
@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from gates.actor import RECONNECT_DELAYS, GateActor
 from gates.faults import Faults
 from gates.lifecycle import cancel_and_wait
+from gates.mux import SharedConnection
 from gates.protocol import (
     Assignment,
     ErrorCode,
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE = 2
 """Seconds between pings: the broker declares a silent host lost after 1.5x this."""
+
+
+Connections = Literal["shared", "per-gate"]
 
 
 class HostNameTaken(RuntimeError):
@@ -64,10 +68,14 @@ class _Running:
 class GateHost:
     """Serves assignments for one host name until cancelled."""
 
-    def __init__(self, name: str, broker: BrokerAddress, *, faults: Faults | None = None) -> None:
+    def __init__(
+        self, name: str, broker: BrokerAddress, *, faults: Faults | None = None, connections: Connections = "shared"
+    ) -> None:
         self.name = name
         self.broker = broker
         self.faults = faults
+        self.shared = SharedConnection(broker) if connections == "shared" else None
+        """With "shared", all of this host's gates use one connection; with "per-gate", one each."""
         self.incarnation = secrets.token_hex(4)
         self._gates: dict[tuple[str, str], _Running] = {}
         self.presence("online")  # a name that cannot be a topic level fails here, not later
@@ -93,6 +101,8 @@ class GateHost:
         """Announce, serve assignments, reconnect after a lost connection; on cancel say goodbye."""
         await self._refuse_a_taken_name()
         async with asyncio.TaskGroup() as group:
+            if self.shared is not None:
+                group.create_task(self.shared.serve())
             try:
                 attempt = 0
                 while True:
@@ -168,7 +178,8 @@ class GateHost:
             return  # the same assignment again (a retained copy after reconnecting)
         await self._stop(mqtt, key, clear_ready=False)
         try:
-            actor = GateActor(assignment.spec, deployment, self.broker, retain_ready=True, faults=self.faults)
+            link = self.shared.link if self.shared is not None else self.broker
+            actor = GateActor(assignment.spec, deployment, link, retain_ready=True, faults=self.faults)
         except ValueError as exc:
             report = ErrorReport(
                 circuit=deployment, sender=self.name, code=ErrorCode.BAD_SCHEMA, message=str(exc), topic=name

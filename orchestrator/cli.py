@@ -20,7 +20,7 @@ from rich.table import Table
 
 from broker.security import ORCHESTRATOR_USER, SecureDir, host_user
 from gates.faults import Faults
-from gates.host import GateHost, HostNameTaken, default_name
+from gates.host import Connections, GateHost, HostNameTaken, default_name
 from gates.protocol import Message
 from gates.transport import BrokerAddress
 from orchestrator.api import broker_url, deployed
@@ -441,12 +441,18 @@ def host(
     broker: ClusterBrokerOption = DEFAULT_BROKER,
     name: Annotated[str | None, typer.Option("--name", help="this host's name; default: <hostname>-<pid>")] = None,
     faults: FaultsOption = "",
+    connections: Annotated[
+        str, typer.Option(help="shared: one MQTT connection for all this host's gates; per-gate: one each")
+    ] = "shared",
 ) -> None:
     """Run a gate host: it runs whatever gates deployments assign to it (same as `python -m gates`)."""
     from gates.__main__ import run_host
 
     try:
-        gate_host = GateHost(name or default_name(), _address(broker), faults=_faults(faults))
+        if connections not in ("shared", "per-gate"):
+            raise InputError("--connections: shared or per-gate")
+        mode: Connections = "shared" if connections == "shared" else "per-gate"
+        gate_host = GateHost(name or default_name(), _address(broker), faults=_faults(faults), connections=mode)
     except ValueError as exc:
         raise InputError(f"--name: {exc}") from exc
     logging.getLogger("gates").setLevel(logging.INFO)

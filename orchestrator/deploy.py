@@ -22,7 +22,9 @@ import aiomqtt
 from broker.security import GateGrant, SecureDir
 from gates.actor import GateActor
 from gates.faults import Faults
+from gates.host import Connections
 from gates.lifecycle import cancel_and_wait
+from gates.mux import SharedConnection
 from gates.protocol import ORCHESTRATOR, Assignment, deployment_topic, topic
 from gates.transport import BrokerAddress, client, publish_all
 from orchestrator.circuit import Circuit
@@ -51,12 +53,19 @@ async def in_process(
     ready_timeout: float = 30.0,
     observer: Observer | None = None,
     faults: Faults | None = None,
+    connections: Connections = "per-gate",
 ) -> AsyncIterator[Runner]:
-    """Start one actor per gate, wait until all are ready, yield a Runner; stop them on exit."""
+    """Start one actor per gate, wait until all are ready, yield a Runner; stop them on exit.
+
+    Each gate has its own connection, or with connections="shared" all share one.
+    """
     deployment = deployment_id(circuit)
     async with open_runner(circuit, deployment, broker, observer=observer) as runner, asyncio.TaskGroup() as group:
-        actors = [
-            group.create_task(GateActor(spec, deployment, broker, faults=faults).serve_forever())
+        shared = SharedConnection(broker) if connections == "shared" else None
+        link = shared.link if shared is not None else broker
+        actors = [group.create_task(shared.serve())] if shared is not None else []
+        actors += [
+            group.create_task(GateActor(spec, deployment, link, faults=faults).serve_forever())
             for spec in circuit.specs()
         ]
         try:

@@ -33,8 +33,12 @@ NEURON_SOURCE = "sigmoid(w0*x0 + w1*x1 + w2)"
 
 
 def start_hosts(url: str, prefix: str, count: int = 3) -> list[GateHostProcess]:
+    """`count` host processes; the last runs one connection per gate, the others share one each."""
     tag = secrets.token_hex(3)
-    hosts = [GateHostProcess(url, f"{prefix}{i}-{tag}") for i in range(count)]
+    names = [f"{prefix}{i}-{tag}" for i in range(count)]
+    hosts = [GateHostProcess(url, name) for name in names[:-1]]
+    per_gate = ["--broker", url, "--name", names[-1], "--connections", "per-gate"]
+    hosts.append(GateHostProcess(url, names[-1], argv=per_gate))
     try:
         for host in hosts:
             host.wait_online()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from gates.actor import GateActor
+from gates.host import Connections
 from gates.protocol import topic
 from gates.transport import BrokerAddress
 from orchestrator.api import run_circuit
@@ -48,11 +49,14 @@ async def test_staged_program_matches_reference_exactly(mosquitto_url: str) -> N
     assert result == evaluate(circuit, {"x": 3, "y": -4})
 
 
-async def test_many_runs_in_flight_each_get_their_own_result(broker_url: str) -> None:
+@pytest.mark.parametrize("connections", ["per-gate", "shared"])
+async def test_many_runs_in_flight_each_get_their_own_result(broker_url: str, connections: Connections) -> None:
+    """x feeds three gates: with a shared connection its topic is subscribed once and routed to each."""
     circuit = compile_source("q = x + y; f = sigmoid(q * z) + x * x")
     rng = random.Random(7)
     cases = [{"x": rng.uniform(-3, 3), "y": rng.uniform(-3, 3), "z": rng.uniform(-3, 3)} for _ in range(200)]
-    async with in_process(circuit, BrokerAddress.parse(broker_url)) as runner, asyncio.TaskGroup() as group:
+    broker = BrokerAddress.parse(broker_url)
+    async with in_process(circuit, broker, connections=connections) as runner, asyncio.TaskGroup() as group:
         tasks = [group.create_task(runner.run(case, timeout=60)) for case in cases]
     for case, task in zip(cases, tasks, strict=True):
         assert task.result() == evaluate(circuit, case)
