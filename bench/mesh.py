@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+from gates.host import Connections
 from gates.protocol import HostPresence, host_topic
 from gates.transport import BrokerAddress, read_retained
 from orchestrator.circuit import Circuit
@@ -36,12 +37,14 @@ def pass_hops(circuit: Circuit) -> int:
     return 2 * (circuit.critical_path() + 1)
 
 
-async def pass_latency(broker: BrokerAddress, source: str, inputs: dict[str, float], passes: int) -> list[float]:
+async def pass_latency(
+    broker: BrokerAddress, source: str, inputs: dict[str, float], passes: int, connections: Connections = "per-gate"
+) -> list[float]:
     """Seconds per sequential pass on a warm in-process deployment; every result checked."""
     circuit = compile_source(source)
     expected = evaluate(circuit, inputs)
     seconds: list[float] = []
-    async with in_process(circuit, broker) as runner:
+    async with in_process(circuit, broker, connections=connections) as runner:
         for index in range(passes + 20):
             start = time.perf_counter()
             result = await runner.run(inputs)
@@ -52,11 +55,12 @@ async def pass_latency(broker: BrokerAddress, source: str, inputs: dict[str, flo
 
 
 @contextlib.contextmanager
-def host_processes(url: str, count: int) -> Iterator[list[str]]:
+def host_processes(url: str, count: int, connections: Connections = "shared") -> Iterator[list[str]]:
     """`count` gate host processes on the broker, named and online; stopped on exit."""
     tag = secrets.token_hex(3)
     names = [f"bench-{tag}-{i}" for i in range(count)]
-    command = [sys.executable, "-m", "gates", "--broker", url, "--log-level", "WARNING", "--name"]
+    command = [sys.executable, "-m", "gates", "--broker", url, "--log-level", "WARNING", "--connections", connections]
+    command.append("--name")
     processes = [subprocess.Popen([*command, name]) for name in names]
     try:
         yield names
@@ -137,16 +141,16 @@ def wide_circuit(gates: int) -> Circuit:
     return compile_source("\n".join(source), name=f"wide{gates}")
 
 
-async def scale_point(broker: BrokerAddress, circuit: Circuit) -> ScalePoint:
-    """Deploy in this process (one connection per gate), one pass, memory per gate, reference time."""
+async def scale_point(broker: BrokerAddress, circuit: Circuit, connections: Connections = "shared") -> ScalePoint:
+    """Deploy in this process, one pass, memory per gate above the process before, reference time."""
     inputs = {name: 0.001 * (i % 97) - 0.05 for i, name in enumerate(circuit.inputs)}
     before = _rss_kb()
     start = time.perf_counter()
-    async with in_process(circuit, broker, ready_timeout=300) as runner:
+    async with in_process(circuit, broker, ready_timeout=600, connections=connections) as runner:
         deploy_s = time.perf_counter() - start
         rss = _rss_kb() - before
         start = time.perf_counter()
-        result = await runner.run(inputs, timeout=300)
+        result = await runner.run(inputs, timeout=600)
         pass_s = time.perf_counter() - start
     start = time.perf_counter()
     expected = evaluate(circuit, inputs)

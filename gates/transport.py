@@ -11,6 +11,7 @@ import asyncio
 import secrets
 import socket
 import ssl
+import weakref
 from collections.abc import Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -20,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 QOS = 1
 """Every gate message is sent at least once; duplicates are harmless by design."""
-PUBLISH_WINDOW = 1000
-"""Publishes started at once by publish_all; bounded so a huge batch cannot flood the client."""
+IN_FLIGHT = 100
+"""Publishes per connection awaiting their PUBACK at once (see publish_all)."""
 
 
 class BrokerAddress(BaseModel):
@@ -90,9 +91,10 @@ def client(
         timeout=timeout,
         tls_context=ssl.create_default_context(cafile=broker.ca_file) if broker.tls else None,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        max_inflight_messages=IN_FLIGHT,
     )
-    # aiomqtt warns past 10 publishes awaiting their PUBACK; publish_all keeps up to a window in flight
-    mqtt.pending_calls_threshold = PUBLISH_WINDOW
+    # publish_all keeps up to IN_FLIGHT publishes awaiting their PUBACK; aiomqtt would warn past 10
+    mqtt.pending_calls_threshold = IN_FLIGHT + 1
     return mqtt
 
 
@@ -104,13 +106,28 @@ async def publish_all(
     A None message publishes an empty payload: with `retain`, that deletes a retained message.
     """
     batch = [(name, b"" if message is None else message.model_dump_json()) for name, message in messages]
+    window = _windows.get(mqtt)
+    if window is None:
+        window = _windows[mqtt] = asyncio.Semaphore(IN_FLIGHT)
     if len(batch) == 1:
-        await mqtt.publish(batch[0][0], batch[0][1], qos=QOS, retain=retain)
+        async with window:
+            await mqtt.publish(batch[0][0], batch[0][1], qos=QOS, retain=retain)
         return
     async with asyncio.TaskGroup() as group:
-        for start in range(0, len(batch), PUBLISH_WINDOW):
-            for name, payload in batch[start : start + PUBLISH_WINDOW]:
-                group.create_task(mqtt.publish(name, payload, qos=QOS, retain=retain))
+        for name, payload in batch:
+            group.create_task(_publish_one(mqtt, window, name, payload, retain))
+
+
+async def _publish_one(
+    mqtt: aiomqtt.Client, window: asyncio.Semaphore, name: str, payload: bytes | str, retain: bool
+) -> None:
+    async with window:
+        await mqtt.publish(name, payload, qos=QOS, retain=retain)
+
+
+_windows: weakref.WeakKeyDictionary[aiomqtt.Client, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+"""Per connection, the publishes awaiting their PUBACK. The bound matters: paho scans every
+unacknowledged message on each acknowledgement, so an unbounded backlog makes a burst quadratic."""
 
 
 async def subscribe_all(mqtt: aiomqtt.Client, filters: Iterable[str]) -> None:
