@@ -14,6 +14,8 @@ from gates.host import GateHost, HostNameTaken, default_name
 from gates.transport import BrokerAddress
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+STOP_GRACE = 1.5
+"""Seconds a stopping host gets (to say goodbye) before it is cancelled again."""
 
 
 async def run_host(host: GateHost) -> None:
@@ -21,8 +23,16 @@ async def run_host(host: GateHost) -> None:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        # Cancel, and keep cancelling until the host is gone: on Python 3.11 a cancellation that
+        # lands inside asyncio.wait_for (aiomqtt uses it) can be swallowed (gh-86296).
+        if not task.done():
+            task.cancel()
+            loop.call_later(STOP_GRACE, stop)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
+        loop.add_signal_handler(signum, stop)
     try:
         await host.serve()
     except asyncio.CancelledError:
