@@ -18,14 +18,11 @@ from pydantic import BaseModel
 
 from gates.core import GateCore
 from gates.faults import FaultInjector, Faults
-from gates.lifecycle import first_failure
+from gates.lifecycle import Backoff, first_failure
 from gates.protocol import RUN_FAILING_CODES, ErrorReport, GateSpec
 from gates.transport import BrokerAddress, client, publish_all, subscribe_all
 
 log = logging.getLogger(__name__)
-
-RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
-"""Back-off between reconnection attempts (the last one repeats)."""
 
 
 class Link(Protocol):
@@ -104,15 +101,13 @@ class GateActor:
 
     async def serve_forever(self) -> NoReturn:
         """serve(), reconnecting with back-off whenever the connection is lost; the core's state survives."""
-        attempt = 0
+        backoff = Backoff()
         while True:
             try:
                 await self.serve()
             except aiomqtt.MqttError as exc:
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                 log.info("gate %s/%s: connection lost (%s); reconnecting", self.core.circuit, self.core.spec.id, exc)
-                attempt += 1
-                await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.next())
 
     async def _serve(self) -> NoReturn:
         key = f"{self.core.circuit}/{self.core.spec.id}"

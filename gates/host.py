@@ -25,9 +25,9 @@ from typing import Literal, NoReturn
 import aiomqtt
 from pydantic import ValidationError
 
-from gates.actor import RECONNECT_DELAYS, GateActor
+from gates.actor import GateActor
 from gates.faults import Faults
-from gates.lifecycle import cancel_and_wait
+from gates.lifecycle import Backoff, cancel_and_wait
 from gates.mux import SharedConnection
 from gates.protocol import (
     Assignment,
@@ -104,14 +104,13 @@ class GateHost:
             if self.shared is not None:
                 group.create_task(self.shared.serve())
             try:
-                attempt = 0
+                backoff = Backoff()
                 while True:
                     try:
                         await self._session(group)
                     except aiomqtt.MqttError as exc:
-                        delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                        delay = backoff.next()
                         log.warning("host %s: no broker connection (%s); retrying in %g s", self.name, exc, delay)
-                        attempt += 1
                         await asyncio.sleep(delay)
             finally:
                 await cancel_and_wait(running.task for running in self._gates.values())

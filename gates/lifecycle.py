@@ -34,3 +34,22 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The exception that made a task group fail (its first leaf that is not a cancellation)."""
     return next((e for e in leaves(group) if not isinstance(e, asyncio.CancelledError)), group)
+
+
+RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+"""Back-off between reconnection attempts (the last one repeats)."""
+
+
+class Backoff:
+    """Delays between reconnection attempts, growing to a cap; `reset` after a success."""
+
+    def __init__(self) -> None:
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = RECONNECT_DELAYS[min(self.attempt, len(RECONNECT_DELAYS) - 1)]
+        self.attempt += 1
+        return delay

@@ -26,7 +26,8 @@ from typing import NoReturn
 import aiomqtt
 from pydantic import BaseModel
 
-from gates.actor import RECONNECT_DELAYS, Link
+from gates.actor import Link
+from gates.lifecycle import RECONNECT_DELAYS, Backoff
 from gates.transport import BrokerAddress, client, publish_all, subscribe_all
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class SharedConnection:
 
     async def serve(self) -> NoReturn:
         """Hold the connection, reconnecting and resubscribing; route every message to its mailboxes."""
-        attempt = 0
+        backoff = Backoff()
         while True:
             self._mqtt = client(self.broker)
             try:
@@ -83,16 +84,15 @@ class SharedConnection:
                     for start in range(0, len(topics), SUBSCRIBE_BATCH):
                         await subscribe_all(self.mqtt, topics[start : start + SUBSCRIBE_BATCH])
                     self.connected.set()
-                    attempt = 0
+                    backoff.reset()
                     async for message in self._mqtt.messages:
                         raw = message.payload
                         payload = bytes(raw) if isinstance(raw, bytes | bytearray) else b""
                         for box in self._routes.get(message.topic.value, ()):
                             box.queue.put_nowait((message.topic.value, payload))
             except aiomqtt.MqttError as exc:
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                delay = backoff.next()
                 log.warning("shared connection to %s lost (%s); reconnecting in %g s", self.broker, exc, delay)
-                attempt += 1
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()

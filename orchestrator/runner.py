@@ -20,8 +20,7 @@ from typing import NoReturn
 import aiomqtt
 from pydantic import ValidationError
 
-from gates.actor import RECONNECT_DELAYS
-from gates.lifecycle import cancel_and_wait
+from gates.lifecycle import Backoff, cancel_and_wait
 from gates.protocol import (
     MESSAGE_ADAPTER,
     ORCHESTRATOR,
@@ -110,6 +109,8 @@ class Runner:
         """host -> what happened to it, for each host of this deployment that is gone."""
         self._pending: dict[str, _Pending] = {}
         self._ready: set[str] = set()
+        self._not_ready: set[str] = {g.id for g in circuit.gates}
+        """Gates not heard Ready from yet: kept up to date per message, so waiting is O(1) each."""
         self._ready_changed = asyncio.Event()
 
     def subscriptions(self) -> list[str]:
@@ -155,16 +156,15 @@ class Runner:
 
     async def wait_ready(self, timeout: float) -> None:
         """Return once every gate has said Ready; else name the ones that did not."""
-        expected = {g.id for g in self.circuit.gates}
         try:
             async with asyncio.timeout(timeout):
-                while not expected <= self._ready:
+                while self._not_ready:
                     if self.lost:
                         raise self.host_lost_error()
                     self._ready_changed.clear()
                     await self._ready_changed.wait()
         except TimeoutError:
-            silent = sorted(expected - self._ready)
+            silent = sorted(self._not_ready)
             shown = ", ".join(f"{g} (on {self.placement[g]})" if g in self.placement else g for g in silent[:10])
             raise BrokerError(f"{len(silent)} gate(s) not ready after {timeout:g} s: {shown}") from None
 
@@ -261,7 +261,7 @@ class Runner:
         Runs in flight when the connection breaks fail with ConnectionLost (they may be
         retried); a first connection that cannot be made is a BrokerError.
         """
-        attempt = 0
+        backoff = Backoff()
         while True:
             self.mqtt = client(self.broker)
             try:
@@ -269,7 +269,7 @@ class Runner:
                     await subscribe_all(self.mqtt, self.subscriptions())
                     self.connected.set()
                     self._was_connected = True
-                    attempt = 0
+                    backoff.reset()
                     await self.listen()
             except aiomqtt.MqttError as exc:
                 if not self._was_connected:
@@ -277,9 +277,8 @@ class Runner:
                 self.connected.clear()
                 for run, pending in self._pending.items():
                     pending.fail(ConnectionLost(f"run {run}: lost the broker at {self.broker}: {exc}", run))
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                delay = backoff.next()
                 log.warning("lost the broker at %s (%s); reconnecting in %g s", self.broker, exc, delay)
-                attempt += 1
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()
@@ -311,7 +310,9 @@ class Runner:
         match message:
             case Ready(sender=gate):
                 self._ready.add(gate)
-                self._ready_changed.set()
+                self._not_ready.discard(gate)
+                if not self._not_ready:
+                    self._ready_changed.set()
             case Forward(run=run, value=value) if run in self._pending and message.sender == self.circuit.output:
                 if not self._pending[run].value.done():
                     self._pending[run].value.set_result(value)
