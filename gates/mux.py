@@ -62,6 +62,8 @@ class SharedConnection:
         self._subscribed: Counter[str] = Counter()
         self._acked: dict[str, asyncio.Future[None]] = {}
         """topic -> done once the broker acknowledged its subscription."""
+        self._unsent: list[str] = []
+        self._flushing = False
 
     @property
     def mqtt(self) -> aiomqtt.Client:
@@ -83,6 +85,10 @@ class SharedConnection:
                     topics = list(self._subscribed)
                     for start in range(0, len(topics), SUBSCRIBE_BATCH):
                         await subscribe_all(self.mqtt, topics[start : start + SUBSCRIBE_BATCH])
+                    self._unsent.clear()  # every topic any gate reads is subscribed now
+                    for acked in self._acked.values():
+                        if not acked.done():
+                            acked.set_result(None)
                     self.connected.set()
                     backoff.reset()
                     async for message in self._mqtt.messages:
@@ -102,29 +108,54 @@ class SharedConnection:
         """A gate's mailbox, routed `topics`; every subscription is acknowledged before it is yielded."""
         box = Mailbox(self)
         loop = asyncio.get_running_loop()
-        new: list[str] = []
-        for name in dict.fromkeys(topics):
-            if name not in self._acked:  # the first gate to read this topic subscribes for all
+        wanted = list(dict.fromkeys(topics))
+        for name in wanted:
+            if name not in self._acked:  # the first gate to read this topic has it subscribed for all
                 self._acked[name] = loop.create_future()
-                new.append(name)
+                self._unsent.append(name)
             self._subscribed[name] += 1
             self._routes.setdefault(name, []).append(box)
         try:
             await self.connected.wait()
-            if new:
-                try:
-                    await subscribe_all(self.mqtt, new)
-                except aiomqtt.MqttError as exc:
-                    for name in new:
-                        self._acked.pop(name).set_exception(exc)
-                    raise
-                for name in new:
-                    self._acked[name].set_result(None)
-            for name in dict.fromkeys(topics):  # a topic another gate subscribed: wait for its SUBACK too
-                await asyncio.shield(self._acked[name])
+            await self._flush_subscriptions()
+            for name in wanted:  # including topics another gate asked for: wait for their SUBACK too
+                acked = self._acked.get(name)
+                if acked is None:
+                    raise aiomqtt.MqttError(f"the subscription to {name} failed")
+                await asyncio.shield(acked)
             yield box
         finally:
             await self._detach(box, topics)
+
+    async def _flush_subscriptions(self) -> None:
+        """Send the topics gates are waiting for, many per SUBSCRIBE packet.
+
+        Whichever gate finds topics waiting sends them all, in batches; the others only wait
+        for their topics' acknowledgements. 65,000 gates cost a few hundred round trips, not
+        65,000 concurrent ones (which time out).
+        """
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._unsent and self.connected.is_set():
+                batch, self._unsent = self._unsent[:SUBSCRIBE_BATCH], self._unsent[SUBSCRIBE_BATCH:]
+                batch = [name for name in batch if name in self._acked]  # skip topics every reader left
+                try:
+                    await subscribe_all(self.mqtt, batch)
+                except aiomqtt.MqttError as exc:
+                    for name in batch:  # their gates fail and retry, which asks again
+                        acked = self._acked.pop(name, None)
+                        if acked is not None and not acked.done():
+                            acked.set_exception(exc)
+                            acked.exception()  # retrieved: the gates see the failure through _acked
+                    continue
+                for name in batch:
+                    acked = self._acked.get(name)
+                    if acked is not None and not acked.done():
+                        acked.set_result(None)
+        finally:
+            self._flushing = False
 
     async def _detach(self, box: Mailbox, topics: list[str]) -> None:
         gone = []
