@@ -93,8 +93,8 @@ def client(
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         max_inflight_messages=IN_FLIGHT,
     )
-    # publish_all keeps up to IN_FLIGHT publishes awaiting their PUBACK; aiomqtt would warn past 10
-    mqtt.pending_calls_threshold = IN_FLIGHT + 1
+    # publish_all keeps at most IN_FLIGHT publishes awaiting a PUBACK; aiomqtt warns past 10 calls by default
+    mqtt.pending_calls_threshold = 10 * IN_FLIGHT  # subscriptions in flight count too
     return mqtt
 
 
