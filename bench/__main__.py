@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import mesh, raw
+from bench.mlp import mlp_circuit
 from broker.launch import mosquitto
 from gates.host import Connections
 from gates.transport import BrokerAddress
@@ -105,8 +106,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--broker", default=None, help="mqtt://host:port (default: start a Mosquitto on loopback)")
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller circuits")
+    parser.add_argument("--mlp", action="store_true", help="only the 65,000-gate MLP point (about 12 minutes)")
     args = parser.parse_args()
     with broker_for(args.broker) as url:
+        if args.mlp:
+            point = asyncio.run(mesh.scale_point(BrokerAddress.parse(url), mlp_circuit()))
+            console.print(point)
+            console.print(f"{point.rss_delta_kb / point.gates:.1f} KB per gate; gradients equal the reference's")
+            return
         console.print(asyncio.run(suite(url, args.quick)))
 
 
