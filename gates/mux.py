@@ -32,6 +32,9 @@ from gates.transport import BrokerAddress, client, publish_all, subscribe_all
 
 log = logging.getLogger(__name__)
 
+PUBLISH_TIMEOUT = 3.0
+"""Seconds to wait for a PUBACK before publishing again: a connection that died under a publish
+never acknowledges it, and aiomqtt would wait its full 10 s (a resend is a harmless duplicate)."""
 SUBSCRIBE_BATCH = 500
 """Topic filters per SUBSCRIBE packet when resubscribing after a reconnection."""
 
@@ -97,6 +100,7 @@ class SharedConnection:
                         for box in self._routes.get(message.topic.value, ()):
                             box.queue.put_nowait((message.topic.value, payload))
             except aiomqtt.MqttError as exc:
+                self.connected.clear()  # before sleeping: nobody may publish through the dead client
                 delay = backoff.next()
                 log.warning("shared connection to %s lost (%s); reconnecting in %g s", self.broker, exc, delay)
                 await asyncio.sleep(delay)
@@ -177,7 +181,7 @@ class SharedConnection:
         while True:
             await self.connected.wait()
             try:
-                await publish_all(self.mqtt, batch, retain=retain)
+                await publish_all(self.mqtt, batch, retain=retain, timeout=PUBLISH_TIMEOUT)
                 return
             except aiomqtt.MqttError as exc:
                 log.info("publish failed (%s); retrying after the reconnection", exc)

@@ -99,7 +99,11 @@ def client(
 
 
 async def publish_all(
-    mqtt: aiomqtt.Client, messages: Iterable[tuple[str, BaseModel | None]], *, retain: bool = False
+    mqtt: aiomqtt.Client,
+    messages: Iterable[tuple[str, BaseModel | None]],
+    *,
+    retain: bool = False,
+    timeout: float | None = None,
 ) -> None:
     """Publish a batch at QoS 1 concurrently, so one slow acknowledgement does not queue the rest.
 
@@ -111,18 +115,23 @@ async def publish_all(
         window = _windows[mqtt] = asyncio.Semaphore(IN_FLIGHT)
     if len(batch) == 1:
         async with window:
-            await mqtt.publish(batch[0][0], batch[0][1], qos=QOS, retain=retain)
+            await mqtt.publish(batch[0][0], batch[0][1], qos=QOS, retain=retain, timeout=timeout)
         return
     async with asyncio.TaskGroup() as group:
         for name, payload in batch:
-            group.create_task(_publish_one(mqtt, window, name, payload, retain))
+            group.create_task(_publish_one(mqtt, window, name, payload, retain, timeout))
 
 
 async def _publish_one(
-    mqtt: aiomqtt.Client, window: asyncio.Semaphore, name: str, payload: bytes | str, retain: bool
+    mqtt: aiomqtt.Client,
+    window: asyncio.Semaphore,
+    name: str,
+    payload: bytes | str,
+    retain: bool,
+    timeout: float | None,
 ) -> None:
     async with window:
-        await mqtt.publish(name, payload, qos=QOS, retain=retain)
+        await mqtt.publish(name, payload, qos=QOS, retain=retain, timeout=timeout)
 
 
 _windows: weakref.WeakKeyDictionary[aiomqtt.Client, asyncio.Semaphore] = weakref.WeakKeyDictionary()

@@ -38,6 +38,10 @@ ObserverFor = Callable[[DeploymentRecord], Observer]
 HostChoice = int | Sequence[str] | None
 """Which hosts to deploy on: all that are online (None), a number of them, or these names."""
 HOST_POLL = 0.25
+ACL_RELOAD = 0.5
+"""Seconds given to the broker to reload a rewritten ACL (`python -m broker mosquitto --secure`
+looks every 50 ms) before gates that need it are assigned; Mosquitto drops a client that
+publishes where the ACL in force forbids, and the gate would have to reconnect."""
 
 
 def deployment_id(circuit: Circuit) -> str:
@@ -141,6 +145,7 @@ async def deploy_to_hosts(
     if secure is not None:  # the ACL must let the new gates in before they are assigned
         others = [d for d in view.deployments.values() if d.name != name]
         secure.write_acl([grant for d in [*others, record] for grant in grants(d)])
+        await asyncio.sleep(ACL_RELOAD)
     async with open_runner(circuit, record.circuit_id, broker, hosts=record.hosts, placement=mapping) as runner:
         if old is not None:
             await _delete(runner.mqtt, old)
