@@ -18,13 +18,11 @@ import argparse
 import asyncio
 import secrets
 import statistics
-import subprocess
-import sys
 import time
 
+from bench import mesh
 from broker.launch import mosquitto
-from gates.protocol import HostPresence, host_topic
-from gates.transport import BrokerAddress, read_retained
+from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
@@ -42,21 +40,6 @@ def hundred_gates() -> Circuit:
     circuit = compile_source(f"f = sigmoid({terms})", name="hundred")
     assert len(circuit.gates) == 100, len(circuit.gates)
     return circuit
-
-
-def start_host(url: str, name: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "gates", "--broker", url, "--name", name, "--log-level", "WARNING"])
-
-
-async def wait_online(broker: BrokerAddress, names: list[str]) -> None:
-    while True:
-        found = await read_retained(broker, [host_topic("+")])
-        states = {
-            HostPresence.model_validate_json(p).host: HostPresence.model_validate_json(p).state for p in found.values()
-        }
-        if all(states.get(n) == "online" for n in names):
-            return
-        await asyncio.sleep(0.05)
 
 
 async def deploy_times(broker: BrokerAddress, hosts: list[str], repeats: int) -> list[float]:
@@ -116,25 +99,16 @@ async def main() -> None:
     args = parser.parse_args()
     with mosquitto() as url:
         broker = BrokerAddress.parse(url)
-        names = [f"bench-host-{i}" for i in range(3)]
-        processes = [start_host(url, n) for n in names]
-        try:
-            await wait_online(broker, names)
+        with mesh.host_processes(url, 3, "per-gate") as names:
+            await mesh.wait_online(broker, names)
             print(f"broker {url}; hosts {', '.join(names)} (separate processes)")
-            print(
-                f"deploy 100 gates over 3 hosts, to ready: {summary(await deploy_times(broker, names, args.repeats))}"
-            )
+            deploys = await deploy_times(broker, names, args.repeats)
+            print(f"deploy 100 gates over 3 hosts, to ready: {summary(deploys)}")
             spread, local = await pass_latency(broker, names, args.passes)
             print(f"pass of {SOURCE}, gates over 3 hosts:    {summary(spread)}")
             print(f"pass of {SOURCE}, gates in one process:  {summary(local)}")
-            print(
-                f"ratio of medians (3 hosts / one process): {statistics.median(spread) / statistics.median(local):.2f}"
-            )
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=10)
+            ratio = statistics.median(spread) / statistics.median(local)
+            print(f"ratio of medians (3 hosts / one process): {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,31 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 
+from bench import mesh
 from broker.launch import embedded, mosquitto
 from gates.transport import BrokerAddress
-from orchestrator.compiler import compile_source
-from orchestrator.deploy import in_process
-from orchestrator.reference import evaluate
 
 SOURCE = "(x+y)*z"
 INPUTS = {"x": -2.0, "y": 5.0, "z": -4.0}
 
 
 async def measure(url: str, passes: int) -> list[float]:
-    circuit = compile_source(SOURCE)
-    expected = evaluate(circuit, INPUTS)
-    async with in_process(circuit, BrokerAddress.parse(url)) as runner:
-        for _ in range(20):  # warm-up
-            await runner.run(INPUTS)
-        seconds = []
-        for _ in range(passes):
-            start = time.perf_counter()
-            result = await runner.run(INPUTS)
-            seconds.append(time.perf_counter() - start)
-            assert result == expected, result
-    return seconds
+    return await mesh.pass_latency(BrokerAddress.parse(url), SOURCE, INPUTS, passes)
 
 
 def report(name: str, seconds: list[float]) -> None:

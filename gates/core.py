@@ -125,9 +125,9 @@ class GateCore:
             return [self._error(ErrorCode.WRONG_TOPIC, f"a {message.type!r} message on a {kind} topic", topic_name)]
         match message:
             case Feed():
-                return self._on_feed(message) + self._take_evicted()
+                return self._with_evicted(self._on_feed(message))
             case Forward():
-                return self._on_forward(message, topic_gate, topic_name) + self._take_evicted()
+                return self._with_evicted(self._on_forward(message, topic_gate, topic_name))
             case Backward():
                 return self._on_backward(message, topic_name)
             case Release():
@@ -240,9 +240,12 @@ class GateCore:
             state = self._runs[run] = _RunState()
         return state
 
-    def _take_evicted(self) -> list[Outgoing]:
+    def _with_evicted(self, outgoing: list[Outgoing]) -> list[Outgoing]:
+        """`outgoing`, plus the reports of any run dropped while handling it (rare: no copy otherwise)."""
+        if not self._evicted:
+            return outgoing
         evicted, self._evicted = self._evicted, []
-        return evicted
+        return outgoing + evicted
 
     def _finish(self, run: str) -> None:
         self._runs.pop(run, None)

@@ -389,9 +389,7 @@ def cluster_state(view: ClusterView) -> dict[str, Any]:
         }
     hosts = {}
     for hname, presence in sorted(view.hosts.items()):
-        current = [
-            d for d in view.deployments.values() if d.hosts.get(hname) == presence.incarnation and hname in d.hosts
-        ]
+        current = [d for d in view.deployments.values() if d.hosts.get(hname) == presence.incarnation]
         hosts[hname] = {
             "state": presence.state,
             "reason": presence.reason,

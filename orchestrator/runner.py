@@ -52,6 +52,7 @@ from orchestrator.result import RunResult
 log = logging.getLogger(__name__)
 
 PROBE_WINDOW = 0.5
+HOSTS_PREFIX = host_topic("")
 """Seconds a timed-out run waits for the gates' Status answers before naming them."""
 
 
@@ -291,7 +292,7 @@ class Runner:
             if not isinstance(raw, bytes | bytearray) or not raw:
                 continue
             try:
-                if name.startswith(host_topic("")):
+                if name.startswith(HOSTS_PREFIX):
                     self._on_presence(HostPresence.model_validate_json(raw))
                     continue
                 parsed = parse_topic(name)
