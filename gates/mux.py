@@ -2,14 +2,16 @@
 
 One connection per gate is the picture the notes draw, and it is what per-gate credentials
 need, but it does not scale: every gate costs a socket, a paho client and an event-loop
-reader, and the broker a session. A SharedConnection carries any number of gates:
+reader, and the broker a session. A SharedConnection carries any number of gates over one
+MQTT 3.1.1 session of its own (gates/mqtt311.py):
 
 - subscriptions are reference-counted: a topic several gates read is subscribed once;
 - the one reader routes each incoming message to the mailbox (an asyncio.Queue) of every
   gate subscribed to its topic; each gate's actor drains its own mailbox in order, so a gate
   still sees its messages one at a time and keeps its state to itself;
-- publishing goes through the shared client; after a lost connection the link reconnects,
-  resubscribes every topic, and the gates carry on with their state.
+- publishing hands messages to the session without waiting for the broker; after a lost
+  connection it reconnects, resubscribes every topic, sends again whatever the broker had not
+  acknowledged, and the gates carry on with their state.
 
 Every message still crosses the broker: sharing a socket changes the plumbing, not the protocol.
 """
@@ -23,20 +25,18 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
-import aiomqtt
+from aiomqtt import MqttError
 from pydantic import BaseModel
 
 from gates.actor import Link
-from gates.lifecycle import RECONNECT_DELAYS, Backoff
-from gates.transport import BrokerAddress, client, publish_all, subscribe_all
+from gates.lifecycle import Backoff
+from gates.mqtt311 import Publication, Session
+from gates.transport import BrokerAddress
 
 log = logging.getLogger(__name__)
 
-PUBLISH_TIMEOUT = 3.0
-"""Seconds to wait for a PUBACK before publishing again: a connection that died under a publish
-never acknowledges it, and aiomqtt would wait its full 10 s (a resend is a harmless duplicate)."""
 SUBSCRIBE_BATCH = 500
-"""Topic filters per SUBSCRIBE packet when resubscribing after a reconnection."""
+"""Topic filters per SUBSCRIBE packet."""
 
 
 class Mailbox:
@@ -59,7 +59,7 @@ class SharedConnection:
 
     def __init__(self, broker: BrokerAddress) -> None:
         self.broker = broker
-        self._mqtt: aiomqtt.Client | None = None
+        self._session: Session | None = None
         self.connected = asyncio.Event()
         self._routes: dict[str, list[Mailbox]] = {}
         self._subscribed: Counter[str] = Counter()
@@ -69,43 +69,60 @@ class SharedConnection:
         self._flushing = False
 
     @property
-    def mqtt(self) -> aiomqtt.Client:
+    def session(self) -> Session:
         """The current connection (only while `connected` is set)."""
-        assert self._mqtt is not None, "the shared connection is not serving"
-        return self._mqtt
+        assert self._session is not None, "the shared connection is not serving"
+        return self._session
 
     @property
     def gates(self) -> int:
         return len({id(box) for boxes in self._routes.values() for box in boxes})
 
     async def serve(self) -> NoReturn:
-        """Hold the connection, reconnecting and resubscribing; route every message to its mailboxes."""
+        """Hold the connection, reconnecting and resubscribing; route every message to its mailboxes.
+
+        Publishes the broker had not acknowledged when a connection dropped are sent again on
+        the next one, before any new publish.
+        """
         backoff = Backoff()
+        undelivered: list[Publication] = []
         while True:
-            self._mqtt = client(self.broker)
+            session: Session | None = None
             try:
-                async with self._mqtt:
-                    topics = list(self._subscribed)
-                    for start in range(0, len(topics), SUBSCRIBE_BATCH):
-                        await subscribe_all(self.mqtt, topics[start : start + SUBSCRIBE_BATCH])
-                    self._unsent.clear()  # every topic any gate reads is subscribed now
-                    for acked in self._acked.values():
-                        if not acked.done():
-                            acked.set_result(None)
-                    self.connected.set()
-                    backoff.reset()
-                    async for message in self._mqtt.messages:
-                        raw = message.payload
-                        payload = bytes(raw) if isinstance(raw, bytes | bytearray) else b""
-                        for box in self._routes.get(message.topic.value, ()):
-                            box.queue.put_nowait((message.topic.value, payload))
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()  # before sleeping: nobody may publish through the dead client
+                session = await Session.open(self.broker, self._route)
+                for publication in undelivered:
+                    session.publish(*publication)
+                undelivered = []
+                topics = list(self._subscribed)
+                for start in range(0, len(topics), SUBSCRIBE_BATCH):
+                    await session.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+                self._unsent.clear()  # every topic any gate reads is subscribed now
+                for acked in self._acked.values():
+                    if not acked.done():
+                        acked.set_result(None)
+                self._session = session
+                self.connected.set()
+                backoff.reset()
+                raise await session.lost
+            except MqttError as exc:
+                self._disconnected()  # first: nobody may publish into the dead session from here on
+                if session is not None:
+                    undelivered = session.undelivered()
                 delay = backoff.next()
                 log.warning("shared connection to %s lost (%s); reconnecting in %g s", self.broker, exc, delay)
                 await asyncio.sleep(delay)
             finally:
-                self.connected.clear()
+                self._disconnected()
+                if session is not None:
+                    session.close()
+
+    def _disconnected(self) -> None:
+        self.connected.clear()
+        self._session = None
+
+    def _route(self, name: str, payload: bytes) -> None:
+        for box in self._routes.get(name, ()):
+            box.queue.put_nowait((name, payload))
 
     @contextlib.asynccontextmanager
     async def link(self, key: str, topics: list[str]) -> AsyncIterator[Link]:
@@ -125,7 +142,7 @@ class SharedConnection:
             for name in wanted:  # including topics another gate asked for: wait for their SUBACK too
                 acked = self._acked.get(name)
                 if acked is None:
-                    raise aiomqtt.MqttError(f"the subscription to {name} failed")
+                    raise MqttError(f"the subscription to {name} failed")
                 await asyncio.shield(acked)
             yield box
         finally:
@@ -146,8 +163,8 @@ class SharedConnection:
                 batch, self._unsent = self._unsent[:SUBSCRIBE_BATCH], self._unsent[SUBSCRIBE_BATCH:]
                 batch = [name for name in batch if name in self._acked]  # skip topics every reader left
                 try:
-                    await subscribe_all(self.mqtt, batch)
-                except aiomqtt.MqttError as exc:
+                    await self.session.subscribe(batch)
+                except MqttError as exc:
                     for name in batch:  # their gates fail and retry, which asks again
                         acked = self._acked.pop(name, None)
                         if acked is not None and not acked.done():
@@ -173,16 +190,23 @@ class SharedConnection:
                     acked.cancel()
                 gone.append(name)
         if gone and self.connected.is_set():
-            with contextlib.suppress(aiomqtt.MqttError):
-                await self.mqtt.unsubscribe(gone)
+            with contextlib.suppress(MqttError):
+                await self.session.unsubscribe(gone)
 
     async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None:
-        """Publish through the shared client; across a reconnection, wait and try again (at least once)."""
+        """Hand the batch to the connection, which sends it at least once, across reconnections too.
+
+        Returns without waiting for the broker's acknowledgements; waits only while the
+        connection is down or its send buffer is full.
+        """
+        payloads = [(name, message.model_dump_json().encode()) for name, message in batch]
         while True:
-            await self.connected.wait()
-            try:
-                await publish_all(self.mqtt, batch, retain=retain, timeout=PUBLISH_TIMEOUT)
-                return
-            except aiomqtt.MqttError as exc:
-                log.info("publish failed (%s); retrying after the reconnection", exc)
-                await asyncio.sleep(RECONNECT_DELAYS[0])
+            if not self.connected.is_set():
+                await self.connected.wait()
+            session = self.session
+            if not session.writable.is_set():
+                await session.writable.wait()
+            if session is self._session:  # still the live connection after any wait
+                break
+        for name, payload in payloads:
+            session.publish(name, payload, retain)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiomqtt
+from pydantic import BaseModel
 
 from broker.security import GateGrant, SecureDir
 from gates.actor import GateActor
@@ -147,15 +149,16 @@ async def deploy_to_hosts(
         secure.write_acl([grant for d in [*others, record] for grant in grants(d)])
         await asyncio.sleep(ACL_RELOAD)
     async with open_runner(circuit, record.circuit_id, broker, hosts=record.hosts, placement=mapping) as runner:
+        send = functools.partial(runner.publish, retain=True, confirm=True)
         if old is not None:
-            await _delete(runner.mqtt, old)
+            await _delete(send, old)
         try:
-            await publish_all(runner.mqtt, _assignments(record), retain=True)
+            await send(_assignments(record))
             await runner.wait_ready(timeout)
-            await publish_all(runner.mqtt, [(deployment_topic(name), record)], retain=True)
+            await send([(deployment_topic(name), record)])
         except BaseException:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await _delete(runner.mqtt, record)
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await _delete(send, record)
             raise
     return record
 
@@ -166,7 +169,7 @@ async def undeploy(name: str, broker: BrokerAddress, *, secure: SecureDir | None
     record = _record(view, name, broker)
     try:
         async with client(broker) as mqtt:
-            await _delete(mqtt, record)
+            await _delete(functools.partial(publish_all, mqtt, retain=True), record)
     except aiomqtt.MqttError as exc:
         raise BrokerError(f"cannot reach the broker at {broker}: {exc}") from exc
     if secure is not None:
@@ -235,7 +238,7 @@ async def on_hosts(
             await undeploy(name, broker)
 
 
-def _assignments(record: DeploymentRecord) -> list[tuple[str, Assignment]]:
+def _assignments(record: DeploymentRecord) -> list[tuple[str, BaseModel | None]]:
     specs = {spec.id: spec for spec in record.circuit.specs()}
     return [
         (
@@ -252,11 +255,15 @@ def _assignments(record: DeploymentRecord) -> list[tuple[str, Assignment]]:
     ]
 
 
-async def _delete(mqtt: aiomqtt.Client, record: DeploymentRecord) -> None:
+Send = Callable[[list[tuple[str, BaseModel | None]]], Awaitable[None]]
+"""Publishes a batch of retained messages and returns once the broker has them all."""
+
+
+async def _delete(send: Send, record: DeploymentRecord) -> None:
     """Delete the record first (no one starts new runs), then the assignments, then the Readies."""
-    await publish_all(mqtt, [(deployment_topic(record.name), None)], retain=True)
-    await publish_all(mqtt, [(topic(record.circuit_id, "spec", gate), None) for gate in record.placement], retain=True)
-    await publish_all(mqtt, [(topic(record.circuit_id, "ready", gate), None) for gate in record.placement], retain=True)
+    await send([(deployment_topic(record.name), None)])
+    await send([(topic(record.circuit_id, "spec", gate), None) for gate in record.placement])
+    await send([(topic(record.circuit_id, "ready", gate), None) for gate in record.placement])
 
 
 async def _read(broker: BrokerAddress) -> ClusterView:

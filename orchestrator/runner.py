@@ -13,14 +13,15 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-import aiomqtt
-from pydantic import ValidationError
+from aiomqtt import MqttError
+from pydantic import BaseModel, ValidationError
 
 from gates.lifecycle import Backoff, cancel_and_wait
+from gates.mqtt311 import Session
 from gates.protocol import (
     MESSAGE_ADAPTER,
     ORCHESTRATOR,
@@ -42,7 +43,7 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
-from gates.transport import BrokerAddress, client, publish_all, subscribe_all
+from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import host_problem
 from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunError, RunTimeout, unwrap
@@ -98,8 +99,8 @@ class Runner:
         self.circuit = circuit
         self.deployment = deployment
         self.broker = broker
-        self.mqtt = client(broker)
-        """The current connection; replaced each time the runner reconnects."""
+        self._session: Session | None = None
+        """The current connection (gates/mqtt311.py, the data plane's fast path); new after each reconnection."""
         self.connected = asyncio.Event()
         self._was_connected = False
         self.hosts = dict(hosts or {})
@@ -197,20 +198,20 @@ class Runner:
         try:
             async with asyncio.timeout(timeout):
                 await self.connected.wait()
-                await publish_all(self.mqtt, self._feeds(run, inputs))
+                await self.publish(self._feeds(run, inputs))
                 await pending.value
                 seed = Backward(circuit=self.deployment, sender=ORCHESTRATOR, run=run, port=0, grad=1.0)
-                await publish_all(self.mqtt, [(topic(self.deployment, "grad", self.circuit.output), seed)])
+                await self.publish([(topic(self.deployment, "grad", self.circuit.output), seed)])
                 await pending.done
         except TimeoutError:
             if not self.connected.is_set():
                 message = f"run {run}: no connection to the broker at {self.broker} for {timeout:g} s"
                 raise ConnectionLost(message, run) from None
             raise await self._timed_out(run, pending, timeout) from None
-        except aiomqtt.MqttError as exc:
+        except MqttError as exc:
             raise ConnectionLost(f"run {run}: the connection to the broker at {self.broker} broke: {exc}", run) from exc
         except RunError:
-            with contextlib.suppress(aiomqtt.MqttError):
+            with contextlib.suppress(MqttError):
                 await self._release(run)
             raise
         finally:
@@ -232,12 +233,12 @@ class Runner:
 
     async def _release(self, run: str) -> None:
         release = Release(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
-        await publish_all(self.mqtt, [(topic(self.deployment, "control"), release)])
+        await self.publish([(topic(self.deployment, "control"), release)])
 
     async def _timed_out(self, run: str, pending: _Pending, timeout: float) -> RunTimeout:
         """Ask the gates where the run stands, free their state, and say who it waits on."""
         probe = Probe(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
-        await publish_all(self.mqtt, [(topic(self.deployment, "control"), probe)])
+        await self.publish([(topic(self.deployment, "control"), probe)])
         await asyncio.sleep(self.probe_window)
         await self._release(run)
         stuck: list[str] = []
@@ -264,15 +265,16 @@ class Runner:
         """
         backoff = Backoff()
         while True:
-            self.mqtt = client(self.broker)
+            session: Session | None = None
             try:
-                async with self.mqtt:
-                    await subscribe_all(self.mqtt, self.subscriptions())
-                    self.connected.set()
-                    self._was_connected = True
-                    backoff.reset()
-                    await self.listen()
-            except aiomqtt.MqttError as exc:
+                session = await Session.open(self.broker, self.on_message)
+                await session.subscribe(self.subscriptions())
+                self._session = session
+                self.connected.set()
+                self._was_connected = True
+                backoff.reset()
+                raise await session.lost
+            except MqttError as exc:
                 if not self._was_connected:
                     raise BrokerError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
                 self.connected.clear()
@@ -283,29 +285,53 @@ class Runner:
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()
+                self._session = None
+                if session is not None:
+                    session.close()
 
-    async def listen(self) -> NoReturn:
+    async def publish(
+        self, batch: Sequence[tuple[str, BaseModel | None]], *, retain: bool = False, confirm: bool = False
+    ) -> None:
+        """Send at QoS 1 on the current connection; with `confirm`, wait for the broker's PUBACKs.
+
+        MqttError if there is no connection: a run that cannot send cannot finish.
+        """
+        session = self._session
+        if session is None or not self.connected.is_set():
+            raise MqttError(f"not connected to the broker at {self.broker}")
+        waiting = [
+            session.publish(
+                name, b"" if message is None else message.model_dump_json().encode(), retain, confirm=confirm
+            )
+            for name, message in batch
+        ]
+        limit = session.timeout + 0.001 * len(batch)
+        try:
+            async with asyncio.timeout(limit):
+                for confirmation in waiting:
+                    if confirmation is not None:
+                        await confirmation
+        except TimeoutError:
+            raise MqttError(f"the broker at {self.broker} acknowledged no publish within {limit:g} s") from None
+
+    def on_message(self, name: str, raw: bytes) -> None:
         """Route every incoming message to the run (or the readiness check) it belongs to."""
-        async for message in self.mqtt.messages:
-            name = message.topic.value
-            raw = message.payload
-            if not isinstance(raw, bytes | bytearray) or not raw:
-                continue
-            try:
-                if name.startswith(HOSTS_PREFIX):
-                    self._on_presence(HostPresence.model_validate_json(raw))
-                    continue
-                parsed = parse_topic(name)
-                if parsed is None or parsed[1] == "spec":
-                    continue
-                decoded = MESSAGE_ADAPTER.validate_json(raw)
-            except ValidationError as exc:
-                log.warning("ignored a malformed message on %s: %s", name, exc.errors()[0]["msg"])
-                continue
-            if self.observer is not None and getattr(decoded, "run", None) in self._pending:
-                self.observer(name, decoded)
-            self._dispatch(decoded)
-        raise aiomqtt.MqttError("the orchestrator's message stream ended")
+        if not raw:
+            return
+        try:
+            if name.startswith(HOSTS_PREFIX):
+                self._on_presence(HostPresence.model_validate_json(raw))
+                return
+            parsed = parse_topic(name)
+            if parsed is None or parsed[1] == "spec":
+                return
+            decoded = MESSAGE_ADAPTER.validate_json(raw)
+        except ValidationError as exc:
+            log.warning("ignored a malformed message on %s: %s", name, exc.errors()[0]["msg"])
+            return
+        if self.observer is not None and getattr(decoded, "run", None) in self._pending:
+            self.observer(name, decoded)
+        self._dispatch(decoded)
 
     def _dispatch(self, message: object) -> None:
         match message:
