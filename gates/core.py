@@ -12,7 +12,6 @@ and a finished run is remembered (boundedly) so that a late duplicate cannot res
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
@@ -42,6 +41,22 @@ EXPECTED: dict[TopicKind, tuple[type[BaseModel], ...]] = {
     "grad": (Backward,),
     "control": (Release, Probe),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """A GateSpec's fields in about a sixth of the memory (a validated pydantic model carries a
+    dict and a fields-set); what a gate keeps of its spec while it waits, at 65,000 gates."""
+
+    id: str
+    op: str
+    inputs: tuple[str, ...]
+    param: float | None
+    consumers: int
+
+    @classmethod
+    def of(cls, spec: GateSpec) -> Wiring:
+        return cls(spec.id, spec.op, spec.inputs, spec.param, spec.consumers)
 
 
 def _checked_op(spec: GateSpec) -> ops.Op:
@@ -74,21 +89,30 @@ class _RunState:
 class GateCore:
     """One gate's state machine over all runs in flight."""
 
+    __slots__ = (  # no per-instance dict: memory, at 65,000 gates
+        "_evicted",
+        "_finished",
+        "_max_open_runs",
+        "_remember_finished",
+        "_runs",
+        "circuit",
+        "is_leaf",
+        "op",
+        "spec",
+    )
+
     def __init__(
         self, spec: GateSpec, circuit: str, *, remember_finished: int = 4096, max_open_runs: int = 65536
     ) -> None:
-        self.spec = spec
-        self.circuit = circuit
         self.op = _checked_op(spec)
+        self.spec = Wiring.of(spec)
+        self.circuit = circuit
         self.is_leaf = self.op.arity == 0
-        self._ports: dict[str, list[int]] = {}
-        for port, source in enumerate(spec.inputs):
-            self._ports.setdefault(source, []).append(port)
         self._runs: dict[str, _RunState] = {}
-        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._finished: dict[str, None] = {}  # insertion-ordered: the oldest goes first
         self._remember_finished = remember_finished
         self._max_open_runs = max_open_runs
-        self._evicted: list[Outgoing] = []
+        self._evicted: list[Outgoing] | None = None  # a list only while a dropped run's report waits
 
     # -- what to listen to and announce -------------------------------------------------
 
@@ -97,7 +121,7 @@ class GateCore:
         own = [topic(self.circuit, "grad", self.spec.id), topic(self.circuit, "control")]
         if self.is_leaf:
             own.append(topic(self.circuit, "feed", self.spec.id))
-        return [topic(self.circuit, "fwd", source) for source in self._ports] + own
+        return [topic(self.circuit, "fwd", source) for source in dict.fromkeys(self.spec.inputs)] + own
 
     def ready(self) -> Outgoing:
         return self._out("ready", Ready(circuit=self.circuit, sender=self.spec.id))
@@ -155,7 +179,7 @@ class GateCore:
         return self._fire_forward(msg.run, state, value)
 
     def _on_forward(self, msg: Forward, topic_gate: str | None, topic_name: str) -> list[Outgoing]:
-        if msg.sender != topic_gate or msg.sender not in self._ports:
+        if msg.sender != topic_gate or msg.sender not in self.spec.inputs:
             return [
                 self._error(
                     ErrorCode.UNKNOWN_SENDER, f"{msg.sender!r} is not an input of this gate", topic_name, msg.run
@@ -164,7 +188,7 @@ class GateCore:
         if msg.run in self._finished:
             return []
         state = self._open(msg.run)
-        for port in self._ports[msg.sender]:
+        for port in (p for p, source in enumerate(self.spec.inputs) if source == msg.sender):
             state.inputs.setdefault(port, msg.value)
         if state.output is not None or len(state.inputs) < self.op.arity:
             return []
@@ -236,22 +260,22 @@ class GateCore:
             if len(self._runs) >= self._max_open_runs:
                 oldest = next(iter(self._runs))
                 reason = f"dropped run {oldest}: more than {self._max_open_runs} runs open at this gate"
-                self._evicted += self._fail(oldest, ErrorCode.EVICTED, reason)
+                self._evicted = [*(self._evicted or []), *self._fail(oldest, ErrorCode.EVICTED, reason)]
             state = self._runs[run] = _RunState()
         return state
 
     def _with_evicted(self, outgoing: list[Outgoing]) -> list[Outgoing]:
         """`outgoing`, plus the reports of any run dropped while handling it (rare: no copy otherwise)."""
-        if not self._evicted:
+        if self._evicted is None:
             return outgoing
-        evicted, self._evicted = self._evicted, []
+        evicted, self._evicted = self._evicted, None
         return outgoing + evicted
 
     def _finish(self, run: str) -> None:
         self._runs.pop(run, None)
         self._finished[run] = None
         while len(self._finished) > self._remember_finished:
-            self._finished.popitem(last=False)
+            del self._finished[next(iter(self._finished))]
 
     def _status(self, run: str) -> Outgoing:
         state = self._runs.get(run)

@@ -21,14 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
 from aiomqtt import MqttError
 from pydantic import BaseModel
 
-from gates.actor import Link
 from gates.lifecycle import Backoff
 from gates.mqtt311 import Publication, Session
 from gates.transport import BrokerAddress
@@ -40,15 +38,53 @@ SUBSCRIBE_BATCH = 500
 
 
 class Mailbox:
-    """One gate's link on a shared connection: its own queue in, the shared client out."""
+    """One gate's link on a shared connection: its own mailbox in, the shared session out.
 
-    def __init__(self, shared: SharedConnection) -> None:
+    Not an asyncio.Queue: an idle Queue holds three deques and an Event (about 3 KB), which
+    at 65,000 gates is most of their memory. A list while letters wait, and one future while
+    the gate waits, do.
+    """
+
+    __slots__ = ("_letters", "_waiter", "shared", "topics")
+
+    def __init__(self, shared: SharedConnection, topics: list[str]) -> None:
         self.shared = shared
-        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.topics = tuple(dict.fromkeys(topics))
+        self._letters: list[tuple[str, bytes]] | None = None  # a list only while letters wait
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> Mailbox:
+        """Routed and subscribed: every subscription is acknowledged when this returns."""
+        try:
+            await self.shared.attach(self)
+        except BaseException:
+            await self.shared.detach(self)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shared.detach(self)
+
+    def deliver(self, name: str, payload: bytes) -> None:
+        if self._letters is None:
+            self._letters = [(name, payload)]
+        else:
+            self._letters.append((name, payload))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
+        """The gate's messages in order of arrival, one at a time."""
         while True:
-            yield await self.queue.get()
+            if self._letters is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            letters, self._letters = self._letters or [], None
+            for letter in letters:
+                yield letter
 
     async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None:
         await self.shared.publish(batch, retain=retain)
@@ -62,11 +98,11 @@ class SharedConnection:
         self._session: Session | None = None
         self.connected = asyncio.Event()
         self._routes: dict[str, list[Mailbox]] = {}
-        self._subscribed: Counter[str] = Counter()
         self._acked: dict[str, asyncio.Future[None]] = {}
         """topic -> done once the broker acknowledged its subscription."""
         self._unsent: list[str] = []
         self._flushing = False
+        self._settled: asyncio.Future[None] | None = None
 
     @property
     def session(self) -> Session:
@@ -93,13 +129,12 @@ class SharedConnection:
                 for publication in undelivered:
                     session.publish(*publication)
                 undelivered = []
-                topics = list(self._subscribed)
+                topics = list(self._routes)
                 for start in range(0, len(topics), SUBSCRIBE_BATCH):
                     await session.subscribe(topics[start : start + SUBSCRIBE_BATCH])
                 self._unsent.clear()  # every topic any gate reads is subscribed now
-                for acked in self._acked.values():
-                    if not acked.done():
-                        acked.set_result(None)
+                for name in list(self._acked):
+                    self._settle(name)
                 self._session = session
                 self.connected.set()
                 backoff.reset()
@@ -116,37 +151,46 @@ class SharedConnection:
                 if session is not None:
                     session.close()
 
+    def _settle(self, name: str) -> None:
+        """Mark a topic's subscription acknowledged. Every such topic then shares one finished
+        future: a future per topic costs ~150 bytes, and a gate reads two or three topics."""
+        acked = self._acked.get(name)
+        if acked is None:
+            return
+        if not acked.done():
+            acked.set_result(None)
+        if self._settled is None:
+            self._settled = asyncio.get_running_loop().create_future()
+            self._settled.set_result(None)
+        self._acked[name] = self._settled
+
     def _disconnected(self) -> None:
         self.connected.clear()
         self._session = None
 
     def _route(self, name: str, payload: bytes) -> None:
         for box in self._routes.get(name, ()):
-            box.queue.put_nowait((name, payload))
+            box.deliver(name, payload)
 
-    @contextlib.asynccontextmanager
-    async def link(self, key: str, topics: list[str]) -> AsyncIterator[Link]:
-        """A gate's mailbox, routed `topics`; every subscription is acknowledged before it is yielded."""
-        box = Mailbox(self)
+    def link(self, key: str, topics: list[str]) -> Mailbox:
+        """A gate's mailbox for `topics`, to enter (a class, not a generator: it is kept per gate)."""
+        return Mailbox(self, topics)
+
+    async def attach(self, box: Mailbox) -> None:
+        """Route the mailbox's topics to it; return once the broker acknowledged each subscription."""
         loop = asyncio.get_running_loop()
-        wanted = list(dict.fromkeys(topics))
-        for name in wanted:
+        for name in box.topics:
             if name not in self._acked:  # the first gate to read this topic has it subscribed for all
                 self._acked[name] = loop.create_future()
                 self._unsent.append(name)
-            self._subscribed[name] += 1
             self._routes.setdefault(name, []).append(box)
-        try:
-            await self.connected.wait()
-            await self._flush_subscriptions()
-            for name in wanted:  # including topics another gate asked for: wait for their SUBACK too
-                acked = self._acked.get(name)
-                if acked is None:
-                    raise MqttError(f"the subscription to {name} failed")
-                await asyncio.shield(acked)
-            yield box
-        finally:
-            await self._detach(box, topics)
+        await self.connected.wait()
+        await self._flush_subscriptions()
+        for name in box.topics:  # including topics another gate asked for: wait for their SUBACK too
+            acked = self._acked.get(name)
+            if acked is None:
+                raise MqttError(f"the subscription to {name} failed")
+            await asyncio.shield(acked)
 
     async def _flush_subscriptions(self) -> None:
         """Send the topics gates are waiting for, many per SUBSCRIBE packet.
@@ -172,19 +216,17 @@ class SharedConnection:
                             acked.exception()  # retrieved: the gates see the failure through _acked
                     continue
                 for name in batch:
-                    acked = self._acked.get(name)
-                    if acked is not None and not acked.done():
-                        acked.set_result(None)
+                    self._settle(name)
         finally:
             self._flushing = False
 
-    async def _detach(self, box: Mailbox, topics: list[str]) -> None:
+    async def detach(self, box: Mailbox) -> None:
+        """Unroute the mailbox; topics no gate reads any more are unsubscribed."""
         gone = []
-        for name in dict.fromkeys(topics):
+        for name in box.topics:
             self._routes[name].remove(box)
-            self._subscribed[name] -= 1
-            if self._subscribed[name] == 0:
-                del self._subscribed[name], self._routes[name]
+            if not self._routes[name]:  # the last gate reading this topic left
+                del self._routes[name]
                 acked = self._acked.pop(name, None)
                 if acked is not None and not acked.done():
                     acked.cancel()
