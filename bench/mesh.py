@@ -22,6 +22,7 @@ from gates.transport import BrokerAddress, read_retained
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
+from orchestrator.errors import RunTimeout
 from orchestrator.reference import evaluate
 from orchestrator.runner import Runner
 
@@ -55,11 +56,12 @@ async def pass_latency(
 
 
 @contextlib.contextmanager
-def host_processes(url: str, count: int, connections: Connections = "shared") -> Iterator[list[str]]:
-    """`count` gate host processes on the broker, named and online; stopped on exit."""
+def host_processes(url: str, count: int, connections: Connections = "shared", qos: int = 1) -> Iterator[list[str]]:
+    """`count` gate host processes on the broker, with their gates' messages at `qos`; stopped on exit."""
     tag = secrets.token_hex(3)
     names = [f"bench-{tag}-{i}" for i in range(count)]
     command = [sys.executable, "-m", "gates", "--broker", url, "--log-level", "WARNING", "--connections", connections]
+    command += ["--qos", str(qos)]
     command.append("--name")
     processes = [subprocess.Popen([*command, name]) for name in names]
     try:
@@ -92,24 +94,28 @@ async def deployed_on(broker: BrokerAddress, circuit: Circuit, hosts: list[str])
         await undeploy(name, broker)
 
 
-async def throughput(runner: Runner, in_flight: int, seconds: float) -> float:
-    """Messages per second through the mesh with `in_flight` runs going at all times."""
+async def throughput(runner: Runner, in_flight: int, seconds: float) -> tuple[float, int]:
+    """Messages per second through the mesh with `in_flight` runs going at all times, and how many
+    runs did not finish within 10 s (a lost message: none at QoS 1)."""
     circuit = runner.circuit
     expected = evaluate(circuit, NEURON_INPUTS)
-    done = 0
+    done = lost = 0
     stop = time.perf_counter() + seconds
 
     async def keep_running() -> None:
-        nonlocal done
+        nonlocal done, lost
         while time.perf_counter() < stop:
-            assert await runner.run(NEURON_INPUTS, timeout=60) == expected
-            done += 1
+            try:
+                assert await runner.run(NEURON_INPUTS, timeout=10) == expected
+                done += 1
+            except RunTimeout:
+                lost += 1
 
     start = time.perf_counter()
     async with asyncio.TaskGroup() as group:
         for _ in range(in_flight):
             group.create_task(keep_running())
-    return done * circuit.messages_per_pass() / (time.perf_counter() - start)
+    return done * circuit.messages_per_pass() / (time.perf_counter() - start), lost
 
 
 @dataclass
@@ -119,6 +125,9 @@ class ScalePoint:
     deploy_s: float
     pass_s: float
     rss_delta_kb: float
+    """Resident memory the deployment added to the process (gates, runner, connection), before the pass."""
+    peak_rss_mb: float
+    """The process's peak resident memory so far, the pass included."""
     reference_s: float
 
 
@@ -157,7 +166,8 @@ async def scale_point(broker: BrokerAddress, circuit: Circuit, connections: Conn
     reference_s = time.perf_counter() - start
     assert result == expected
     edges = sum(len(g.inputs) for g in circuit.gates)
-    return ScalePoint(len(circuit.gates), edges, deploy_s, pass_s, rss, reference_s)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return ScalePoint(len(circuit.gates), edges, deploy_s, pass_s, rss, peak_mb, reference_s)
 
 
 def _rss_kb() -> float:

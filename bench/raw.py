@@ -3,7 +3,9 @@
 - one hop: aiomqtt client -> broker -> aiomqtt client (TCP_NODELAY on both), measured as half
   of a ping-pong round trip, at QoS 0 and QoS 1;
 - a ring of relay actors in one process, each its own aiomqtt client that forwards what it
-  receives to the next, with many messages in flight: hops per second.
+  receives to the next, with many messages in flight: hops per second;
+- the same hop over gatemesh's own MQTT 3.1.1 session (gates/mqtt311.py), which carries the
+  data plane: the floor a pass can actually reach.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import time
 
 from gates.lifecycle import cancel_and_wait
+from gates.mqtt311 import QoS, Session
 from gates.transport import BrokerAddress, client
 
 PAYLOAD = b'{"type":"forward","circuit":"bench","sender":"x","run":"0123456789abcdef","value":-2.0}'
@@ -39,6 +42,33 @@ async def hop_latency(broker: BrokerAddress, qos: int, rounds: int = 500) -> lis
                 if index >= 20:  # warm-up
                     samples.append((time.perf_counter() - start) / 2)
             await cancel_and_wait([echoing])
+    return samples
+
+
+async def session_hop_latency(broker: BrokerAddress, qos: QoS, rounds: int = 500) -> list[float]:
+    """Seconds per hop (half a round trip) between two Sessions, one sample per round trip."""
+    replies: asyncio.Queue[bytes] = asyncio.Queue()
+    echoer: Session | None = None
+
+    def echo(name: str, payload: bytes) -> None:
+        assert echoer is not None
+        echoer.publish("bench/pong", payload)
+
+    pinger = await Session.open(broker, lambda name, payload: replies.put_nowait(payload), qos=qos)
+    echoer = await Session.open(broker, echo, qos=qos)
+    try:
+        await pinger.subscribe(["bench/pong"])
+        await echoer.subscribe(["bench/ping"])
+        samples: list[float] = []
+        for index in range(rounds + 20):
+            start = time.perf_counter()
+            pinger.publish("bench/ping", PAYLOAD)
+            await replies.get()
+            if index >= 20:  # warm-up
+                samples.append((time.perf_counter() - start) / 2)
+    finally:
+        pinger.close()
+        echoer.close()
     return samples
 
 

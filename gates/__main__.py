@@ -11,6 +11,7 @@ import sys
 
 from gates.faults import Faults
 from gates.host import GateHost, HostNameTaken, default_name
+from gates.mqtt311 import QoS
 from gates.transport import BrokerAddress
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -56,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
         default="shared",
         help="one MQTT connection for all this host's gates (default), or one per gate",
     )
+    parser.add_argument(
+        "--qos",
+        type=int,
+        choices=[0, 1],
+        default=1,
+        help="1: every gate message at least once (default); 0: at most once (shared connections only)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -67,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         faults = Faults.parse(args.faults) if args.faults else None
         address = BrokerAddress.parse(args.broker)
-        host = GateHost(args.name or default_name(), address, faults=faults, connections=args.connections)
+        qos: QoS = 0 if args.qos == 0 else 1
+        host = GateHost(args.name or default_name(), address, faults=faults, connections=args.connections, qos=qos)
         asyncio.run(run_host(host))
     except (ValueError, HostNameTaken) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from gates.actor import GateActor
 from gates.faults import Faults
 from gates.lifecycle import Backoff, cancel_and_wait
+from gates.mqtt311 import QoS
 from gates.mux import SharedConnection
 from gates.protocol import (
     Assignment,
@@ -69,12 +70,20 @@ class GateHost:
     """Serves assignments for one host name until cancelled."""
 
     def __init__(
-        self, name: str, broker: BrokerAddress, *, faults: Faults | None = None, connections: Connections = "shared"
+        self,
+        name: str,
+        broker: BrokerAddress,
+        *,
+        faults: Faults | None = None,
+        connections: Connections = "shared",
+        qos: QoS = 1,
     ) -> None:
+        if qos != 1 and connections != "shared":
+            raise ValueError("QoS 0 needs shared connections (a per-gate connection always uses QoS 1)")
         self.name = name
         self.broker = broker
         self.faults = faults
-        self.shared = SharedConnection(broker) if connections == "shared" else None
+        self.shared = SharedConnection(broker, qos=qos) if connections == "shared" else None
         """With "shared", all of this host's gates use one connection; with "per-gate", one each."""
         self.incarnation = secrets.token_hex(4)
         self._gates: dict[tuple[str, str], _Running] = {}

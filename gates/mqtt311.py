@@ -9,7 +9,8 @@ packet a read brought, writes once per event-loop turn, and keeps unacknowledged
 in a dict; publishing never waits for the broker.
 
 It does only what the shared connection needs: a clean-session CONNECT (credentials, TLS),
-QoS 1 PUBLISH both ways, SUBSCRIBE, UNSUBSCRIBE and keep-alive pings. A publish the broker
+PUBLISH both ways at QoS 1 (or, for a host started with `--qos 0`, QoS 0), SUBSCRIBE,
+UNSUBSCRIBE and keep-alive pings. A publish the broker
 has not acknowledged when the connection drops is handed back by `undelivered()`, so that
 the next connection sends it again: at least once, as everywhere in gatemesh.
 """
@@ -21,6 +22,7 @@ import collections
 import secrets
 import ssl
 from collections.abc import Callable
+from typing import Literal
 
 from aiomqtt import MqttError
 
@@ -42,6 +44,7 @@ CONNACK_REFUSALS = {
     5: "not authorised",
 }
 
+QoS = Literal[0, 1]
 Publication = tuple[str, bytes, bool]
 """(topic, payload, retain) of one QoS 1 publish."""
 Confirmation = asyncio.Future[None] | None
@@ -76,13 +79,15 @@ def connect_packet(client_id: str, keepalive: int, username: str | None, passwor
     return packet(CONNECT, *parts)
 
 
-def publish_packet(topic: str, payload: bytes, packet_id: int, *, retain: bool = False, dup: bool = False) -> bytes:
-    first = PUBLISH | 0x02 | (0x08 if dup else 0) | (0x01 if retain else 0)  # QoS 1
-    return packet(first, utf8(topic), packet_id.to_bytes(2, "big"), payload)
+def publish_packet(topic: str, payload: bytes, packet_id: int | None, *, retain: bool = False) -> bytes:
+    """QoS 1 with a packet id, QoS 0 without one."""
+    if packet_id is None:
+        return packet(PUBLISH | (0x01 if retain else 0), utf8(topic), payload)
+    return packet(PUBLISH | 0x02 | (0x01 if retain else 0), utf8(topic), packet_id.to_bytes(2, "big"), payload)
 
 
-def subscribe_packet(packet_id: int, filters: list[str]) -> bytes:
-    return packet(SUBSCRIBE, packet_id.to_bytes(2, "big"), *(utf8(name) + b"\x01" for name in filters))
+def subscribe_packet(packet_id: int, filters: list[str], qos: QoS = 1) -> bytes:
+    return packet(SUBSCRIBE, packet_id.to_bytes(2, "big"), *(utf8(name) + bytes((qos,)) for name in filters))
 
 
 def unsubscribe_packet(packet_id: int, filters: list[str]) -> bytes:
@@ -117,8 +122,9 @@ def split_packets(buffer: bytearray) -> list[tuple[int, bytes]]:
 class Session(asyncio.Protocol):
     """One MQTT 3.1.1 connection; `open()` it, then publish, subscribe and await `lost`."""
 
-    def __init__(self, on_message: Callable[[str, bytes], None], keepalive: float, timeout: float) -> None:
+    def __init__(self, on_message: Callable[[str, bytes], None], keepalive: float, timeout: float, qos: QoS) -> None:
         self.on_message = on_message
+        self.qos = qos
         self.keepalive = keepalive
         self.timeout = timeout
         self.loop = asyncio.get_running_loop()
@@ -148,11 +154,12 @@ class Session(asyncio.Protocol):
         *,
         keepalive: float = 2.0,
         timeout: float = 10.0,
+        qos: QoS = 1,
     ) -> Session:
         """Connect and wait for the broker's CONNACK; MqttError if it cannot be reached or refuses."""
         loop = asyncio.get_running_loop()
         context = ssl.create_default_context(cafile=broker.ca_file) if broker.tls else None
-        session = cls(on_message, keepalive, timeout)
+        session = cls(on_message, keepalive, timeout, qos)
         connack = session._expect(0)
         try:
             async with asyncio.timeout(timeout):
@@ -181,6 +188,9 @@ class Session(asyncio.Protocol):
         With `confirm`, returns a future that resolves on the broker's PUBACK (or fails with
         MqttError if the connection ends first).
         """
+        if self.qos == 0:  # at most once: nothing to track, nothing to confirm
+            self._send(publish_packet(topic, payload, None, retain=retain))
+            return None
         confirmation: Confirmation = self.loop.create_future() if confirm else None
         if self.lost.done() and confirmation is not None:
             confirmation.set_exception(self.lost.result())
@@ -192,9 +202,9 @@ class Session(asyncio.Protocol):
         return confirmation
 
     async def subscribe(self, filters: list[str]) -> None:
-        """Subscribe at QoS 1; MqttError naming every filter the broker refused (an ACL, say)."""
+        """Subscribe at the session's QoS; MqttError naming every filter the broker refused (an ACL, say)."""
         packet_id = self._new_id()
-        self._send(subscribe_packet(packet_id, filters))
+        self._send(subscribe_packet(packet_id, filters, self.qos))
         codes = (await self._reply(packet_id, "SUBACK"))[2:]
         refused = [name for name, code in zip(filters, codes, strict=False) if code >= 0x80]
         if refused or len(codes) != len(filters):

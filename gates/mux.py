@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -28,7 +29,7 @@ from aiomqtt import MqttError
 from pydantic import BaseModel
 
 from gates.lifecycle import Backoff
-from gates.mqtt311 import Publication, Session
+from gates.mqtt311 import Publication, QoS, Session
 from gates.transport import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class Mailbox:
 
     def __init__(self, shared: SharedConnection, topics: list[str]) -> None:
         self.shared = shared
-        self.topics = tuple(dict.fromkeys(topics))
+        self.topics = tuple(sys.intern(name) for name in dict.fromkeys(topics))  # one copy of a shared topic
         self._letters: list[tuple[str, bytes]] | None = None  # a list only while letters wait
         self._waiter: asyncio.Future[None] | None = None
 
@@ -93,8 +94,11 @@ class Mailbox:
 class SharedConnection:
     """One MQTT connection for many gate actors; run `serve()` in a task, then open links."""
 
-    def __init__(self, broker: BrokerAddress) -> None:
+    def __init__(self, broker: BrokerAddress, *, qos: QoS = 1) -> None:
         self.broker = broker
+        self.qos = qos
+        """1: at least once (the protocol's default). 0: at most once, for measuring and for showing
+        what a lost message does; the orchestrator's retries are then what completes a run."""
         self._session: Session | None = None
         self.connected = asyncio.Event()
         self._routes: dict[str, list[Mailbox]] = {}
@@ -125,7 +129,7 @@ class SharedConnection:
         while True:
             session: Session | None = None
             try:
-                session = await Session.open(self.broker, self._route)
+                session = await Session.open(self.broker, self._route, qos=self.qos)
                 for publication in undelivered:
                     session.publish(*publication)
                 undelivered = []

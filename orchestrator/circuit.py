@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, deque
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,12 +82,14 @@ class Circuit(BaseModel):
         """Gates in an order where every gate comes after all of its inputs."""
         return _topological(self.gates)
 
-    def specs(self) -> list[GateSpec]:
-        """What each gate is told when deployed: its own op and wiring, nothing more."""
-        return [
-            GateSpec(id=g.id, op=g.op, inputs=g.inputs, param=g.param, consumers=self.consumers[g.id])
-            for g in self.gates
-        ]
+    def specs(self) -> Iterator[GateSpec]:
+        """What each gate is told when deployed: its own op and wiring, nothing more.
+
+        One at a time: a validated spec is about 1 KB, and 65,000 of them alive at once only to
+        be dropped after deployment would leave the process's memory fragmented.
+        """
+        for g in self.gates:
+            yield GateSpec(id=g.id, op=g.op, inputs=g.inputs, param=g.param, consumers=self.consumers[g.id])
 
     def critical_path(self) -> int:
         """Gates on the longest input-to-output chain (the hops of one forward pass)."""

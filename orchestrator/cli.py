@@ -21,6 +21,7 @@ from rich.table import Table
 from broker.security import ORCHESTRATOR_USER, SecureDir, host_user
 from gates.faults import Faults
 from gates.host import Connections, GateHost, HostNameTaken, default_name
+from gates.mqtt311 import QoS
 from gates.protocol import Message
 from gates.transport import BrokerAddress
 from orchestrator.api import broker_url, deployed
@@ -442,6 +443,9 @@ def host(
     connections: Annotated[
         str, typer.Option(help="shared: one MQTT connection for all this host's gates; per-gate: one each")
     ] = "shared",
+    qos: Annotated[
+        int, typer.Option(min=0, max=1, help="1: gate messages at least once; 0: at most once (shared connections)")
+    ] = 1,
 ) -> None:
     """Run a gate host: it runs whatever gates deployments assign to it (same as `python -m gates`)."""
     from gates.__main__ import run_host
@@ -450,7 +454,12 @@ def host(
         if connections not in ("shared", "per-gate"):
             raise InputError("--connections: shared or per-gate")
         mode: Connections = "shared" if connections == "shared" else "per-gate"
-        gate_host = GateHost(name or default_name(), _address(broker), faults=_faults(faults), connections=mode)
+        level: QoS = 0 if qos == 0 else 1
+        if level == 0 and mode != "shared":
+            raise InputError("--qos 0 needs --connections shared (a per-gate connection always uses QoS 1)")
+        gate_host = GateHost(
+            name or default_name(), _address(broker), faults=_faults(faults), connections=mode, qos=level
+        )
     except ValueError as exc:
         raise InputError(f"--name: {exc}") from exc
     logging.getLogger("gates").setLevel(logging.INFO)

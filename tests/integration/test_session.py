@@ -1,0 +1,97 @@
+"""gates/mqtt311.Session and the shared connection over it, against real brokers and a real relay."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+from aiomqtt import MqttError
+
+from broker.launch import free_port
+from gates.mqtt311 import QoS, Session
+from gates.mux import SharedConnection
+from gates.protocol import Ready
+from gates.transport import BrokerAddress
+from tests.proxy import relay
+
+
+class Inbox:
+    """Collects what a Session receives; `wait_for(n)` returns once n payloads have arrived."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self.payloads.append(payload)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.payloads) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+async def test_publishes_arrive_once_each_and_in_order(broker_url: str, qos: QoS) -> None:
+    broker = BrokerAddress.parse(broker_url)
+    name = f"test/session/{secrets.token_hex(4)}"
+    inbox = Inbox()
+    reader = await Session.open(broker, inbox, qos=qos)
+    writer = await Session.open(broker, lambda topic, payload: None, qos=qos)
+    try:
+        await reader.subscribe([name])
+        sent = [f"message {i}".encode() for i in range(2000)]  # more than IN_FLIGHT: the backlog is used too
+        for payload in sent:
+            writer.publish(name, payload)
+        await inbox.wait_for(len(sent), timeout=20)
+        await asyncio.sleep(0.2)  # and nothing more arrives
+        assert inbox.payloads == sent
+        assert writer.undelivered() == []  # every QoS 1 publish acknowledged (at QoS 0 none is tracked)
+    finally:
+        reader.close()
+        writer.close()
+
+
+async def test_an_unreachable_broker_is_a_clear_error() -> None:
+    port = free_port()
+    with pytest.raises(MqttError, match=f"cannot connect to mqtt://127.0.0.1:{port}"):
+        await Session.open(BrokerAddress(host="127.0.0.1", port=port), lambda topic, payload: None)
+
+
+async def test_a_silent_link_is_declared_dead_by_the_keepalive(mosquitto_url: str) -> None:
+    broker = BrokerAddress.parse(mosquitto_url)
+    async with relay(broker.host, broker.port) as link:
+        session = await Session.open(BrokerAddress(host="127.0.0.1", port=link.port), lambda t, p: None, keepalive=0.3)
+        link.silent = True  # nothing flows and nothing closes, as when a cable is pulled
+        async with asyncio.timeout(3):
+            error = await session.lost
+        assert "no PINGRESP" in str(error)
+
+
+async def test_the_shared_connection_resends_what_the_broker_never_acknowledged(mosquitto_url: str) -> None:
+    broker = BrokerAddress.parse(mosquitto_url)
+    name = f"test/shared/{secrets.token_hex(4)}"
+    inbox = Inbox()
+    listener = await Session.open(broker, inbox)
+    await listener.subscribe([name])
+    try:
+        async with relay(broker.host, broker.port) as link, asyncio.TaskGroup() as group:
+            shared = SharedConnection(BrokerAddress(host="127.0.0.1", port=link.port))
+            serving = group.create_task(shared.serve())
+            await asyncio.wait_for(shared.connected.wait(), 10)
+            link.silent = True
+            messages = [Ready(circuit="resend", sender=f"g{i}") for i in range(50)]
+            await shared.publish([(name, message) for message in messages])
+            await asyncio.sleep(0.3)
+            assert inbox.payloads == []  # the broker never saw them...
+            assert len(shared.session.undelivered()) == 50  # ...and the connection knows it
+            link.silent = False
+            link.cut()  # the connection drops; the shared connection reconnects and sends them again
+            await inbox.wait_for(50, timeout=10)
+            assert sorted(inbox.payloads) == sorted(m.model_dump_json().encode() for m in messages)
+            serving.cancel()
+    finally:
+        listener.close()
