@@ -275,3 +275,39 @@ async def _live_messages(mqtt: aiomqtt.Client, seconds: float) -> list[str]:
 
 def _args(values: dict[str, float]) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def test_a_qos_0_host_computes_the_same_and_qos_0_needs_a_shared_connection(mosquitto_url: str) -> None:
+    """At most once changes what a lost message costs, not what a pass computes."""
+    name = f"qos0-{secrets.token_hex(3)}"
+    host = GateHostProcess(mosquitto_url, name, argv=["--broker", mosquitto_url, "--name", name, "--qos", "0"])
+    try:
+        host.wait_online()
+        result, levels = asyncio.run(_run_watching_qos(mosquitto_url, NEURON_SOURCE, name, NEURON))
+    finally:
+        host.stop()
+    assert (result.value, result.grads) == (0.7310585786300049, NEURON_GRADS)
+    assert levels == {0}  # a QoS 1 subscriber gets the gates' forward values at the QoS they were sent with
+    refused = gatemesh("host", "--qos", "0", "--connections", "per-gate", "--broker", mosquitto_url)
+    assert refused.returncode == 1
+    assert "--qos 0 needs --connections shared" in refused.stderr
+
+
+async def _run_watching_qos(url: str, source: str, host: str, inputs: dict[str, float]) -> tuple[RunResult, set[int]]:
+    """Deploy on `host`, run once, undeploy; and the QoS levels of the forward values seen meanwhile."""
+    broker = BrokerAddress.parse(url)
+    deployment = f"d-{secrets.token_hex(3)}"
+    record = await deploy_to_hosts(compile_source(source), deployment, broker, hosts=[host])
+    try:
+        async with client(broker) as watcher, on_deployment(deployment, broker) as runner:
+            await watcher.subscribe(topic(record.circuit_id, "fwd", "+"), qos=QOS)
+            result = await runner.run(inputs)
+            levels: set[int] = set()
+            async with asyncio.timeout(5):
+                async for message in watcher.messages:
+                    levels.add(message.qos)
+                    if message.topic.value == topic(record.circuit_id, "fwd", "f"):  # the output: the last one
+                        break
+            return result, levels
+    finally:
+        await undeploy(deployment, broker)
