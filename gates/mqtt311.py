@@ -164,7 +164,7 @@ class Session(asyncio.Protocol):
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(lambda: session, broker.host, broker.port, ssl=context)
-                identifier = f"gatemesh-shared-{secrets.token_hex(6)}"
+                identifier = f"gatemesh-session-{secrets.token_hex(6)}"
                 keepalive_s = max(1, round(keepalive * 3))  # the broker's limit: we ping every `keepalive`
                 session._send(connect_packet(identifier, keepalive_s, broker.username, broker.password))
                 body = await connack
@@ -180,13 +180,14 @@ class Session(asyncio.Protocol):
         session._ping = loop.call_later(keepalive, session._keep_alive)
         return session
 
-    # -- what the shared connection calls
+    # -- what the shared connection and the runner call
 
     def publish(self, topic: str, payload: bytes, retain: bool = False, *, confirm: bool = False) -> Confirmation:
-        """Queue a QoS 1 publish; it is written in this loop turn or, past IN_FLIGHT, after a PUBACK.
+        """Queue a publish at the session's QoS; it is written in this loop turn or, at QoS 1 with
+        IN_FLIGHT publishes unacknowledged, after the next PUBACK.
 
-        With `confirm`, returns a future that resolves on the broker's PUBACK (or fails with
-        MqttError if the connection ends first).
+        With `confirm` (QoS 1), returns a future that resolves on the broker's PUBACK (or fails
+        with MqttError if the connection ends first).
         """
         if self.qos == 0:  # at most once: nothing to track, nothing to confirm
             self._send(publish_packet(topic, payload, None, retain=retain))
@@ -262,6 +263,8 @@ class Session(asyncio.Protocol):
             self._abort(exc)
             return
         for first, body in packets:
+            if self.lost.done():  # aborted by an earlier packet of this read
+                return
             kind = first & 0xF0
             if kind == PUBLISH:
                 self._received_publish(first, body)

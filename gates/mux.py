@@ -6,8 +6,8 @@ reader, and the broker a session. A SharedConnection carries any number of gates
 MQTT 3.1.1 session of its own (gates/mqtt311.py):
 
 - subscriptions are reference-counted: a topic several gates read is subscribed once;
-- the one reader routes each incoming message to the mailbox (an asyncio.Queue) of every
-  gate subscribed to its topic; each gate's actor drains its own mailbox in order, so a gate
+- the one reader routes each incoming message to the mailbox of every gate subscribed to
+  its topic; each gate's actor drains its own mailbox in order, so a gate
   still sees its messages one at a time and keeps its state to itself;
 - publishing hands messages to the session without waiting for the broker; after a lost
   connection it reconnects, resubscribes every topic, sends again whatever the broker had not
@@ -46,13 +46,16 @@ class Mailbox:
     the gate waits, do.
     """
 
-    __slots__ = ("_letters", "_waiter", "shared", "topics")
+    __slots__ = ("_letters", "_waiter", "shared", "topics", "unconfirmed")
 
     def __init__(self, shared: SharedConnection, topics: list[str]) -> None:
         self.shared = shared
         self.topics = tuple(sys.intern(name) for name in dict.fromkeys(topics))  # one copy of a shared topic
+        self.unconfirmed = 0
+        """Topics of this mailbox whose subscription the broker has not acknowledged yet."""
         self._letters: list[tuple[str, bytes]] | None = None  # a list only while letters wait
         self._waiter: asyncio.Future[None] | None = None
+        """What the gate awaits: its subscriptions while it attaches, then its next letter."""
 
     async def __aenter__(self) -> Mailbox:
         """Routed and subscribed: every subscription is acknowledged when this returns."""
@@ -65,6 +68,24 @@ class Mailbox:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shared.detach(self)
+
+    async def subscribed(self) -> None:
+        """Return once every topic of this mailbox is acknowledged (MqttError if one was refused)."""
+        if self.unconfirmed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def confirmed(self, error: MqttError | None = None) -> None:
+        """One of this mailbox's subscriptions was acknowledged, or failed with `error`."""
+        self.unconfirmed -= 1
+        if self._waiter is not None and not self._waiter.done():
+            if error is not None:
+                self._waiter.set_exception(error)
+            elif not self.unconfirmed:
+                self._waiter.set_result(None)
 
     def deliver(self, name: str, payload: bytes) -> None:
         if self._letters is None:
@@ -102,11 +123,10 @@ class SharedConnection:
         self._session: Session | None = None
         self.connected = asyncio.Event()
         self._routes: dict[str, list[Mailbox]] = {}
-        self._acked: dict[str, asyncio.Future[None]] = {}
-        """topic -> done once the broker acknowledged its subscription."""
+        self._unconfirmed: set[str] = set()
+        """Routed topics whose subscription the broker has not acknowledged yet (none, once all gates run)."""
         self._unsent: list[str] = []
         self._flushing = False
-        self._settled: asyncio.Future[None] | None = None
 
     @property
     def session(self) -> Session:
@@ -133,15 +153,17 @@ class SharedConnection:
                 for publication in undelivered:
                     session.publish(*publication)
                 undelivered = []
-                topics = list(self._routes)
+                topics = list(self._routes)  # every topic any gate reads, acknowledged or not
                 for start in range(0, len(topics), SUBSCRIBE_BATCH):
                     await session.subscribe(topics[start : start + SUBSCRIBE_BATCH])
-                self._unsent.clear()  # every topic any gate reads is subscribed now
-                for name in list(self._acked):
-                    self._settle(name)
+                done = set(topics)
+                self._unsent = [name for name in self._unsent if name not in done]  # asked for meanwhile
+                for name in topics:
+                    self._confirm(name)
                 self._session = session
                 self.connected.set()
                 backoff.reset()
+                await self._flush_subscriptions()
                 raise await session.lost
             except MqttError as exc:
                 self._disconnected()  # first: nobody may publish into the dead session from here on
@@ -155,18 +177,18 @@ class SharedConnection:
                 if session is not None:
                     session.close()
 
-    def _settle(self, name: str) -> None:
-        """Mark a topic's subscription acknowledged. Every such topic then shares one finished
-        future: a future per topic costs ~150 bytes, and a gate reads two or three topics."""
-        acked = self._acked.get(name)
-        if acked is None:
+    def _confirm(self, name: str, error: MqttError | None = None) -> None:
+        """The broker acknowledged (or refused) `name`: tell each mailbox that waits for it."""
+        if name not in self._unconfirmed:  # no reader any more, or acknowledged already
             return
-        if not acked.done():
-            acked.set_result(None)
-        if self._settled is None:
-            self._settled = asyncio.get_running_loop().create_future()
-            self._settled.set_result(None)
-        self._acked[name] = self._settled
+        self._unconfirmed.discard(name)
+        if not self._unconfirmed:  # a set keeps the table it grew to: 65,000 gates' worth, for nothing
+            self._unconfirmed = set()
+        boxes = self._routes.get(name, [])
+        if error is not None:  # unrouted now: its gates fail, and retrying asks for it again
+            del self._routes[name]
+        for box in boxes:
+            box.confirmed(error)
 
     def _disconnected(self) -> None:
         self.connected.clear()
@@ -181,20 +203,23 @@ class SharedConnection:
         return Mailbox(self, topics)
 
     async def attach(self, box: Mailbox) -> None:
-        """Route the mailbox's topics to it; return once the broker acknowledged each subscription."""
-        loop = asyncio.get_running_loop()
+        """Route the mailbox's topics to it; return once the broker acknowledged each subscription.
+
+        A gate waits on one future of its own, not on one per topic: at 65,000 gates starting
+        at once, per-topic waits were tens of megabytes of short-lived objects.
+        """
         for name in box.topics:
-            if name not in self._acked:  # the first gate to read this topic has it subscribed for all
-                self._acked[name] = loop.create_future()
+            boxes = self._routes.get(name)
+            if boxes is None:  # the first gate to read this topic has it subscribed for all
+                boxes = self._routes[name] = []
+                self._unconfirmed.add(name)
                 self._unsent.append(name)
-            self._routes.setdefault(name, []).append(box)
-        await self.connected.wait()
-        await self._flush_subscriptions()
-        for name in box.topics:  # including topics another gate asked for: wait for their SUBACK too
-            acked = self._acked.get(name)
-            if acked is None:
-                raise MqttError(f"the subscription to {name} failed")
-            await asyncio.shield(acked)
+            boxes.append(box)
+            if name in self._unconfirmed:  # including topics another gate asked for
+                box.unconfirmed += 1
+        if self.connected.is_set():  # if not, serve() subscribes every routed topic once connected
+            await self._flush_subscriptions()
+        await box.subscribed()
 
     async def _flush_subscriptions(self) -> None:
         """Send the topics gates are waiting for, many per SUBSCRIBE packet.
@@ -209,18 +234,15 @@ class SharedConnection:
         try:
             while self._unsent and self.connected.is_set():
                 batch, self._unsent = self._unsent[:SUBSCRIBE_BATCH], self._unsent[SUBSCRIBE_BATCH:]
-                batch = [name for name in batch if name in self._acked]  # skip topics every reader left
+                batch = [name for name in batch if name in self._unconfirmed]  # skip topics every reader left
                 try:
                     await self.session.subscribe(batch)
                 except MqttError as exc:
-                    for name in batch:  # their gates fail and retry, which asks again
-                        acked = self._acked.pop(name, None)
-                        if acked is not None and not acked.done():
-                            acked.set_exception(exc)
-                            acked.exception()  # retrieved: the gates see the failure through _acked
+                    for name in batch:
+                        self._confirm(name, exc)
                     continue
                 for name in batch:
-                    self._settle(name)
+                    self._confirm(name)
         finally:
             self._flushing = False
 
@@ -228,12 +250,13 @@ class SharedConnection:
         """Unroute the mailbox; topics no gate reads any more are unsubscribed."""
         gone = []
         for name in box.topics:
-            self._routes[name].remove(box)
-            if not self._routes[name]:  # the last gate reading this topic left
+            boxes = self._routes.get(name)
+            if boxes is None or box not in boxes:  # unrouted already: its subscription was refused
+                continue
+            boxes.remove(box)
+            if not boxes:  # the last gate reading this topic left
                 del self._routes[name]
-                acked = self._acked.pop(name, None)
-                if acked is not None and not acked.done():
-                    acked.cancel()
+                self._unconfirmed.discard(name)
                 gone.append(name)
         if gone and self.connected.is_set():
             with contextlib.suppress(MqttError):

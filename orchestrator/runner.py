@@ -110,7 +110,6 @@ class Runner:
         self.lost: dict[str, str] = {}
         """host -> what happened to it, for each host of this deployment that is gone."""
         self._pending: dict[str, _Pending] = {}
-        self._ready: set[str] = set()
         self._not_ready: set[str] = {g.id for g in circuit.gates}
         """Gates not heard Ready from yet: kept up to date per message, so waiting is O(1) each."""
         self._ready_changed = asyncio.Event()
@@ -336,9 +335,9 @@ class Runner:
     def _dispatch(self, message: object) -> None:
         match message:
             case Ready(sender=gate):
-                self._ready.add(gate)
                 self._not_ready.discard(gate)
                 if not self._not_ready:
+                    self._not_ready = set()  # drop the table it had grown to for every gate
                     self._ready_changed.set()
             case Forward(run=run, value=value) if run in self._pending and message.sender == self.circuit.output:
                 if not self._pending[run].value.done():
