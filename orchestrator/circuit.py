@@ -89,7 +89,11 @@ class Circuit(BaseModel):
         be dropped after deployment would leave the process's memory fragmented.
         """
         for g in self.gates:
-            yield GateSpec(id=g.id, op=g.op, inputs=g.inputs, param=g.param, consumers=self.consumers[g.id])
+            yield self.spec(g)
+
+    def spec(self, g: GateDef) -> GateSpec:
+        """What gate `g` is told when deployed."""
+        return GateSpec(id=g.id, op=g.op, inputs=g.inputs, param=g.param, consumers=self.consumers[g.id])
 
     def critical_path(self) -> int:
         """Gates on the longest input-to-output chain (the hops of one forward pass)."""

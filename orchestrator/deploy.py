@@ -40,6 +40,8 @@ ObserverFor = Callable[[DeploymentRecord], Observer]
 HostChoice = int | Sequence[str] | None
 """Which hosts to deploy on: all that are online (None), a number of them, or these names."""
 HOST_POLL = 0.25
+START_WAVE = 2000
+"""Gates started at once by `in_process` (see there)."""
 ACL_RELOAD = 0.5
 """Seconds given to the broker to reload a rewritten ACL (`python -m broker mosquitto --secure`
 looks every 50 ms) before gates that need it are assigned; Mosquitto drops a client that
@@ -63,19 +65,26 @@ async def in_process(
 ) -> AsyncIterator[Runner]:
     """Start one actor per gate, wait until all are ready, yield a Runner; stop them on exit.
 
-    Each gate has its own connection, or with connections="shared" all share one.
+    Each gate has its own connection, or with connections="shared" all share one. Gates start
+    in waves of START_WAVE, each ready before the next starts: the short-lived objects of one
+    wave's start-up (subscription waits, Ready messages) are then reused by the next instead
+    of being left as holes between long-lived gates (at 65,000 gates, ~1 KB per gate of RSS).
     """
     deployment = deployment_id(circuit)
     async with open_runner(circuit, deployment, broker, observer=observer) as runner, asyncio.TaskGroup() as group:
         shared = SharedConnection(broker) if connections == "shared" else None
         link = shared.link if shared is not None else broker
         actors = [group.create_task(shared.serve())] if shared is not None else []
-        actors += [
-            group.create_task(GateActor(spec, deployment, link, faults=faults).serve_forever())
-            for spec in circuit.specs()
-        ]
+        deadline = asyncio.get_running_loop().time() + ready_timeout
         try:
-            await runner.wait_ready(ready_timeout)
+            for start in range(0, len(circuit.gates), START_WAVE):
+                wave = circuit.gates[start : start + START_WAVE]
+                actors += [
+                    group.create_task(GateActor(circuit.spec(g), deployment, link, faults=faults).serve_forever())
+                    for g in wave
+                ]
+                left = deadline - asyncio.get_running_loop().time()
+                await runner.wait_ready(max(left, 0.0), [g.id for g in wave])
             yield runner
         finally:
             await cancel_and_wait(actors)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -112,6 +112,8 @@ class Runner:
         self._pending: dict[str, _Pending] = {}
         self._not_ready: set[str] = {g.id for g in circuit.gates}
         """Gates not heard Ready from yet: kept up to date per message, so waiting is O(1) each."""
+        self._awaited: set[str] | None = None
+        """While wait_ready waits: the gates it still waits for."""
         self._ready_changed = asyncio.Event()
 
     def subscriptions(self) -> list[str]:
@@ -155,19 +157,22 @@ class Runner:
 
     # -- readiness ------------------------------------------------------------------------
 
-    async def wait_ready(self, timeout: float) -> None:
-        """Return once every gate has said Ready; else name the ones that did not."""
+    async def wait_ready(self, timeout: float, gates: Iterable[str] | None = None) -> None:
+        """Return once every gate (or each of `gates`) has said Ready; else name the ones that did not."""
+        self._awaited = set(self._not_ready) if gates is None else {g for g in gates if g in self._not_ready}
         try:
             async with asyncio.timeout(timeout):
-                while self._not_ready:
+                while self._awaited:
                     if self.lost:
                         raise self.host_lost_error()
                     self._ready_changed.clear()
                     await self._ready_changed.wait()
         except TimeoutError:
-            silent = sorted(self._not_ready)
+            silent = sorted(self._awaited)
             shown = ", ".join(f"{g} (on {self.placement[g]})" if g in self.placement else g for g in silent[:10])
             raise BrokerError(f"{len(silent)} gate(s) not ready after {timeout:g} s: {shown}") from None
+        finally:
+            self._awaited = None
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -338,7 +343,10 @@ class Runner:
                 self._not_ready.discard(gate)
                 if not self._not_ready:
                     self._not_ready = set()  # drop the table it had grown to for every gate
-                    self._ready_changed.set()
+                if self._awaited is not None:
+                    self._awaited.discard(gate)
+                    if not self._awaited:
+                        self._ready_changed.set()
             case Forward(run=run, value=value) if run in self._pending and message.sender == self.circuit.output:
                 if not self._pending[run].value.done():
                     self._pending[run].value.set_result(value)
