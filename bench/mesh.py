@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+from bench.raw import WINDOW
 from gates.host import Connections
 from gates.protocol import HostPresence, host_topic
 from gates.transport import BrokerAddress, read_retained
@@ -94,28 +95,38 @@ async def deployed_on(broker: BrokerAddress, circuit: Circuit, hosts: list[str])
         await undeploy(name, broker)
 
 
-async def throughput(runner: Runner, in_flight: int, seconds: float) -> tuple[float, int]:
-    """Messages per second through the mesh with `in_flight` runs going at all times, and how many
-    runs did not finish within 10 s (a lost message: none at QoS 1)."""
+async def throughput(runner: Runner, in_flight: int, seconds: float) -> tuple[list[float], int]:
+    """Messages per second through the mesh with `in_flight` runs going at all times, one sample
+    per WINDOW seconds; and how many runs did not finish within 10 s (a lost message)."""
     circuit = runner.circuit
     expected = evaluate(circuit, NEURON_INPUTS)
     done = lost = 0
-    stop = time.perf_counter() + seconds
+    running = True
 
     async def keep_running() -> None:
         nonlocal done, lost
-        while time.perf_counter() < stop:
+        while running:
             try:
                 assert await runner.run(NEURON_INPUTS, timeout=10) == expected
                 done += 1
             except RunTimeout:
                 lost += 1
 
-    start = time.perf_counter()
+    rates: list[float] = []
     async with asyncio.TaskGroup() as group:
         for _ in range(in_flight):
             group.create_task(keep_running())
-    return done * circuit.messages_per_pass() / (time.perf_counter() - start), lost
+        await asyncio.sleep(1.0)  # warm-up
+        for _ in range(max(1, round(seconds / WINDOW))):
+            before, start = done, time.perf_counter()
+            await asyncio.sleep(WINDOW)
+            rates.append((done - before) * circuit.messages_per_pass() / (time.perf_counter() - start))
+        running = False
+    return rates, lost
+
+
+PASSES = 3
+"""Passes per scale point, for a median and a spread."""
 
 
 @dataclass
@@ -123,7 +134,8 @@ class ScalePoint:
     gates: int
     edges: int
     deploy_s: float
-    pass_s: float
+    pass_s: list[float]
+    """Seconds per pass, PASSES of them one after the other."""
     rss_delta_kb: float
     """Resident memory the deployment added to the process (gates, runner, connection), before the pass."""
     peak_rss_mb: float
@@ -151,20 +163,22 @@ def wide_circuit(gates: int) -> Circuit:
 
 
 async def scale_point(broker: BrokerAddress, circuit: Circuit, connections: Connections = "shared") -> ScalePoint:
-    """Deploy in this process, one pass, memory per gate above the process before, reference time."""
+    """Deploy in this process, PASSES passes, memory per gate above the process before, reference time."""
     inputs = {name: 0.001 * (i % 97) - 0.05 for i, name in enumerate(circuit.inputs)}
     before = _rss_kb()
     start = time.perf_counter()
     async with in_process(circuit, broker, ready_timeout=600, connections=connections) as runner:
         deploy_s = time.perf_counter() - start
         rss = _rss_kb() - before
-        start = time.perf_counter()
-        result = await runner.run(inputs, timeout=600)
-        pass_s = time.perf_counter() - start
+        pass_s, results = [], []
+        for _ in range(PASSES):
+            start = time.perf_counter()
+            results.append(await runner.run(inputs, timeout=600))
+            pass_s.append(time.perf_counter() - start)
     start = time.perf_counter()
     expected = evaluate(circuit, inputs)
     reference_s = time.perf_counter() - start
-    assert result == expected
+    assert all(result == expected for result in results)
     edges = sum(len(g.inputs) for g in circuit.gates)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return ScalePoint(len(circuit.gates), edges, deploy_s, pass_s, rss, peak_mb, reference_s)

@@ -18,6 +18,8 @@ from gates.lifecycle import cancel_and_wait
 from gates.mqtt311 import QoS, Session
 from gates.transport import BrokerAddress, client
 
+WINDOW = 0.5
+"""Seconds per rate sample: a rate is reported as the median of its windows, with their spread."""
 PAYLOAD = b'{"type":"forward","circuit":"bench","sender":"x","run":"0123456789abcdef","value":-2.0}'
 
 
@@ -74,8 +76,9 @@ async def session_hop_latency(broker: BrokerAddress, qos: QoS, rounds: int = 500
 
 async def relay_ring(
     broker: BrokerAddress, qos: int, relays: int = 50, in_flight: int = 100, seconds: float = 3.0
-) -> float:
-    """Hops per second through a ring of `relays` actors with `in_flight` messages circulating."""
+) -> list[float]:
+    """Hops per second through a ring of `relays` actors with `in_flight` messages circulating,
+    one sample per WINDOW seconds."""
     hops = 0
     counting = False
     async with contextlib.AsyncExitStack() as stack:
@@ -96,9 +99,12 @@ async def relay_ring(
             for _ in range(in_flight):
                 await clients[0].publish("bench/relay/1", PAYLOAD, qos=qos)
             await asyncio.sleep(1.0)  # warm-up: let the ring fill
-            counting, start = True, time.perf_counter()
-            await asyncio.sleep(seconds)
+            counting = True
+            rates: list[float] = []
+            for _ in range(max(1, round(seconds / WINDOW))):
+                before, start = hops, time.perf_counter()
+                await asyncio.sleep(WINDOW)
+                rates.append((hops - before) / (time.perf_counter() - start))
             counting = False
-            rate = hops / (time.perf_counter() - start)
             await cancel_and_wait(tasks)
-    return rate
+    return rates
