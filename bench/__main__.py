@@ -32,6 +32,8 @@ def spread(samples: list[float], scale: float = 1000.0, unit: str = "ms", digits
     """The median and, in brackets, p10-p90 (min-max for fewer than 10 samples)."""
     ordered = sorted(s * scale for s in samples)
     p10, p90 = ordered[int(0.1 * (len(ordered) - 1))], ordered[int(0.9 * (len(ordered) - 1))]
+    if len(ordered) < 10:
+        p10, p90 = ordered[0], ordered[-1]
     return f"{statistics.median(ordered):{digits}} {unit} ({p10:{digits}}-{p90:{digits}})"
 
 
