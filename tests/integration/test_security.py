@@ -13,6 +13,8 @@ import pytest
 
 from broker.launch import mosquitto
 from broker.security import ORCHESTRATOR_USER, SecureDir, host_rules, host_user
+from gates.mqtt311 import Session
+from gates.mux import SharedConnection
 from gates.protocol import Backward, topic
 from gates.transport import QOS, BrokerAddress, client, publish_all, subscribe_all
 from orchestrator.compiler import compile_source
@@ -128,3 +130,19 @@ def test_the_acl_gives_each_host_only_its_own_gates(accounts: SecureDir) -> None
     assert "user host-h0" in text
     assert "user host-h1" in text
     assert "user orchestrator\ntopic readwrite gatemesh/#" in text
+
+
+async def test_the_data_plane_session_is_refused_without_its_account_and_serves_with_it(accounts: SecureDir) -> None:
+    """gates/mqtt311.Session speaks CONNECT with credentials itself: a wrong password is refused
+    with the broker's reason, and a host's shared connection works with the right one."""
+    with mosquitto(secure_dir=accounts.directory) as url:
+        h0 = BrokerAddress.parse(accounts.url(host_user("h0"), url))
+        for wrong in (h0.model_copy(update={"password": "guess"}), BrokerAddress.parse(url)):
+            with pytest.raises(aiomqtt.MqttError, match="refused the connection: not authorised"):
+                await Session.open(wrong, lambda topic, payload: None)
+        shared = SharedConnection(h0)
+        async with asyncio.TaskGroup() as group:
+            serving = group.create_task(shared.serve())
+            async with shared.link("presence", ["gatemesh-sys/hosts/h0"]):  # a topic h0 may read
+                assert shared.gates == 1
+            serving.cancel()
