@@ -49,15 +49,15 @@ class OwnConnection:
         await publish_all(self.mqtt, batch, retain=retain)
 
 
-LinkOpener = Callable[[str, list[str]], contextlib.AbstractAsyncContextManager[Link]]
-"""Opens a link for gate `key` subscribed to `topics`; the subscriptions are acknowledged on entry."""
+LinkOpener = Callable[[list[str]], contextlib.AbstractAsyncContextManager[Link]]
+"""Opens a link subscribed to `topics`; the subscriptions are acknowledged on entry."""
 
 
 def own_connections(broker: BrokerAddress) -> LinkOpener:
     """Each gate gets its own connection to `broker`."""
 
     @contextlib.asynccontextmanager
-    async def open_link(key: str, topics: list[str]) -> AsyncIterator[Link]:
+    async def open_link(topics: list[str]) -> AsyncIterator[Link]:
         async with client(broker) as mqtt:
             await subscribe_all(mqtt, topics)
             yield OwnConnection(mqtt)
@@ -115,8 +115,7 @@ class GateActor:
                 await asyncio.sleep(backoff.next())
 
     async def _serve(self) -> NoReturn:
-        key = f"{self.core.circuit}/{self.core.spec.id}"
-        async with self.open_link(key, self.core.subscriptions()) as link:
+        async with self.open_link(self.core.subscriptions()) as link:
             await self._announce(link)
             if self.injector is None:
                 async for topic_name, payload in link.incoming():
@@ -143,7 +142,7 @@ class GateActor:
             await self._send(link, delayed, [(out.topic, out.message) for out in outgoing])
 
     async def _send(self, link: Link, delayed: asyncio.TaskGroup | None, batch: list[tuple[str, BaseModel]]) -> None:
-        if self.injector is None or delayed is None:
+        if self.injector is None or delayed is None:  # one implies the other; both checked for the type checker
             await link.publish(batch)
             return
         for copy in self.injector.plan(batch):

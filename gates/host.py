@@ -79,7 +79,7 @@ class GateHost:
         qos: QoS = 1,
     ) -> None:
         if qos != 1 and connections != "shared":
-            raise ValueError("QoS 0 needs shared connections (a per-gate connection always uses QoS 1)")
+            raise ValueError("--qos 0 needs --connections shared (a per-gate connection always uses QoS 1)")
         self.name = name
         self.broker = broker
         self.faults = faults

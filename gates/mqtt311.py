@@ -26,7 +26,7 @@ from typing import Literal
 
 from aiomqtt import MqttError
 
-from gates.transport import BrokerAddress
+from gates.transport import BrokerAddress, check_granted
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK = 0x82, 0x90, 0xA2, 0xB0
@@ -206,10 +206,7 @@ class Session(asyncio.Protocol):
         """Subscribe at the session's QoS; MqttError naming every filter the broker refused (an ACL, say)."""
         packet_id = self._new_id()
         self._send(subscribe_packet(packet_id, filters, self.qos))
-        codes = (await self._reply(packet_id, "SUBACK"))[2:]
-        refused = [name for name, code in zip(filters, codes, strict=False) if code >= 0x80]
-        if refused or len(codes) != len(filters):
-            raise MqttError(f"the broker refused the subscription(s) {', '.join(refused or filters)}")
+        check_granted(filters, (await self._reply(packet_id, "SUBACK"))[2:])
 
     async def unsubscribe(self, filters: list[str]) -> None:
         packet_id = self._new_id()

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from gates.lifecycle import Backoff
 from gates.mqtt311 import Publication, QoS, Session
-from gates.transport import BrokerAddress
+from gates.transport import BrokerAddress, encode
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class SharedConnection:
         for box in self._routes.get(name, ()):
             box.deliver(name, payload)
 
-    def link(self, key: str, topics: list[str]) -> Mailbox:
+    def link(self, topics: list[str]) -> Mailbox:
         """A gate's mailbox for `topics`, to enter (a class, not a generator: it is kept per gate)."""
         return Mailbox(self, topics)
 
@@ -268,7 +268,7 @@ class SharedConnection:
         Returns without waiting for the broker's acknowledgements; waits only while the
         connection is down or its send buffer is full.
         """
-        payloads = [(name, message.model_dump_json().encode()) for name, message in batch]
+        payloads = [(name, encode(message)) for name, message in batch]
         while True:
             if not self.connected.is_set():
                 await self.connected.wait()

@@ -12,7 +12,7 @@ import secrets
 import socket
 import ssl
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
@@ -98,40 +98,33 @@ def client(
     return mqtt
 
 
-async def publish_all(
-    mqtt: aiomqtt.Client,
-    messages: Iterable[tuple[str, BaseModel | None]],
-    *,
-    retain: bool = False,
-    timeout: float | None = None,
-) -> None:
-    """Publish a batch at QoS 1 concurrently, so one slow acknowledgement does not queue the rest.
+def encode(message: BaseModel | None) -> bytes:
+    """A message's payload; None is the empty payload, which deletes a retained message."""
+    return b"" if message is None else message.model_dump_json().encode()
 
-    A None message publishes an empty payload: with `retain`, that deletes a retained message.
-    """
-    batch = [(name, b"" if message is None else message.model_dump_json()) for name, message in messages]
+
+async def publish_all(
+    mqtt: aiomqtt.Client, messages: Iterable[tuple[str, BaseModel | None]], *, retain: bool = False
+) -> None:
+    """Publish a batch at QoS 1 concurrently, so one slow acknowledgement does not queue the rest."""
+    batch = [(name, encode(message)) for name, message in messages]
     window = _windows.get(mqtt)
     if window is None:
         window = _windows[mqtt] = asyncio.Semaphore(IN_FLIGHT)
     if len(batch) == 1:
         async with window:
-            await mqtt.publish(batch[0][0], batch[0][1], qos=QOS, retain=retain, timeout=timeout)
+            await mqtt.publish(batch[0][0], batch[0][1], qos=QOS, retain=retain)
         return
     async with asyncio.TaskGroup() as group:
         for name, payload in batch:
-            group.create_task(_publish_one(mqtt, window, name, payload, retain, timeout))
+            group.create_task(_publish_one(mqtt, window, name, payload, retain))
 
 
 async def _publish_one(
-    mqtt: aiomqtt.Client,
-    window: asyncio.Semaphore,
-    name: str,
-    payload: bytes | str,
-    retain: bool,
-    timeout: float | None,
+    mqtt: aiomqtt.Client, window: asyncio.Semaphore, name: str, payload: bytes, retain: bool
 ) -> None:
     async with window:
-        await mqtt.publish(name, payload, qos=QOS, retain=retain, timeout=timeout)
+        await mqtt.publish(name, payload, qos=QOS, retain=retain)
 
 
 _windows: weakref.WeakKeyDictionary[aiomqtt.Client, asyncio.Semaphore] = weakref.WeakKeyDictionary()
@@ -147,15 +140,14 @@ async def subscribe_all(mqtt: aiomqtt.Client, filters: Iterable[str]) -> None:
     """
     wanted = list(filters)
     granted = await mqtt.subscribe([(name, QOS) for name in wanted])
-    refused = [name for name, code in zip(wanted, granted, strict=False) if _refused(code)]
-    if refused:
-        raise aiomqtt.MqttError(f"the broker refused the subscription(s) {', '.join(refused)}")
+    check_granted(wanted, [code.value if isinstance(code, ReasonCode) else code for code in granted])
 
 
-def _refused(code: object) -> bool:
-    """A SUBACK return code of 0x80 or more is a refusal (MQTT 3.1.1 and 5 alike)."""
-    value = code.value if isinstance(code, ReasonCode) else code
-    return isinstance(value, int) and value >= 0x80
+def check_granted(filters: list[str], codes: Sequence[int]) -> None:
+    """MqttError naming every filter a SUBACK refused (a code of 0x80 or more, MQTT 3.1.1 and 5 alike)."""
+    refused = [name for name, code in zip(filters, codes, strict=False) if code >= 0x80]
+    if refused or len(codes) != len(filters):
+        raise aiomqtt.MqttError(f"the broker refused the subscription(s) {', '.join(refused or filters)}")
 
 
 async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeout: float = 10.0) -> dict[str, bytes]:

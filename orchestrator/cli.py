@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -455,13 +456,13 @@ def host(
             raise InputError("--connections: shared or per-gate")
         mode: Connections = "shared" if connections == "shared" else "per-gate"
         level: QoS = 0 if qos == 0 else 1
-        if level == 0 and mode != "shared":
-            raise InputError("--qos 0 needs --connections shared (a per-gate connection always uses QoS 1)")
         gate_host = GateHost(
             name or default_name(), _address(broker), faults=_faults(faults), connections=mode, qos=level
         )
-    except ValueError as exc:
+    except ValidationError as exc:  # the name, which the host's presence message validates
         raise InputError(f"--name: {exc}") from exc
+    except ValueError as exc:  # --qos and --connections that do not go together
+        raise InputError(str(exc)) from exc
     logging.getLogger("gates").setLevel(logging.INFO)
     try:
         asyncio.run(run_host(gate_host))

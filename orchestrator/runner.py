@@ -43,7 +43,7 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
-from gates.transport import BrokerAddress
+from gates.transport import BrokerAddress, encode
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import host_problem
 from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunError, RunTimeout, unwrap
@@ -303,12 +303,7 @@ class Runner:
         session = self._session
         if session is None or not self.connected.is_set():
             raise MqttError(f"not connected to the broker at {self.broker}")
-        waiting = [
-            session.publish(
-                name, b"" if message is None else message.model_dump_json().encode(), retain, confirm=confirm
-            )
-            for name, message in batch
-        ]
+        waiting = [session.publish(name, encode(message), retain, confirm=confirm) for name, message in batch]
         limit = session.timeout + 0.001 * len(batch)
         try:
             async with asyncio.timeout(limit):

@@ -143,6 +143,6 @@ async def test_the_data_plane_session_is_refused_without_its_account_and_serves_
         shared = SharedConnection(h0)
         async with asyncio.TaskGroup() as group:
             serving = group.create_task(shared.serve())
-            async with shared.link("presence", ["gatemesh-sys/hosts/h0"]):  # a topic h0 may read
+            async with shared.link(["gatemesh-sys/hosts/h0"]):  # a topic h0 may read
                 assert shared.gates == 1
             serving.cancel()
