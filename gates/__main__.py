@@ -1,4 +1,7 @@
-"""`python -m gates --broker URL [--name NAME]`: run a gate host until SIGINT or SIGTERM."""
+"""`python -m gates --broker URL [--name NAME]`: run a gate host until SIGINT or SIGTERM.
+
+This parser is the one definition of a host's options: `gatemesh host` hands it its arguments.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import logging
 import os
 import signal
 import sys
+
+from pydantic import ValidationError
 
 from gates.faults import Faults
 from gates.host import GateHost, HostNameTaken, default_name
@@ -40,8 +45,8 @@ async def run_host(host: GateHost) -> None:
         return
 
 
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gates", description=__doc__)
+def parser(prog: str = "python -m gates") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Run a gate host until SIGINT or SIGTERM.")
     parser.add_argument(
         "--broker",
         default=os.environ.get("GATEMESH_BROKER", DEFAULT_BROKER),
@@ -64,20 +69,28 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="1: every gate message at least once (default); 0: at most once (shared connections only)",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default: %(default)s)"
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None, prog: str = "python -m gates") -> None:
+    args = parser(prog).parse_args(argv)
+    # force: under `gatemesh host` the orchestrator's CLI has configured logging already
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("aiomqtt").setLevel(logging.WARNING)
+    name = args.name or default_name()
     try:
         faults = Faults.parse(args.faults) if args.faults else None
         address = BrokerAddress.parse(args.broker)
         qos: QoS = 0 if args.qos == 0 else 1
-        host = GateHost(args.name or default_name(), address, faults=faults, connections=args.connections, qos=qos)
+        host = GateHost(name, address, faults=faults, connections=args.connections, qos=qos)
         asyncio.run(run_host(host))
+    except ValidationError as exc:  # the name, which the host's presence message validates
+        reasons = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+        print(f"error: --name {name!r}: {reasons}", file=sys.stderr)
+        raise SystemExit(1) from None
     except (ValueError, HostNameTaken) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

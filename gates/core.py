@@ -107,7 +107,7 @@ class GateCore:
         self.op = _checked_op(spec)
         self.spec = Wiring.of(spec)
         self.circuit = circuit
-        self.is_leaf = self.op.arity == 0
+        self.is_leaf = self.op.leaf
         self._runs: dict[str, _RunState] = {}
         self._finished: dict[str, None] = {}  # insertion-ordered: the oldest goes first
         self._remember_finished = remember_finished
@@ -166,7 +166,7 @@ class GateCore:
     def _on_feed(self, msg: Feed) -> list[Outgoing]:
         if msg.run in self._finished:
             return []
-        if self.spec.op == "input":
+        if self.op.fed:
             if msg.value is None:
                 return self._fail(msg.run, ErrorCode.MISSING_VALUE, f"input {self.spec.id!r} was fed no value")
             value = msg.value

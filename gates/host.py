@@ -2,13 +2,14 @@
 
 A host knows no circuit. It announces itself on gatemesh-sys/hosts/NAME (retained, with a
 last will that says `offline`, so the broker announces its death), subscribes to every
-deployment's retained assignments (gatemesh/+/spec/+) and runs, as its own actor with its
-own connection, each gate assigned to its name *and* its incarnation. An assignment that
-is deleted (an empty retained message) or moved to another host stops the gate.
+deployment's retained assignments (gatemesh/+/spec/+) and runs, as its own actor, each gate
+assigned to its name *and* its incarnation. By default all of a host's gates share one MQTT
+connection (gates/mux.py); with connections="per-gate" each gate has its own. An assignment
+that is deleted (an empty retained message) or moved to another host stops the gate.
 
-If the broker connection drops, the host and each of its gates reconnect on their own,
-keeping their state; a host process that restarts is a new incarnation and ignores the
-assignments of its previous life.
+If the broker connection drops, the host and its gates' connection (or each gate's own)
+reconnect on their own, keeping the gates' state; a host process that restarts is a new
+incarnation and ignores the assignments of its previous life.
 """
 
 from __future__ import annotations

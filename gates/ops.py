@@ -1,112 +1,162 @@
-"""The gate ops: each one a pure forward function and a pure local-gradient function.
+"""The gate ops: what each gate computes and its local gradients, one line each.
 
-This table is the only place where a gate's math lives. The actors and the in-process
-reference both read it, so the mesh and its oracle can never disagree about calculus.
-A local gradient is d(out)/d(input_i) for every input, given the inputs and the output.
+As in micrograd's engine.py, every op says in a few words how it computes its output from
+its named inputs and how its output moves with each of them:
+
+    Op("mul", "*", forward=lambda a, b: a * b, grads=lambda a, b, out: (b, a))
+
+`forward` takes the gate's inputs in port order (then its parameter, if it takes one);
+`grads` takes the same and the output, and returns d(out)/d(input) for each input. This
+table is the only place a gate's math lives. The actors, the in-process reference, the
+compiler (which syntax makes which op) and `--explain` (how an op is written) all read it,
+so the mesh, its oracle and its narration cannot disagree about calculus.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-
-Forward = Callable[[Sequence[float], float | None], float]
-LocalGrads = Callable[[Sequence[float], float, float | None], tuple[float, ...]]
+from dataclasses import dataclass, field
 
 
 class DomainError(ArithmeticError):
     """An op was asked for a value outside its domain (log(0), x/0, overflow to inf or nan)."""
 
 
+class LeafError(TypeError):
+    """A leaf's value is given (fed by the run, or its parameter); no function computes it."""
+
+
+def _given(*_: float) -> float:
+    raise LeafError("a leaf's value is given (fed by the run, or its parameter), never computed")
+
+
 @dataclass(frozen=True)
 class Op:
-    """One kind of gate: its arity, whether it takes a constant parameter, and its math."""
+    """One kind of gate: its wire name, how it is written, its math, and how a program calls it."""
 
     name: str
-    arity: int
-    forward: Forward
-    local_grads: LocalGrads
+    """The op's name on the wire (GateSpec.op): never changes."""
+    symbol: str
+    """How a formula writes it: '+', '*', 'σ', 'exp'."""
+    forward: Callable[..., float] = _given
+    grads: Callable[..., tuple[float, ...]] = lambda *_: ()
+    infix: bool = False
+    """Written between its two inputs: a * b."""
+    call: str | None = None
+    """The function a program calls to make this gate, like sigmoid(x); None for operators."""
+    variadic: bool = False
+    """A call may take more inputs than the gate: max(a, b, c) is max(max(a, b), c)."""
     takes_param: bool = False
+    """A constant from the gate's spec, handed to forward and grads after the inputs."""
+    leaf: bool = False
+    """No inputs: the gate's value is given, not computed."""
+    fed: bool = False
+    """A leaf whose value each run feeds (an input), not its parameter (a constant)."""
+    arity: int = field(init=False)
+    """How many inputs the gate reads, from forward's operands."""
+
+    def __post_init__(self) -> None:
+        if self.leaf:
+            object.__setattr__(self, "arity", 0)
+            return
+        operands = _operands(self.forward)
+        if _operands(self.grads) != operands + 1:
+            raise TypeError(f"op {self.name}: grads must take forward's operands and then out")
+        object.__setattr__(self, "arity", operands - self.takes_param)
 
 
-def _sigmoid(x: float) -> float:
-    # Two branches so that neither exp(-x) nor exp(x) can overflow.
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
+def _operands(function: Callable[..., object]) -> int:
+    return len(inspect.signature(function).parameters)
+
+
+def _sigmoid(a: float) -> float:
+    # Two branches so that neither exp(-a) nor exp(a) can overflow.
+    if a >= 0:
+        return 1.0 / (1.0 + math.exp(-a))
+    e = math.exp(a)
     return e / (1.0 + e)
-
-
-def _max_grads(x: Sequence[float]) -> tuple[float, float]:
-    # The max gate routes the whole gradient to the larger input (the first one on a tie).
-    return (1.0, 0.0) if x[0] >= x[1] else (0.0, 1.0)
-
-
-def _min_grads(x: Sequence[float]) -> tuple[float, float]:
-    return (1.0, 0.0) if x[0] <= x[1] else (0.0, 1.0)
-
-
-def _param(p: float | None) -> float:
-    assert p is not None, "validated circuits give every parametrised op its parameter"
-    return p
 
 
 OPS: dict[str, Op] = {
     op.name: op
     for op in [
-        # leaves: the gate, not the op, supplies their value: the fed value for an input
-        # (passed as `p` where one is evaluated) and the parameter for a constant
-        Op("input", 0, lambda x, p: _param(p), lambda x, out, p: (), takes_param=False),
-        Op("const", 0, lambda x, p: _param(p), lambda x, out, p: (), takes_param=True),
-        # arithmetic
-        Op("add", 2, lambda x, p: x[0] + x[1], lambda x, out, p: (1.0, 1.0)),
-        Op("sub", 2, lambda x, p: x[0] - x[1], lambda x, out, p: (1.0, -1.0)),
-        Op("mul", 2, lambda x, p: x[0] * x[1], lambda x, out, p: (x[1], x[0])),
-        Op("div", 2, lambda x, p: x[0] / x[1], lambda x, out, p: (1 / x[1], -x[0] / x[1] ** 2)),
-        Op("neg", 1, lambda x, p: -x[0], lambda x, out, p: (-1.0,)),
-        Op("inv", 1, lambda x, p: 1 / x[0], lambda x, out, p: (-1 / x[0] ** 2,)),
+        # leaves: the run feeds an input its value; a constant holds its parameter
+        Op("input", "x", leaf=True, fed=True),
+        Op("const", "c", leaf=True, takes_param=True),
+        # arithmetic: the add gate hands its gradient on unchanged, the mul gate swaps its inputs
+        Op("add", "+", infix=True, forward=lambda a, b: a + b, grads=lambda a, b, out: (1.0, 1.0)),
+        Op("sub", "-", infix=True, forward=lambda a, b: a - b, grads=lambda a, b, out: (1.0, -1.0)),
+        Op("mul", "*", infix=True, forward=lambda a, b: a * b, grads=lambda a, b, out: (b, a)),
+        Op("div", "/", infix=True, forward=lambda a, b: a / b, grads=lambda a, b, out: (1 / b, -a / b**2)),
+        Op("neg", "-", forward=lambda a: -a, grads=lambda a, out: (-1.0,)),
+        Op("inv", "1/", call="inv", forward=lambda a: 1 / a, grads=lambda a, out: (-1 / a**2,)),
+        Op("pow", "**", takes_param=True, forward=lambda a, n: a**n, grads=lambda a, n, out: (n * a ** (n - 1),)),
+        # routing: the whole gradient goes to the larger (smaller) input, the first one on a tie
         Op(
-            "pow",
-            1,
-            lambda x, p: x[0] ** _param(p),
-            lambda x, out, p: (_param(p) * x[0] ** (_param(p) - 1),),
-            takes_param=True,
+            "max",
+            "max",
+            call="max",
+            variadic=True,
+            forward=lambda a, b: max(a, b),
+            grads=lambda a, b, out: (1.0, 0.0) if a >= b else (0.0, 1.0),
         ),
-        # routing
-        Op("max", 2, lambda x, p: max(x[0], x[1]), lambda x, out, p: _max_grads(x)),
-        Op("min", 2, lambda x, p: min(x[0], x[1]), lambda x, out, p: _min_grads(x)),
-        Op("relu", 1, lambda x, p: max(x[0], 0.0), lambda x, out, p: (1.0 if x[0] > 0 else 0.0,)),
+        Op(
+            "min",
+            "min",
+            call="min",
+            variadic=True,
+            forward=lambda a, b: min(a, b),
+            grads=lambda a, b, out: (1.0, 0.0) if a <= b else (0.0, 1.0),
+        ),
+        Op("relu", "relu", call="relu", forward=lambda a: max(a, 0.0), grads=lambda a, out: (1.0 if a > 0 else 0.0,)),
         # smooth functions: the local gradient reuses the output where the notes do
-        Op("exp", 1, lambda x, p: math.exp(x[0]), lambda x, out, p: (out,)),
-        Op("log", 1, lambda x, p: math.log(x[0]), lambda x, out, p: (1 / x[0],)),
-        Op("sigmoid", 1, lambda x, p: _sigmoid(x[0]), lambda x, out, p: ((1 - out) * out,)),
-        Op("tanh", 1, lambda x, p: math.tanh(x[0]), lambda x, out, p: (1 - out * out,)),
+        Op("exp", "exp", call="exp", forward=lambda a: math.exp(a), grads=lambda a, out: (out,)),
+        Op("log", "log", call="log", forward=lambda a: math.log(a), grads=lambda a, out: (1 / a,)),
+        Op("sigmoid", "σ", call="sigmoid", forward=_sigmoid, grads=lambda a, out: ((1 - out) * out,)),
+        Op("tanh", "tanh", call="tanh", forward=lambda a: math.tanh(a), grads=lambda a, out: (1 - out * out,)),
     ]
 }
+
+
+def _operands_of(op: Op, inputs: Sequence[float], param: float | None) -> Sequence[float]:
+    if not op.takes_param:
+        return inputs
+    if param is None:
+        raise TypeError(f"op {op.name} needs its parameter (validated circuits always give it)")
+    return (*inputs, param)
 
 
 def _checked(
     what: str, op: Op, inputs: Sequence[float], call: Callable[[], float | tuple[float, ...]]
 ) -> tuple[float, ...]:
     """Run one op function; turn every arithmetic failure into a DomainError that says why."""
-    at = f"{op.name}({', '.join(f'{x:g}' for x in inputs)})"
     try:
         result = call()
     except (ZeroDivisionError, OverflowError, ValueError) as exc:
-        raise DomainError(f"{what} of {at} is undefined ({exc})") from exc
+        raise DomainError(f"{what} of {_at(op, inputs)} is undefined ({exc})") from exc
     values = result if isinstance(result, tuple) else (result,)
     for v in values:
         if isinstance(v, complex) or not math.isfinite(v):
-            raise DomainError(f"{what} of {at} is not a finite real number ({v})")
+            raise DomainError(f"{what} of {_at(op, inputs)} is not a finite real number ({v})")
     return values
 
 
+def _at(op: Op, inputs: Sequence[float]) -> str:
+    return f"{op.name}({', '.join(f'{x:g}' for x in inputs)})"
+
+
 def forward(op: Op, inputs: Sequence[float], param: float | None) -> float:
-    """The op's output, or DomainError; never nan or inf."""
-    return _checked("output", op, inputs, lambda: op.forward(inputs, param))[0]
+    """The op's output, or DomainError; never nan or inf. A leaf has none: LeafError."""
+    if op.leaf:
+        given = "fed by each run" if op.fed else "its parameter"
+        raise LeafError(f"op {op.name} is a leaf: its value is {given}, not computed by forward")
+    operands = _operands_of(op, inputs, param)
+    return _checked("output", op, inputs, lambda: op.forward(*operands))[0]
 
 
 def local_grads(op: Op, inputs: Sequence[float], out: float, param: float | None) -> tuple[float, ...]:
-    """d(out)/d(input_i) for each input, or DomainError; never nan or inf."""
-    return _checked("local gradient", op, inputs, lambda: op.local_grads(inputs, out, param))
+    """d(out)/d(input_i) for each input, or DomainError; never nan or inf (a leaf has no inputs: ())."""
+    operands = _operands_of(op, inputs, param)
+    return _checked("local gradient", op, inputs, lambda: op.grads(*operands, out))

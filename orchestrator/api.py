@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 import aiomqtt
 
 from broker.launch import BrokerStartError, embedded
+from gates.faults import Faults
 from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
@@ -15,7 +16,7 @@ from orchestrator.compiler import compile_source
 from orchestrator.deploy import in_process
 from orchestrator.errors import BrokerError, unwrap
 from orchestrator.result import RunResult
-from orchestrator.runner import Runner
+from orchestrator.runner import Observer, Runner
 
 
 async def run_circuit(
@@ -52,10 +53,12 @@ async def broker_url(broker: str | None) -> AsyncIterator[BrokerAddress]:
 
 
 @contextlib.asynccontextmanager
-async def deployed(circuit: Circuit, broker: BrokerAddress) -> AsyncIterator[Runner]:
+async def deployed(
+    circuit: Circuit, broker: BrokerAddress, *, observer: Observer | None = None, faults: Faults | None = None
+) -> AsyncIterator[Runner]:
     """`deploy.in_process`, with failures inside the actors' task group surfaced as plain errors."""
     try:
-        async with in_process(circuit, broker) as runner:
+        async with in_process(circuit, broker, observer=observer, faults=faults) as runner:
             yield runner
     except BaseExceptionGroup as group:
         raise _first_cause(group, broker) from group

@@ -63,12 +63,12 @@ class Circuit(BaseModel):
     @property
     def inputs(self) -> list[str]:
         """The ids of the input leaves: the names a run must give values for."""
-        return [g.id for g in self.gates if g.op == "input"]
+        return [g.id for g in self.gates if OPS[g.op].fed]
 
     @property
     def leaves(self) -> list[str]:
         """Every gate the orchestrator feeds at the start of a run (inputs and constants)."""
-        return [g.id for g in self.gates if OPS[g.op].arity == 0]
+        return [g.id for g in self.gates if OPS[g.op].leaf]
 
     @cached_property
     def consumers(self) -> dict[str, int]:

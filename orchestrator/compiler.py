@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 from itertools import count
 
-from gates.ops import OPS
+from gates.ops import OPS, Op
 from gates.protocol import NAME_PATTERN
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.errors import CircuitError, CompileError
@@ -29,10 +29,16 @@ from orchestrator.errors import CircuitError, CompileError
 MAX_SOURCE_CHARS = 1_000_000
 PARSER_RECURSION_LIMIT = 100_000
 COMPILER_STACK_BYTES = 256 * 1024 * 1024
-FUNCTIONS = ("exp", "log", "sigmoid", "tanh", "relu", "inv", "max", "min")
-VARIADIC = ("max", "min")
-BINARY_OPS: dict[type[ast.operator], str] = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
-SYMBOLS: dict[type[ast.operator], str] = {
+INFIX: dict[str, Op] = {op.symbol: op for op in OPS.values() if op.infix}
+"""'+' -> add, '*' -> mul, ...: the operators that make a gate of their two operands."""
+FUNCTIONS: dict[str, Op] = {op.call: op for op in OPS.values() if op.call is not None}
+"""exp(x), max(a, b, ...): the functions a program may call."""
+SYNTAX: dict[type[ast.operator], str] = {
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.Pow: "**",
     ast.Mod: "%",
     ast.FloorDiv: "//",
     ast.MatMult: "@",
@@ -42,6 +48,7 @@ SYMBOLS: dict[type[ast.operator], str] = {
     ast.BitXor: "^",
     ast.BitAnd: "&",
 }
+"""How Python writes each binary operator; INFIX says which of them make gates."""
 
 Emit = Callable[[list[str]], str]
 
@@ -242,11 +249,12 @@ class _Builder:
                 return [base], lambda ids: self._gate("pow", ids, hint, param=power)
             case ast.BinOp(op=ast.Div(), left=left, right=right) if _number(left) == 1.0:
                 return [right], lambda ids: self._gate("inv", ids, hint)  # the notes' 1/x gate
-            case ast.BinOp(op=op, left=left, right=right) if type(op) in BINARY_OPS:
-                return [left, right], lambda ids: self._gate(BINARY_OPS[type(op)], ids, hint)
+            case ast.BinOp(op=op, left=left, right=right) if SYNTAX.get(type(op)) in INFIX:
+                infix = INFIX[SYNTAX[type(op)]]
+                return [left, right], lambda ids: self._gate(infix.name, ids, hint)
             case ast.BinOp(op=op):
-                symbol = SYMBOLS.get(type(op), type(op).__name__)  # every other operator
-                raise _fail(node, f"unsupported operator {symbol!r}; use + - * / or ** with a constant")
+                symbol = SYNTAX.get(type(op), type(op).__name__)  # every other operator
+                raise _fail(node, f"unsupported operator {symbol!r}; use {' '.join(INFIX)} or ** with a constant")
             case ast.Call():
                 return self._plan_call(node, hint)
             case ast.Constant(value=constant):
@@ -257,24 +265,24 @@ class _Builder:
         if not isinstance(node.func, ast.Name):
             raise _fail(node, "only plain function calls like exp(x) are allowed")
         function = node.func.id
-        if function not in FUNCTIONS:
+        op = FUNCTIONS.get(function)
+        if op is None:
             raise _fail(node, f"unknown function {function!r}; known: {', '.join(FUNCTIONS)}")
         if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
             raise _fail(node, f"{function}() takes plain positional arguments")
-        arity = OPS[function].arity
         given = len(node.args)
-        if function in VARIADIC:
-            if given < arity:
-                raise _fail(node, f"{function}() takes at least {arity} arguments, got {given}")
-        elif given != arity:
-            raise _fail(node, f"{function}() takes {arity} argument(s), got {given}")
-        return list(node.args), lambda ids: self._fold(function, ids, hint)
+        if op.variadic:
+            if given < op.arity:
+                raise _fail(node, f"{function}() takes at least {op.arity} arguments, got {given}")
+        elif given != op.arity:
+            raise _fail(node, f"{function}() takes {op.arity} argument(s), got {given}")
+        return list(node.args), lambda ids: self._fold(op.name, ids, hint)
 
-    def _fold(self, function: str, ids: list[str], hint: str | None) -> str:
+    def _fold(self, op: str, ids: list[str], hint: str | None) -> str:
         """max(a, b, c) is max(max(a, b), c): every gate keeps its fixed arity."""
-        result = ids[0] if len(ids) > 1 else self._gate(function, ids, hint)
+        result = ids[0] if len(ids) > 1 else self._gate(op, ids, hint)
         for index in range(1, len(ids)):
-            result = self._gate(function, [result, ids[index]], hint if index == len(ids) - 1 else None)
+            result = self._gate(op, [result, ids[index]], hint if index == len(ids) - 1 else None)
         return result
 
     # -- gates ----------------------------------------------------------------------------
@@ -328,4 +336,4 @@ def _reachable(gates: list[GateDef], output: str) -> list[GateDef]:
             if source not in keep:
                 keep.add(source)
                 stack.append(source)
-    return [g for g in gates if g.id in keep or g.op == "input"]
+    return [g for g in gates if g.id in keep or OPS[g.op].fed]

@@ -2,8 +2,8 @@
 
 The gates say nothing about why they send what they send; the explainer knows the circuit
 and watches every message, so it can retell each gate's step: the values it got, what it
-computed, the local gradients (from the same `gates.ops` the gates use) and where the
-results went.
+computed (written as `gates.ops` writes each op), the local gradients (from the same table
+the gates use) and where the results went.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from gates.protocol import (
     parse_topic,
 )
 from orchestrator.circuit import Circuit
-
-INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
 def num(value: float) -> str:
@@ -57,7 +55,7 @@ class Explainer:
         if gate == ORCHESTRATOR:
             return "the orchestrator"
         g = self.circuit.by_id.get(gate)
-        return gate if g is None or g.op == "input" else f"{g.op}({gate})"
+        return gate if g is None or ops.OPS[g.op].fed else f"{g.op}({gate})"
 
     def explain(self, topic_name: str, message: Message) -> str:
         """The next numbered sentence: what this message says and why it was sent."""
@@ -73,7 +71,7 @@ class Explainer:
     def _sentence(self, message: Message, topic_gate: str | None) -> str:
         match message:
             case Feed(sender=sender, value=value) if topic_gate in self.circuit.by_id:
-                if self.circuit.by_id[topic_gate].op == "input":
+                if ops.OPS[self.circuit.by_id[topic_gate].op].fed:
                     return f"{self.label(sender)} feeds input {topic_gate} = {num(value or 0.0)}"
                 return f"{self.label(sender)} starts constant {self.label(topic_gate)}"
             case Forward(run=run, sender=sender, value=value) if sender in self.circuit.by_id:
@@ -104,8 +102,9 @@ class Explainer:
             return f"{self.label(sender)} sends its value {num(value)} forward {where}"
         values = [self._values[run].get(s, float("nan")) for s in g.inputs]
         got = join([f"{num(v)} from {self.label(s)}" for s, v in zip(g.inputs, values, strict=True)])
-        if g.op in INFIX:
-            formula = f" {INFIX[g.op]} ".join(num(v) for v in values)
+        op = ops.OPS[g.op]
+        if op.infix:
+            formula = f" {op.symbol} ".join(num(v) for v in values)
         else:
             args = [num(v) for v in values] + ([num(g.param)] if g.param is not None else [])
             formula = f"{g.op}({', '.join(args)})"

@@ -43,8 +43,10 @@ def evaluate(circuit: Circuit, inputs: Mapping[str, float]) -> RunResult:
     values: dict[str, float] = {}
     for g in circuit.order:
         op = ops.OPS[g.op]
-        if g.op == "input":
-            values[g.id] = float(inputs[g.id])
+        if op.leaf:  # given, as the gates are: fed by the run, or the constant's parameter
+            given = inputs[g.id] if op.fed else g.param
+            assert given is not None, "a validated circuit gives every constant its parameter"
+            values[g.id] = float(given)
             continue
         try:
             values[g.id] = ops.forward(op, [values[s] for s in g.inputs], g.param)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.processes import gatemesh
+from tests.processes import clean_env, gatemesh
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +67,38 @@ def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: st
     assert done.returncode == 1
     assert says in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_run_and_demo_fail_by_the_same_path() -> None:
+    """One error path: the same cause gives the same line and the same exit status."""
+    nowhere = "mqtt://127.0.0.1:1"
+    run = gatemesh("run", "x", "x=1", "--broker", nowhere)
+    demo = gatemesh("demo", "--broker", nowhere)
+    assert run.returncode == demo.returncode == 1
+    said = f"error: cannot connect to the broker at {nowhere}: "
+    assert [line for line in run.stderr.splitlines() if line.startswith("error:")] == [
+        line for line in demo.stderr.splitlines() if line.startswith("error:")
+    ]
+    assert run.stderr.startswith(said), run.stderr
+    assert "Traceback" not in run.stderr + demo.stderr
+
+
+def test_status_names_a_broker_it_cannot_read() -> None:
+    done = gatemesh("status", "--broker", "mqtt://127.0.0.1:1")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot read the cluster's state from mqtt://127.0.0.1:1: "), done.stderr
+
+
+def test_gatemesh_host_and_python_m_gates_have_one_set_of_options() -> None:
+    ours = gatemesh("host", "--help")
+    command = [sys.executable, "-m", "gates", "--help"]
+    theirs = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=clean_env())
+    assert ours.returncode == theirs.returncode == 0
+    assert ours.stdout.startswith("usage: gatemesh host ")
+    options = ours.stdout[ours.stdout.index("options:") :]
+    assert options == theirs.stdout[theirs.stdout.index("options:") :]
+    for flag in ("--name", "--broker", "--faults", "--connections", "--qos", "--log-level"):
+        assert f"  {flag} " in options
+    refused = gatemesh("host", "--no-such-option")
+    assert refused.returncode == 2
+    assert "gatemesh host: error: unrecognized arguments: --no-such-option" in refused.stderr

@@ -1,4 +1,4 @@
-"""Every op's local gradient against central finite differences, and its domain errors."""
+"""Every op's local gradient against central finite differences, its domain errors, and the table's shape."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import math
 import pytest
 
 from gates import ops
+from orchestrator import compiler
+from orchestrator.compiler import compile_source
 
 H = 1e-5
 
@@ -90,3 +92,69 @@ def test_local_gradient_domain_error() -> None:
     with pytest.raises(ops.DomainError, match="local gradient"):
         ops.local_grads(ops.OPS["pow"], [0.0], out, 0.5)
     assert math.isfinite(ops.local_grads(ops.OPS["pow"], [4.0], 2.0, 0.5)[0])
+
+
+def test_the_wire_names_and_how_each_op_is_written() -> None:
+    written = {name: (op.symbol, op.call, op.arity, op.takes_param) for name, op in ops.OPS.items()}
+    assert written == {
+        "input": ("x", None, 0, False),
+        "const": ("c", None, 0, True),
+        "add": ("+", None, 2, False),
+        "sub": ("-", None, 2, False),
+        "mul": ("*", None, 2, False),
+        "div": ("/", None, 2, False),
+        "neg": ("-", None, 1, False),
+        "inv": ("1/", "inv", 1, False),
+        "pow": ("**", None, 1, True),
+        "max": ("max", "max", 2, False),
+        "min": ("min", "min", 2, False),
+        "relu": ("relu", "relu", 1, False),
+        "exp": ("exp", "exp", 1, False),
+        "log": ("log", "log", 1, False),
+        "sigmoid": ("σ", "sigmoid", 1, False),
+        "tanh": ("tanh", "tanh", 1, False),
+    }
+
+
+def test_leaves_are_flagged_on_the_op() -> None:
+    assert {name for name, op in ops.OPS.items() if op.leaf} == {"input", "const"}
+    assert {name for name, op in ops.OPS.items() if op.fed} == {"input"}
+
+
+@pytest.mark.parametrize(("name", "says"), [("input", "fed by each run"), ("const", "its parameter")])
+def test_a_leaf_has_no_forward(name: str, says: str) -> None:
+    with pytest.raises(ops.LeafError, match=f"op {name} is a leaf: its value is {says}, not computed"):
+        ops.forward(ops.OPS[name], [], 3.0)
+    with pytest.raises(ops.LeafError, match="never computed"):
+        ops.OPS[name].forward()
+    assert ops.local_grads(ops.OPS[name], [], 3.0, 3.0 if ops.OPS[name].takes_param else None) == ()
+
+
+def test_grads_must_take_the_operands_of_forward_and_then_out() -> None:
+    with pytest.raises(TypeError, match="op bad: grads must take forward's operands and then out"):
+        ops.Op("bad", "?", forward=lambda a, b: a * b, grads=lambda a, out: (1.0,))
+    assert ops.Op("ok", "?", forward=lambda a, n: a * n, grads=lambda a, n, out: (n,), takes_param=True).arity == 1
+
+
+def test_a_parametrised_op_without_its_parameter_is_a_clear_error() -> None:
+    with pytest.raises(TypeError, match="op pow needs its parameter"):
+        ops.forward(ops.OPS["pow"], [2.0], None)
+
+
+@pytest.mark.parametrize("op", [op for op in ops.OPS.values() if op.infix], ids=lambda op: op.name)
+def test_the_compiler_reads_its_operators_from_the_table(op: ops.Op) -> None:
+    circuit = compile_source(f"x {op.symbol} y")
+    assert circuit.by_id[circuit.output].op == op.name
+
+
+@pytest.mark.parametrize("op", [op for op in ops.OPS.values() if op.call], ids=lambda op: op.name)
+def test_the_compiler_reads_its_functions_from_the_table(op: ops.Op) -> None:
+    args = ", ".join(["x", "y", "z"][: op.arity + op.variadic])
+    circuit = compile_source(f"{op.call}({args})")
+    assert circuit.by_id[circuit.output].op == op.name
+    assert len([g for g in circuit.gates if g.op == op.name]) == 1 + op.variadic  # max(x, y, z) folds
+
+
+def test_the_compiler_accepts_no_other_function_or_operator() -> None:
+    assert set(compiler.FUNCTIONS) == {"inv", "max", "min", "relu", "exp", "log", "sigmoid", "tanh"}
+    assert set(compiler.INFIX) == {"+", "-", "*", "/"}

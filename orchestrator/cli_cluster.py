@@ -1,0 +1,179 @@
+"""`gatemesh host`, `deploy`, `undeploy` and `status`: gate hosts and the deployments that live on them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Annotated, Any
+
+import aiomqtt
+import typer
+from rich.table import Table
+
+from gates.__main__ import main as serve_host
+from gates.transport import BrokerAddress
+from orchestrator.cli_common import (
+    DEFAULT_BROKER,
+    ClusterBrokerOption,
+    HostsOption,
+    OutputOption,
+    PlacementOption,
+    SecureOption,
+    broker_address,
+    host_choice,
+    load_circuit,
+    out,
+    print_line,
+    secure_dir,
+)
+from orchestrator.cluster import ClusterView, read_cluster
+from orchestrator.deploy import deploy_to_hosts, undeploy
+from orchestrator.errors import BrokerError, InputError
+
+TRANSPORT_ERRORS = (aiomqtt.MqttError, TimeoutError, OSError)
+"""What reading the broker can fail with when the broker, not the request, is the problem."""
+
+
+def register(app: typer.Typer) -> None:
+    # The host's options are `python -m gates`'s own parser's: one definition, handed every argument.
+    passthrough = {"allow_extra_args": True, "ignore_unknown_options": True}
+    app.command(context_settings=passthrough, add_help_option=False)(host)
+    app.command()(deploy)
+    app.command("undeploy")(undeploy_command)
+    app.command()(status)
+
+
+def host(ctx: typer.Context) -> None:
+    """Run a gate host: it runs whatever gates deployments assign to it (`python -m gates`; see --help)."""
+    serve_host(ctx.args, prog="gatemesh host")
+
+
+def deploy(
+    source: Annotated[str, typer.Argument(help="an expression, a program or a circuit file")],
+    name: Annotated[str, typer.Option("--name", help="the deployment's name, used by run --deployed and undeploy")],
+    hosts: HostsOption = None,
+    placement: PlacementOption = "round-robin",
+    broker: ClusterBrokerOption = DEFAULT_BROKER,
+    output: OutputOption = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the hosts and for every gate to be ready")] = 30.0,
+    secure: SecureOption = None,
+) -> None:
+    """Place a circuit's gates on live gate hosts and wait until every gate is ready."""
+    circuit = load_circuit(source, output)
+    accounts = secure_dir(secure)
+    address = broker_address(broker, accounts)
+    started = time.perf_counter()
+    record = asyncio.run(
+        deploy_to_hosts(
+            circuit, name, address, hosts=host_choice(hosts), placement=placement, timeout=timeout, secure=accounts
+        )
+    )
+    elapsed = time.perf_counter() - started
+    per_host = Counter(record.placement.values())
+    spread = ", ".join(f"{host}: {per_host[host]}" for host in record.hosts)
+    print_line(
+        f"deployed {record.name} ({record.circuit_id}): {len(record.placement)} gates on {len(record.hosts)} "
+        f"host(s) ({spread}), all ready in {elapsed:.2f} s"
+    )
+
+
+def undeploy_command(
+    name: Annotated[str, typer.Argument(help="the deployment's name")],
+    broker: ClusterBrokerOption = DEFAULT_BROKER,
+    secure: SecureOption = None,
+) -> None:
+    """Delete a deployment (its retained messages too); its hosts stop its gates."""
+    accounts = secure_dir(secure)
+    record = asyncio.run(undeploy(name, broker_address(broker, accounts), secure=accounts))
+    out.print(f"undeployed {record.name}: {len(record.placement)} gates on {', '.join(record.hosts)}", highlight=False)
+
+
+def status(
+    name: Annotated[str | None, typer.Argument(help="show this deployment's gates too")] = None,
+    broker: ClusterBrokerOption = DEFAULT_BROKER,
+    as_json: Annotated[bool, typer.Option("--json", help="print the state as JSON")] = False,
+) -> None:
+    """List the gate hosts, the deployments and (for one deployment) its gates, with their state."""
+    address = broker_address(broker)
+    try:
+        view = asyncio.run(read_cluster(address, with_ready=True))
+    except TRANSPORT_ERRORS as exc:
+        raise BrokerError(f"cannot read the cluster's state from {address}: {exc}") from exc
+    if as_json:
+        print(json.dumps(cluster_state(view), indent=2))
+        return
+    print_cluster(view, name, address)
+
+
+def cluster_state(view: ClusterView) -> dict[str, Any]:
+    """The cluster as plain data: what `status --json` prints."""
+    deployments: dict[str, Any] = {}
+    for dname, record in sorted(view.deployments.items()):
+        lost = view.lost_hosts(record)
+        ready = view.ready.get(record.circuit_id, set())
+        gates = {}
+        for gate, host in record.placement.items():
+            state = f"lost: host {host} {lost[host]}" if host in lost else "ready" if gate in ready else "not ready"
+            gates[gate] = {"op": record.circuit.by_id[gate].op, "host": host, "state": state}
+        if lost:
+            state = "broken: " + "; ".join(f"host {h} {why}" for h, why in lost.items())
+        elif all(g in ready for g in record.placement):
+            state = "ready"
+        else:
+            state = f"starting: {sum(g in ready for g in record.placement)} of {len(record.placement)} gates ready"
+        deployments[dname] = {
+            "circuit_id": record.circuit_id,
+            "state": state,
+            "inputs": record.circuit.inputs,
+            "output": record.circuit.output,
+            "hosts": dict(Counter(record.placement.values())),
+            "gates": gates,
+        }
+    hosts = {}
+    for hname, presence in sorted(view.hosts.items()):
+        current = [d for d in view.deployments.values() if d.hosts.get(hname) == presence.incarnation]
+        hosts[hname] = {
+            "state": presence.state,
+            "reason": presence.reason,
+            "incarnation": presence.incarnation,
+            "machine": presence.machine,
+            "pid": presence.pid,
+            "gates": sum(len(d.gates_on(hname)) for d in current),
+        }
+    return {"hosts": hosts, "deployments": deployments}
+
+
+def print_cluster(view: ClusterView, name: str | None, broker: BrokerAddress) -> None:
+    """The hosts, the deployments and, when `name` is given, that deployment's gates, as tables."""
+    state = cluster_state(view)
+    hosts = Table(title=f"gate hosts on {broker}", title_justify="left", show_edge=False)
+    for column in ("host", "state", "incarnation", "machine", "pid", "gates"):
+        hosts.add_column(column)
+    for hname, h in state["hosts"].items():
+        label = h["state"] + (f" ({h['reason']})" if h["reason"] else "")
+        colour = "green" if h["state"] == "online" else "red"
+        hosts.add_row(hname, f"[{colour}]{label}[/]", h["incarnation"], h["machine"], str(h["pid"]), str(h["gates"]))
+    out.print(hosts if state["hosts"] else "no gate hosts have announced themselves")
+    out.print()
+    deployments = Table(title="deployments", title_justify="left", show_edge=False)
+    for column in ("deployment", "state", "gates", "hosts", "inputs -> output"):
+        deployments.add_column(column)
+    for dname, d in state["deployments"].items():
+        spread = ", ".join(f"{h}: {n}" for h, n in d["hosts"].items())
+        deployments.add_row(
+            dname, d["state"], str(len(d["gates"])), spread, f"{', '.join(d['inputs'])} -> {d['output']}"
+        )
+    out.print(deployments if state["deployments"] else "no deployments")
+    if name is None:
+        return
+    if name not in state["deployments"]:
+        raise InputError(f"no deployment named {name!r} (deployments: {', '.join(state['deployments']) or 'none'})")
+    out.print()
+    gates = Table(title=f"gates of {name}", title_justify="left", show_edge=False)
+    for column in ("gate", "op", "host", "state"):
+        gates.add_column(column)
+    for gate, g in state["deployments"][name]["gates"].items():
+        gates.add_row(gate, g["op"], g["host"], g["state"])
+    out.print(gates)

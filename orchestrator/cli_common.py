@@ -1,0 +1,197 @@
+"""What every `gatemesh` command shares: its options, their checks, its printing, its one error path.
+
+Options are checked in small functions that turn a bad value into an InputError naming the
+option; output goes through `print_*` helpers; and every failure a user can cause leaves by
+`one_error_path`: one line on stderr that says what was wrong, and exit status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from broker.security import ORCHESTRATOR_USER, SecureDir
+from gates.faults import Faults
+from gates.transport import BrokerAddress
+from orchestrator.circuit import Circuit
+from orchestrator.compiler import compile_source
+from orchestrator.deploy import HostChoice
+from orchestrator.errors import BrokerError, GatemeshError, InputError, unwrap
+from orchestrator.placement import STRATEGIES
+from orchestrator.result import RunResult
+
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+# -- options ------------------------------------------------------------------------------
+
+BrokerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        "-b",
+        envvar="GATEMESH_BROKER",
+        help="mqtt://host:port of a running broker; default: start the embedded one",
+    ),
+]
+ClusterBrokerOption = Annotated[
+    str,
+    typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="mqtt://host:port of the broker the hosts use"),
+]
+FaultsOption = Annotated[
+    str,
+    typer.Option(
+        "--faults", help="inject faults between the gates and the broker: drop=0.05,dup=0.1,delay=0-20ms,reorder,seed=7"
+    ),
+]
+SecureOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--secure",
+        help="a directory made by `gatemesh secure init`: rewrite the broker's ACL for this deployment "
+        "and connect with the orchestrator's account",
+    ),
+]
+HostsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--hosts",
+        help="gate hosts to deploy on: a number (wait for that many) or names h1,h2; default: all online",
+    ),
+]
+PlacementOption = Annotated[
+    str,
+    typer.Option("--placement", help=f"{' | '.join(STRATEGIES)} | a .json/.yaml file mapping gate -> host"),
+]
+OutputOption = Annotated[str | None, typer.Option("--output", help="the name whose value is the output")]
+
+# -- checking what was given --------------------------------------------------------------
+
+
+def load_circuit(source: str, output: str | None = None) -> Circuit:
+    """A circuit file (.json/.yaml/.yml) if SOURCE names one, else an expression or program."""
+    if source.endswith((".json", ".yaml", ".yml")):
+        circuit = Circuit.load(Path(source))
+        if output is not None and output != circuit.output:
+            raise InputError("--output applies to expressions; a circuit file names its own output")
+        return circuit
+    return compile_source(source, output=output)
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, float]:
+    """['x=-2', 'y=5'] -> {'x': -2.0, 'y': 5.0}, with errors that name the bad argument."""
+    values: dict[str, float] = {}
+    for text in assignments:
+        name, sep, number = text.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"{text!r}: give inputs as name=value, like x=-2")
+        try:
+            value = float(number)
+        except ValueError:
+            raise InputError(f"{text!r}: {number!r} is not a number") from None
+        if not math.isfinite(value):
+            raise InputError(f"{text!r}: the value must be finite")
+        values[name.strip()] = value
+    return values
+
+
+def parse_faults(text: str) -> Faults | None:
+    """--faults: None when empty."""
+    if not text:
+        return None
+    try:
+        return Faults.parse(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def broker_address(url: str, accounts: SecureDir | None = None) -> BrokerAddress:
+    """The broker's address; with a secure directory and no user in the URL, as the orchestrator."""
+    try:
+        address = BrokerAddress.parse(url)
+    except ValueError as exc:
+        raise BrokerError(str(exc)) from exc
+    if accounts is not None and address.username is None:
+        credentials = accounts.credentials()
+        address = address.model_copy(update={"username": ORCHESTRATOR_USER, "password": credentials[ORCHESTRATOR_USER]})
+    return address
+
+
+def secure_dir(directory: Path | None) -> SecureDir | None:
+    """--secure: a directory with readable credentials, or None."""
+    if directory is None:
+        return None
+    accounts = SecureDir(directory)
+    try:
+        accounts.credentials()
+    except ValueError as exc:
+        raise InputError(f"--secure: {exc}; make one with `gatemesh secure init`") from exc
+    return accounts
+
+
+def host_choice(hosts: str | None) -> HostChoice:
+    """--hosts: a number of hosts to wait for, or their names."""
+    if hosts is None:
+        return None
+    if hosts.strip().isdigit():
+        count = int(hosts)
+        if count < 1:
+            raise InputError("--hosts: give at least 1")
+        return count
+    names = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not names:
+        raise InputError("--hosts: give a number or host names like h1,h2")
+    return names
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def print_result(result: RunResult, title: str | None = None) -> None:
+    """The value in bold, then one row per input with its gradient."""
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column("input")
+    table.add_column("gradient", justify="right")
+    for name, grad in result.grads.items():
+        table.add_row(name, f"{grad:.10g}")
+    out.print(f"value = [bold]{result.value:.10g}[/bold]")
+    out.print(table)
+
+
+def print_line(line: str, *, console: Console = out) -> None:
+    """One line as it is: no markup, no highlighting, no wrapping."""
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+# -- the one error path -------------------------------------------------------------------
+
+
+def fail(exc: GatemeshError) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    raise SystemExit(1) from None
+
+
+@contextlib.contextmanager
+def one_error_path() -> Iterator[None]:
+    """A gatemesh error, bare or inside a task group's failure, becomes one line on stderr and exit 1."""
+    try:
+        yield
+    except GatemeshError as exc:
+        fail(exc)
+    except BaseExceptionGroup as group:
+        cause = unwrap(group)
+        if not isinstance(cause, GatemeshError):
+            raise
+        fail(cause)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

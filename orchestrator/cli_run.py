@@ -1,0 +1,200 @@
+"""`gatemesh run`, `demo` and `compile`: turn source into a circuit and push passes through the mesh.
+
+`run` and `demo` open their runners the same way (`open_runner_at`), so a failure inside the
+gates' task group reaches the user by the same path and with the same message from either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gates.faults import Faults
+from gates.protocol import Message
+from gates.transport import BrokerAddress
+from orchestrator.api import broker_url, deployed
+from orchestrator.circuit import Circuit
+from orchestrator.cli_common import (
+    DEFAULT_BROKER,
+    BrokerOption,
+    FaultsOption,
+    HostsOption,
+    OutputOption,
+    PlacementOption,
+    broker_address,
+    err,
+    host_choice,
+    load_circuit,
+    out,
+    parse_assignments,
+    parse_faults,
+    print_line,
+    print_result,
+)
+from orchestrator.cluster import DeploymentRecord
+from orchestrator.compiler import compile_source
+from orchestrator.deploy import on_deployment, on_hosts
+from orchestrator.errors import InputError
+from orchestrator.examples import EXAMPLES
+from orchestrator.explain import Explainer
+from orchestrator.result import RunResult
+from orchestrator.runner import Observer, Runner
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command("compile")(compile_command)
+    app.command()(demo)
+
+
+def run(
+    source: Annotated[
+        str | None, typer.Argument(help="an expression, a program (q = x + y; f = q * z) or a circuit file")
+    ] = None,
+    assignments: Annotated[list[str] | None, typer.Argument(help="input values: x=-2 y=5 z=-4")] = None,
+    broker: BrokerOption = None,
+    output: OutputOption = None,
+    timeout: Annotated[float, typer.Option(help="seconds before a run fails, naming the gates it waits on")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help='print only {"value": ..., "grads": {...}}')] = False,
+    deployed_name: Annotated[
+        str | None, typer.Option("--deployed", help="run on this deployment (see `gatemesh deploy`); no SOURCE")
+    ] = None,
+    hosts: HostsOption = None,
+    placement: PlacementOption = "round-robin",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="tell every message of the run as it crosses the broker")
+    ] = False,
+    faults: FaultsOption = "",
+    retries: Annotated[int, typer.Option(min=0, help="run again (fresh run id) after a timeout, this many times")] = 0,
+) -> None:
+    """Run one forward and backward pass through the broker and print the value and gradients.
+
+    The gates run as actors in this process, or, with --hosts, on gate hosts for the length
+    of the run, or, with --deployed NAME, on a deployment that stays up.
+    """
+    given = [source] if source is not None else []
+    given += assignments or []
+    fault_plan = parse_faults(faults)
+    if fault_plan is not None and (deployed_name is not None or hosts is not None):
+        raise InputError("--faults applies to gates in this process; give hosts their own (gatemesh host --faults)")
+    target: Circuit | str
+    if deployed_name is not None:
+        if hosts is not None:
+            raise InputError("--deployed runs where the deployment already is; drop --hosts")
+        target = deployed_name
+        inputs = parse_assignments(given)
+    else:
+        if not given:
+            raise InputError("give an expression, a program or a circuit file (or --deployed NAME)")
+        target = load_circuit(given[0], output)
+        inputs = parse_assignments(given[1:])
+    console = err if as_json else out
+
+    def narrate(line: str) -> None:
+        print_line(line, console=console)
+
+    async def one_run() -> RunResult:
+        narrator = narrate if explain else None
+        here = isinstance(target, Circuit) and hosts is None
+        async with (
+            _broker_for(here, broker) as address,
+            open_runner_at(target, address, hosts, placement, timeout, narrator, fault_plan) as runner,
+        ):
+            return await runner.run(inputs, timeout=timeout, retries=retries)
+
+    result = asyncio.run(one_run())
+    if as_json:
+        print(result.model_dump_json())
+    else:
+        print_result(result)
+
+
+@contextlib.asynccontextmanager
+async def _broker_for(in_process: bool, broker: str | None) -> AsyncIterator[BrokerAddress]:
+    """Gates in this process use the given broker or an embedded one; hosts need one that is up."""
+    if in_process:
+        async with broker_url(broker) as address:
+            yield address
+    else:
+        yield broker_address(broker or DEFAULT_BROKER)
+
+
+@contextlib.asynccontextmanager
+async def open_runner_at(
+    target: Circuit | str,
+    address: BrokerAddress,
+    hosts: str | None,
+    placement: str,
+    timeout: float,
+    narrate: Callable[[str], None] | None,
+    faults: Faults | None = None,
+) -> AsyncIterator[Runner]:
+    """A runner on a named deployment, on hosts for this run only, or on actors in this process."""
+
+    def per_deployment(record: DeploymentRecord) -> Observer:
+        assert narrate is not None
+        return _narrator(narrate, record.circuit, record.placement)
+
+    observer_for = per_deployment if narrate else None
+    if isinstance(target, str):
+        async with on_deployment(target, address, ready_timeout=timeout, observer=observer_for) as runner:
+            yield runner
+    elif hosts is not None:
+        choice = host_choice(hosts)
+        placed = on_hosts(target, address, hosts=choice, placement=placement, observer=observer_for, timeout=timeout)
+        async with placed as runner:
+            yield runner
+    else:
+        observer = _narrator(narrate, target) if narrate else None
+        async with deployed(target, address, observer=observer, faults=faults) as runner:
+            yield runner
+
+
+def _narrator(narrate: Callable[[str], None], circuit: Circuit, placement: dict[str, str] | None = None) -> Observer:
+    """An observer that tells every message of a run as a sentence."""
+    explainer = Explainer(circuit, placement)
+
+    def observe(topic_name: str, message: Message) -> None:
+        narrate(explainer.explain(topic_name, message))
+
+    return observe
+
+
+def compile_command(
+    source: Annotated[str, typer.Argument(help="an expression or a program")],
+    output_file: Annotated[Path, typer.Option("-o", "--out", help="where to write the circuit (.json, .yaml)")],
+    output: OutputOption = None,
+    name: Annotated[str, typer.Option(help="the circuit's name")] = "circuit",
+) -> None:
+    """Compile SOURCE into a circuit file that `gatemesh run FILE` runs."""
+    circuit = compile_source(source, output=output, name=name)
+    circuit.dump(output_file)
+    err.print(f"wrote {len(circuit.gates)} gates to {output_file} (inputs: {', '.join(circuit.inputs)})")
+
+
+def demo(broker: BrokerOption = None, timeout: float = 10.0) -> None:
+    """Run the CS231n notes' worked examples through the mesh, one after another."""
+
+    async def all_examples() -> None:
+        async with broker_url(broker) as address:
+            out.print(f"broker: {address}\n")
+            for number, example in enumerate(EXAMPLES, 1):
+                circuit = compile_source(example.source)
+                async with open_runner_at(circuit, address, None, "round-robin", timeout, None) as runner:
+                    result = await runner.run(example.inputs, timeout=timeout)
+                source = "; ".join(line.strip() for line in example.source.strip().splitlines())
+                given = ", ".join(f"{k}={v:g}" for k, v in example.inputs.items())
+                out.rule(f"{number}. {example.title}")
+                out.print(f"[cyan]{source}[/cyan]   at {given}")
+                out.print(
+                    f"{len(circuit.gates)} gate actors, {circuit.messages_per_pass()} messages through the broker"
+                )
+                print_result(result)
+                out.print(f"[dim]{example.lesson}[/dim]\n")
+
+    asyncio.run(all_examples())

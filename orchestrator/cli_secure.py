@@ -1,0 +1,37 @@
+"""`gatemesh secure ...`: accounts and an ACL for Mosquitto, so each host may touch only its own gates' topics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from broker.security import SecureDir, host_user
+from orchestrator.cli_common import print_line
+from orchestrator.errors import InputError
+
+app = typer.Typer(help="Accounts and an ACL for Mosquitto: each host may touch only its own gates' topics.")
+
+
+@app.command("init")
+def secure_init(
+    directory: Annotated[Path, typer.Argument(help="where to write credentials.json, passwd and acl")],
+    hosts: Annotated[str, typer.Option("--hosts", help="the gate hosts' names: h1,h2,h3")],
+) -> None:
+    """Make accounts for the orchestrator and each host, a password file and a first ACL."""
+    names = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not names:
+        raise InputError("--hosts: give the hosts' names, like h1,h2,h3")
+    accounts = SecureDir.create(directory, names)
+    lines = [
+        f"wrote {directory}/credentials.json (keep it secret), passwd and acl for {', '.join(names)}",
+        f"broker:   python -m broker mosquitto --port 1883 --secure {directory}",
+        *(
+            f"host {name}: gatemesh host --name {name} --broker {accounts.url(host_user(name), 'mqtt://HOST:1883')}"
+            for name in names
+        ),
+        f"deploy:   gatemesh deploy CIRCUIT --name NAME --secure {directory} --broker mqtt://HOST:1883",
+    ]
+    for line in lines:
+        print_line(line)
