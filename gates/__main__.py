@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("GATEMESH_BROKER", DEFAULT_BROKER),
         help="mqtt://host:port of the broker (default: $GATEMESH_BROKER or %(default)s)",
     )
-    parser.add_argument("--name", default=None, help="this host's name (default: <hostname>-<pid>)")
+    parser.add_argument("--name", default=None, help="this host's name (default: host-<hostname>-<pid>)")
     parser.add_argument(
         "--faults", default="", help="inject faults into this host's gates, e.g. drop=0.05,dup=0.1,delay=0-20ms,reorder"
     )

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -439,7 +438,7 @@ def show_cluster(view: ClusterView, name: str | None, broker: BrokerAddress) -> 
 @app.command()
 def host(
     broker: ClusterBrokerOption = DEFAULT_BROKER,
-    name: Annotated[str | None, typer.Option("--name", help="this host's name; default: <hostname>-<pid>")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="this host's name; default: host-<hostname>-<pid>")] = None,
     faults: FaultsOption = "",
     connections: Annotated[
         str, typer.Option(help="shared: one MQTT connection for all this host's gates; per-gate: one each")
@@ -459,9 +458,7 @@ def host(
         gate_host = GateHost(
             name or default_name(), _address(broker), faults=_faults(faults), connections=mode, qos=level
         )
-    except ValidationError as exc:  # the name, which the host's presence message validates
-        raise InputError(f"--name: {exc}") from exc
-    except ValueError as exc:  # --qos and --connections that do not go together
+    except ValueError as exc:  # an invalid --name; --qos and --connections that do not go together
         raise InputError(str(exc)) from exc
     logging.getLogger("gates").setLevel(logging.INFO)
     try:
