@@ -32,14 +32,14 @@ from gates.lifecycle import Backoff, cancel_and_wait
 from gates.mqtt311 import QoS
 from gates.mux import SharedConnection
 from gates.protocol import (
-    Assignment,
-    ErrorCode,
-    ErrorReport,
-    GateSpec,
     NAME_CHARACTERS,
     NAME_MAX_LENGTH,
     NAME_PATTERN,
     NAME_RULE,
+    Assignment,
+    ErrorCode,
+    ErrorReport,
+    GateSpec,
     HostPresence,
     host_topic,
     parse_topic,
