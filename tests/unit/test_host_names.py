@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from gates.host import GateHost, InvalidHostName, default_name
 from gates.protocol import NAME_PATTERN, NAME_RULE, HostPresence
 from gates.transport import BrokerAddress
+from tests.processes import gatemesh
 
 NOWHERE = BrokerAddress.parse("mqtt://127.0.0.1:1")  # never connected to: names fail before that
 
@@ -98,3 +99,9 @@ def test_the_host_process_states_the_rule_and_exits() -> None:
     )
     assert done.returncode == 1
     assert done.stderr == f"error: invalid host name '62d33df8f11e-1': a host name must be {NAME_RULE}\n"
+
+
+def test_gatemesh_host_states_the_rule_too() -> None:
+    done = gatemesh("host", "--name", "1h", "--broker", "mqtt://127.0.0.1:1")
+    assert done.returncode == 1
+    assert done.stderr == f"error: invalid host name '1h': a host name must be {NAME_RULE}\n"
