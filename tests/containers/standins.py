@@ -111,29 +111,40 @@ def pip_index() -> str | None:
 
 
 def build_debian(log: list[str]) -> None:
-    """debootstrap a minimal bookworm and import it as DEBIAN (about 30 s and 150 MB)."""
+    """debootstrap a minimal bookworm and import it as DEBIAN (about 30 s and 120 MB)."""
     mirror = debian_mirror()
     with tempfile.TemporaryDirectory(prefix="gatemesh-debootstrap-") as work:
         root = Path(work) / "root"
-        done = subprocess.run(
-            ["debootstrap", "--variant=minbase", "bookworm", str(root), mirror],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"debootstrap from {mirror} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-        # apt's lists and caches: each Containerfile fetches fresh lists, and the image is 50 MB smaller
-        shutil.rmtree(root / "var/lib/apt/lists")
-        (root / "var/lib/apt/lists/partial").mkdir(parents=True)
-        for cache in [*(root / "var/cache/apt").glob("*.bin"), *(root / "var/cache/apt/archives").glob("*.deb")]:
-            cache.unlink()
-        tree = subprocess.run(
-            ["tar", "--numeric-owner", "-C", str(root), "-c", "."], capture_output=True, timeout=300, check=True
-        ).stdout
-        podman("import", "--change", 'CMD ["/bin/bash"]', "-", DEBIAN, stdin=tree)
+        try:
+            done = subprocess.run(
+                ["debootstrap", "--variant=minbase", "bookworm", str(root), mirror],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"debootstrap from {mirror} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+            unmount_under(root)
+            # apt's lists and caches: each Containerfile fetches fresh lists, and the image is 50 MB smaller
+            shutil.rmtree(root / "var/lib/apt/lists")
+            (root / "var/lib/apt/lists/partial").mkdir(parents=True)
+            for cache in [*(root / "var/cache/apt").glob("*.bin"), *(root / "var/cache/apt/archives").glob("*.deb")]:
+                cache.unlink()
+            tar = ["tar", "--numeric-owner", "--one-file-system", "-C", str(root), "-c", "."]
+            tree = subprocess.run(tar, capture_output=True, timeout=300, check=True).stdout
+            podman("import", "--change", 'CMD ["/bin/bash"]', "-", DEBIAN, stdin=tree)
+        finally:
+            unmount_under(root)  # before the temporary directory is deleted: never delete through a mount
     log.append(f"{DEBIAN}: debootstrap from {mirror}")
+
+
+def unmount_under(root: Path) -> None:
+    """Unmount whatever is mounted inside `root`, deepest first: debootstrap sometimes leaves its /proc."""
+    inside = str(root) + "/"
+    points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(inside)), reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
 
 
 def recipe(standin: StandIn, base_id: str, index: str | None) -> tuple[str, str]:
