@@ -118,6 +118,7 @@ def engine() -> Iterator[list[str]]:
             'deselect it with -m "not containers"'
         )
     log = ensure_standins()
+    print("\n".join(log))  # what had to be built (nothing, when the cache is warm)
     # podman-compose 1.6 builds once per replica when `up` builds; building the service once first avoids it
     built = Compose()("build", "gates", timeout=900)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
