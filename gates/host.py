@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import socket
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ from gates.lifecycle import Backoff, cancel_and_wait
 from gates.mqtt311 import QoS
 from gates.mux import SharedConnection
 from gates.protocol import (
+    NAME_CHARACTERS,
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    NAME_RULE,
     Assignment,
     ErrorCode,
     ErrorReport,
@@ -56,9 +61,21 @@ class HostNameTaken(RuntimeError):
     """Another live host already announced this name."""
 
 
-def default_name() -> str:
-    """Unique per process on one machine, and per container (whose hostname is its id)."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+class InvalidHostName(ValueError):
+    """A host name that cannot be a topic level (the rule is gates.protocol.NAME_RULE)."""
+
+
+def default_name(machine: str | None = None, pid: int | None = None) -> str:
+    """`host-<hostname>-<pid>`: unique per process on one machine, and per container (whose hostname is its id).
+
+    Always a valid name: the prefix gives it a letter first (a container's id often starts with a
+    digit), characters a name may not hold become '-', and a long hostname is cut to fit.
+    """
+    machine = socket.gethostname() if machine is None else machine
+    pid = os.getpid() if pid is None else pid
+    suffix = f"-{pid}"
+    stem = "host-" + re.sub(f"[^{NAME_CHARACTERS}]", "-", machine)
+    return stem[: NAME_MAX_LENGTH - len(suffix)] + suffix
 
 
 @dataclass
@@ -81,6 +98,8 @@ class GateHost:
     ) -> None:
         if qos != 1 and connections != "shared":
             raise ValueError("--qos 0 needs --connections shared (a per-gate connection always uses QoS 1)")
+        if re.fullmatch(NAME_PATTERN, name) is None:  # it names a topic level: gatemesh-sys/hosts/NAME
+            raise InvalidHostName(f"invalid host name {name!r}: a host name must be {NAME_RULE}")
         self.name = name
         self.broker = broker
         self.faults = faults
@@ -88,7 +107,6 @@ class GateHost:
         """With "shared", all of this host's gates use one connection; with "per-gate", one each."""
         self.incarnation = secrets.token_hex(4)
         self._gates: dict[tuple[str, str], _Running] = {}
-        self.presence("online")  # a name that cannot be a topic level fails here, not later
 
     def presence(self, state: str, reason: str = "") -> HostPresence:
         return HostPresence.model_validate(

@@ -33,8 +33,12 @@ ROOT = "gatemesh"
 SYSTEM_ROOT = "gatemesh-sys"
 """Hosts and deployment records live under their own root, so no circuit id can collide with them."""
 ORCHESTRATOR = "orchestrator"
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
-"""Gate ids and circuit ids: safe inside an MQTT topic level (no '/', '+', '#')."""
+NAME_CHARACTERS = r"A-Za-z0-9_.\-"
+NAME_MAX_LENGTH = 128
+NAME_PATTERN = rf"^[A-Za-z_][{NAME_CHARACTERS}]{{0,{NAME_MAX_LENGTH - 1}}}$"
+"""Gate ids, circuit ids and host names: safe inside an MQTT topic level (no '/', '+', '#')."""
+NAME_RULE = f"a letter or '_' followed by letters, digits, '_', '.' or '-', {NAME_MAX_LENGTH} characters at most"
+"""NAME_PATTERN in words, for error messages."""
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
+from gates.host import default_name
 from gates.protocol import HostPresence, host_topic
 from gates.transport import BrokerAddress, read_retained
 
@@ -37,7 +37,7 @@ class GateHostProcess:
     def __init__(
         self, url: str, name: str | None, *, argv: Sequence[str] | None = None, netns: str | None = None
     ) -> None:
-        """name None: the host names itself, `<hostname>-<pid>` (what compose replicas do)."""
+        """name None: the host names itself, `host-<hostname>-<pid>` (what compose replicas do)."""
         self.url = url
         command = list(argv) if argv is not None else ["--broker", url, *(["--name", name] if name else [])]
         prefix = ["ip", "netns", "exec", netns] if netns else []
@@ -47,7 +47,7 @@ class GateHostProcess:
             stderr=subprocess.PIPE,
             env=clean_env(),
         )
-        self.name = name or f"{socket.gethostname()}-{self.process.pid}"  # `ip netns exec` execs: same pid
+        self.name = name or default_name(pid=self.process.pid)  # `ip netns exec` execs: same pid
 
     def wait_online(self, timeout: float = 20) -> HostPresence:
         """Block until this process has announced itself (a previous incarnation does not count)."""

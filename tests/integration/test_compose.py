@@ -1,4 +1,4 @@
-"""The docker-compose demo, proven without a Docker engine.
+"""The docker-compose demo, proven without a container engine (test_compose_podman.py runs it in one).
 
 1. docker-compose.yml is valid against the Compose Specification's JSON schema (vendored in
    tests/data/compose-spec.json, as shipped in docker-compose 1.29.2 on PyPI), and every
@@ -56,11 +56,43 @@ def test_compose_topology_is_the_one_the_demo_needs() -> None:
     assert services["broker"]["image"] == "eclipse-mosquitto:2"
     assert "./broker/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro" in services["broker"]["volumes"]
     assert (ROOT / "broker/mosquitto.conf").exists()
-    assert services["gates"]["deploy"]["replicas"] == 3
+    assert services["gates"]["deploy"] == {"mode": "replicated", "replicas": 3}  # podman-compose needs the mode
     assert services["gates"]["build"] == "."
     assert (ROOT / "Dockerfile").exists()
     assert COMPOSE_BROKER in command("gates")
     assert COMPOSE_BROKER in command("orchestrator")
+
+
+def test_compose_file_ends_and_stays_private() -> None:
+    """Built once, no port on the host, started in order, and nothing restarts forever."""
+    services = COMPOSE["services"]
+    assert [name for name, service in services.items() if "build" in service] == ["gates"]
+    assert services["orchestrator"]["image"] == services["gates"]["image"]
+    assert all("ports" not in service for service in services.values())
+    assert services["broker"]["healthcheck"]["test"][:2] == ["CMD", "mosquitto_pub"]
+    assert services["gates"]["depends_on"] == {"broker": {"condition": "service_healthy"}}
+    assert services["orchestrator"]["depends_on"]["broker"] == {"condition": "service_healthy"}
+    for name, service in services.items():  # a demo that fails must end, not retry forever
+        assert service.get("restart", "no") == "no" or re.fullmatch(r"on-failure:\d+", service["restart"]), name
+
+
+def test_the_dockerfile_installs_dependencies_before_copying_the_code() -> None:
+    """So that a change to the code reinstalls none of them (the layer stays cached)."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    dependencies = next(
+        i for i, line in enumerate(lines) if "pip install" in line and "-r /tmp/requirements.txt" in line
+    )
+    code = [i for i, line in enumerate(lines) if re.match(r"COPY (gates|broker|orchestrator) ", line)]
+    assert len(code) == 3
+    assert dependencies < min(code)
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored[ignored.index("*") + 1 :][:5] == [
+        "!pyproject.toml",
+        "!README.md",
+        "!gates",
+        "!broker",
+        "!orchestrator",
+    ]
 
 
 def test_every_command_is_one_this_project_has() -> None:
