@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 import aiomqtt
 
@@ -14,6 +15,7 @@ from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import in_process
 from orchestrator.errors import BrokerError, unwrap
+from orchestrator.recorder import Recorder
 from orchestrator.result import RunResult
 from orchestrator.runner import Runner
 
@@ -24,15 +26,25 @@ async def run_circuit(
     *,
     broker: str | None = None,
     timeout: float = 10.0,
+    trace: Path | str | Recorder | None = None,
 ) -> RunResult:
     """Deploy the circuit's gates in this process, run one pass through the broker, tear down.
 
     `circuit` may be a Circuit or source text. Without `broker` the embedded broker is started.
+    With `trace` the run is traced: its events go to that file (JSON lines, orchestrator/trace.py),
+    or into that Recorder (its `.trace()` then holds them); the file is written even if the run fails.
     """
     if isinstance(circuit, str):
         circuit = compile_source(circuit)
-    async with broker_url(broker) as url, deployed(circuit, url) as runner:
-        return await runner.run(inputs, timeout=timeout)
+    recorder = trace if isinstance(trace, Recorder) else Recorder() if trace is not None else None
+    async with broker_url(broker) as url, deployed(circuit, url, recorder=recorder) as runner:
+        try:
+            return await runner.run(inputs, timeout=timeout)
+        finally:
+            if recorder is not None:
+                await recorder.drain()
+                if not isinstance(trace, Recorder) and trace is not None:
+                    recorder.write(Path(trace))
 
 
 @contextlib.asynccontextmanager
@@ -52,10 +64,12 @@ async def broker_url(broker: str | None) -> AsyncIterator[BrokerAddress]:
 
 
 @contextlib.asynccontextmanager
-async def deployed(circuit: Circuit, broker: BrokerAddress) -> AsyncIterator[Runner]:
+async def deployed(
+    circuit: Circuit, broker: BrokerAddress, *, recorder: Recorder | None = None
+) -> AsyncIterator[Runner]:
     """`deploy.in_process`, with failures inside the actors' task group surfaced as plain errors."""
     try:
-        async with in_process(circuit, broker) as runner:
+        async with in_process(circuit, broker, recorder=recorder) as runner:
             yield runner
     except BaseExceptionGroup as group:
         raise _first_cause(group, broker) from group
