@@ -34,6 +34,7 @@ from orchestrator.errors import BrokerError, GatemeshError, InputError, unwrap
 from orchestrator.examples import EXAMPLES
 from orchestrator.explain import Explainer
 from orchestrator.placement import STRATEGIES
+from orchestrator.recorder import Recorder, explain_to
 from orchestrator.result import RunResult
 from orchestrator.runner import Observer, Runner
 
@@ -145,6 +146,9 @@ def run(
     ] = False,
     faults: FaultsOption = "",
     retries: Annotated[int, typer.Option(min=0, help="run again (fresh run id) after a timeout, this many times")] = 0,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="record every event of the run, with logical clocks, to this file")
+    ] = None,
 ) -> None:
     """Run one forward and backward pass through the broker and print the value and gradients.
 
@@ -172,10 +176,18 @@ def run(
     def narrate(line: str) -> None:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
+    recorder = Recorder(faults=fault_plan, faults_text=faults) if trace or explain else None
+    if recorder is not None and explain:
+        explain_to(recorder, narrate)
+
     async def one_run() -> RunResult:
-        explaining = narrate if explain else None
-        async with _runner(target, broker, hosts, placement, timeout, explaining, fault_plan) as runner:
-            return await runner.run(inputs, timeout=timeout, retries=retries)
+        async with _runner(target, broker, hosts, placement, timeout, None, fault_plan, recorder) as runner:
+            try:
+                return await runner.run(inputs, timeout=timeout, retries=retries)
+            finally:
+                if recorder is not None and trace is not None:
+                    await recorder.drain()
+                    recorder.write(trace)
 
     result = asyncio.run(one_run())
     if as_json:
@@ -193,6 +205,7 @@ async def _runner(
     timeout: float,
     narrate: Callable[[str], None] | None,
     faults: Faults | None = None,
+    recorder: Recorder | None = None,
 ) -> AsyncIterator[Runner]:
     """A runner on a named deployment, on hosts for this run only, or on actors in this process."""
 
@@ -203,19 +216,28 @@ async def _runner(
     observer_for = per_deployment if narrate else None
     if isinstance(target, str):
         address = _address(broker or DEFAULT_BROKER)
-        async with on_deployment(target, address, ready_timeout=timeout, observer=observer_for) as runner:
+        opened = on_deployment(target, address, ready_timeout=timeout, observer=observer_for, recorder=recorder)
+        async with opened as runner:
             yield runner
     elif hosts is not None:
         address = _address(broker or DEFAULT_BROKER)
         choice = _host_choice(hosts)
-        placed = on_hosts(target, address, hosts=choice, placement=placement, observer=observer_for, timeout=timeout)
+        placed = on_hosts(
+            target,
+            address,
+            hosts=choice,
+            placement=placement,
+            observer=observer_for,
+            timeout=timeout,
+            recorder=recorder,
+        )
         async with placed as runner:
             yield runner
     else:
         observer = _narrator(narrate, target) if narrate else None
         async with (
             broker_url(broker) as address,
-            in_process(target, address, observer=observer, faults=faults) as runner,
+            in_process(target, address, observer=observer, faults=faults, recorder=recorder) as runner,
         ):
             yield runner
 

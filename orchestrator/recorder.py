@@ -31,8 +31,9 @@ from gates.faults import Faults
 from gates.protocol import ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
 from gates.tracing import EventType, TraceBatch, TraceEvent, TraceMsg, describe
 from orchestrator.circuit import Circuit
+from orchestrator.explain import Explainer
 from orchestrator.result import RunResult
-from orchestrator.trace import BROKER, RunRecord, Trace, TraceHeader, causal_order, write_trace
+from orchestrator.trace import BROKER, RunRecord, Trace, TraceHeader, as_message, causal_order, write_trace
 
 log = logging.getLogger(__name__)
 
@@ -266,3 +267,22 @@ class Recorder:
         trace = self.trace()
         write_trace(trace, path)
         return trace
+
+
+def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
+    """--explain from the trace: one sentence per crossing, as the recorder records it.
+
+    The sentences, the trace file and the pictures are then made from the same events.
+    """
+    explainer: Explainer | None = None
+
+    def listen(event: TraceEvent) -> None:
+        nonlocal explainer
+        if event.type != "cross" or event.msg is None or recorder.circuit is None:
+            return
+        if explainer is None:
+            hosts = set(recorder.placement.values())
+            explainer = Explainer(recorder.circuit, None if hosts <= {"local"} else recorder.placement)
+        say(explainer.explain(event.msg.topic, as_message(event, recorder.deployment)))
+
+    recorder.listeners.append(listen)
