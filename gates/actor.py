@@ -173,11 +173,12 @@ class GateActor:
                 await self._send(link, delayed, batch)
             return
         if self.injector is None or delayed is None:
-            await link.publish([self.tracer.batch(run, events), *batch])
+            await link.publish([*self.tracer.batch(run, events), *batch])
             return
         planned = self.injector.plan(batch)
         events += self.tracer.faults(run, batch, [(copy.delay, copy.message) for copy in planned])
-        await link.publish([self.tracer.batch(run, events)])
+        if held := self.tracer.batch(run, events):
+            await link.publish(held)
         await self._publish_planned(link, delayed, planned)
 
     async def _publish_planned(self, link: Link, delayed: asyncio.TaskGroup, planned: list[Planned]) -> None:

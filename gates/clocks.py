@@ -58,7 +58,7 @@ class Clock:
         return self.tick()
 
     def stamp(self) -> Stamp:
-        return Stamp.model_construct(lamport=self.lamport, vc=dict(self.vc))
+        return Stamp(lamport=self.lamport, vc=dict(self.vc))
 
 
 def happened_before(a: dict[str, int], b: dict[str, int]) -> bool:

@@ -23,13 +23,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
 from gates.clocks import Clock, Stamp
 from gates.faults import Faults
 from gates.protocol import ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
-from gates.tracing import EventType, TraceBatch, TraceEvent, TraceMsg, describe
+from gates.tracing import EventType, TraceBatch, TraceEvent, describe
 from orchestrator.circuit import Circuit
 from orchestrator.explain import Explainer
 from orchestrator.result import RunResult
@@ -38,6 +39,17 @@ from orchestrator.trace import BROKER, RunRecord, Trace, TraceHeader, as_message
 log = logging.getLogger(__name__)
 
 Listener = Callable[[TraceEvent], None]
+
+
+class _Crossing(NamedTuple):
+    """A message of a traced run seen passing the broker: a `cross` event, made when needed."""
+
+    t_ns: int
+    run: str
+    topic: str
+    message: Message
+
+
 DRAIN_TIMEOUT = 2.0
 """Seconds `drain` waits for the gates' last events (receipts of late copies, of a release)."""
 
@@ -52,13 +64,17 @@ class Recorder:
         self.circuit: Circuit | None = None
         self.deployment = ""
         self.placement: dict[str, str] = {}
-        self.events: list[TraceEvent] = []
+        self._log: list[TraceEvent | _Crossing | bytes] = []
+        self._events: list[TraceEvent] = []
+        self._read = 0
+        """Entries of _log already read into _events."""
         self.listeners: list[Listener] = []
         self.lost_hosts: set[str] = set()
         self._clocks: dict[str, Clock] = {}
         self._runs: dict[str, RunRecord] = {}
         self._readers: dict[str, tuple[str, ...]] = {}
         self._received: set[tuple[str, str]] = set()
+        self._dests: dict[str, tuple[str, ...]] = {}
         self._changed = asyncio.Event()
 
     # -- set-up, by the Runner ------------------------------------------------------------
@@ -76,6 +92,12 @@ class Recorder:
 
     def dest(self, topic_name: str) -> tuple[str, ...]:
         """Every node a message on `topic_name` is delivered to."""
+        found = self._dests.get(topic_name)
+        if found is None:
+            found = self._dests[topic_name] = self._dest(topic_name)
+        return found
+
+    def _dest(self, topic_name: str) -> tuple[str, ...]:
         parsed = parse_topic(topic_name)
         if parsed is None or self.circuit is None:
             return ()
@@ -152,49 +174,85 @@ class Recorder:
         clock = self._clocks.get(run) if isinstance(run, str) else None
         if clock is None or message.clock is None:
             return
-        dest = self.dest(topic_name)
-        traced = describe(topic_name, message, dest)
-        if traced is None:
-            return
         assert isinstance(run, str)
-        crossing = {"t_ns": time.time_ns(), "type": "cross", "run": run, "node": BROKER, "host": BROKER}
-        self._record(
-            TraceEvent.model_validate(
-                {**crossing, "lamport": message.clock.lamport, "vc": message.clock.vc, "msg": traced}
-            )
-        )
+        self._record(_Crossing(time.time_ns(), run, topic_name, message))
+        dest = self.dest(topic_name)
         received = isinstance(message, Forward | GradReport | Status | ErrorReport)
-        if received and ORCHESTRATOR in dest:
+        if received and ORCHESTRATOR in dest and (traced := describe(topic_name, message, dest)) is not None:
             note = "duplicate" if (run, traced.id) in self._received else ""
             self._received.add((run, traced.id))
             self._local("receive", run, clock.receive(message.clock), msg=traced, note=note)
 
     def on_trace(self, payload: bytes) -> None:
-        """A gate's TraceBatch: its events, with each message's destinations filled in."""
+        """A gate's TraceBatch: kept as it came, and read (validated) when someone looks at the trace."""
+        self._record(payload)
+
+    def _record(self, entry: TraceEvent | _Crossing | bytes) -> None:
+        """Keep an event, a crossing or a gate's batch, in the order the recorder learned of it.
+
+        Crossings and batches are made into events only when someone looks (`events`): every
+        message of a traced run crosses, every gate sends a batch, and a pass must stay cheap
+        (bench/tracing.py). With listeners (--explain, a live view), at once.
+        """
+        self._log.append(entry)
+        self._changed.set()
+        if self.listeners:
+            known = len(self._events)
+            for event in self.events[known:]:
+                for listener in self.listeners:
+                    listener(event)
+
+    @property
+    def events(self) -> list[TraceEvent]:
+        """Every event recorded so far, in the order the recorder learned of them."""
+        for entry in self._log[self._read :]:
+            self._events += self._read_entry(entry)
+        self._read = len(self._log)
+        return self._events
+
+    def _read_entry(self, entry: TraceEvent | _Crossing | bytes) -> list[TraceEvent]:
+        if isinstance(entry, TraceEvent):
+            return [entry]
+        if isinstance(entry, bytes):
+            return self._read_batch(entry)
+        t_ns, run, topic_name, message = entry
+        assert message.clock is not None
+        crossing = TraceEvent(
+            t_ns=t_ns,
+            type="cross",
+            run=run,
+            node=BROKER,
+            host=BROKER,
+            lamport=message.clock.lamport,
+            vc=message.clock.vc,
+            msg=describe(topic_name, message, self.dest(topic_name)),
+        )
+        return [crossing]
+
+    def _read_batch(self, payload: bytes) -> list[TraceEvent]:
+        """A gate's events, validated, each message's destinations filled in from the circuit."""
         try:
             batch = TraceBatch.model_validate_json(payload)
         except ValidationError as exc:
             log.warning("ignored a malformed trace batch: %s", exc.errors()[0]["msg"])
-            return
+            return []
         if batch.run not in self._clocks or batch.circuit != self.deployment:
-            return
+            return []
+        events = []
         for event in batch.events:
             if event.node != batch.sender or event.run != batch.run:
                 log.warning("ignored a trace event of %s/%s sent by %s", event.run, event.node, batch.sender)
                 continue
             if event.msg is not None:
-                event = event.model_copy(update={"msg": self._with_dest(event.msg)})
-            self._record(event)
+                event.msg.dest = self.dest(event.msg.topic)
+            events.append(event)
+        return events
 
-    def _with_dest(self, msg: TraceMsg) -> TraceMsg:
-        return msg.model_copy(update={"dest": self.dest(msg.topic)})
-
-    def _record(self, event: TraceEvent) -> None:
-        event = event.model_copy(update={"seq": len(self.events) + 1})
-        self.events.append(event)
-        self._changed.set()
-        for listener in self.listeners:
-            listener(event)
+    def clear(self) -> None:
+        """Forget every event recorded so far (a long-lived traced runner keeps memory flat)."""
+        self._log.clear()
+        self._events = []
+        self._read = 0
 
     # -- completeness ---------------------------------------------------------------------
 
