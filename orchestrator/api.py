@@ -9,6 +9,7 @@ from pathlib import Path
 import aiomqtt
 
 from broker.launch import BrokerStartError, embedded
+from gates.faults import Faults
 from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
@@ -27,6 +28,7 @@ async def run_circuit(
     broker: str | None = None,
     timeout: float = 10.0,
     trace: Path | str | Recorder | None = None,
+    faults: Faults | None = None,
 ) -> RunResult:
     """Deploy the circuit's gates in this process, run one pass through the broker, tear down.
 
@@ -36,8 +38,8 @@ async def run_circuit(
     """
     if isinstance(circuit, str):
         circuit = compile_source(circuit)
-    recorder = trace if isinstance(trace, Recorder) else Recorder() if trace is not None else None
-    async with broker_url(broker) as url, deployed(circuit, url, recorder=recorder) as runner:
+    recorder = trace if isinstance(trace, Recorder) else Recorder(faults=faults) if trace is not None else None
+    async with broker_url(broker) as url, deployed(circuit, url, recorder=recorder, faults=faults) as runner:
         try:
             return await runner.run(inputs, timeout=timeout)
         finally:
@@ -65,11 +67,11 @@ async def broker_url(broker: str | None) -> AsyncIterator[BrokerAddress]:
 
 @contextlib.asynccontextmanager
 async def deployed(
-    circuit: Circuit, broker: BrokerAddress, *, recorder: Recorder | None = None
+    circuit: Circuit, broker: BrokerAddress, *, recorder: Recorder | None = None, faults: Faults | None = None
 ) -> AsyncIterator[Runner]:
     """`deploy.in_process`, with failures inside the actors' task group surfaced as plain errors."""
     try:
-        async with in_process(circuit, broker, recorder=recorder) as runner:
+        async with in_process(circuit, broker, recorder=recorder, faults=faults) as runner:
             yield runner
     except BaseExceptionGroup as group:
         raise _first_cause(group, broker) from group
