@@ -109,9 +109,14 @@ def state_at(trace: Trace, run: str | None = None, step: int | None = None) -> W
     return state
 
 
+def _short(value: float | None) -> str:
+    """-2 rather than -2.00, 0.5 rather than 0.50."""
+    return f"{value:g}" if value is not None else ""
+
+
 def symbol(g: GateDef) -> str:
     if g.op == "pow":
-        return f"x^{num(g.param).rstrip('0').rstrip('.')}"
+        return f"x^{_short(g.param)}"
     return SYMBOLS.get(g.op, g.op)
 
 
@@ -285,3 +290,42 @@ def _along(points: list[tuple[float, float]], fraction: float) -> tuple[tuple[fl
     if ny > 0:
         nx, ny = -nx, -ny
     return samples[index], (nx, ny)
+
+
+INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+MAX_FORMULA = 80
+
+
+def formula(circuit: Circuit) -> str:
+    """`f = (x + y) * z`: the circuit written out, or its name if that gets long."""
+
+    def written(gate: str, depth: int) -> str:
+        g = circuit.by_id[gate]
+        if g.op == "input" or depth > 12:
+            return g.id
+        if g.op == "const":
+            return _short(g.param)
+        args = [written(source, depth + 1) for source in g.inputs]
+        if g.op in INFIX:
+            return f"({args[0]} {INFIX[g.op]} {args[1]})"
+        if g.op == "pow":
+            return f"{args[0]}**{_short(g.param)}"
+        if g.op == "neg":
+            return f"-{args[0]}"
+        return f"{g.op}({', '.join(args)})"
+
+    body = written(circuit.output, 0)
+    if body.startswith("(") and body.endswith(")"):
+        body = body[1:-1]
+    text_ = f"{circuit.output} = {body}"
+    return text_ if len(text_) <= MAX_FORMULA else f"circuit {circuit.name} ({len(circuit.gates)} gates)"
+
+
+def caption(trace: Trace, run: str | None = None, step: int | None = None) -> str:
+    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events` (what the figure shows)."""
+    chosen = trace.run_id(run)
+    record = next((r for r in trace.header.runs if r.run == chosen), None)
+    inputs = record.inputs if record is not None else trace.header.inputs
+    given = ", ".join(f"{k}={_short(v)}" for k, v in inputs.items())
+    when = f"after {step} of {len(trace.events)} events" if step is not None else f"run {chosen}"
+    return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + f"; {when}"
