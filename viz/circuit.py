@@ -312,13 +312,22 @@ def formula(circuit: Circuit) -> str:
             return f"{args[0]}**{_short(g.param)}"
         if g.op == "neg":
             return f"-{args[0]}"
-        return f"{g.op}({', '.join(args)})"
+        return f"{g.op}({', '.join(_bare(arg) for arg in args)})"
 
-    body = written(circuit.output, 0)
-    if body.startswith("(") and body.endswith(")"):
-        body = body[1:-1]
-    text_ = f"{circuit.output} = {body}"
+    text_ = f"{circuit.output} = {_bare(written(circuit.output, 0))}"
     return text_ if len(text_) <= MAX_FORMULA else f"circuit {circuit.name} ({len(circuit.gates)} gates)"
+
+
+def _bare(written: str) -> str:
+    """`a + b` for `(a + b)`: the outer brackets of a whole argument or formula say nothing."""
+    if written.startswith("(") and written.endswith(")"):
+        depth = 0
+        for i, char in enumerate(written):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0 and i < len(written) - 1:
+                return written
+        return written[1:-1]
+    return written
 
 
 def caption(trace: Trace, run: str | None = None, step: int | None = None) -> str:
@@ -327,5 +336,5 @@ def caption(trace: Trace, run: str | None = None, step: int | None = None) -> st
     record = next((r for r in trace.header.runs if r.run == chosen), None)
     inputs = record.inputs if record is not None else trace.header.inputs
     given = ", ".join(f"{k}={_short(v)}" for k, v in inputs.items())
-    when = f"after {step} of {len(trace.events)} events" if step is not None else f"run {chosen}"
-    return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + f"; {when}"
+    when = f"; after {step} of {len(trace.events)} events" if step is not None else ""
+    return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + when

@@ -27,14 +27,15 @@ class DrawError(InputError):
 
 
 def num(value: float | None) -> str:
-    """A number as the CS231n figures print it: two decimals (-2.00, 0.73); '' for none."""
+    """A number as the CS231n figures print it: two decimals (-2.00, 0.73), two significant digits
+    below 0.1 (-0.0066); '' for none."""
     if value is None:
         return ""
     if value == 0:
         return "0.00"
-    if math.isfinite(value) and 0.005 <= abs(value) < 100_000:
+    if math.isfinite(value) and 0.1 <= abs(value) < 100_000:
         return f"{value:.2f}"
-    return f"{value:.3g}"
+    return f"{value:.2g}" if abs(value) >= 1e-4 else f"{value:.1e}"
 
 
 def text(
