@@ -21,14 +21,16 @@ def test_send_ticks_and_receive_merges_then_ticks() -> None:
     back = q.send()
     again = p.receive(back)
     assert (again.lamport, again.vc) == (8, {"p": 3, "q": 7})
-    assert happened_before(sent.vc, got.vc) and happened_before(got.vc, again.vc)
+    assert happened_before(sent.vc, got.vc)
+    assert happened_before(got.vc, again.vc)
     assert not happened_before(got.vc, sent.vc)
 
 
 def test_independent_events_are_concurrent() -> None:
     p, q = Clock("p"), Clock("q")
     a, b = p.tick(), q.tick()
-    assert concurrent(a.vc, b.vc) and a.lamport == b.lamport == 1
+    assert concurrent(a.vc, b.vc)
+    assert a.lamport == b.lamport == 1
 
 
 def test_untraced_messages_are_byte_for_byte_what_they_were() -> None:
@@ -56,12 +58,15 @@ def test_a_gate_stamps_its_messages_only_in_a_traced_run() -> None:
         run, stamped, events = tracer.step(topic("c", "fwd", sender), payload, outgoing)
         outputs.append((run, stamped, events))
     (_, nothing, first), (_, sent, second) = outputs
-    assert nothing == [] and [e["type"] for e in first] == ["receive"]
+    assert nothing == []
+    assert [e["type"] for e in first] == ["receive"]
     assert [e["type"] for e in second] == ["receive", "compute", "send"]
     compute, send = second[1], second[2]
     assert (compute["inputs"], compute["value"]) == ([-2.0, 5.0], 3.0)
     message = sent[0][1]
-    assert isinstance(message, Forward) and message.value == 3.0 and message.clock is not None
+    assert isinstance(message, Forward)
+    assert message.value == 3.0
+    assert message.clock is not None
     # q merged both senders' clocks: x's send (x=2) and y's send (y=2), after the two feeds
     assert message.clock.vc == {"orchestrator": 2, "x": 2, "y": 2, "q": 4}
     # x's send is at lamport 3, y's at 4 (each after a feed of lamport 1 or 2); q: receive 4, receive
