@@ -106,7 +106,7 @@ def draw_lamport_command(
     record = next((r for r in recorded.header.runs if r.run == chosen), None)
     outcome = ""
     if record is not None and record.error:
-        outcome = f" (failed: {record.error[:90]}{'...' if len(record.error) > 90 else ''})"
+        outcome = "; the run failed" + (": it timed out" if "did not finish" in record.error else "")
     faults = f", faults {recorded.header.faults}" if recorded.header.faults else ""
     title = f"{caption(recorded, chosen)}{faults}{outcome}"
     _write(output_file, draw_lamport(recorded, chosen, caption=title), "the Lamport diagram")

@@ -177,12 +177,13 @@ def _problems(exc: ValidationError) -> str:
 
 
 def causal_order(events: list[TraceEvent]) -> list[TraceEvent]:
-    """The events in their given order wherever that respects happens-before, fixed where it does not.
+    """The events in the order they happened: by the wall clock where each happened, except where
+    that would contradict happens-before (clocks of different machines drift), and then causally.
 
     Kahn's algorithm over the edges of happens-before that the trace shows directly (each node's
     own events in the order of its own vector-clock entry; a send before every copy's crossing
-    and receipt), always taking the earliest ready event: a trace that arrived in a causal
-    order (the usual case) comes out unchanged. Events are renumbered `seq` 1, 2, 3, ...
+    and receipt), always taking the ready event with the earliest `t_ns`. Gates send their
+    events in batches, so the order of arrival says little. Events are renumbered `seq` 1, 2, 3.
     """
     preds: list[set[int]] = [set() for _ in events]
     by_node: dict[tuple[str, str], list[int]] = {}
@@ -201,25 +202,26 @@ def causal_order(events: list[TraceEvent]) -> list[TraceEvent]:
             send = sends.get((e.run, e.msg.id))
             if send is not None and send != i:
                 preds[i].add(send)
-    return [events[i].model_copy(update={"seq": seq}) for seq, i in enumerate(_kahn(preds), 1)]
+    when = [e.t_ns for e in events]
+    return [events[i].model_copy(update={"seq": seq}) for seq, i in enumerate(_kahn(preds, when), 1)]
 
 
-def _kahn(preds: list[set[int]]) -> list[int]:
+def _kahn(preds: list[set[int]], when: list[int]) -> list[int]:
     succs: list[list[int]] = [[] for _ in preds]
     waiting = [len(p) for p in preds]
     for i, p in enumerate(preds):
         for j in p:
             succs[j].append(i)
-    ready = [i for i, n in enumerate(waiting) if n == 0]
+    ready = [(when[i], i) for i, n in enumerate(waiting) if n == 0]
     heapq.heapify(ready)
     order: list[int] = []
     while ready:
-        i = heapq.heappop(ready)
+        _, i = heapq.heappop(ready)
         order.append(i)
         for j in succs[i]:
             waiting[j] -= 1
             if waiting[j] == 0:
-                heapq.heappush(ready, j)
+                heapq.heappush(ready, (when[j], j))
     if len(order) < len(preds):  # a cycle: clocks that contradict each other; keep the arrival order
         order += [i for i in range(len(preds)) if i not in set(order)]
     return order

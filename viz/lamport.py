@@ -23,7 +23,7 @@ from orchestrator.trace import BROKER, Trace, dumps_msg
 from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
 
-COLUMN = 96.0
+COLUMN = 104.0
 ROW = 22.0
 LEFT, TOP, BOTTOM = 30.0, 92.0, 70.0
 MAX_EVENTS = 5000
@@ -83,7 +83,8 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     body += _dots(events, where, columns)
     width = LEFT * 2 + COLUMN * len(columns)
     body += _legend(bottom + 22)
-    return document(max(width, 640), bottom + BOTTOM, STYLE, body, caption or f"run {chosen}")
+    width = max(width, 640, 2 * LEFT + 7.0 * len(caption))  # the caption on one line
+    return document(width, bottom + BOTTOM, STYLE, body, caption or f"run {chosen}")
 
 
 def _columns(trace: Trace, events: list[TraceEvent]) -> tuple[dict[str, int], list[tuple[str, list[str]]]]:

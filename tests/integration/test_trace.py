@@ -73,7 +73,7 @@ def test_the_trace_of_the_notes_circuit(mosquitto_url: str, tmp_path: Path) -> N
     sends, crossings, receipts = messages(trace, "send"), messages(trace, "cross"), messages(trace, "receive")
     assert len(sends) == len(crossings) == len(receipts) == 16
     assert all(len(sends[i]) == len(crossings[i]) == len(receipts[i]) == 1 for i in sends)
-    carried = Counter()
+    carried: Counter[tuple[str, str, str, float | None]] = Counter()
     for msg_id, (send,) in sends.items():
         (receipt,) = receipts[msg_id]
         assert send.msg is not None
