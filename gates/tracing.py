@@ -25,7 +25,6 @@ module: the actor checks for a clock with one bytes search.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 from gates.clocks import Clock, Stamp
 from gates.protocol import (
@@ -116,12 +116,37 @@ class TraceEvent(BaseModel):
     note: str = ""
 
 
+class BatchedEvent(BaseModel):
+    """A TraceEvent as a batch carries it: its run, node and host are the batch's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    t_ns: int
+    type: EventType
+    lamport: int = Field(ge=0)
+    vc: dict[str, int]
+    msg: TraceMsg | None = None
+    inputs: tuple[Real | None, ...] | None = None
+    value: Real | None = None
+    grad: Real | None = None
+    grads_out: tuple[Real, ...] | None = None
+    delay_ms: Real | None = None
+    order: tuple[str, ...] | None = None
+    note: str = ""
+
+
 class TraceBatch(_Message):
     """A gate's new events of one traced run, on gatemesh/C/trace/G."""
 
     type: Literal["trace"] = "trace"
     run: RunId
-    events: tuple[TraceEvent, ...]
+    host: str = Field(description="the host the gate runs on")
+    events: tuple[BatchedEvent, ...]
+
+    def trace_events(self) -> list[TraceEvent]:
+        """The events, each with the batch's run, node (its sender) and host."""
+        shared = {"run": self.run, "node": self.sender, "host": self.host}
+        return [TraceEvent.model_validate({**event.model_dump(exclude_none=True), **shared}) for event in self.events]
 
 
 def message_id(sender: str, stamp: Stamp) -> str:
@@ -211,8 +236,8 @@ class GateTracer:
         return state
 
     def _event(self, kind: EventType, run: str, stamp: Stamp, **fields: Any) -> Event:
-        event: Event = {"t_ns": time.time_ns(), "type": kind, "run": run, "node": self.gate, "host": self.host}
-        event["lamport"], event["vc"] = stamp.lamport, stamp.vc
+        """An event without the fields its batch carries once for all (run, node, host)."""
+        event: Event = {"t_ns": time.time_ns(), "type": kind, "lamport": stamp.lamport, "vc": stamp.vc}
         event.update(fields)
         return event
 
@@ -307,8 +332,10 @@ class GateTracer:
         if not state.flush or not state.held:
             return []
         held, state.held = state.held, []
-        data = {"type": "trace", "circuit": self.circuit, "sender": self.gate, "run": run, "events": held}
-        return [(topic(self.circuit, "trace", self.gate), EncodedBatch(text=json.dumps(data, separators=(",", ":"))))]
+        data: dict[str, Any] = {"type": "trace", "circuit": self.circuit, "sender": self.gate, "run": run}
+        data["host"] = self.host
+        data["events"] = held
+        return [(topic(self.circuit, "trace", self.gate), EncodedBatch(text=to_json(data).decode()))]
 
 
 def is_traced(payload: bytes) -> bool:

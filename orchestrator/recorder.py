@@ -239,10 +239,7 @@ class Recorder:
         if batch.run not in self._clocks or batch.circuit != self.deployment:
             return []
         events = []
-        for event in batch.events:
-            if event.node != batch.sender or event.run != batch.run:
-                log.warning("ignored a trace event of %s/%s sent by %s", event.run, event.node, batch.sender)
-                continue
+        for event in batch.trace_events():
             if event.msg is not None:
                 event.msg.dest = self.dest(event.msg.topic)
             events.append(event)
