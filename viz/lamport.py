@@ -162,6 +162,7 @@ def _arrows(
                 out.append(_dropped(send, start, x, where[id(dropped)].y))
             else:
                 end = lost_at.get(node, bottom - ROW / 2)
+                end = end if end > start.y else start.y + ROW  # sent after its receiver was gone
                 out.append(_undelivered(send, start, _Place(x, end), node in lost_at))
     return out
 
