@@ -61,7 +61,7 @@ def host_rules(host: str, grants: Iterable[GateGrant]) -> tuple[list[str], list[
         read += [f"{c}/grad/{g.gate}", f"{c}/control", *(f"{c}/fwd/{i}" for i in dict.fromkeys(g.inputs))]
         if g.leaf:
             read.append(f"{c}/feed/{g.gate}")
-        write += [f"{c}/{kind}/{g.gate}" for kind in ("fwd", "report", "ready", "status", "error")]
+        write += [f"{c}/{kind}/{g.gate}" for kind in ("fwd", "report", "ready", "status", "error", "trace")]
         write += [f"{c}/grad/{i}" for i in dict.fromkeys(g.inputs)]
     return list(dict.fromkeys(read)), list(dict.fromkeys(write))
 

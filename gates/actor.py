@@ -17,9 +17,10 @@ import aiomqtt
 from pydantic import BaseModel
 
 from gates.core import GateCore
-from gates.faults import FaultInjector, Faults
+from gates.faults import FaultInjector, Faults, Planned
 from gates.lifecycle import Backoff, first_failure
 from gates.protocol import RUN_FAILING_CODES, ErrorReport, GateSpec
+from gates.tracing import GateTracer, is_traced
 from gates.transport import BrokerAddress, client, publish_all, subscribe_all
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class GateActor:
     an address (the gate opens its own connection) or a LinkOpener (e.g. a SharedConnection's).
     """
 
-    __slots__ = ("core", "injector", "open_link", "retain_ready")  # no per-instance dict: memory
+    __slots__ = ("core", "host", "injector", "open_link", "retain_ready", "tracer")  # no per-instance dict: memory
 
     def __init__(
         self,
@@ -84,8 +85,13 @@ class GateActor:
         *,
         retain_ready: bool = False,
         faults: Faults | None = None,
+        host: str = "local",
     ) -> None:
         self.core = GateCore(spec, circuit)
+        self.host = host
+        """Where this gate runs, as its trace events say."""
+        self.tracer: GateTracer | None = None
+        """Made when the gate first takes part in a traced run (gates/tracing.py)."""
         self.open_link = own_connections(broker) if isinstance(broker, BrokerAddress) else broker
         self.retain_ready = retain_ready
         self.injector = FaultInjector(faults, circuit=circuit, gate=spec.id) if faults and faults.active else None
@@ -138,14 +144,45 @@ class GateActor:
             if isinstance(out.message, ErrorReport):
                 level = logging.INFO if out.message.code in RUN_FAILING_CODES else logging.WARNING
                 log.log(level, "gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
-        if outgoing:
+        if is_traced(payload):  # a traced run: clocks on its messages, events to the trace topic
+            await self._send_traced(link, delayed, topic_name, payload, [(out.topic, out.message) for out in outgoing])
+        elif outgoing:
             await self._send(link, delayed, [(out.topic, out.message) for out in outgoing])
 
     async def _send(self, link: Link, delayed: asyncio.TaskGroup | None, batch: list[tuple[str, BaseModel]]) -> None:
         if self.injector is None or delayed is None:  # one implies the other; both checked for the type checker
             await link.publish(batch)
             return
-        for copy in self.injector.plan(batch):
+        await self._publish_planned(link, delayed, self.injector.plan(batch))
+
+    async def _send_traced(
+        self,
+        link: Link,
+        delayed: asyncio.TaskGroup | None,
+        topic_name: str,
+        payload: bytes,
+        batch: list[tuple[str, BaseModel]],
+    ) -> None:
+        """Stamp the step's messages, publish its events, then the messages (the events first: see gates/tracing.py)."""
+        if self.tracer is None:
+            spec = self.core.spec
+            self.tracer = GateTracer(spec.id, spec.inputs, self.core.circuit, self.host)
+        run, batch, events = self.tracer.step(topic_name, payload, batch)
+        if run is None:
+            if batch:
+                await self._send(link, delayed, batch)
+            return
+        if self.injector is None or delayed is None:
+            await link.publish([*self.tracer.batch(run, events), *batch])
+            return
+        planned = self.injector.plan(batch)
+        events += self.tracer.faults(run, batch, [(copy.delay, copy.message) for copy in planned])
+        if held := self.tracer.batch(run, events):
+            await link.publish(held)
+        await self._publish_planned(link, delayed, planned)
+
+    async def _publish_planned(self, link: Link, delayed: asyncio.TaskGroup, planned: list[Planned]) -> None:
+        for copy in planned:
             if copy.delay > 0:
                 delayed.create_task(_publish_later(link, copy.delay, copy.topic, copy.message))
             else:

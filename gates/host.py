@@ -206,7 +206,7 @@ class GateHost:
         await self._stop(mqtt, key, clear_ready=False)
         try:
             link = self.shared.link if self.shared is not None else self.broker
-            actor = GateActor(assignment.spec, deployment, link, retain_ready=True, faults=self.faults)
+            actor = GateActor(assignment.spec, deployment, link, retain_ready=True, faults=self.faults, host=self.name)
         except ValueError as exc:
             report = ErrorReport(
                 circuit=deployment, sender=self.name, code=ErrorCode.BAD_SCHEMA, message=str(exc), topic=name

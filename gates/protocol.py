@@ -14,6 +14,7 @@ Topics, for a deployed circuit `C` and a gate `G`:
     gatemesh/C/error/G    G -> anyone listening       ErrorReport
     gatemesh/C/control    orchestrator -> all gates   Release, Probe
     gatemesh/C/spec/G     orchestrator -> gate hosts  Assignment (retained: the deployment itself)
+    gatemesh/C/trace/G    G -> orchestrator           TraceBatch (only for traced runs)
 
 and, outside any circuit, the cluster's own topics (retained, read by orchestrators):
 
@@ -28,6 +29,8 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from gates.clocks import Stamp
 
 ROOT = "gatemesh"
 SYSTEM_ROOT = "gatemesh-sys"
@@ -69,6 +72,9 @@ class _Message(BaseModel):
 
     circuit: Name
     sender: Name
+    clock: Stamp | None = Field(default=None, exclude_if=lambda clock: clock is None)
+    """The sender's logical clocks, on the messages of a traced run only; absent (not null) otherwise,
+    so an untraced run's payloads are byte for byte what they were before tracing existed."""
 
 
 class GateSpec(BaseModel):
@@ -198,8 +204,8 @@ Message = Annotated[
 ]
 MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 
-TopicKind = Literal["feed", "fwd", "grad", "report", "ready", "status", "error", "spec", "control"]
-_TOPIC_RE = re.compile(rf"^{ROOT}/([^/]+)/(feed|fwd|grad|report|ready|status|error|spec)/([^/]+)$")
+TopicKind = Literal["feed", "fwd", "grad", "report", "ready", "status", "error", "spec", "control", "trace"]
+_TOPIC_RE = re.compile(rf"^{ROOT}/([^/]+)/(feed|fwd|grad|report|ready|status|error|spec|trace)/([^/]+)$")
 _CONTROL_RE = re.compile(rf"^{ROOT}/([^/]+)/control$")
 
 

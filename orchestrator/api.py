@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 import aiomqtt
 
@@ -15,6 +16,7 @@ from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import in_process
 from orchestrator.errors import BrokerError, unwrap
+from orchestrator.recorder import Recorder
 from orchestrator.result import RunResult
 from orchestrator.runner import Observer, Runner
 
@@ -25,15 +27,26 @@ async def run_circuit(
     *,
     broker: str | None = None,
     timeout: float = 10.0,
+    trace: Path | str | Recorder | None = None,
+    faults: Faults | None = None,
 ) -> RunResult:
     """Deploy the circuit's gates in this process, run one pass through the broker, tear down.
 
     `circuit` may be a Circuit or source text. Without `broker` the embedded broker is started.
+    With `trace` the run is traced: its events go to that file (JSON lines, orchestrator/trace.py),
+    or into that Recorder (its `.trace()` then holds them); the file is written even if the run fails.
     """
     if isinstance(circuit, str):
         circuit = compile_source(circuit)
-    async with broker_url(broker) as url, deployed(circuit, url) as runner:
-        return await runner.run(inputs, timeout=timeout)
+    recorder = trace if isinstance(trace, Recorder) else Recorder(faults=faults) if trace is not None else None
+    async with broker_url(broker) as url, deployed(circuit, url, recorder=recorder, faults=faults) as runner:
+        try:
+            return await runner.run(inputs, timeout=timeout)
+        finally:
+            if recorder is not None:
+                await recorder.drain()
+                if not isinstance(trace, Recorder) and trace is not None:
+                    recorder.write(Path(trace))
 
 
 @contextlib.asynccontextmanager
@@ -54,11 +67,16 @@ async def broker_url(broker: str | None) -> AsyncIterator[BrokerAddress]:
 
 @contextlib.asynccontextmanager
 async def deployed(
-    circuit: Circuit, broker: BrokerAddress, *, observer: Observer | None = None, faults: Faults | None = None
+    circuit: Circuit,
+    broker: BrokerAddress,
+    *,
+    observer: Observer | None = None,
+    recorder: Recorder | None = None,
+    faults: Faults | None = None,
 ) -> AsyncIterator[Runner]:
     """`deploy.in_process`, with failures inside the actors' task group surfaced as plain errors."""
     try:
-        async with in_process(circuit, broker, observer=observer, faults=faults) as runner:
+        async with in_process(circuit, broker, observer=observer, recorder=recorder, faults=faults) as runner:
             yield runner
     except BaseExceptionGroup as group:
         raise _first_cause(group, broker) from group

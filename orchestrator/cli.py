@@ -13,6 +13,7 @@ import typer
 
 from orchestrator import cli_cluster, cli_run, cli_secure
 from orchestrator.cli_common import one_error_path
+from orchestrator.cli_draw import draw_app, export_app
 
 app = typer.Typer(
     help="Backpropagation as a distributed system: every gate an actor, every value an MQTT message.",
@@ -23,6 +24,8 @@ app = typer.Typer(
 cli_run.register(app)
 cli_cluster.register(app)
 app.add_typer(cli_secure.app, name="secure")
+app.add_typer(draw_app, name="draw")
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gates.faults import Faults
-from gates.protocol import Message
 from gates.transport import BrokerAddress
 from orchestrator.api import broker_url, deployed
 from orchestrator.circuit import Circuit
@@ -36,14 +35,13 @@ from orchestrator.cli_common import (
     print_line,
     print_result,
 )
-from orchestrator.cluster import DeploymentRecord
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import on_deployment, on_hosts
 from orchestrator.errors import InputError
 from orchestrator.examples import EXAMPLES
-from orchestrator.explain import Explainer
+from orchestrator.recorder import Recorder, explain_to
 from orchestrator.result import RunResult
-from orchestrator.runner import Observer, Runner
+from orchestrator.runner import Runner
 
 
 def register(app: typer.Typer) -> None:
@@ -71,6 +69,9 @@ def run(
     ] = False,
     faults: FaultsOption = "",
     retries: Annotated[int, typer.Option(min=0, help="run again (fresh run id) after a timeout, this many times")] = 0,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="record every event of the run, with logical clocks, to this file")
+    ] = None,
 ) -> None:
     """Run one forward and backward pass through the broker and print the value and gradients.
 
@@ -98,14 +99,23 @@ def run(
     def narrate(line: str) -> None:
         print_line(line, console=console)
 
+    # --explain tells the trace's crossings, so sentences, trace file and pictures share one source
+    recorder = Recorder(faults=fault_plan, faults_text=faults) if trace or explain else None
+    if recorder is not None and explain:
+        explain_to(recorder, narrate)
+
     async def one_run() -> RunResult:
-        narrator = narrate if explain else None
         here = isinstance(target, Circuit) and hosts is None
         async with (
             _broker_for(here, broker) as address,
-            open_runner_at(target, address, hosts, placement, timeout, narrator, fault_plan) as runner,
+            open_runner_at(target, address, hosts, placement, timeout, recorder, fault_plan) as runner,
         ):
-            return await runner.run(inputs, timeout=timeout, retries=retries)
+            try:
+                return await runner.run(inputs, timeout=timeout, retries=retries)
+            finally:
+                if recorder is not None and trace is not None:
+                    await recorder.drain()
+                    recorder.write(trace)
 
     result = asyncio.run(one_run())
     if as_json:
@@ -131,38 +141,21 @@ async def open_runner_at(
     hosts: str | None,
     placement: str,
     timeout: float,
-    narrate: Callable[[str], None] | None,
+    recorder: Recorder | None = None,
     faults: Faults | None = None,
 ) -> AsyncIterator[Runner]:
     """A runner on a named deployment, on hosts for this run only, or on actors in this process."""
-
-    def per_deployment(record: DeploymentRecord) -> Observer:
-        assert narrate is not None
-        return _narrator(narrate, record.circuit, record.placement)
-
-    observer_for = per_deployment if narrate else None
     if isinstance(target, str):
-        async with on_deployment(target, address, ready_timeout=timeout, observer=observer_for) as runner:
+        async with on_deployment(target, address, ready_timeout=timeout, recorder=recorder) as runner:
             yield runner
     elif hosts is not None:
         choice = host_choice(hosts)
-        placed = on_hosts(target, address, hosts=choice, placement=placement, observer=observer_for, timeout=timeout)
+        placed = on_hosts(target, address, hosts=choice, placement=placement, timeout=timeout, recorder=recorder)
         async with placed as runner:
             yield runner
     else:
-        observer = _narrator(narrate, target) if narrate else None
-        async with deployed(target, address, observer=observer, faults=faults) as runner:
+        async with deployed(target, address, recorder=recorder, faults=faults) as runner:
             yield runner
-
-
-def _narrator(narrate: Callable[[str], None], circuit: Circuit, placement: dict[str, str] | None = None) -> Observer:
-    """An observer that tells every message of a run as a sentence."""
-    explainer = Explainer(circuit, placement)
-
-    def observe(topic_name: str, message: Message) -> None:
-        narrate(explainer.explain(topic_name, message))
-
-    return observe
 
 
 def compile_command(

@@ -33,6 +33,7 @@ from orchestrator.circuit import Circuit
 from orchestrator.cluster import DEPLOYMENT_NAME_PATTERN, ClusterView, DeploymentRecord, read_cluster
 from orchestrator.errors import BrokerError, DeployError
 from orchestrator.placement import place
+from orchestrator.recorder import Recorder
 from orchestrator.runner import Observer, Runner, open_runner
 
 ObserverFor = Callable[[DeploymentRecord], Observer]
@@ -62,6 +63,7 @@ async def in_process(
     observer: Observer | None = None,
     faults: Faults | None = None,
     connections: Connections = "per-gate",
+    recorder: Recorder | None = None,
 ) -> AsyncIterator[Runner]:
     """Start one actor per gate, wait until all are ready, yield a Runner; stop them on exit.
 
@@ -71,7 +73,8 @@ async def in_process(
     of being left as holes between long-lived gates (at 65,000 gates, ~1 KB per gate of RSS).
     """
     deployment = deployment_id(circuit)
-    async with open_runner(circuit, deployment, broker, observer=observer) as runner, asyncio.TaskGroup() as group:
+    opened = open_runner(circuit, deployment, broker, observer=observer, recorder=recorder)
+    async with opened as runner, asyncio.TaskGroup() as group:
         shared = SharedConnection(broker) if connections == "shared" else None
         link = shared.link if shared is not None else broker
         actors = [group.create_task(shared.serve())] if shared is not None else []
@@ -208,7 +211,12 @@ def _record(view: ClusterView, name: str, broker: BrokerAddress) -> DeploymentRe
 
 @contextlib.asynccontextmanager
 async def on_deployment(
-    name: str, broker: BrokerAddress, *, ready_timeout: float = 10.0, observer: ObserverFor | None = None
+    name: str,
+    broker: BrokerAddress,
+    *,
+    ready_timeout: float = 10.0,
+    observer: ObserverFor | None = None,
+    recorder: Recorder | None = None,
 ) -> AsyncIterator[Runner]:
     """A Runner for a deployment that lives on gate hosts (made by `deploy_to_hosts`)."""
     view = await _read(broker)
@@ -220,6 +228,7 @@ async def on_deployment(
         hosts=record.hosts,
         placement=record.placement,
         observer=observer(record) if observer else None,
+        recorder=recorder,
     ) as runner:
         runner.lost.update(view.lost_hosts(record))
         await runner.wait_ready(ready_timeout)
@@ -235,12 +244,13 @@ async def on_hosts(
     placement: str = "round-robin",
     timeout: float = 30.0,
     observer: ObserverFor | None = None,
+    recorder: Recorder | None = None,
 ) -> AsyncIterator[Runner]:
     """A deployment on gate hosts for the duration of the block (what `gatemesh run --hosts` uses)."""
     name = f"run-{re.sub(r'[^A-Za-z0-9_-]', '-', circuit.name[:40])}-{secrets.token_hex(4)}"
     await deploy_to_hosts(circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout)
     try:
-        async with on_deployment(name, broker, ready_timeout=timeout, observer=observer) as runner:
+        async with on_deployment(name, broker, ready_timeout=timeout, observer=observer, recorder=recorder) as runner:
             yield runner
     finally:
         with contextlib.suppress(DeployError, BrokerError):

@@ -47,6 +47,7 @@ from gates.transport import BrokerAddress, encode
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import host_problem
 from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunError, RunTimeout, unwrap
+from orchestrator.recorder import Recorder
 from orchestrator.reference import check_inputs
 from orchestrator.result import RunResult
 
@@ -95,6 +96,7 @@ class Runner:
         hosts: Mapping[str, str] | None = None,
         placement: Mapping[str, str] | None = None,
         observer: Observer | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.circuit = circuit
         self.deployment = deployment
@@ -106,6 +108,10 @@ class Runner:
         self.hosts = dict(hosts or {})
         self.placement = dict(placement or {})
         self.observer = observer
+        self.recorder = recorder
+        """Traces every run (orchestrator/recorder.py): clocks on the run's messages, every event recorded."""
+        if recorder is not None:
+            recorder.attach(circuit, deployment, self.placement)
         self.probe_window = PROBE_WINDOW
         self.lost: dict[str, str] = {}
         """host -> what happened to it, for each host of this deployment that is gone."""
@@ -119,7 +125,7 @@ class Runner:
     def subscriptions(self) -> list[str]:
         c = self.deployment
         hosts = [host_topic(h) for h in self.hosts]
-        if self.observer is not None:  # everything of the deployment, to explain it
+        if self.observer is not None or self.recorder is not None:  # everything of the deployment
             return [f"{ROOT}/{c}/+/+", *hosts]
         kinds: tuple[TopicKind, ...] = ("report", "error", "status", "ready")
         return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds), *hosts]
@@ -151,6 +157,8 @@ class Runner:
             return
         self.lost[presence.host] = problem
         log.warning("host %s %s", presence.host, problem)
+        if self.recorder is not None:
+            self.recorder.host_lost(presence.host, problem, list(self._pending))
         for run, pending in self._pending.items():
             pending.fail(self.host_lost_error(run))
         self._ready_changed.set()
@@ -187,6 +195,7 @@ class Runner:
             try:
                 return await self._attempt(inputs, timeout)
             except (RunTimeout, ConnectionLost) as exc:
+                self._trace_end(exc.run, error=exc)
                 if attempt == retries:
                     raise
                 log.info("retrying after attempt %d of %d: %s", attempt + 1, retries + 1, exc)
@@ -199,13 +208,15 @@ class Runner:
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), loop.create_future(), set(self.circuit.leaves))
         self._pending[run] = pending
+        if self.recorder is not None:
+            self.recorder.begin(run, inputs)
         try:
             async with asyncio.timeout(timeout):
                 await self.connected.wait()
-                await self.publish(self._feeds(run, inputs))
+                await self.publish(self._traced(run, self._feeds(run, inputs)))
                 await pending.value
                 seed = Backward(circuit=self.deployment, sender=ORCHESTRATOR, run=run, port=0, grad=1.0)
-                await self.publish([(topic(self.deployment, "grad", self.circuit.output), seed)])
+                await self.publish(self._traced(run, [(topic(self.deployment, "grad", self.circuit.output), seed)]))
                 await pending.done
         except TimeoutError:
             if not self.connected.is_set():
@@ -214,14 +225,25 @@ class Runner:
             raise await self._timed_out(run, pending, timeout) from None
         except MqttError as exc:
             raise ConnectionLost(f"run {run}: the connection to the broker at {self.broker} broke: {exc}", run) from exc
-        except RunError:
+        except RunError as exc:
+            self._trace_end(run, error=exc)
             with contextlib.suppress(MqttError):
                 await self._release(run)
             raise
         finally:
             del self._pending[run]
         grads = {name: pending.grads[name] for name in self.circuit.inputs}
-        return RunResult(value=pending.value.result(), grads=grads)
+        result = RunResult(value=pending.value.result(), grads=grads)
+        self._trace_end(run, result)
+        return result
+
+    def _traced(self, run: str, batch: Sequence[tuple[str, BaseModel]]) -> list[tuple[str, BaseModel]]:
+        """The batch, stamped with the orchestrator's clocks when this run is traced (else as it is)."""
+        return self.recorder.stamp(run, batch) if self.recorder is not None else list(batch)
+
+    def _trace_end(self, run: str, result: RunResult | None = None, error: BaseException | None = None) -> None:
+        if self.recorder is not None:
+            self.recorder.end(run, result, error)
 
     def _feeds(self, run: str, inputs: Mapping[str, float]) -> list[tuple[str, Feed]]:
         feeds = []
@@ -237,12 +259,14 @@ class Runner:
 
     async def _release(self, run: str) -> None:
         release = Release(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
-        await self.publish([(topic(self.deployment, "control"), release)])
+        await self.publish(self._traced(run, [(topic(self.deployment, "control"), release)]))
 
     async def _timed_out(self, run: str, pending: _Pending, timeout: float) -> RunTimeout:
         """Ask the gates where the run stands, free their state, and say who it waits on."""
         probe = Probe(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
-        await self.publish([(topic(self.deployment, "control"), probe)])
+        if self.recorder is not None:
+            self.recorder.timeout(run, timeout)
+        await self.publish(self._traced(run, [(topic(self.deployment, "control"), probe)]))
         await asyncio.sleep(self.probe_window)
         await self._release(run)
         stuck: list[str] = []
@@ -322,7 +346,9 @@ class Runner:
                 self._on_presence(HostPresence.model_validate_json(raw))
                 return
             parsed = parse_topic(name)
-            if parsed is None or parsed[1] == "spec":
+            if parsed is None or parsed[1] in ("spec", "trace"):
+                if parsed is not None and parsed[1] == "trace" and self.recorder is not None:
+                    self.recorder.on_trace(raw)
                 return
             decoded = MESSAGE_ADAPTER.validate_json(raw)
         except ValidationError as exc:
@@ -330,6 +356,8 @@ class Runner:
             return
         if self.observer is not None and getattr(decoded, "run", None) in self._pending:
             self.observer(name, decoded)
+        if self.recorder is not None:
+            self.recorder.on_message(name, decoded)
         self._dispatch(decoded)
 
     def _dispatch(self, message: object) -> None:
@@ -382,9 +410,10 @@ async def open_runner(
     hosts: Mapping[str, str] | None = None,
     placement: Mapping[str, str] | None = None,
     observer: Observer | None = None,
+    recorder: Recorder | None = None,
 ) -> AsyncIterator[Runner]:
     """Connect a Runner to a deployment; its subscriptions are acknowledged before it is yielded."""
-    runner = Runner(circuit, deployment, broker, hosts=hosts, placement=placement, observer=observer)
+    runner = Runner(circuit, deployment, broker, hosts=hosts, placement=placement, observer=observer, recorder=recorder)
     try:
         async with asyncio.TaskGroup() as group:
             connection = group.create_task(runner.stay_connected())

@@ -118,7 +118,7 @@ def test_the_acl_gives_each_host_only_its_own_gates(accounts: SecureDir) -> None
     assert set(write) == {
         "gatemesh-sys/hosts/h1",
         "gatemesh-sys/sync/#",
-        *(f"{c}/{kind}/{g}" for kind in ("fwd", "report", "ready", "status", "error") for g in ("y", "q")),
+        *(f"{c}/{kind}/{g}" for kind in ("fwd", "report", "ready", "status", "error", "trace") for g in ("y", "q")),
         f"{c}/grad/x",
         f"{c}/grad/y",  # q's inputs: its backward contributions
     }

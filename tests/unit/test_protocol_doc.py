@@ -21,6 +21,7 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
+from gates.tracing import TraceBatch
 from orchestrator.cluster import DeploymentRecord
 
 DOC = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()
@@ -35,7 +36,12 @@ def test_error_table_matches_the_code() -> None:
 
 def test_every_json_example_is_a_valid_message() -> None:
     examples = [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", DOC, flags=re.DOTALL)]
-    cluster: dict[str, type[BaseModel]] = {"assign": Assignment, "host": HostPresence, "deployment": DeploymentRecord}
+    cluster: dict[str, type[BaseModel]] = {
+        "assign": Assignment,
+        "host": HostPresence,
+        "deployment": DeploymentRecord,
+        "trace": TraceBatch,
+    }
     kinds = set()
     for example in examples:
         if example.get("type") in cluster:

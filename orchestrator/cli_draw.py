@@ -1,0 +1,123 @@
+"""`gatemesh draw circuit|lamport` and `gatemesh export shiviz`: pictures and logs from traces.
+
+Each command reads trace files (written by `gatemesh run ... --trace FILE`) and calls viz/,
+which holds the only drawing code; these commands only parse arguments and write files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.api import run_circuit
+from orchestrator.cli_common import err, load_circuit, parse_assignments
+from orchestrator.errors import InputError
+from orchestrator.recorder import Recorder
+from orchestrator.trace import Trace, read_trace
+from viz.circuit import MAX_GATES, caption, draw_circuit, state_at
+from viz.lamport import draw_lamport
+from viz.shiviz import export
+
+draw_app = typer.Typer(help="Pictures of a run (SVG): the CS231n circuit figure and the Lamport diagram.")
+export_app = typer.Typer(help="A traced run in other tools' formats.")
+
+OutOption = Annotated[Path, typer.Option("-o", "--out", help="the file to write")]
+RunOption = Annotated[str | None, typer.Option("--run", help="the run to show (default: the trace's last run)")]
+
+
+def _write(path: Path, content: str, what: str) -> None:
+    try:
+        path.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the {what}: {exc}") from exc
+    err.print(f"wrote {what} to {path}", highlight=False)
+
+
+@draw_app.command("circuit")
+def draw_circuit_command(
+    arguments: Annotated[
+        list[str] | None,
+        typer.Argument(help="SOURCE (an expression, a program or a circuit file) and input values x=-2 y=5"),
+    ] = None,
+    output_file: OutOption = Path("circuit.svg"),
+    trace: Annotated[Path | None, typer.Option("--trace", help="draw the numbers of this traced run")] = None,
+    step: Annotated[
+        int | None, typer.Option("--step", min=0, help="show the wires after the trace's first K events")
+    ] = None,
+    run: RunOption = None,
+    broker: Annotated[
+        str | None, typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="broker for a run (with inputs)")
+    ] = None,
+    max_gates: Annotated[int, typer.Option("--max-gates", min=1, help="refuse circuits larger than this")] = MAX_GATES,
+) -> None:
+    """The circuit as the CS231n notes draw it: values green above each wire, gradients red below.
+
+    With --trace the numbers are the run's; with input values (and no --trace) the circuit is
+    run once through the broker, traced, and drawn; with neither, the bare circuit.
+    """
+    given = list(arguments or [])
+    if trace is not None:
+        recorded = read_trace(trace)
+        if given:
+            circuit = load_circuit(given[0])
+            if circuit.model_dump() != recorded.circuit.model_dump():
+                raise InputError(
+                    f"{given[0]!r} is not the circuit recorded in {trace}; drop SOURCE to draw the trace's"
+                )
+            if given[1:]:
+                raise InputError("with --trace the inputs are the trace's; drop the name=value arguments")
+        svg = _circuit_svg(recorded, run, step, max_gates)
+    else:
+        if not given:
+            raise InputError("give a SOURCE (and input values), or --trace FILE")
+        if step is not None or run is not None:
+            raise InputError("--step and --run read a trace: give --trace FILE")
+        circuit = load_circuit(given[0])
+        inputs = parse_assignments(given[1:])
+        if inputs:
+            recorder = Recorder()
+            asyncio.run(run_circuit(circuit, inputs, broker=broker, trace=recorder))
+            svg = _circuit_svg(recorder.trace(), None, None, max_gates)
+        else:
+            svg = draw_circuit(circuit, caption=f"circuit {circuit.name}", max_gates=max_gates)
+    _write(output_file, svg, "the circuit figure")
+
+
+def _circuit_svg(trace: Trace, run: str | None, step: int | None, max_gates: int) -> str:
+    state = state_at(trace, run, step)
+    return draw_circuit(trace.circuit, state, caption=caption(trace, run, step), max_gates=max_gates)
+
+
+@draw_app.command("lamport")
+def draw_lamport_command(
+    trace: Annotated[Path, typer.Argument(help="a trace file (gatemesh run ... --trace FILE)")],
+    output_file: OutOption = Path("run.svg"),
+    run: RunOption = None,
+) -> None:
+    """The space-time diagram: a line per gate (grouped by host), an arrow per message, faults marked."""
+    recorded = read_trace(trace)
+    chosen = recorded.run_id(run)
+    record = next((r for r in recorded.header.runs if r.run == chosen), None)
+    outcome = ""
+    if record is not None and record.error:
+        outcome = "; the run failed" + (": it timed out" if "did not finish" in record.error else "")
+    faults = f", faults {recorded.header.faults}" if recorded.header.faults else ""
+    title = f"{caption(recorded, chosen)}{faults}{outcome}"
+    _write(output_file, draw_lamport(recorded, chosen, caption=title), "the Lamport diagram")
+
+
+@export_app.command("shiviz")
+def export_shiviz_command(
+    traces: Annotated[list[Path], typer.Argument(help="one or more trace files; every run of each is exported")],
+    output_file: OutOption = Path("runs.log"),
+) -> None:
+    """A ShiViz log (DistributedClocks/shiviz): open it there with "Choose File"."""
+    names = [path.name for path in traces]
+    named = [
+        (name if names.count(name) == 1 else str(path), read_trace(path))
+        for name, path in zip(names, traces, strict=True)
+    ]
+    _write(output_file, export(named), "the ShiViz log")

@@ -1,0 +1,343 @@
+"""Recording a trace: the orchestrator's own events, the broker crossings it sees, the gates' batches.
+
+A Runner given a Recorder traces every run it makes. For each run the recorder keeps the
+orchestrator's Clock, stamps the orchestrator's messages (feeds, the seed, probe, release),
+and records, in the order it learns of them:
+
+- its own events: `send`, `receive` (of the output's value, the reports, status answers,
+  errors), `timeout`, `host_lost`;
+- a `cross` event (node `broker`) for every message of the run that passes the broker, with
+  the message's own stamp: the crossing is where the message is, not an event of any node;
+- every event the gates publish on gatemesh/C/trace/G (gates/tracing.py), each with the
+  message's destinations filled in from the circuit (a gate does not know who reads it).
+
+Listeners (the --explain narrator, a live view) hear each event as it is recorded. `trace()`
+returns it all in an order that respects happens-before (orchestrator/trace.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from pydantic import BaseModel, ValidationError
+
+from gates.clocks import Clock, Stamp
+from gates.faults import Faults
+from gates.protocol import ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
+from gates.tracing import EventType, TraceBatch, TraceEvent, describe
+from orchestrator.circuit import Circuit
+from orchestrator.explain import Explainer
+from orchestrator.result import RunResult
+from orchestrator.trace import BROKER, RunRecord, Trace, TraceHeader, as_message, causal_order, write_trace
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[TraceEvent], None]
+
+
+class _Crossing(NamedTuple):
+    """A message of a traced run seen passing the broker: a `cross` event, made when needed."""
+
+    t_ns: int
+    run: str
+    topic: str
+    message: Message
+
+
+DRAIN_TIMEOUT = 2.0
+"""Seconds `drain` waits for the gates' last events (receipts of late copies, of a release)."""
+
+
+class Recorder:
+    """Records the traced runs of one Runner (attach it with `open_runner(..., recorder=...)`)."""
+
+    def __init__(self, *, faults: Faults | None = None, faults_text: str = "", host: str = ORCHESTRATOR) -> None:
+        self.faults = faults
+        self.faults_text = faults_text
+        self.host = host
+        self.circuit: Circuit | None = None
+        self.deployment = ""
+        self.placement: dict[str, str] = {}
+        self._log: list[TraceEvent | _Crossing | bytes] = []
+        self._events: list[TraceEvent] = []
+        self._read = 0
+        """Entries of _log already read into _events."""
+        self.listeners: list[Listener] = []
+        self.lost_hosts: set[str] = set()
+        self._clocks: dict[str, Clock] = {}
+        self._runs: dict[str, RunRecord] = {}
+        self._readers: dict[str, tuple[str, ...]] = {}
+        self._received: set[tuple[str, str]] = set()
+        self._dests: dict[str, tuple[str, ...]] = {}
+        self._changed = asyncio.Event()
+
+    # -- set-up, by the Runner ------------------------------------------------------------
+
+    def attach(self, circuit: Circuit, deployment: str, placement: Mapping[str, str]) -> None:
+        self.circuit = circuit
+        self.deployment = deployment
+        self.placement = {g.id: placement.get(g.id, "local") for g in circuit.gates}
+        readers: dict[str, list[str]] = {g.id: [] for g in circuit.gates}
+        for g in circuit.gates:
+            for source in dict.fromkeys(g.inputs):
+                readers[source].append(g.id)
+        readers[circuit.output].append(ORCHESTRATOR)
+        self._readers = {gate: tuple(r) for gate, r in readers.items()}
+
+    def dest(self, topic_name: str) -> tuple[str, ...]:
+        """Every node a message on `topic_name` is delivered to."""
+        found = self._dests.get(topic_name)
+        if found is None:
+            found = self._dests[topic_name] = self._dest(topic_name)
+        return found
+
+    def _dest(self, topic_name: str) -> tuple[str, ...]:
+        parsed = parse_topic(topic_name)
+        if parsed is None or self.circuit is None:
+            return ()
+        _, kind, gate = parsed
+        if kind == "control":
+            return tuple(g.id for g in self.circuit.gates)
+        if kind == "fwd" and gate is not None:
+            return self._readers.get(gate, ())
+        if kind in ("feed", "grad") and gate is not None:
+            return (gate,)
+        return (ORCHESTRATOR,)
+
+    def traces(self, run: str) -> bool:
+        return run in self._clocks
+
+    # -- the orchestrator's own events ----------------------------------------------------
+
+    def begin(self, run: str, inputs: Mapping[str, float]) -> None:
+        self._clocks[run] = Clock(ORCHESTRATOR)
+        self._runs[run] = RunRecord(run=run, inputs=dict(inputs))
+
+    def end(self, run: str, result: RunResult | None = None, error: BaseException | None = None) -> None:
+        if run in self._runs:
+            update = {"result": result, "error": str(error) if error is not None else ""}
+            self._runs[run] = self._runs[run].model_copy(update=update)
+
+    def stamp(self, run: str, batch: Sequence[tuple[str, BaseModel]]) -> list[tuple[str, BaseModel]]:
+        """The orchestrator's messages for a traced run, each stamped and recorded as a send."""
+        clock = self._clocks.get(run)
+        if clock is None:
+            return list(batch)
+        stamped: list[tuple[str, BaseModel]] = []
+        for name, message in batch:
+            sent = message.model_copy(update={"clock": clock.send()})
+            stamped.append((name, sent))
+            self._local("send", run, sent.clock, msg=describe(name, sent, self.dest(name)))  # type: ignore[attr-defined]
+        return stamped
+
+    def timeout(self, run: str, seconds: float) -> None:
+        clock = self._clocks.get(run)
+        if clock is not None:
+            self._local("timeout", run, clock.tick(), note=f"no result after {seconds:g} s; probing the gates")
+
+    def host_lost(self, host: str, reason: str, runs: Sequence[str]) -> None:
+        """Host `host` is gone: a `host_lost` event in every traced run still in flight."""
+        self.lost_hosts.add(host)
+        gates = tuple(g for g, h in self.placement.items() if h == host)
+        for run in runs:
+            clock = self._clocks.get(run)
+            if clock is not None:
+                self._local("host_lost", run, clock.tick(), gates=gates, note=f"host {host} {reason}")
+
+    def _local(self, kind: EventType, run: str, stamp: Stamp, **fields: object) -> None:
+        self._record(
+            TraceEvent.model_validate(
+                {
+                    "t_ns": time.time_ns(),
+                    "type": kind,
+                    "run": run,
+                    "node": ORCHESTRATOR,
+                    "host": self.host,
+                    "lamport": stamp.lamport,
+                    "vc": stamp.vc,
+                    **fields,
+                }
+            )
+        )
+
+    # -- what arrives ---------------------------------------------------------------------
+
+    def on_message(self, topic_name: str, message: Message) -> None:
+        """A run message passed the broker: its crossing, and the orchestrator's receipt if it is one."""
+        run = getattr(message, "run", None)
+        clock = self._clocks.get(run) if isinstance(run, str) else None
+        if clock is None or message.clock is None:
+            return
+        assert isinstance(run, str)
+        self._record(_Crossing(time.time_ns(), run, topic_name, message))
+        dest = self.dest(topic_name)
+        received = isinstance(message, Forward | GradReport | Status | ErrorReport)
+        if received and ORCHESTRATOR in dest and (traced := describe(topic_name, message, dest)) is not None:
+            note = "duplicate" if (run, traced.id) in self._received else ""
+            self._received.add((run, traced.id))
+            self._local("receive", run, clock.receive(message.clock), msg=traced, note=note)
+
+    def on_trace(self, payload: bytes) -> None:
+        """A gate's TraceBatch: kept as it came, and read (validated) when someone looks at the trace."""
+        self._record(payload)
+
+    def _record(self, entry: TraceEvent | _Crossing | bytes) -> None:
+        """Keep an event, a crossing or a gate's batch, in the order the recorder learned of it.
+
+        Crossings and batches are made into events only when someone looks (`events`): every
+        message of a traced run crosses, every gate sends a batch, and a pass must stay cheap
+        (bench/tracing.py). With listeners (--explain, a live view), at once.
+        """
+        self._log.append(entry)
+        self._changed.set()
+        if self.listeners:
+            known = len(self._events)
+            for event in self.events[known:]:
+                for listener in self.listeners:
+                    listener(event)
+
+    @property
+    def events(self) -> list[TraceEvent]:
+        """Every event recorded so far, in the order the recorder learned of them."""
+        for entry in self._log[self._read :]:
+            self._events += self._read_entry(entry)
+        self._read = len(self._log)
+        return self._events
+
+    def _read_entry(self, entry: TraceEvent | _Crossing | bytes) -> list[TraceEvent]:
+        if isinstance(entry, TraceEvent):
+            return [entry]
+        if isinstance(entry, bytes):
+            return self._read_batch(entry)
+        t_ns, run, topic_name, message = entry
+        assert message.clock is not None
+        crossing = TraceEvent(
+            t_ns=t_ns,
+            type="cross",
+            run=run,
+            node=BROKER,
+            host=BROKER,
+            lamport=message.clock.lamport,
+            vc=message.clock.vc,
+            msg=describe(topic_name, message, self.dest(topic_name)),
+        )
+        return [crossing]
+
+    def _read_batch(self, payload: bytes) -> list[TraceEvent]:
+        """A gate's events, validated, each message's destinations filled in from the circuit."""
+        try:
+            batch = TraceBatch.model_validate_json(payload)
+        except ValidationError as exc:
+            log.warning("ignored a malformed trace batch: %s", exc.errors()[0]["msg"])
+            return []
+        if batch.run not in self._clocks or batch.circuit != self.deployment:
+            return []
+        events = []
+        for event in batch.trace_events():
+            if event.msg is not None:
+                event.msg.dest = self.dest(event.msg.topic)
+            events.append(event)
+        return events
+
+    def clear(self) -> None:
+        """Forget every event recorded so far (a long-lived traced runner keeps memory flat)."""
+        self._log.clear()
+        self._events = []
+        self._read = 0
+
+    # -- completeness ---------------------------------------------------------------------
+
+    def missing(self) -> int:
+        """Receipts and crossings the sends recorded so far promise and the trace does not have yet.
+
+        A send promises one copy (two after a `duplicate`, none after a `drop`) to each of its
+        destinations, and one crossing per copy; gates on a lost host promise nothing.
+        """
+        copies: Counter[tuple[str, str]] = Counter()
+        crossed: Counter[tuple[str, str]] = Counter()
+        received: Counter[tuple[str, str, str]] = Counter()
+        dests: dict[tuple[str, str], tuple[str, ...]] = {}
+        for e in self.events:
+            if e.msg is None:
+                continue
+            key = (e.run, e.msg.id)
+            match e.type:
+                case "send":
+                    copies[key] += 1
+                    dests[key] = e.msg.dest
+                case "drop":
+                    copies[key] -= 1
+                case "duplicate":
+                    copies[key] += 1
+                case "cross":
+                    crossed[key] += 1
+                case "receive":
+                    received[(*key, e.node)] += 1
+        gone = {g for g, h in self.placement.items() if h in self.lost_hosts}
+        short = 0
+        for key, n in copies.items():
+            short += max(0, n - crossed[key])
+            for node in dests[key]:
+                if node not in gone:
+                    short += max(0, n - received[(*key, node)])
+        return short
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT) -> int:
+        """Wait until the trace is complete (see `missing`) or `timeout` passes; the number still missing."""
+        try:
+            async with asyncio.timeout(timeout):
+                while (short := self.missing()) > 0:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            short = self.missing()
+            log.info("trace: %d receipt(s) or crossing(s) never arrived", short)
+        return short
+
+    # -- the result -----------------------------------------------------------------------
+
+    def trace(self) -> Trace:
+        assert self.circuit is not None, "the recorder was never attached to a runner"
+        runs = tuple(self._runs.values())
+        last = runs[-1] if runs else None
+        header = TraceHeader(
+            circuit=self.circuit,
+            deployment=self.deployment,
+            run=last.run if last else None,
+            inputs=last.inputs if last else {},
+            seed=self.faults.seed if self.faults is not None else None,
+            faults=self.faults_text,
+            placement=self.placement,
+            runs=runs,
+        )
+        return Trace(header=header, events=tuple(causal_order(self.events)))
+
+    def write(self, path: Path) -> Trace:
+        trace = self.trace()
+        write_trace(trace, path)
+        return trace
+
+
+def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
+    """--explain from the trace: one sentence per crossing, as the recorder records it.
+
+    The sentences, the trace file and the pictures are then made from the same events.
+    """
+    explainer: Explainer | None = None
+
+    def listen(event: TraceEvent) -> None:
+        nonlocal explainer
+        if event.type != "cross" or event.msg is None or recorder.circuit is None:
+            return
+        if explainer is None:
+            hosts = set(recorder.placement.values())
+            explainer = Explainer(recorder.circuit, None if hosts <= {"local"} else recorder.placement)
+        say(explainer.explain(event.msg.topic, as_message(event, recorder.deployment)))
+
+    recorder.listeners.append(listen)

@@ -1,0 +1,269 @@
+"""A trace file: one JSON line per event of a traced run, after a header line.
+
+    {"type": "header", "version": 1, "circuit": {...}, "run": "...", "inputs": {...}, "seed": 7, ...}
+    {"seq": 1, "t_ns": ..., "type": "send", "run": "...", "node": "orchestrator", "lamport": 1, "msg": {...}, ...}
+    ...
+
+The events are gates/tracing.py's TraceEvent (recorded by the gates and the orchestrator, see
+orchestrator/recorder.py), in an order that respects happens-before: `seq` counts from 1.
+Everything that reads a trace (the pictures in viz/, the ShiViz export, --explain) reads it
+through `read_trace`, which validates every line and names the line that is wrong.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gates.protocol import (
+    ORCHESTRATOR,
+    Backward,
+    ErrorCode,
+    ErrorReport,
+    Feed,
+    Forward,
+    GradReport,
+    Message,
+    Probe,
+    Release,
+    Status,
+)
+from gates.tracing import TraceEvent
+from orchestrator.circuit import Circuit
+from orchestrator.errors import InputError
+from orchestrator.result import RunResult
+
+BROKER = "broker"
+"""The node (and host) of a `cross` event: a message passing the broker, as the orchestrator sees it."""
+MAX_TRACE_BYTES = 256 * 1024 * 1024
+
+
+class TraceError(InputError):
+    """A trace file that cannot be read, or that a picture or export cannot be made from."""
+
+
+class RunRecord(BaseModel):
+    """One run of a trace: its inputs and how it ended."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run: str
+    inputs: dict[str, float]
+    result: RunResult | None = None
+    error: str = ""
+
+
+class TraceHeader(BaseModel):
+    """The first line of a trace file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["header"] = "header"
+    version: Literal[1] = 1
+    circuit: Circuit
+    deployment: str
+    run: str | None = Field(description="the last run traced: the one pictures show unless told otherwise")
+    inputs: dict[str, float] = Field(description="the last run's inputs")
+    seed: int | None = Field(default=None, description="the fault injector's seed, when it is known")
+    faults: str = ""
+    placement: dict[str, str] = Field(description="gate -> the host it runs on")
+    runs: tuple[RunRecord, ...] = ()
+
+
+class Trace(BaseModel):
+    """A whole trace: its header and its events in `seq` order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    header: TraceHeader
+    events: tuple[TraceEvent, ...]
+
+    @property
+    def circuit(self) -> Circuit:
+        return self.header.circuit
+
+    def run_id(self, run: str | None = None) -> str:
+        """`run`, checked to be in this trace, or the header's (last) run."""
+        chosen = run or self.header.run
+        if chosen is None:
+            raise TraceError("the trace records no run")
+        if chosen not in {r.run for r in self.header.runs} and all(e.run != chosen for e in self.events):
+            raise TraceError(f"run {chosen!r} is not in this trace (runs: {', '.join(self.runs())})")
+        return chosen
+
+    def runs(self) -> list[str]:
+        return [r.run for r in self.header.runs] or list(dict.fromkeys(e.run for e in self.events))
+
+    def of_run(self, run: str | None = None) -> list[TraceEvent]:
+        chosen = self.run_id(run)
+        return [e for e in self.events if e.run == chosen]
+
+    def placement(self) -> dict[str, str]:
+        """gate -> host, every gate included (in-process gates run on 'local')."""
+        return {g.id: self.header.placement.get(g.id, "local") for g in self.circuit.gates}
+
+    def replay(self, run: str | None = None) -> RunResult:
+        """The run's value and gradients, read from its messages alone (the output's forward value
+        as the orchestrator received it, each input's reported gradient)."""
+        value: float | None = None
+        grads: dict[str, float] = {}
+        for e in self.of_run(run):
+            if e.type != "receive" or e.node != ORCHESTRATOR or e.msg is None:
+                continue
+            if e.msg.phase == "forward" and e.msg.src == self.circuit.output and e.msg.value is not None:
+                value = e.msg.value if value is None else value
+            elif e.msg.phase == "report" and e.msg.grad is not None:
+                grads.setdefault(e.msg.src, e.msg.grad)
+        if value is None or any(name not in grads for name in self.circuit.inputs):
+            raise TraceError("the run did not complete: its value or a gradient is not in the trace")
+        return RunResult(value=value, grads={name: grads[name] for name in self.circuit.inputs})
+
+
+def dump_lines(trace: Trace) -> Iterator[str]:
+    yield trace.header.model_dump_json()
+    for event in trace.events:
+        yield event.model_dump_json(exclude_none=True, exclude_defaults=False)
+
+
+def write_trace(trace: Trace, path: Path) -> None:
+    try:
+        path.write_text("".join(line + "\n" for line in dump_lines(trace)), encoding="utf-8")
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot write the trace: {exc}") from exc
+
+
+def read_trace(path: Path) -> Trace:
+    """Read and validate a trace file; every problem is a TraceError naming the file and line."""
+    try:
+        if path.stat().st_size > MAX_TRACE_BYTES:
+            raise TraceError(f"{path}: larger than {MAX_TRACE_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{path}: cannot read the trace: {exc}") from exc
+    return parse_trace(text, str(path))
+
+
+def parse_trace(text: str, source: str = "<trace>") -> Trace:
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise TraceError(f"{source}: empty; a trace starts with its header line")
+    try:
+        header = TraceHeader.model_validate_json(lines[0][1])
+    except ValidationError as exc:
+        raise TraceError(f"{source}: line {lines[0][0]}: not a trace header: {_problems(exc)}") from None
+    events = []
+    for number, line in lines[1:]:
+        try:
+            events.append(TraceEvent.model_validate_json(line))
+        except ValidationError as exc:
+            raise TraceError(f"{source}: line {number}: not a trace event: {_problems(exc)}") from None
+    seqs = [e.seq for e in events]
+    if seqs != list(range(1, len(events) + 1)):
+        wrong = next(i for i, s in enumerate(seqs, 1) if s != i)
+        raise TraceError(f"{source}: event {wrong} has seq {seqs[wrong - 1]}: seq must count 1, 2, 3, ...")
+    return Trace(header=header, events=tuple(events))
+
+
+def _problems(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in errors[:3])
+
+
+def causal_order(events: list[TraceEvent]) -> list[TraceEvent]:
+    """The events in the order they happened: by the wall clock where each happened, except where
+    that would contradict happens-before (clocks of different machines drift), and then causally.
+
+    Kahn's algorithm over the edges of happens-before that the trace shows directly (each node's
+    own events in the order of its own vector-clock entry; a send before every copy's crossing
+    and receipt), always taking the ready event with the earliest `t_ns`. Gates send their
+    events in batches, so the order of arrival says little. Events are renumbered `seq` 1, 2, 3.
+    """
+    preds: list[set[int]] = [set() for _ in events]
+    by_node: dict[tuple[str, str], list[int]] = {}
+    sends: dict[tuple[str, str], int] = {}
+    for i, e in enumerate(events):
+        if e.node != BROKER:
+            by_node.setdefault((e.run, e.node), []).append(i)
+        if e.type == "send" and e.msg is not None:
+            sends[(e.run, e.msg.id)] = i
+    for (_, node), indices in by_node.items():
+        ordered = sorted(indices, key=lambda i: (events[i].vc.get(node, 0), i))
+        for before, after in itertools.pairwise(ordered):
+            preds[after].add(before)
+    for i, e in enumerate(events):
+        if e.type in ("receive", "cross") and e.msg is not None:
+            send = sends.get((e.run, e.msg.id))
+            if send is not None and send != i:
+                preds[i].add(send)
+    when = [e.t_ns for e in events]
+    return [events[i].model_copy(update={"seq": seq}) for seq, i in enumerate(_kahn(preds, when), 1)]
+
+
+def _kahn(preds: list[set[int]], when: list[int]) -> list[int]:
+    succs: list[list[int]] = [[] for _ in preds]
+    waiting = [len(p) for p in preds]
+    for i, p in enumerate(preds):
+        for j in p:
+            succs[j].append(i)
+    ready = [(when[i], i) for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        order.append(i)
+        for j in succs[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, (when[j], j))
+    if len(order) < len(preds):  # a cycle: clocks that contradict each other; keep the arrival order
+        order += [i for i in range(len(preds)) if i not in set(order)]
+    return order
+
+
+def fmt(value: float | None) -> str:
+    """A number as the pictures and sentences show it: -2, 0.731, 1.2e-05; '' for none."""
+    if value is None:
+        return ""
+    if value == 0:
+        return "0"
+    if math.isfinite(value) and 1e-3 <= abs(value) < 1e5:
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    return f"{value:.3g}"
+
+
+def dumps_msg(event: TraceEvent) -> str:
+    """The whole message of an event, as one line of JSON (an arrow's hover text)."""
+    return json.dumps(event.msg.model_dump(mode="json", exclude_none=True) if event.msg else {}, sort_keys=False)
+
+
+def as_message(event: TraceEvent, circuit_id: str) -> Message:
+    """The protocol message an event's `msg` describes (for the --explain sentences)."""
+    assert event.msg is not None, "only events about a message describe one"
+    m = event.msg
+    c, sender, run = circuit_id, m.src, event.run
+    match m.phase:
+        case "feed":
+            return Feed(circuit=c, sender=sender, run=run, value=m.value)
+        case "forward":
+            return Forward(circuit=c, sender=sender, run=run, value=m.value or 0.0)
+        case "backward":
+            return Backward(circuit=c, sender=sender, run=run, port=m.port or 0, grad=m.grad or 0.0)
+        case "report":
+            return GradReport(circuit=c, sender=sender, run=run, grad=m.grad or 0.0)
+        case "error":
+            code, _, reason = m.note.partition(": ")
+            return ErrorReport(circuit=c, sender=sender, run=run, code=ErrorCode(code), message=reason)
+        case "status":
+            state = m.note.replace(" ", "_")
+            return Status.model_validate({"circuit": c, "sender": sender, "run": run, "state": state})
+        case "probe":
+            return Probe(circuit=c, sender=sender, run=run)
+        case "release":
+            return Release(circuit=c, sender=sender, run=run)

@@ -1,0 +1,296 @@
+"""Traces of real runs over Mosquitto, and the pictures and logs made from them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import secrets
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from gates.faults import Faults
+from gates.protocol import ORCHESTRATOR
+from gates.tracing import TraceEvent
+from gates.transport import BrokerAddress
+from orchestrator.api import run_circuit
+from orchestrator.compiler import compile_source
+from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
+from orchestrator.errors import HostLost, RunError
+from orchestrator.recorder import Recorder
+from orchestrator.result import RunResult
+from orchestrator.trace import BROKER, Trace, dump_lines, parse_trace, read_trace, write_trace
+from tests.processes import GateHostProcess, gatemesh
+from tests.shiviz_rules import validate
+from tests.unit.test_reference import NEURON, NEURON_GRADS
+from viz.circuit import draw_circuit, state_at
+from viz.lamport import draw_lamport
+from viz.shiviz import export
+
+pytestmark = pytest.mark.integration
+
+QF = "(x+y)*z"
+QF_INPUTS = {"x": -2.0, "y": 5.0, "z": -4.0}
+QF_RESULT = RunResult(value=-12.0, grads={"x": -4.0, "y": -4.0, "z": 3.0})
+FAULTS = "drop=0.08,dup=0.25,delay=0-15ms,reorder,seed=0"
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+async def traced(source: str, inputs: dict[str, float], url: str, faults: str = "") -> Trace:
+    """One traced in-process run; a run the faults break still leaves its trace."""
+    plan = Faults.parse(faults) if faults else None
+    recorder = Recorder(faults=plan, faults_text=faults)
+    with contextlib.suppress(RunError):
+        await run_circuit(source, inputs, broker=url, trace=recorder, faults=plan, timeout=1.0)
+    return recorder.trace()
+
+
+def by_class(svg: str, css: str) -> list[ET.Element]:
+    """Every element whose class list includes every word of `css`."""
+    wanted = set(css.split())
+    return [e for e in ET.fromstring(svg).iter() if wanted <= set(e.get("class", "").split())]
+
+
+def texts(svg: str, css: str) -> list[str]:
+    """The words of every <text> of class `css` (a hover <title> inside it is not its words)."""
+    found = [e for e in by_class(svg, css) if e.tag == f"{SVG}text"]
+    return [((e.text or "") + "".join(child.tail or "" for child in e)).strip() for e in found]
+
+
+def messages(trace: Trace, kind: str) -> dict[str, list[TraceEvent]]:
+    found: dict[str, list[TraceEvent]] = {}
+    for e in trace.events:
+        if e.type == kind and e.msg is not None:
+            found.setdefault(e.msg.id, []).append(e)
+    return found
+
+
+def test_the_trace_of_the_notes_circuit(mosquitto_url: str, tmp_path: Path) -> None:
+    trace = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url))
+    sends, crossings, receipts = messages(trace, "send"), messages(trace, "cross"), messages(trace, "receive")
+    assert len(sends) == len(crossings) == len(receipts) == 16
+    assert all(len(sends[i]) == len(crossings[i]) == len(receipts[i]) == 1 for i in sends)
+    carried: Counter[tuple[str, str, str, float | None]] = Counter()
+    for msg_id, (send,) in sends.items():
+        (receipt,) = receipts[msg_id]
+        assert send.msg is not None
+        assert receipt.msg is not None
+        assert receipt.node in send.msg.dest
+        assert receipt.msg == send.msg
+        assert receipt.lamport > send.lamport
+        assert all(count <= receipt.vc.get(node, 0) for node, count in send.vc.items()), (send, receipt)
+        assert send.seq < crossings[msg_id][0].seq < receipt.seq
+        number = send.msg.value if send.msg.value is not None else send.msg.grad
+        carried[(send.msg.phase, send.node, receipt.node, number)] += 1
+    o = ORCHESTRATOR
+    assert carried == Counter(
+        {
+            ("feed", o, "x", -2.0): 1,
+            ("feed", o, "y", 5.0): 1,
+            ("feed", o, "z", -4.0): 1,
+            ("forward", "x", "add_1", -2.0): 1,
+            ("forward", "y", "add_1", 5.0): 1,
+            ("forward", "z", "f", -4.0): 1,
+            ("forward", "add_1", "f", 3.0): 1,
+            ("forward", "f", o, -12.0): 1,
+            ("backward", o, "f", 1.0): 1,
+            ("backward", "f", "add_1", -4.0): 1,
+            ("backward", "f", "z", 3.0): 1,
+            ("backward", "add_1", "x", -4.0): 1,
+            ("backward", "add_1", "y", -4.0): 1,
+            ("report", "x", o, -4.0): 1,
+            ("report", "y", o, -4.0): 1,
+            ("report", "z", o, 3.0): 1,
+        }
+    )
+    for node in {e.node for e in trace.events} - {BROKER}:  # each node's clocks only ever grow
+        mine = [e for e in trace.events if e.node == node]
+        assert [e.vc[node] for e in mine] == list(range(1, len(mine) + 1))
+        assert all(a.lamport < b.lamport for a, b in itertools.pairwise(mine))
+    assert trace.replay() == QF_RESULT
+    computes = {e.node: e for e in trace.events if e.type == "compute" and e.inputs is not None}
+    assert (computes["add_1"].inputs, computes["add_1"].value) == ((-2.0, 5.0), 3.0)
+    assert (computes["f"].inputs, computes["f"].value) == ((3.0, -4.0), -12.0)
+
+    path = tmp_path / "qf.jsonl"
+    write_trace(trace, path)
+    assert read_trace(path) == trace
+
+    circuit_svg = draw_circuit(trace.circuit, state_at(trace))
+    assert sorted(texts(circuit_svg, "value")) == sorted(["-2.00", "5.00", "-4.00", "3.00", "-12.00"])
+    assert sorted(texts(circuit_svg, "grad")) == sorted(["-4.00", "-4.00", "3.00", "-4.00", "1.00"])
+    lamport_svg = draw_lamport(trace)
+    assert lamport_svg == draw_lamport(read_trace(path))  # a function of the trace alone
+    arrows = {kind: len(by_class(lamport_svg, f"msg {kind}")) for kind in ("feed", "forward", "backward", "report")}
+    assert arrows == {"feed": 3, "forward": 5, "backward": 5, "report": 3}
+    forward_values = [
+        t for g in by_class(lamport_svg, "arrow forward") for t in texts(ET.tostring(g, "unicode"), "value")
+    ]
+    assert sorted(forward_values) == sorted(["-2.00", "5.00", "-4.00", "3.00", "-12.00"])
+    assert all(g.find(f"{SVG}title") is not None for g in by_class(lamport_svg, "arrow"))
+    assert validate(export([("qf", trace)]))  # ShiViz would open it
+
+
+def test_step_shows_only_what_was_delivered(mosquitto_url: str) -> None:
+    trace = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url))
+    (into_f,) = [e for e in trace.events if e.type == "receive" and e.node == "f" and e.msg and e.msg.src == "add_1"]
+    before = state_at(trace, step=into_f.seq - 1)
+    after = state_at(trace, step=into_f.seq)
+    assert "add_1" not in before.values
+    assert after.values["add_1"] == 3.0
+    svg = draw_circuit(trace.circuit, after)
+    assert "3.00" in texts(svg, "value")
+    assert "-12.00" not in texts(svg, "value")
+    assert set(texts(svg, "grad")) == {""}  # blank, never 0, until a backward message is delivered
+    assert draw_circuit(trace.circuit, state_at(trace, step=0)).count('class="value"') == 5
+
+
+def test_same_circuit_same_numbers_same_figure(mosquitto_url: str) -> None:
+    first = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url))
+    second = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url))
+    assert draw_circuit(first.circuit, state_at(first)) == draw_circuit(second.circuit, state_at(second))
+
+
+FAULT_TYPES = ("drop", "duplicate", "delay", "reorder", "timeout")
+
+
+def test_faults_are_in_the_trace_and_the_picture(mosquitto_url: str) -> None:
+    """Each gate's injector is seeded with (seed, deployment, gate), and every run here is a new
+    deployment: runs until one shows every kind of fault (a run shows all with probability ~0.6 on
+    an idle machine, less on a loaded one, where the 1 s timeout can end a run before its faults)."""
+    for seed in range(40):
+        trace = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url, FAULTS.replace("seed=0", f"seed={seed}")))
+        if set(FAULT_TYPES) <= {e.type for e in trace.events}:
+            break
+    else:
+        pytest.fail(f"no run in 40 showed all of {FAULT_TYPES}")
+    assert any(e.type == "receive" and e.note == "duplicate" for e in trace.events)
+    svg = draw_lamport(trace)
+    for css in ("msg drop", "drop-mark", "msg duplicate", "msg delayed", "fault reorder", "timeout"):
+        assert by_class(svg, css), css
+    assert svg == draw_lamport(parse_trace("\n".join(dump_lines(trace))))  # deterministic: the trace decides
+    dropped = {e.msg.id for e in trace.events if e.type == "drop" and e.msg}
+    assert not any(e.type == "receive" and e.msg and e.msg.id in dropped for e in trace.events)
+    (timeout,) = [e for e in trace.events if e.type == "timeout"]
+    probes = [e for e in trace.events if e.type == "send" and e.msg and e.msg.phase == "probe"]
+    assert probes[0].lamport == timeout.lamport + 1  # the orchestrator probes right after its timeout
+    assert validate(export([("faulty", trace)]))
+
+
+async def two_runs(url: str) -> Trace:
+    circuit = compile_source("sigmoid(w0*x0 + w1*x1 + w2)")
+    recorder = Recorder()
+    async with in_process(circuit, BrokerAddress.parse(url), recorder=recorder) as runner:
+        first = await runner.run(NEURON)
+        second = await runner.run({name: -value for name, value in NEURON.items()})
+        await recorder.drain()
+    assert (first.value, first.grads) == (0.7310585786300049, NEURON_GRADS)
+    assert second.value != first.value
+    return recorder.trace()
+
+
+def test_the_neuron_and_a_two_run_file_open_in_shiviz(mosquitto_url: str, tmp_path: Path) -> None:
+    trace = asyncio.run(two_runs(mosquitto_url))
+    assert len(trace.runs()) == 2
+    path = tmp_path / "two.jsonl"
+    write_trace(trace, path)
+    single = asyncio.run(traced("sigmoid(w0*x0 + w1*x1 + w2)", NEURON, mosquitto_url))
+    write_trace(single, tmp_path / "neuron.jsonl")
+    done = gatemesh("export", "shiviz", str(tmp_path / "neuron.jsonl"), str(path), "-o", str(tmp_path / "runs.log"))
+    assert done.returncode == 0, done.stderr
+    executions = validate((tmp_path / "runs.log").read_text())
+    assert len(executions) == 3
+    assert next(trace.replay(run).value for run in trace.runs()) == 0.7310585786300049
+    texts_ = [event for events in executions.values() for _, _, event in events]
+    assert any(t.startswith("receive report") for t in texts_)
+    assert any(t.startswith("compute forward") for t in texts_)
+
+
+def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    done = gatemesh("run", QF, "x=-2", "y=5", "z=-4", "--broker", mosquitto_url, "--trace", str(path), "--explain")
+    assert done.returncode == 0, done.stderr
+    told = [line for line in done.stdout.splitlines() if line[:5].strip().rstrip(".").isdigit()]
+    trace = read_trace(path)
+    assert len(told) == len([e for e in trace.events if e.type == "cross"]) == 16  # one sentence per crossing
+    assert trace.replay() == QF_RESULT
+    for args in (["circuit", "--trace", str(path)], ["lamport", str(path)]):
+        out = tmp_path / f"{args[0]}.svg"
+        done = gatemesh("draw", *args, "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        ET.fromstring(out.read_text())
+    done = gatemesh("draw", "circuit", "--trace", str(path), "--step", "999", "-o", str(tmp_path / "x.svg"))
+    assert done.returncode == 1
+    assert "--step 999: the trace has 58 events" in done.stderr
+    (tmp_path / "bad.jsonl").write_text(path.read_text().replace('"lamport":', '"lamport":"x",', 1))
+    done = gatemesh("export", "shiviz", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "x.log"))
+    assert done.returncode == 1
+    assert "line 2: not a trace event" in done.stderr
+
+
+def test_shiviz_export_refuses_a_trace_with_missing_events(mosquitto_url: str) -> None:
+    trace = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url))
+    gap = [e for e in trace.events if not (e.node == "add_1" and e.vc.get("add_1") == 2)]
+    broken = parse_trace(
+        "\n".join(
+            [
+                trace.header.model_dump_json(),
+                *(e.model_copy(update={"seq": i}).model_dump_json() for i, e in enumerate(gap, 1)),
+            ]
+        )
+    )
+    with pytest.raises(Exception, match="host add_1's clock jumps from 1 to 3"):
+        export([("gap", broken)])
+
+
+def test_gate_hosts_send_their_events_and_a_lost_host_is_drawn(mosquitto_url: str) -> None:
+    """Gates on host processes publish their events on the trace topic; a killed host ends its lines."""
+    broker = BrokerAddress.parse(mosquitto_url)
+    tag = secrets.token_hex(3)
+    steady = GateHostProcess(mosquitto_url, f"steady-{tag}")
+    slow_name = f"slow-{tag}"
+    slow = GateHostProcess(
+        mosquitto_url, slow_name, argv=["--broker", mosquitto_url, "--name", slow_name, "--faults", "delay=400ms"]
+    )
+    name = f"traced-{tag}"
+    try:
+        steady.wait_online()
+        slow.wait_online()
+        circuit = compile_source(QF)
+        # by-layer over two hosts: the leaves on the steady host, add_1 and f on the slow one
+        record = asyncio.run(
+            deploy_to_hosts(circuit, name, broker, hosts=[steady.name, slow_name], placement="by-layer")
+        )
+        assert record.gates_on(slow_name)
+
+        async def clean_then_killed() -> tuple[Trace, Trace]:
+            clean, killed = Recorder(), Recorder()
+            async with on_deployment(name, broker, recorder=clean) as runner:
+                assert await runner.run(QF_INPUTS, timeout=10) == QF_RESULT
+                await clean.drain()
+            async with on_deployment(name, broker, recorder=killed) as runner:
+                run = asyncio.create_task(runner.run(QF_INPUTS, timeout=10))
+                await asyncio.sleep(0.3)  # x, y, z have sent; add_1 holds its values for 400 ms
+                await asyncio.to_thread(slow.kill)
+                with pytest.raises(HostLost):
+                    await run
+                await killed.drain(0.5)
+            return clean.trace(), killed.trace()
+
+        clean, killed = asyncio.run(clean_then_killed())
+    finally:
+        asyncio.run(undeploy(name, broker))
+        steady.stop()
+        slow.stop()
+    hosts = {e.node: e.host for e in clean.events if e.node not in (BROKER, ORCHESTRATOR)}
+    assert hosts == record.placement  # every gate's events came from its own host process
+    assert clean.replay() == QF_RESULT
+    (lost,) = [e for e in killed.events if e.type == "host_lost"]
+    assert slow_name in lost.note
+    assert set(lost.gates or ()) == set(record.gates_on(slow_name))
+    svg = draw_lamport(killed)
+    assert len(by_class(svg, "lost")) >= len(record.gates_on(slow_name))
+    assert by_class(svg, "undelivered")  # sent to the lost gates, never received

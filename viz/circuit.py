@@ -1,0 +1,327 @@
+"""The CS231n figure of a circuit: gates as circles with their operator, a wire per edge with
+its variable's name, the value in green above the wire and the gradient in red below.
+
+The numbers come from a trace, never from a separate evaluation: a value appears once its
+forward message has been delivered, a gradient once its backward message has (with `step`,
+after the trace's first K events), and until then the place stays blank, never 0. Where a
+wire forks, the trunk carries the sum of the branches' gradients ("gradients add up at
+forks"); each branch carries its own contribution.
+
+Graphviz `dot` lays the circuit out (the same engine micrograd's draw_dot uses); the SVG is
+written here, so that every number sits exactly above or below its wire and carries a class.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+
+import graphviz
+
+from gates.ops import OPS
+from gates.protocol import ORCHESTRATOR
+from orchestrator.circuit import Circuit, GateDef
+from orchestrator.trace import Trace
+from viz.svg import GREEN, GREY, RED, DrawError, attr, document, num, text
+
+MAX_GATES = 60
+"""Past this many gates the figure is a hairball: `draw_circuit` refuses and says what to do."""
+SCALE = 72.0  # dot works in points (72 per inch), y up; the SVG in pixels, y down
+TOP, SIDE, BOTTOM = 46.0, 24.0, 34.0
+
+STYLE = f"""
+.gate {{ fill: #f5f5f4; stroke: #1f2937; stroke-width: 1.5; }}
+.symbol {{ font-size: 15px; fill: #111827; }}
+.wire {{ fill: none; stroke: #1f2937; stroke-width: 1.4; }}
+.fork {{ fill: #1f2937; }}
+.leaf, .output-name {{ font-size: 15px; font-style: italic; fill: #111827; }}
+.name {{ font-size: 11px; font-style: italic; fill: {GREY}; }}
+.value {{ font-size: 13px; fill: {GREEN}; font-weight: 600; }}
+.grad {{ font-size: 13px; fill: {RED}; font-weight: 600; }}
+.grad.part {{ font-size: 11px; font-weight: 400; }}
+.caption {{ font-size: 13px; fill: #111827; }}
+.legend {{ font-size: 11px; fill: {GREY}; }}
+"""
+
+
+@dataclass
+class WireState:
+    """What the wires show: only numbers whose messages have been delivered."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    """gate -> its output value, once a reader has received its forward message."""
+    parts: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    """(gate, consumer, port) -> that edge's gradient contribution, once the gate received it."""
+    output_value: float | None = None
+    seed: float | None = None
+    events: int = 0
+    """How many events of the trace this state has seen."""
+
+    def total(self, circuit: Circuit, gate: str) -> float | None:
+        """The gate's gradient: the sum over every edge that reads it, once all have arrived."""
+        edges = [(c.id, port) for c in circuit.gates for port, source in enumerate(c.inputs) if source == gate]
+        if gate == circuit.output:
+            edges.append((ORCHESTRATOR, 0))
+        found = [self.parts.get((gate, consumer, port)) for consumer, port in edges]
+        if not edges or any(part is None for part in found):
+            return None
+        return math.fsum(part for part in found if part is not None)
+
+
+def state_at(trace: Trace, run: str | None = None, step: int | None = None) -> WireState:
+    """The wires after the trace's first `step` events (all of them without `step`), for one run."""
+    chosen = trace.run_id(run)
+    if step is not None and not 0 <= step <= len(trace.events):
+        raise DrawError(f"--step {step}: the trace has {len(trace.events)} events; give 0 to {len(trace.events)}")
+    state = WireState()
+    for event in trace.events:
+        if step is not None and event.seq > step:
+            break
+        state.events = event.seq
+        if event.run != chosen or event.type != "receive" or event.msg is None:
+            continue
+        m = event.msg
+        if m.phase == "forward" and m.value is not None:
+            state.values.setdefault(m.src, m.value)
+            if event.node == ORCHESTRATOR and m.src == trace.circuit.output and state.output_value is None:
+                state.output_value = m.value
+        elif m.phase == "backward" and m.grad is not None:
+            state.parts.setdefault((event.node, m.src, m.port or 0), m.grad)
+            if m.src == ORCHESTRATOR and state.seed is None:
+                state.seed = m.grad
+    return state
+
+
+def _short(value: float | None) -> str:
+    """-2 rather than -2.00, 0.5 rather than 0.50."""
+    return f"{value:g}" if value is not None else ""
+
+
+def symbol(g: GateDef) -> str:
+    """The operator drawn in the gate's circle: the op table's symbol (pow shows its exponent)."""
+    if g.op == "pow":
+        return f"x^{_short(g.param)}"
+    written = OPS[g.op].symbol
+    return "\u2212x" if g.op == "neg" else "1/x" if g.op == "inv" else written.replace("-", "\u2212")
+
+
+def _layout(circuit: Circuit) -> dict[str, object]:
+    """dot's layout of the circuit, as its JSON output."""
+    dot = graphviz.Digraph(
+        graph_attr={"rankdir": "LR", "ranksep": "1.3", "nodesep": "0.75", "splines": "spline"},
+        node_attr={"fontname": "Helvetica", "fontsize": "14"},
+        edge_attr={"arrowhead": "none"},
+    )
+    for g in circuit.gates:
+        if g.op == "input":
+            dot.node(g.id, label=g.id, shape="plaintext", width="0.3")
+        elif g.op == "const":
+            dot.node(g.id, label=num(g.param), shape="plaintext", width="0.3")
+        else:
+            dot.node(g.id, label=symbol(g), shape="circle", width="0.5", margin="0.04")
+    for gate, readers in _readers(circuit).items():
+        if len(readers) > 1:
+            dot.node(_fork(gate), shape="point", width="0.07")
+            dot.edge(gate, _fork(gate))
+            for reader, _ in readers:
+                dot.edge(_fork(gate), reader)
+        for reader, _ in readers if len(readers) == 1 else []:
+            dot.edge(gate, reader)
+    dot.node(_sink(circuit), label=circuit.output, shape="plaintext", width="0.3")
+    dot.edge(circuit.output, _sink(circuit))
+    try:
+        layout: dict[str, object] = json.loads(dot.pipe(format="json", engine="dot"))
+    except graphviz.ExecutableNotFound as exc:
+        raise DrawError("drawing a circuit needs Graphviz's `dot`: apt-get install graphviz") from exc
+    return layout
+
+
+def _readers(circuit: Circuit) -> dict[str, list[tuple[str, int]]]:
+    """gate -> the (consumer, port) edges that read it, in circuit order."""
+    readers: dict[str, list[tuple[str, int]]] = {g.id: [] for g in circuit.gates}
+    for g in circuit.gates:
+        for port, source in enumerate(g.inputs):
+            readers[source].append((g.id, port))
+    return readers
+
+
+def _fork(gate: str) -> str:
+    return f"{gate} fork"  # a space: no gate id can contain one
+
+
+def _sink(circuit: Circuit) -> str:
+    return f"{circuit.output} output"
+
+
+def draw_circuit(
+    circuit: Circuit, state: WireState | None = None, *, caption: str = "", max_gates: int = MAX_GATES
+) -> str:
+    """The figure as a standalone SVG document; without `state`, the bare circuit (every number blank)."""
+    if len(circuit.gates) > max_gates:
+        raise DrawError(
+            f"the circuit has {len(circuit.gates)} gates; its figure stays readable up to {max_gates}. "
+            "Draw the messages instead (gatemesh draw lamport), or raise the limit with --max-gates"
+        )
+    state = state or WireState()
+    layout = _layout(circuit)
+    bb = [float(v) for v in str(layout["bb"]).split(",")]
+    height = bb[3] - bb[1]
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return SIDE + x - bb[0], TOP + height - (y - bb[1])
+
+    objects = layout["objects"]
+    assert isinstance(objects, list)
+    nodes = {o["name"]: o for o in objects}
+    ids = {o["_gvid"]: o["name"] for o in objects}
+    readers = _readers(circuit)
+    wires: list[str] = []
+    labels: list[str] = []
+    edges = layout.get("edges", [])
+    assert isinstance(edges, list)
+    for edge in edges:
+        tail, head = ids[edge["tail"]], ids[edge["head"]]
+        points = [at(*map(float, p.split(","))) for p in edge["pos"].split() if not p.startswith(("e,", "s,"))]
+        wires.append(f'<path class="wire" d={attr(_path(points))}><title>{tail} \u2192 {head}</title></path>')
+        labels += _wire_labels(circuit, state, readers, tail, head, points)
+    shapes = [_node(circuit, name, node, at) for name, node in nodes.items()]
+    width, total_height = bb[2] - bb[0] + 2 * SIDE, height + TOP + BOTTOM
+    legend = [
+        text(SIDE, total_height - 12, "value (forward)", "legend value-key", anchor="start"),
+        text(SIDE + 110, total_height - 12, "gradient (backward)", "legend grad-key", anchor="start"),
+    ]
+    body = [text(SIDE, 24, caption, "caption", anchor="start"), *wires, *shapes, *labels, *legend]
+    return document(width, total_height, STYLE, body, caption or f"circuit {circuit.name}")
+
+
+def _wire_labels(
+    circuit: Circuit,
+    state: WireState,
+    readers: dict[str, list[tuple[str, int]]],
+    tail: str,
+    head: str,
+    points: list[tuple[float, float]],
+) -> list[str]:
+    """The numbers of one drawn wire: trunk (gate -> fork or reader), branch (fork -> reader) or output."""
+    (mx, my), (nx, ny) = _along(points, 0.4)  # before the middle: converging wires are further apart there
+    value_at, grad_at = (mx + 7 * nx, my + 7 * ny), (mx - 17 * nx, my - 17 * ny)  # text baselines
+    if tail.endswith(" fork"):  # a branch: its own contribution only
+        gate = tail.removesuffix(" fork")
+        drawn = [edge for edge in readers[gate] if edge[0] == head]
+        parts = [state.parts.get((gate, reader, port)) for reader, port in drawn]
+        shown = " + ".join(num(p) for p in parts if p is not None)
+        return [text(*grad_at, shown, "grad part", title=f"d{circuit.output}/d{gate} through {head}")]
+    if head.endswith(" output"):
+        value, grad, name = state.output_value, state.seed, circuit.output
+    else:
+        value, grad, name = state.values.get(tail), state.total(circuit, tail), tail
+    return [
+        text(*value_at, num(value), "value", title=f"{name} = {value}" if value is not None else f"{name}: not yet"),
+        text(*grad_at, num(grad), "grad", title=f"d{circuit.output}/d{name} = {grad}" if grad is not None else ""),
+    ]
+
+
+def _node(circuit: Circuit, name: str, node: dict[str, str], at: object) -> str:
+    assert callable(at)
+    x, y = at(*map(float, node["pos"].split(",")))
+    if name.endswith(" fork"):
+        return f'<circle class="fork" cx="{x:.1f}" cy="{y:.1f}" r="3"/>'
+    if name.endswith(" output"):
+        return text(x, y, circuit.output, "output-name", centred=True)
+    g = circuit.by_id[name]
+    if g.op in ("input", "const"):
+        label = g.id if g.op == "input" else num(g.param)
+        return text(x, y, label, f"leaf {g.op}", title=f"{g.op} {g.id}", centred=True)
+    r = float(node["width"]) * SCALE / 2
+    hover = f"<title>{g.op}({', '.join(g.inputs)}) \u2192 {g.id}</title>"
+    return (
+        f'<g class={attr("gate-group op-" + g.op)}>{hover}<circle class="gate" cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}"/>'
+        f"{text(x, y, symbol(g), 'symbol', centred=True)}{text(x, y + r + 13, g.id, 'name')}</g>"
+    )
+
+
+def _path(points: list[tuple[float, float]]) -> str:
+    """dot's B-spline control points as an SVG path of cubic Bezier segments."""
+    start, rest = points[0], points[1:]
+    segments = [f"M{start[0]:.1f},{start[1]:.1f}"]
+    for i in range(0, len(rest) - 2, 3):
+        (ax, ay), (bx, by), (cx, cy) = rest[i : i + 3]
+        segments.append(f"C{ax:.1f},{ay:.1f} {bx:.1f},{by:.1f} {cx:.1f},{cy:.1f}")
+    return " ".join(segments)
+
+
+def _along(points: list[tuple[float, float]], fraction: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The point `fraction` of the way along the spline (by sampled length), and the unit normal there
+    that points up."""
+    samples: list[tuple[float, float]] = [points[0]]
+    for i in range(0, len(points) - 3, 3):
+        p0, p1, p2, p3 = points[i : i + 4]
+        for k in range(1, 11):
+            t = k / 10
+            u = 1 - t
+            samples.append(
+                (
+                    u**3 * p0[0] + 3 * u * u * t * p1[0] + 3 * u * t * t * p2[0] + t**3 * p3[0],
+                    u**3 * p0[1] + 3 * u * u * t * p1[1] + 3 * u * t * t * p2[1] + t**3 * p3[1],
+                )
+            )
+    lengths = [0.0]
+    for (ax, ay), (bx, by) in itertools.pairwise(samples):
+        lengths.append(lengths[-1] + math.hypot(bx - ax, by - ay))
+    index = max(1, next(i for i, length in enumerate(lengths) if length >= fraction * lengths[-1]))
+    (ax, ay), (bx, by) = samples[index - 1], samples[index]
+    norm = math.hypot(bx - ax, by - ay) or 1.0
+    nx, ny = (by - ay) / norm, -(bx - ax) / norm
+    if ny > 0:
+        nx, ny = -nx, -ny
+    return samples[index], (nx, ny)
+
+
+INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+MAX_FORMULA = 80
+
+
+def formula(circuit: Circuit) -> str:
+    """`f = (x + y) * z`: the circuit written out, or its name if that gets long."""
+
+    def written(gate: str, depth: int) -> str:
+        g = circuit.by_id[gate]
+        if g.op == "input" or depth > 12:
+            return g.id
+        if g.op == "const":
+            return _short(g.param)
+        args = [written(source, depth + 1) for source in g.inputs]
+        if g.op in INFIX:
+            return f"({args[0]} {INFIX[g.op]} {args[1]})"
+        if g.op == "pow":
+            return f"{args[0]}**{_short(g.param)}"
+        if g.op == "neg":
+            return f"-{args[0]}"
+        return f"{g.op}({', '.join(_bare(arg) for arg in args)})"
+
+    text_ = f"{circuit.output} = {_bare(written(circuit.output, 0))}"
+    return text_ if len(text_) <= MAX_FORMULA else f"circuit {circuit.name} ({len(circuit.gates)} gates)"
+
+
+def _bare(written: str) -> str:
+    """`a + b` for `(a + b)`: the outer brackets of a whole argument or formula say nothing."""
+    if written.startswith("(") and written.endswith(")"):
+        depth = 0
+        for i, char in enumerate(written):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0 and i < len(written) - 1:
+                return written
+        return written[1:-1]
+    return written
+
+
+def caption(trace: Trace, run: str | None = None, step: int | None = None) -> str:
+    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events` (what the figure shows)."""
+    chosen = trace.run_id(run)
+    record = next((r for r in trace.header.runs if r.run == chosen), None)
+    inputs = record.inputs if record is not None else trace.header.inputs
+    given = ", ".join(f"{k}={_short(v)}" for k, v in inputs.items())
+    when = f"; after {step} of {len(trace.events)} events" if step is not None else ""
+    return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + when

@@ -1,0 +1,335 @@
+"""The space-time (Lamport) diagram of one traced run: one vertical line per node, time down.
+
+Columns: the orchestrator, then every gate, grouped and labelled by the host it runs on. Rows:
+the run's events in trace order (an order that respects happens-before), one row each, with
+the event's Lamport number beside its dot. An arrow per delivered copy of a message, from its
+send to its receipt: forward values and feeds green and labelled with the value, gradients
+and reports red and labelled with the gradient, probes and status answers grey. A second copy
+(a duplicate) is drawn in its own colour; a delayed message is visibly longer (its receipt
+comes rows later) and its sender shows the delay; a dropped one is a dashed arrow ending in a
+cross; a host that is lost ends its gates' lines in a cross; a timeout is marked. Every arrow
+has a <title> with the whole message, every element a class (`msg forward`, `value`, `drop`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from gates.protocol import ORCHESTRATOR
+from gates.tracing import TraceEvent
+from orchestrator.trace import BROKER, Trace, dumps_msg
+from viz.circuit import symbol
+from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
+
+COLUMN = 104.0
+ROW = 22.0
+LEFT, TOP, BOTTOM = 30.0, 92.0, 70.0
+MAX_EVENTS = 5000
+
+COLOURS = {"feed": GREEN, "forward": GREEN, "backward": RED, "report": RED, "error": ERROR}
+STYLE = f"""
+.lifeline {{ stroke: #9ca3af; stroke-width: 1.2; }}
+.host-box {{ fill: #f3f4f6; stroke: #d1d5db; }}
+.host {{ font-size: 12px; font-weight: 600; fill: #374151; }}
+.node {{ font-size: 12px; fill: #111827; }}
+.event {{ fill: #111827; }}
+.event.compute {{ fill: #9ca3af; }}
+.lamport {{ font-size: 9px; fill: {GREY}; }}
+.msg {{ stroke-width: 1.4; fill: none; }}
+.msg.forward, .msg.feed {{ stroke: {GREEN}; }}
+.msg.backward, .msg.report {{ stroke: {RED}; }}
+.msg.probe, .msg.release, .msg.status {{ stroke: {GREY}; }}
+.msg.error {{ stroke: {ERROR}; }}
+.msg.duplicate {{ stroke: {DUPLICATE}; stroke-dasharray: 6 2; }}
+.msg.drop {{ stroke-dasharray: 5 4; }}
+.msg.undelivered {{ stroke-dasharray: 2 3; }}
+.value {{ font-size: 11px; fill: {GREEN}; font-weight: 600; }}
+.grad {{ font-size: 11px; fill: {RED}; font-weight: 600; }}
+.value, .grad, .fault, .note {{ paint-order: stroke; stroke: white; stroke-width: 3px; }}
+.fault {{ font-size: 10px; fill: {ERROR}; }}
+.cross {{ stroke: {ERROR}; stroke-width: 2.2; }}
+.lost {{ stroke: #b91c1c; stroke-width: 2.6; }}
+.timeout-box {{ fill: #fff7ed; stroke: {ERROR}; }}
+.note {{ font-size: 10px; fill: #374151; }}
+.caption {{ font-size: 13px; fill: #111827; }}
+.legend {{ font-size: 11px; fill: {GREY}; }}
+"""
+
+
+@dataclass
+class _Place:
+    x: float
+    y: float
+
+
+def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> str:
+    """The diagram of `run` (the trace's last run by default) as a standalone SVG document."""
+    chosen = trace.run_id(run)
+    events = [e for e in trace.events if e.run == chosen and e.node != BROKER]
+    if not events:
+        raise DrawError(f"run {chosen} has no events in this trace")
+    if len(events) > MAX_EVENTS:
+        raise DrawError(f"run {chosen} has {len(events)} events; the diagram stays readable up to {MAX_EVENTS}")
+    columns, hosts = _columns(trace, events)
+    where = {id(e): _Place(LEFT + COLUMN * (columns[e.node] + 0.5), TOP + ROW * (i + 1)) for i, e in enumerate(events)}
+    bottom = TOP + ROW * (len(events) + 2)
+    lost_at = {g: where[id(e)].y for e in events if e.type == "host_lost" for g in e.gates or ()}
+    body: list[str] = [text(LEFT, 24, caption, "caption", anchor="start")]
+    labels = {g.id: g.id if g.op in ("input", "const") else f"{g.id} {symbol(g)}" for g in trace.circuit.gates}
+    body += _heads(columns, hosts, lost_at, bottom, labels)
+    body += _arrows(events, where, columns, lost_at, bottom)
+    body += _dots(events, where, columns)
+    width = LEFT * 2 + COLUMN * len(columns)
+    body += _legend(bottom + 22)
+    width = max(width, 640, 2 * LEFT + 7.0 * len(caption))  # the caption on one line
+    return document(width, bottom + BOTTOM, STYLE, body, caption or f"run {chosen}")
+
+
+def _columns(trace: Trace, events: list[TraceEvent]) -> tuple[dict[str, int], list[tuple[str, list[str]]]]:
+    """node -> column, and the hosts in column order with their nodes (orchestrator first)."""
+    placement = trace.placement()
+    order = [g.id for g in trace.circuit.order]
+    by_host: dict[str, list[str]] = defaultdict(list)
+    for gate in order:
+        by_host[placement[gate]].append(gate)
+    hosts = [("orchestrator", [ORCHESTRATOR]), *sorted(by_host.items(), key=lambda kv: order.index(kv[1][0]))]
+    seen = {node for _, nodes in hosts for node in nodes}
+    strays = sorted({e.node for e in events} - seen)  # an event from a node the circuit does not name
+    if strays:
+        hosts.append(("unknown", strays))
+    columns = {node: i for i, node in enumerate(node for _, nodes in hosts for node in nodes)}
+    return columns, hosts
+
+
+def _heads(
+    columns: dict[str, int],
+    hosts: list[tuple[str, list[str]]],
+    lost_at: dict[str, float],
+    bottom: float,
+    labels: dict[str, str],
+) -> list[str]:
+    out = []
+    for host, nodes in hosts:
+        first, last = columns[nodes[0]], columns[nodes[-1]]
+        x0, x1 = LEFT + COLUMN * first + 4, LEFT + COLUMN * (last + 1) - 4
+        out.append(f'<rect class="host-box" x="{x0:.1f}" y="40" width="{x1 - x0:.1f}" height="22" rx="4"/>')
+        out.append(text((x0 + x1) / 2, 55, host, "host"))
+        for node in nodes:
+            x = LEFT + COLUMN * (columns[node] + 0.5)
+            end = lost_at.get(node, bottom)
+            out.append(text(x, 80, labels.get(node, node), "node"))
+            out.append(f'<line class="lifeline" x1="{x:.1f}" y1="86" x2="{x:.1f}" y2="{end:.1f}"/>')
+            if node in lost_at:
+                out.append(_cross(x, end, "lost", 7))
+    return out
+
+
+def _arrows(
+    events: list[TraceEvent],
+    where: dict[int, _Place],
+    columns: dict[str, int],
+    lost_at: dict[str, float],
+    bottom: float,
+) -> list[str]:
+    sends = {e.msg.id: e for e in events if e.type == "send" and e.msg is not None}
+    receipts: dict[str, list[TraceEvent]] = defaultdict(list)
+    faults: dict[tuple[str, str], TraceEvent] = {}
+    for e in events:
+        if e.msg is None:
+            continue
+        if e.type == "receive":
+            receipts[e.msg.id].append(e)
+        elif e.type in ("drop", "duplicate", "delay"):
+            faults.setdefault((e.type, e.msg.id), e)
+    out = []
+    for msg_id, send in sends.items():
+        assert send.msg is not None
+        start = where[id(send)]
+        delayed = ("delay", msg_id) in faults
+        seen: set[str] = set()
+        for receipt in receipts.get(msg_id, []):
+            copy = receipt.node in seen
+            seen.add(receipt.node)
+            out.append(_arrow(send, start, where[id(receipt)], receipt, copy=copy, delayed=delayed))
+        dropped = faults.get(("drop", msg_id))
+        for node in send.msg.dest:
+            if node in seen or node not in columns:
+                continue
+            x = LEFT + COLUMN * (columns[node] + 0.5)
+            if dropped is not None:
+                out.append(_dropped(send, start, x, where[id(dropped)].y))
+            else:
+                end = lost_at.get(node, bottom - ROW / 2)
+                end = end if end > start.y else start.y + ROW  # sent after its receiver was gone
+                out.append(_undelivered(send, start, _Place(x, end), node in lost_at))
+    return out
+
+
+def _label(send: TraceEvent) -> tuple[str, str]:
+    assert send.msg is not None
+    m = send.msg
+    if m.value is not None and m.phase in ("feed", "forward"):
+        return num(m.value), "value"
+    if m.grad is not None:
+        return num(m.grad), "grad"
+    return (m.note or m.phase), "note"
+
+
+def _arrow(send: TraceEvent, a: _Place, b: _Place, receipt: TraceEvent, *, copy: bool, delayed: bool) -> str:
+    assert send.msg is not None
+    phase = send.msg.phase
+    css = f"msg {phase}" + (" duplicate" if copy else "") + (" delayed" if delayed else "")
+    marker = "dup" if copy else phase
+    label, label_css = _label(send)
+    hover = (
+        f"{dumps_msg(send)}\nsent at lamport {send.lamport} {send.vc}\n"
+        f"received by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
+        + (" (a duplicate copy)" if copy else "")
+    )
+    mx, my = a.x + (b.x - a.x) * 0.5, a.y + (b.y - a.y) * 0.5
+    return (
+        f"<g class={attr('arrow ' + phase)}><title>{escape(hover)}</title>"
+        f'<line class={attr(css)} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" y2="{b.y:.1f}" '
+        f'marker-end="url(#head-{marker})"/>'
+        f"{text(mx, my - 3, label, label_css)}</g>"
+    )
+
+
+def _dropped(send: TraceEvent, a: _Place, dest_x: float, fault_y: float) -> str:
+    assert send.msg is not None
+    end = _Place(a.x + (dest_x - a.x) * 0.55, max(fault_y, a.y) + ROW * 1.5)
+    label, label_css = _label(send)
+    hover = f"{dumps_msg(send)}\nsent at lamport {send.lamport}; dropped by the fault injector"
+    return (
+        f'<g class="arrow dropped"><title>{escape(hover)}</title>'
+        f'<line class={attr(f"msg {send.msg.phase} drop")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
+        f'x2="{end.x:.1f}" y2="{end.y:.1f}"/>{_cross(end.x, end.y, "cross drop-mark", 5)}'
+        f"{text((a.x + end.x) / 2, (a.y + end.y) / 2 - 3, label, label_css)}</g>"
+    )
+
+
+def _undelivered(send: TraceEvent, a: _Place, b: _Place, lost: bool) -> str:
+    assert send.msg is not None
+    why = "its receiver's host was lost" if lost else "no receipt in the trace"
+    hover = f"{dumps_msg(send)}\nsent at lamport {send.lamport}; {why}"
+    return (
+        f'<g class="arrow undelivered"><title>{escape(hover)}</title>'
+        f'<line class={attr(f"msg {send.msg.phase} undelivered")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
+        f'x2="{b.x:.1f}" y2="{b.y:.1f}"/></g>'
+    )
+
+
+def _dots(events: list[TraceEvent], where: dict[int, _Place], columns: dict[str, int]) -> list[str]:
+    sent_from = {e.msg.id: e.node for e in events if e.type == "send" and e.msg is not None}
+    out = []
+    for e in events:
+        p = where[id(e)]
+        out.append(_lamport(e, p, columns, sent_from))
+        match e.type:
+            case "send" | "receive":
+                extra = " duplicate" if e.note == "duplicate" else ""
+                out.append(
+                    f'<circle class={attr(f"event {e.type}{extra}")} cx="{p.x:.1f}" cy="{p.y:.1f}" r="3">'
+                    f"<title>{escape(_describe(e))}</title></circle>"
+                )
+            case "compute":
+                out.append(
+                    f'<rect class="event compute" x="{p.x - 3:.1f}" y="{p.y - 3:.1f}" width="6" height="6">'
+                    f"<title>{escape(_describe(e))}</title></rect>"
+                )
+            case "drop" | "duplicate" | "delay" | "reorder":
+                words = {"drop": "drop", "duplicate": "dup \u00d72", "reorder": "reorder"}
+                word = f"+{e.delay_ms:.1f} ms" if e.type == "delay" and e.delay_ms is not None else words[e.type]
+                out.append(
+                    f"<g class={attr(f'fault {e.type}')}><title>{escape(_describe(e))}</title>"
+                    f'<path class="cross" d="M{p.x - 3:.1f},{p.y:.1f} L{p.x:.1f},{p.y - 3:.1f} '
+                    f'L{p.x + 3:.1f},{p.y:.1f} L{p.x:.1f},{p.y + 3:.1f} Z"/>'
+                    f"{text(p.x + 7, p.y + 3, word, 'fault', anchor='start')}</g>"
+                )
+            case "timeout":
+                out.append(
+                    f'<g class="timeout"><title>{escape(_describe(e))}</title>'
+                    f'<rect class="timeout-box" x="{p.x - 34:.1f}" y="{p.y - 8:.1f}" width="68" height="16" rx="3"/>'
+                    f"{text(p.x, p.y + 4, 'timeout', 'fault')}</g>"
+                )
+            case "host_lost":
+                out.append(
+                    f'<g class="host-lost"><title>{escape(_describe(e))}</title>{_cross(p.x, p.y, "lost", 6)}'
+                    f"{text(p.x + 9, p.y + 4, e.note, 'fault', anchor='start')}</g>"
+                )
+    return out
+
+
+def _lamport(e: TraceEvent, p: _Place, columns: dict[str, int], sent_from: dict[str, str]) -> str:
+    """The event's Lamport number, on the side of its line that its arrow does not use."""
+    here = columns.get(e.node, 0)
+    if e.type == "receive" and e.msg is not None:
+        there = columns.get(sent_from.get(e.msg.id, e.msg.src), here)
+    elif e.type == "send" and e.msg is not None and e.msg.dest:
+        there = columns.get(e.msg.dest[0], here)
+    else:
+        there = here + 1
+    left = there > here or (there == here and here > 0)
+    x, anchor = (p.x - 6, "end") if left else (p.x + 6, "start")
+    return text(x, p.y - 3, str(e.lamport), "lamport", anchor=anchor)
+
+
+def _describe(e: TraceEvent) -> str:
+    """An event's hover text: what, where, both clocks."""
+    what = e.type + (f" {e.msg.phase} {e.msg.id}" if e.msg else "")
+    extra = []
+    if e.inputs is not None:
+        extra.append(f"inputs {[num(v) for v in e.inputs]} -> {num(e.value)}")
+    elif e.value is not None:
+        extra.append(f"value {num(e.value)}")
+    if e.grad is not None:
+        extra.append(f"gradient {num(e.grad)}" + (f", sends {[num(g) for g in e.grads_out]}" if e.grads_out else ""))
+    if e.note:
+        extra.append(e.note)
+    return f"{what} at {e.node} ({e.host}); lamport {e.lamport}, vc {e.vc}" + "".join(f"; {x}" for x in extra)
+
+
+def _cross(x: float, y: float, css: str, size: float) -> str:
+    return (
+        f'<path class={attr(css)} d="M{x - size:.1f},{y - size:.1f} L{x + size:.1f},{y + size:.1f} '
+        f'M{x - size:.1f},{y + size:.1f} L{x + size:.1f},{y - size:.1f}"/>'
+    )
+
+
+def _legend(y: float) -> list[str]:
+    heads = "".join(
+        f'<marker id="head-{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+        f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>'
+        for name, colour in (
+            ("feed", GREEN),
+            ("forward", GREEN),
+            ("backward", RED),
+            ("report", RED),
+            ("probe", GREY),
+            ("release", GREY),
+            ("status", GREY),
+            ("error", ERROR),
+            ("dup", DUPLICATE),
+        )
+    )
+    keys = [
+        ("value-key", GREEN, "forward value / feed"),
+        ("grad-key", RED, "gradient / report"),
+        ("dup-key", DUPLICATE, "duplicate copy"),
+        ("control-key", GREY, "probe, status, release"),
+    ]
+    out = [f"<defs>{heads}</defs>"]
+    x = LEFT
+    for css, colour, words in keys:
+        out.append(f'<line x1="{x:.1f}" y1="{y - 4:.1f}" x2="{x + 22:.1f}" y2="{y - 4:.1f}" stroke="{colour}"/>')
+        out.append(text(x + 27, y, words, f"legend {css}", anchor="start"))
+        x += 40 + 5.6 * len(words)
+    y += 18
+    out.append(_cross(LEFT + 6, y - 4, "cross", 4))
+    words = (
+        "dropped      \u25c6 fault (drop, dup, delay, reorder)      \u25a0 compute      small numbers: Lamport clock"
+    )
+    out.append(text(LEFT + 16, y, words, "legend", anchor="start"))
+    return out

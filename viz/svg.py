@@ -1,0 +1,66 @@
+"""The little SVG both pictures need: escaping, numbers as the pictures print them, colours.
+
+Every element that carries meaning has a class (`value`, `grad`, `msg forward`, `drop`, ...), so
+tests and stylesheets find numbers and colours by class, never by pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from xml.sax.saxutils import escape, quoteattr
+
+from orchestrator.errors import InputError
+
+GREEN = "#1a7f37"
+"""Forward values (CS231n draws them green, above the wire)."""
+RED = "#c62828"
+"""Gradients (red, below the wire)."""
+FEED = "#2e7d32"
+GREY = "#6b7280"
+DUPLICATE = "#7b1fa2"
+ERROR = "#e65100"
+FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+
+
+class DrawError(InputError):
+    """A picture that cannot be made from what it was given; the message says why and what to do."""
+
+
+def num(value: float | None) -> str:
+    """A number as the CS231n figures print it: two decimals (-2.00, 0.73), two significant digits
+    below 0.1 (-0.0066); '' for none."""
+    if value is None:
+        return ""
+    if value == 0:
+        return "0.00"
+    if math.isfinite(value) and 0.1 <= abs(value) < 100_000:
+        return f"{value:.2f}"
+    return f"{value:.2g}" if abs(value) >= 1e-4 else f"{value:.1e}"
+
+
+def text(
+    x: float, y: float, content: str, css: str, *, anchor: str = "middle", title: str = "", centred: bool = False
+) -> str:
+    """A <text> at (x, y): its baseline there, or with `centred` its middle."""
+    hover = f"<title>{escape(title)}</title>" if title else ""
+    shift = ' dy="0.35em"' if centred else ""
+    return (
+        f'<text class={quoteattr(css)} x="{x:.1f}" y="{y:.1f}"{shift} text-anchor="{anchor}">'
+        f"{hover}{escape(content)}</text>"
+    )
+
+
+def document(width: float, height: float, style: str, body: list[str], title: str) -> str:
+    """A standalone SVG document (no scripts, no external resources)."""
+    head = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="{FONT}">\n'
+        f"<title>{escape(title)}</title>\n<style>{style}</style>\n"
+        f'<rect class="background" x="0" y="0" width="{width:.0f}" height="{height:.0f}" fill="white"/>\n'
+    )
+    return head + "\n".join(body) + "\n</svg>\n"
+
+
+def attr(value: str) -> str:
+    return quoteattr(value)
