@@ -117,7 +117,9 @@ def test_explain_tells_each_message_in_order_with_its_host(mosquitto_url: str, t
     assert told.index(forward_f) < told.index("the orchestrator seeds mul(f) with gradient 1 (df/df = 1)")
     assert told.index("the orchestrator seeds mul(f) with gradient 1 (df/df = 1)") < told.index(backward_q)
     assert set(told[:3]) == {f"the orchestrator feeds input {v}" for v in ("x = -2", "y = 5", "z = -4")}
-    assert all("reports" in sentence for sentence in told[-2:])
+    # x's report may cross before add(q)'s second send (to y): only the very last is surely a report
+    assert "reports" in told[-1], told
+    assert sum("reports" in sentence for sentence in told) == 3, told
     assert "x got grad -4 from add(q); reports df/dx = -4 to the orchestrator" in told
 
 
