@@ -31,7 +31,6 @@ from gates.lifecycle import Backoff, cancel_and_wait
 from gates.mqtt311 import QoS
 from gates.mux import SharedConnection
 from gates.protocol import (
-    Assignment,
     ErrorCode,
     ErrorReport,
     GateSpec,
@@ -40,6 +39,8 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
+from gates.tensor_actor import TensorActor
+from gates.tensor_protocol import ANY_ASSIGNMENT, TensorAssignment, TensorSpec
 from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained, subscribe_all
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def default_name() -> str:
 
 @dataclass
 class _Running:
-    spec: GateSpec
+    spec: GateSpec | TensorSpec
     task: asyncio.Task[None]
 
 
@@ -169,7 +170,7 @@ class GateHost:
             await self._stop(mqtt, key, clear_ready=True)
             return
         try:
-            assignment = Assignment.model_validate_json(payload)
+            assignment = ANY_ASSIGNMENT.validate_json(payload)  # a scalar gate's or a tensor gate's
             if assignment.circuit != deployment or assignment.spec.id != gate:
                 raise ValueError(f"assignment for {assignment.circuit}/{assignment.spec.id} on topic {name}")
         except (ValidationError, ValueError) as exc:
@@ -186,8 +187,13 @@ class GateHost:
             return  # the same assignment again (a retained copy after reconnecting)
         await self._stop(mqtt, key, clear_ready=False)
         try:
-            link = self.shared.link if self.shared is not None else self.broker
-            actor = GateActor(assignment.spec, deployment, link, retain_ready=True, faults=self.faults)
+            actor: GateActor | TensorActor
+            if isinstance(assignment, TensorAssignment):
+                connection = self.shared or self.broker
+                actor = TensorActor(assignment.spec, deployment, connection, retain_ready=True, faults=self.faults)
+            else:
+                link = self.shared.link if self.shared is not None else self.broker
+                actor = GateActor(assignment.spec, deployment, link, retain_ready=True, faults=self.faults)
         except ValueError as exc:
             report = ErrorReport(
                 circuit=deployment, sender=self.name, code=ErrorCode.BAD_SCHEMA, message=str(exc), topic=name
