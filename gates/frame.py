@@ -21,7 +21,6 @@ a largest frame plus its topic and MQTT header stays under it.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Annotated, Literal
 
 import numpy as np
@@ -137,9 +136,8 @@ def decode(payload: bytes) -> Frame:
         raise FrameError(f"shape {header.shape} holds {elements} numbers; a frame carries at most {MAX_ELEMENTS}")
     if len(data) != 8 * elements:
         raise FrameError(f"shape {header.shape} needs {8 * elements} data bytes, the frame has {len(data)}")
-    array = np.frombuffer(data, dtype=DTYPE).reshape(header.shape)
-    if sys.byteorder != "little":  # pragma: no cover - every machine here is little-endian
-        array = array.astype(np.float64)
+    # a copy: aligned and writable, so numpy (and BLAS) treat it exactly like an array made here
+    array = np.frombuffer(data, dtype=DTYPE).astype(np.float64).reshape(header.shape)
     if not np.isfinite(array).all():
         bad = int(np.flatnonzero(~np.isfinite(array))[0])
         raise FrameError(f"number {bad} of the array is not finite ({array.reshape(-1)[bad]})")

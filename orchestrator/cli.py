@@ -25,6 +25,7 @@ from gates.host import Connections, GateHost, HostNameTaken, default_name
 from gates.mqtt311 import QoS
 from gates.protocol import Message
 from gates.transport import BrokerAddress
+from orchestrator import cli_train
 from orchestrator.api import broker_url, deployed
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import ClusterView, DeploymentRecord, read_cluster
@@ -505,6 +506,9 @@ def demo(broker: BrokerOption = None, timeout: float = 10.0) -> None:
                 out.print(f"[dim]{example.lesson}[/dim]\n")
 
     asyncio.run(all_examples())
+
+
+cli_train.register(app)
 
 
 def fail(exc: GatemeshError) -> NoReturn:

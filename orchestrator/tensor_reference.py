@@ -52,8 +52,8 @@ def check_feeds(circuit: TensorCircuit, values: Mapping[str, Array], leaves: lis
             raise InputError(f"{what} {name!r} has a non-finite number")
 
 
-def forward_backward(circuit: TensorCircuit, params: Mapping[str, Array], feeds: Mapping[str, Array]) -> Pass:
-    """Values of every gate, and the summed gradient contributions of every parameter."""
+def evaluate(circuit: TensorCircuit, params: Mapping[str, Array], feeds: Mapping[str, Array]) -> dict[str, Array]:
+    """Every gate's value for these parameters and data: the forward pass alone."""
     check_feeds(circuit, params, circuit.params, "parameter")
     check_feeds(circuit, feeds, circuit.inputs, "input")
     values: dict[str, Array] = {}
@@ -64,12 +64,16 @@ def forward_backward(circuit: TensorCircuit, params: Mapping[str, Array], feeds:
             values[g.id] = np.asarray(feeds[g.id], dtype=np.float64)
         else:
             try:
-                values[g.id] = tensor_ops.forward(
-                    tensor_ops.TENSOR_OPS[g.op], tuple(values[s] for s in g.inputs), g.param
-                )
+                op = tensor_ops.TENSOR_OPS[g.op]
+                values[g.id] = tensor_ops.forward(op, tuple(values[s] for s in g.inputs), g.param)
             except tensor_ops.DomainError as exc:
                 raise ReferenceDomainError(g.id, str(exc)) from exc
+    return values
 
+
+def forward_backward(circuit: TensorCircuit, params: Mapping[str, Array], feeds: Mapping[str, Array]) -> Pass:
+    """Values of every gate, and the summed gradient contributions of every parameter."""
+    values = evaluate(circuit, params, feeds)
     contributions: dict[str, dict[tuple[str, int], Array]] = {g.id: {} for g in circuit.gates}
     contributions[circuit.output][(ORCHESTRATOR, 0)] = np.asarray(1.0)
     for g in reversed(circuit.order):
