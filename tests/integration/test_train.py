@@ -13,7 +13,7 @@ import asyncio
 import json
 import secrets
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -23,9 +23,11 @@ from gates.frame import decode
 from gates.mqtt311 import Session
 from gates.tensor_ops import Array
 from gates.transport import BrokerAddress
-from orchestrator import checkpoint, mlp, moons, tensor_deploy
+from orchestrator import checkpoint, deploy, mlp, mlp_scalar, moons, tensor_deploy
 from orchestrator.checkpoint import Checkpoint
 from orchestrator.errors import HostLost
+from orchestrator.moons import Points
+from orchestrator.result import RunResult
 from orchestrator.train import ReferenceEngine, Schedule, StepRecord, Training, train
 from tests import micrograd_oracle
 from tests.processes import GateHostProcess, gatemesh
@@ -202,3 +204,27 @@ def test_the_cli_trains_prints_json_plots_and_resumes(mosquitto_url: str, tmp_pa
     wrong = gatemesh("train", "moons", "--engine", "reference", "--steps", "5", "--checkpoint", str(saved), "--resume")
     assert wrong.returncode == 1
     assert "resume with the same schedule" in wrong.stderr
+
+
+def test_the_scalar_gate_mesh_trains_as_micrograd_does(mosquitto_url: str) -> None:
+    """The same network with one gate actor per multiply (~5,200 gates for 8 points)."""
+    data = moons.load()
+    points = Points(data.X[:8], data.y[:8])
+    schedule = Schedule(steps=2, batch=8, seed=21)
+    circuit = mlp_scalar.circuit(points, range(8))
+
+    async def on_mesh() -> Training:
+        address = BrokerAddress.parse(mosquitto_url)
+        async with deploy.in_process(circuit, address, connections="shared", ready_timeout=120) as runner:
+
+            async def run_pass(inputs: Mapping[str, float]) -> RunResult:
+                return await runner.run(inputs, timeout=60)
+
+            engine = mlp_scalar.ScalarEngine(circuit, run_pass)
+            return await train(engine, mlp.build(8), points, schedule, start(schedule))
+
+    mesh = asyncio.run(on_mesh())
+    expected, _ = micrograd_oracle.train(points, 21, 2)
+    for theirs, ours in zip(expected, mesh.records, strict=True):
+        assert ours.loss == pytest.approx(theirs.loss, rel=1e-9, abs=0)
+        assert ours.accuracy == theirs.accuracy
