@@ -82,6 +82,11 @@ def train_command(
         raise InputError("--engine reference trains in this process: drop --hosts and --faults")
     if faults and hosts is not None:
         raise InputError("--faults applies to gates in this process; give hosts their own (gatemesh host --faults)")
+    fault_plan = _faults(faults)
+    if fault_plan is not None and fault_plan.drop > 0:
+        raise InputError(
+            "--faults drop=...: a lost message fails its step (training does not retry); use dup, delay, reorder"
+        )
     circuit = mlp.build(schedule.batch, replicas=schedule.replicas)
     if resume:
         assert checkpoint_file is not None
@@ -92,7 +97,7 @@ def train_command(
     where = _where(engine, hosts, replicas)
 
     async def run(on_step: Callable[[StepRecord], None]) -> Training:
-        async with _engine(engine, circuit, broker, hosts, placement, _faults(faults), timeout) as chosen:
+        async with _engine(engine, circuit, broker, hosts, placement, fault_plan, timeout) as chosen:
             return await train(chosen, circuit, points, schedule, start, checkpoint=checkpoint_file, on_step=on_step)
 
     with _progress(console, schedule.steps, start.step) as on_step:

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from orchestrator import checkpoint, mlp
+from orchestrator import checkpoint, mlp, moons, tensor_deploy
 from orchestrator.checkpoint import Checkpoint
-from orchestrator.errors import CircuitError, InputError
+from orchestrator.errors import CircuitError, DeployError, InputError
 from orchestrator.tensor_circuit import TensorCircuit
 
 TINY: dict[str, Any] = {
@@ -103,3 +103,27 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
     path.write_bytes(b"not a zip")
     with pytest.raises(InputError, match=r"not a readable \.npz"):
         checkpoint.load(path, shapes)
+
+
+def test_training_placements() -> None:
+    circuit = mlp.build(40, replicas=2)
+    by_replica = tensor_deploy.place_tensor(circuit, ["a", "b"], "by-replica")
+    assert (by_replica["W1"], by_replica["loss"], by_replica["r0.mm1"], by_replica["r1.hinge"]) == ("a", "a", "a", "b")
+    by_layer = tensor_deploy.place_tensor(circuit, ["a", "b"], "by-layer")
+    assert (by_layer["W1"], by_layer["r0.X"], by_layer["loss"]) == ("a", "a", "b")
+    assert set(tensor_deploy.place_tensor(circuit, ["a", "b", "c"], "round-robin").values()) == {"a", "b", "c"}
+    with pytest.raises(DeployError, match="placement 'sideways'"):
+        tensor_deploy.place_tensor(circuit, ["a"], "sideways")
+
+
+def test_data_files_are_checked_line_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "points.csv"
+    path.write_text("x1,x2,label\n0.5,1.0,1\n0.25,oops,-1\n")
+    with pytest.raises(InputError, match=re.escape("line 3: '0.25,oops,-1' has a field that is not a number")):
+        moons.load(path)
+    path.write_text("x1,x2,label\n0.5,1.0,0\n")
+    with pytest.raises(InputError, match="line 2: the label must be -1 or 1, not '0'"):
+        moons.load(path)
+    path.write_text("a,b\n")
+    with pytest.raises(InputError, match="line 1 must be the header x1,x2,label"):
+        moons.load(path)
