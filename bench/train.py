@@ -96,7 +96,8 @@ def micrograd_seconds(data: Points, steps: int, *, floats: bool) -> tuple[list[f
 
 
 def encoding_seconds(circuit: TensorCircuit, rounds: int = 200) -> float:
-    """Encode and decode every frame one step sends (feeds, forwards, gradients, reports)."""
+    """Encode and decode the frames of a step that carry a gate's array: every forward, every
+    gradient and every parameter's report (the trainer's 8 feeds and its seed aside)."""
     shapes = circuit.shapes
     arrays = [np.ones(shapes[g.id]) for g in circuit.gates]  # a forward of every gate
     arrays += [np.ones(shapes[s]) for g in circuit.gates for s in g.inputs if circuit.learns[s]]  # backward
