@@ -11,6 +11,7 @@ Parameters, which hold state across runs, are gates/param.py.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
@@ -49,15 +50,16 @@ def sum_in_key_order(contributions: dict[tuple[str, int], Array]) -> Array:
     return total
 
 
-class FrameGate:
+class FrameGate(abc.ABC):
     """What every tensor gate shares: topic checks, frame decoding, errors, Ready, Status."""
 
     def __init__(self, spec: TensorSpec, circuit: str) -> None:
         self.spec = spec
         self.circuit = circuit
 
+    @abc.abstractmethod
     def subscriptions(self) -> list[str]:
-        raise NotImplementedError
+        """Every topic this gate must hear."""
 
     def ready(self) -> Outgoing:
         return self._json("ready", Ready(circuit=self.circuit, sender=self.spec.id))
@@ -86,14 +88,17 @@ class FrameGate:
             ]
         return self.on_frame(kind, frame, topic_name)
 
+    @abc.abstractmethod
     def on_frame(self, kind: TopicKind, frame: Frame, topic_name: str) -> list[Outgoing]:
-        raise NotImplementedError
+        """Act on a valid frame of this circuit on one of its topics."""
 
+    @abc.abstractmethod
     def release(self, run: str) -> None:
-        raise NotImplementedError
+        """Forget a run the trainer gave up on."""
 
+    @abc.abstractmethod
     def status(self, run: str) -> Status:
-        raise NotImplementedError
+        """Where a run stands, for a Probe."""
 
     def _control(self, topic_name: str, payload: bytes) -> list[Outgoing]:
         try:
