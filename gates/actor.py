@@ -181,7 +181,7 @@ class GateActor:
             await link.publish(held)
         await self._publish_planned(link, delayed, planned)
 
-    async def _publish_planned(self, link: Link, delayed: asyncio.TaskGroup, planned: list[Planned]) -> None:
+    async def _publish_planned(self, link: Link, delayed: asyncio.TaskGroup, planned: list[Planned[BaseModel]]) -> None:
         for copy in planned:
             if copy.delay > 0:
                 delayed.create_task(_publish_later(link, copy.delay, copy.topic, copy.message))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -79,13 +79,17 @@ def _delay(text: str) -> tuple[float, float]:
     return low, high
 
 
+M = TypeVar("M", BaseModel, bytes)
+"""A message: a scalar gate's model, or a tensor gate's encoded frame."""
+
+
 @dataclass(frozen=True)
-class Planned:
+class Planned(Generic[M]):
     """One copy of a message to publish, after `delay` seconds."""
 
     delay: float
     topic: str
-    message: BaseModel
+    message: M
 
 
 class FaultInjector:
@@ -97,13 +101,13 @@ class FaultInjector:
         self.dropped = 0
         self.duplicated = 0
 
-    def plan(self, batch: list[tuple[str, BaseModel]]) -> list[Planned]:
+    def plan(self, batch: list[tuple[str, M]]) -> list[Planned[M]]:
         """The copies to send for one step's messages: none, one or two each, with delays."""
         f = self.faults
         order = list(batch)
         if f.reorder:
             self.rng.shuffle(order)
-        planned: list[Planned] = []
+        planned: list[Planned[M]] = []
         for name, message in order:
             if self.rng.random() < f.drop:
                 self.dropped += 1

@@ -37,7 +37,6 @@ from gates.protocol import (
     NAME_MAX_LENGTH,
     NAME_PATTERN,
     NAME_RULE,
-    Assignment,
     ErrorCode,
     ErrorReport,
     GateSpec,
@@ -46,6 +45,8 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
+from gates.tensor_actor import TensorActor
+from gates.tensor_protocol import ANY_ASSIGNMENT, TensorAssignment, TensorSpec
 from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained, subscribe_all
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def default_name(machine: str | None = None, pid: int | None = None) -> str:
 
 @dataclass
 class _Running:
-    spec: GateSpec
+    spec: GateSpec | TensorSpec
     task: asyncio.Task[None]
 
 
@@ -188,7 +189,7 @@ class GateHost:
             await self._stop(mqtt, key, clear_ready=True)
             return
         try:
-            assignment = Assignment.model_validate_json(payload)
+            assignment = ANY_ASSIGNMENT.validate_json(payload)  # a scalar gate's or a tensor gate's
             if assignment.circuit != deployment or assignment.spec.id != gate:
                 raise ValueError(f"assignment for {assignment.circuit}/{assignment.spec.id} on topic {name}")
         except (ValidationError, ValueError) as exc:
@@ -205,8 +206,15 @@ class GateHost:
             return  # the same assignment again (a retained copy after reconnecting)
         await self._stop(mqtt, key, clear_ready=False)
         try:
-            link = self.shared.link if self.shared is not None else self.broker
-            actor = GateActor(assignment.spec, deployment, link, retain_ready=True, faults=self.faults, host=self.name)
+            actor: GateActor | TensorActor
+            if isinstance(assignment, TensorAssignment):
+                connection = self.shared or self.broker
+                actor = TensorActor(assignment.spec, deployment, connection, retain_ready=True, faults=self.faults)
+            else:
+                link = self.shared.link if self.shared is not None else self.broker
+                actor = GateActor(
+                    assignment.spec, deployment, link, retain_ready=True, faults=self.faults, host=self.name
+                )
         except ValueError as exc:
             report = ErrorReport(
                 circuit=deployment, sender=self.name, code=ErrorCode.BAD_SCHEMA, message=str(exc), topic=name

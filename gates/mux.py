@@ -268,7 +268,10 @@ class SharedConnection:
         Returns without waiting for the broker's acknowledgements; waits only while the
         connection is down or its send buffer is full.
         """
-        payloads = [(name, encode(message)) for name, message in batch]
+        await self.publish_raw([(name, encode(message)) for name, message in batch], retain=retain)
+
+    async def publish_raw(self, payloads: list[tuple[str, bytes]], *, retain: bool = False) -> None:
+        """`publish` for payloads already encoded (the binary frames of tensor gates)."""
         while True:
             if not self.connected.is_set():
                 await self.connected.wait()

@@ -61,9 +61,10 @@ class ErrorCode(StrEnum):
     MISSING_VALUE = "missing_value"
     DOMAIN = "domain"
     EVICTED = "evicted"
+    WRONG_STEP = "wrong_step"
 
 
-RUN_FAILING_CODES = frozenset({ErrorCode.DOMAIN, ErrorCode.MISSING_VALUE, ErrorCode.EVICTED})
+RUN_FAILING_CODES = frozenset({ErrorCode.DOMAIN, ErrorCode.MISSING_VALUE, ErrorCode.EVICTED, ErrorCode.WRONG_STEP})
 """Codes that end their run: the run can never complete correctly after them."""
 
 

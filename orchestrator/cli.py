@@ -11,7 +11,7 @@ import logging
 
 import typer
 
-from orchestrator import cli_cluster, cli_run, cli_secure
+from orchestrator import cli_cluster, cli_run, cli_secure, cli_train
 from orchestrator.cli_common import one_error_path
 from orchestrator.cli_draw import draw_app, export_app
 
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 cli_run.register(app)
 cli_cluster.register(app)
+cli_train.register(app)
 app.add_typer(cli_secure.app, name="secure")
 app.add_typer(draw_app, name="draw")
 app.add_typer(export_app, name="export")

@@ -12,19 +12,32 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from orchestrator.circuit import Circuit
+from orchestrator.circuit import GateDef
 from orchestrator.errors import DeployError
 
 STRATEGIES = ("round-robin", "by-layer")
 
 
-def place(circuit: Circuit, hosts: Sequence[str], strategy: str) -> dict[str, str]:
+class Graph(Protocol):
+    """What placing needs of a circuit (a scalar Circuit, or a TensorCircuit)."""
+
+    @property
+    def gates(self) -> Sequence[GateDef]: ...
+
+    @property
+    def order(self) -> Sequence[GateDef]: ...
+
+    @property
+    def by_id(self) -> Mapping[str, GateDef]: ...
+
+
+def place(circuit: Graph, hosts: Sequence[str], strategy: str) -> dict[str, str]:
     """gate id -> host name for every gate; `strategy` is a strategy name or a file path."""
     if not hosts:
         raise DeployError("there are no hosts to place gates on")
@@ -39,7 +52,7 @@ def place(circuit: Circuit, hosts: Sequence[str], strategy: str) -> dict[str, st
     raise DeployError(f"placement {strategy!r}: use {' or '.join(STRATEGIES)}, or a .json/.yaml file")
 
 
-def layers(circuit: Circuit) -> dict[str, int]:
+def layers(circuit: Graph) -> dict[str, int]:
     """Each gate's layer: 0 for leaves, else one more than its deepest input."""
     layer: dict[str, int] = {}
     for g in circuit.order:
@@ -47,7 +60,7 @@ def layers(circuit: Circuit) -> dict[str, int]:
     return layer
 
 
-def checked(circuit: Circuit, hosts: Sequence[str], data: Any, *, source: str) -> dict[str, str]:
+def checked(circuit: Graph, hosts: Sequence[str], data: Any, *, source: str) -> dict[str, str]:
     """A user's placement, accepted only if it places every gate, and only on the given hosts."""
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise DeployError(f'{source}: a placement is a mapping of gate id to host name, like {{"q": "h1"}}')

@@ -1,0 +1,56 @@
+"""The decision boundary of a trained network, drawn as micrograd's demo draws it.
+
+The scores over a grid come from the same circuit and ops as training (one forward pass of
+the network built for the grid's size, in this process); matplotlib (the `plot` extra) only
+paints them: the regions where score > 0, and the points coloured by label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from gates.tensor_ops import Array
+from orchestrator import mlp
+from orchestrator.errors import InputError
+from orchestrator.moons import Points
+from orchestrator.tensor_reference import evaluate
+
+STEP = 0.05
+"""Grid spacing (the demo uses 0.25; finer draws a smoother edge)."""
+
+
+def scores(params: Mapping[str, Array], points: Array) -> Array:
+    """The network's score for each row of `points` (shape (N, 2))."""
+    circuit = mlp.build(len(points))
+    feeds = {"X": np.ascontiguousarray(points.T), "y": np.ones((1, len(points)))}
+    return evaluate(circuit, params, feeds)["score"].reshape(-1)
+
+
+def draw(path: Path, params: Mapping[str, Array], data: Points, title: str) -> None:
+    """Write the boundary to `path` (PNG, SVG or PDF, by its suffix)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise InputError("--plot needs matplotlib: pip install 'gatemesh[plot]'") from exc
+    x_min, x_max = data.X[:, 0].min() - 1, data.X[:, 0].max() + 1
+    y_min, y_max = data.X[:, 1].min() - 1, data.X[:, 1].max() + 1
+    xx, yy = np.meshgrid(np.arange(x_min, x_max, STEP), np.arange(y_min, y_max, STEP))
+    positive = (scores(params, np.c_[xx.ravel(), yy.ravel()]) > 0).reshape(xx.shape)
+    figure, axes = plt.subplots(figsize=(6, 5))
+    axes.contourf(xx, yy, positive, cmap=plt.cm.Spectral, alpha=0.8)
+    axes.scatter(data.X[:, 0], data.X[:, 1], c=data.y, s=40, cmap=plt.cm.Spectral, edgecolors="k", linewidths=0.5)
+    axes.set_xlim(xx.min(), xx.max())
+    axes.set_ylim(yy.min(), yy.max())
+    axes.set_title(title)
+    try:
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--plot {path}: cannot write the picture: {exc}") from exc
+    finally:
+        plt.close(figure)

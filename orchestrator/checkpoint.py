@@ -1,0 +1,86 @@
+"""Training checkpoints: the parameters after a step, in a .npz file, read back with every check.
+
+The file holds one array per parameter (`param/W1`, ...) and `meta`, a JSON string with the
+step the parameters are at and the schedule that made them (steps, batch, seed): a resumed
+run must take the same batches and learning rates, so a different schedule is refused. Files
+are written to a temporary name and renamed, so a crash mid-write leaves the previous one.
+Read without pickle: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gates.tensor_ops import Array, Shape
+from orchestrator.errors import InputError
+
+PREFIX = "param/"
+MAX_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Parameters as of `step` (after `step` updates), and the schedule they belong to."""
+
+    params: dict[str, Array]
+    step: int
+    seed: int
+    steps: int = 100
+    batch: int = 100
+
+
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    meta = {"step": checkpoint.step, "seed": checkpoint.seed, "steps": checkpoint.steps, "batch": checkpoint.batch}
+    arrays: dict[str, Any] = {f"{PREFIX}{name}": value for name, value in checkpoint.params.items()}
+    arrays["meta"] = np.array(json.dumps(meta))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(buffer.getvalue())
+    os.replace(partial, path)
+
+
+def load(path: Path, shapes: Mapping[str, Shape]) -> Checkpoint:
+    """Read a checkpoint for parameters of `shapes`; InputError says what does not fit."""
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise InputError(f"{path}: larger than {MAX_BYTES} bytes; not a checkpoint of this network")
+        with np.load(path, allow_pickle=False) as archive:
+            stored = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npz checkpoint: {exc}") from exc
+    meta = _meta(path, stored.pop("meta", None))
+    params = {name.removeprefix(PREFIX): value for name, value in stored.items() if name.startswith(PREFIX)}
+    strays = sorted(name for name in stored if not name.startswith(PREFIX))
+    missing, unknown = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+    if strays or missing or unknown:
+        raise InputError(
+            f"{path}: parameters do not match the network: missing {', '.join(missing) or 'none'}, "
+            f"unknown {', '.join(unknown + strays) or 'none'}"
+        )
+    for name, value in params.items():
+        if value.dtype != np.float64 or value.shape != shapes[name]:
+            raise InputError(f"{path}: {name} is {value.dtype} {value.shape}; the network's is float64 {shapes[name]}")
+        if not np.isfinite(value).all():
+            raise InputError(f"{path}: {name} has a non-finite number")
+    return Checkpoint(params, meta["step"], meta["seed"], meta["steps"], meta["batch"])
+
+
+def _meta(path: Path, raw: Array | None) -> dict[str, int]:
+    try:
+        meta = json.loads(str(raw)) if raw is not None and raw.dtype.kind == "U" else None
+    except json.JSONDecodeError:
+        meta = None
+    keys = ("step", "seed", "steps", "batch")
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) and meta[k] >= 0 for k in keys):
+        raise InputError(f"{path}: no valid meta (step, seed, steps, batch as integers >= 0)")
+    return {k: int(meta[k]) for k in keys}

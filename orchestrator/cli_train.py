@@ -1,0 +1,205 @@
+"""`gatemesh train moons`: micrograd's demo, trained with every gate and parameter an actor.
+
+Registered on the root app by `register(app)`. The steps run on tensor gates in this process
+(over --broker, or the embedded broker), on gate hosts (--hosts), or, with --engine
+reference, in this process without a broker (the numpy oracle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gates.faults import Faults
+from orchestrator import boundary, checkpoint, mlp, moons, tensor_deploy
+from orchestrator.api import broker_url
+from orchestrator.checkpoint import Checkpoint
+from orchestrator.cli_common import DEFAULT_BROKER, broker_address, host_choice, parse_faults
+from orchestrator.errors import InputError
+from orchestrator.tensor_circuit import TensorCircuit
+from orchestrator.train import Engine, ReferenceEngine, Schedule, StepRecord, Training, train
+
+out = Console()
+err = Console(stderr=True)
+MODELS = ("moons",)
+ENGINES = ("mesh", "reference")
+INITS = ("micrograd",)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+
+
+def train_command(
+    model: Annotated[str, typer.Argument(help="what to train: moons (micrograd's demo MLP 2-16-16-1)")] = "moons",
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="mqtt://host:port; default: the embedded one"),
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="SGD steps; lr = 1.0 - 0.9 * k / steps")] = 100,
+    batch: Annotated[int | None, typer.Option(min=1, help="points per step (default: all)")] = None,
+    hosts: Annotated[
+        str | None, typer.Option(help="train on gate hosts: a number (wait for that many) or names h1,h2")
+    ] = None,
+    placement: Annotated[
+        str, typer.Option(help=f"with --hosts: {' | '.join(tensor_deploy.PLACEMENTS)} | a .json/.yaml file")
+    ] = "by-replica",
+    replicas: Annotated[int, typer.Option(min=1, help="copies of the network sharing the batch (data parallel)")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="random.seed for the init; also picks partial batches")] = 1337,
+    init: Annotated[str, typer.Option(help="micrograd: MLP(2, [16, 16, 1])'s weights after random.seed(SEED)")] = (
+        "micrograd"
+    ),
+    data: Annotated[Path | None, typer.Option(help="a CSV of x1,x2,label (-1/1); default: the built-in moons")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the steps and the result as JSON")] = False,
+    plot: Annotated[Path | None, typer.Option(help="draw the decision boundary to this PNG")] = None,
+    checkpoint_file: Annotated[
+        Path | None, typer.Option("--checkpoint", help="write the parameters here (.npz) after every step")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="start from --checkpoint instead of the init")] = False,
+    engine: Annotated[str, typer.Option(help="mesh: gates as actors over MQTT; reference: numpy here")] = "mesh",
+    faults: Annotated[str, typer.Option(help="faults for the gates in this process: dup=0.2,delay=0-5ms,reorder")] = "",
+    timeout: Annotated[float, typer.Option(help="seconds a step (or the deployment) may take")] = 30.0,
+) -> None:
+    """Train micrograd's moons MLP; every step's loss and accuracy equal micrograd's own loop."""
+    for name, value, known in (("model", model, MODELS), ("--engine", engine, ENGINES), ("--init", init, INITS)):
+        if value not in known:
+            raise InputError(f"{name} {value!r}: choose {' or '.join(known)}")
+    points = moons.load(data)
+    schedule = Schedule(steps=steps, batch=batch or len(points), replicas=replicas, seed=seed)
+    schedule.check(len(points))
+    if resume and checkpoint_file is None:
+        raise InputError("--resume needs --checkpoint FILE to resume from")
+    if engine == "reference" and (hosts is not None or faults):
+        raise InputError("--engine reference trains in this process: drop --hosts and --faults")
+    if faults and hosts is not None:
+        raise InputError("--faults applies to gates in this process; give hosts their own (gatemesh host --faults)")
+    fault_plan = parse_faults(faults)
+    if fault_plan is not None and fault_plan.drop > 0:
+        raise InputError(
+            "--faults drop=...: a lost message fails its step (training does not retry); use dup, delay, reorder"
+        )
+    circuit = mlp.build(schedule.batch, replicas=schedule.replicas)
+    if resume:
+        assert checkpoint_file is not None
+        start = checkpoint.load(checkpoint_file, circuit.param_shapes)
+    else:
+        start = Checkpoint(mlp.micrograd_init(seed), 0, seed, schedule.steps, schedule.batch)
+    console = err if as_json else out
+    where = _where(engine, hosts, replicas)
+
+    async def run(on_step: Callable[[StepRecord], None]) -> Training:
+        async with _engine(engine, circuit, broker, hosts, placement, fault_plan, timeout) as chosen:
+            return await train(chosen, circuit, points, schedule, start, checkpoint=checkpoint_file, on_step=on_step)
+
+    with _progress(console, schedule.steps, start.step) as on_step:
+        training = asyncio.run(run(on_step))
+    if plot is not None:
+        boundary.draw(plot, training.params or start.params, points, f"gatemesh train {model}: {where}")
+    result = summary(training, schedule, start, where, len(circuit.gates))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print_summary(console, result, plot)
+
+
+def summary(training: Training, schedule: Schedule, start: Checkpoint, where: str, gates: int) -> dict[str, Any]:
+    """What --json prints: every step taken here, seconds per step, and the final state."""
+    last = training.records[-1] if training.records else None
+    params = training.params or start.params
+    return {
+        "steps": [
+            {"step": r.step, "loss": r.loss, "accuracy": r.accuracy, "lr": r.lr, "seconds": r.seconds}
+            for r in training.records
+        ],
+        "seconds_per_step": training.seconds_per_step,
+        "final": {
+            "step": schedule.steps,
+            "loss": last.loss if last else None,
+            "accuracy": last.accuracy if last else None,
+            "engine": where,
+            "gates": gates,
+            "params": {name: value.tolist() for name, value in params.items()},
+        },
+    }
+
+
+def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -> None:
+    final = result["final"]
+    taken = len(result["steps"])
+    if final["loss"] is None:
+        console.print(f"nothing to do: the checkpoint is at step {final['step']} already", highlight=False)
+        return
+    console.print(
+        f"trained {taken} step(s) to step {final['step']} on {final['engine']} ({final['gates']} gates): "
+        f"loss {final['loss']:.6g}, accuracy {final['accuracy']:.0%}, "
+        f"{result['seconds_per_step'] * 1000:.2f} ms per step",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if plot is not None:
+        console.print(f"decision boundary: {plot}", highlight=False)
+
+
+def _where(engine: str, hosts: str | None, replicas: int) -> str:
+    copies = f", {replicas} replicas" if replicas > 1 else ""
+    if engine == "reference":
+        return "the numpy reference in this process"
+    if hosts is not None:
+        return f"tensor gates on gate hosts{copies}"
+    return f"tensor gates in this process{copies}"
+
+
+@contextlib.contextmanager
+def _progress(console: Console, total: int, done: int) -> Iterator[Callable[[StepRecord], None]]:
+    """A progress bar showing the step, the loss and the accuracy; yields the per-step callback."""
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  accuracy {task.fields[accuracy]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("train", total=total, completed=done, loss="-", accuracy="-")
+
+        def on_step(record: StepRecord) -> None:
+            progress.update(
+                task, completed=record.step + 1, loss=f"{record.loss:.4f}", accuracy=f"{record.accuracy:.0%}"
+            )
+
+        yield on_step
+
+
+@contextlib.asynccontextmanager
+async def _engine(
+    kind: str,
+    circuit: TensorCircuit,
+    broker: str | None,
+    hosts: str | None,
+    placement: str,
+    faults: Faults | None,
+    timeout: float,
+) -> AsyncIterator[Engine]:
+    if kind == "reference":
+        yield ReferenceEngine(circuit)
+    elif hosts is not None:
+        address = broker_address(broker or DEFAULT_BROKER)
+        placed = tensor_deploy.on_hosts(
+            circuit, address, hosts=host_choice(hosts), placement=placement, timeout=timeout, step_timeout=timeout
+        )
+        async with placed as engine:
+            yield engine
+    else:
+        async with (
+            broker_url(broker) as address,
+            tensor_deploy.in_process(circuit, address, faults=faults, step_timeout=timeout) as engine,
+        ):
+            yield engine

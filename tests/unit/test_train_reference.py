@@ -1,0 +1,105 @@
+"""The numpy reference trainer against micrograd itself, the moons data, the init, the circuit."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator import checkpoint, mlp, moons
+from orchestrator.checkpoint import Checkpoint
+from orchestrator.errors import InputError
+from orchestrator.tensor_circuit import TensorCircuit
+from orchestrator.train import ReferenceEngine, Schedule, StepRecord, Training, train
+from tests import micrograd_oracle
+
+REL = 1e-9
+
+
+def reference_run(schedule: Schedule, start_step: int = 0, params: dict[str, np.ndarray] | None = None) -> Training:
+    circuit = mlp.build(schedule.batch, replicas=schedule.replicas)
+    start = Checkpoint(
+        params or mlp.micrograd_init(schedule.seed), start_step, schedule.seed, schedule.steps, schedule.batch
+    )
+    return asyncio.run(train(ReferenceEngine(circuit), circuit, moons.load(), schedule, start))
+
+
+@pytest.mark.parametrize("seed", [0, 1337, 2024])
+def test_micrograd_init_is_micrographs_mlp(seed: int) -> None:
+    ours = mlp.micrograd_init(seed)
+    theirs = micrograd_oracle.params_by_name(micrograd_oracle.model(seed))
+    assert list(ours) == list(theirs) == mlp.param_names()
+    for name in ours:
+        assert ours[name].tobytes() == theirs[name].tobytes(), name
+
+
+def test_builtin_moons_are_the_demos_points() -> None:
+    pytest.importorskip("sklearn")
+    generated = moons.generate()
+    assert moons.to_csv(generated) == moons.BUILTIN.read_text()
+    loaded = moons.load()
+    assert loaded.X.tobytes() == generated.X.tobytes()
+    assert sorted(set(loaded.y.tolist())) == [-1.0, 1.0]
+    assert len(loaded) == 100
+
+
+def test_reference_trainer_equals_micrograd_at_every_step() -> None:
+    expected, final = micrograd_oracle.demo_run()
+    done = reference_run(Schedule())
+    assert len(done.records) == 100
+    for theirs, ours in zip(expected, done.records, strict=True):
+        assert ours.loss == pytest.approx(theirs.loss, rel=REL, abs=0), ours.step
+        assert ours.accuracy == theirs.accuracy, ours.step
+    assert done.records[-1].accuracy == 1.0
+    for name, value in done.params.items():
+        np.testing.assert_allclose(value, final[name], rtol=1e-8, atol=1e-12, err_msg=name)
+
+
+def test_partial_batches_over_replicas_equal_micrograd_on_the_same_points() -> None:
+    schedule = Schedule(steps=6, batch=30, replicas=3, seed=7)
+    batches = [mlp.batch_indices(100, 30, 7, k) for k in range(6)]
+    assert len({b.tobytes() for b in batches}) == 6
+    expected, _ = micrograd_oracle.train(moons.load(), 7, 6, batches)
+    done = reference_run(schedule)
+    for theirs, ours in zip(expected, done.records, strict=True):
+        assert ours.loss == pytest.approx(theirs.loss, rel=REL, abs=0)
+        assert ours.accuracy == theirs.accuracy
+
+
+def test_resume_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
+    schedule = Schedule(steps=12)
+    whole = reference_run(schedule)
+    circuit = mlp.build(100)
+    path = tmp_path / "moons.npz"
+    start = Checkpoint(mlp.micrograd_init(schedule.seed), 0, schedule.seed, schedule.steps, schedule.batch)
+    first = Schedule(steps=12)
+    asyncio.run(_train_until(circuit, first, start, path, stop_after=5))
+    resumed_from = checkpoint.load(path, circuit.param_shapes)
+    assert resumed_from.step == 5
+    rest = asyncio.run(train(ReferenceEngine(circuit), circuit, moons.load(), schedule, resumed_from))
+    assert [r.step for r in rest.records] == list(range(5, 12))
+    for name, value in rest.params.items():
+        assert value.tobytes() == whole.params[name].tobytes(), name
+
+
+async def _train_until(
+    circuit: TensorCircuit, schedule: Schedule, start: Checkpoint, path: Path, stop_after: int
+) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop(record: StepRecord) -> None:
+        if record.step == stop_after - 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        await train(ReferenceEngine(circuit), circuit, moons.load(), schedule, start, checkpoint=path, on_step=stop)
+
+
+def test_a_resume_under_another_schedule_is_refused() -> None:
+    start = Checkpoint(mlp.micrograd_init(1), 3, seed=1, steps=100, batch=100)
+    circuit = mlp.build(100)
+    with pytest.raises(InputError, match="resume with the same schedule"):
+        asyncio.run(train(ReferenceEngine(circuit), circuit, moons.load(), Schedule(steps=50, seed=1), start))
