@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
-import aiomqtt
-
 from broker.launch import BrokerStartError, embedded
+from gates.errors import TransportError
 from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
@@ -67,6 +66,6 @@ def _first_cause(group: BaseExceptionGroup[BaseException], broker: BrokerAddress
     if cause is not group:
         return cause
     for leaf in leaves(group):
-        if isinstance(leaf, aiomqtt.MqttError):
+        if isinstance(leaf, TransportError):
             return BrokerError(f"lost the broker at {broker}: {leaf}")
     return group

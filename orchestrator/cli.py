@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker.security import ORCHESTRATOR_USER, SecureDir, host_user
+from gates.errors import TransportError
 from gates.faults import Faults
 from gates.host import Connections, GateHost, HostNameTaken, default_name
 from gates.mqtt311 import QoS
@@ -357,7 +358,7 @@ def status(
     address = _address(broker)
     try:
         view = asyncio.run(read_cluster(address, with_ready=True))
-    except Exception as exc:
+    except TransportError as exc:
         raise BrokerError(f"cannot read the cluster's state from {address}: {exc}") from exc
     if as_json:
         print(json.dumps(cluster_state(view), indent=2))
