@@ -138,15 +138,18 @@ class Session(asyncio.Protocol):
                 body = await connack
         except TimeoutError:
             session.close()
-            raise ConnectionLost(f"no CONNACK from {broker} within {timeout:g} s") from None
+            msg = f"no CONNACK from {broker} within {timeout:g} s"
+            raise ConnectionLost(msg) from None
         except OSError as exc:  # refused, unreachable, or a TLS failure (ssl.SSLError)
-            raise ConnectionLost(f"cannot connect to {broker}: {exc}") from exc
+            msg = f"cannot connect to {broker}: {exc}"
+            raise ConnectionLost(msg) from exc
         except TransportError:
             session.close()
             raise
         if body[1] != 0:  # its size was checked on arrival
             session.close()
-            raise Refused(f"{broker} refused the connection: {CONNACK_REFUSALS.get(body[1], f'code {body[1]}')}")
+            msg = f"{broker} refused the connection: {CONNACK_REFUSALS.get(body[1], f'code {body[1]}')}"
+            raise Refused(msg)
         session._ping = loop.call_later(keepalive, session._keep_alive)
         return session
 
@@ -175,14 +178,16 @@ class Session(asyncio.Protocol):
     async def subscribe(self, filters: list[str]) -> None:
         """Subscribe at the session's QoS; Refused naming every filter the broker refused (an ACL, say)."""
         if not filters:
-            raise ValueError("a SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-3)")
+            msg = "a SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-3)"
+            raise ValueError(msg)
         packet_id = self._new_id()
         self._send(subscribe_packet(packet_id, filters, self.qos))
         check_granted(filters, (await self._reply(packet_id, "SUBACK"))[2:])
 
     async def unsubscribe(self, filters: list[str]) -> None:
         if not filters:
-            raise ValueError("an UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)")
+            msg = "an UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)"
+            raise ValueError(msg)
         packet_id = self._new_id()
         self._send(unsubscribe_packet(packet_id, filters))
         await self._reply(packet_id, "UNSUBACK")
@@ -286,7 +291,8 @@ class Session(asyncio.Protocol):
             self._next_id = self._next_id % 65535 + 1
             if self._next_id not in self.unacked and self._next_id not in self._replies:
                 return self._next_id
-        raise RuntimeError("all 65,535 packet ids are in use")
+        msg = "all 65,535 packet ids are in use"
+        raise RuntimeError(msg)
 
     def _send(self, data: bytes) -> None:
         """Queue bytes for the socket; everything queued in one loop turn goes in one write."""

@@ -89,12 +89,14 @@ def split_packets(buffer: bytearray, max_packet: int = MAX_PACKET) -> list[tuple
                 break
             multiplier *= 128
             if multiplier > 128**3:
-                raise ProtocolViolation("malformed packet: remaining length longer than 4 bytes")
+                msg = "malformed packet: remaining length longer than 4 bytes"
+                raise ProtocolViolation(msg)
         else:
             break  # the length itself is incomplete
         if size > max_packet:
             kind = f"0x{buffer[position]:02x}"
-            raise ProtocolViolation(f"a packet ({kind}) declares {size:,} bytes, over the {max_packet:,}-byte limit")
+            msg = f"a packet ({kind}) declares {size:,} bytes, over the {max_packet:,}-byte limit"
+            raise ProtocolViolation(msg)
         if index + size > end:
             break
         found.append((buffer[position], bytes(buffer[index : index + size])))

@@ -50,21 +50,26 @@ class BrokerAddress(BaseModel):
     def parse(cls, url: str) -> BrokerAddress:
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
         if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+            msg = f"broker URL {url!r}: scheme must be mqtt:// or mqtts://"
+            raise ValueError(msg)
         if not parts.hostname:
-            raise ValueError(f"broker URL {url!r} names no host")
+            msg = f"broker URL {url!r} names no host"
+            raise ValueError(msg)
         try:
             port = parts.port
         except ValueError as exc:
-            raise ValueError(f"broker URL {url!r}: {exc}") from exc
+            msg = f"broker URL {url!r}: {exc}"
+            raise ValueError(msg) from exc
         tls = parts.scheme == "mqtts"
         query = parse_qs(parts.query)
         unknown = set(query) - {"ca"}
         if unknown:
-            raise ValueError(f"broker URL {url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; only ca=")
+            msg = f"broker URL {url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; only ca="
+            raise ValueError(msg)
         ca_file = query.get("ca", [None])[-1]
         if ca_file is not None and not tls:
-            raise ValueError(f"broker URL {url!r}: ca= applies to mqtts:// only")
+            msg = f"broker URL {url!r}: ca= applies to mqtts:// only"
+            raise ValueError(msg)
         return cls(
             host=parts.hostname,
             port=port or (8883 if tls else 1883),
@@ -117,11 +122,14 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
     try:
         yield
     except MqttConnectError as exc:
-        raise Refused(f"{where} refused the connection: {exc}") from exc
+        msg = f"{where} refused the connection: {exc}"
+        raise Refused(msg) from exc
     except aiomqtt.MqttError as exc:
-        raise ConnectionLost(f"{where}: {exc}") from exc
+        msg = f"{where}: {exc}"
+        raise ConnectionLost(msg) from exc
     except TimeoutError as exc:
-        raise ConnectionLost(f"{where} did not answer in time") from exc
+        msg = f"{where} did not answer in time"
+        raise ConnectionLost(msg) from exc
 
 
 @contextlib.asynccontextmanager
@@ -145,7 +153,8 @@ async def incoming(mqtt: aiomqtt.Client) -> AsyncGenerator[tuple[str, bytes], No
         async for message in mqtt.messages:
             raw = message.payload
             yield message.topic.value, bytes(raw) if isinstance(raw, bytes | bytearray) else b""
-    raise ConnectionLost("the broker connection's message stream ended")
+    msg = "the broker connection's message stream ended"
+    raise ConnectionLost(msg)
 
 
 def encode(message: BaseModel | None) -> bytes:
@@ -204,7 +213,8 @@ def check_granted(filters: list[str], codes: Sequence[int]) -> None:
     """Refused naming every filter a SUBACK refused (a code of 0x80 or more, MQTT 3.1.1 and 5 alike)."""
     refused = [name for name, code in zip(filters, codes, strict=False) if code >= 0x80]
     if refused or len(codes) != len(filters):
-        raise Refused(f"the broker refused the subscription(s) {', '.join(refused or filters)}")
+        msg = f"the broker refused the subscription(s) {', '.join(refused or filters)}"
+        raise Refused(msg)
 
 
 async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeout: float = 10.0) -> dict[str, bytes]:
@@ -233,7 +243,8 @@ async def _read_until_marker(mqtt: aiomqtt.Client, filters: list[str]) -> dict[s
                 found[name] = payload
             else:
                 found.pop(name, None)
-    raise AssertionError("unreachable: incoming() ends only by raising")  # pragma: no cover
+    msg = "unreachable: incoming() ends only by raising"
+    raise AssertionError(msg)  # pragma: no cover
 
 
 LATE_RETAINED = 1.0
@@ -267,11 +278,12 @@ async def check_retained_reads(broker: BrokerAddress, *, timeout: float = 10.0) 
         if late
         else "never sent a retained message to a new wildcard subscription"
     )
-    raise UnsupportedBroker(
+    msg = (
         f"the broker at {broker} {lacks}, so gatemesh cannot read its hosts, deployments and assignments "
         "(retained messages read through wildcards, in order). RabbitMQ's MQTT plugin and aedes behave so; "
         "use Mosquitto 2 or amqtt (`python -m broker mosquitto`, or `python -m broker embedded`)"
     )
+    raise UnsupportedBroker(msg)
 
 
 async def _heard(mqtt: aiomqtt.Client, name: str, seconds: float) -> bool:

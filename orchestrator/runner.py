@@ -301,7 +301,8 @@ class Runner:
         """
         session = self._session
         if session is None or not self.connected.is_set():
-            raise transport_errors.ConnectionLost(f"not connected to the broker at {self.broker}")
+            message = f"not connected to the broker at {self.broker}"
+            raise transport_errors.ConnectionLost(message)
         waiting = [session.publish(name, encode(message), retain, confirm=confirm) for name, message in batch]
         limit = session.timeout + 0.001 * len(batch)
         try:
