@@ -14,6 +14,7 @@ import sys
 
 from gates.faults import Faults
 from gates.host import GateHost, HostNameTaken, default_name
+from gates.lifecycle import cancel_until_done
 from gates.mqtt311 import QoS
 from gates.transport import BrokerAddress
 
@@ -27,16 +28,8 @@ async def run_host(host: GateHost) -> None:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        # Cancel, and keep cancelling until the host is gone: on Python 3.11 a cancellation that
-        # lands inside asyncio.wait_for (aiomqtt uses it) can be swallowed (gh-86296).
-        if not task.done():
-            task.cancel()
-            loop.call_later(STOP_GRACE, stop)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # cancelled again after STOP_GRACE if it lingers
+        loop.add_signal_handler(signum, cancel_until_done, task, STOP_GRACE)
     try:
         await host.serve()
     except asyncio.CancelledError:

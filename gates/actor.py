@@ -17,11 +17,12 @@ import aiomqtt
 from pydantic import BaseModel
 
 from gates.core import GateCore
+from gates.errors import ConnectionLost, TransportError
 from gates.faults import FaultInjector, Faults, Planned
 from gates.lifecycle import Backoff, first_failure
 from gates.protocol import RUN_FAILING_CODES, ErrorReport, GateSpec
 from gates.tracing import GateTracer, is_traced
-from gates.transport import BrokerAddress, client, publish_all, subscribe_all
+from gates.transport import BrokerAddress, connect, incoming, publish_all, subscribe_all
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,8 @@ class OwnConnection:
     def __init__(self, mqtt: aiomqtt.Client) -> None:
         self.mqtt = mqtt
 
-    async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
-        async for message in self.mqtt.messages:
-            raw = message.payload
-            yield message.topic.value, bytes(raw) if isinstance(raw, bytes | bytearray) else b""
-        raise aiomqtt.MqttError("message stream ended")
+    def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
+        return incoming(self.mqtt)
 
     async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None:
         await publish_all(self.mqtt, batch, retain=retain)
@@ -59,7 +57,7 @@ def own_connections(broker: BrokerAddress) -> LinkOpener:
 
     @contextlib.asynccontextmanager
     async def open_link(topics: list[str]) -> AsyncIterator[Link]:
-        async with client(broker) as mqtt:
+        async with connect(broker) as mqtt:
             await subscribe_all(mqtt, topics)
             yield OwnConnection(mqtt)
 
@@ -99,7 +97,7 @@ class GateActor:
     async def serve(self) -> NoReturn:
         """Connect, subscribe, announce readiness, then handle messages forever.
 
-        Raises aiomqtt.MqttError when the connection is lost (never an exception group), so
+        Raises a TransportError when the connection is lost (never an exception group), so
         a caller can reconnect by calling serve again.
         """
         try:
@@ -113,9 +111,9 @@ class GateActor:
         while True:
             try:
                 await self._serve()  # not serve(): one coroutine frame less per idle gate
-            except (aiomqtt.MqttError, BaseExceptionGroup) as exc:
+            except (TransportError, BaseExceptionGroup) as exc:
                 lost = first_failure(exc) if isinstance(exc, BaseExceptionGroup) else exc
-                if not isinstance(lost, aiomqtt.MqttError):
+                if not isinstance(lost, TransportError):
                     raise lost from exc
                 log.info("gate %s/%s: connection lost (%s); reconnecting", self.core.circuit, self.core.spec.id, lost)
                 await asyncio.sleep(backoff.next())
@@ -130,7 +128,7 @@ class GateActor:
                 async with asyncio.TaskGroup() as delayed:  # for publishes the injector delays
                     async for topic_name, payload in link.incoming():
                         await self._handle(link, delayed, topic_name, payload)
-        raise aiomqtt.MqttError(f"gate {self.core.spec.id}: message stream ended")
+        raise ConnectionLost(f"gate {self.core.spec.id}: message stream ended")
 
     async def _announce(self, link: Link) -> None:
         ready = self.core.ready()

@@ -28,6 +28,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from gates.actor import GateActor
+from gates.errors import ConnectionLost, TransportError
 from gates.faults import Faults
 from gates.lifecycle import Backoff, cancel_and_wait
 from gates.mqtt311 import QoS
@@ -47,7 +48,7 @@ from gates.protocol import (
 )
 from gates.tensor_actor import TensorActor
 from gates.tensor_protocol import ANY_ASSIGNMENT, TensorAssignment, TensorSpec
-from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained, subscribe_all
+from gates.transport import QOS, BrokerAddress, connect, incoming, publish_all, read_retained, subscribe_all
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class GateHost:
                 while True:
                     try:
                         await self._session(group)
-                    except aiomqtt.MqttError as exc:
+                    except TransportError as exc:
                         delay = backoff.next()
                         log.warning("host %s: no broker connection (%s); retrying in %g s", self.name, exc, delay)
                         await asyncio.sleep(delay)
@@ -147,7 +148,7 @@ class GateHost:
     async def _refuse_a_taken_name(self) -> None:
         try:
             retained = await read_retained(self.broker, [host_topic(self.name)])
-        except (aiomqtt.MqttError, TimeoutError):
+        except TransportError:
             return  # no broker yet: the session loop reports and retries
         for payload in retained.values():
             with contextlib.suppress(ValidationError):
@@ -162,22 +163,20 @@ class GateHost:
         will = aiomqtt.Will(
             host_topic(self.name), self.presence("offline", "connection lost").model_dump_json(), qos=QOS, retain=True
         )
-        async with client(self.broker, will=will, keepalive=KEEPALIVE) as mqtt:
+        async with connect(self.broker, will=will, keepalive=KEEPALIVE) as mqtt:
             await subscribe_all(mqtt, [topic("+", "spec", "+")])
             await publish_all(mqtt, [(host_topic(self.name), self.presence("online"))], retain=True)
             log.info("host %s (incarnation %s) online at %s", self.name, self.incarnation, self.broker)
             try:
-                async for message in mqtt.messages:
-                    raw = message.payload
-                    payload = bytes(raw) if isinstance(raw, bytes | bytearray) else b""
-                    await self._on_assignment(mqtt, group, message.topic.value, payload)
+                async for name, payload in incoming(mqtt):
+                    await self._on_assignment(mqtt, group, name, payload)
             except asyncio.CancelledError:
                 goodbye = self.presence("offline", "stopped")
-                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                with contextlib.suppress(TransportError, TimeoutError):
                     async with asyncio.timeout(1):
                         await publish_all(mqtt, [(host_topic(self.name), goodbye)], retain=True)
                 raise
-        raise aiomqtt.MqttError("message stream ended")
+        raise ConnectionLost("message stream ended")
 
     async def _on_assignment(self, mqtt: aiomqtt.Client, group: asyncio.TaskGroup, name: str, payload: bytes) -> None:
         parsed = parse_topic(name)

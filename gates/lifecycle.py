@@ -1,26 +1,44 @@
-"""Stopping tasks reliably.
+"""A task's life: started, kept connected, stopped for sure.
 
-On Python 3.11, `asyncio.wait_for` (which aiomqtt uses for every publish and subscribe)
-can swallow a cancellation that arrives just as the awaited operation completes
+Stopping: on Python 3.11, `asyncio.wait_for` (which aiomqtt uses for every publish and
+subscribe) can swallow a cancellation that arrives just as the awaited operation completes
 (CPython gh-86296, fixed in 3.12). A gate cancelled at that instant would keep serving and
-its task group would wait forever. `cancel_and_wait` cancels again until the task is done.
+its task group would wait forever. `cancel_until_done` is the one workaround: it cancels
+again until the task is done; `cancel_and_wait` and a gate host's signal handler use it.
+
+Staying connected: `stay_connected` is the one reconnect loop of the data plane's sessions
+(a host's shared connection, the orchestrator's runner): open, set up, hold until lost, back
+off, again; "started" is a future the caller passes in (trio's `task_status.started()`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import NoReturn, Protocol, TypeVar
+
+from gates.errors import TransportError
+
+log = logging.getLogger(__name__)
 
 RECANCEL_AFTER = 0.05
+
+
+def cancel_until_done(task: asyncio.Task[object], every: float = RECANCEL_AFTER) -> None:
+    """Cancel `task` now, and again every `every` seconds until it is done (gh-86296)."""
+    if not task.done():
+        task.cancel()
+        asyncio.get_running_loop().call_later(every, cancel_until_done, task, every)
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
     """Cancel the tasks and return once every one of them has finished."""
     pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=RECANCEL_AFTER)
+    for task in pending:
+        cancel_until_done(task)
+    if pending:
+        await asyncio.wait(pending)
 
 
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -53,3 +71,59 @@ class Backoff:
         delay = RECONNECT_DELAYS[min(self.attempt, len(RECONNECT_DELAYS) - 1)]
         self.attempt += 1
         return delay
+
+
+class Connection(Protocol):
+    """What `stay_connected` holds: a connection that says when it is lost (gates/mqtt311.Session)."""
+
+    @property
+    def lost(self) -> asyncio.Future[TransportError]: ...
+
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Connection)
+
+
+async def stay_connected(
+    connect: Callable[[], Awaitable[C]],
+    *,
+    up: Callable[[C], Awaitable[None]],
+    down: Callable[[C | None, TransportError | None], None],
+    started: asyncio.Future[None] | None = None,
+    retry_first: bool = True,
+    name: str = "connection",
+) -> NoReturn:
+    """Hold a connection for good: connect, `up`, wait until it is lost, `down`, back off, again.
+
+    - `up(connection)` runs on each new connection (subscribe, resend); only then is it up, and
+      the first time `started` is resolved.
+    - `down(connection, error)` runs as each attempt ends, before any waiting: `connection` is
+      None if none was made, `error` None if the task is being cancelled.
+    - A first connection that fails raises its TransportError if not `retry_first` (a caller
+      that needs the broker now); else every failure is retried (a host that starts first).
+    """
+    backoff = Backoff()
+    was_up = False
+    while True:
+        connection: C | None = None
+        error: TransportError | None = None
+        try:
+            connection = await connect()
+            await up(connection)
+            was_up = True
+            if started is not None and not started.done():
+                started.set_result(None)
+            backoff.reset()
+            error = await asyncio.shield(connection.lost)  # a cancelled wait must not cancel `lost`
+        except TransportError as exc:
+            error = exc
+        finally:
+            down(connection, error)
+            if connection is not None:
+                connection.close()
+        if not (retry_first or was_up):
+            raise error
+        delay = backoff.next()
+        log.warning("%s: %s; reconnecting in %g s", name, error, delay)
+        await asyncio.sleep(delay)

@@ -13,6 +13,11 @@ PUBLISH both ways at QoS 1 (or, for a host started with `--qos 0`, QoS 0), SUBSC
 UNSUBSCRIBE and keep-alive pings. A publish the broker
 has not acknowledged when the connection drops is handed back by `undelivered()`, so that
 the next connection sends it again: at least once, as everywhere in gatemesh.
+
+It trusts nothing it reads: a length over MAX_PACKET, a PUBLISH at QoS 2 or 3, an
+acknowledgement of the wrong size (see `malformed`) is a ProtocolViolation that drops the
+connection, and it never sends an empty SUBSCRIBE or a packet id in use. Every failure is a
+gates.errors.TransportError. The packets themselves, as bytes, are gates/mqtt_codec.py's.
 """
 
 from __future__ import annotations
@@ -24,13 +29,23 @@ import ssl
 from collections.abc import Callable
 from typing import Literal
 
-from aiomqtt import MqttError
-
+from gates.errors import ConnectionLost, ProtocolViolation, Refused, TransportError
+from gates.mqtt_codec import (
+    CONNACK,
+    DISCONNECT,
+    MAX_PACKET,
+    PINGREQ,
+    PINGRESP,
+    PUBACK,
+    PUBLISH,
+    connect_packet,
+    malformed,
+    publish_packet,
+    split_packets,
+    subscribe_packet,
+    unsubscribe_packet,
+)
 from gates.transport import BrokerAddress, check_granted
-
-CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK = 0x82, 0x90, 0xA2, 0xB0
-PINGREQ, PINGRESP, DISCONNECT = 0xC0, 0xD0, 0xE0
 
 IN_FLIGHT = 1000
 """Publishes awaiting their PUBACK at once; later ones wait in the backlog, in order."""
@@ -51,85 +66,36 @@ Confirmation = asyncio.Future[None] | None
 """Resolved when the broker acknowledges a publish, for a publisher that asked to know."""
 
 
-def remaining_length(size: int) -> bytes:
-    """The variable-length integer (7 bits per byte, low bits first) of MQTT's fixed header."""
-    encoded = bytearray()
-    while True:
-        size, digit = divmod(size, 128)
-        encoded.append(digit | (0x80 if size else 0))
-        if not size:
-            return bytes(encoded)
-
-
-def packet(first_byte: int, *parts: bytes) -> bytes:
-    body = b"".join(parts)
-    return bytes((first_byte,)) + remaining_length(len(body)) + body
-
-
-def utf8(text: str) -> bytes:
-    """A length-prefixed UTF-8 string."""
-    encoded = text.encode()
-    return len(encoded).to_bytes(2, "big") + encoded
-
-
-def connect_packet(client_id: str, keepalive: int, username: str | None, password: str | None) -> bytes:
-    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)  # clean session
-    parts = [utf8("MQTT"), bytes((4, flags)), keepalive.to_bytes(2, "big"), utf8(client_id)]
-    parts += [utf8(value) for value in (username, password) if value is not None]
-    return packet(CONNECT, *parts)
-
-
-def publish_packet(topic: str, payload: bytes, packet_id: int | None, *, retain: bool = False) -> bytes:
-    """QoS 1 with a packet id, QoS 0 without one."""
-    if packet_id is None:
-        return packet(PUBLISH | (0x01 if retain else 0), utf8(topic), payload)
-    return packet(PUBLISH | 0x02 | (0x01 if retain else 0), utf8(topic), packet_id.to_bytes(2, "big"), payload)
-
-
-def subscribe_packet(packet_id: int, filters: list[str], qos: QoS = 1) -> bytes:
-    return packet(SUBSCRIBE, packet_id.to_bytes(2, "big"), *(utf8(name) + bytes((qos,)) for name in filters))
-
-
-def unsubscribe_packet(packet_id: int, filters: list[str]) -> bytes:
-    return packet(UNSUBSCRIBE, packet_id.to_bytes(2, "big"), *(utf8(name) for name in filters))
-
-
-def split_packets(buffer: bytearray) -> list[tuple[int, bytes]]:
-    """Remove every complete packet from the front of `buffer`: (first byte, body) each."""
-    found: list[tuple[int, bytes]] = []
-    position, end = 0, len(buffer)
-    while end - position >= 2:
-        size, multiplier, index = 0, 1, position + 1
-        while index < end:
-            digit = buffer[index]
-            index += 1
-            size += (digit & 0x7F) * multiplier
-            if digit < 0x80:
-                break
-            multiplier *= 128
-            if multiplier > 128**3:
-                raise MqttError("malformed packet: remaining length longer than 4 bytes")
-        else:
-            break  # the length itself is incomplete
-        if index + size > end:
-            break
-        found.append((buffer[position], bytes(buffer[index : index + size])))
-        position = index + size
-    del buffer[:position]
-    return found
-
-
 class Session(asyncio.Protocol):
-    """One MQTT 3.1.1 connection; `open()` it, then publish, subscribe and await `lost`."""
+    """One MQTT 3.1.1 connection; `open()` it, then publish, subscribe and await `lost`.
 
-    def __init__(self, on_message: Callable[[str, bytes], None], keepalive: float, timeout: float, qos: QoS) -> None:
+    Every failure is a gates.errors.TransportError: ConnectionLost (no connection, a broken
+    one, or no answer in time), Refused (CONNACK or SUBACK said no) or ProtocolViolation (the
+    broker's bytes break MQTT; the connection is dropped at once).
+    """
+
+    def __init__(
+        self,
+        on_message: Callable[[str, bytes], None],
+        keepalive: float,
+        timeout: float,
+        qos: QoS,
+        *,
+        max_packet: int = MAX_PACKET,
+        peer: str = "the broker",
+    ) -> None:
         self.on_message = on_message
         self.qos = qos
         self.keepalive = keepalive
         self.timeout = timeout
+        self.max_packet = max_packet
+        self.peer = peer
+        """Who is at the other end, for messages: the broker's URL once `open` made the connection."""
         self.loop = asyncio.get_running_loop()
-        self.lost: asyncio.Future[MqttError] = self.loop.create_future()
+        self.lost: asyncio.Future[TransportError] = self.loop.create_future()
         """Resolves (with the error to raise) when the connection ends."""
+        self._error: TransportError | None = None
+        """Why the connection ended (kept here too: an owner may cancel its wait on `lost`)."""
         self.writable = asyncio.Event()
         """Set while publishing is welcome: cleared when the socket's buffer or the backlog is full."""
         self.writable.set()
@@ -155,11 +121,13 @@ class Session(asyncio.Protocol):
         keepalive: float = 2.0,
         timeout: float = 10.0,
         qos: QoS = 1,
+        max_packet: int = MAX_PACKET,
     ) -> Session:
-        """Connect and wait for the broker's CONNACK; MqttError if it cannot be reached or refuses."""
+        """Connect and wait for the broker's CONNACK: ConnectionLost if it cannot be reached in
+        time, Refused if it says no, ProtocolViolation if its answer is not a CONNACK."""
         loop = asyncio.get_running_loop()
         context = ssl.create_default_context(cafile=broker.ca_file) if broker.tls else None
-        session = cls(on_message, keepalive, timeout, qos)
+        session = cls(on_message, keepalive, timeout, qos, max_packet=max_packet, peer=str(broker))
         connack = session._expect(0)
         try:
             async with asyncio.timeout(timeout):
@@ -170,13 +138,18 @@ class Session(asyncio.Protocol):
                 body = await connack
         except TimeoutError:
             session.close()
-            raise MqttError(f"no CONNACK from {broker} within {timeout:g} s") from None
+            msg = f"no CONNACK from {broker} within {timeout:g} s"
+            raise ConnectionLost(msg) from None
         except OSError as exc:  # refused, unreachable, or a TLS failure (ssl.SSLError)
-            raise MqttError(f"cannot connect to {broker}: {exc}") from exc
-        if len(body) != 2 or body[1] != 0:
+            msg = f"cannot connect to {broker}: {exc}"
+            raise ConnectionLost(msg) from exc
+        except TransportError:
             session.close()
-            code = body[1] if len(body) == 2 else -1
-            raise MqttError(f"{broker} refused the connection: {CONNACK_REFUSALS.get(code, f'code {code}')}")
+            raise
+        if body[1] != 0:  # its size was checked on arrival
+            session.close()
+            msg = f"{broker} refused the connection: {CONNACK_REFUSALS.get(body[1], f'code {body[1]}')}"
+            raise Refused(msg)
         session._ping = loop.call_later(keepalive, session._keep_alive)
         return session
 
@@ -187,14 +160,14 @@ class Session(asyncio.Protocol):
         IN_FLIGHT publishes unacknowledged, after the next PUBACK.
 
         With `confirm` (QoS 1), returns a future that resolves on the broker's PUBACK (or fails
-        with MqttError if the connection ends first).
+        with the TransportError that ended the connection first).
         """
         if self.qos == 0:  # at most once: nothing to track, nothing to confirm
             self._send(publish_packet(topic, payload, None, retain=retain))
             return None
         confirmation: Confirmation = self.loop.create_future() if confirm else None
-        if self.lost.done() and confirmation is not None:
-            confirmation.set_exception(self.lost.result())
+        if self._error is not None and confirmation is not None:
+            confirmation.set_exception(self._error)
         elif len(self.unacked) < IN_FLIGHT and not self.backlog:
             self._transmit((topic, payload, retain), confirmation)
         else:
@@ -203,12 +176,18 @@ class Session(asyncio.Protocol):
         return confirmation
 
     async def subscribe(self, filters: list[str]) -> None:
-        """Subscribe at the session's QoS; MqttError naming every filter the broker refused (an ACL, say)."""
+        """Subscribe at the session's QoS; Refused naming every filter the broker refused (an ACL, say)."""
+        if not filters:
+            msg = "a SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-3)"
+            raise ValueError(msg)
         packet_id = self._new_id()
         self._send(subscribe_packet(packet_id, filters, self.qos))
         check_granted(filters, (await self._reply(packet_id, "SUBACK"))[2:])
 
     async def unsubscribe(self, filters: list[str]) -> None:
+        if not filters:
+            msg = "an UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)"
+            raise ValueError(msg)
         packet_id = self._new_id()
         self._send(unsubscribe_packet(packet_id, filters))
         await self._reply(packet_id, "UNSUBACK")
@@ -231,18 +210,10 @@ class Session(asyncio.Protocol):
         self._transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        error = MqttError(f"connection lost: {exc}" if exc else "connection closed")
-        if self._ping is not None:
-            self._ping.cancel()
-        waiters: list[asyncio.Future[bytes] | asyncio.Future[None]] = [*self._replies.values()]
-        waiters += [confirmation for _, confirmation in (*self.unacked.values(), *self.backlog) if confirmation]
-        for waiting in waiters:
-            if not waiting.done():
-                waiting.set_exception(error)
-                waiting.exception()  # retrieved here: the waiter is told through its own await
-        if not self.lost.done():
-            self.lost.set_result(error)
-        self.writable.set()  # publishers must not hang on a dead session; `lost` tells the owner
+        if exc is not None:
+            self._fail(ConnectionLost(f"the connection to {self.peer} broke: {exc}"))
+        else:
+            self._fail(ConnectionLost(f"the connection to {self.peer} closed"))
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -255,39 +226,40 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         try:
-            packets = split_packets(self._buffer)
-        except MqttError as exc:
-            self._abort(exc)
+            packets = split_packets(self._buffer, self.max_packet)
+        except ProtocolViolation as exc:
+            self._abort(ProtocolViolation(f"{self.peer}: {exc}"))
             return
         for first, body in packets:
-            if self.lost.done():  # aborted by an earlier packet of this read
+            if self._error is not None:  # aborted by an earlier packet of this read
+                return
+            problem = malformed(first, body)
+            if problem is not None:
+                self._abort(ProtocolViolation(f"{self.peer} sent {problem}"))
                 return
             kind = first & 0xF0
             if kind == PUBLISH:
                 self._received_publish(first, body)
             elif kind == PUBACK:
-                self._acknowledged(int.from_bytes(body[:2], "big"))
-            elif kind in (SUBACK, UNSUBACK, CONNACK):
+                self._acknowledged(int.from_bytes(body, "big"))
+            elif kind == PINGRESP:
+                self._pong = True
+            else:  # SUBACK, UNSUBACK, CONNACK
                 waiting = self._replies.pop(0 if kind == CONNACK else int.from_bytes(body[:2], "big"), None)
                 if waiting is not None and not waiting.done():
                     waiting.set_result(body)
-            elif kind == PINGRESP:
-                self._pong = True
-            else:
-                self._abort(MqttError(f"unexpected packet type 0x{first:02x} from the broker"))
-                return
 
     # -- internals
 
     def _received_publish(self, first: int, body: bytes) -> None:
-        qos = (first >> 1) & 0x03
-        size = int.from_bytes(body[:2], "big")
+        """A PUBLISH that `malformed` passed: QoS 0 or 1, its topic and packet id all there."""
+        qos = (first >> 1) & 0x01
+        start = 2 + int.from_bytes(body[:2], "big")
         try:
-            name = body[2 : 2 + size].decode()
+            name = body[2:start].decode()
         except UnicodeDecodeError:
-            self._abort(MqttError("a PUBLISH from the broker has a topic that is not UTF-8"))
+            self._abort(ProtocolViolation(f"{self.peer} sent a PUBLISH whose topic is not UTF-8"))
             return
-        start = 2 + size
         if qos:
             self._send(bytes((PUBACK, 2)) + body[start : start + 2])
             start += 2
@@ -311,11 +283,16 @@ class Session(asyncio.Protocol):
         self._send(publish_packet(topic, payload, packet_id, retain=retain))
 
     def _new_id(self) -> int:
-        """The next packet id (1..65535) that no unacknowledged publish or awaited reply holds."""
-        while True:
+        """The next packet id (1..65535, never 0) that no unacknowledged publish or awaited reply holds.
+
+        IN_FLIGHT bounds the publishes that hold one, so a free id is always found.
+        """
+        for _ in range(65535):
             self._next_id = self._next_id % 65535 + 1
             if self._next_id not in self.unacked and self._next_id not in self._replies:
                 return self._next_id
+        msg = "all 65,535 packet ids are in use"
+        raise RuntimeError(msg)
 
     def _send(self, data: bytes) -> None:
         """Queue bytes for the socket; everything queued in one loop turn goes in one write."""
@@ -336,14 +313,17 @@ class Session(asyncio.Protocol):
         return waiting
 
     async def _reply(self, packet_id: int, kind: str) -> bytes:
-        if self.lost.done():
-            raise self.lost.result()
+        """The body of the acknowledgement of `packet_id`. A broker that does not send it within
+        the timeout is taken for dead: the connection is dropped (ConnectionLost)."""
+        if self._error is not None:
+            raise self._error
         waiting = self._expect(packet_id)
         try:
             async with asyncio.timeout(self.timeout):
                 return await waiting
         except TimeoutError:
-            raise MqttError(f"no {kind} within {self.timeout:g} s") from None
+            self._abort(ConnectionLost(f"no {kind} from {self.peer} within {self.timeout:g} s"))
+            raise self._ended() from None
         finally:
             self._replies.pop(packet_id, None)
 
@@ -356,14 +336,35 @@ class Session(asyncio.Protocol):
     def _keep_alive(self) -> None:
         """Ping every `keepalive` seconds; a ping unanswered by the next one means the link is dead."""
         if not self._pong:
-            self._abort(MqttError(f"no PINGRESP within {self.keepalive:g} s: the connection is dead"))
+            self._abort(ConnectionLost(f"no PINGRESP from {self.peer} within {self.keepalive:g} s: the link is dead"))
             return
         self._pong = False
         self._send(bytes((PINGREQ, 0)))
         self._ping = self.loop.call_later(self.keepalive, self._keep_alive)
 
-    def _abort(self, error: MqttError) -> None:
-        if not self.lost.done():
-            self.lost.set_result(error)
+    def _abort(self, error: TransportError) -> None:
+        """End the connection at once, without DISCONNECT: `error` is what everyone waiting is told."""
+        self._fail(error)
         if self._transport is not None:
             self._transport.abort()
+
+    def _ended(self) -> TransportError:
+        assert self._error is not None, "the connection has not ended"
+        return self._error
+
+    def _fail(self, error: TransportError) -> None:
+        """The connection is over: the first error given is `lost`'s, and every waiter's."""
+        if self._error is None:
+            self._error = error
+        error = self._error
+        if not self.lost.done():
+            self.lost.set_result(error)
+        if self._ping is not None:
+            self._ping.cancel()
+        waiters: list[asyncio.Future[bytes] | asyncio.Future[None]] = [*self._replies.values()]
+        waiters += [confirmation for _, confirmation in (*self.unacked.values(), *self.backlog) if confirmation]
+        for waiting in waiters:
+            if not waiting.done():
+                waiting.set_exception(error)
+                waiting.exception()  # retrieved here: the waiter is told through its own await
+        self.writable.set()  # publishers must not hang on a dead session; `lost` tells the owner

@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sys
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
-from aiomqtt import MqttError
 from pydantic import BaseModel
 
-from gates.lifecycle import Backoff
+from gates.errors import Refused, TransportError
+from gates.lifecycle import stay_connected
 from gates.mqtt311 import Publication, QoS, Session
 from gates.transport import BrokerAddress, encode
-
-log = logging.getLogger(__name__)
 
 SUBSCRIBE_BATCH = 500
 """Topic filters per SUBSCRIBE packet."""
@@ -70,7 +67,7 @@ class Mailbox:
         await self.shared.detach(self)
 
     async def subscribed(self) -> None:
-        """Return once every topic of this mailbox is acknowledged (MqttError if one was refused)."""
+        """Return once every topic of this mailbox is acknowledged (Refused if one was refused)."""
         if self.unconfirmed:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -78,7 +75,7 @@ class Mailbox:
             finally:
                 self._waiter = None
 
-    def confirmed(self, error: MqttError | None = None) -> None:
+    def confirmed(self, error: TransportError | None = None) -> None:
         """One of this mailbox's subscriptions was acknowledged, or failed with `error`."""
         self.unconfirmed -= 1
         if self._waiter is not None and not self._waiter.done():
@@ -127,6 +124,8 @@ class SharedConnection:
         """Routed topics whose subscription the broker has not acknowledged yet (none, once all gates run)."""
         self._unsent: list[str] = []
         self._flushing = False
+        self._undelivered: list[Publication] = []
+        """What the broker had not acknowledged when the last connection dropped: sent first on the next."""
 
     @property
     def session(self) -> Session:
@@ -138,46 +137,42 @@ class SharedConnection:
     def gates(self) -> int:
         return len({id(box) for boxes in self._routes.values() for box in boxes})
 
-    async def serve(self) -> NoReturn:
+    async def serve(self, started: asyncio.Future[None] | None = None) -> NoReturn:
         """Hold the connection, reconnecting and resubscribing; route every message to its mailboxes.
 
-        Publishes the broker had not acknowledged when a connection dropped are sent again on
-        the next one, before any new publish.
+        `started` resolves once the first connection is up. Publishes the broker had not
+        acknowledged when a connection dropped are sent again on the next one, before any new publish.
         """
-        backoff = Backoff()
-        undelivered: list[Publication] = []
-        while True:
-            session: Session | None = None
-            try:
-                session = await Session.open(self.broker, self._route, qos=self.qos)
-                for publication in undelivered:
-                    session.publish(*publication)
-                undelivered = []
-                topics = list(self._routes)  # every topic any gate reads, acknowledged or not
-                for start in range(0, len(topics), SUBSCRIBE_BATCH):
-                    await session.subscribe(topics[start : start + SUBSCRIBE_BATCH])
-                done = set(topics)
-                self._unsent = [name for name in self._unsent if name not in done]  # asked for meanwhile
-                for name in topics:
-                    self._confirm(name)
-                self._session = session
-                self.connected.set()
-                backoff.reset()
-                await self._flush_subscriptions()
-                raise await session.lost
-            except MqttError as exc:
-                self._disconnected()  # first: nobody may publish into the dead session from here on
-                if session is not None:
-                    undelivered = session.undelivered()
-                delay = backoff.next()
-                log.warning("shared connection to %s lost (%s); reconnecting in %g s", self.broker, exc, delay)
-                await asyncio.sleep(delay)
-            finally:
-                self._disconnected()
-                if session is not None:
-                    session.close()
+        await stay_connected(
+            lambda: Session.open(self.broker, self._route, qos=self.qos),
+            up=self._up,
+            down=self._down,
+            started=started,
+            name=f"shared connection to {self.broker}",
+        )
 
-    def _confirm(self, name: str, error: MqttError | None = None) -> None:
+    async def _up(self, session: Session) -> None:
+        """A new connection: resend, resubscribe every routed topic, then let the gates publish."""
+        for publication in self._undelivered:
+            session.publish(*publication)
+        self._undelivered = []
+        topics = list(self._routes)  # every topic any gate reads, acknowledged or not
+        for start in range(0, len(topics), SUBSCRIBE_BATCH):
+            await session.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+        done = set(topics)
+        self._unsent = [name for name in self._unsent if name not in done]  # asked for meanwhile
+        for name in topics:
+            self._confirm(name)
+        self._session = session
+        self.connected.set()
+        await self._flush_subscriptions()
+
+    def _down(self, session: Session | None, error: TransportError | None) -> None:
+        self._disconnected()  # first: nobody may publish into the dead session from here on
+        if session is not None:
+            self._undelivered = session.undelivered()
+
+    def _confirm(self, name: str, error: TransportError | None = None) -> None:
         """The broker acknowledged (or refused) `name`: tell each mailbox that waits for it."""
         if name not in self._unconfirmed:  # no reader any more, or acknowledged already
             return
@@ -235,12 +230,16 @@ class SharedConnection:
             while self._unsent and self.connected.is_set():
                 batch, self._unsent = self._unsent[:SUBSCRIBE_BATCH], self._unsent[SUBSCRIBE_BATCH:]
                 batch = [name for name in batch if name in self._unconfirmed]  # skip topics every reader left
+                if not batch:  # every gate that wanted these left meanwhile: no empty SUBSCRIBE (MQTT-3.8.3-3)
+                    continue
                 try:
                     await self.session.subscribe(batch)
-                except MqttError as exc:
+                except Refused as exc:
                     for name in batch:
                         self._confirm(name, exc)
                     continue
+                except TransportError:  # the session is gone; the next one subscribes every routed topic
+                    return
                 for name in batch:
                     self._confirm(name)
         finally:
@@ -259,7 +258,7 @@ class SharedConnection:
                 self._unconfirmed.discard(name)
                 gone.append(name)
         if gone and self.connected.is_set():
-            with contextlib.suppress(MqttError):
+            with contextlib.suppress(TransportError):
                 await self.session.unsubscribe(gone)
 
     async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None:

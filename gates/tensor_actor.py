@@ -12,8 +12,7 @@ import asyncio
 import logging
 from typing import NoReturn
 
-from aiomqtt import MqttError
-
+from gates.errors import TransportError
 from gates.faults import FaultInjector, Faults
 from gates.lifecycle import Backoff, first_failure
 from gates.mux import SharedConnection
@@ -59,9 +58,9 @@ class TensorActor:
         while True:
             try:
                 await self._serve(shared)
-            except (MqttError, BaseExceptionGroup) as exc:
+            except (TransportError, BaseExceptionGroup) as exc:
                 failure = first_failure(exc) if isinstance(exc, BaseExceptionGroup) else exc
-                if not isinstance(failure, MqttError):
+                if not isinstance(failure, TransportError):
                     raise failure from exc
                 log.info("tensor gate %s/%s: %s; subscribing again", self.core.circuit, self.core.spec.id, failure)
                 await asyncio.sleep(backoff.next())
@@ -76,7 +75,7 @@ class TensorActor:
                 async with asyncio.TaskGroup() as delayed:
                     async for topic_name, payload in box.incoming():
                         await self._send(shared, delayed, self._handle(topic_name, payload))
-        raise MqttError(f"tensor gate {self.core.spec.id}: message stream ended")
+        raise TransportError(f"tensor gate {self.core.spec.id}: message stream ended")
 
     def _handle(self, topic_name: str, payload: bytes) -> list[Outgoing]:
         outgoing = self.core.handle(topic_name, payload)

@@ -3,21 +3,29 @@
 One helper, so that every connection gets the settings measured to matter: MQTT 3.1.1 (the
 embedded broker has no MQTT 5) and TCP_NODELAY, without which a QoS 1 hop costs ~44 ms of
 Nagle and delayed-ACK waiting instead of ~0.3 ms.
+
+And one boundary: aiomqtt's errors (and timeouts) leave this module only as gatemesh's own
+(gates/errors.py), mapped by `map_exceptions` in `connect`, `incoming`, `publish_all`,
+`subscribe_all` and `read_retained`; no other module catches an aiomqtt error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
 import ssl
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field
+
+from gates.errors import ConnectionLost, Refused, TransportError, UnsupportedBroker
 
 QOS = 1
 """Every gate message is sent at least once; duplicates are harmless by design."""
@@ -42,21 +50,26 @@ class BrokerAddress(BaseModel):
     def parse(cls, url: str) -> BrokerAddress:
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
         if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+            msg = f"broker URL {url!r}: scheme must be mqtt:// or mqtts://"
+            raise ValueError(msg)
         if not parts.hostname:
-            raise ValueError(f"broker URL {url!r} names no host")
+            msg = f"broker URL {url!r} names no host"
+            raise ValueError(msg)
         try:
             port = parts.port
         except ValueError as exc:
-            raise ValueError(f"broker URL {url!r}: {exc}") from exc
+            msg = f"broker URL {url!r}: {exc}"
+            raise ValueError(msg) from exc
         tls = parts.scheme == "mqtts"
         query = parse_qs(parts.query)
         unknown = set(query) - {"ca"}
         if unknown:
-            raise ValueError(f"broker URL {url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; only ca=")
+            msg = f"broker URL {url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; only ca="
+            raise ValueError(msg)
         ca_file = query.get("ca", [None])[-1]
         if ca_file is not None and not tls:
-            raise ValueError(f"broker URL {url!r}: ca= applies to mqtts:// only")
+            msg = f"broker URL {url!r}: ca= applies to mqtts:// only"
+            raise ValueError(msg)
         return cls(
             host=parts.hostname,
             port=port or (8883 if tls else 1883),
@@ -98,6 +111,52 @@ def client(
     return mqtt
 
 
+@contextlib.contextmanager
+def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
+    """Inside the block, aiomqtt's errors and timeouts become TransportErrors (httpx's pattern).
+
+    A refused CONNECT is Refused; any other aiomqtt error (no connection, a broken one, an
+    operation that timed out) and a TimeoutError are ConnectionLost.
+    """
+    where = f"the broker at {broker}" if broker is not None else "the broker"
+    try:
+        yield
+    except MqttConnectError as exc:
+        msg = f"{where} refused the connection: {exc}"
+        raise Refused(msg) from exc
+    except aiomqtt.MqttError as exc:
+        msg = f"{where}: {exc}"
+        raise ConnectionLost(msg) from exc
+    except TimeoutError as exc:
+        msg = f"{where} did not answer in time"
+        raise ConnectionLost(msg) from exc
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    broker: BrokerAddress,
+    *,
+    identifier: str | None = None,
+    will: aiomqtt.Will | None = None,
+    keepalive: int = 60,
+    timeout: float = 10.0,
+) -> AsyncIterator[aiomqtt.Client]:
+    """A connected client (see `client`); an aiomqtt error anywhere in the block leaves it as a TransportError."""
+    with map_exceptions(broker):
+        async with client(broker, identifier=identifier, will=will, keepalive=keepalive, timeout=timeout) as mqtt:
+            yield mqtt
+
+
+async def incoming(mqtt: aiomqtt.Client) -> AsyncGenerator[tuple[str, bytes], None]:
+    """Every message the client receives, as (topic, payload); ConnectionLost when the connection ends."""
+    with map_exceptions():
+        async for message in mqtt.messages:
+            raw = message.payload
+            yield message.topic.value, bytes(raw) if isinstance(raw, bytes | bytearray) else b""
+    msg = "the broker connection's message stream ended"
+    raise ConnectionLost(msg)
+
+
 def encode(message: BaseModel | None) -> bytes:
     """A message's payload; None is the empty payload, which deletes a retained message."""
     return b"" if message is None else message.model_dump_json().encode()
@@ -112,19 +171,25 @@ async def publish_all(
     if window is None:
         window = _windows[mqtt] = asyncio.Semaphore(IN_FLIGHT)
     if len(batch) == 1:
-        async with window:
-            await mqtt.publish(batch[0][0], batch[0][1], qos=QOS, retain=retain)
+        await _publish_one(mqtt, window, *batch[0], retain)
         return
-    async with asyncio.TaskGroup() as group:
-        for name, payload in batch:
-            group.create_task(_publish_one(mqtt, window, name, payload, retain))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for name, payload in batch:
+                group.create_task(_publish_one(mqtt, window, name, payload, retain))
+    except BaseExceptionGroup as failed:  # one TransportError for the caller, not a group
+        lost = next((exc for exc in failed.exceptions if isinstance(exc, TransportError)), None)
+        if lost is None:
+            raise
+        raise lost from failed
 
 
 async def _publish_one(
     mqtt: aiomqtt.Client, window: asyncio.Semaphore, name: str, payload: bytes, retain: bool
 ) -> None:
-    async with window:
-        await mqtt.publish(name, payload, qos=QOS, retain=retain)
+    with map_exceptions():
+        async with window:
+            await mqtt.publish(name, payload, qos=QOS, retain=retain)
 
 
 _windows: weakref.WeakKeyDictionary[aiomqtt.Client, asyncio.Semaphore] = weakref.WeakKeyDictionary()
@@ -139,15 +204,17 @@ async def subscribe_all(mqtt: aiomqtt.Client, filters: Iterable[str]) -> None:
     code 0x80: without this check a gate would say Ready and then never hear a thing.
     """
     wanted = list(filters)
-    granted = await mqtt.subscribe([(name, QOS) for name in wanted])
+    with map_exceptions():
+        granted = await mqtt.subscribe([(name, QOS) for name in wanted])
     check_granted(wanted, [code.value if isinstance(code, ReasonCode) else code for code in granted])
 
 
 def check_granted(filters: list[str], codes: Sequence[int]) -> None:
-    """MqttError naming every filter a SUBACK refused (a code of 0x80 or more, MQTT 3.1.1 and 5 alike)."""
+    """Refused naming every filter a SUBACK refused (a code of 0x80 or more, MQTT 3.1.1 and 5 alike)."""
     refused = [name for name, code in zip(filters, codes, strict=False) if code >= 0x80]
     if refused or len(codes) != len(filters):
-        raise aiomqtt.MqttError(f"the broker refused the subscription(s) {', '.join(refused or filters)}")
+        msg = f"the broker refused the subscription(s) {', '.join(refused or filters)}"
+        raise Refused(msg)
 
 
 async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeout: float = 10.0) -> dict[str, bytes]:
@@ -156,22 +223,80 @@ async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeou
     MQTT has no "end of retained messages" signal, so this sends itself a marker after
     subscribing: the broker handles one connection's packets in order, so the retained
     messages it queued for the subscription are delivered before the marker comes back.
+    Not every broker does (see `check_retained_reads`).
     """
+    with map_exceptions(broker):
+        async with asyncio.timeout(timeout), client(broker, timeout=timeout) as mqtt:
+            return await _read_until_marker(mqtt, list(filters))
+
+
+async def _read_until_marker(mqtt: aiomqtt.Client, filters: list[str]) -> dict[str, bytes]:
     marker = f"{SYNC_ROOT}/{secrets.token_hex(8)}"
     found: dict[str, bytes] = {}
-    async with asyncio.timeout(timeout), client(broker, timeout=timeout) as mqtt:
-        await subscribe_all(mqtt, [*filters, marker])
-        await mqtt.publish(marker, b"sync", qos=QOS)
-        async for message in mqtt.messages:
-            name = message.topic.value
+    await subscribe_all(mqtt, [*filters, marker])
+    await mqtt.publish(marker, b"sync", qos=QOS)
+    async with contextlib.aclosing(incoming(mqtt)) as messages:
+        async for name, payload in messages:
             if name == marker:
                 return found
-            payload = message.payload if isinstance(message.payload, bytes) else b""
             if payload:
                 found[name] = payload
             else:
                 found.pop(name, None)
-    raise aiomqtt.MqttError("the connection closed before the retained messages were read")
+    msg = "unreachable: incoming() ends only by raising"
+    raise AssertionError(msg)  # pragma: no cover
 
+
+LATE_RETAINED = 1.0
+"""Seconds `check_retained_reads` waits after the marker to tell a late retained message from none."""
+
+
+async def check_retained_reads(broker: BrokerAddress, *, timeout: float = 10.0) -> None:
+    """UnsupportedBroker unless the broker serves `read_retained`: a retained message must reach a
+    new wildcard subscription before a message published after the subscription does.
+
+    Checked with a retained probe under SYNC_ROOT, read back through a wildcard, then deleted;
+    once per broker and process. Brokers that fail: RabbitMQ 3.10's MQTT plugin (it never sends
+    retained messages to wildcard subscriptions) and aedes (it sends them after the SUBACK).
+    """
+    if broker in _serves_retained_reads:
+        return
+    root = f"{SYNC_ROOT}/{secrets.token_hex(8)}"
+    probe = f"{root}/probe"
+    with map_exceptions(broker):
+        async with asyncio.timeout(timeout + LATE_RETAINED), client(broker, timeout=timeout) as mqtt:
+            await mqtt.publish(probe, b"probe", qos=QOS, retain=True)
+            try:
+                if probe in await _read_until_marker(mqtt, [f"{root}/+"]):
+                    _serves_retained_reads.add(broker)
+                    return
+                late = await _heard(mqtt, probe, LATE_RETAINED)
+            finally:
+                await mqtt.publish(probe, b"", qos=QOS, retain=True)
+    lacks = (
+        "sent a retained message to a new wildcard subscription only after a message published later"
+        if late
+        else "never sent a retained message to a new wildcard subscription"
+    )
+    msg = (
+        f"the broker at {broker} {lacks}, so gatemesh cannot read its hosts, deployments and assignments "
+        "(retained messages read through wildcards, in order). RabbitMQ's MQTT plugin and aedes behave so; "
+        "use Mosquitto 2 or amqtt (`python -m broker mosquitto`, or `python -m broker embedded`)"
+    )
+    raise UnsupportedBroker(msg)
+
+
+async def _heard(mqtt: aiomqtt.Client, name: str, seconds: float) -> bool:
+    """Whether a message on `name` arrives within `seconds`."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds), contextlib.aclosing(incoming(mqtt)) as messages:
+            async for heard, _ in messages:
+                if heard == name:
+                    return True
+    return False
+
+
+_serves_retained_reads: set[BrokerAddress] = set()
+"""Brokers that passed check_retained_reads in this process."""
 
 SYNC_ROOT = "gatemesh-sys/sync"

@@ -6,9 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-import aiomqtt
-
 from broker.launch import BrokerStartError, embedded
+from gates.errors import TransportError
 from gates.faults import Faults
 from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
@@ -88,6 +87,6 @@ def _first_cause(group: BaseExceptionGroup[BaseException], broker: BrokerAddress
     if cause is not group:
         return cause
     for leaf in leaves(group):
-        if isinstance(leaf, aiomqtt.MqttError):
+        if isinstance(leaf, TransportError):
             return BrokerError(f"lost the broker at {broker}: {leaf}")
     return group

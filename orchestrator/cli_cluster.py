@@ -8,11 +8,11 @@ import time
 from collections import Counter
 from typing import Annotated, Any
 
-import aiomqtt
 import typer
 from rich.table import Table
 
 from gates.__main__ import main as serve_host
+from gates.errors import TransportError
 from gates.transport import BrokerAddress
 from orchestrator.cli_common import (
     DEFAULT_BROKER,
@@ -32,7 +32,7 @@ from orchestrator.cluster import ClusterView, read_cluster
 from orchestrator.deploy import deploy_to_hosts, undeploy
 from orchestrator.errors import BrokerError, InputError
 
-TRANSPORT_ERRORS = (aiomqtt.MqttError, TimeoutError, OSError)
+TRANSPORT_ERRORS = (TransportError, TimeoutError, OSError)
 """What reading the broker can fail with when the broker, not the request, is the problem."""
 
 

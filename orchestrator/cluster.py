@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gates.protocol import HostPresence, Incarnation, Name, deployment_topic, host_topic, last_level, topic
-from gates.transport import BrokerAddress, read_retained
+from gates.transport import BrokerAddress, check_retained_reads, read_retained
 from orchestrator.circuit import Circuit
 
 DEPLOYMENT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$"
@@ -71,7 +71,12 @@ class ClusterView:
 
 
 async def read_cluster(broker: BrokerAddress, *, with_ready: bool = False) -> ClusterView:
-    """The retained hosts and deployments (and, if asked, every deployment's Ready gates)."""
+    """The retained hosts and deployments (and, if asked, every deployment's Ready gates).
+
+    UnsupportedBroker if the broker cannot give them (checked once per broker and process):
+    on such a broker they would come back empty, as if nothing were deployed.
+    """
+    await check_retained_reads(broker)
     filters = [host_topic("+"), deployment_topic("+")]
     if with_ready:
         filters.append(topic("+", "ready", "+"))

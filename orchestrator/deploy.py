@@ -18,17 +18,17 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-import aiomqtt
 from pydantic import BaseModel
 
 from broker.security import GateGrant, SecureDir
 from gates.actor import GateActor
+from gates.errors import TransportError, UnsupportedBroker
 from gates.faults import Faults
 from gates.host import Connections
 from gates.lifecycle import cancel_and_wait
 from gates.mux import SharedConnection
 from gates.protocol import ORCHESTRATOR, Assignment, deployment_topic, topic
-from gates.transport import BrokerAddress, client, publish_all
+from gates.transport import BrokerAddress, connect, publish_all
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import DEPLOYMENT_NAME_PATTERN, ClusterView, DeploymentRecord, read_cluster
 from orchestrator.errors import BrokerError, DeployError
@@ -169,7 +169,7 @@ async def deploy_to_hosts(
             await runner.wait_ready(timeout)
             await send([(deployment_topic(name), record)])
         except BaseException:
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            with contextlib.suppress(TransportError):
                 await _delete(send, record)
             raise
     return record
@@ -180,9 +180,9 @@ async def undeploy(name: str, broker: BrokerAddress, *, secure: SecureDir | None
     view = await _read(broker)
     record = _record(view, name, broker)
     try:
-        async with client(broker) as mqtt:
+        async with connect(broker) as mqtt:
             await _delete(functools.partial(publish_all, mqtt, retain=True), record)
-    except aiomqtt.MqttError as exc:
+    except TransportError as exc:
         raise BrokerError(f"cannot reach the broker at {broker}: {exc}") from exc
     if secure is not None:
         secure.write_acl([grant for d in view.deployments.values() if d.name != name for grant in grants(d)])
@@ -288,5 +288,7 @@ async def _delete(send: Send, record: DeploymentRecord) -> None:
 async def _read(broker: BrokerAddress) -> ClusterView:
     try:
         return await read_cluster(broker)
-    except (aiomqtt.MqttError, TimeoutError) as exc:
+    except UnsupportedBroker as exc:
+        raise BrokerError(str(exc)) from exc
+    except TransportError as exc:
         raise BrokerError(f"cannot read the cluster's state from the broker at {broker}: {exc}") from exc

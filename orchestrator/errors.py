@@ -4,7 +4,7 @@ GatemeshError
 ├── CompileError      source text that is not a gatemesh expression (line and column)
 ├── CircuitError      a circuit file or model that is not a valid circuit (which gate)
 ├── InputError        run inputs that do not match the circuit's inputs
-├── BrokerError       the broker cannot be reached or started
+├── BrokerError       the broker cannot be reached or started, or lacks what gatemesh needs
 ├── DeployError       no such deployment, not enough hosts, a bad placement, gates not ready
 └── RunError          a run that did not produce a result
     ├── GateFailed    a gate reported that the run cannot complete (e.g. log of -1)
@@ -41,7 +41,7 @@ class InputError(GatemeshError):
 
 
 class BrokerError(GatemeshError):
-    """The broker could not be reached, or started."""
+    """The broker could not be reached or started, or cannot carry gatemesh (from a gates.errors.TransportError)."""
 
 
 class DeployError(GatemeshError):

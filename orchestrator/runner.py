@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from aiomqtt import MqttError
 from pydantic import BaseModel, ValidationError
 
-from gates.lifecycle import Backoff, cancel_and_wait
+from gates import errors as transport_errors
+from gates.errors import TransportError
+from gates.lifecycle import cancel_and_wait, stay_connected
 from gates.mqtt311 import Session
 from gates.protocol import (
     MESSAGE_ADAPTER,
@@ -104,7 +105,6 @@ class Runner:
         self._session: Session | None = None
         """The current connection (gates/mqtt311.py, the data plane's fast path); new after each reconnection."""
         self.connected = asyncio.Event()
-        self._was_connected = False
         self.hosts = dict(hosts or {})
         self.placement = dict(placement or {})
         self.observer = observer
@@ -223,11 +223,11 @@ class Runner:
                 message = f"run {run}: no connection to the broker at {self.broker} for {timeout:g} s"
                 raise ConnectionLost(message, run) from None
             raise await self._timed_out(run, pending, timeout) from None
-        except MqttError as exc:
+        except TransportError as exc:
             raise ConnectionLost(f"run {run}: the connection to the broker at {self.broker} broke: {exc}", run) from exc
         except RunError as exc:
             self._trace_end(run, error=exc)
-            with contextlib.suppress(MqttError):
+            with contextlib.suppress(TransportError):
                 await self._release(run)
             raise
         finally:
@@ -285,48 +285,48 @@ class Runner:
 
     # -- incoming messages ----------------------------------------------------------------
 
-    async def stay_connected(self) -> NoReturn:
+    async def stay_connected(self, started: asyncio.Future[None] | None = None) -> NoReturn:
         """Hold a connection to the broker, reconnecting and resubscribing whenever it is lost.
 
-        Runs in flight when the connection breaks fail with ConnectionLost (they may be
-        retried); a first connection that cannot be made is a BrokerError.
+        `started` resolves once connected and subscribed. Runs in flight when the connection
+        breaks fail with ConnectionLost (they may be retried); a first connection that cannot
+        be made is a BrokerError.
         """
-        backoff = Backoff()
-        while True:
-            session: Session | None = None
-            try:
-                session = await Session.open(self.broker, self.on_message)
-                await session.subscribe(self.subscriptions())
-                self._session = session
-                self.connected.set()
-                self._was_connected = True
-                backoff.reset()
-                raise await session.lost
-            except MqttError as exc:
-                if not self._was_connected:
-                    raise BrokerError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
-                self.connected.clear()
-                for run, pending in self._pending.items():
-                    pending.fail(ConnectionLost(f"run {run}: lost the broker at {self.broker}: {exc}", run))
-                delay = backoff.next()
-                log.warning("lost the broker at %s (%s); reconnecting in %g s", self.broker, exc, delay)
-                await asyncio.sleep(delay)
-            finally:
-                self.connected.clear()
-                self._session = None
-                if session is not None:
-                    session.close()
+        try:
+            await stay_connected(
+                lambda: Session.open(self.broker, self.on_message),
+                up=self._up,
+                down=self._down,
+                started=started,
+                retry_first=False,
+                name=f"the broker at {self.broker}",
+            )
+        except TransportError as exc:  # only the first connection is not retried
+            raise BrokerError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
+
+    async def _up(self, session: Session) -> None:
+        await session.subscribe(self.subscriptions())
+        self._session = session
+        self.connected.set()
+
+    def _down(self, session: Session | None, error: TransportError | None) -> None:
+        self.connected.clear()
+        self._session = None
+        if error is not None:
+            for run, pending in self._pending.items():
+                pending.fail(ConnectionLost(f"run {run}: lost the broker at {self.broker}: {error}", run))
 
     async def publish(
         self, batch: Sequence[tuple[str, BaseModel | None]], *, retain: bool = False, confirm: bool = False
     ) -> None:
         """Send at QoS 1 on the current connection; with `confirm`, wait for the broker's PUBACKs.
 
-        MqttError if there is no connection: a run that cannot send cannot finish.
+        transport_errors.ConnectionLost if there is no connection: a run that cannot send cannot finish.
         """
         session = self._session
         if session is None or not self.connected.is_set():
-            raise MqttError(f"not connected to the broker at {self.broker}")
+            message = f"not connected to the broker at {self.broker}"
+            raise transport_errors.ConnectionLost(message)
         waiting = [session.publish(name, encode(message), retain, confirm=confirm) for name, message in batch]
         limit = session.timeout + 0.001 * len(batch)
         try:
@@ -335,7 +335,8 @@ class Runner:
                     if confirmation is not None:
                         await confirmation
         except TimeoutError:
-            raise MqttError(f"the broker at {self.broker} acknowledged no publish within {limit:g} s") from None
+            message = f"the broker at {self.broker} acknowledged no publish within {limit:g} s"
+            raise transport_errors.ConnectionLost(message) from None
 
     def on_message(self, name: str, raw: bytes) -> None:
         """Route every incoming message to the run (or the readiness check) it belongs to."""
@@ -416,9 +417,10 @@ async def open_runner(
     runner = Runner(circuit, deployment, broker, hosts=hosts, placement=placement, observer=observer, recorder=recorder)
     try:
         async with asyncio.TaskGroup() as group:
-            connection = group.create_task(runner.stay_connected())
+            started = asyncio.get_running_loop().create_future()
+            connection = group.create_task(runner.stay_connected(started))
             try:
-                await _first_connection(runner, connection)
+                await started  # if the connection fails first, the group cancels this wait and raises its error
                 yield runner
             finally:
                 await cancel_and_wait([connection])
@@ -427,14 +429,3 @@ async def open_runner(
         if cause is failed:
             raise
         raise cause from failed
-
-
-async def _first_connection(runner: Runner, connection: asyncio.Task[NoReturn]) -> None:
-    """Return once the runner is connected and subscribed; raise if the connection task failed."""
-    connected = asyncio.ensure_future(runner.connected.wait())
-    try:
-        await asyncio.wait([connected, connection], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait([connected])
-    if connection.done():
-        connection.result()  # raises the BrokerError

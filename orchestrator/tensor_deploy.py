@@ -18,8 +18,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Sequence
 
-from aiomqtt import MqttError
-
+from gates.errors import TransportError
 from gates.faults import Faults
 from gates.lifecycle import cancel_and_wait
 from gates.mux import SharedConnection
@@ -93,7 +92,7 @@ async def on_hosts(
     names = await wait_for_hosts(broker, hosts, timeout)
     try:
         view = await read_cluster(broker)
-    except (MqttError, TimeoutError) as exc:
+    except (TransportError, TimeoutError) as exc:
         raise BrokerError(f"cannot read the cluster's state from the broker at {broker}: {exc}") from exc
     mapping = place_tensor(circuit, names, placement)
     used = sorted(set(mapping.values()), key=names.index)

@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiomqtt import MqttError
 from pydantic import BaseModel, ValidationError
 
+from gates.errors import TransportError
 from gates.frame import FrameError, FrameHeader, decode, encode
 from gates.mqtt311 import Session
 from gates.protocol import (
@@ -150,7 +150,7 @@ class MeshEngine:
             raise BrokerError(
                 f"the broker at {self.broker} acknowledged no publish within {session.timeout:g} s"
             ) from None
-        except MqttError as exc:
+        except TransportError as exc:
             raise ConnectionLost(f"the connection to the broker at {self.broker} broke: {exc}", "") from exc
 
     async def publish_json(self, batch: Iterable[tuple[str, BaseModel | None]], *, retain: bool = False) -> None:
@@ -335,7 +335,7 @@ class MeshEngine:
         self._session = session
         session.lost.add_done_callback(lambda lost: self._connection_lost(lost.result()))
 
-    def _connection_lost(self, error: MqttError) -> None:
+    def _connection_lost(self, error: TransportError) -> None:
         self._broken = error
         if self._pending is not None:
             message = f"step {self._pending.step}: lost the broker at {self.broker}: {error}"
@@ -357,7 +357,7 @@ async def open_engine(
     try:
         session = await Session.open(broker, engine.on_message)
         await session.subscribe(engine.subscriptions())
-    except MqttError as exc:
+    except TransportError as exc:
         raise BrokerError(f"cannot connect to the broker at {broker}: {exc}") from exc
     engine.attach(session)
     try:

@@ -13,6 +13,7 @@ import pytest
 
 from broker.launch import mosquitto
 from broker.security import ORCHESTRATOR_USER, SecureDir, host_rules, host_user
+from gates.errors import Refused
 from gates.mqtt311 import Session
 from gates.mux import SharedConnection
 from gates.protocol import Backward, topic
@@ -138,7 +139,7 @@ async def test_the_data_plane_session_is_refused_without_its_account_and_serves_
     with mosquitto(secure_dir=accounts.directory) as url:
         h0 = BrokerAddress.parse(accounts.url(host_user("h0"), url))
         for wrong in (h0.model_copy(update={"password": "guess"}), BrokerAddress.parse(url)):
-            with pytest.raises(aiomqtt.MqttError, match="refused the connection: not authorised"):
+            with pytest.raises(Refused, match="refused the connection: not authorised"):
                 await Session.open(wrong, lambda topic, payload: None)
         shared = SharedConnection(h0)
         async with asyncio.TaskGroup() as group:

@@ -6,9 +6,9 @@ import asyncio
 import secrets
 
 import pytest
-from aiomqtt import MqttError
 
 from broker.launch import free_port
+from gates.errors import ConnectionLost
 from gates.mqtt311 import QoS, Session
 from gates.mux import SharedConnection
 from gates.protocol import Ready
@@ -57,7 +57,7 @@ async def test_publishes_arrive_once_each_and_in_order(broker_url: str, qos: QoS
 
 async def test_an_unreachable_broker_is_a_clear_error() -> None:
     port = free_port()
-    with pytest.raises(MqttError, match=f"cannot connect to mqtt://127.0.0.1:{port}"):
+    with pytest.raises(ConnectionLost, match=f"cannot connect to mqtt://127.0.0.1:{port}"):
         await Session.open(BrokerAddress(host="127.0.0.1", port=port), lambda topic, payload: None)
 
 
@@ -80,8 +80,10 @@ async def test_the_shared_connection_resends_what_the_broker_never_acknowledged(
     try:
         async with relay(broker.host, broker.port) as link, asyncio.TaskGroup() as group:
             shared = SharedConnection(BrokerAddress(host="127.0.0.1", port=link.port))
-            serving = group.create_task(shared.serve())
-            await asyncio.wait_for(shared.connected.wait(), 10)
+            started = asyncio.get_running_loop().create_future()
+            serving = group.create_task(shared.serve(started))
+            async with asyncio.timeout(10):
+                await started
             link.silent = True
             messages = [Ready(circuit="resend", sender=f"g{i}") for i in range(50)]
             await shared.publish([(name, message) for message in messages])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+import gates.errors as errors
 import gates.protocol as protocol
 from gates.protocol import (
     MESSAGE_ADAPTER,
@@ -72,3 +73,13 @@ def test_topic_table_matches_topic_names() -> None:
     assert f"`{deployment_topic('D')}` (retained)" in DOC
     assert parse_topic("gatemesh/C/control") == ("C", "control", None)
     assert parse_topic("gatemesh/C/fwd/a/b") is None
+
+
+def test_transport_error_table_matches_the_exceptions() -> None:
+    section = DOC.split("## Transport errors", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \|", section, flags=re.MULTILINE)
+    documented = set(errors.__all__) - {"TransportError"}
+    assert set(rows) == documented
+    assert all(issubclass(getattr(errors, name), errors.TransportError) for name in documented)
+    public = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, Exception)}
+    assert set(errors.__all__) == public  # __all__ is the module's whole public API

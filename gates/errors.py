@@ -1,0 +1,40 @@
+"""What can go wrong between gatemesh and its broker, as gatemesh's own exceptions.
+
+TransportError          the broker cannot be used; catch this to catch them all
+├── ConnectionLost      no connection could be made, it broke, or the broker stopped answering
+│                       (every timeout waiting for the broker is one of these)
+├── Refused             the broker answered no: a CONNACK refusal, a SUBACK failure code
+├── ProtocolViolation   the bytes from the broker are not MQTT 3.1.1 as the session speaks it:
+│                       a malformed or oversized packet, QoS 2 or 3, a short acknowledgement
+└── UnsupportedBroker   a working broker that lacks something gatemesh's control plane needs
+                        (retained messages delivered to a wildcard subscription, in order)
+
+The data plane's session (gates/mqtt311.py) raises these itself; everything spoken through
+aiomqtt is mapped to them at one boundary, `gates.transport.map_exceptions`, so no other
+module sees, or catches, an aiomqtt error. The orchestrator maps them to its own errors
+(orchestrator/errors.py).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConnectionLost", "ProtocolViolation", "Refused", "TransportError", "UnsupportedBroker"]
+
+
+class TransportError(Exception):
+    """The broker cannot be used; the message says which broker and why."""
+
+
+class ConnectionLost(TransportError):
+    """No connection, a broken one, or a broker that did not answer in time."""
+
+
+class Refused(TransportError):
+    """The broker refused a connection or a subscription (credentials, an ACL)."""
+
+
+class ProtocolViolation(TransportError):
+    """The broker sent bytes that break MQTT 3.1.1; the session drops the connection."""
+
+
+class UnsupportedBroker(TransportError):
+    """The broker speaks MQTT but lacks a behaviour gatemesh relies on; the message names it."""
