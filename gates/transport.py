@@ -156,6 +156,7 @@ async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeou
     MQTT has no "end of retained messages" signal, so this sends itself a marker after
     subscribing: the broker handles one connection's packets in order, so the retained
     messages it queued for the subscription are delivered before the marker comes back.
+    Only copies flagged retained count: a live message published meanwhile is not the state.
     """
     marker = f"{SYNC_ROOT}/{secrets.token_hex(8)}"
     found: dict[str, bytes] = {}
@@ -166,6 +167,8 @@ async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeou
             name = message.topic.value
             if name == marker:
                 return found
+            if not message.retain:  # live, not the broker's retained copy (junk, say)
+                continue
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if payload:
                 found[name] = payload

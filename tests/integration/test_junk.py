@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from broker.launch import mosquitto
 from gates import protocol
-from gates.host import GateHost
+from gates.host import GateHost, read_back
 from gates.protocol import (
     ORCHESTRATOR,
     Assignment,
@@ -191,7 +191,9 @@ async def answering(broker: BrokerAddress, circuit_id: str, seconds: float = 0.5
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 async for message in mqtt.messages:
-                    answer = Status.model_validate_json(message.payload if isinstance(message.payload, bytes) else b"")
+                    if message.retain or not isinstance(message.payload, bytes):
+                        continue
+                    answer = Status.model_validate_json(message.payload)
                     if answer.run == probe.run:
                         found.add(answer.sender)
     return found
@@ -333,3 +335,30 @@ async def test_an_assignment_deleted_while_a_host_was_cut_off_stops_its_gate(own
                 await until(lambda: not host.gates)
             finally:
                 serving.cancel()
+
+
+async def test_reading_back_hears_only_what_is_retained(broker_url: str) -> None:
+    """Live junk published to a topic while it is read back is not taken for the topic's retained message."""
+    broker = BrokerAddress.parse(broker_url)
+    held, deleted = (topic(f"read-back-{secrets.token_hex(3)}", "spec", gate) for gate in ("a", "b"))
+    assignment = b'{"retained": true}'
+    async with client(broker) as mqtt:
+        await mqtt.publish(held, assignment, qos=QOS, retain=True)
+        flooding = True
+
+        async def flood() -> None:
+            while flooding:
+                for name in (held, deleted):
+                    for junk_payload in (b"", b"live junk"):
+                        await mqtt.publish(name, junk_payload, qos=0)
+                await asyncio.sleep(0)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(flood())
+            try:
+                for _ in range(10):
+                    assert await read_back(broker, [held, deleted]) == {held: assignment}
+                    assert await read_retained(broker, [held, deleted]) == {held: assignment}
+            finally:
+                flooding = False
+        await mqtt.publish(held, b"", qos=QOS, retain=True)
