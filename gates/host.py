@@ -5,7 +5,9 @@ last will that says `offline`, so the broker announces its death), subscribes to
 deployment's retained assignments (gatemesh/+/spec/+) and runs, as its own actor, each gate
 assigned to its name *and* its incarnation. By default all of a host's gates share one MQTT
 connection (gates/mux.py); with connections="per-gate" each gate has its own. An assignment
-that is deleted (an empty retained message) or moved to another host stops the gate.
+that is deleted (an empty retained message) or moved to another host stops the gate. What the
+broker retains decides, never a message alone: a message on an assignment topic only makes
+the host read that topic's retained assignment back (see `_on_assignment`).
 
 If the broker connection drops, the host and its gates' connection (or each gate's own)
 reconnect on their own, keeping the gates' state; a host process that restarts is a new
@@ -25,19 +27,20 @@ from dataclasses import dataclass
 from typing import Literal, NoReturn
 
 import aiomqtt
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gates.actor import GateActor
 from gates.errors import ConnectionLost, TransportError
 from gates.faults import Faults
 from gates.lifecycle import Backoff, cancel_and_wait
-from gates.mqtt311 import QoS
-from gates.mux import SharedConnection
+from gates.mqtt311 import QoS, Session
+from gates.mux import SUBSCRIBE_BATCH, SharedConnection
 from gates.protocol import (
     NAME_CHARACTERS,
     NAME_MAX_LENGTH,
     NAME_PATTERN,
     NAME_RULE,
+    Assignment,
     ErrorCode,
     ErrorReport,
     GateSpec,
@@ -48,15 +51,22 @@ from gates.protocol import (
 )
 from gates.tensor_actor import TensorActor
 from gates.tensor_protocol import ANY_ASSIGNMENT, TensorAssignment, TensorSpec
-from gates.transport import QOS, BrokerAddress, connect, incoming, publish_all, read_retained, subscribe_all
+from gates.transport import QOS, SYNC_ROOT, BrokerAddress, connect, incoming, publish_all, read_retained, subscribe_all
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE = 2
 """Seconds between pings: the broker declares a silent host lost after 1.5x this."""
+VERIFY_BATCH = 1000
+"""Assignment topics read back per connection (see GateHost._follow_retained)."""
 
 
 Connections = Literal["shared", "per-gate"]
+Key = tuple[str, str]
+"""(deployment, gate): a gate this host may run."""
+Outgoing = tuple[str, BaseModel | None]
+"""A message to publish (None: delete the topic's retained message)."""
+AnyAssignment = Assignment | TensorAssignment
 
 
 class HostNameTaken(RuntimeError):
@@ -108,7 +118,10 @@ class GateHost:
         self.shared = SharedConnection(broker, qos=qos) if connections == "shared" else None
         """With "shared", all of this host's gates use one connection; with "per-gate", one each."""
         self.incarnation = secrets.token_hex(4)
-        self._gates: dict[tuple[str, str], _Running] = {}
+        self._gates: dict[Key, _Running] = {}
+        self._unverified: set[Key] = set()
+        """Gates whose retained assignment must be read before acting on them (see _on_assignment)."""
+        self._follower: asyncio.Task[None] | None = None
 
     def presence(self, state: str, reason: str = "") -> HostPresence:
         return HostPresence.model_validate(
@@ -165,11 +178,12 @@ class GateHost:
         )
         async with connect(self.broker, will=will, keepalive=KEEPALIVE) as mqtt:
             await subscribe_all(mqtt, [topic("+", "spec", "+")])
+            self._recheck_running(group)
             await publish_all(mqtt, [(host_topic(self.name), self.presence("online"))], retain=True)
             log.info("host %s (incarnation %s) online at %s", self.name, self.incarnation, self.broker)
             try:
                 async for name, payload in incoming(mqtt):
-                    await self._on_assignment(mqtt, group, name, payload)
+                    self._on_assignment(group, name, payload)
             except asyncio.CancelledError:
                 goodbye = self.presence("offline", "stopped")
                 with contextlib.suppress(TransportError, TimeoutError):
@@ -178,32 +192,97 @@ class GateHost:
                 raise
         raise ConnectionLost("message stream ended")
 
-    async def _on_assignment(self, mqtt: aiomqtt.Client, group: asyncio.TaskGroup, name: str, payload: bytes) -> None:
+    def _on_assignment(self, group: asyncio.TaskGroup, name: str, payload: bytes) -> None:
+        """A message on an assignment topic is a notice, never an order (docs/PROTOCOL.md).
+
+        MQTT 3.1.1 does not say whether a message was published retained: an empty payload may
+        be an undeploy or junk, a valid-looking assignment may be a replay. So a notice that
+        could change what this host runs only marks its gate; `_follow_retained` then reads
+        what the broker retains for it and acts on that. Notices that change nothing (junk about
+        gates that do not run here, a copy of a running gate's assignment) cost nothing.
+        """
         parsed = parse_topic(name)
-        if parsed is None or parsed[2] is None:
+        if parsed is None or parsed[1] != "spec" or parsed[2] is None:
             return
-        deployment, gate = parsed[0], parsed[2]
-        key = (deployment, gate)
-        if not payload:  # the assignment was deleted: the deployment is gone
-            await self._stop(mqtt, key, clear_ready=True)
-            return
+        key = (parsed[0], parsed[2])
+        if key not in self._unverified and self._could_change(key, payload):
+            self._verify(group, [key])
+
+    def _recheck_running(self, group: asyncio.TaskGroup) -> None:
+        """After (re)connecting: an assignment deleted while this host was away sent no notice."""
+        self._verify(group, list(self._gates))
+
+    def _verify(self, group: asyncio.TaskGroup, keys: list[Key]) -> None:
+        """Mark gates whose retained assignment must be read, and make sure a task reads them."""
+        self._unverified.update(keys)
+        if self._unverified and (self._follower is None or self._follower.done()):
+            self._follower = group.create_task(self._follow_retained(group))
+
+    def _could_change(self, key: Key, payload: bytes) -> bool:
+        """Whether acting on this notice could start, stop or change a gate of this host."""
+        running = self._gates.get(key)
+        if running is None and self.incarnation.encode() not in payload:
+            return False  # cannot be an assignment to this process: no need to parse it
         try:
-            assignment = ANY_ASSIGNMENT.validate_json(payload)  # a scalar gate's or a tensor gate's
-            if assignment.circuit != deployment or assignment.spec.id != gate:
-                raise ValueError(f"assignment for {assignment.circuit}/{assignment.spec.id} on topic {name}")
-        except (ValidationError, ValueError) as exc:
-            log.warning("host %s: rejected the assignment on %s: %s", self.name, name, exc)
-            return
-        if assignment.host != self.name:
-            await self._stop(mqtt, key, clear_ready=False)  # moved elsewhere, if it ever was here
-            return
-        if assignment.incarnation != self.incarnation:
+            claimed: AnyAssignment | None = ANY_ASSIGNMENT.validate_json(payload)  # a scalar or tensor gate's
+        except ValidationError:
+            claimed = None
+        if running is not None:  # anything but a copy of its own assignment may be a change
+            return claimed is None or not self._is_mine(claimed, key) or claimed.spec != running.spec
+        if claimed is not None and claimed.host == self.name and claimed.incarnation != self.incarnation:
             log.info("host %s: ignoring %s/%s, assigned to an earlier run of this host", self.name, *key)
-            return
+        return claimed is not None and self._is_mine(claimed, key)
+
+    def _is_mine(self, assignment: AnyAssignment, key: Key) -> bool:
+        """An assignment of gate `key` to this host process (its name and its incarnation)."""
+        return (
+            (assignment.circuit, assignment.spec.id) == key
+            and assignment.host == self.name
+            and assignment.incarnation == self.incarnation
+        )
+
+    async def _follow_retained(self, group: asyncio.TaskGroup) -> None:
+        """Read the retained assignment of every marked gate, a batch at a time, and act on it.
+
+        One task does this at a time, so gates start and stop in one place. A batch is one
+        short-lived connection for VERIFY_BATCH topics: a deployment of 65,000 gates costs 65
+        reads, not 65,000. Gates whose assignments cannot be read stay marked for a retry.
+        """
+        backoff = Backoff()
+        while self._unverified:
+            batch = sorted(self._unverified)[:VERIFY_BATCH]
+            self._unverified.difference_update(batch)
+            try:
+                held = await read_back(self.broker, [topic(c, "spec", g) for c, g in batch])
+            except (TransportError, TimeoutError) as exc:
+                self._unverified.update(batch)
+                delay = backoff.next()
+                log.warning("host %s: cannot read its assignments (%s); retrying in %g s", self.name, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            outgoing: list[Outgoing] = []
+            for key in batch:
+                outgoing += await self._follow(group, key, held.get(topic(key[0], "spec", key[1])))
+            if outgoing:
+                await self._publish(outgoing)
+
+    async def _follow(self, group: asyncio.TaskGroup, key: Key, held: bytes | None) -> list[Outgoing]:
+        """Make gate `key` run here as the assignment the broker holds for it says; what to publish."""
+        deployment, gate = key
+        try:
+            assignment = ANY_ASSIGNMENT.validate_json(held) if held else None
+        except ValidationError as exc:
+            log.warning("host %s: no valid assignment of %s/%s on the broker: %s", self.name, *key, exc)
+            assignment = None
+        if assignment is None or (assignment.circuit, assignment.spec.id) != key:
+            return await self._stop(key, clear_ready=True)  # deleted: the deployment is gone
+        if not self._is_mine(assignment, key):
+            return await self._stop(key, clear_ready=False)  # another host's (or process's) now
         running = self._gates.get(key)
         if running is not None and running.spec == assignment.spec:
-            return  # the same assignment again (a retained copy after reconnecting)
-        await self._stop(mqtt, key, clear_ready=False)
+            return []
+        await self._stop(key, clear_ready=False)
         try:
             actor: GateActor | TensorActor
             if isinstance(assignment, TensorAssignment):
@@ -215,18 +294,63 @@ class GateHost:
                     assignment.spec, deployment, link, retain_ready=True, faults=self.faults, host=self.name
                 )
         except ValueError as exc:
+            where = topic(deployment, "spec", gate)
             report = ErrorReport(
-                circuit=deployment, sender=self.name, code=ErrorCode.BAD_SCHEMA, message=str(exc), topic=name
+                circuit=deployment, sender=self.name, code=ErrorCode.BAD_SCHEMA, message=str(exc), topic=where
             )
-            await publish_all(mqtt, [(topic(deployment, "error", gate), report)])
-            return
+            return [(topic(deployment, "error", gate), report)]
         self._gates[key] = _Running(assignment.spec, group.create_task(actor.serve_forever()))
+        return []
 
-    async def _stop(self, mqtt: aiomqtt.Client, key: tuple[str, str], *, clear_ready: bool) -> None:
+    async def _stop(self, key: Key, *, clear_ready: bool) -> list[Outgoing]:
+        """Stop gate `key` if it runs here; with `clear_ready`, return the deletion of its Ready
+        (which it may have retained after the orchestrator deleted it) to publish."""
         running = self._gates.pop(key, None)
         if running is None:
-            return
+            return []
         await cancel_and_wait([running.task])
-        if clear_ready:  # its Ready may have been retained after the orchestrator cleared it
-            await publish_all(mqtt, [(topic(key[0], "ready", key[1]), None)], retain=True)
         log.info("host %s: stopped gate %s/%s", self.name, *key)
+        return [(topic(key[0], "ready", key[1]), None)] if clear_ready else []
+
+    async def _publish(self, outgoing: list[Outgoing]) -> None:
+        """Deletions (None) retained, error reports not; if the broker is away they are lost, with a warning."""
+        try:
+            async with connect(self.broker) as mqtt:
+                await publish_all(mqtt, [(name, m) for name, m in outgoing if m is None], retain=True)
+                await publish_all(mqtt, [(name, m) for name, m in outgoing if m is not None])
+        except (TransportError, TimeoutError) as exc:
+            log.warning("host %s: could not publish %d message(s): %s", self.name, len(outgoing), exc)
+
+
+async def read_back(broker: BrokerAddress, topics: list[str], *, timeout: float = 10.0) -> dict[str, bytes]:
+    """The retained message of each topic (absent: none), read on a short-lived connection.
+
+    transport.read_retained's subscribe-then-marker read, over the data plane's session
+    (gates/mqtt311.py): 8x faster at 20,000 topics than over aiomqtt, which matters when a
+    large deployment arrives. Only copies the broker flags as retained count: a live message
+    published to one of the topics meanwhile (junk, say) cannot pass for the retained one.
+    """
+    marker = f"{SYNC_ROOT}/{secrets.token_hex(8)}"
+    found: dict[str, bytes] = {}
+    synced = asyncio.get_running_loop().create_future()
+    session: Session | None = None
+
+    def on_message(name: str, payload: bytes) -> None:
+        if name == marker and not synced.done():
+            synced.set_result(None)
+        elif session is not None and session.retained_copy and payload:
+            found[name] = payload
+
+    async with asyncio.timeout(timeout):
+        session = await Session.open(broker, on_message, timeout=timeout)
+        try:
+            for start in range(0, len(topics), SUBSCRIBE_BATCH):
+                await session.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+            await session.subscribe([marker])
+            session.publish(marker, b"sync")
+            await asyncio.wait([synced, session.lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            session.close()
+    if not synced.done():
+        raise session.lost.result()
+    return found

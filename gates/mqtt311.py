@@ -111,6 +111,9 @@ class Session(asyncio.Protocol):
         """packet id (0 for CONNACK) -> the body of the acknowledgement awaited."""
         self._pong = True
         self._ping: asyncio.TimerHandle | None = None
+        self.retained_copy = False
+        """While `on_message` runs: whether the broker flagged the message as a retained copy sent for a
+        new subscription (MQTT-3.3.1-8), not a live one (a host reading assignments back needs this)."""
 
     @classmethod
     async def open(
@@ -263,6 +266,7 @@ class Session(asyncio.Protocol):
         if qos:
             self._send(bytes((PUBACK, 2)) + body[start : start + 2])
             start += 2
+        self.retained_copy = bool(first & 0x01)
         self.on_message(name, body[start:])
 
     def _acknowledged(self, packet_id: int) -> None:

@@ -149,12 +149,22 @@ async def connect(
 
 async def incoming(mqtt: aiomqtt.Client) -> AsyncGenerator[tuple[str, bytes], None]:
     """Every message the client receives, as (topic, payload); ConnectionLost when the connection ends."""
+    async with contextlib.aclosing(_messages(mqtt)) as messages:
+        async for message in messages:
+            yield message.topic.value, _payload(message)
+
+
+async def _messages(mqtt: aiomqtt.Client) -> AsyncGenerator[aiomqtt.Message, None]:
     with map_exceptions():
         async for message in mqtt.messages:
-            raw = message.payload
-            yield message.topic.value, bytes(raw) if isinstance(raw, bytes | bytearray) else b""
+            yield message
     msg = "the broker connection's message stream ended"
     raise ConnectionLost(msg)
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    raw = message.payload
+    return bytes(raw) if isinstance(raw, bytes | bytearray) else b""
 
 
 def encode(message: BaseModel | None) -> bytes:
@@ -224,6 +234,7 @@ async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeou
     subscribing: the broker handles one connection's packets in order, so the retained
     messages it queued for the subscription are delivered before the marker comes back.
     Not every broker does (see `check_retained_reads`).
+    Only copies flagged retained count: a live message published meanwhile is not the state.
     """
     with map_exceptions(broker):
         async with asyncio.timeout(timeout), client(broker, timeout=timeout) as mqtt:
@@ -235,10 +246,14 @@ async def _read_until_marker(mqtt: aiomqtt.Client, filters: list[str]) -> dict[s
     found: dict[str, bytes] = {}
     await subscribe_all(mqtt, [*filters, marker])
     await mqtt.publish(marker, b"sync", qos=QOS)
-    async with contextlib.aclosing(incoming(mqtt)) as messages:
-        async for name, payload in messages:
+    async with contextlib.aclosing(_messages(mqtt)) as messages:
+        async for message in messages:
+            name = message.topic.value
             if name == marker:
                 return found
+            if not message.retain:  # live, not the broker's retained copy (junk, say)
+                continue
+            payload = _payload(message)
             if payload:
                 found[name] = payload
             else:

@@ -222,7 +222,12 @@ class Runner:
             if not self.connected.is_set():
                 message = f"run {run}: no connection to the broker at {self.broker} for {timeout:g} s"
                 raise ConnectionLost(message, run) from None
-            raise await self._timed_out(run, pending, timeout) from None
+            late = await self._timed_out(run, pending, timeout)
+            value = pending.value  # cancelled if the timeout struck while the run awaited it
+            if pending.waiting_for or not value.done() or value.cancelled() or value.exception() is not None:
+                raise late from None
+            # every report arrived while the gates were probed: the run finished, late (a busy machine)
+            log.info("run %s finished after its %g s timeout, while its gates were probed", run, timeout)
         except TransportError as exc:
             raise ConnectionLost(f"run {run}: the connection to the broker at {self.broker} broke: {exc}", run) from exc
         except RunError as exc:

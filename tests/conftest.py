@@ -13,6 +13,13 @@ from collections.abc import Iterator
 import pytest
 
 from broker.launch import free_port, mosquitto, wait_until_listening
+from tests.timeouts import StackDumpingTimeout
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test past its timeout (pyproject.toml) fails with every thread's and asyncio task's stack."""
+    if config.pluginmanager.hasplugin("timeout"):
+        config.pluginmanager.register(StackDumpingTimeout(), "stack-dumping-timeout")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -41,10 +42,12 @@ class GateHostProcess:
         self.url = url
         command = list(argv) if argv is not None else ["--broker", url, *(["--name", name] if name else [])]
         prefix = ["ip", "netns", "exec", netns] if netns else []
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the process, closed with this object)
+        """The host's stderr: a file, not a pipe, which a host warning about much junk would fill and block on."""
         self.process = subprocess.Popen(
             [*prefix, sys.executable, "-m", "gates", *command, "--log-level", "WARNING"],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             env=clean_env(),
         )
         self.name = name or default_name(pid=self.process.pid)  # `ip netns exec` execs: same pid
@@ -74,6 +77,6 @@ class GateHostProcess:
                 self.kill()
 
     def stderr(self) -> str:
-        if self.process.poll() is None or self.process.stderr is None:
-            return ""
-        return self.process.stderr.read().decode(errors="replace")
+        """What the host wrote to stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")

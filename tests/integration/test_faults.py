@@ -102,6 +102,20 @@ async def test_a_retry_from_the_inputs_recovers_a_dropped_run(mosquitto_url: str
     assert all(r == RunResult(value=-12.0, grads={"x": -4.0, "y": -4.0, "z": 3.0}) for r in results)
 
 
+async def test_a_run_whose_reports_arrive_while_its_gates_are_probed_returns_its_result(mosquitto_url: str) -> None:
+    """On a busy machine a run's last reports can arrive after its timeout, while the orchestrator probes
+    the gates: the run finished, so it returns its result (a RunTimeout would name no unfinished gate).
+
+    Every gate message waits 300 ms: the output's value arrives after ~0.9 s (before the 1.4 s
+    timeout), the last gradient report after ~1.8 s (inside the 1.5 s probe window that follows)."""
+    broker = BrokerAddress.parse(mosquitto_url)
+    circuit = compile_source("q = x + y; f = q * z")
+    async with in_process(circuit, broker, faults=Faults.parse("delay=300ms")) as runner:
+        runner.probe_window = 1.5
+        result = await runner.run({"x": -2, "y": 5, "z": -4}, timeout=1.4)
+    assert result == RunResult(value=-12.0, grads={"x": -4.0, "y": -4.0, "z": 3.0})
+
+
 async def _run_all(run: Callable[[dict[str, float]], Coroutine[Any, Any, T]], cases: list[dict[str, float]]) -> list[T]:
     """Every case, CONCURRENT runs in flight at a time; results in the order of the cases."""
     results: list[T] = []

@@ -169,6 +169,7 @@ async def test_a_killed_host_fails_its_runs_by_name_and_a_redeploy_recovers(mosq
         completed: list[RunResult] = []
         failures: list[tuple[HostLost, float]] = []
         streaming = asyncio.Event()
+        killed = False
 
         async def worker(seed: int) -> None:
             rng = random.Random(seed)
@@ -178,6 +179,10 @@ async def test_a_killed_host_fails_its_runs_by_name_and_a_redeploy_recovers(mosq
                 try:
                     result = await runner.run(job, timeout=timeout)
                 except HostLost as exc:  # anything else (a timeout above all) fails the test
+                    # A host lost before the kill (a survivor starved of CPU past its keepalive on a busy
+                    # machine) must fail the test here: returning would leave the killer waiting forever.
+                    if not killed:
+                        raise AssertionError(f"a host was lost before the victim was killed: {exc}") from exc
                     failures.append((exc, time.monotonic() - started))
                     return
                 assert result == evaluate(circuit, job)
@@ -186,7 +191,10 @@ async def test_a_killed_host_fails_its_runs_by_name_and_a_redeploy_recovers(mosq
                     streaming.set()
 
         async def killer() -> None:
-            await streaming.wait()
+            nonlocal killed
+            async with asyncio.timeout(60):
+                await streaming.wait()
+            killed = True
             await asyncio.to_thread(victim.kill)
 
         async with on_deployment(name, broker) as runner:
