@@ -28,6 +28,7 @@ from gates.transport import BrokerAddress
 from orchestrator.api import broker_url, deployed
 from orchestrator.circuit import Circuit
 from orchestrator.cli_draw import draw_app, export_app
+from orchestrator.cli_serve import serve
 from orchestrator.cluster import ClusterView, DeploymentRecord, read_cluster
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import HostChoice, deploy_to_hosts, in_process, on_deployment, on_hosts, undeploy
@@ -286,6 +287,7 @@ def _secure_dir(directory: Path | None) -> SecureDir | None:
 
 
 app.add_typer(draw_app, name="draw")
+app.command("serve")(serve)
 app.add_typer(export_app, name="export")
 secure_app = typer.Typer(help="Accounts and an ACL for Mosquitto: each host may touch only its own gates' topics.")
 app.add_typer(secure_app, name="secure")
