@@ -63,6 +63,8 @@ def host_rules(host: str, grants: Iterable[GateGrant]) -> tuple[list[str], list[
             read.append(f"{c}/feed/{g.gate}")
         write += [f"{c}/{kind}/{g.gate}" for kind in ("fwd", "report", "ready", "status", "error", "trace")]
         write += [f"{c}/grad/{i}" for i in dict.fromkeys(g.inputs)]
+        write += [f"{c}/trace/{g.gate}", f"{c}/held/fwd/{g.gate}", f"{c}/held/report/{g.gate}"]  # traced, stepped runs
+        write += [f"{c}/held/grad/{i}" for i in dict.fromkeys(g.inputs)]
     return list(dict.fromkeys(read)), list(dict.fromkeys(write))
 
 

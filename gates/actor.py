@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from gates.core import GateCore
 from gates.errors import ConnectionLost, TransportError
 from gates.faults import FaultInjector, Faults, Planned
+from gates.held import HeldLink, is_held
 from gates.lifecycle import Backoff, first_failure
 from gates.protocol import RUN_FAILING_CODES, ErrorReport, GateSpec
 from gates.tracing import GateTracer, is_traced
@@ -142,6 +143,8 @@ class GateActor:
             if isinstance(out.message, ErrorReport):
                 level = logging.INFO if out.message.code in RUN_FAILING_CODES else logging.WARNING
                 log.log(level, "gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
+        if is_held(payload):  # step mode: this run's data messages wait at the held topics (gates/held.py)
+            link = HeldLink(link)
         if is_traced(payload):  # a traced run: clocks on its messages, events to the trace topic
             await self._send_traced(link, delayed, topic_name, payload, [(out.topic, out.message) for out in outgoing])
         elif outgoing:

@@ -15,6 +15,8 @@ Topics, for a deployed circuit `C` and a gate `G`:
     gatemesh/C/control    orchestrator -> all gates   Release, Probe
     gatemesh/C/spec/G     orchestrator -> gate hosts  Assignment (retained: the deployment itself)
     gatemesh/C/trace/G    G -> orchestrator           TraceBatch (only for traced runs)
+    gatemesh/C/held/K/G   a held run's message of kind K (feed, fwd, grad, report), waiting
+                          for a network actor to deliver it to gatemesh/C/K/G (gates/held.py)
 
 and, outside any circuit, the cluster's own topics (retained, read by orchestrators):
 
@@ -76,6 +78,9 @@ class _Message(BaseModel):
     clock: Stamp | None = Field(default=None, exclude_if=lambda clock: clock is None)
     """The sender's logical clocks, on the messages of a traced run only; absent (not null) otherwise,
     so an untraced run's payloads are byte for byte what they were before tracing existed."""
+    held: bool = Field(default=False, exclude_if=lambda held: not held)
+    """On the messages of a run in step mode only (gates/held.py): the receiver sends its own data
+    messages for the run to the held topics, where they wait to be delivered. Absent otherwise."""
 
 
 class GateSpec(BaseModel):

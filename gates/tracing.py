@@ -272,7 +272,7 @@ class GateTracer:
             events.append(self._event("send", run, stamp, msg=msg_fields(name, out)))
         ends = any(isinstance(out, Backward | GradReport | ErrorReport) for _, out in outgoing)
         state.done = state.done or ends or isinstance(message, Release)
-        state.flush = state.done or isinstance(message, Probe)
+        state.flush = state.done or isinstance(message, Probe) or message.held  # a held run goes at a human's pace
         return run, stamped, events
 
     def _remember(self, state: _Traced, message: Message) -> None:

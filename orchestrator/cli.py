@@ -14,6 +14,7 @@ import typer
 from orchestrator import cli_cluster, cli_run, cli_secure, cli_train
 from orchestrator.cli_common import one_error_path
 from orchestrator.cli_draw import draw_app, export_app
+from orchestrator.cli_serve import serve
 
 app = typer.Typer(
     help="Backpropagation as a distributed system: every gate an actor, every value an MQTT message.",
@@ -26,6 +27,7 @@ cli_cluster.register(app)
 cli_train.register(app)
 app.add_typer(cli_secure.app, name="secure")
 app.add_typer(draw_app, name="draw")
+app.command("serve")(serve)
 app.add_typer(export_app, name="export")
 
 

@@ -68,6 +68,7 @@ class _Pending:
     waiting_for: set[str]
     grads: dict[str, float] = field(default_factory=dict)
     statuses: dict[str, Status] = field(default_factory=dict)
+    deadline: asyncio.Timeout | None = None
 
     def fail(self, error: BaseException) -> None:
         for future in (self.value, self.done):
@@ -211,7 +212,7 @@ class Runner:
         if self.recorder is not None:
             self.recorder.begin(run, inputs)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as pending.deadline:
                 await self.connected.wait()
                 await self.publish(self._traced(run, self._feeds(run, inputs)))
                 await pending.value
@@ -241,6 +242,15 @@ class Runner:
         result = RunResult(value=pending.value.result(), grads=grads)
         self._trace_end(run, result)
         return result
+
+    def expire(self, run: str) -> bool:
+        """End run `run`'s wait now, as if its timeout had passed: the gates are probed, and the
+        RunTimeout names what each still waits for (a stepped run nothing is left to deliver to)."""
+        pending = self._pending.get(run)
+        if pending is None or pending.deadline is None:
+            return False
+        pending.deadline.reschedule(asyncio.get_running_loop().time())
+        return True
 
     def _traced(self, run: str, batch: Sequence[tuple[str, BaseModel]]) -> list[tuple[str, BaseModel]]:
         """The batch, stamped with the orchestrator's clocks when this run is traced (else as it is)."""

@@ -122,6 +122,9 @@ def test_the_acl_gives_each_host_only_its_own_gates(accounts: SecureDir) -> None
         *(f"{c}/{kind}/{g}" for kind in ("fwd", "report", "ready", "status", "error", "trace") for g in ("y", "q")),
         f"{c}/grad/x",
         f"{c}/grad/y",  # q's inputs: its backward contributions
+        *(f"{c}/{kind}/{g}" for kind in ("trace", "held/fwd", "held/report") for g in ("y", "q")),
+        f"{c}/held/grad/x",  # a stepped run's contributions wait at the held topics
+        f"{c}/held/grad/y",
     }
     assert f"{c}/grad/z" not in write  # z is an input of f, on h0
     assert {f"{c}/fwd/x", f"{c}/fwd/y", f"{c}/feed/y", f"{c}/grad/q", f"{c}/control"} <= set(read)

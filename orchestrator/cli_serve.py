@@ -1,0 +1,79 @@
+"""`gatemesh serve`: the live web view (web/), on loopback unless told otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orchestrator.api import broker_url
+from orchestrator.errors import InputError
+
+err = Console(stderr=True)
+
+
+def serve(
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="mqtt://host:port; default: the embedded broker"),
+    ] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="the page's port (0: any free one)")] = 8000,
+    bind: Annotated[str, typer.Option(help="the address to listen on; anything but loopback lets others drive it")] = (
+        "127.0.0.1"
+    ),
+    hosts: Annotated[
+        int, typer.Option(min=0, max=16, help="start this many gate host processes, to run on and to kill")
+    ] = 0,
+) -> None:
+    """Open the live view: watch a pass, step through its messages, break it, in the browser."""
+    from web.app import make_app  # here: only `serve` pays for Starlette and uvicorn
+    from web.session import Session
+
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        raise InputError(f"--bind {bind!r}: give an IP address, like 127.0.0.1") from None
+    if not address.is_loopback:
+        err.print(
+            f"[yellow]warning:[/yellow] --bind {bind}: anyone who can reach this address can run circuits and "
+            "kill the hosts this server started; there is no login",
+            highlight=False,
+        )
+    listener = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((bind, port))
+    except OSError as exc:
+        listener.close()
+        raise InputError(f"cannot listen on {bind}:{port}: {exc.strerror}; try --port 0 for any free port") from None
+    listener.listen(128)
+    listener.setblocking(False)
+    logging.getLogger("web").setLevel(logging.INFO)
+
+    async def main() -> None:
+        import uvicorn
+
+        async with broker_url(broker) as url:
+            session = Session(url, hosts=hosts, host_prefix=f"web{listener.getsockname()[1]}-h")
+            async with asyncio.TaskGroup() as group:
+                serving = group.create_task(session.serve())
+                await session.ready.wait()
+                host, bound = listener.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                print(f"gatemesh serve: open http://{shown}:{bound}/  (broker {url}, pid {os.getpid()})", flush=True)
+                config = uvicorn.Config(make_app(session), log_level="warning", ws_max_size=1 << 20, lifespan="off")
+                server = uvicorn.Server(config)
+                try:
+                    await server.serve(sockets=[listener])
+                finally:
+                    serving.cancel()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

@@ -1,0 +1,109 @@
+"""Step mode over a real broker: a held run moves only as the network actor delivers its messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gates.transport import BrokerAddress
+from orchestrator.compiler import compile_source
+from orchestrator.deploy import in_process
+from orchestrator.errors import RunTimeout
+from orchestrator.runner import Runner
+from tests.integration.test_trace import QF, QF_INPUTS, QF_RESULT
+from viz.circuit import state_at
+from web.recording import WebRecorder
+from web.stepper import Stepper
+
+pytestmark = pytest.mark.integration
+
+
+async def waiting(stepper: Stepper, key: str, timeout: float = 5.0) -> str:
+    """The id of message `key` once it is held (it is sent as a consequence of earlier deliveries)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            found = [held.id for held in stepper.pending.values() if held.key == key]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.01)
+
+
+async def settle(seconds: float = 0.3) -> None:
+    await asyncio.sleep(seconds)
+
+
+class Held:
+    def __init__(self, stepper: Stepper, runner: Runner, recorder: WebRecorder) -> None:
+        self.stepper, self.runner, self.recorder = stepper, runner, recorder
+
+    async def do(self, key: str, action: str = "deliver") -> None:
+        self.stepper.act(action, await waiting(self.stepper, key))  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def held_qf(url: str) -> AsyncIterator[Held]:
+    broker = BrokerAddress.parse(url)
+    stepper = Stepper(broker, lambda: None)
+    recorder = WebRecorder(hold=True, on_begin=stepper.begin)
+    async with asyncio.TaskGroup() as group:
+        serving = group.create_task(stepper.serve())
+        try:
+            async with in_process(compile_source(QF), broker, recorder=recorder, connections="shared") as runner:
+                await stepper.watch(runner.deployment)
+                stepper.arm()
+                yield Held(stepper, runner, recorder)
+        finally:
+            serving.cancel()
+
+
+async def test_a_held_run_moves_only_as_its_messages_are_delivered(mosquitto_url: str) -> None:
+    async with held_qf(mosquitto_url) as held:
+        run = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
+        await settle()
+        assert sorted(h.key for h in held.stepper.pending.values()) == [
+            "feed orchestrator x",
+            "feed orchestrator y",
+            "feed orchestrator z",
+        ]
+        assert not run.done()
+        await held.do("feed orchestrator z")
+        await held.do("forward z z")
+        await settle()
+        values = state_at(held.recorder.trace(), held.stepper.run).values
+        assert values == {"z": -4.0}  # delivered to f, which waits for add_1
+        for key in ("feed orchestrator y", "forward y y", "feed orchestrator x", "forward x x"):
+            await held.do(key)
+        await held.do("forward add_1 add_1", "duplicate")  # the second copy changes nothing
+        await held.do("forward f f")
+        await held.do("backward orchestrator f 0")
+        for key in ("backward f z 1", "backward f add_1 0", "backward add_1 y 1", "backward add_1 x 0"):
+            await held.do(key)
+        assert not run.done()
+        held.stepper.deliver_all()  # the three reports
+        assert await run == QF_RESULT
+        await held.recorder.drain(1.0)
+        trace = held.recorder.trace()
+        assert trace.replay() == QF_RESULT
+        receipts = [e for e in trace.events if e.type == "receive" and e.node == "f" and e.msg and e.msg.src == "add_1"]
+        assert [e.note for e in receipts] == ["", "duplicate"]
+        actions = [c.action for c in held.stepper.history]
+        assert (actions.count("deliver"), actions.count("duplicate"), len(actions)) == (15, 1, 16)
+
+
+async def test_a_dropped_message_leaves_the_run_waiting_and_the_probe_names_who_waits(mosquitto_url: str) -> None:
+    async with held_qf(mosquitto_url) as held:
+        run = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
+        for leaf in ("x", "y", "z"):
+            await held.do(f"feed orchestrator {leaf}")
+            await held.do(f"forward {leaf} {leaf}")
+        await held.do("forward add_1 add_1", "drop")
+        await settle()
+        assert not held.stepper.pending
+        assert not run.done()
+        assert held.runner.expire(held.stepper.run or "")
+        with pytest.raises(RunTimeout, match=r"mul\(f\) waits for input\(s\) add_1") as failed:
+            await run
+        assert failed.value.waiting_on == ["x", "y", "z", "add_1", "f"]  # the leaves wait for gradients

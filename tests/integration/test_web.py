@@ -1,0 +1,232 @@
+"""The live view in a real browser: `gatemesh serve` as a process, Chromium driven by Playwright.
+
+Every check reads the page as a user (and a screen reader) would: text of named elements and
+the classes of the SVG elements viz/ draws, never pixels. Screenshots go to tests/web_server.SHOTS.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.web_server import CHROMIUM, CHROMIUM_ARGS, SHOTS, ServeProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+QF_LINK = "?expr=(x%2By)*z&x=-2&y=5&z=-4&run=1"
+WAIT = 20_000  # ms: a deploy on gate hosts, an embedded broker, a slow shared machine
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, never a downloaded one (`playwright install` is never run).
+
+    Started and stopped per module, not per session as pytest-playwright would: its sync API
+    runs an event loop on this thread while it is open, and the asyncio tests after it need one.
+    """
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServeProcess]:
+    """`gatemesh serve` with no broker: the embedded one, as a user starts it."""
+    serving = ServeProcess()
+    yield serving
+    print(serving.stop())
+
+
+@pytest.fixture(scope="module")
+def hosts_server(mosquitto_url: str) -> Iterator[ServeProcess]:
+    """`gatemesh serve --hosts 2` on Mosquitto: two gate host processes of its own."""
+    serving = ServeProcess("--broker", mosquitto_url, "--hosts", "2")
+    yield serving
+    print(serving.stop())  # the server's log, shown with a failure
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def svg_texts(page: Page, figure: str, css: str) -> list[str]:
+    """The words of every SVG <text> of class `css` in #figure (its hover <title> left out)."""
+    found: list[str] = page.locator(f"#{figure} svg text.{css.replace(' ', '.')}").evaluate_all(
+        "els => els.map(e => Array.from(e.childNodes).filter(n => n.nodeType === 3)"
+        ".map(n => n.textContent).join('').trim())"
+    )
+    return found
+
+
+def eventually(check: Callable[[], object], timeout: float = WAIT / 1000) -> None:
+    """Until `check` stops raising AssertionError (the page redraws a few times a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def pending(page: Page) -> dict[str, str]:
+    """key -> id of every message the page lists as sent and not delivered."""
+    listed: dict[str, str] = page.locator("#pending").evaluate(
+        "list => Object.fromEntries(Array.from(list.querySelectorAll('li[data-id]'), "
+        "li => [li.dataset.key, li.dataset.id]))"
+    )
+    return listed
+
+
+def act(page: Page, key: str, action: str = "deliver") -> None:
+    """Wait until message `key` is listed, then click its `action` button."""
+    eventually(lambda: _listed(page, key))
+    page.locator(f'#pending li[data-key="{key}"] button.{action}').click()
+    eventually(lambda: _gone(page, key))
+
+
+def _listed(page: Page, key: str) -> None:
+    assert key in pending(page), f"{key} not in {sorted(pending(page))}"
+
+
+def _gone(page: Page, key: str) -> None:
+    assert key not in pending(page)
+
+
+def values_shown(page: Page, expected: set[str]) -> None:
+    eventually(lambda: _values_are(page, expected))
+
+
+def _values_are(page: Page, expected: set[str]) -> None:
+    shown = {t for t in svg_texts(page, "circuit", "value") if t}
+    assert shown == expected, shown
+
+
+def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server: ServeProcess) -> None:
+    page.goto(server.url + QF_LINK)
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    for name, grad in (("x", "-4"), ("y", "-4"), ("z", "3")):
+        expect(page.locator(f'#grads tr[data-input="{name}"] td.grad')).to_have_text(grad)
+    expect(page.locator("#status")).to_have_text("done")
+    eventually(lambda: _sorted_equal(svg_texts(page, "circuit", "value"), ["-2.00", "5.00", "-4.00", "3.00", "-12.00"]))
+    eventually(lambda: _sorted_equal(svg_texts(page, "circuit", "grad"), ["-4.00", "-4.00", "3.00", "-4.00", "1.00"]))
+    assert page.locator("#lamport svg line.msg.forward").count() == 5
+    expect(page.locator("#log li")).to_have_count(16)
+    expect(page.locator("#log li").nth(0)).to_have_text("the orchestrator feeds input x = -2")
+    shot(page, "shareable-link")
+
+
+def _sorted_equal(got: list[str], expected: list[str]) -> None:
+    assert sorted(got) == sorted(expected), got
+
+
+def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProcess) -> None:
+    page.goto(server.url)
+    page.locator("#source").fill("q = x + y\nf = q @ z")
+    problem = page.locator("#compile-error")
+    expect(problem).to_contain_text("line 2, column", timeout=WAIT)
+    expect(problem).to_contain_text("@")
+    page.goto(server.url + "?expr=(x%2B&x=1&run=1")  # the same through a link that runs
+    expect(page.locator("#error")).to_contain_text("line 1, column", timeout=WAIT)
+    expect(page.locator("#status")).to_have_text("failed")
+    shot(page, "bad-expression")
+
+
+def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServeProcess) -> None:
+    page.goto(server.url)
+    expect(page.locator("#connection")).to_have_text("connected", timeout=WAIT)
+    page.evaluate(
+        "() => { const ws = new WebSocket('ws://' + location.host + '/ws'); "
+        "ws.onopen = () => ws.send(JSON.stringify({type: 'deliver', id: 'rm -rf'})); "
+        "ws.onmessage = (e) => { const m = JSON.parse(e.data); "
+        "if (m.type === 'problem') document.title = m.message; }; }"
+    )
+    expect(page).to_have_title(re.compile(r"bad request: deliver.id: String should match pattern"), timeout=WAIT)
+    page.locator("#source").fill("x * y")
+    page.locator("#inputs input[data-name=x]").fill("2", timeout=WAIT)
+    page.locator("#run").click()  # y has no value
+    expect(page.locator("#error")).to_contain_text("no value for input(s): y", timeout=WAIT)
+
+
+def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server: ServeProcess) -> None:
+    """The messages wait at the broker until the page delivers them; the gates run on two host
+    processes; the circuit shows exactly what has been delivered, in the order chosen."""
+    page.goto(hosts_server.url + QF_LINK + "&step=1&where=hosts")
+    expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
+    expect(page.locator("#where-label")).to_contain_text("gate hosts")
+    eventually(lambda: _same(set(pending(page)), {"feed orchestrator x", "feed orchestrator y", "feed orchestrator z"}))
+    values_shown(page, set())
+    act(page, "feed orchestrator z")  # z first: the default order is x, y, z
+    act(page, "forward z z")
+    values_shown(page, {"-4.00"})
+    act(page, "feed orchestrator y")
+    act(page, "forward y y")
+    values_shown(page, {"-4.00", "5.00"})
+    shot(page, "step-mode-partial")
+    act(page, "feed orchestrator x")
+    act(page, "forward x x")
+    act(page, "forward add_1 add_1")
+    values_shown(page, {"-4.00", "5.00", "-2.00", "3.00"})
+    act(page, "forward f f")
+    values_shown(page, {"-4.00", "5.00", "-2.00", "3.00", "-12.00"})
+    assert {t for t in svg_texts(page, "circuit", "grad") if t} == set()  # no gradient delivered yet
+    act(page, "backward orchestrator f 0")
+    act(page, "backward f z 1")  # z's gradient before add_1's
+    eventually(lambda: _same({t for t in svg_texts(page, "circuit", "grad") if t}, {"1.00", "3.00"}))
+    expect(page.locator("#status")).to_have_text("stepping")
+    page.locator("#deliver-all").click()
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    expect(page.locator('#grads tr[data-input="x"] td.grad')).to_have_text("-4")
+    expect(page.locator('#grads tr[data-input="z"] td.grad')).to_have_text("3")
+    lamport_hosts = page.locator("#lamport svg text.host").all_text_contents()
+    assert any(name.endswith("-h1") for name in lamport_hosts)
+    assert any(name.endswith("-h2") for name in lamport_hosts)
+    history = page.locator("#history li").all_inner_texts()
+    assert history[1].startswith("deliver feed -4.00: orchestrator")
+    shot(page, "step-mode-done")
+
+
+def _same(got: set[str], expected: set[str]) -> None:
+    assert got == expected, got
+
+
+def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hosts_server: ServeProcess) -> None:
+    page.goto(hosts_server.url + QF_LINK + "&step=1")
+    expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
+    for leaf in ("x", "y", "z"):
+        act(page, f"feed orchestrator {leaf}")
+        act(page, f"forward {leaf} {leaf}")
+    act(page, "forward add_1 add_1", "drop")
+    expect(page.locator("#status")).to_have_text("failed", timeout=WAIT)
+    error = page.locator("#error")
+    expect(error).to_contain_text("nothing is left to deliver")
+    expect(error).to_contain_text("mul(f) waits for input(s) add_1")
+    shot(page, "dropped-message")
+
+
+def test_a_killed_host_is_named(page: Page, hosts_server: ServeProcess) -> None:
+    page.goto(hosts_server.url + QF_LINK + "&step=1&where=hosts")
+    expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
+    victim = page.locator("#our-hosts li[data-host]").nth(1)
+    name = victim.get_attribute("data-host")
+    assert name is not None
+    victim.locator("button.kill").click()
+    expect(page.locator("#status")).to_have_text("failed", timeout=WAIT)
+    expect(page.locator("#error")).to_contain_text(f"host {name} went offline")
+    expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("killed")
+    shot(page, "killed-host")

@@ -1,0 +1,81 @@
+"""Step mode's protocol (gates/held.py) and the page's requests (web/commands.py), without a broker."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from pydantic import BaseModel
+
+from gates.held import HELD_KEY, held_filter, held_topic, hold, is_held, real_topic
+from gates.protocol import Backward, ErrorCode, ErrorReport, Feed, Forward, GradReport, topic
+from gates.transport import encode
+from web.commands import Act, BadRequest, Run, parse_request
+from web.stepper import describe
+
+
+def test_held_topics_map_both_ways_for_data_messages_only() -> None:
+    for kind in ("feed", "fwd", "grad", "report"):
+        real = topic("C", kind, "g")
+        held = held_topic(real)
+        assert held == f"gatemesh/C/held/{kind}/g"
+        assert real_topic(held) == real
+    for kind in ("ready", "status", "error", "trace"):
+        assert held_topic(topic("C", kind, "g")) is None  # type: ignore[arg-type]
+    assert held_topic(topic("C", "control")) is None
+    assert real_topic("gatemesh/C/held/ready/g") is None
+    assert real_topic("gatemesh/C/held/fwd/a/b") is None
+    assert held_filter("C") == "gatemesh/C/held/#"
+
+
+def test_an_unheld_message_is_byte_for_byte_what_it_was() -> None:
+    message = Forward(circuit="C", sender="x", run="r1", value=-2.0)
+    assert encode(message) == b'{"circuit":"C","sender":"x","type":"forward","run":"r1","value":-2.0}'
+    assert not is_held(encode(message))
+    held = message.model_copy(update={"held": True})
+    assert HELD_KEY in encode(held)
+    assert Forward.model_validate_json(encode(held)).held
+
+
+def test_hold_flags_and_moves_data_messages_and_nothing_else() -> None:
+    batch: list[tuple[str, BaseModel]] = [
+        (topic("C", "fwd", "q"), Forward(circuit="C", sender="q", run="r", value=3.0)),
+        (topic("C", "grad", "x"), Backward(circuit="C", sender="q", run="r", port=0, grad=-4.0)),
+        (topic("C", "report", "x"), GradReport(circuit="C", sender="x", run="r", grad=-4.0)),
+        (topic("C", "feed", "x"), Feed(circuit="C", sender="orchestrator", run="r", value=-2.0)),
+        (topic("C", "error", "q"), ErrorReport(circuit="C", sender="q", run="r", code=ErrorCode.DOMAIN, message="no")),
+    ]
+    held = hold(batch)
+    assert [name for name, _ in held] == [
+        "gatemesh/C/held/fwd/q",
+        "gatemesh/C/held/grad/x",
+        "gatemesh/C/held/report/x",
+        "gatemesh/C/held/feed/x",
+        "gatemesh/C/error/q",
+    ]
+    assert [getattr(m, "held", False) for _, m in held] == [True, True, True, True, False]
+
+
+def test_the_stepper_reads_what_a_held_message_is() -> None:
+    payload = encode(Backward(circuit="C", sender="f", run="r", port=1, grad=3.0, held=True))
+    assert describe("gatemesh/C/held/grad/z", payload) == ("gatemesh/C/grad/z", "r", "backward", "f", 3.0, 1)
+    assert describe("gatemesh/C/held/grad/z", b"not json") is None
+    assert describe("gatemesh/C/grad/z", payload) is None  # not a held topic
+
+
+def test_requests_are_validated_and_errors_name_the_field() -> None:
+    run = parse_request('{"type": "run", "source": "(x+y)*z", "inputs": {"x": -2}, "step": true}')
+    assert isinstance(run, Run)
+    assert run.step
+    assert isinstance(run.inputs["x"], float)
+    assert parse_request('{"type": "deliver", "id": "m12"}') == Act(type="deliver", id="m12")
+    for bad, said in (
+        ('{"type": "deliver", "id": "../x"}', "deliver.id: String should match pattern"),
+        ('{"type": "run", "inputs": {"x": "NaN"}}', "run.inputs.x"),
+        ('{"type": "run", "inputs": {"x/y": 1}}', "run.inputs.x/y.[key]"),
+        ('{"type": "eval", "code": "1"}', "does not match any of the expected tags"),
+        ('{"type": "run", "faults": {"drop": 2}}', "run.faults.drop: Input should be less than or equal to 1"),
+        ("not json", "request: Invalid JSON"),
+    ):
+        with pytest.raises(BadRequest, match=rf"^bad request: .*{re.escape(said)}"):
+            parse_request(bad)

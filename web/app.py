@@ -1,0 +1,126 @@
+"""The HTTP side of `gatemesh serve`: the page, its assets, and one WebSocket per page.
+
+Why a WebSocket from a small Starlette server (not the page speaking MQTT itself): the page
+needs the pictures viz/ draws in Python (one drawing of a circuit), the run's trace as the
+orchestrator records it, and requests that are validated before anything acts on them; one
+ordered, two-way channel carries the page's requests and the server's pushes, and the broker
+stays on loopback, unreachable from the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gates.errors import TransportError
+from orchestrator.errors import GatemeshError
+from web.commands import BadRequest, parse_request
+from web.session import Client, Session
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("static")
+PUSH_INTERVAL = 0.15
+"""Seconds between two pushes to one page, at least: a 1,000-gate pass stays a few pushes a second."""
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class SecurityHeaders:
+    """Adds HEADERS to every HTTP response: the page runs only its own script, from here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))  # type: ignore[call-overload]
+                headers += [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)  # type: ignore[arg-type]
+
+
+def make_app(session: Session) -> Starlette:
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def events(websocket: WebSocket) -> None:
+        if not _same_origin(websocket):
+            await websocket.close(code=1008, reason="cross-origin connections are refused")
+            return
+        await websocket.accept()
+        client = session.connect()
+        try:
+            async with asyncio.TaskGroup() as group:
+                pushing = group.create_task(_push(websocket, session, client))
+                try:
+                    await _listen(websocket, session, client)
+                finally:
+                    pushing.cancel()
+        except* (WebSocketDisconnect, ConnectionError):
+            pass
+        finally:
+            session.clients.discard(client)
+
+    routes = [
+        Route("/", index),
+        WebSocketRoute("/ws", events),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def _same_origin(websocket: WebSocket) -> bool:
+    """A page from another site may not drive this one (the server trusts whoever reaches it)."""
+    origin = websocket.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+async def _push(websocket: WebSocket, session: Session, client: Client) -> None:
+    while True:
+        await client.wake.wait()
+        client.wake.clear()
+        for message in session.changes(client):
+            await websocket.send_json(message)
+        await asyncio.sleep(PUSH_INTERVAL)
+
+
+async def _listen(websocket: WebSocket, session: Session, client: Client) -> None:
+    while True:
+        text = await websocket.receive_text()
+        try:
+            request = parse_request(text)
+            await session.handle(request, client)
+        except (BadRequest, GatemeshError, KeyError, ValueError, TransportError, TimeoutError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            client.reply({"type": "problem", "message": str(message) or type(exc).__name__})
+        except Exception as exc:  # the page gets a sentence, the server's log the traceback
+            log.exception("request failed")
+            with contextlib.suppress(Exception):
+                client.reply({"type": "problem", "message": f"the server could not do that: {exc}"})

@@ -1,0 +1,180 @@
+"""Gate hosts for the page: the host processes `gatemesh serve --hosts N` started, and the
+cluster as the broker announces it (every host's presence, every deployment's record).
+
+The processes are ordinary `python -m gates` hosts; "kill host" sends one SIGKILL, so the
+broker, not the server, announces the loss (the host's last will), exactly as for any host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from gates.errors import TransportError
+from gates.lifecycle import Backoff
+from gates.protocol import HostPresence, deployment_topic, host_topic, last_level
+from gates.transport import BrokerAddress, connect, incoming, subscribe_all
+from orchestrator.cluster import DeploymentRecord
+
+log = logging.getLogger(__name__)
+STOP_GRACE = 5.0
+
+
+@dataclass
+class HostProcess:
+    name: str
+    process: asyncio.subprocess.Process | None = None
+    state: str = "starting"
+    """starting, running, killed or exited (code N)."""
+
+
+class HostProcesses:
+    """N gate host processes on one broker, named `<prefix>1` ... `<prefix>N`."""
+
+    def __init__(self, broker: BrokerAddress, count: int, prefix: str, on_change: Callable[[], None]) -> None:
+        self.broker = broker
+        self.on_change = on_change
+        self.faults = ""
+        self.hosts = {f"{prefix}{i}": HostProcess(f"{prefix}{i}") for i in range(1, count + 1)}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.hosts)
+
+    async def start(self, name: str) -> None:
+        host = self.hosts[name]
+        if host.process is not None and host.process.returncode is None:
+            return
+        argv = [sys.executable, "-m", "gates", "--broker", str(self.broker), "--name", name, "--log-level", "WARNING"]
+        if self.broker.username:
+            argv[4] = _url_with_credentials(self.broker)
+        if self.faults:
+            argv += ["--faults", self.faults]
+        host.process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
+        )
+        host.state = "running"
+        self.on_change()
+
+    async def start_all(self) -> None:
+        for name in self.hosts:
+            await self.start(name)
+
+    def kill(self, name: str) -> None:
+        host = self.hosts[name]
+        if host.process is None or host.process.returncode is not None:
+            raise ValueError(f"host {name} is not running")
+        host.process.send_signal(signal.SIGKILL)
+        host.state = "killed"
+        self.on_change()
+
+    async def restart_all(self, faults: str) -> None:
+        """Stop every host and start them again with these faults (new incarnations: redeploy after)."""
+        self.faults = faults
+        await self.stop_all()
+        await self.start_all()
+
+    async def stop_all(self) -> None:
+        for host in self.hosts.values():
+            process = host.process
+            if process is None or process.returncode is not None:
+                continue
+            process.terminate()
+            try:
+                async with asyncio.timeout(STOP_GRACE):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            host.state = "exited"
+
+    def poll(self) -> None:
+        """Notice processes that ended by themselves."""
+        for host in self.hosts.values():
+            if host.process is not None and host.process.returncode is not None and host.state == "running":
+                host.state = f"exited ({host.process.returncode})"
+                self.on_change()
+
+    def view(self) -> list[dict[str, object]]:
+        self.poll()
+        return [
+            {"name": h.name, "state": h.state, "pid": h.process.pid if h.process else None} for h in self.hosts.values()
+        ]
+
+
+def _url_with_credentials(broker: BrokerAddress) -> str:
+    scheme, rest = str(broker).split("://", 1)
+    user = broker.username or ""
+    password = f":{broker.password}" if broker.password else ""
+    return f"{scheme}://{user}{password}@{rest}"
+
+
+class ClusterWatch:
+    """Every host's presence and every deployment's record, live (retained messages, subscribed)."""
+
+    def __init__(self, broker: BrokerAddress, on_change: Callable[[], None]) -> None:
+        self.broker = broker
+        self.on_change = on_change
+        self.hosts: dict[str, HostPresence] = {}
+        self.deployments: dict[str, DeploymentRecord] = {}
+        self.error = ""
+
+    async def serve(self) -> NoReturn:
+        backoff = Backoff()
+        while True:
+            try:
+                async with connect(self.broker) as mqtt:
+                    await subscribe_all(mqtt, [host_topic("+"), deployment_topic("+")])
+                    self.error = ""
+                    backoff.reset()
+                    async for name, payload in incoming(mqtt):
+                        self._on_message(name, payload)
+            except TransportError as exc:
+                self.error = f"cannot watch the cluster on {self.broker}: {exc}"
+                self.on_change()
+                await asyncio.sleep(backoff.next())
+
+    def _on_message(self, name: str, payload: bytes) -> None:
+        key = last_level(name)
+        with contextlib.suppress(ValidationError):
+            if name.startswith(host_topic("")):
+                if payload:
+                    self.hosts[key] = HostPresence.model_validate_json(payload)
+                else:
+                    self.hosts.pop(key, None)
+            elif payload:
+                self.deployments[key] = DeploymentRecord.model_validate_json(payload)
+            else:
+                self.deployments.pop(key, None)
+        self.on_change()
+
+    def view(self) -> dict[str, object]:
+        deployments = []
+        for name, record in sorted(self.deployments.items()):
+            lost = [
+                h
+                for h, inc in record.hosts.items()
+                if (p := self.hosts.get(h)) is None or p.state != "online" or p.incarnation != inc
+            ]
+            deployments.append(
+                {
+                    "name": name,
+                    "gates": len(record.placement),
+                    "hosts": sorted(record.hosts),
+                    "inputs": record.circuit.inputs,
+                    "state": "broken: host(s) " + ", ".join(lost) + " gone" if lost else "ready",
+                }
+            )
+        hosts = [
+            {"name": name, "state": p.state + (f" ({p.reason})" if p.reason else ""), "pid": p.pid}
+            for name, p in sorted(self.hosts.items())
+        ]
+        return {"hosts": hosts, "deployments": deployments, "error": self.error}

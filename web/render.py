@@ -1,0 +1,76 @@
+"""The page's pictures of a run, from its trace, by the same functions `gatemesh draw` uses.
+
+`pictures` is called with a snapshot of the trace (an immutable Trace) off the event loop, a
+few times a second at most; a circuit too large to draw gets a summary line instead (viz/
+refuses it with the reason, which the page shows), and so does a Lamport diagram of too many
+events. Counting what crossed the broker (`Progress`) is cheap and works at any size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from orchestrator.circuit import Circuit
+from orchestrator.trace import Trace
+from viz.circuit import MAX_GATES, caption, draw_circuit, state_at
+from viz.lamport import draw_lamport
+from viz.svg import DrawError
+
+LAMPORT_MAX_NODES = 40
+"""Past this many gates the diagram's columns are too narrow to read on a page."""
+
+
+@dataclass
+class Progress:
+    """What crossed the broker so far in this run, by phase; what a pass will send in all."""
+
+    expected: dict[str, int]
+    crossed: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, circuit: Circuit) -> Progress:
+        leaves = len(circuit.leaves)
+        edges = sum(len(g.inputs) for g in circuit.gates)
+        return cls({"feed": leaves, "forward": len(circuit.gates), "backward": edges + 1, "report": leaves})
+
+    def view(self) -> dict[str, object]:
+        total = sum(self.expected.values())
+        done = sum(min(self.crossed[p], n) for p, n in self.expected.items())
+        return {
+            "phases": [{"phase": p, "crossed": self.crossed[p], "expected": n} for p, n in self.expected.items()],
+            "crossed": done,
+            "expected": total,
+        }
+
+
+__all__ = ["MAX_GATES", "Progress", "bare_circuit", "drawable", "pictures"]
+
+
+def drawable(circuit: Circuit) -> bool:
+    return len(circuit.gates) <= MAX_GATES
+
+
+def bare_circuit(circuit: Circuit, title: str) -> str:
+    """The circuit before any message: every number blank."""
+    return draw_circuit(circuit, caption=title)
+
+
+def pictures(trace: Trace, run: str, title: str) -> tuple[str, str, str, str]:
+    """(circuit SVG, why not, Lamport SVG, why not) for `run` as far as the trace goes."""
+    circuit_svg = circuit_note = lamport_svg = lamport_note = ""
+    try:
+        circuit_svg = draw_circuit(trace.circuit, state_at(trace, run), caption=title or caption(trace, run))
+    except DrawError as exc:
+        circuit_note = str(exc)
+    if len(trace.circuit.gates) > LAMPORT_MAX_NODES:
+        lamport_note = (
+            f"{len(trace.circuit.gates)} gates: the Lamport diagram stays readable up to {LAMPORT_MAX_NODES} "
+            "columns; the progress above counts the messages instead"
+        )
+    elif any(e.run == run for e in trace.events):
+        try:
+            lamport_svg = draw_lamport(trace, run, caption=title or caption(trace, run))
+        except DrawError as exc:
+            lamport_note = str(exc)
+    return circuit_svg, circuit_note, lamport_svg, lamport_note

@@ -1,0 +1,420 @@
+"""What the page drives: one run at a time, its trace, its pictures, its held messages.
+
+A Session lives as long as `gatemesh serve`. Every page connected to it sees the same run
+(a teacher projects it, a student clicks). Requests come from web/app.py already validated
+(web/commands.py); what the page shows is pushed as parts (`run`, `log`, `pictures`, `step`,
+`cluster`), each with a version, so a client sends only what changed, and at most a few times
+a second however many messages cross the broker.
+
+Every run is traced (orchestrator/recorder.py): the sentences are `--explain`'s, made from the
+crossings; the pictures are viz/'s, drawn from a snapshot of the trace off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from gates.tracing import TraceEvent
+from gates.transport import BrokerAddress
+from orchestrator.circuit import Circuit
+from orchestrator.compiler import compile_source
+from orchestrator.errors import CompileError, GatemeshError, RunTimeout
+from orchestrator.examples import EXAMPLES
+from orchestrator.recorder import Recorder, explain_to
+from orchestrator.result import RunResult
+from viz.circuit import formula
+from web import render
+from web.commands import Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel
+from web.hosts import ClusterWatch, HostProcesses
+from web.recording import WebRecorder
+from web.stepper import Choice, Stepper
+from web.targets import Place, Target, Targets
+
+log = logging.getLogger(__name__)
+
+RENDER_INTERVAL = 0.25
+"""Seconds between two drawings of the pictures, at least (longer when a drawing takes long)."""
+QUIET = 0.8
+"""Seconds a stepped run may have nothing to deliver before the gates are asked who waits."""
+STEP_TIMEOUT = 3600.0
+LOG_LINES = 400
+PARTS = ("run", "log", "pictures", "step", "cluster")
+
+
+@dataclass
+class RunView:
+    """Everything the page shows of the current run."""
+
+    request: Run | None = None
+    status: str = "idle"
+    title: str = ""
+    where: str = ""
+    run: str = ""
+    inputs: dict[str, float] = field(default_factory=dict)
+    circuit: Circuit | None = None
+    recorder: Recorder | None = None
+    result: RunResult | None = None
+    error: str = ""
+    compile_error: dict[str, object] | None = None
+    stuck: bool = False
+    sentences: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    said: int = 0
+    progress: render.Progress | None = None
+    pictures: tuple[str, str, str, str] = ("", "", "", "")
+    started: float = field(default_factory=time.monotonic)
+
+    def say(self, sentence: str) -> None:
+        self.sentences.append(sentence)
+        self.said += 1
+
+
+class Client:
+    """One connected page: what it has been sent, and its direct replies."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}
+        self.wake = asyncio.Event()
+        self.replies: list[dict[str, object]] = []
+
+    def reply(self, message: dict[str, object]) -> None:
+        self.replies.append(message)
+        self.wake.set()
+
+
+class Session:
+    """The server's one session; `serve()` runs its background tasks."""
+
+    def __init__(self, broker: BrokerAddress, hosts: int = 0, host_prefix: str = "h") -> None:
+        self.broker = broker
+        self.view = RunView()
+        self.versions = dict.fromkeys(PARTS, 1)
+        self.clients: set[Client] = set()
+        self.stepper = Stepper(broker, lambda: self.touch("step"))
+        self.cluster = ClusterWatch(broker, lambda: self.touch("cluster"))
+        self.hosts = HostProcesses(broker, hosts, host_prefix, lambda: self.touch("cluster")) if hosts else None
+        self.targets = Targets(broker, self._spawn)
+        self.last: Run | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._running: asyncio.Task[None] | None = None
+        self._dirty = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def serve(self) -> NoReturn:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(self.stepper.serve())
+            group.create_task(self.cluster.serve())
+            group.create_task(self._draw_loop())
+            group.create_task(self._watch_loop())
+            try:
+                if self.hosts is not None:
+                    await self.hosts.start_all()
+                async with asyncio.timeout(10):
+                    await self.stepper.connected.wait()
+                self.ready.set()
+                await asyncio.Event().wait()
+            finally:
+                await self.targets.close()
+                if self.hosts is not None:
+                    await self.hosts.stop_all()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        assert self._group is not None, "the session is not serving"
+        return self._group.create_task(work)
+
+    # -- what the page sees ---------------------------------------------------------------
+
+    def touch(self, part: str) -> None:
+        self.versions[part] += 1
+        if part == "pictures":
+            return
+        if part in ("run", "step"):
+            self._dirty.set()
+        for client in self.clients:
+            client.wake.set()
+
+    def connect(self) -> Client:
+        client = Client()
+        self.clients.add(client)
+        client.reply(self.choices())
+        return client
+
+    def changes(self, client: Client) -> list[dict[str, object]]:
+        """The replies, then every part that changed since this client was last sent it."""
+        out, client.replies = client.replies, []
+        for part, version in self.versions.items():
+            if client.sent.get(part) != version:
+                client.sent[part] = version
+                out.append({"type": part, **self.part(part)})
+        return out
+
+    def choices(self) -> dict[str, object]:
+        examples = [
+            {"index": i, "title": e.title, "source": e.source.strip(), "inputs": e.inputs, "lesson": e.lesson}
+            for i, e in enumerate(EXAMPLES)
+        ]
+        return {"type": "choices", "examples": examples, "hosts": self.hosts.names if self.hosts else []}
+
+    def part(self, name: str) -> dict[str, object]:
+        view = self.view
+        match name:
+            case "run":
+                return {
+                    "status": view.status,
+                    "title": view.title,
+                    "where": view.where,
+                    "run": view.run,
+                    "step": bool(view.request and view.request.step),
+                    "inputs": view.inputs,
+                    "result": view.result.model_dump() if view.result else None,
+                    "error": view.error,
+                    "compile_error": view.compile_error,
+                    "progress": view.progress.view() if view.progress else None,
+                }
+            case "log":
+                return {"said": view.said, "sentences": list(view.sentences)}
+            case "pictures":
+                circuit_svg, circuit_note, lamport_svg, lamport_note = view.pictures
+                return {
+                    "circuit": circuit_svg,
+                    "circuit_note": circuit_note,
+                    "lamport": lamport_svg,
+                    "lamport_note": lamport_note,
+                }
+            case "step":
+                return self.stepper.view()
+            case "cluster":
+                ours = self.hosts.view() if self.hosts else []
+                return {"ours": ours, **self.cluster.view()}
+        raise KeyError(name)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def handle(self, request: Request, client: Client) -> None:
+        """Do what the page asks; a GatemeshError, KeyError or ValueError is the page's message."""
+        match request:
+            case Compile(source=source):
+                client.reply(await compiled(source))
+            case Run():
+                self.start(request)
+            case Restart():
+                if self.last is None:
+                    raise ValueError("nothing to restart: run something first")
+                self.start(self.last)
+            case Travel(index=index):
+                if self.last is None or not self.last.step:
+                    raise ValueError("time travel replays a stepped run: run one in step mode first")
+                history = self.stepper.history
+                if index > len(history):
+                    raise ValueError(f"step {index}: the run has {len(history)} choices")
+                self.start(self.last, replay=history[:index])
+            case Act(type=action, id=message_id):
+                self.stepper.act(action, message_id)
+            case DeliverAll():
+                self.stepper.deliver_all()
+            case HostAction(type="kill_host", name=name):
+                self._our_hosts(name).kill(name)
+            case HostAction(type="start_host", name=name):
+                await self._our_hosts(name).start(name)
+            case Refresh():
+                client.sent.clear()
+                client.wake.set()
+
+    def _our_hosts(self, name: str) -> HostProcesses:
+        if self.hosts is None or name not in self.hosts.hosts:
+            raise ValueError(f"host {name} was not started by this server (gatemesh serve --hosts N starts some)")
+        return self.hosts
+
+    def start(self, request: Run, replay: Sequence[Choice] = ()) -> None:
+        """Stop the run in progress, if any, and start this one."""
+        previous = self._running
+        self._running = self._spawn(self._run(request, list(replay), previous))
+
+    # -- one run --------------------------------------------------------------------------
+
+    async def _run(self, request: Run, replay: list[Choice], previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            previous.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await previous
+        self.last = request
+        view = self.view = RunView(request=request, status="starting")
+        self.stepper.arm(replay)
+        self.touch("run")
+        self.touch("log")
+        try:
+            place, inputs, view.title = await self._place(request)
+            view.inputs = dict(inputs)
+            view.status = "deploying"
+            self.touch("run")
+            target = await self.targets.get(place)
+            await self._traced_run(view, target, request, inputs)
+        except CompileError as exc:
+            view.status = "failed"
+            view.compile_error = {"line": exc.line, "column": exc.column, "message": str(exc)}
+            view.error = f"the source does not compile: {exc}"
+        except RunTimeout as exc:
+            view.status = "failed"
+            view.error = _stuck(str(exc)) if view.stuck else str(exc)
+        except GatemeshError as exc:
+            view.status = "failed"
+            view.error = str(exc)
+        finally:
+            self.stepper.run = None if view.status != "stepping" else self.stepper.run
+            self.touch("run")
+            self.touch("step")
+
+    async def _place(self, request: Run) -> tuple[Place, Mapping[str, float], str]:
+        """Where to run, with which inputs, under which title (compile errors raise here)."""
+        given = [request.source is not None, request.example is not None, request.deployment is not None]
+        if sum(given) != 1:
+            raise ValueError("say what to run: a source, an example or a deployment (exactly one)")
+        if request.deployment is not None:
+            return (
+                Place("deployment", deployment=request.deployment),
+                request.inputs,
+                f"deployment {request.deployment}",
+            )
+        inputs: Mapping[str, float] = request.inputs
+        if request.example is not None:
+            if request.example >= len(EXAMPLES):
+                raise ValueError(f"example {request.example}: there are {len(EXAMPLES)} (0 to {len(EXAMPLES) - 1})")
+            example = EXAMPLES[request.example]
+            source, inputs = example.source, request.inputs or example.inputs
+        else:
+            assert request.source is not None
+            source = request.source
+        circuit = await asyncio.to_thread(compile_source, source)
+        faults = request.faults.text()
+        if request.where == "hosts":
+            if self.hosts is None:
+                raise ValueError("no gate hosts: start the server with --hosts N to run on host processes")
+            if faults != self.hosts.faults:
+                await self.targets.close()
+                await self.hosts.restart_all(faults)
+            alive = tuple(h.name for h in self.hosts.hosts.values() if h.state == "running")
+            if not alive:
+                raise ValueError("every gate host this server started is down: start one again")
+            return Place("hosts", circuit=circuit, hosts=alive, faults=faults), inputs, formula(circuit)
+        return Place("here", circuit=circuit, faults=faults), inputs, formula(circuit)
+
+    async def _traced_run(self, view: RunView, target: Target, request: Run, inputs: Mapping[str, float]) -> None:
+        runner = target.runner
+        recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=request.faults.text())
+        recorder.attach(runner.circuit, runner.deployment, runner.placement)
+        runner.recorder = recorder
+        recorder.listeners.append(self._on_event)
+        explain_to(recorder, self._say)
+        view.recorder, view.circuit = recorder, runner.circuit
+        view.where = target.place.label()
+        if request.deployment is not None:
+            view.title = f"{formula(runner.circuit)} on {target.place.label()}"
+        view.progress = render.Progress.of(runner.circuit)
+        if request.step:
+            await self.stepper.watch(runner.deployment)
+        view.status = "stepping" if request.step else "running"
+        self._dirty.set()
+        self.touch("run")
+        try:
+            view.result = await runner.run(inputs, timeout=STEP_TIMEOUT if request.step else request.timeout)
+            view.status = "done"
+        finally:
+            with contextlib.suppress(Exception):
+                await recorder.drain(0.5 if view.result else 0.2)
+            self._dirty.set()
+
+    def _begun(self, run: str) -> None:
+        self.view.run = run
+        if self.view.request is not None and self.view.request.step:
+            self.stepper.begin(run)
+
+    def _on_event(self, event: TraceEvent) -> None:
+        view = self.view
+        if event.type == "cross" and event.msg is not None and view.progress is not None and event.run == view.run:
+            view.progress.crossed[event.msg.phase] += 1
+            self.touch("run")
+
+    def _say(self, sentence: str) -> None:
+        self.view.say(sentence)
+        self.touch("log")
+
+    # -- background -----------------------------------------------------------------------
+
+    async def _draw_loop(self) -> NoReturn:
+        """Draw the pictures when something changed, at most every RENDER_INTERVAL seconds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            started = loop.time()
+            view = self.view
+            try:
+                pictures = await self._draw(view)
+            except GatemeshError as exc:
+                pictures = ("", str(exc), "", "")
+            if pictures is not None and view is self.view:
+                view.pictures = pictures
+                self.touch("pictures")
+                for client in self.clients:
+                    client.wake.set()
+            await asyncio.sleep(max(RENDER_INTERVAL, 2 * (loop.time() - started)))
+
+    async def _draw(self, view: RunView) -> tuple[str, str, str, str] | None:
+        circuit, recorder = view.circuit, view.recorder
+        if circuit is None or recorder is None:
+            return None
+        if not render.drawable(circuit):
+            why = (
+                f"{len(circuit.gates)} gates: the circuit figure stays readable up to {render.MAX_GATES}; "
+                "the progress above counts the messages instead"
+            )
+            return ("", why, "", "")
+        if not view.run:
+            return (await asyncio.to_thread(render.bare_circuit, circuit, view.title), "", "", "")
+        trace = recorder.trace()  # a snapshot, on the loop; drawn off it
+        return await asyncio.to_thread(render.pictures, trace, view.run, view.title)
+
+    async def _watch_loop(self) -> NoReturn:
+        """Ask the gates who waits when a stepped run has nothing left to deliver; notice dead hosts."""
+        while True:
+            await asyncio.sleep(0.2)
+            if self.hosts is not None:
+                self.hosts.poll()
+            view, stepper = self.view, self.stepper
+            quiet = time.monotonic() - stepper.last_change > QUIET
+            if view.status == "stepping" and view.run and not stepper.pending and not stepper.replay and quiet:
+                target = self.targets.current
+                if target is not None and not view.stuck and target.runner.expire(view.run):
+                    view.stuck = True
+                    self.touch("run")
+
+
+async def compiled(source: str) -> dict[str, object]:
+    """The page's answer to Compile: the circuit's inputs, or where the source is wrong."""
+    try:
+        circuit = await asyncio.to_thread(compile_source, source)
+    except CompileError as exc:
+        return {"type": "compiled", "ok": False, "line": exc.line, "column": exc.column, "message": str(exc)}
+    return {
+        "type": "compiled",
+        "ok": True,
+        "inputs": circuit.inputs,
+        "gates": len(circuit.gates),
+        "formula": formula(circuit),
+    }
+
+
+def _stuck(message: str) -> str:
+    """A stepped run's RunTimeout, said as what it is: nothing left to deliver."""
+    _, _, waiting = message.partition("not finished: ")
+    return f"nothing is left to deliver, so the run can never finish; still waiting: {waiting or message}"

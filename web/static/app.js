@@ -1,0 +1,300 @@
+// gatemesh serve: the page. It draws nothing itself: the pictures are SVG made by viz/ on the
+// server and pushed over the WebSocket; this file only shows them, lists what the server says,
+// and sends validated requests back. Nothing the page receives is ever executed.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0 };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("data-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function send(request) {
+  const text = JSON.stringify(request);
+  if (state.socket && state.socket.readyState === WebSocket.OPEN) state.socket.send(text);
+  else state.queued.push(text);
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  const socket = new WebSocket(scheme + location.host + "/ws");
+  state.socket = socket;
+  socket.onopen = () => {
+    $("connection").textContent = "connected";
+    for (const text of state.queued.splice(0)) socket.send(text);
+  };
+  socket.onclose = () => {
+    $("connection").textContent = "disconnected: reconnecting…";
+    setTimeout(connect, 1000);
+  };
+  socket.onmessage = (event) => {
+    state.pushes += 1;
+    document.body.dataset.pushes = String(state.pushes);
+    const message = JSON.parse(event.data);
+    const handler = handlers[message.type];
+    if (handler) handler(message);
+  };
+}
+
+// -- what the server pushes ---------------------------------------------------------------
+
+const handlers = {
+  choices(m) {
+    state.examples = m.examples;
+    const select = $("example");
+    select.replaceChildren(el("option", { value: "" }, "choose one…"));
+    for (const e of m.examples) select.append(el("option", { value: String(e.index) }, `${e.index + 1}. ${e.title}`));
+    if (!m.hosts.length) {
+      $("where").querySelector('option[value="hosts"]').disabled = true;
+      $("where").title = "start the server with --hosts N to run on gate host processes";
+    }
+  },
+  compiled(m) {
+    const box = $("compile-error");
+    if (!m.ok) {
+      box.hidden = false;
+      box.textContent = m.message;
+      box.dataset.line = m.line;
+      box.dataset.column = m.column;
+      return;
+    }
+    box.hidden = true;
+    showInputs(m.inputs);
+  },
+  problem(m) {
+    const box = $("problem");
+    box.hidden = false;
+    box.textContent = m.message;
+  },
+  run(m) {
+    state.run = m;
+    const status = $("status");
+    status.textContent = m.status;
+    status.className = "pill " + m.status;
+    document.body.dataset.status = m.status;
+    $("title").textContent = m.title;
+    $("where-label").textContent = m.where ? "on " + m.where : "";
+    const error = $("error");
+    error.hidden = !m.error;
+    error.textContent = m.error;
+    const compileError = $("compile-error");
+    if (m.compile_error) {
+      compileError.hidden = false;
+      compileError.textContent = m.compile_error.message;
+    }
+    showResult(m.result);
+    showProgress(m.progress);
+    $("stepper").hidden = !m.step;
+  },
+  log(m) {
+    const list = $("log");
+    const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 20;
+    const first = m.said - m.sentences.length + 1;
+    list.replaceChildren(...m.sentences.map((s, i) => el("li", { value: first + i }, s.replace(/^\s*\d+\.\s*/, ""))));
+    if (atBottom) list.scrollTop = list.scrollHeight;
+  },
+  pictures(m) {
+    showSvg("circuit", m.circuit, m.circuit_note);
+    showSvg("lamport", m.lamport, m.lamport_note);
+  },
+  step(m) {
+    const list = $("pending");
+    list.replaceChildren(
+      ...m.pending.map((p) => {
+        const buttons = ["deliver", "drop", "duplicate", "hold"].map((action) => {
+          const words = action === "hold" ? (p.pinned ? "unpin" : "hold") : action;
+          const button = el("button", { class: action, type: "button", title: `${action} this message` }, words);
+          button.addEventListener("click", () => send({ type: action, id: p.id }));
+          return button;
+        });
+        const item = el("li", { class: `${p.phase}${p.pinned ? " pinned" : ""}`, "data-id": p.id, "data-key": p.key },
+          el("span", { class: "label" }, p.label), ...buttons);
+        return item;
+      }),
+    );
+    if (!m.pending.length) list.append(el("li", { class: "empty hint" }, m.auto ? "delivering everything as it comes" : "nothing waits right now"));
+    const replay = $("replaying");
+    replay.hidden = !m.replaying.length;
+    replay.textContent = m.replaying.length ? `replaying: ${m.replaying.length} earlier choice(s) still to come, next: ${m.replaying[0]}` : "";
+    const history = $("history");
+    history.replaceChildren(
+      el("li", { class: "start", value: 0 }, "the start", travelButton(0)),
+      ...m.history.map((c, i) => el("li", { class: c.action, value: i + 1 }, c.label, travelButton(i + 1))),
+    );
+  },
+  cluster(m) {
+    const ours = $("our-hosts");
+    ours.replaceChildren(
+      ...m.ours.map((h) => {
+        const kill = el("button", { class: "kill", type: "button" }, "kill");
+        kill.disabled = h.state !== "running";
+        kill.addEventListener("click", () => send({ type: "kill_host", name: h.name }));
+        const start = el("button", { class: "start", type: "button" }, "start");
+        start.disabled = h.state === "running";
+        start.addEventListener("click", () => send({ type: "start_host", name: h.name }));
+        return el("li", { "data-host": h.name }, el("span", {}, h.name + " "), el("span", { class: `host-state state-${h.state.split(" ")[0]}` }, h.state), kill, start);
+      }),
+    );
+    if (!m.ours.length) ours.append(el("li", { class: "hint" }, "none started here (gatemesh serve --hosts N)"));
+    const online = m.hosts.filter((h) => h.state.startsWith("online"));
+    $("cluster-hosts").replaceChildren(
+      ...online.map((h) => el("li", {}, el("span", {}, h.name), el("span", { class: "state-online" }, h.state))),
+      el("li", { class: "hint" }, `${online.length} host(s) online on the broker, ${m.hosts.length - online.length} offline` + (m.error ? `; ${m.error}` : "")),
+    );
+    const select = $("deployment");
+    const chosen = select.value;
+    select.replaceChildren(
+      ...(m.deployments.length
+        ? m.deployments.map((d) => el("option", { value: d.name }, `${d.name}: ${d.gates} gates on ${d.hosts.join(", ")} (${d.state})`))
+        : [el("option", { value: "" }, "none on this broker")]),
+    );
+    state.deployments = m.deployments;
+    if (chosen) select.value = chosen;
+  },
+};
+
+function travelButton(index) {
+  const button = el("button", { class: "travel", type: "button", title: "run again, replaying the choices up to here" }, "go back here");
+  button.dataset.index = String(index);
+  button.addEventListener("click", () => send({ type: "travel", index }));
+  return button;
+}
+
+function showSvg(id, svg, note) {
+  const box = $(id);
+  if (svg) {
+    const keep = box.scrollTop;
+    box.innerHTML = svg.replace(/^<\?xml[^>]*>\s*/, "");  // made by viz/ on the server: no scripts
+    box.scrollTop = keep;
+  } else box.replaceChildren();
+  $(id + "-note").textContent = note || "";
+}
+
+function showResult(result) {
+  const box = $("result");
+  box.hidden = !result;
+  if (!result) return box.replaceChildren();
+  const rows = Object.entries(result.grads).map(([name, grad]) =>
+    el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), el("td", { class: "grad" }, String(grad))));
+  box.replaceChildren(
+    el("div", {}, "value = ", el("span", { class: "value", id: "value" }, String(result.value))),
+    el("table", { id: "grads" }, el("tbody", {}, ...rows)),
+  );
+}
+
+function showProgress(progress) {
+  const box = $("progress");
+  box.hidden = !progress;
+  if (!progress) return;
+  const share = progress.expected ? Math.min(100, (100 * progress.crossed) / progress.expected) : 0;
+  const parts = progress.phases.map((p) => `${p.phase} ${p.crossed}/${p.expected}`).join(", ");
+  box.replaceChildren(
+    el("div", { class: "hint" }, `${progress.crossed} of ${progress.expected} messages of the pass crossed the broker (${parts})`),
+    el("div", { class: "bar" }, el("div", { style: "" })),
+  );
+  box.querySelector(".bar div").style.width = share.toFixed(1) + "%";
+}
+
+// -- what the page asks -------------------------------------------------------------------
+
+function showInputs(names) {
+  for (const input of $("inputs").querySelectorAll("input")) state.values[input.dataset.name] = input.value;
+  state.inputs = names;
+  $("inputs").replaceChildren(
+    ...names.map((name) => {
+      const input = el("input", { type: "text", inputMode: "decimal", "data-name": name, value: state.values[name] ?? "" });
+      input.addEventListener("input", updateShare);
+      return el("label", {}, name, input);
+    }),
+  );
+  updateShare();
+}
+
+function inputs() {
+  const values = {};
+  for (const input of $("inputs").querySelectorAll("input")) {
+    if (input.value.trim() !== "") values[input.dataset.name] = Number(input.value);
+  }
+  return values;
+}
+
+function faults() {
+  return { drop: Number($("drop").value) || 0, dup: Number($("dup").value) || 0, delay_ms: Number($("delay").value) || 0, seed: Number($("seed").value) || 0 };
+}
+
+function runRequest() {
+  $("problem").hidden = true;
+  return { type: "run", source: $("source").value, inputs: inputs(), step: $("step").checked, where: $("where").value, faults: faults() };
+}
+
+function updateShare() {
+  const params = new URLSearchParams();
+  params.set("expr", $("source").value);
+  for (const [name, value] of Object.entries(inputs())) params.set(name, String(value));
+  if ($("step").checked) params.set("step", "1");
+  params.set("run", "1");
+  $("share").href = "/?" + params.toString();
+  $("share").textContent = location.origin + "/?" + params.toString();
+}
+
+function compileSoon() {
+  clearTimeout(state.compileTimer);
+  state.compileTimer = setTimeout(() => send({ type: "compile", source: $("source").value }), 250);
+  updateShare();
+}
+
+function fromLink() {
+  const params = new URLSearchParams(location.search);
+  const reserved = new Set(["expr", "run", "step", "where", "example"]);
+  for (const [name, value] of params) if (!reserved.has(name)) state.values[name] = value;
+  if (params.get("step") === "1") $("step").checked = true;
+  if (params.get("where") === "hosts") $("where").value = "hosts";
+  const expr = params.get("expr");
+  const example = params.get("example");
+  if (expr === null && example === null) return;
+  if (expr !== null) $("source").value = expr;
+  if (params.get("run") === "1") {
+    const request = runRequest();
+    request.inputs = {};
+    for (const [name, value] of Object.entries(state.values)) request.inputs[name] = Number(value);
+    if (expr === null) { delete request.source; request.example = Number(example) - 1; request.inputs = {}; }
+    send(request);
+  }
+  if (expr !== null) send({ type: "compile", source: expr });
+}
+
+function wire() {
+  $("source").addEventListener("input", compileSoon);
+  $("step").addEventListener("change", updateShare);
+  $("run").addEventListener("click", () => send(runRequest()));
+  $("restart").addEventListener("click", () => send({ type: "restart" }));
+  $("deliver-all").addEventListener("click", () => send({ type: "deliver_all" }));
+  $("attach").addEventListener("click", () => {
+    const name = $("deployment").value;
+    if (!name) return handlers.problem({ message: "no live deployment to run on: deploy one with `gatemesh deploy`" });
+    const deployment = (state.deployments || []).find((d) => d.name === name);
+    if (deployment) showInputs(deployment.inputs);
+    send({ type: "run", deployment: name, inputs: inputs(), step: $("step").checked, faults: faults() });
+  });
+  $("example").addEventListener("change", () => {
+    const e = state.examples[Number($("example").value)];
+    if (!e) return;
+    $("source").value = e.source;
+    $("lesson").textContent = e.lesson;
+    $("inputs").replaceChildren();  // so that showInputs keeps the example's values, not the old fields'
+    for (const [name, value] of Object.entries(e.inputs)) state.values[name] = String(value);
+    compileSoon();
+  });
+}
+
+wire();
+fromLink();
+connect();

@@ -1,0 +1,259 @@
+"""The step-mode network actor: it holds a run's messages between the gates and the broker.
+
+In a held run (gates/held.py) every data message is published to its held topic
+`gatemesh/C/held/<kind>/<gate>`, which no gate reads. The Stepper subscribes to them, lists
+what waits there, and does what the page says with each message:
+
+    deliver    publish its exact payload to the real topic, once
+    drop       forget it (the run then waits forever: the page names who waits)
+    duplicate  publish it twice (the receiver keeps the first copy; the second changes nothing)
+    hold       pin it, so that "deliver all" leaves it where it is
+
+Because the Stepper is a client of the broker like any other, it works the same whether the
+gates run in this process or on gate hosts anywhere. Every choice is recorded with a key that
+names the message by what it is (its phase, sender, topic and port), not by its run, so a
+later run can replay the choices up to any point (time travel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, NoReturn
+
+from pydantic import ValidationError
+
+from gates.errors import ConnectionLost, TransportError
+from gates.held import held_filter, real_topic
+from gates.lifecycle import Backoff
+from gates.mqtt311 import Session
+from gates.protocol import MESSAGE_ADAPTER, Backward, Feed, Forward, GradReport, parse_topic
+from gates.transport import BrokerAddress
+from viz.svg import num
+
+log = logging.getLogger(__name__)
+
+Action = Literal["deliver", "drop", "duplicate", "hold"]
+PHASES = {"feed": "feed", "fwd": "forward", "grad": "backward", "report": "report"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One thing the student did (or "deliver all" did) with one message."""
+
+    action: Action
+    key: str
+    label: str
+
+
+@dataclass
+class Held:
+    """A message sent but not yet delivered."""
+
+    id: str
+    key: str
+    topic: str
+    payload: bytes
+    run: str
+    phase: str
+    src: str
+    to: str
+    number: float | None
+    port: int | None
+    since: float = field(default_factory=time.monotonic)
+    pinned: bool = False
+
+    @property
+    def label(self) -> str:
+        what = f"{self.phase} {num(self.number)}" if self.number is not None else self.phase
+        port = f" (port {self.port})" if self.port is not None and self.phase == "backward" else ""
+        return f"{what}: {self.src} \u2192 {self.to}{port}"
+
+    def view(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "key": self.key,
+            "phase": self.phase,
+            "src": self.src,
+            "to": self.to,
+            "number": num(self.number) if self.number is not None else "",
+            "label": self.label,
+            "pinned": self.pinned,
+        }
+
+
+def describe(held_name: str, payload: bytes) -> tuple[str, str, str, str, float | None, int | None] | None:
+    """(real topic, run, phase, sender, number, port) of a held message, or None if it is not one."""
+    real = real_topic(held_name)
+    parsed = parse_topic(real) if real is not None else None
+    if real is None or parsed is None:
+        return None
+    try:
+        message = MESSAGE_ADAPTER.validate_json(payload)
+    except ValidationError:
+        return None
+    match message:
+        case Feed(value=value) | Forward(value=value):
+            number, port = value, None
+        case Backward(grad=grad, port=port_):
+            number, port = grad, port_
+        case GradReport(grad=grad):
+            number, port = grad, None
+        case _:
+            return None
+    return real, message.run, PHASES[parsed[1]], message.sender, number, port
+
+
+class Stepper:
+    """Holds the messages of the current held run; `serve()` keeps its connection."""
+
+    def __init__(self, broker: BrokerAddress, on_change: Callable[[], None]) -> None:
+        self.broker = broker
+        self.on_change = on_change
+        self.pending: dict[str, Held] = {}
+        self.history: list[Choice] = []
+        self.run: str | None = None
+        """The held run whose messages are listed; anything else that arrives is discarded."""
+        self.auto = False
+        """Deliver every message as it arrives (after "deliver all"), pinned ones excepted."""
+        self.replay: deque[Choice] = deque()
+        self.last_change = time.monotonic()
+        self._ids = itertools.count(1)
+        self._seen: Counter[str] = Counter()
+        self._filters: set[str] = set()
+        self._session: Session | None = None
+        self.connected = asyncio.Event()
+
+    # -- the connection -------------------------------------------------------------------
+
+    async def serve(self) -> NoReturn:
+        backoff = Backoff()
+        while True:
+            session: Session | None = None
+            try:
+                session = await Session.open(self.broker, self._on_message)
+                if self._filters:
+                    await session.subscribe(sorted(self._filters))
+                self._session = session
+                self.connected.set()
+                backoff.reset()
+                raise await session.lost
+            except TransportError as exc:
+                delay = backoff.next()
+                log.warning("stepper: lost the broker at %s (%s); reconnecting in %g s", self.broker, exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                self.connected.clear()
+                self._session = None
+                if session is not None:
+                    session.close()
+
+    async def watch(self, circuit_id: str) -> None:
+        """Hear the held messages of deployment `circuit_id` (subscribed when this returns)."""
+        name = held_filter(circuit_id)
+        if name in self._filters:
+            return
+        async with asyncio.timeout(10):
+            await self.connected.wait()
+        assert self._session is not None
+        await self._session.subscribe([name])
+        self._filters.add(name)
+
+    # -- a run ----------------------------------------------------------------------------
+
+    def arm(self, replay: Sequence[Choice] = ()) -> None:
+        """Forget the last run's messages and choices; replay `replay` on the next run's messages."""
+        self.pending.clear()
+        self.history = []
+        self.run = None
+        self.auto = False
+        self.replay = deque(replay)
+        self._seen.clear()
+        self._touch()
+
+    def begin(self, run: str) -> None:
+        self.run = run
+
+    def _on_message(self, name: str, payload: bytes) -> None:
+        described = describe(name, payload)
+        if described is None:
+            log.warning("stepper: ignored a message on %s that is not a held data message", name)
+            return
+        real, run, phase, sender, number, port = described
+        if run != self.run:
+            return  # a run that is over (or was never stepped here): nothing will deliver it
+        gate = real.rsplit("/", 1)[1]
+        to = "orchestrator" if phase == "report" else gate if phase != "forward" else "readers of " + gate
+        base = f"{phase} {sender} {gate} {port if port is not None else ''}".strip()
+        self._seen[base] += 1
+        key = base if self._seen[base] == 1 else f"{base} #{self._seen[base]}"
+        held = Held(f"m{next(self._ids)}", key, real, payload, run, phase, sender, to, number, port)
+        self.pending[held.id] = held
+        self._touch()
+        if self.replay:
+            self._advance_replay()
+        elif self.auto:
+            self._act("deliver", held)
+
+    # -- what the page asks ---------------------------------------------------------------
+
+    def act(self, action: Action, message_id: str) -> None:
+        """Do `action` with one held message (a choice of the student's: any replay stops)."""
+        held = self.pending.get(message_id)
+        if held is None:
+            raise KeyError(f"message {message_id} is not waiting (delivered, dropped, or of an earlier run)")
+        self.replay.clear()
+        self._act(action, held)
+
+    def deliver_all(self) -> None:
+        """Deliver what waits and, from now on, what arrives; pinned messages stay."""
+        self.replay.clear()
+        self.auto = True
+        for held in list(self.pending.values()):
+            if not held.pinned:
+                self._act("deliver", held)
+
+    def _act(self, action: Action, held: Held) -> None:
+        if action == "hold":
+            held.pinned = not held.pinned
+            self.history.append(Choice("hold", held.key, ("pin " if held.pinned else "unpin ") + held.label))
+            self._touch()
+            return
+        if action != "drop":
+            session = self._session
+            if session is None:
+                raise ConnectionLost(f"the stepper is not connected to the broker at {self.broker}")
+            for _ in range(2 if action == "duplicate" else 1):
+                session.publish(held.topic, held.payload)
+        del self.pending[held.id]
+        self.history.append(Choice(action, held.key, f"{action} {held.label}"))
+        self._touch()
+
+    def _advance_replay(self) -> None:
+        """Apply the recorded choices, in order, as their messages turn up."""
+        while self.replay:
+            wanted = self.replay[0]
+            held = next((h for h in self.pending.values() if h.key == wanted.key), None)
+            if held is None:
+                return
+            self.replay.popleft()
+            if wanted.action == "hold" and held.pinned:
+                continue
+            self._act(wanted.action, held)
+
+    def _touch(self) -> None:
+        self.last_change = time.monotonic()
+        self.on_change()
+
+    def view(self) -> dict[str, object]:
+        return {
+            "pending": [held.view() for held in self.pending.values()],
+            "history": [{"action": c.action, "label": c.label} for c in self.history],
+            "replaying": [c.label for c in self.replay],
+            "auto": self.auto,
+        }

@@ -1,0 +1,138 @@
+"""Where the page's runs happen: gates in the server's process, on the hosts it started, or on a
+live deployment. A target stays deployed from one run to the next, until the page asks for
+another circuit, other faults or another place.
+
+Each target's deployment is an async context (deploy.in_process, deploy.on_hosts,
+deploy.on_deployment) held open by a task of its own, so a run can come and go without
+redeploying, and closing it undeploys exactly as the CLI would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gates.faults import Faults
+from gates.transport import BrokerAddress
+from orchestrator.circuit import Circuit
+from orchestrator.deploy import in_process, on_deployment, on_hosts
+from orchestrator.errors import GatemeshError, unwrap
+from orchestrator.recorder import Recorder
+from orchestrator.runner import Runner
+
+log = logging.getLogger(__name__)
+DEPLOY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Place:
+    """What a target is: a circuit here or on hosts (with faults), or a deployment by name."""
+
+    kind: str
+    """here, hosts or deployment."""
+    circuit: Circuit | None = None
+    deployment: str = ""
+    faults: str = ""
+    hosts: tuple[str, ...] = ()
+
+    def same(self, other: Place) -> bool:
+        return (
+            (self.kind, self.deployment, self.faults, self.hosts)
+            == (
+                other.kind,
+                other.deployment,
+                other.faults,
+                other.hosts,
+            )
+            and (self.circuit is None) == (other.circuit is None)
+            and (
+                self.circuit is None or other.circuit is None or self.circuit.model_dump() == other.circuit.model_dump()
+            )
+        )
+
+    def label(self) -> str:
+        if self.kind == "deployment":
+            return f"deployment {self.deployment}"
+        where = "gate hosts " + ", ".join(self.hosts) if self.kind == "hosts" else "actors in the server's process"
+        return where + (f", faults {self.faults}" if self.faults else "")
+
+
+@dataclass
+class Target:
+    place: Place
+    runner: Runner
+    close: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    broken: str = ""
+
+    @property
+    def circuit(self) -> Circuit:
+        return self.runner.circuit
+
+    @property
+    def placement(self) -> dict[str, str]:
+        return self.runner.placement
+
+
+class Targets:
+    """At most one target at a time; `get` reuses it or replaces it."""
+
+    def __init__(self, broker: BrokerAddress, spawn: Callable[..., asyncio.Task[None]]) -> None:
+        self.broker = broker
+        self.spawn = spawn
+        """Starts a task in the session's task group."""
+        self.current: Target | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, place: Place) -> Target:
+        async with self._lock:
+            current = self.current
+            if current is not None and current.place.same(place) and not current.broken and not current.runner.lost:
+                return current
+            await self.close()
+            ready: asyncio.Future[Target] = asyncio.get_running_loop().create_future()
+            task = self.spawn(self._hold(place, ready))
+            try:
+                target = await ready
+            except BaseException:
+                task.cancel()
+                raise
+            target.task = task
+            self.current = target
+            return target
+
+    async def close(self) -> None:
+        target, self.current = self.current, None
+        if target is not None and target.task is not None:
+            target.close.set()
+            with contextlib.suppress(Exception):
+                await target.task
+
+    def _opened(self, place: Place) -> contextlib.AbstractAsyncContextManager[Runner]:
+        recorder = Recorder()  # a runner with a recorder hears everything of its deployment
+        if place.kind == "deployment":
+            return on_deployment(place.deployment, self.broker, recorder=recorder)
+        assert place.circuit is not None
+        if place.kind == "hosts":
+            hosts = list(place.hosts)
+            return on_hosts(place.circuit, self.broker, hosts=hosts, timeout=DEPLOY_TIMEOUT, recorder=recorder)
+        faults = Faults.parse(place.faults) if place.faults else None
+        return in_process(place.circuit, self.broker, faults=faults, recorder=recorder, connections="shared")
+
+    async def _hold(self, place: Place, ready: asyncio.Future[Target]) -> None:
+        target: Target | None = None
+        try:
+            async with self._opened(place) as runner:
+                target = Target(place, runner)
+                ready.set_result(target)
+                await target.close.wait()
+        except (GatemeshError, BaseExceptionGroup, OSError, ValueError) as exc:
+            cause = unwrap(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            if not ready.done():
+                ready.set_exception(cause if isinstance(cause, Exception) else RuntimeError(str(cause)))
+            elif target is not None:
+                target.broken = str(cause)
+                log.warning("the deployment for %s failed: %s", place.label(), cause)
