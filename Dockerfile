@@ -13,6 +13,8 @@ COPY README.md ./
 COPY gates gates
 COPY broker broker
 COPY orchestrator orchestrator
+COPY viz viz
+COPY web web
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . && rm -rf build *.egg-info
 ENTRYPOINT []
 CMD ["gatemesh", "demo"]
