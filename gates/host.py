@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -222,15 +223,13 @@ class GateHost:
         """Whether acting on this notice could start, stop or change a gate of this host."""
         running = self._gates.get(key)
         if running is None and self.incarnation.encode() not in payload:
-            return False  # cannot be an assignment to this process: no need to parse it
+            return False  # not an assignment to this process (orchestrators write the id literally): no parse
         try:
             claimed: AnyAssignment | None = ANY_ASSIGNMENT.validate_json(payload)  # a scalar or tensor gate's
         except ValidationError:
             claimed = None
         if running is not None:  # anything but a copy of its own assignment may be a change
             return claimed is None or not self._is_mine(claimed, key) or claimed.spec != running.spec
-        if claimed is not None and claimed.host == self.name and claimed.incarnation != self.incarnation:
-            log.info("host %s: ignoring %s/%s, assigned to an earlier run of this host", self.name, *key)
         return claimed is not None and self._is_mine(claimed, key)
 
     def _is_mine(self, assignment: AnyAssignment, key: Key) -> bool:
@@ -250,7 +249,7 @@ class GateHost:
         """
         backoff = Backoff()
         while self._unverified:
-            batch = sorted(self._unverified)[:VERIFY_BATCH]
+            batch = list(itertools.islice(self._unverified, VERIFY_BATCH))
             self._unverified.difference_update(batch)
             try:
                 held = await read_back(self.broker, [topic(c, "spec", g) for c, g in batch])
