@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -26,6 +27,7 @@ from orchestrator.cluster import DeploymentRecord
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 5.0
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -43,6 +45,8 @@ class HostProcesses:
         self.broker = broker
         self.on_change = on_change
         self.faults = ""
+        self.online: Callable[[str, int], Awaitable[None]] | None = None
+        """Returns once host (name, pid) has announced itself (set by the session)."""
         self.hosts = {f"{prefix}{i}": HostProcess(f"{prefix}{i}") for i in range(1, count + 1)}
 
     @property
@@ -59,14 +63,20 @@ class HostProcesses:
         if self.faults:
             argv += ["--faults", self.faults]
         host.process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
         host.state = "running"
         self.on_change()
 
-    async def start_all(self) -> None:
+    async def start_all(self, online: Callable[[str, int], Awaitable[None]] | None = None) -> None:
+        """Start every host, one after the other: each online (when `online` can tell) before the next
+        starts (the embedded broker can confuse hosts that announce themselves at the same moment)."""
         for name in self.hosts:
             await self.start(name)
+            process = self.hosts[name].process
+            online = online or self.online
+            if online is not None and process is not None:
+                await online(name, process.pid)
 
     def kill(self, name: str) -> None:
         host = self.hosts[name]
@@ -110,6 +120,14 @@ class HostProcesses:
         ]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the server dies, however it dies (Linux's
+    PR_SET_PDEATHSIG), so that no host the server started outlives it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _url_with_credentials(broker: BrokerAddress) -> str:
     scheme, rest = str(broker).split("://", 1)
     user = broker.username or ""
@@ -126,6 +144,7 @@ class ClusterWatch:
         self.hosts: dict[str, HostPresence] = {}
         self.deployments: dict[str, DeploymentRecord] = {}
         self.error = ""
+        self._changed = asyncio.Event()
 
     async def serve(self) -> NoReturn:
         backoff = Backoff()
@@ -144,6 +163,14 @@ class ClusterWatch:
                 self.on_change()
                 await asyncio.sleep(backoff.next())
 
+    async def wait_online(self, name: str, pid: int, timeout: float = 20.0) -> None:
+        """Return once host `name` in process `pid` has announced itself online (or after `timeout`)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not ((p := self.hosts.get(name)) is not None and p.state == "online" and p.pid == pid):
+                    self._changed.clear()
+                    await self._changed.wait()
+
     def _on_message(self, name: str, payload: bytes) -> None:
         key = last_level(name)
         with contextlib.suppress(ValidationError):
@@ -156,6 +183,7 @@ class ClusterWatch:
                 self.deployments[key] = DeploymentRecord.model_validate_json(payload)
             else:
                 self.deployments.pop(key, None)
+        self._changed.set()
         self.on_change()
 
     def view(self) -> dict[str, object]:

@@ -21,14 +21,19 @@ from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from aiomqtt import MqttError
+
+from gates.protocol import Message
 from gates.tracing import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.errors import CompileError, GatemeshError, RunTimeout
 from orchestrator.examples import EXAMPLES
+from orchestrator.explain import Explainer
 from orchestrator.recorder import Recorder, explain_to
 from orchestrator.result import RunResult
+from orchestrator.runner import Observer
 from viz.circuit import formula
 from web import render
 from web.commands import Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel
@@ -44,6 +49,8 @@ RENDER_INTERVAL = 0.25
 QUIET = 0.8
 """Seconds a stepped run may have nothing to deliver before the gates are asked who waits."""
 STEP_TIMEOUT = 3600.0
+TRACE_LIMIT = 200
+"""Gates up to which a run is traced: its vector clocks have an entry per gate it heard of."""
 LOG_LINES = 400
 PARTS = ("run", "log", "pictures", "step", "cluster")
 
@@ -117,6 +124,7 @@ class Session:
             group.create_task(self._watch_loop())
             try:
                 if self.hosts is not None:
+                    self.hosts.online = self.cluster.wait_online
                     await self.hosts.start_all()
                 async with asyncio.timeout(10):
                     await self.stepper.connected.wait()
@@ -258,7 +266,7 @@ class Session:
             view.status = "deploying"
             self.touch("run")
             target = await self.targets.get(place)
-            await self._traced_run(view, target, request, inputs)
+            await self._run_on(view, target, request, inputs)
         except CompileError as exc:
             view.status = "failed"
             view.compile_error = {"line": exc.line, "column": exc.column, "message": str(exc)}
@@ -266,11 +274,16 @@ class Session:
         except RunTimeout as exc:
             view.status = "failed"
             view.error = _stuck(str(exc)) if view.stuck else str(exc)
-        except GatemeshError as exc:
+        except (GatemeshError, ValueError, MqttError, TimeoutError) as exc:
             view.status = "failed"
-            view.error = str(exc)
+            view.error = str(exc) or type(exc).__name__
+        except Exception as exc:  # the page gets a sentence, the log the traceback; the session goes on
+            log.exception("the run failed")
+            view.status = "failed"
+            view.error = f"the server could not run that: {exc}"
         finally:
-            self.stepper.run = None if view.status != "stepping" else self.stepper.run
+            if view.status != "stepping":  # over: what still waits can change nothing (the choices stay)
+                self.stepper.close()
             self.touch("run")
             self.touch("step")
 
@@ -308,18 +321,28 @@ class Session:
             return Place("hosts", circuit=circuit, hosts=alive, faults=faults), inputs, formula(circuit)
         return Place("here", circuit=circuit, faults=faults), inputs, formula(circuit)
 
-    async def _traced_run(self, view: RunView, target: Target, request: Run, inputs: Mapping[str, float]) -> None:
+    async def _run_on(self, view: RunView, target: Target, request: Run, inputs: Mapping[str, float]) -> None:
         runner = target.runner
-        recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=request.faults.text())
-        recorder.attach(runner.circuit, runner.deployment, runner.placement)
-        runner.recorder = recorder
-        recorder.listeners.append(self._on_event)
-        explain_to(recorder, self._say)
-        view.recorder, view.circuit = recorder, runner.circuit
+        circuit = runner.circuit
+        traced = len(circuit.gates) <= TRACE_LIMIT
+        if request.step and not traced:
+            raise ValueError(
+                f"step mode: {len(circuit.gates)} gates send {circuit.messages_per_pass()} messages a pass, more than "
+                f"anyone delivers by hand; step through circuits of up to {TRACE_LIMIT} gates"
+            )
+        view.circuit = circuit
         view.where = target.place.label()
         if request.deployment is not None:
-            view.title = f"{formula(runner.circuit)} on {target.place.label()}"
-        view.progress = render.Progress.of(runner.circuit)
+            view.title = f"{formula(circuit)} on {target.place.label()}"
+        view.progress = render.Progress.of(circuit)
+        if traced:
+            recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=request.faults.text())
+            recorder.attach(circuit, runner.deployment, runner.placement)
+            recorder.listeners.append(self._on_event)
+            explain_to(recorder, self._say)
+            runner.recorder, runner.observer, view.recorder = recorder, None, recorder
+        else:  # a vector clock per message grows with the circuit: count and tell, do not trace
+            runner.recorder, runner.observer = None, self._observer(circuit, runner.placement)
         if request.step:
             await self.stepper.watch(runner.deployment)
         view.status = "stepping" if request.step else "running"
@@ -329,9 +352,26 @@ class Session:
             view.result = await runner.run(inputs, timeout=STEP_TIMEOUT if request.step else request.timeout)
             view.status = "done"
         finally:
-            with contextlib.suppress(Exception):
-                await recorder.drain(0.5 if view.result else 0.2)
+            if view.recorder is not None:
+                with contextlib.suppress(Exception):
+                    await view.recorder.drain(0.5 if view.result else 0.2)
             self._dirty.set()
+
+    def _observer(self, circuit: Circuit, placement: Mapping[str, str]) -> Observer:
+        """An untraced run's messages, counted by phase and told as sentences."""
+        hosts = set(placement.values())
+        explainer = Explainer(circuit, None if hosts <= {"local"} else dict(placement))
+        phases = {"feed": "feed", "forward": "forward", "backward": "backward", "grad": "report"}
+
+        def observe(topic_name: str, message: Message) -> None:
+            view = self.view
+            phase = phases.get(message.type)
+            if phase is not None and view.progress is not None:
+                view.progress.crossed[phase] += 1
+                self.touch("run")
+            self._say(explainer.explain(topic_name, message))
+
+        return observe
 
     def _begun(self, run: str) -> None:
         self.view.run = run
@@ -371,7 +411,7 @@ class Session:
 
     async def _draw(self, view: RunView) -> tuple[str, str, str, str] | None:
         circuit, recorder = view.circuit, view.recorder
-        if circuit is None or recorder is None:
+        if circuit is None:
             return None
         if not render.drawable(circuit):
             why = (
@@ -379,6 +419,8 @@ class Session:
                 "the progress above counts the messages instead"
             )
             return ("", why, "", "")
+        if recorder is None:
+            return None
         if not view.run:
             return (await asyncio.to_thread(render.bare_circuit, circuit, view.title), "", "", "")
         trace = recorder.trace()  # a snapshot, on the loop; drawn off it

@@ -242,7 +242,8 @@ function updateShare() {
   if ($("step").checked) params.set("step", "1");
   params.set("run", "1");
   $("share").href = "/?" + params.toString();
-  $("share").textContent = location.origin + "/?" + params.toString();
+  const link = location.origin + "/?" + params.toString();
+  $("share").textContent = link.length > 90 ? link.slice(0, 87) + "…" : link;
 }
 
 function compileSoon() {
@@ -277,6 +278,10 @@ function wire() {
   $("run").addEventListener("click", () => send(runRequest()));
   $("restart").addEventListener("click", () => send({ type: "restart" }));
   $("deliver-all").addEventListener("click", () => send({ type: "deliver_all" }));
+  $("deployment").addEventListener("change", () => {
+    const deployment = (state.deployments || []).find((d) => d.name === $("deployment").value);
+    if (deployment) showInputs(deployment.inputs);
+  });
   $("attach").addEventListener("click", () => {
     const name = $("deployment").value;
     if (!name) return handlers.problem({ message: "no live deployment to run on: deploy one with `gatemesh deploy`" });
