@@ -6,6 +6,7 @@ the classes of the SVG elements viz/ draws, never pixels. Screenshots go to test
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,9 @@ from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Page, expect
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from tests.processes import gatemesh
 from tests.web_server import CHROMIUM, CHROMIUM_ARGS, SHOTS, ServeProcess
@@ -156,6 +160,31 @@ def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServePro
     page.locator("#inputs input[data-name=x]").fill("2", timeout=WAIT)
     page.locator("#run").click()  # y has no value
     expect(page.locator("#error")).to_contain_text("no value for input(s): y", timeout=WAIT)
+
+
+def test_a_page_of_another_origin_may_not_connect(server: ServeProcess) -> None:
+    url = server.url.replace("http://", "ws://") + "ws"
+    with pytest.raises(InvalidStatus, match="403"):
+        connect(url, origin=Origin("http://evil.example"), open_timeout=10)
+    with connect(url, origin=Origin(server.url.rstrip("/")), open_timeout=10) as same:
+        assert json.loads(same.recv(timeout=10))["type"] == "choices"
+
+
+def test_serve_binds_loopback_unless_told_and_says_so(mosquitto_url: str) -> None:
+    bad = gatemesh("serve", "--bind", "localhost:80", "--broker", mosquitto_url)
+    assert bad.returncode == 1
+    assert "--bind 'localhost:80': give an IP address" in bad.stderr
+    serving = ServeProcess("--bind", "0.0.0.0", "--broker", mosquitto_url)
+    assert serving.url.startswith("http://0.0.0.0:")
+    said = serving.stop()
+    assert "warning: --bind 0.0.0.0: anyone who can reach this address can run circuits" in said
+    loopback = ServeProcess("--broker", mosquitto_url)
+    assert loopback.url.startswith("http://127.0.0.1:")
+    port = loopback.url.rstrip("/").rsplit(":", 1)[1]
+    taken = gatemesh("serve", "--port", port, "--broker", mosquitto_url)
+    assert taken.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+    assert "warning" not in loopback.stop()
 
 
 def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server: ServeProcess) -> None:
