@@ -68,7 +68,13 @@ def serve(
                 host, bound = listener.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
                 print(f"gatemesh serve: open http://{shown}:{bound}/  (broker {url}, pid {os.getpid()})", flush=True)
-                config = uvicorn.Config(make_app(session), log_level="warning", ws_max_size=1 << 20, lifespan="off")
+                config = uvicorn.Config(
+                    make_app(session),
+                    log_level="warning",
+                    ws_max_size=1 << 20,
+                    lifespan="off",
+                    timeout_graceful_shutdown=3,
+                )
                 server = uvicorn.Server(config)
                 try:
                     await server.serve(sockets=[listener])

@@ -121,11 +121,11 @@ class HostProcesses:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when the server dies, however it dies (Linux's
+    """In the child, before exec: SIGKILL it when the server dies, however it dies (Linux's
     PR_SET_PDEATHSIG), so that no host the server started outlives it."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _url_with_credentials(broker: BrokerAddress) -> str:

@@ -16,9 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from aiomqtt import MqttError
@@ -31,8 +29,7 @@ from orchestrator.compiler import compile_source
 from orchestrator.errors import CompileError, GatemeshError, RunTimeout
 from orchestrator.examples import EXAMPLES
 from orchestrator.explain import Explainer
-from orchestrator.recorder import Recorder, explain_to
-from orchestrator.result import RunResult
+from orchestrator.recorder import explain_to
 from orchestrator.runner import Observer
 from viz.circuit import formula
 from web import render
@@ -41,6 +38,7 @@ from web.hosts import ClusterWatch, HostProcesses
 from web.recording import WebRecorder
 from web.stepper import Choice, Stepper
 from web.targets import Place, Target, Targets
+from web.view import Client, RunView, compiled, stuck_message
 
 log = logging.getLogger(__name__)
 
@@ -49,50 +47,11 @@ RENDER_INTERVAL = 0.25
 QUIET = 0.8
 """Seconds a stepped run may have nothing to deliver before the gates are asked who waits."""
 STEP_TIMEOUT = 3600.0
+MAX_DEPLOY = 10_000
+"""Gates the page may deploy itself (a live deployment may be any size)."""
 TRACE_LIMIT = 200
 """Gates up to which a run is traced: its vector clocks have an entry per gate it heard of."""
-LOG_LINES = 400
 PARTS = ("run", "log", "pictures", "step", "cluster")
-
-
-@dataclass
-class RunView:
-    """Everything the page shows of the current run."""
-
-    request: Run | None = None
-    status: str = "idle"
-    title: str = ""
-    where: str = ""
-    run: str = ""
-    inputs: dict[str, float] = field(default_factory=dict)
-    circuit: Circuit | None = None
-    recorder: Recorder | None = None
-    result: RunResult | None = None
-    error: str = ""
-    compile_error: dict[str, object] | None = None
-    stuck: bool = False
-    sentences: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
-    said: int = 0
-    progress: render.Progress | None = None
-    pictures: tuple[str, str, str, str] = ("", "", "", "")
-    started: float = field(default_factory=time.monotonic)
-
-    def say(self, sentence: str) -> None:
-        self.sentences.append(sentence)
-        self.said += 1
-
-
-class Client:
-    """One connected page: what it has been sent, and its direct replies."""
-
-    def __init__(self) -> None:
-        self.sent: dict[str, int] = {}
-        self.wake = asyncio.Event()
-        self.replies: list[dict[str, object]] = []
-
-    def reply(self, message: dict[str, object]) -> None:
-        self.replies.append(message)
-        self.wake.set()
 
 
 class Session:
@@ -273,7 +232,7 @@ class Session:
             view.error = f"the source does not compile: {exc}"
         except RunTimeout as exc:
             view.status = "failed"
-            view.error = _stuck(str(exc)) if view.stuck else str(exc)
+            view.error = stuck_message(str(exc)) if view.stuck else str(exc)
         except (GatemeshError, ValueError, MqttError, TimeoutError) as exc:
             view.status = "failed"
             view.error = str(exc) or type(exc).__name__
@@ -308,6 +267,11 @@ class Session:
             assert request.source is not None
             source = request.source
         circuit = await asyncio.to_thread(compile_source, source)
+        if len(circuit.gates) > MAX_DEPLOY:
+            raise ValueError(
+                f"{len(circuit.gates)} gates: the page deploys up to {MAX_DEPLOY}; deploy a larger circuit with "
+                "`gatemesh deploy` and run it here as a live deployment"
+            )
         faults = request.faults.text()
         if request.where == "hosts":
             if self.hosts is None:
@@ -418,7 +382,8 @@ class Session:
                 f"{len(circuit.gates)} gates: the circuit figure stays readable up to {render.MAX_GATES}; "
                 "the progress above counts the messages instead"
             )
-            return ("", why, "", "")
+            traced = "" if recorder is not None else f"; runs of more than {TRACE_LIMIT} gates are counted, not traced"
+            return ("", why, "", f"{len(circuit.gates)} gates: too many columns to draw{traced}")
         if recorder is None:
             return None
         if not view.run:
@@ -439,24 +404,3 @@ class Session:
                 if target is not None and not view.stuck and target.runner.expire(view.run):
                     view.stuck = True
                     self.touch("run")
-
-
-async def compiled(source: str) -> dict[str, object]:
-    """The page's answer to Compile: the circuit's inputs, or where the source is wrong."""
-    try:
-        circuit = await asyncio.to_thread(compile_source, source)
-    except CompileError as exc:
-        return {"type": "compiled", "ok": False, "line": exc.line, "column": exc.column, "message": str(exc)}
-    return {
-        "type": "compiled",
-        "ok": True,
-        "inputs": circuit.inputs,
-        "gates": len(circuit.gates),
-        "formula": formula(circuit),
-    }
-
-
-def _stuck(message: str) -> str:
-    """A stepped run's RunTimeout, said as what it is: nothing left to deliver."""
-    _, _, waiting = message.partition("not finished: ")
-    return f"nothing is left to deliver, so the run can never finish; still waiting: {waiting or message}"
