@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import socket
 from typing import Annotated
 
@@ -60,6 +61,11 @@ def serve(
     async def main() -> None:
         import uvicorn
 
+        stop = asyncio.current_task()
+        assert stop is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):  # while starting (uvicorn has its own, once serving)
+            asyncio.get_running_loop().add_signal_handler(signum, stop.cancel)
+
         async with broker_url(broker) as url:
             session = Session(url, hosts=hosts, host_prefix=f"web{listener.getsockname()[1]}-h")
             async with asyncio.TaskGroup() as group:
@@ -81,5 +87,5 @@ def serve(
                 finally:
                     serving.cancel()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(main())
