@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,10 +33,29 @@ def serve(
     hosts: Annotated[
         int, typer.Option(min=0, max=16, help="start this many gate host processes, to run on and to kill")
     ] = 0,
+    secure: Annotated[
+        Path | None,
+        typer.Option(
+            "--secure",
+            help="a directory made by `gatemesh secure init`: connect with the orchestrator's account, start "
+            "hosts with their own, rewrite the ACL for each deployment (needs --broker)",
+        ),
+    ] = None,
 ) -> None:
     """Open the live view: watch a pass, step through its messages, break it, in the browser."""
+    from broker.security import ORCHESTRATOR_USER
+    from orchestrator.cli import _secure_dir  # here: cli imports this module
     from web.app import make_app  # here: only `serve` pays for Starlette and uvicorn
     from web.session import Session
+
+    accounts = _secure_dir(secure)
+    if accounts is not None and broker is None:
+        raise InputError(
+            "--secure needs --broker: the embedded broker has no accounts (python -m broker mosquitto "
+            "--secure DIR starts one that has)"
+        )
+    if accounts is not None and hosts > len(accounts.hosts()):
+        raise InputError(f"--hosts {hosts}: {secure} has accounts for {len(accounts.hosts())} host(s) only")
 
     try:
         address = ipaddress.ip_address(bind)
@@ -67,7 +87,12 @@ def serve(
             asyncio.get_running_loop().add_signal_handler(signum, stop.cancel)
 
         async with broker_url(broker) as url:
-            session = Session(url, hosts=hosts, host_prefix=f"web{listener.getsockname()[1]}-h")
+            port = listener.getsockname()[1]
+            names = accounts.hosts()[:hosts] if accounts else [f"web{port}-h{i}" for i in range(1, hosts + 1)]
+            if accounts is not None and url.username is None:  # as the orchestrator; the page never gets an account
+                password = accounts.credentials()[ORCHESTRATOR_USER]
+                url = url.model_copy(update={"username": ORCHESTRATOR_USER, "password": password})
+            session = Session(url, hosts=names, secure=accounts)
             async with asyncio.TaskGroup() as group:
                 serving = group.create_task(session.serve())
                 await session.ready.wait()

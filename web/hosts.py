@@ -16,10 +16,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NoReturn
+from urllib.parse import quote
 
 import aiomqtt
 from pydantic import ValidationError
 
+from broker.security import SecureDir, host_user
 from gates.lifecycle import Backoff
 from gates.protocol import HostPresence, deployment_topic, host_topic, last_level
 from gates.transport import BrokerAddress, client, subscribe_all
@@ -39,15 +41,23 @@ class HostProcess:
 
 
 class HostProcesses:
-    """N gate host processes on one broker, named `<prefix>1` ... `<prefix>N`."""
+    """Gate host processes on one broker, one per name."""
 
-    def __init__(self, broker: BrokerAddress, count: int, prefix: str, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        names: list[str],
+        on_change: Callable[[], None],
+        accounts: Callable[[str], str] | None = None,
+    ) -> None:
         self.broker = broker
         self.on_change = on_change
+        self.accounts = accounts
+        """With a secured broker: host name -> its broker URL with its own account (names come from it)."""
         self.faults = ""
         self.online: Callable[[str, int], Awaitable[None]] | None = None
         """Returns once host (name, pid) has announced itself (set by the session)."""
-        self.hosts = {f"{prefix}{i}": HostProcess(f"{prefix}{i}") for i in range(1, count + 1)}
+        self.hosts = {name: HostProcess(name) for name in names}
 
     @property
     def names(self) -> list[str]:
@@ -57,9 +67,8 @@ class HostProcesses:
         host = self.hosts[name]
         if host.process is not None and host.process.returncode is None:
             return
-        argv = [sys.executable, "-m", "gates", "--broker", str(self.broker), "--name", name, "--log-level", "WARNING"]
-        if self.broker.username:
-            argv[4] = _url_with_credentials(self.broker)
+        url = self.accounts(name) if self.accounts is not None else str(self.broker)
+        argv = [sys.executable, "-m", "gates", "--broker", url, "--name", name, "--log-level", "WARNING"]
         if self.faults:
             argv += ["--faults", self.faults]
         host.process = await asyncio.create_subprocess_exec(
@@ -128,11 +137,12 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _url_with_credentials(broker: BrokerAddress) -> str:
-    scheme, rest = str(broker).split("://", 1)
-    user = broker.username or ""
-    password = f":{broker.password}" if broker.password else ""
-    return f"{scheme}://{user}{password}@{rest}"
+def broker_url_for(broker: BrokerAddress, accounts: SecureDir, host: str) -> str:
+    """`broker` as host `host` reaches it: with its own account (and the CA of an mqtts:// broker)."""
+    user = host_user(host)
+    password = quote(accounts.credentials()[user], safe="")
+    ca = f"?ca={broker.ca_file}" if broker.ca_file else ""
+    return f"{'mqtts' if broker.tls else 'mqtt'}://{user}:{password}@{broker.host}:{broker.port}{ca}"
 
 
 class ClusterWatch:

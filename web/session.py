@@ -21,11 +21,11 @@ from typing import Any, NoReturn
 
 from aiomqtt import MqttError
 
+from broker.security import SecureDir
 from gates.protocol import Message
 from gates.tracing import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
-from orchestrator.compiler import compile_source
 from orchestrator.errors import CompileError, GatemeshError, RunTimeout
 from orchestrator.examples import EXAMPLES
 from orchestrator.explain import Explainer
@@ -34,11 +34,11 @@ from orchestrator.runner import Observer
 from viz.circuit import formula
 from web import render
 from web.commands import Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel
-from web.hosts import ClusterWatch, HostProcesses
+from web.hosts import ClusterWatch, HostProcesses, broker_url_for
 from web.recording import WebRecorder
 from web.stepper import Choice, Stepper
 from web.targets import Place, Target, Targets
-from web.view import Client, RunView, compiled, stuck_message
+from web.view import Client, RunView, compile_alone, compiled, stuck_message
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,16 @@ PARTS = ("run", "log", "pictures", "step", "cluster")
 class Session:
     """The server's one session; `serve()` runs its background tasks."""
 
-    def __init__(self, broker: BrokerAddress, hosts: int = 0, host_prefix: str = "h") -> None:
+    def __init__(self, broker: BrokerAddress, hosts: Sequence[str] = (), secure: SecureDir | None = None) -> None:
         self.broker = broker
         self.view = RunView()
         self.versions = dict.fromkeys(PARTS, 1)
         self.clients: set[Client] = set()
         self.stepper = Stepper(broker, lambda: self.touch("step"))
         self.cluster = ClusterWatch(broker, lambda: self.touch("cluster"))
-        self.hosts = HostProcesses(broker, hosts, host_prefix, lambda: self.touch("cluster")) if hosts else None
-        self.targets = Targets(broker, self._spawn)
+        accounts = (lambda name: broker_url_for(broker, secure, name)) if secure is not None else None
+        self.hosts = HostProcesses(broker, list(hosts), lambda: self.touch("cluster"), accounts) if hosts else None
+        self.targets = Targets(broker, self._spawn, secure)
         self.last: Run | None = None
         self._group: asyncio.TaskGroup | None = None
         self._running: asyncio.Task[None] | None = None
@@ -266,7 +267,7 @@ class Session:
         else:
             assert request.source is not None
             source = request.source
-        circuit = await asyncio.to_thread(compile_source, source)
+        circuit = await asyncio.to_thread(compile_alone, source)
         if len(circuit.gates) > MAX_DEPLOY:
             raise ValueError(
                 f"{len(circuit.gates)} gates: the page deploys up to {MAX_DEPLOY}; deploy a larger circuit with "

@@ -4,6 +4,7 @@ answers that need no run: a compile check, a stuck stepped run said as what it i
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from viz.circuit import formula
 from web import render
 from web.commands import Run
 
+_COMPILING = threading.Lock()
 LOG_LINES = 400
 """Sentences a page is sent (the latest; the numbering says how many came before)."""
 
@@ -61,10 +63,17 @@ class Client:
         self.wake.set()
 
 
+def compile_alone(source: str) -> Circuit:
+    """compile_source, one at a time: it raises the process's recursion limit while it parses, and
+    two parses in two threads at once trip CPython 3.11's AST depth check (a SystemError)."""
+    with _COMPILING:
+        return compile_source(source)
+
+
 async def compiled(source: str) -> dict[str, object]:
     """The page's answer to Compile: the circuit's inputs, or where the source is wrong."""
     try:
-        circuit = await asyncio.to_thread(compile_source, source)
+        circuit = await asyncio.to_thread(compile_alone, source)
     except CompileError as exc:
         return {"type": "compiled", "ok": False, "line": exc.line, "column": exc.column, "message": str(exc)}
     return {

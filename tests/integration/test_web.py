@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -18,6 +20,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
+from broker.launch import mosquitto
+from broker.security import SecureDir
 from tests.processes import gatemesh
 from tests.web_server import CHROMIUM, CHROMIUM_ARGS, SHOTS, ServeProcess
 
@@ -352,3 +356,34 @@ def test_a_killed_host_is_named(page: Page, hosts_server: ServeProcess) -> None:
     expect(page.locator("#error")).to_contain_text(f"host {name} went offline")
     expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("killed")
     shot(page, "killed-host")
+    page.locator(f'#our-hosts li[data-host="{name}"] button.start').click()  # a new process, a new incarnation
+    expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("running", timeout=WAIT)
+    page.locator("#restart").click()  # the same run again: redeployed onto the live hosts
+    eventually(lambda: _same(set(pending(page)), {"feed orchestrator x", "feed orchestrator y", "feed orchestrator z"}))
+    page.locator("#deliver-all").click()
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    expect(page.locator("#where-label")).to_contain_text(name)
+
+
+def test_on_a_secured_broker_the_server_and_each_host_use_their_own_accounts(page: Page) -> None:
+    """`--secure DIR`: the server connects as the orchestrator, each host it starts with its own
+    account, and the ACL (rewritten per deployment) lets the hosts hold a stepped run's messages."""
+    with tempfile.TemporaryDirectory(prefix="gatemesh-secure-") as path:
+        Path(path).chmod(0o755)  # Mosquitto reads it after dropping root
+        accounts = SecureDir.create(Path(path) / "secure", ["h0", "h1"])
+        with mosquitto(secure_dir=accounts.directory) as url:
+            refused = gatemesh("serve", "--secure", str(accounts.directory))
+            assert refused.returncode == 1
+            assert "--secure needs --broker" in refused.stderr
+            serving = ServeProcess("--broker", url, "--secure", str(accounts.directory), "--hosts", "2")
+            try:
+                page.goto(serving.url + QF_LINK + "&step=1&where=hosts")
+                expect(page.locator("#where-label")).to_contain_text("gate hosts h0, h1", timeout=WAIT)
+                act(page, "feed orchestrator z")
+                act(page, "forward z z")
+                values_shown(page, {"-4.00"})
+                page.locator("#deliver-all").click()
+                expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+            finally:
+                said = serving.stop()
+            assert "not authorised" not in said.lower()
