@@ -164,7 +164,9 @@ class GateHost:
             retained = await read_retained(self.broker, [host_topic(self.name)])
         except TransportError:
             return  # no broker yet: the session loop reports and retries
-        for payload in retained.values():
+        # only this name's own topic: amqtt 0.12 may also hand a new subscriber retained messages of
+        # topics that another client's wildcard covers (other hosts' presences)
+        for payload in [retained[name] for name in retained if name == host_topic(self.name)]:
             with contextlib.suppress(ValidationError):
                 other = HostPresence.model_validate_json(payload)
                 if other.state == "online":

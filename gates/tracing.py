@@ -20,7 +20,8 @@ once. One message per gate per run keeps a traced pass within 1.5x of a plain on
 (bench/tracing.py). Because a gate's batch leaves before the messages that end its part,
 every batch of a completed run reaches the orchestrator before the run's last report does.
 Events still held by a gate whose host dies are lost with it. Untraced runs never reach this
-module: the actor checks for a clock with one bytes search.
+module: the actor checks for a clock with one bytes search. In a held run (step mode,
+gates/held.py) a gate publishes its events after every step: a human delivers each message.
 """
 
 from __future__ import annotations

@@ -7,13 +7,16 @@ import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from orchestrator.api import broker_url
+from orchestrator.cli_common import secure_dir
 from orchestrator.errors import InputError
 
 err = Console(stderr=True)
@@ -31,10 +34,28 @@ def serve(
     hosts: Annotated[
         int, typer.Option(min=0, max=16, help="start this many gate host processes, to run on and to kill")
     ] = 0,
+    secure: Annotated[
+        Path | None,
+        typer.Option(
+            "--secure",
+            help="a directory made by `gatemesh secure init`: connect with the orchestrator's account, start "
+            "hosts with their own, rewrite the ACL for each deployment (needs --broker)",
+        ),
+    ] = None,
 ) -> None:
     """Open the live view: watch a pass, step through its messages, break it, in the browser."""
+    from broker.security import ORCHESTRATOR_USER
     from web.app import make_app  # here: only `serve` pays for Starlette and uvicorn
     from web.session import Session
+
+    accounts = secure_dir(secure)
+    if accounts is not None and broker is None:
+        raise InputError(
+            "--secure needs --broker: the embedded broker has no accounts (python -m broker mosquitto "
+            "--secure DIR starts one that has)"
+        )
+    if accounts is not None and hosts > len(accounts.hosts()):
+        raise InputError(f"--hosts {hosts}: {secure} has accounts for {len(accounts.hosts())} host(s) only")
 
     try:
         address = ipaddress.ip_address(bind)
@@ -60,20 +81,36 @@ def serve(
     async def main() -> None:
         import uvicorn
 
+        stop = asyncio.current_task()
+        assert stop is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):  # while starting (uvicorn has its own, once serving)
+            asyncio.get_running_loop().add_signal_handler(signum, stop.cancel)
+
         async with broker_url(broker) as url:
-            session = Session(url, hosts=hosts, host_prefix=f"web{listener.getsockname()[1]}-h")
+            port = listener.getsockname()[1]
+            names = accounts.hosts()[:hosts] if accounts else [f"web{port}-h{i}" for i in range(1, hosts + 1)]
+            if accounts is not None and url.username is None:  # as the orchestrator; the page never gets an account
+                password = accounts.credentials()[ORCHESTRATOR_USER]
+                url = url.model_copy(update={"username": ORCHESTRATOR_USER, "password": password})
+            session = Session(url, hosts=names, secure=accounts)
             async with asyncio.TaskGroup() as group:
                 serving = group.create_task(session.serve())
                 await session.ready.wait()
                 host, bound = listener.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
                 print(f"gatemesh serve: open http://{shown}:{bound}/  (broker {url}, pid {os.getpid()})", flush=True)
-                config = uvicorn.Config(make_app(session), log_level="warning", ws_max_size=1 << 20, lifespan="off")
+                config = uvicorn.Config(
+                    make_app(session),
+                    log_level="warning",
+                    ws_max_size=1 << 20,
+                    lifespan="off",
+                    timeout_graceful_shutdown=3,
+                )
                 server = uvicorn.Server(config)
                 try:
                     await server.serve(sockets=[listener])
                 finally:
                     serving.cancel()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(main())

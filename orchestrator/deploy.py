@@ -245,16 +245,18 @@ async def on_hosts(
     timeout: float = 30.0,
     observer: ObserverFor | None = None,
     recorder: Recorder | None = None,
+    secure: SecureDir | None = None,
 ) -> AsyncIterator[Runner]:
-    """A deployment on gate hosts for the duration of the block (what `gatemesh run --hosts` uses)."""
+    """A deployment on gate hosts for the duration of the block (what `gatemesh run --hosts` uses).
+    With `secure`, the ACL is rewritten for it, and again once it is gone (see deploy_to_hosts)."""
     name = f"run-{re.sub(r'[^A-Za-z0-9_-]', '-', circuit.name[:40])}-{secrets.token_hex(4)}"
-    await deploy_to_hosts(circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout)
+    await deploy_to_hosts(circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout, secure=secure)
     try:
         async with on_deployment(name, broker, ready_timeout=timeout, observer=observer, recorder=recorder) as runner:
             yield runner
     finally:
         with contextlib.suppress(DeployError, BrokerError):
-            await undeploy(name, broker)
+            await undeploy(name, broker, secure=secure)
 
 
 def _assignments(record: DeploymentRecord) -> list[tuple[str, BaseModel | None]]:

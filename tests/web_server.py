@@ -58,9 +58,9 @@ class ServeProcess:
                 break
 
     def stop(self) -> str:
-        """Stop it as Ctrl-C does; its stderr."""
+        """Stop it as a service manager does (SIGTERM: a background job may ignore SIGINT); its stderr."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -26,7 +26,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gates.errors import TransportError
 from orchestrator.errors import GatemeshError
 from web.commands import BadRequest, parse_request
-from web.session import Client, Session
+from web.session import Session
+from web.view import Client
 
 log = logging.getLogger(__name__)
 

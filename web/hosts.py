@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NoReturn
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from broker.security import SecureDir, host_user
 from gates.errors import TransportError
 from gates.lifecycle import Backoff
 from gates.protocol import HostPresence, deployment_topic, host_topic, last_level
@@ -26,6 +29,7 @@ from orchestrator.cluster import DeploymentRecord
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 5.0
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -37,13 +41,23 @@ class HostProcess:
 
 
 class HostProcesses:
-    """N gate host processes on one broker, named `<prefix>1` ... `<prefix>N`."""
+    """Gate host processes on one broker, one per name."""
 
-    def __init__(self, broker: BrokerAddress, count: int, prefix: str, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        names: list[str],
+        on_change: Callable[[], None],
+        accounts: Callable[[str], str] | None = None,
+    ) -> None:
         self.broker = broker
         self.on_change = on_change
+        self.accounts = accounts
+        """With a secured broker: host name -> its broker URL with its own account (names come from it)."""
         self.faults = ""
-        self.hosts = {f"{prefix}{i}": HostProcess(f"{prefix}{i}") for i in range(1, count + 1)}
+        self.online: Callable[[str, int], Awaitable[None]] | None = None
+        """Returns once host (name, pid) has announced itself (set by the session)."""
+        self.hosts = {name: HostProcess(name) for name in names}
 
     @property
     def names(self) -> list[str]:
@@ -53,20 +67,25 @@ class HostProcesses:
         host = self.hosts[name]
         if host.process is not None and host.process.returncode is None:
             return
-        argv = [sys.executable, "-m", "gates", "--broker", str(self.broker), "--name", name, "--log-level", "WARNING"]
-        if self.broker.username:
-            argv[4] = _url_with_credentials(self.broker)
+        url = self.accounts(name) if self.accounts is not None else str(self.broker)
+        argv = [sys.executable, "-m", "gates", "--broker", url, "--name", name, "--log-level", "WARNING"]
         if self.faults:
             argv += ["--faults", self.faults]
         host.process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
         host.state = "running"
         self.on_change()
 
-    async def start_all(self) -> None:
+    async def start_all(self, online: Callable[[str, int], Awaitable[None]] | None = None) -> None:
+        """Start every host, one after the other: each online (when `online` can tell) before the next
+        starts (the embedded broker can confuse hosts that announce themselves at the same moment)."""
         for name in self.hosts:
             await self.start(name)
+            process = self.hosts[name].process
+            online = online or self.online
+            if online is not None and process is not None:
+                await online(name, process.pid)
 
     def kill(self, name: str) -> None:
         host = self.hosts[name]
@@ -110,11 +129,20 @@ class HostProcesses:
         ]
 
 
-def _url_with_credentials(broker: BrokerAddress) -> str:
-    scheme, rest = str(broker).split("://", 1)
-    user = broker.username or ""
-    password = f":{broker.password}" if broker.password else ""
-    return f"{scheme}://{user}{password}@{rest}"
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the server dies, however it dies (Linux's
+    PR_SET_PDEATHSIG), so that no host the server started outlives it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def broker_url_for(broker: BrokerAddress, accounts: SecureDir, host: str) -> str:
+    """`broker` as host `host` reaches it: with its own account (and the CA of an mqtts:// broker)."""
+    user = host_user(host)
+    password = quote(accounts.credentials()[user], safe="")
+    ca = f"?ca={broker.ca_file}" if broker.ca_file else ""
+    return f"{'mqtts' if broker.tls else 'mqtt'}://{user}:{password}@{broker.host}:{broker.port}{ca}"
 
 
 class ClusterWatch:
@@ -126,6 +154,7 @@ class ClusterWatch:
         self.hosts: dict[str, HostPresence] = {}
         self.deployments: dict[str, DeploymentRecord] = {}
         self.error = ""
+        self._changed = asyncio.Event()
 
     async def serve(self) -> NoReturn:
         backoff = Backoff()
@@ -142,6 +171,14 @@ class ClusterWatch:
                 self.on_change()
                 await asyncio.sleep(backoff.next())
 
+    async def wait_online(self, name: str, pid: int, timeout: float = 20.0) -> None:
+        """Return once host `name` in process `pid` has announced itself online (or after `timeout`)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not ((p := self.hosts.get(name)) is not None and p.state == "online" and p.pid == pid):
+                    self._changed.clear()
+                    await self._changed.wait()
+
     def _on_message(self, name: str, payload: bytes) -> None:
         key = last_level(name)
         with contextlib.suppress(ValidationError):
@@ -154,6 +191,7 @@ class ClusterWatch:
                 self.deployments[key] = DeploymentRecord.model_validate_json(payload)
             else:
                 self.deployments.pop(key, None)
+        self._changed.set()
         self.on_change()
 
     def view(self) -> dict[str, object]:

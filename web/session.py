@@ -16,26 +16,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from broker.security import SecureDir
+from gates.errors import TransportError
+from gates.protocol import Message
 from gates.tracing import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
-from orchestrator.compiler import compile_source
 from orchestrator.errors import CompileError, GatemeshError, RunTimeout
 from orchestrator.examples import EXAMPLES
-from orchestrator.recorder import Recorder, explain_to
-from orchestrator.result import RunResult
+from orchestrator.explain import Explainer
+from orchestrator.recorder import explain_to
+from orchestrator.runner import Observer
 from viz.circuit import formula
 from web import render
 from web.commands import Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel
-from web.hosts import ClusterWatch, HostProcesses
+from web.hosts import ClusterWatch, HostProcesses, broker_url_for
 from web.recording import WebRecorder
 from web.stepper import Choice, Stepper
 from web.targets import Place, Target, Targets
+from web.view import Client, RunView, compile_alone, compiled, stuck_message
 
 log = logging.getLogger(__name__)
 
@@ -44,62 +46,26 @@ RENDER_INTERVAL = 0.25
 QUIET = 0.8
 """Seconds a stepped run may have nothing to deliver before the gates are asked who waits."""
 STEP_TIMEOUT = 3600.0
-LOG_LINES = 400
+MAX_DEPLOY = 10_000
+"""Gates the page may deploy itself (a live deployment may be any size)."""
+TRACE_LIMIT = 200
+"""Gates up to which a run is traced: its vector clocks have an entry per gate it heard of."""
 PARTS = ("run", "log", "pictures", "step", "cluster")
-
-
-@dataclass
-class RunView:
-    """Everything the page shows of the current run."""
-
-    request: Run | None = None
-    status: str = "idle"
-    title: str = ""
-    where: str = ""
-    run: str = ""
-    inputs: dict[str, float] = field(default_factory=dict)
-    circuit: Circuit | None = None
-    recorder: Recorder | None = None
-    result: RunResult | None = None
-    error: str = ""
-    compile_error: dict[str, object] | None = None
-    stuck: bool = False
-    sentences: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
-    said: int = 0
-    progress: render.Progress | None = None
-    pictures: tuple[str, str, str, str] = ("", "", "", "")
-    started: float = field(default_factory=time.monotonic)
-
-    def say(self, sentence: str) -> None:
-        self.sentences.append(sentence)
-        self.said += 1
-
-
-class Client:
-    """One connected page: what it has been sent, and its direct replies."""
-
-    def __init__(self) -> None:
-        self.sent: dict[str, int] = {}
-        self.wake = asyncio.Event()
-        self.replies: list[dict[str, object]] = []
-
-    def reply(self, message: dict[str, object]) -> None:
-        self.replies.append(message)
-        self.wake.set()
 
 
 class Session:
     """The server's one session; `serve()` runs its background tasks."""
 
-    def __init__(self, broker: BrokerAddress, hosts: int = 0, host_prefix: str = "h") -> None:
+    def __init__(self, broker: BrokerAddress, hosts: Sequence[str] = (), secure: SecureDir | None = None) -> None:
         self.broker = broker
         self.view = RunView()
         self.versions = dict.fromkeys(PARTS, 1)
         self.clients: set[Client] = set()
         self.stepper = Stepper(broker, lambda: self.touch("step"))
         self.cluster = ClusterWatch(broker, lambda: self.touch("cluster"))
-        self.hosts = HostProcesses(broker, hosts, host_prefix, lambda: self.touch("cluster")) if hosts else None
-        self.targets = Targets(broker, self._spawn)
+        accounts = (lambda name: broker_url_for(broker, secure, name)) if secure is not None else None
+        self.hosts = HostProcesses(broker, list(hosts), lambda: self.touch("cluster"), accounts) if hosts else None
+        self.targets = Targets(broker, self._spawn, secure)
         self.last: Run | None = None
         self._group: asyncio.TaskGroup | None = None
         self._running: asyncio.Task[None] | None = None
@@ -117,6 +83,7 @@ class Session:
             group.create_task(self._watch_loop())
             try:
                 if self.hosts is not None:
+                    self.hosts.online = self.cluster.wait_online
                     await self.hosts.start_all()
                 async with asyncio.timeout(10):
                     await self.stepper.connected.wait()
@@ -258,19 +225,24 @@ class Session:
             view.status = "deploying"
             self.touch("run")
             target = await self.targets.get(place)
-            await self._traced_run(view, target, request, inputs)
+            await self._run_on(view, target, request, inputs)
         except CompileError as exc:
             view.status = "failed"
             view.compile_error = {"line": exc.line, "column": exc.column, "message": str(exc)}
             view.error = f"the source does not compile: {exc}"
         except RunTimeout as exc:
             view.status = "failed"
-            view.error = _stuck(str(exc)) if view.stuck else str(exc)
-        except GatemeshError as exc:
+            view.error = stuck_message(str(exc)) if view.stuck else str(exc)
+        except (GatemeshError, ValueError, TransportError, TimeoutError) as exc:
             view.status = "failed"
-            view.error = str(exc)
+            view.error = str(exc) or type(exc).__name__
+        except Exception as exc:  # the page gets a sentence, the log the traceback; the session goes on
+            log.exception("the run failed")
+            view.status = "failed"
+            view.error = f"the server could not run that: {exc}"
         finally:
-            self.stepper.run = None if view.status != "stepping" else self.stepper.run
+            if view.status != "stepping":  # over: what still waits can change nothing (the choices stay)
+                self.stepper.close()
             self.touch("run")
             self.touch("step")
 
@@ -294,7 +266,12 @@ class Session:
         else:
             assert request.source is not None
             source = request.source
-        circuit = await asyncio.to_thread(compile_source, source)
+        circuit = await asyncio.to_thread(compile_alone, source)
+        if len(circuit.gates) > MAX_DEPLOY:
+            raise ValueError(
+                f"{len(circuit.gates)} gates: the page deploys up to {MAX_DEPLOY}; deploy a larger circuit with "
+                "`gatemesh deploy` and run it here as a live deployment"
+            )
         faults = request.faults.text()
         if request.where == "hosts":
             if self.hosts is None:
@@ -308,18 +285,28 @@ class Session:
             return Place("hosts", circuit=circuit, hosts=alive, faults=faults), inputs, formula(circuit)
         return Place("here", circuit=circuit, faults=faults), inputs, formula(circuit)
 
-    async def _traced_run(self, view: RunView, target: Target, request: Run, inputs: Mapping[str, float]) -> None:
+    async def _run_on(self, view: RunView, target: Target, request: Run, inputs: Mapping[str, float]) -> None:
         runner = target.runner
-        recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=request.faults.text())
-        recorder.attach(runner.circuit, runner.deployment, runner.placement)
-        runner.recorder = recorder
-        recorder.listeners.append(self._on_event)
-        explain_to(recorder, self._say)
-        view.recorder, view.circuit = recorder, runner.circuit
+        circuit = runner.circuit
+        traced = len(circuit.gates) <= TRACE_LIMIT
+        if request.step and not traced:
+            raise ValueError(
+                f"step mode: {len(circuit.gates)} gates send {circuit.messages_per_pass()} messages a pass, more than "
+                f"anyone delivers by hand; step through circuits of up to {TRACE_LIMIT} gates"
+            )
+        view.circuit = circuit
         view.where = target.place.label()
         if request.deployment is not None:
-            view.title = f"{formula(runner.circuit)} on {target.place.label()}"
-        view.progress = render.Progress.of(runner.circuit)
+            view.title = f"{formula(circuit)} on {target.place.label()}"
+        view.progress = render.Progress.of(circuit)
+        if traced:
+            recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=request.faults.text())
+            recorder.attach(circuit, runner.deployment, runner.placement)
+            recorder.listeners.append(self._on_event)
+            explain_to(recorder, self._say)
+            runner.recorder, runner.observer, view.recorder = recorder, None, recorder
+        else:  # a vector clock per message grows with the circuit: count and tell, do not trace
+            runner.recorder, runner.observer = None, self._observer(circuit, runner.placement)
         if request.step:
             await self.stepper.watch(runner.deployment)
         view.status = "stepping" if request.step else "running"
@@ -329,9 +316,26 @@ class Session:
             view.result = await runner.run(inputs, timeout=STEP_TIMEOUT if request.step else request.timeout)
             view.status = "done"
         finally:
-            with contextlib.suppress(Exception):
-                await recorder.drain(0.5 if view.result else 0.2)
+            if view.recorder is not None:
+                with contextlib.suppress(Exception):
+                    await view.recorder.drain(0.5 if view.result else 0.2)
             self._dirty.set()
+
+    def _observer(self, circuit: Circuit, placement: Mapping[str, str]) -> Observer:
+        """An untraced run's messages, counted by phase and told as sentences."""
+        hosts = set(placement.values())
+        explainer = Explainer(circuit, None if hosts <= {"local"} else dict(placement))
+        phases = {"feed": "feed", "forward": "forward", "backward": "backward", "grad": "report"}
+
+        def observe(topic_name: str, message: Message) -> None:
+            view = self.view
+            phase = phases.get(message.type)
+            if phase is not None and view.progress is not None:
+                view.progress.crossed[phase] += 1
+                self.touch("run")
+            self._say(explainer.explain(topic_name, message))
+
+        return observe
 
     def _begun(self, run: str) -> None:
         self.view.run = run
@@ -371,14 +375,17 @@ class Session:
 
     async def _draw(self, view: RunView) -> tuple[str, str, str, str] | None:
         circuit, recorder = view.circuit, view.recorder
-        if circuit is None or recorder is None:
+        if circuit is None:
             return None
         if not render.drawable(circuit):
             why = (
                 f"{len(circuit.gates)} gates: the circuit figure stays readable up to {render.MAX_GATES}; "
                 "the progress above counts the messages instead"
             )
-            return ("", why, "", "")
+            traced = "" if recorder is not None else f"; runs of more than {TRACE_LIMIT} gates are counted, not traced"
+            return ("", why, "", f"{len(circuit.gates)} gates: too many columns to draw{traced}")
+        if recorder is None:
+            return None
         if not view.run:
             return (await asyncio.to_thread(render.bare_circuit, circuit, view.title), "", "", "")
         trace = recorder.trace()  # a snapshot, on the loop; drawn off it
@@ -397,24 +404,3 @@ class Session:
                 if target is not None and not view.stuck and target.runner.expire(view.run):
                     view.stuck = True
                     self.touch("run")
-
-
-async def compiled(source: str) -> dict[str, object]:
-    """The page's answer to Compile: the circuit's inputs, or where the source is wrong."""
-    try:
-        circuit = await asyncio.to_thread(compile_source, source)
-    except CompileError as exc:
-        return {"type": "compiled", "ok": False, "line": exc.line, "column": exc.column, "message": str(exc)}
-    return {
-        "type": "compiled",
-        "ok": True,
-        "inputs": circuit.inputs,
-        "gates": len(circuit.gates),
-        "formula": formula(circuit),
-    }
-
-
-def _stuck(message: str) -> str:
-    """A stepped run's RunTimeout, said as what it is: nothing left to deliver."""
-    _, _, waiting = message.partition("not finished: ")
-    return f"nothing is left to deliver, so the run can never finish; still waiting: {waiting or message}"

@@ -179,6 +179,14 @@ class Stepper:
     def begin(self, run: str) -> None:
         self.run = run
 
+    def close(self) -> None:
+        """The run is over: forget what still waits (its history stays, to travel back into)."""
+        self.run = None
+        self.pending.clear()
+        self.replay.clear()
+        self.auto = False
+        self._touch()
+
     def _on_message(self, name: str, payload: bytes) -> None:
         described = describe(name, payload)
         if described is None:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from broker.security import SecureDir
 from gates.faults import Faults
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
@@ -80,8 +81,12 @@ class Target:
 class Targets:
     """At most one target at a time; `get` reuses it or replaces it."""
 
-    def __init__(self, broker: BrokerAddress, spawn: Callable[..., asyncio.Task[None]]) -> None:
+    def __init__(
+        self, broker: BrokerAddress, spawn: Callable[..., asyncio.Task[None]], secure: SecureDir | None = None
+    ) -> None:
         self.broker = broker
+        self.secure = secure
+        """With a secured broker: the ACL is rewritten for each deployment on hosts."""
         self.spawn = spawn
         """Starts a task in the session's task group."""
         self.current: Target | None = None
@@ -118,7 +123,9 @@ class Targets:
         assert place.circuit is not None
         if place.kind == "hosts":
             hosts = list(place.hosts)
-            return on_hosts(place.circuit, self.broker, hosts=hosts, timeout=DEPLOY_TIMEOUT, recorder=recorder)
+            return on_hosts(
+                place.circuit, self.broker, hosts=hosts, timeout=DEPLOY_TIMEOUT, recorder=recorder, secure=self.secure
+            )
         faults = Faults.parse(place.faults) if place.faults else None
         return in_process(place.circuit, self.broker, faults=faults, recorder=recorder, connections="shared")
 

@@ -82,7 +82,12 @@ async def test_a_held_run_moves_only_as_its_messages_are_delivered(mosquitto_url
         for key in ("backward f z 1", "backward f add_1 0", "backward add_1 y 1", "backward add_1 x 0"):
             await held.do(key)
         assert not run.done()
-        held.stepper.deliver_all()  # the three reports
+        await held.do("report x x", "hold")  # pinned: "deliver all" leaves it waiting
+        held.stepper.deliver_all()  # the other two reports, and whatever comes
+        await settle()
+        assert [h.key for h in held.stepper.pending.values()] == ["report x x"]
+        assert not run.done()
+        await held.do("report x x")
         assert await run == QF_RESULT
         await held.recorder.drain(1.0)
         trace = held.recorder.trace()
@@ -90,7 +95,7 @@ async def test_a_held_run_moves_only_as_its_messages_are_delivered(mosquitto_url
         receipts = [e for e in trace.events if e.type == "receive" and e.node == "f" and e.msg and e.msg.src == "add_1"]
         assert [e.note for e in receipts] == ["", "duplicate"]
         actions = [c.action for c in held.stepper.history]
-        assert (actions.count("deliver"), actions.count("duplicate"), len(actions)) == (15, 1, 16)
+        assert (actions.count("deliver"), actions.count("duplicate"), len(actions)) == (15, 1, 17)
 
 
 async def test_a_dropped_message_leaves_the_run_waiting_and_the_probe_names_who_waits(mosquitto_url: str) -> None:

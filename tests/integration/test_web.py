@@ -6,45 +6,55 @@ the classes of the SVG elements viz/ draws, never pixels. Screenshots go to test
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
+from broker.launch import mosquitto
+from broker.security import SecureDir
+from tests.processes import gatemesh
 from tests.web_server import CHROMIUM, CHROMIUM_ARGS, SHOTS, ServeProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
+QF = "(x+y)*z"
 QF_LINK = "?expr=(x%2By)*z&x=-2&y=5&z=-4&run=1"
 WAIT = 20_000  # ms: a deploy on gate hosts, an embedded broker, a slow shared machine
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, never a downloaded one (`playwright install` is never run).
-
-    Started and stopped per module, not per session as pytest-playwright would: its sync API
-    runs an event loop on this thread while it is open, and the asyncio tests after it need one.
-    """
+    """Debian's Chromium, never a downloaded one (`playwright install` is never run). Per module:
+    Playwright's sync API keeps an event loop of its own while it runs, which asyncio tests after
+    these must not find."""
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    yield context.new_page()
+    opened = context.new_page()
+    yield opened
     context.close()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServeProcess]:
-    """`gatemesh serve` with no broker: the embedded one, as a user starts it."""
-    serving = ServeProcess()
+    """`gatemesh serve --hosts 2` with no broker: the embedded one, as a user starts it."""
+    serving = ServeProcess("--hosts", "2")
     yield serving
     print(serving.stop())
 
@@ -163,6 +173,31 @@ def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServePro
     expect(page.locator("#error")).to_contain_text("no value for input(s): y", timeout=WAIT)
 
 
+def test_a_page_of_another_origin_may_not_connect(server: ServeProcess) -> None:
+    url = server.url.replace("http://", "ws://") + "ws"
+    with pytest.raises(InvalidStatus, match="403"):
+        connect(url, origin=Origin("http://evil.example"), open_timeout=10)
+    with connect(url, origin=Origin(server.url.rstrip("/")), open_timeout=10) as same:
+        assert json.loads(same.recv(timeout=10))["type"] == "choices"
+
+
+def test_serve_binds_loopback_unless_told_and_says_so(mosquitto_url: str) -> None:
+    bad = gatemesh("serve", "--bind", "localhost:80", "--broker", mosquitto_url)
+    assert bad.returncode == 1
+    assert "--bind 'localhost:80': give an IP address" in bad.stderr
+    serving = ServeProcess("--bind", "0.0.0.0", "--broker", mosquitto_url)
+    assert serving.url.startswith("http://0.0.0.0:")
+    said = serving.stop()
+    assert "warning: --bind 0.0.0.0: anyone who can reach this address can run circuits" in said
+    loopback = ServeProcess("--broker", mosquitto_url)
+    assert loopback.url.startswith("http://127.0.0.1:")
+    port = loopback.url.rstrip("/").rsplit(":", 1)[1]
+    taken = gatemesh("serve", "--port", port, "--broker", mosquitto_url)
+    assert taken.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+    assert "warning" not in loopback.stop()
+
+
 def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server: ServeProcess) -> None:
     """The messages wait at the broker until the page delivers them; the gates run on two host
     processes; the circuit shows exactly what has been delivered, in the order chosen."""
@@ -201,6 +236,10 @@ def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server:
     shot(page, "step-mode-done")
 
 
+def _within(part: set[str], whole: set[str]) -> None:
+    assert part <= whole, whole
+
+
 def _same(got: set[str], expected: set[str]) -> None:
     assert got == expected, got
 
@@ -219,6 +258,93 @@ def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hos
     shot(page, "dropped-message")
 
 
+def test_time_travel_replays_the_choices_up_to_a_step_then_lets_you_choose_again(
+    page: Page, server: ServeProcess
+) -> None:
+    page.goto(server.url + QF_LINK + "&step=1&where=hosts")  # on gate host processes, on the embedded broker
+    expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
+    expect(page.locator("#where-label")).to_contain_text("gate hosts")
+    for key in ("feed orchestrator x", "feed orchestrator y", "feed orchestrator z", "forward x x"):
+        act(page, key)
+    values_shown(page, {"-2.00"})
+    expect(page.locator("#history li")).to_have_count(5)  # the start and four choices
+    page.locator('#history button.travel[data-index="2"]').click()  # back to: x and y fed
+    eventually(lambda: _same(set(pending(page)), {"forward x x", "forward y y", "feed orchestrator z"}))
+    expect(page.locator("#history li")).to_have_count(3)
+    values_shown(page, set())
+    act(page, "forward y y")  # another choice than last time
+    values_shown(page, {"5.00"})
+    shot(page, "time-travel")
+    page.locator("#deliver-all").click()
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+
+
+def test_faults_from_the_page_apply_to_the_next_runs(page: Page, server: ServeProcess) -> None:
+    page.goto(server.url + QF_LINK.replace("&run=1", ""))
+    expect(page.locator("#inputs input[data-name=z]")).to_have_value("-4", timeout=WAIT)
+    page.locator("#dup").fill("1")
+    page.locator("#delay").fill("5")
+    page.locator("#run").click()
+    expect(page.locator("#where-label")).to_contain_text("dup=1", timeout=WAIT)
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)  # duplicates change nothing
+    expect(page.locator('#grads tr[data-input="x"] td.grad')).to_have_text("-4")
+    # every gate's message twice (12 of the 16: the orchestrator's feeds and seed pass no injector)
+    eventually(lambda: _count_is(page.locator("#lamport svg line.msg.duplicate").count(), 12))
+    shot(page, "faults")
+
+
+def _count_is(got: int, wanted: int) -> None:
+    assert got == wanted, got
+
+
+BIG = " + ".join(f"x*{i}" for i in range(1, 334))  # 999 gates, 2,998 messages a pass
+
+
+def test_a_thousand_gate_pass_shows_progress_and_the_page_stays_responsive(
+    page: Page, hosts_server: ServeProcess
+) -> None:
+    page.goto(hosts_server.url + "?" + urlencode({"expr": BIG, "x": "2", "run": "1"}))
+    expect(page.locator("#status")).to_have_text(re.compile("running|done"), timeout=WAIT)
+    started, answered = time.monotonic(), []
+    while page.locator("#status").text_content() == "running":
+        asked = time.monotonic()
+        page.evaluate("() => document.querySelectorAll('#log li').length")
+        answered.append(time.monotonic() - asked)
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    expect(page.locator("#value")).to_have_text("111222", timeout=WAIT)
+    expect(page.locator('#grads tr[data-input="x"] td.grad')).to_have_text("55611")  # 1 + 2 + ... + 333
+    expect(page.locator("#progress")).to_contain_text("2998 of 2998 messages")
+    expect(page.locator("#circuit-note")).to_contain_text("999 gates")
+    assert page.locator("#circuit svg").count() == 0
+    assert max(answered, default=0) < 2.0, answered  # the page kept answering while the pass ran
+    pushes = int(page.locator("body").get_attribute("data-pushes") or 0)
+    assert pushes < 6 * (elapsed / 0.15 + 10), (pushes, elapsed)  # a few pushes a second, not one per message
+    shot(page, "thousand-gates")
+
+
+def test_a_live_deployment_runs_with_its_hosts_shown(
+    page: Page, hosts_server: ServeProcess, mosquitto_url: str
+) -> None:
+    port = hosts_server.url.rstrip("/").rsplit(":", 1)[1]
+    hosts = [f"web{port}-h1", f"web{port}-h2"]
+    deployed = gatemesh("deploy", QF, "--name", "live-qf", "--hosts", ",".join(hosts), "--broker", mosquitto_url)
+    assert deployed.returncode == 0, deployed.stderr
+    try:
+        page.goto(hosts_server.url + "?x=-2&y=5&z=-4")
+        expect(page.locator("#deployment option[value=live-qf]")).to_have_count(1, timeout=WAIT)
+        page.locator("#deployment").select_option("live-qf")
+        page.locator("#attach").click()
+        expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+        expect(page.locator("#where-label")).to_contain_text("deployment live-qf")
+        for host in hosts:
+            expect(page.locator("#cluster-hosts")).to_contain_text(host)
+        eventually(lambda: _within(set(hosts), set(page.locator("#lamport svg text.host").all_text_contents())))
+        shot(page, "live-deployment")
+    finally:
+        gatemesh("undeploy", "live-qf", "--broker", mosquitto_url)
+
+
 def test_a_killed_host_is_named(page: Page, hosts_server: ServeProcess) -> None:
     page.goto(hosts_server.url + QF_LINK + "&step=1&where=hosts")
     expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
@@ -230,3 +356,34 @@ def test_a_killed_host_is_named(page: Page, hosts_server: ServeProcess) -> None:
     expect(page.locator("#error")).to_contain_text(f"host {name} went offline")
     expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("killed")
     shot(page, "killed-host")
+    page.locator(f'#our-hosts li[data-host="{name}"] button.start').click()  # a new process, a new incarnation
+    expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("running", timeout=WAIT)
+    page.locator("#restart").click()  # the same run again: redeployed onto the live hosts
+    eventually(lambda: _same(set(pending(page)), {"feed orchestrator x", "feed orchestrator y", "feed orchestrator z"}))
+    page.locator("#deliver-all").click()
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    expect(page.locator("#where-label")).to_contain_text(name)
+
+
+def test_on_a_secured_broker_the_server_and_each_host_use_their_own_accounts(page: Page) -> None:
+    """`--secure DIR`: the server connects as the orchestrator, each host it starts with its own
+    account, and the ACL (rewritten per deployment) lets the hosts hold a stepped run's messages."""
+    with tempfile.TemporaryDirectory(prefix="gatemesh-secure-") as path:
+        Path(path).chmod(0o755)  # Mosquitto reads it after dropping root
+        accounts = SecureDir.create(Path(path) / "secure", ["h0", "h1"])
+        with mosquitto(secure_dir=accounts.directory) as url:
+            refused = gatemesh("serve", "--secure", str(accounts.directory))
+            assert refused.returncode == 1
+            assert "--secure needs --broker" in refused.stderr
+            serving = ServeProcess("--broker", url, "--secure", str(accounts.directory), "--hosts", "2")
+            try:
+                page.goto(serving.url + QF_LINK + "&step=1&where=hosts")
+                expect(page.locator("#where-label")).to_contain_text("gate hosts h0, h1", timeout=WAIT)
+                act(page, "feed orchestrator z")
+                act(page, "forward z z")
+                values_shown(page, {"-4.00"})
+                page.locator("#deliver-all").click()
+                expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+            finally:
+                said = serving.stop()
+            assert "not authorised" not in said.lower()

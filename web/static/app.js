@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0 };
+const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "" };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -106,31 +106,33 @@ const handlers = {
     showSvg("lamport", m.lamport, m.lamport_note);
   },
   step(m) {
+    // Rows are kept, not redrawn: a click must land on the message it was aimed at, even while
+    // new messages arrive (they are appended) and others leave.
     const list = $("pending");
-    list.replaceChildren(
-      ...m.pending.map((p) => {
-        const buttons = ["deliver", "drop", "duplicate", "hold"].map((action) => {
-          const words = action === "hold" ? (p.pinned ? "unpin" : "hold") : action;
-          const button = el("button", { class: action, type: "button", title: `${action} this message` }, words);
-          button.addEventListener("click", () => send({ type: action, id: p.id }));
-          return button;
-        });
-        const item = el("li", { class: `${p.phase}${p.pinned ? " pinned" : ""}`, "data-id": p.id, "data-key": p.key },
-          el("span", { class: "label" }, p.label), ...buttons);
-        return item;
-      }),
-    );
+    const wanted = new Set(m.pending.map((p) => p.id));
+    for (const row of [...list.children]) if (!wanted.has(row.dataset.id || "")) row.remove();
+    for (const p of m.pending) {
+      const row = list.querySelector(`li[data-id="${p.id}"]`) || list.appendChild(pendingRow(p));
+      row.className = `${p.phase}${p.pinned ? " pinned" : ""}`;
+      row.querySelector("button.hold").textContent = p.pinned ? "unpin" : "hold";
+    }
     if (!m.pending.length) list.append(el("li", { class: "empty hint" }, m.auto ? "delivering everything as it comes" : "nothing waits right now"));
     const replay = $("replaying");
     replay.hidden = !m.replaying.length;
     replay.textContent = m.replaying.length ? `replaying: ${m.replaying.length} earlier choice(s) still to come, next: ${m.replaying[0]}` : "";
     const history = $("history");
+    const told = JSON.stringify(m.history);
+    if (history.dataset.told === told) return;
+    history.dataset.told = told;
     history.replaceChildren(
       el("li", { class: "start", value: 0 }, "the start", travelButton(0)),
       ...m.history.map((c, i) => el("li", { class: c.action, value: i + 1 }, c.label, travelButton(i + 1))),
     );
   },
   cluster(m) {
+    const told = JSON.stringify(m);
+    if (state.cluster === told) return;  // unchanged: keep the buttons where they are
+    state.cluster = told;
     const ours = $("our-hosts");
     ours.replaceChildren(
       ...m.ours.map((h) => {
@@ -160,6 +162,15 @@ const handlers = {
     if (chosen) select.value = chosen;
   },
 };
+
+function pendingRow(p) {
+  const buttons = ["deliver", "drop", "duplicate", "hold"].map((action) => {
+    const button = el("button", { class: action, type: "button", title: `${action} this message` }, action);
+    button.addEventListener("click", () => send({ type: action, id: p.id }));
+    return button;
+  });
+  return el("li", { "data-id": p.id, "data-key": p.key }, el("span", { class: "label" }, p.label), ...buttons);
+}
 
 function travelButton(index) {
   const button = el("button", { class: "travel", type: "button", title: "run again, replaying the choices up to here" }, "go back here");
@@ -242,7 +253,8 @@ function updateShare() {
   if ($("step").checked) params.set("step", "1");
   params.set("run", "1");
   $("share").href = "/?" + params.toString();
-  $("share").textContent = location.origin + "/?" + params.toString();
+  const link = location.origin + "/?" + params.toString();
+  $("share").textContent = link.length > 90 ? link.slice(0, 87) + "…" : link;
 }
 
 function compileSoon() {
@@ -277,6 +289,10 @@ function wire() {
   $("run").addEventListener("click", () => send(runRequest()));
   $("restart").addEventListener("click", () => send({ type: "restart" }));
   $("deliver-all").addEventListener("click", () => send({ type: "deliver_all" }));
+  $("deployment").addEventListener("change", () => {
+    const deployment = (state.deployments || []).find((d) => d.name === $("deployment").value);
+    if (deployment) showInputs(deployment.inputs);
+  });
   $("attach").addEventListener("click", () => {
     const name = $("deployment").value;
     if (!name) return handlers.problem({ message: "no live deployment to run on: deploy one with `gatemesh deploy`" });

@@ -1,0 +1,91 @@
+"""What the page shows of a run (RunView), what one connected page has been sent (Client), and the
+answers that need no run: a compile check, a stuck stepped run said as what it is."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from orchestrator.circuit import Circuit
+from orchestrator.compiler import compile_source
+from orchestrator.errors import CompileError
+from orchestrator.recorder import Recorder
+from orchestrator.result import RunResult
+from viz.circuit import formula
+from web import render
+from web.commands import Run
+
+_COMPILING = threading.Lock()
+LOG_LINES = 400
+"""Sentences a page is sent (the latest; the numbering says how many came before)."""
+
+
+@dataclass
+class RunView:
+    """Everything the page shows of the current run."""
+
+    request: Run | None = None
+    status: str = "idle"
+    title: str = ""
+    where: str = ""
+    run: str = ""
+    inputs: dict[str, float] = field(default_factory=dict)
+    circuit: Circuit | None = None
+    recorder: Recorder | None = None
+    result: RunResult | None = None
+    error: str = ""
+    compile_error: dict[str, object] | None = None
+    stuck: bool = False
+    sentences: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    said: int = 0
+    progress: render.Progress | None = None
+    pictures: tuple[str, str, str, str] = ("", "", "", "")
+    started: float = field(default_factory=time.monotonic)
+
+    def say(self, sentence: str) -> None:
+        self.sentences.append(sentence)
+        self.said += 1
+
+
+class Client:
+    """One connected page: what it has been sent, and its direct replies."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}
+        self.wake = asyncio.Event()
+        self.replies: list[dict[str, object]] = []
+
+    def reply(self, message: dict[str, object]) -> None:
+        self.replies.append(message)
+        self.wake.set()
+
+
+def compile_alone(source: str) -> Circuit:
+    """compile_source, one at a time: it raises the process's recursion limit while it parses, and
+    two parses in two threads at once trip CPython 3.11's AST depth check (a SystemError)."""
+    with _COMPILING:
+        return compile_source(source)
+
+
+async def compiled(source: str) -> dict[str, object]:
+    """The page's answer to Compile: the circuit's inputs, or where the source is wrong."""
+    try:
+        circuit = await asyncio.to_thread(compile_alone, source)
+    except CompileError as exc:
+        return {"type": "compiled", "ok": False, "line": exc.line, "column": exc.column, "message": str(exc)}
+    return {
+        "type": "compiled",
+        "ok": True,
+        "inputs": circuit.inputs,
+        "gates": len(circuit.gates),
+        "formula": formula(circuit),
+    }
+
+
+def stuck_message(message: str) -> str:
+    """A stepped run's RunTimeout, said as what it is: nothing left to deliver."""
+    _, _, waiting = message.partition("not finished: ")
+    return f"nothing is left to deliver, so the run can never finish; still waiting: {waiting or message}"
