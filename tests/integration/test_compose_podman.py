@@ -198,7 +198,7 @@ def test_a_killed_gate_container_is_named_and_the_survivors_take_over(compose: C
     assert cluster(compose)["hosts"][lost]["state"] == "offline"
 
     alive = [compose.host_name(container) for container in survivors]
-    redeployed = compose.gatemesh("deploy", SOURCE, "--name", "neuron", "--hosts", ",".join(alive))
+    redeployed = compose.gatemesh("deploy", SOURCE, "--name", "neuron", "--hosts", ",".join(alive), "--timeout", "60")
     assert redeployed.returncode == 0, redeployed.stderr
     placed = {where["host"] for where in cluster(compose)["deployments"]["neuron"]["gates"].values()}
     assert placed == set(alive)

@@ -82,7 +82,9 @@ def test_the_trace_of_the_notes_circuit(mosquitto_url: str, tmp_path: Path) -> N
         assert receipt.msg == send.msg
         assert receipt.lamport > send.lamport
         assert all(count <= receipt.vc.get(node, 0) for node, count in send.vc.items()), (send, receipt)
-        assert send.seq < crossings[msg_id][0].seq < receipt.seq
+        # the broker's copy to the orchestrator may arrive after the receiver's: no order between those two
+        assert send.seq < crossings[msg_id][0].seq
+        assert send.seq < receipt.seq
         number = send.msg.value if send.msg.value is not None else send.msg.grad
         carried[(send.msg.phase, send.node, receipt.node, number)] += 1
     o = ORCHESTRATOR
