@@ -93,7 +93,7 @@ class GateActor:
         """Made when the gate first takes part in a traced run (gates/tracing.py)."""
         self.open_link = own_connections(broker) if isinstance(broker, BrokerAddress) else broker
         self.retain_ready = retain_ready
-        self.injector = FaultInjector(faults, circuit=circuit, gate=spec.id) if faults and faults.active else None
+        self.injector = FaultInjector(faults, gate=spec.id) if faults and faults.active else None
 
     async def serve(self) -> NoReturn:
         """Connect, subscribe, announce readiness, then handle messages forever.

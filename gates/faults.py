@@ -3,8 +3,9 @@
 It acts on a gate's run traffic (forward values, gradients, reports, status and error
 reports), never on the Ready handshake, which belongs to deploying rather than to runs.
 Written as `drop=0.05,dup=0.1,delay=0-20ms,reorder,seed=7`; each gate draws from its own
-generator seeded with (seed, deployment, gate), so a seeded run makes the same choices for
-the same sequence of messages.
+generator seeded with (seed, gate), so a seeded run makes the same choices for the same
+sequence of messages, in any deployment: run a seeded faulty pass again and the same messages
+are dropped, duplicated and delayed by the same amounts.
 
     drop=P        each message is lost with probability P
     dup=P         each message is published twice with probability P
@@ -95,9 +96,9 @@ class Planned(Generic[M]):
 class FaultInjector:
     """Decides, message by message, what the faults do to one gate's traffic."""
 
-    def __init__(self, faults: Faults, *, circuit: str, gate: str) -> None:
+    def __init__(self, faults: Faults, *, gate: str) -> None:
         self.faults = faults
-        self.rng = random.Random(f"{faults.seed}:{circuit}:{gate}")
+        self.rng = random.Random(f"{faults.seed}:{gate}")
         self.dropped = 0
         self.duplicated = 0
 

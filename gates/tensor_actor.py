@@ -42,7 +42,7 @@ class TensorActor:
         )
         self.connection = connection
         self.retain_ready = retain_ready
-        self.injector = FaultInjector(faults, circuit=circuit, gate=spec.id) if faults and faults.active else None
+        self.injector = FaultInjector(faults, gate=spec.id) if faults and faults.active else None
 
     async def serve_forever(self) -> NoReturn:
         if isinstance(self.connection, SharedConnection):

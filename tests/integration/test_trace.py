@@ -160,9 +160,9 @@ FAULT_TYPES = ("drop", "duplicate", "delay", "reorder", "timeout")
 
 
 def test_faults_are_in_the_trace_and_the_picture(mosquitto_url: str) -> None:
-    """Each gate's injector is seeded with (seed, deployment, gate), and every run here is a new
-    deployment: runs until one shows every kind of fault (a run shows all with probability ~0.6 on
-    an idle machine, less on a loaded one, where the 1 s timeout can end a run before its faults)."""
+    """Each gate's injector is seeded with (seed, gate): tries seeds until a run shows every kind
+    of fault (a run shows all with probability ~0.6 on an idle machine, less on a loaded one, where
+    the 1 s timeout can end a run before its faults)."""
     for seed in range(40):
         trace = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url, FAULTS.replace("seed=0", f"seed={seed}")))
         if set(FAULT_TYPES) <= {e.type for e in trace.events}:
@@ -180,6 +180,32 @@ def test_faults_are_in_the_trace_and_the_picture(mosquitto_url: str) -> None:
     probes = [e for e in trace.events if e.type == "send" and e.msg and e.msg.phase == "probe"]
     assert probes[0].lamport == timeout.lamport + 1  # the orchestrator probes right after its timeout
     assert validate(export([("faulty", trace)]))
+
+
+def fault_choices(trace: Trace) -> dict[str, list[tuple[object, ...]]]:
+    """What each gate's injector did, in the gate's order (message ids hold Lamport numbers, which
+    depend on the order copies arrive in: left out)."""
+    choices: dict[str, list[tuple[object, ...]]] = {}
+    for e in trace.events:
+        if e.type in ("drop", "duplicate", "delay") and e.msg is not None:
+            choices.setdefault(e.node, []).append((e.type, e.msg.phase, e.msg.port, e.msg.dest, e.delay_ms, e.note))
+        elif e.type == "reorder":
+            choices.setdefault(e.node, []).append((e.type, len(e.order or ())))
+    return choices
+
+
+def test_a_seeded_faulty_run_makes_the_same_choices_again(mosquitto_url: str) -> None:
+    """Two deployments, one seed: every gate drops, duplicates and delays the same messages by the
+    same amounts (no drops here: a drop ends the run at a timeout, whose timing is the machine's)."""
+    faults = "dup=0.5,delay=0-15ms,reorder,seed=3"
+    first = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url, faults))
+    second = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url, faults))
+    assert first.header.deployment != second.header.deployment
+    choices = fault_choices(first)
+    assert sum(1 for made in choices.values() for c in made if c[0] == "duplicate") >= 1
+    assert choices == fault_choices(second)
+    other = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url, faults.replace("seed=3", "seed=4")))
+    assert fault_choices(other) != choices
 
 
 async def two_runs(url: str) -> Trace:
