@@ -22,7 +22,7 @@ from gates.transport import QOS, BrokerAddress, client, publish_all, read_retain
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, grants, on_deployment, undeploy
 from orchestrator.result import RunResult
-from tests.processes import GateHostProcess
+from tests.processes import GateHostProcess, gatemesh
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +148,12 @@ def test_a_directory_made_before_the_watcher_gets_it_added_and_keeps_the_rest(ac
     accounts.acl.write_text(acl)
     with pytest.raises(ValueError, match=r"made before the read-only watcher account existed; add one with "):
         accounts.watcher()
-    assert accounts.add_watcher()
+    refused = gatemesh("serve", "--broker", "mqtt://127.0.0.1:1", "--secure", str(accounts.directory))
+    assert refused.returncode == 1
+    assert f"add one with `gatemesh secure watcher {accounts.directory}` (the other passwords stay)" in refused.stderr
+    added = gatemesh("secure", "watcher", str(accounts.directory))
+    assert added.returncode == 0, added.stderr
+    assert "added the read-only account 'watcher'" in added.stdout
     assert {u: p for u, p in accounts.credentials().items() if u != WATCHER_USER} == old  # other passwords stay
     user, password = accounts.watcher()
     assert (user, password) == (WATCHER_USER, accounts.credentials()[WATCHER_USER])
@@ -159,7 +164,9 @@ def test_a_directory_made_before_the_watcher_gets_it_added_and_keeps_the_rest(ac
         *old,
         WATCHER_USER,
     ]
-    assert not accounts.add_watcher()  # twice is once
+    again = gatemesh("secure", "watcher", str(accounts.directory))  # twice is once
+    assert "has the watcher account already" in again.stdout
+    assert accounts.watcher() == (user, password)
 
 
 async def test_the_watcher_reads_everything_and_its_publishes_never_arrive(accounts: SecureDir) -> None:
@@ -172,18 +179,18 @@ async def test_the_watcher_reads_everything_and_its_publishes_never_arrive(accou
         watcher = BrokerAddress.parse(url).model_copy(update={"username": user, "password": password})
         record = topic("watched.0", "fwd", "x")
         async with client(orchestrator) as orch:
-            await publish_all(orch, [("gatemesh-sys/deployments/watched", Backward(**FORGED))], retain=True)
+            await publish_all(orch, [("gatemesh-sys/deployments/watched", FORGED)], retain=True)
             async with client(watcher) as watching:
                 await subscribe_all(watching, ["gatemesh/+/+/+", "gatemesh-sys/#"])  # granted (else this raises)
                 assert await _heard(watching, seconds=5.0, stop_after=1) == ["gatemesh-sys/deployments/watched"]
-                await publish_all(orch, [(record, Backward(**FORGED))])
+                await publish_all(orch, [(record, FORGED)])
                 assert await _heard(watching, seconds=5.0, stop_after=1) == [record]
 
             await subscribe_all(orch, ["gatemesh/#", "gatemesh-sys/#"])
             await _heard(orch, seconds=0.5)  # the retained record, heard once on subscribing
             session = await Session.open(watcher, lambda topic_name, payload: None)  # the data plane's own session
             try:
-                await session.subscribe([topic("watched.0", "+", "+")])
+                await session.subscribe(["gatemesh/watched.0/+/+"])
                 acknowledged = session.publish(record, b'{"forged": true}', confirm=True)
                 assert acknowledged is not None
                 async with asyncio.timeout(5):
@@ -202,7 +209,7 @@ async def test_the_watcher_reads_everything_and_its_publishes_never_arrive(accou
         assert list(kept) == ["gatemesh-sys/deployments/watched"]  # and the retained record is still there
 
 
-FORGED = {"circuit": "watched.0", "sender": "x", "run": "0123456789abcdef", "port": 0, "grad": 1.0}
+FORGED = Backward(circuit="watched.0", sender="x", run="0123456789abcdef", port=0, grad=1.0)
 
 
 async def test_the_data_plane_session_is_refused_without_its_account_and_serves_with_it(accounts: SecureDir) -> None:
