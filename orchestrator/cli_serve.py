@@ -75,9 +75,9 @@ def serve(
     except ValueError:
         raise InputError(f"--bind {bind!r}: give an IP address, like 127.0.0.1") from None
     if not address.is_loopback:
+        can = "watch every run on the cluster" if watch_only else "run circuits and kill the hosts this server started"
         err.print(
-            f"[yellow]warning:[/yellow] --bind {bind}: anyone who can reach this address can run circuits and "
-            "kill the hosts this server started; there is no login",
+            f"[yellow]warning:[/yellow] --bind {bind}: anyone who can reach this address can {can}; there is no login",
             highlight=False,
         )
     listener = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET)

@@ -133,7 +133,9 @@ class Watcher(Runner):
     async def follow(self, run: str) -> RunResult:
         """The result of adopted run `run`, once every leaf has reported (GateFailed, HostLost or
         RunError if it fails, as the Runner that started it sees it fail)."""
-        pending = self._pending[run]
+        pending = self._pending.get(run)
+        if pending is None:
+            raise RunError(f"run {run} is not followed (it is over, or was forgotten for newer runs)", run)
         try:
             value = await pending.value
             await pending.done

@@ -69,6 +69,8 @@ class DeploymentWatch:
             following: asyncio.Task[None] | None = None
             while True:
                 run = await self.watcher.started.get()
+                while not self.watcher.started.empty():  # several began at once: the newest is shown
+                    run = self.watcher.started.get_nowait()
                 if following is not None:
                     following.cancel()
                 following = group.create_task(self._follow(run))
@@ -104,7 +106,9 @@ class DeploymentWatch:
         self.stage.show(view)
 
     async def _follow(self, run: str) -> None:
-        view = self.views[run]
+        view = self.views.get(run)
+        if view is None:  # a newer run is shown already
+            return
         try:
             view.result = await self.watcher.follow(run)
             view.status = "done"

@@ -61,7 +61,7 @@ const handlers = {
     document.body.dataset.readonly = m.readonly ? "1" : "";
     const notice = $("readonly");
     notice.hidden = !m.readonly;
-    notice.textContent = m.readonly ? "Watch only: " + m.readonly + "." : "";
+    notice.textContent = m.readonly ? m.readonly.charAt(0).toUpperCase() + m.readonly.slice(1) + "." : "";
     for (const id of PUBLISHING) {
       $(id).disabled = Boolean(m.readonly);  // the server refuses these anyway
       if (m.readonly) $(id).title = "this server only watches";
