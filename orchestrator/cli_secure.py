@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from broker.security import SecureDir, host_user
-from orchestrator.cli_common import print_line
+from broker.security import WATCHER_FILE, WATCHER_USER, SecureDir, host_user
+from orchestrator.cli_common import print_line, secure_dir
 from orchestrator.errors import InputError
 
 app = typer.Typer(help="Accounts and an ACL for Mosquitto: each host may touch only its own gates' topics.")
@@ -32,6 +32,25 @@ def secure_init(
             for name in names
         ),
         f"deploy:   gatemesh deploy CIRCUIT --name NAME --secure {directory} --broker mqtt://HOST:1883",
+        f"watch:    gatemesh serve --broker mqtt://HOST:1883 --secure {directory} --watch-only  "
+        f"(reads {WATCHER_FILE} alone: the read-only account)",
     ]
     for line in lines:
         print_line(line)
+
+
+@app.command("watcher")
+def secure_watcher(
+    directory: Annotated[Path, typer.Argument(help="a directory made by `gatemesh secure init`")],
+) -> None:
+    """Add the read-only watcher account to a directory made before it existed (other passwords stay)."""
+    accounts = secure_dir(directory)
+    assert accounts is not None
+    if not accounts.add_watcher():
+        print_line(f"{directory} has the watcher account already ({directory / WATCHER_FILE})")
+        return
+    print_line(
+        f"added the read-only account {WATCHER_USER!r} to {directory}: credentials.json, {WATCHER_FILE}, passwd and "
+        "the ACL (its other rules stay); a broker started with `python -m broker mosquitto --secure` reloads them "
+        "now, any other Mosquitto on SIGHUP"
+    )

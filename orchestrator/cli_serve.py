@@ -38,22 +38,35 @@ def serve(
         Path | None,
         typer.Option(
             "--secure",
-            help="a directory made by `gatemesh secure init`: connect with the orchestrator's account, start "
-            "hosts with their own, rewrite the ACL for each deployment (needs --broker)",
+            help="a directory made by `gatemesh secure init`: watch with the read-only watcher's account, run "
+            "with the orchestrator's, start hosts with their own, rewrite the ACL for each deployment (needs --broker)",
         ),
     ] = None,
+    watch_only: Annotated[
+        bool,
+        typer.Option(
+            "--watch-only",
+            help="with --secure: read only DIR/watcher.json and only watch (the cluster, the runs others make on a "
+            "deployment); everything that would publish is refused",
+        ),
+    ] = False,
 ) -> None:
     """Open the live view: watch a pass, step through its messages, break it, in the browser."""
     from broker.security import ORCHESTRATOR_USER
     from web.app import make_app  # here: only `serve` pays for Starlette and uvicorn
     from web.session import Session
 
-    accounts = secure_dir(secure)
-    if accounts is not None and broker is None:
+    if watch_only and secure is None:
+        raise InputError("--watch-only needs --secure DIR: the directory whose watcher.json has the read-only account")
+    if watch_only and hosts:
+        raise InputError("--watch-only starts no hosts: it has no account that may deploy on them")
+    if secure is not None and broker is None:
         raise InputError(
             "--secure needs --broker: the embedded broker has no accounts (python -m broker mosquitto "
             "--secure DIR starts one that has)"
         )
+    accounts = None if watch_only else secure_dir(secure)
+    watcher = _watcher(secure)
     if accounts is not None and hosts > len(accounts.hosts()):
         raise InputError(f"--hosts {hosts}: {secure} has accounts for {len(accounts.hosts())} host(s) only")
 
@@ -62,9 +75,9 @@ def serve(
     except ValueError:
         raise InputError(f"--bind {bind!r}: give an IP address, like 127.0.0.1") from None
     if not address.is_loopback:
+        can = "watch every run on the cluster" if watch_only else "run circuits and kill the hosts this server started"
         err.print(
-            f"[yellow]warning:[/yellow] --bind {bind}: anyone who can reach this address can run circuits and "
-            "kill the hosts this server started; there is no login",
+            f"[yellow]warning:[/yellow] --bind {bind}: anyone who can reach this address can {can}; there is no login",
             highlight=False,
         )
     listener = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET)
@@ -89,16 +102,23 @@ def serve(
         async with broker_url(broker) as url:
             port = listener.getsockname()[1]
             names = accounts.hosts()[:hosts] if accounts else [f"web{port}-h{i}" for i in range(1, hosts + 1)]
-            if accounts is not None and url.username is None:  # as the orchestrator; the page never gets an account
+            watching = url
+            if watcher is not None and url.username is None:  # the page itself never gets an account
+                watching = url.model_copy(update={"username": watcher[0], "password": watcher[1]})
+            if accounts is not None and url.username is None:  # runs, deployments, deliveries: as the orchestrator
                 password = accounts.credentials()[ORCHESTRATOR_USER]
                 url = url.model_copy(update={"username": ORCHESTRATOR_USER, "password": password})
-            session = Session(url, hosts=names, secure=accounts)
+            if watch_only:
+                url = watching
+            session = Session(url, hosts=names, secure=accounts, watcher=watching, readonly=watch_only)
             async with asyncio.TaskGroup() as group:
                 serving = group.create_task(session.serve())
                 await session.ready.wait()
                 host, bound = listener.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                print(f"gatemesh serve: open http://{shown}:{bound}/  (broker {url}, pid {os.getpid()})", flush=True)
+                mode = f"watch only, as {watching.username}, " if watch_only else ""
+                said = f"gatemesh serve: open http://{shown}:{bound}/  (broker {url}, {mode}pid {os.getpid()})"
+                print(said, flush=True)
                 config = uvicorn.Config(
                     make_app(session),
                     log_level="warning",
@@ -114,3 +134,15 @@ def serve(
 
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(main())
+
+
+def _watcher(secure: Path | None) -> tuple[str, str] | None:
+    """The read-only watcher's (user, password), read from DIR/watcher.json alone; None without --secure."""
+    from broker.security import SecureDir
+
+    if secure is None:
+        return None
+    try:
+        return SecureDir(secure).watcher()
+    except ValueError as exc:
+        raise InputError(f"--secure: {exc}") from None

@@ -15,7 +15,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -79,6 +79,7 @@ class _Pending:
 
 Observer = Callable[[str, Message], None]
 """Called with every message of this runner's runs as it crosses the broker (for --explain)."""
+AnyRunner = TypeVar("AnyRunner", bound="Runner")
 
 
 class Runner:
@@ -294,7 +295,7 @@ class Runner:
                     described.append(f"{g.op}({g.id}) finished, but its gradient report never arrived")
                 continue
             stuck.append(g.id)
-            described.append(f"{g.op}({g.id}) {_describe(status)}")
+            described.append(f"{g.op}({g.id}) {describe_status(status)}")
         shown = "; ".join(described[:8]) + (f"; and {len(described) - 8} more" if len(described) > 8 else "")
         return RunTimeout(f"run {run} did not finish within {timeout:g} s; not finished: {shown}", run, stuck)
 
@@ -407,7 +408,8 @@ class Runner:
                 log.warning("gate %s reported %s: %s", message.sender, message.code, message.message)
 
 
-def _describe(status: Status | None) -> str:
+def describe_status(status: Status | None) -> str:
+    """Where a gate stands in a run, from its answer to a probe (None: it did not answer)."""
     if status is None:
         return "did not answer"
     if status.state == "waiting_inputs":
@@ -430,6 +432,13 @@ async def open_runner(
 ) -> AsyncIterator[Runner]:
     """Connect a Runner to a deployment; its subscriptions are acknowledged before it is yielded."""
     runner = Runner(circuit, deployment, broker, hosts=hosts, placement=placement, observer=observer, recorder=recorder)
+    async with connected(runner):
+        yield runner
+
+
+@contextlib.asynccontextmanager
+async def connected(runner: AnyRunner) -> AsyncIterator[AnyRunner]:
+    """Hold `runner`'s connection for the block (any Runner: a Watcher too); subscribed when it is yielded."""
     try:
         async with asyncio.TaskGroup() as group:
             started = asyncio.get_running_loop().create_future()

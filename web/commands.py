@@ -95,6 +95,13 @@ class HostAction(_Request):
     name: Name
 
 
+class Watch(_Request):
+    """Follow a live deployment: show each run others make on it (`gatemesh run --deployed NAME`)."""
+
+    type: Literal["watch"]
+    deployment: Name
+
+
 class Refresh(_Request):
     """Send the whole state again (the cluster's hosts and deployments too)."""
 
@@ -102,9 +109,11 @@ class Refresh(_Request):
 
 
 Request = Annotated[
-    Compile | Run | Restart | Travel | Act | DeliverAll | HostAction | Refresh, Field(discriminator="type")
+    Compile | Run | Restart | Travel | Act | DeliverAll | HostAction | Watch | Refresh, Field(discriminator="type")
 ]
 REQUEST: TypeAdapter[Request] = TypeAdapter(Request)
+PUBLISHING = (Run, Restart, Travel, Act, DeliverAll, HostAction)
+"""Requests that publish (a run, its deployment, a delivery) or kill: refused by a server that only watches."""
 
 
 class BadRequest(ValueError):

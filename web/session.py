@@ -32,12 +32,13 @@ from orchestrator.recorder import explain_to
 from orchestrator.runner import Observer
 from viz.circuit import formula
 from web import render
-from web.commands import Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel
+from web.commands import PUBLISHING, Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel, Watch
 from web.hosts import ClusterWatch, HostProcesses, broker_url_for
 from web.recording import WebRecorder
 from web.stepper import Choice, Stepper
 from web.targets import Place, Target, Targets
 from web.view import Client, RunView, compile_alone, compiled, stuck_message
+from web.watching import DeploymentWatch, Stage
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +52,39 @@ MAX_DEPLOY = 10_000
 TRACE_LIMIT = 200
 """Gates up to which a run is traced: its vector clocks have an entry per gate it heard of."""
 PARTS = ("run", "log", "pictures", "step", "cluster")
+READ_ONLY = (
+    "this server only watches (gatemesh serve --watch-only): it holds the read-only watcher account, so it "
+    "cannot run, deploy, step, drop, duplicate or kill anything; choose a live deployment and press Watch "
+    "to see the runs others make on it"
+)
+UNTRACED = "this run carries no clocks (gatemesh run --trace FILE or --explain adds them), so no diagram"
 
 
 class Session:
-    """The server's one session; `serve()` runs its background tasks."""
+    """The server's one session; `serve()` runs its background tasks.
 
-    def __init__(self, broker: BrokerAddress, hosts: Sequence[str] = (), secure: SecureDir | None = None) -> None:
+    `watcher`: the address everything that only watches connects with (the cluster, a watched
+    deployment): with --secure, the read-only account. `readonly`: the session has no other
+    (--watch-only), so every request that would publish is refused.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        hosts: Sequence[str] = (),
+        secure: SecureDir | None = None,
+        *,
+        watcher: BrokerAddress | None = None,
+        readonly: bool = False,
+    ) -> None:
         self.broker = broker
+        self.watch_broker = watcher or broker
+        self.readonly = readonly
         self.view = RunView()
         self.versions = dict.fromkeys(PARTS, 1)
         self.clients: set[Client] = set()
         self.stepper = Stepper(broker, lambda: self.touch("step"))
-        self.cluster = ClusterWatch(broker, lambda: self.touch("cluster"))
+        self.cluster = ClusterWatch(self.watch_broker, lambda: self.touch("cluster"))
         accounts = (lambda name: broker_url_for(broker, secure, name)) if secure is not None else None
         self.hosts = HostProcesses(broker, list(hosts), lambda: self.touch("cluster"), accounts) if hosts else None
         self.targets = Targets(broker, self._spawn, secure)
@@ -77,7 +99,8 @@ class Session:
     async def serve(self) -> NoReturn:
         async with asyncio.TaskGroup() as group:
             self._group = group
-            group.create_task(self.stepper.serve())
+            if not self.readonly:  # the network actor delivers: it needs an account that may publish
+                group.create_task(self.stepper.serve())
             group.create_task(self.cluster.serve())
             group.create_task(self._draw_loop())
             group.create_task(self._watch_loop())
@@ -85,8 +108,9 @@ class Session:
                 if self.hosts is not None:
                     self.hosts.online = self.cluster.wait_online
                     await self.hosts.start_all()
-                async with asyncio.timeout(10):
-                    await self.stepper.connected.wait()
+                if not self.readonly:
+                    async with asyncio.timeout(10):
+                        await self.stepper.connected.wait()
                 self.ready.set()
                 await asyncio.Event().wait()
             finally:
@@ -130,7 +154,8 @@ class Session:
             {"index": i, "title": e.title, "source": e.source.strip(), "inputs": e.inputs, "lesson": e.lesson}
             for i, e in enumerate(EXAMPLES)
         ]
-        return {"type": "choices", "examples": examples, "hosts": self.hosts.names if self.hosts else []}
+        hosts = self.hosts.names if self.hosts else []
+        return {"type": "choices", "examples": examples, "hosts": hosts, "readonly": READ_ONLY if self.readonly else ""}
 
     def part(self, name: str) -> dict[str, object]:
         view = self.view
@@ -169,6 +194,8 @@ class Session:
 
     async def handle(self, request: Request, client: Client) -> None:
         """Do what the page asks; a GatemeshError, KeyError or ValueError is the page's message."""
+        if self.readonly and isinstance(request, PUBLISHING):
+            raise ValueError(READ_ONLY)
         match request:
             case Compile(source=source):
                 client.reply(await compiled(source))
@@ -193,6 +220,8 @@ class Session:
                 self._our_hosts(name).kill(name)
             case HostAction(type="start_host", name=name):
                 await self._our_hosts(name).start(name)
+            case Watch(deployment=name):
+                self.watch(name)
             case Refresh():
                 client.sent.clear()
                 client.wake.set()
@@ -203,17 +232,41 @@ class Session:
         return self.hosts
 
     def start(self, request: Run, replay: Sequence[Choice] = ()) -> None:
-        """Stop the run in progress, if any, and start this one."""
+        """Stop the run in progress (or the watch), if any, and start this one."""
         previous = self._running
         self._running = self._spawn(self._run(request, list(replay), previous))
+
+    def watch(self, name: str) -> None:
+        """Stop the run in progress, if any, and show the runs others make on deployment `name`."""
+        record = self.cluster.deployments.get(name)
+        if record is None:
+            known = ", ".join(sorted(self.cluster.deployments)) or "none"
+            raise ValueError(f"no deployment named {name} on the broker (deployments: {known})")
+        previous = self._running
+        stage = Stage(self._show, self.touch, self._say, self._on_event, self._observer, TRACE_LIMIT)
+        self._running = self._spawn(self._watch(DeploymentWatch(record, self.watch_broker, stage), previous))
+
+    async def _watch(self, watch: DeploymentWatch, previous: asyncio.Task[None] | None) -> None:
+        await _stopped(previous)
+        self.stepper.close()
+        try:
+            await watch.serve()
+        except (GatemeshError, TransportError, TimeoutError) as exc:
+            self.view.status, self.view.error = "failed", f"cannot watch deployment {watch.record.name}: {exc}"
+        except Exception as exc:  # the page gets a sentence, the log the traceback; the session goes on
+            log.exception("watching failed")
+            self.view.status, self.view.error = "failed", f"the server could not watch that: {exc}"
+        self.touch("run")
+
+    def _show(self, view: RunView) -> None:
+        self.view = view
+        self.touch("run")
+        self.touch("log")
 
     # -- one run --------------------------------------------------------------------------
 
     async def _run(self, request: Run, replay: list[Choice], previous: asyncio.Task[None] | None) -> None:
-        if previous is not None and not previous.done():
-            previous.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await previous
+        await _stopped(previous)
         self.last = request
         view = self.view = RunView(request=request, status="starting")
         self.stepper.arm(replay)
@@ -384,10 +437,9 @@ class Session:
             )
             traced = "" if recorder is not None else f"; runs of more than {TRACE_LIMIT} gates are counted, not traced"
             return ("", why, "", f"{len(circuit.gates)} gates: too many columns to draw{traced}")
-        if recorder is None:
-            return None
-        if not view.run:
-            return (await asyncio.to_thread(render.bare_circuit, circuit, view.title), "", "", "")
+        if recorder is None or not view.run:  # before a run, or a watched run that carries no clocks
+            note = UNTRACED if view.run else ""
+            return (await asyncio.to_thread(render.bare_circuit, circuit, view.title), "", "", note)
         trace = recorder.trace()  # a snapshot, on the loop; drawn off it
         return await asyncio.to_thread(render.pictures, trace, view.run, view.title)
 
@@ -404,3 +456,11 @@ class Session:
                 if target is not None and not view.stuck and target.runner.expire(view.run):
                     view.stuck = True
                     self.touch("run")
+
+
+async def _stopped(task: asyncio.Task[None] | None) -> None:
+    """Cancel `task` (a run or a watch) and wait until it is over."""
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +13,16 @@ import aiomqtt
 import pytest
 
 from broker.launch import mosquitto
-from broker.security import ORCHESTRATOR_USER, SecureDir, host_rules, host_user
-from gates.errors import Refused
+from broker.security import ORCHESTRATOR_USER, WATCHER_FILE, WATCHER_USER, SecureDir, host_rules, host_user
+from gates.errors import ConnectionLost, Refused
 from gates.mqtt311 import Session
 from gates.mux import SharedConnection
 from gates.protocol import Backward, topic
-from gates.transport import QOS, BrokerAddress, client, publish_all, subscribe_all
+from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained, subscribe_all
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, grants, on_deployment, undeploy
 from orchestrator.result import RunResult
-from tests.processes import GateHostProcess
+from tests.processes import GateHostProcess, gatemesh
 
 pytestmark = pytest.mark.integration
 
@@ -134,6 +135,81 @@ def test_the_acl_gives_each_host_only_its_own_gates(accounts: SecureDir) -> None
     assert "user host-h0" in text
     assert "user host-h1" in text
     assert "user orchestrator\ntopic readwrite gatemesh/#" in text
+    watcher = text.split(f"user {WATCHER_USER}\n", 1)[1].split("\n\n", 1)[0]
+    assert watcher.splitlines() == ["topic read gatemesh/#", "topic read gatemesh-sys/#"]  # and no write at all
+
+
+def test_a_directory_made_before_the_watcher_gets_it_added_and_keeps_the_rest(accounts: SecureDir) -> None:
+    """An older directory (no watcher, an ACL with a deployment's rules) is upgraded in place."""
+    old = {u: p for u, p in accounts.credentials().items() if u != WATCHER_USER}
+    (accounts.directory / "credentials.json").write_text(json.dumps(old))
+    (accounts.directory / WATCHER_FILE).unlink()
+    acl = accounts.acl.read_text().split(f"user {WATCHER_USER}")[0] + "user host-h0\ntopic write gatemesh/old/fwd/x\n"
+    accounts.acl.write_text(acl)
+    with pytest.raises(ValueError, match=r"made before the read-only watcher account existed; add one with "):
+        accounts.watcher()
+    refused = gatemesh("serve", "--broker", "mqtt://127.0.0.1:1", "--secure", str(accounts.directory))
+    assert refused.returncode == 1
+    assert f"add one with `gatemesh secure watcher {accounts.directory}` (the other passwords stay)" in refused.stderr
+    added = gatemesh("secure", "watcher", str(accounts.directory))
+    assert added.returncode == 0, added.stderr
+    assert "added the read-only account 'watcher'" in added.stdout
+    assert {u: p for u, p in accounts.credentials().items() if u != WATCHER_USER} == old  # other passwords stay
+    user, password = accounts.watcher()
+    assert (user, password) == (WATCHER_USER, accounts.credentials()[WATCHER_USER])
+    text = accounts.acl.read_text()
+    assert text.startswith(acl)  # the rest of the ACL as it was
+    assert text.endswith(f"\nuser {WATCHER_USER}\ntopic read gatemesh/#\ntopic read gatemesh-sys/#\n")
+    assert [line.split(":")[0] for line in (accounts.directory / "passwd").read_text().splitlines()] == [
+        *old,
+        WATCHER_USER,
+    ]
+    again = gatemesh("secure", "watcher", str(accounts.directory))  # twice is once
+    assert "has the watcher account already" in again.stdout
+    assert accounts.watcher() == (user, password)
+
+
+async def test_the_watcher_reads_everything_and_its_publishes_never_arrive(accounts: SecureDir) -> None:
+    """The watcher's account subscribes to both roots and hears what the orchestrator publishes,
+    retained state included. Mosquitto 2.0.11 answers a publish it denies as if it had taken it
+    (a QoS 1 PUBACK), drops it, and then closes the watcher's connection: what is asserted here."""
+    with mosquitto(secure_dir=accounts.directory) as url:
+        orchestrator = BrokerAddress.parse(accounts.url(ORCHESTRATOR_USER, url))
+        user, password = accounts.watcher()
+        watcher = BrokerAddress.parse(url).model_copy(update={"username": user, "password": password})
+        record = topic("watched.0", "fwd", "x")
+        async with client(orchestrator) as orch:
+            await publish_all(orch, [("gatemesh-sys/deployments/watched", FORGED)], retain=True)
+            async with client(watcher) as watching:
+                await subscribe_all(watching, ["gatemesh/+/+/+", "gatemesh-sys/#"])  # granted (else this raises)
+                assert await _heard(watching, seconds=5.0, stop_after=1) == ["gatemesh-sys/deployments/watched"]
+                await publish_all(orch, [(record, FORGED)])
+                assert await _heard(watching, seconds=5.0, stop_after=1) == [record]
+
+            await subscribe_all(orch, ["gatemesh/#", "gatemesh-sys/#"])
+            await _heard(orch, seconds=0.5)  # the retained record, heard once on subscribing
+            session = await Session.open(watcher, lambda topic_name, payload: None)  # the data plane's own session
+            try:
+                await session.subscribe(["gatemesh/watched.0/+/+"])
+                acknowledged = session.publish(record, b'{"forged": true}', confirm=True)
+                assert acknowledged is not None
+                async with asyncio.timeout(5):
+                    await acknowledged  # a PUBACK, as if the publish had been taken
+                    lost = await asyncio.shield(session.lost)  # then the broker hangs up
+                assert isinstance(lost, ConnectionLost)
+                assert str(lost).endswith("closed"), lost
+            finally:
+                session.close()
+            with contextlib.suppress(aiomqtt.MqttError):  # a retained deletion, at QoS 0, from aiomqtt
+                async with client(watcher) as deleter:
+                    await deleter.publish("gatemesh-sys/deployments/watched", b"", qos=0, retain=True)
+                    await deleter.publish("gatemesh-sys/deployments/watched", b"", qos=1, retain=True)
+            assert await _heard(orch, seconds=1.0) == []  # nothing the watcher sent reached a subscriber
+        kept = await read_retained(orchestrator, ["gatemesh-sys/deployments/+"])
+        assert list(kept) == ["gatemesh-sys/deployments/watched"]  # and the retained record is still there
+
+
+FORGED = Backward(circuit="watched.0", sender="x", run="0123456789abcdef", port=0, grad=1.0)
 
 
 async def test_the_data_plane_session_is_refused_without_its_account_and_serves_with_it(accounts: SecureDir) -> None:

@@ -4,7 +4,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "" };
+const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "", readonly: "" };
+const PUBLISHING = ["run", "restart", "attach", "deliver-all", "step", "where", "drop", "dup", "delay", "seed"];
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -55,6 +56,15 @@ const handlers = {
     if (!m.hosts.length) {
       $("where").querySelector('option[value="hosts"]').disabled = true;
       $("where").title = "start the server with --hosts N to run on gate host processes";
+    }
+    state.readonly = m.readonly;
+    document.body.dataset.readonly = m.readonly ? "1" : "";
+    const notice = $("readonly");
+    notice.hidden = !m.readonly;
+    notice.textContent = m.readonly ? m.readonly.charAt(0).toUpperCase() + m.readonly.slice(1) + "." : "";
+    for (const id of PUBLISHING) {
+      $(id).disabled = Boolean(m.readonly);  // the server refuses these anyway
+      if (m.readonly) $(id).title = "this server only watches";
     }
   },
   compiled(m) {
@@ -137,10 +147,10 @@ const handlers = {
     ours.replaceChildren(
       ...m.ours.map((h) => {
         const kill = el("button", { class: "kill", type: "button" }, "kill");
-        kill.disabled = h.state !== "running";
+        kill.disabled = h.state !== "running" || Boolean(state.readonly);
         kill.addEventListener("click", () => send({ type: "kill_host", name: h.name }));
         const start = el("button", { class: "start", type: "button" }, "start");
-        start.disabled = h.state === "running";
+        start.disabled = h.state === "running" || Boolean(state.readonly);
         start.addEventListener("click", () => send({ type: "start_host", name: h.name }));
         return el("li", { "data-host": h.name }, el("span", {}, h.name + " "), el("span", { class: `host-state state-${h.state.split(" ")[0]}` }, h.state), kill, start);
       }),
@@ -166,6 +176,7 @@ const handlers = {
 function pendingRow(p) {
   const buttons = ["deliver", "drop", "duplicate", "hold"].map((action) => {
     const button = el("button", { class: action, type: "button", title: `${action} this message` }, action);
+    button.disabled = Boolean(state.readonly);
     button.addEventListener("click", () => send({ type: action, id: p.id }));
     return button;
   });
@@ -174,6 +185,7 @@ function pendingRow(p) {
 
 function travelButton(index) {
   const button = el("button", { class: "travel", type: "button", title: "run again, replaying the choices up to here" }, "go back here");
+  button.disabled = Boolean(state.readonly);
   button.dataset.index = String(index);
   button.addEventListener("click", () => send({ type: "travel", index }));
   return button;
@@ -299,6 +311,12 @@ function wire() {
     const deployment = (state.deployments || []).find((d) => d.name === name);
     if (deployment) showInputs(deployment.inputs);
     send({ type: "run", deployment: name, inputs: inputs(), step: $("step").checked, faults: faults() });
+  });
+  $("watch").addEventListener("click", () => {
+    $("problem").hidden = true;
+    const name = $("deployment").value;
+    if (!name) return handlers.problem({ message: "no live deployment to watch: deploy one with `gatemesh deploy`" });
+    send({ type: "watch", deployment: name });
   });
   $("example").addEventListener("change", () => {
     const e = state.examples[Number($("example").value)];
