@@ -29,8 +29,8 @@ from pydantic import BaseModel, ValidationError
 
 from gates.clocks import Clock, Stamp
 from gates.faults import Faults
-from gates.protocol import ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
-from gates.tracing import EventType, TraceBatch, TraceEvent, describe
+from gates.protocol import MESSAGE_ADAPTER, ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
+from gates.tracing import CLOCK_KEY, EventType, TraceBatch, TraceEvent, describe, message_id, with_clock
 from orchestrator.circuit import Circuit
 from orchestrator.explain import Explainer
 from orchestrator.result import RunResult
@@ -41,15 +41,27 @@ log = logging.getLogger(__name__)
 Listener = Callable[[TraceEvent], None]
 
 
-class _Crossing(NamedTuple):
-    """A message of a traced run seen passing the broker: a `cross` event, made when needed."""
+_Crossing = tuple[int, str, bytes]
+"""A message seen passing the broker, (t_ns, topic, payload as it came): a `cross` event if it
+belongs to a traced run, decided when the trace is read. A plain tuple of bytes and strings is
+nothing the garbage collector has to visit while the trace waits to be read."""
+
+
+class _Local(NamedTuple):
+    """One of the orchestrator's own events, made into a TraceEvent when the trace is read."""
 
     t_ns: int
+    type: EventType
     run: str
-    topic: str
-    message: Message
+    lamport: int
+    vc: dict[str, int]
+    about: tuple[str, BaseModel] | None
+    """(topic, message) of the message the event is about: its `msg`."""
+    fields: dict[str, object]
 
 
+_RECEIVED = (Forward, GradReport, Status, ErrorReport)
+"""What the orchestrator receives (rather than only sees crossing) when it reads the topic."""
 DRAIN_TIMEOUT = 2.0
 """Seconds `drain` waits for the gates' last events (receipts of late copies, of a release)."""
 
@@ -64,7 +76,7 @@ class Recorder:
         self.circuit: Circuit | None = None
         self.deployment = ""
         self.placement: dict[str, str] = {}
-        self._log: list[TraceEvent | _Crossing | bytes] = []
+        self._log: list[_Local | _Crossing | bytes] = []
         self._events: list[TraceEvent] = []
         self._read = 0
         """Entries of _log already read into _events."""
@@ -131,9 +143,10 @@ class Recorder:
             return list(batch)
         stamped: list[tuple[str, BaseModel]] = []
         for name, message in batch:
-            sent = message.model_copy(update={"clock": clock.send()})
+            stamp = clock.send()
+            sent = with_clock(message, stamp)
             stamped.append((name, sent))
-            self._local("send", run, sent.clock, msg=describe(name, sent, self.dest(name)))  # type: ignore[attr-defined]
+            self._local("send", run, stamp, (name, sent))
         return stamped
 
     def timeout(self, run: str, seconds: float) -> None:
@@ -150,48 +163,44 @@ class Recorder:
             if clock is not None:
                 self._local("host_lost", run, clock.tick(), gates=gates, note=f"host {host} {reason}")
 
-    def _local(self, kind: EventType, run: str, stamp: Stamp, **fields: object) -> None:
-        self._record(
-            TraceEvent.model_validate(
-                {
-                    "t_ns": time.time_ns(),
-                    "type": kind,
-                    "run": run,
-                    "node": ORCHESTRATOR,
-                    "host": self.host,
-                    "lamport": stamp.lamport,
-                    "vc": stamp.vc,
-                    **fields,
-                }
-            )
-        )
+    def _local(
+        self, kind: EventType, run: str, stamp: Stamp, about: tuple[str, BaseModel] | None = None, **fields: object
+    ) -> None:
+        self._record(_Local(time.time_ns(), kind, run, stamp.lamport, stamp.vc, about, fields))
 
     # -- what arrives ---------------------------------------------------------------------
 
-    def on_message(self, topic_name: str, message: Message) -> None:
-        """A run message passed the broker: its crossing, and the orchestrator's receipt if it is one."""
+    def on_message(self, topic_name: str, message: Message, payload: bytes) -> None:
+        """A message passed the broker (`payload`, decoded as `message`): its crossing, and the
+        orchestrator's receipt if it is one of a traced run's."""
         run = getattr(message, "run", None)
         clock = self._clocks.get(run) if isinstance(run, str) else None
         if clock is None or message.clock is None:
             return
         assert isinstance(run, str)
-        self._record(_Crossing(time.time_ns(), run, topic_name, message))
+        self._record((time.time_ns(), topic_name, payload))
         dest = self.dest(topic_name)
-        received = isinstance(message, Forward | GradReport | Status | ErrorReport)
-        if received and ORCHESTRATOR in dest and (traced := describe(topic_name, message, dest)) is not None:
-            note = "duplicate" if (run, traced.id) in self._received else ""
-            self._received.add((run, traced.id))
-            self._local("receive", run, clock.receive(message.clock), msg=traced, note=note)
+        if isinstance(message, _RECEIVED) and ORCHESTRATOR in dest:
+            key = (run, message_id(message.sender, message.clock))
+            note = "duplicate" if key in self._received else ""
+            self._received.add(key)
+            self._local("receive", run, clock.receive(message.clock), (topic_name, message), note=note)
+
+    def on_crossing(self, topic_name: str, payload: bytes) -> None:
+        """A message passed the broker that only the trace needs: kept as it came, decoded (and
+        dropped unless it belongs to a traced run) when someone looks at the trace."""
+        if CLOCK_KEY in payload:
+            self._record((time.time_ns(), topic_name, payload))
 
     def on_trace(self, payload: bytes) -> None:
         """A gate's TraceBatch: kept as it came, and read (validated) when someone looks at the trace."""
         self._record(payload)
 
-    def _record(self, entry: TraceEvent | _Crossing | bytes) -> None:
+    def _record(self, entry: _Local | _Crossing | bytes) -> None:
         """Keep an event, a crossing or a gate's batch, in the order the recorder learned of it.
 
-        Crossings and batches are made into events only when someone looks (`events`): every
-        message of a traced run crosses, every gate sends a batch, and a pass must stay cheap
+        Everything is made into events only when someone looks (`events`): every message of a
+        traced run crosses, every gate sends a batch, and a pass must stay cheap
         (bench/tracing.py). With listeners (--explain, a live view), at once.
         """
         self._log.append(entry)
@@ -210,13 +219,26 @@ class Recorder:
         self._read = len(self._log)
         return self._events
 
-    def _read_entry(self, entry: TraceEvent | _Crossing | bytes) -> list[TraceEvent]:
-        if isinstance(entry, TraceEvent):
-            return [entry]
+    def _read_entry(self, entry: _Local | _Crossing | bytes) -> list[TraceEvent]:
         if isinstance(entry, bytes):
             return self._read_batch(entry)
-        t_ns, run, topic_name, message = entry
-        assert message.clock is not None
+        if isinstance(entry, _Local):
+            event: dict[str, object] = {"t_ns": entry.t_ns, "type": entry.type, "run": entry.run}
+            event.update(node=ORCHESTRATOR, host=self.host)
+            event.update(lamport=entry.lamport, vc=entry.vc, **entry.fields)
+            if entry.about is not None:
+                topic_name, message = entry.about
+                event["msg"] = describe(topic_name, message, self.dest(topic_name))
+            return [TraceEvent.model_validate(event)]
+        t_ns, topic_name, payload = entry
+        try:
+            message = MESSAGE_ADAPTER.validate_json(payload)
+        except ValidationError as exc:
+            log.warning("ignored a malformed message on %s: %s", topic_name, exc.errors()[0]["msg"])
+            return []
+        run = getattr(message, "run", None)
+        if run not in self._clocks or message.clock is None:
+            return []
         crossing = TraceEvent(
             t_ns=t_ns,
             type="cross",
