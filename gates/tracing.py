@@ -294,20 +294,17 @@ class GateTracer:
         runs[run] = state
         return state
 
-    def _event(self, kind: EventType, state: _Traced, changed: dict[str, int], **fields: Any) -> Event:
+    def _event(self, kind: EventType, state: _Traced, changed: dict[str, int]) -> Event:
         """An event without the fields its batch carries once for all (run, node, host).
 
         `changed`: the entries of the vector clock the event changed (Clock.advance, merge).
         Events must reach `batch` in the order they are made: each vc_delta is from the one before.
         """
-        event: Event = {"t_ns": time.time_ns(), "type": kind, "lamport": state.clock.lamport}
+        clock = state.clock
         if state.whole:
-            event["vc"] = dict(state.clock.vc)
             state.whole = False
-        else:
-            event["vc_delta"] = changed
-        event.update(fields)
-        return event
+            return {"t_ns": time.time_ns(), "type": kind, "lamport": clock.lamport, "vc": dict(clock.vc)}
+        return {"t_ns": time.time_ns(), "type": kind, "lamport": clock.lamport, "vc_delta": changed}
 
     def step(
         self, topic_name: str, received: bytes | Message, outgoing: Sequence[tuple[str, BaseModel]]
@@ -322,57 +319,69 @@ class GateTracer:
                 return None, list(outgoing), []
         message = received
         run = getattr(message, "run", None)
-        traced = msg_fields(topic_name, message)
-        if run is None or traced is None or message.clock is None:
+        traced = msg_fields(topic_name, message) if isinstance(run, str) else None
+        if traced is None or message.clock is None or not isinstance(run, str):
             return None, list(outgoing), []
         state = self._state(run)
-        receipt = self._event("receive", state, state.clock.merge(message.clock), msg=traced)
+        clock = state.clock
+        receipt = self._event("receive", state, clock.merge(message.clock))
+        receipt["msg"] = traced
         if traced["id"] in state.seen:
             receipt["note"] = "duplicate"
         state.seen[traced["id"]] = None
         events = [receipt]
         self._remember(state, message)
-        events += self._computed(run, state, outgoing)
+        self._computed(run, state, outgoing, events)
         stamped: list[tuple[str, BaseModel]] = []
-        sent: list[tuple[BaseModel, Event]] = []
-        self._sent = sent
+        self._sent = sent = []
         for name, out in outgoing:
+            if isinstance(out, _ENDS):
+                state.done = True
             if getattr(out, "run", None) != run:  # another run's report (an eviction): not this trace's
                 stamped.append((name, out))
                 continue
-            changed = state.clock.advance()
-            out = with_clock(out, state.clock.stamp())
+            changed = clock.advance()
+            out = with_clock(out, clock.stamp())
             stamped.append((name, out))
-            fields = msg_fields(name, out)
-            events.append(self._event("send", state, changed, msg=fields))
+            event = self._event("send", state, changed)
+            event["msg"] = fields = msg_fields(name, out)
+            events.append(event)
             if fields is not None:
                 sent.append((out, fields))
-        ends = any(isinstance(out, _ENDS) for _, out in outgoing)
-        state.done = state.done or ends or isinstance(message, Release)
+        if isinstance(message, Release):
+            state.done = True
         state.flush = state.done or isinstance(message, Probe) or message.held  # a held run goes at a human's pace
         return run, stamped, events
 
     def _remember(self, state: _Traced, message: Message) -> None:
-        match message:
-            case Forward(sender=sender, value=value):
-                for port, source in enumerate(self.inputs):
-                    if source == sender:
-                        state.inputs.setdefault(port, value)
-            case Backward(sender=sender, port=port, grad=grad):
-                state.grads.setdefault((sender, port), grad)
+        if isinstance(message, Forward):
+            for port, source in enumerate(self.inputs):
+                if source == message.sender:
+                    state.inputs.setdefault(port, message.value)
+        elif isinstance(message, Backward):
+            state.grads.setdefault((message.sender, message.port), message.grad)
 
-    def _computed(self, run: str, state: _Traced, outgoing: Sequence[tuple[str, BaseModel]]) -> list[Event]:
-        events = []
+    def _computed(
+        self, run: str, state: _Traced, outgoing: Sequence[tuple[str, BaseModel]], events: list[Event]
+    ) -> None:
+        """The step's compute events, onto `events`: one per forward value sent, one for the gradients."""
+        grads_out: list[float] = []
+        gradients = False
         for _, out in outgoing:
             if isinstance(out, Forward) and out.run == run:
-                inputs = [state.inputs.get(port) for port in range(len(self.inputs))]
-                events.append(self._event("compute", state, state.clock.advance(), inputs=inputs, value=out.value))
-        sent = [out for _, out in outgoing if isinstance(out, _GRADIENTS) and out.run == run]
-        if sent:
-            total = math.fsum(state.grads.values())
-            grads_out = [out.grad for out in sent if isinstance(out, Backward)]
-            events.append(self._event("compute", state, state.clock.advance(), grad=total, grads_out=grads_out))
-        return events
+                event = self._event("compute", state, state.clock.advance())
+                event["inputs"] = [state.inputs.get(port) for port in range(len(self.inputs))]
+                event["value"] = out.value
+                events.append(event)
+            elif isinstance(out, _GRADIENTS) and out.run == run:
+                gradients = True
+                if isinstance(out, Backward):
+                    grads_out.append(out.grad)
+        if gradients:
+            event = self._event("compute", state, state.clock.advance())
+            event["grad"] = math.fsum(state.grads.values())
+            event["grads_out"] = grads_out
+            events.append(event)
 
     def faults(
         self, run: str, batch: Sequence[tuple[str, BaseModel]], planned: Sequence[tuple[float, BaseModel]]
@@ -394,20 +403,18 @@ class GateTracer:
         events = []
         clock = state.clock
         if sent_order != planned_order:
-            events.append(self._event("reorder", state, clock.advance(), order=sent_order))
+            events.append({**self._event("reorder", state, clock.advance()), "order": sent_order})
         for message, fields in described:
             delays = [wait for wait, m in planned if m is message]
             if not delays:
-                events.append(self._event("drop", state, clock.advance(), msg=fields))
+                events.append({**self._event("drop", state, clock.advance()), "msg": fields})
             elif len(delays) > 1:
-                copies = f"{len(delays)} copies"
-                events.append(self._event("duplicate", state, clock.advance(), msg=fields, note=copies))
+                event = self._event("duplicate", state, clock.advance())
+                events.append({**event, "msg": fields, "note": f"{len(delays)} copies"})
             for copy, delay in enumerate(delays, 1):
                 if delay > 0:
-                    changed = clock.advance()
-                    events.append(
-                        self._event("delay", state, changed, msg=fields, delay_ms=delay * 1000, note=f"copy {copy}")
-                    )
+                    event = self._event("delay", state, clock.advance())
+                    events.append({**event, "msg": fields, "delay_ms": delay * 1000, "note": f"copy {copy}"})
         return events
 
     def batch(self, run: str, events: list[Event]) -> list[tuple[str, BaseModel]]:

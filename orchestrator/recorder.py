@@ -23,14 +23,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from gates.clocks import Clock, Stamp
 from gates.faults import Faults
 from gates.protocol import MESSAGE_ADAPTER, ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
-from gates.tracing import CLOCK_KEY, EventType, TraceBatch, TraceEvent, describe, message_id, with_clock
+from gates.tracing import CLOCK_KEY, EventType, TraceBatch, TraceEvent, describe, message_id, msg_fields, with_clock
 from orchestrator.circuit import Circuit
 from orchestrator.explain import Explainer
 from orchestrator.result import RunResult
@@ -43,21 +43,12 @@ Listener = Callable[[TraceEvent], None]
 
 _Crossing = tuple[int, str, bytes]
 """A message seen passing the broker, (t_ns, topic, payload as it came): a `cross` event if it
-belongs to a traced run, decided when the trace is read. A plain tuple of bytes and strings is
-nothing the garbage collector has to visit while the trace waits to be read."""
+belongs to a traced run, decided when the trace is read."""
+_Local = dict[str, Any]
+"""One of the orchestrator's own events: a TraceEvent's fields, validated when the trace is read.
 
-
-class _Local(NamedTuple):
-    """One of the orchestrator's own events, made into a TraceEvent when the trace is read."""
-
-    t_ns: int
-    type: EventType
-    run: str
-    lamport: int
-    vc: dict[str, int]
-    about: tuple[str, BaseModel] | None
-    """(topic, message) of the message the event is about: its `msg`."""
-    fields: dict[str, object]
+Both are plain data (strings, numbers, bytes, dicts of them): nothing the garbage collector has
+to visit while the trace waits to be read, which a pass would pay for (bench/tracing.py)."""
 
 
 _RECEIVED = (Forward, GradReport, Status, ErrorReport)
@@ -146,7 +137,7 @@ class Recorder:
             stamp = clock.send()
             sent = with_clock(message, stamp)
             stamped.append((name, sent))
-            self._local("send", run, stamp, (name, sent))
+            self._local("send", run, stamp, msg=msg_fields(name, sent, self.dest(name)))
         return stamped
 
     def timeout(self, run: str, seconds: float) -> None:
@@ -163,10 +154,10 @@ class Recorder:
             if clock is not None:
                 self._local("host_lost", run, clock.tick(), gates=gates, note=f"host {host} {reason}")
 
-    def _local(
-        self, kind: EventType, run: str, stamp: Stamp, about: tuple[str, BaseModel] | None = None, **fields: object
-    ) -> None:
-        self._record(_Local(time.time_ns(), kind, run, stamp.lamport, stamp.vc, about, fields))
+    def _local(self, kind: EventType, run: str, stamp: Stamp, **fields: object) -> None:
+        event: _Local = {"t_ns": time.time_ns(), "type": kind, "run": run, "node": ORCHESTRATOR, "host": self.host}
+        event.update(lamport=stamp.lamport, vc=stamp.vc, **fields)
+        self._record(event)
 
     # -- what arrives ---------------------------------------------------------------------
 
@@ -184,7 +175,8 @@ class Recorder:
             key = (run, message_id(message.sender, message.clock))
             note = "duplicate" if key in self._received else ""
             self._received.add(key)
-            self._local("receive", run, clock.receive(message.clock), (topic_name, message), note=note)
+            msg = msg_fields(topic_name, message, dest)
+            self._local("receive", run, clock.receive(message.clock), msg=msg, note=note)
 
     def on_crossing(self, topic_name: str, payload: bytes) -> None:
         """A message passed the broker that only the trace needs: kept as it came, decoded (and
@@ -222,14 +214,8 @@ class Recorder:
     def _read_entry(self, entry: _Local | _Crossing | bytes) -> list[TraceEvent]:
         if isinstance(entry, bytes):
             return self._read_batch(entry)
-        if isinstance(entry, _Local):
-            event: dict[str, object] = {"t_ns": entry.t_ns, "type": entry.type, "run": entry.run}
-            event.update(node=ORCHESTRATOR, host=self.host)
-            event.update(lamport=entry.lamport, vc=entry.vc, **entry.fields)
-            if entry.about is not None:
-                topic_name, message = entry.about
-                event["msg"] = describe(topic_name, message, self.dest(topic_name))
-            return [TraceEvent.model_validate(event)]
+        if isinstance(entry, dict):
+            return [TraceEvent.model_validate(entry)]
         t_ns, topic_name, payload = entry
         try:
             message = MESSAGE_ADAPTER.validate_json(payload)
