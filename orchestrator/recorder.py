@@ -30,7 +30,17 @@ from pydantic import BaseModel, ValidationError
 from gates.clocks import Clock, Stamp
 from gates.faults import Faults
 from gates.protocol import MESSAGE_ADAPTER, ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
-from gates.tracing import CLOCK_KEY, EventType, TraceBatch, TraceEvent, describe, message_id, msg_fields, with_clock
+from gates.tracing import (
+    CLOCK_KEY,
+    EventType,
+    TraceBatch,
+    TraceEvent,
+    describe,
+    message_id,
+    msg_fields,
+    trace_event,
+    with_clock,
+)
 from orchestrator.circuit import Circuit
 from orchestrator.explain import Explainer
 from orchestrator.result import RunResult
@@ -57,6 +67,34 @@ DRAIN_TIMEOUT = 2.0
 """Seconds `drain` waits for the gates' last events (receipts of late copies, of a release)."""
 
 
+class _Tally:
+    """What the events counted so far promise and hold, by message (for `Recorder.missing`)."""
+
+    def __init__(self) -> None:
+        self.counted = 0
+        self.copies: Counter[tuple[str, str]] = Counter()
+        self.crossed: Counter[tuple[str, str]] = Counter()
+        self.received: Counter[tuple[str, str, str]] = Counter()
+        self.dests: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def count(self, e: TraceEvent) -> None:
+        if e.msg is None:
+            return
+        key = (e.run, e.msg.id)
+        match e.type:
+            case "send":
+                self.copies[key] += 1
+                self.dests[key] = e.msg.dest
+            case "drop":
+                self.copies[key] -= 1
+            case "duplicate":
+                self.copies[key] += 1
+            case "cross":
+                self.crossed[key] += 1
+            case "receive":
+                self.received[(*key, e.node)] += 1
+
+
 class Recorder:
     """Records the traced runs of one Runner (attach it with `open_runner(..., recorder=...)`)."""
 
@@ -79,6 +117,7 @@ class Recorder:
         self._received: set[tuple[str, str]] = set()
         self._dests: dict[str, tuple[str, ...]] = {}
         self._changed = asyncio.Event()
+        self._tally = _Tally()
 
     # -- set-up, by the Runner ------------------------------------------------------------
 
@@ -215,7 +254,7 @@ class Recorder:
         if isinstance(entry, bytes):
             return self._read_batch(entry)
         if isinstance(entry, dict):
-            return [TraceEvent.model_validate(entry)]
+            return [trace_event(entry, entry["vc"])]
         t_ns, topic_name, payload = entry
         try:
             message = MESSAGE_ADAPTER.validate_json(payload)
@@ -225,17 +264,9 @@ class Recorder:
         run = getattr(message, "run", None)
         if run not in self._clocks or message.clock is None:
             return []
-        crossing = TraceEvent(
-            t_ns=t_ns,
-            type="cross",
-            run=run,
-            node=BROKER,
-            host=BROKER,
-            lamport=message.clock.lamport,
-            vc=message.clock.vc,
-            msg=describe(topic_name, message, self.dest(topic_name)),
-        )
-        return [crossing]
+        msg = describe(topic_name, message, self.dest(topic_name))
+        fields = {"t_ns": t_ns, "type": "cross", "run": run, "node": BROKER, "host": BROKER}
+        return [trace_event({**fields, "lamport": message.clock.lamport, "msg": msg}, message.clock.vc)]
 
     def _read_batch(self, payload: bytes) -> list[TraceEvent]:
         """A gate's events, validated, each message's destinations filled in from the circuit."""
@@ -258,6 +289,7 @@ class Recorder:
         self._log.clear()
         self._events = []
         self._read = 0
+        self._tally = _Tally()
 
     # -- completeness ---------------------------------------------------------------------
 
@@ -267,42 +299,34 @@ class Recorder:
         A send promises one copy (two after a `duplicate`, none after a `drop`) to each of its
         destinations, and one crossing per copy; gates on a lost host promise nothing.
         """
-        copies: Counter[tuple[str, str]] = Counter()
-        crossed: Counter[tuple[str, str]] = Counter()
-        received: Counter[tuple[str, str, str]] = Counter()
-        dests: dict[tuple[str, str], tuple[str, ...]] = {}
-        for e in self.events:
-            if e.msg is None:
-                continue
-            key = (e.run, e.msg.id)
-            match e.type:
-                case "send":
-                    copies[key] += 1
-                    dests[key] = e.msg.dest
-                case "drop":
-                    copies[key] -= 1
-                case "duplicate":
-                    copies[key] += 1
-                case "cross":
-                    crossed[key] += 1
-                case "receive":
-                    received[(*key, e.node)] += 1
+        tally = self._tally
+        for e in self.events[tally.counted :]:
+            tally.count(e)
+        tally.counted = len(self._events)
         gone = {g for g, h in self.placement.items() if h in self.lost_hosts}
         short = 0
-        for key, n in copies.items():
-            short += max(0, n - crossed[key])
-            for node in dests[key]:
+        for key, n in tally.copies.items():
+            short += max(0, n - tally.crossed[key])
+            for node in tally.dests.get(key, ()):
                 if node not in gone:
-                    short += max(0, n - received[(*key, node)])
+                    short += max(0, n - tally.received[(*key, node)])
         return short
 
     async def drain(self, timeout: float = DRAIN_TIMEOUT) -> int:
-        """Wait until the trace is complete (see `missing`) or `timeout` passes; the number still missing."""
+        """Wait until the trace is complete (see `missing`) or `timeout` passes; the number still missing.
+
+        Between two counts it waits four times as long as the last count took: a big circuit's
+        last batches arrive by the hundred, and counting after each would cost more than reading them.
+        """
         try:
             async with asyncio.timeout(timeout):
-                while (short := self.missing()) > 0:
+                while True:
+                    start = time.perf_counter()
+                    if (short := self.missing()) == 0:
+                        break
                     self._changed.clear()
                     await self._changed.wait()
+                    await asyncio.sleep(min(0.05, 4 * (time.perf_counter() - start)))
         except TimeoutError:
             short = self.missing()
             log.info("trace: %d receipt(s) or crossing(s) never arrived", short)
