@@ -115,6 +115,7 @@ class Recorder:
         self._runs: dict[str, RunRecord] = {}
         self._readers: dict[str, tuple[str, ...]] = {}
         self._received: set[tuple[str, str]] = set()
+        self._ended: set[str] = set()
         self._dests: dict[str, tuple[str, ...]] = {}
         self._changed = asyncio.Event()
         self._tally = _Tally()
@@ -162,6 +163,7 @@ class Recorder:
         self._runs[run] = RunRecord(run=run, inputs=dict(inputs))
 
     def end(self, run: str, result: RunResult | None = None, error: BaseException | None = None) -> None:
+        self._ended.add(run)
         if run in self._runs:
             update = {"result": result, "error": str(error) if error is not None else ""}
             self._runs[run] = self._runs[run].model_copy(update=update)
@@ -285,11 +287,17 @@ class Recorder:
         return events
 
     def clear(self) -> None:
-        """Forget every event recorded so far (a long-lived traced runner keeps memory flat)."""
+        """Forget every event recorded so far, and every run that has ended (a long-lived traced
+        runner keeps memory flat); late events of a forgotten run are dropped."""
         self._log.clear()
         self._events = []
         self._read = 0
         self._tally = _Tally()
+        for run in self._ended:
+            self._clocks.pop(run, None)
+            self._runs.pop(run, None)
+        self._ended.clear()
+        self._received = {key for key in self._received if key[0] in self._clocks}
 
     # -- completeness ---------------------------------------------------------------------
 
