@@ -69,11 +69,11 @@ class Clock:
 
     def merge(self, stamp: Stamp) -> dict[str, int]:
         """receive without a Stamp: the entries the message raised, then the node's own."""
-        self.lamport = max(self.lamport, stamp.lamport)
         own = self.vc
         changed = {node: count for node, count in stamp.vc.items() if count > own.get(node, 0)}
         own.update(changed)
-        changed.update(self.advance())
+        self.lamport = max(self.lamport, stamp.lamport) + 1  # the merge, then the receive's tick
+        changed[self.node] = own[self.node] = own.get(self.node, 0) + 1
         return changed
 
     def stamp(self) -> Stamp:

@@ -75,17 +75,6 @@ EventType = Literal[
     "send", "receive", "compute", "drop", "duplicate", "delay", "reorder", "cross", "host_lost", "timeout"
 ]
 Phase = Literal["feed", "forward", "backward", "report", "probe", "release", "status", "error"]
-PHASES: dict[str, Phase] = {
-    "feed": "feed",
-    "forward": "forward",
-    "backward": "backward",
-    "grad": "report",
-    "probe": "probe",
-    "release": "release",
-    "status": "status",
-    "error": "error",
-}
-"""Message type -> the phase of the pass it belongs to."""
 _GRADIENTS = (Backward, GradReport)
 _ENDS = (Backward, GradReport, ErrorReport)
 """A step that sends one of these ends the gate's part of the run."""
@@ -218,27 +207,37 @@ validated as a TraceEvent where it is received."""
 
 def msg_fields(topic_name: str, message: Message | BaseModel, dest: tuple[str, ...] = ()) -> Event | None:
     """The TraceMsg fields of a stamped run message (None for anything else)."""
-    if not isinstance(message, _Message) or message.clock is None:
+    phase = _PHASE_OF.get(type(message))
+    if phase is None or not isinstance(message, _Message) or message.clock is None:
         return None
-    fields: Event = {"id": message_id(message.sender, message.clock), "src": message.sender, "dest": dest}
-    match message:
-        case Feed() | Forward():
-            fields["value"] = message.value
-        case Backward():
-            fields["grad"], fields["port"] = message.grad, message.port
-        case GradReport():
-            fields["grad"] = message.grad
-        case ErrorReport():
-            fields["note"] = f"{message.code}: {message.message}"
-        case Status():
-            fields["note"] = message.state.replace("_", " ")
-        case Probe() | Release():
-            pass
-        case _:
-            return None
-    fields["phase"] = PHASES[message.type]
+    fields: Event = {"id": f"{message.sender}:{message.clock.lamport}", "src": message.sender, "dest": dest}
+    if isinstance(message, _VALUES):
+        fields["value"] = message.value
+    elif isinstance(message, Backward):
+        fields["grad"], fields["port"] = message.grad, message.port
+    elif isinstance(message, GradReport):
+        fields["grad"] = message.grad
+    elif isinstance(message, ErrorReport):
+        fields["note"] = f"{message.code}: {message.message}"
+    elif isinstance(message, Status):
+        fields["note"] = message.state.replace("_", " ")
+    fields["phase"] = phase
     fields["topic"] = topic_name
     return fields
+
+
+_VALUES = (Forward, Feed)
+_PHASE_OF: dict[type[BaseModel], Phase] = {
+    Feed: "feed",
+    Forward: "forward",
+    Backward: "backward",
+    GradReport: "report",
+    Probe: "probe",
+    Release: "release",
+    Status: "status",
+    ErrorReport: "error",
+}
+"""The run messages a trace describes, and the phase of the pass each belongs to."""
 
 
 def describe(topic_name: str, message: Message | BaseModel, dest: tuple[str, ...] = ()) -> TraceMsg | None:
