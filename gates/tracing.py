@@ -292,8 +292,12 @@ class GateTracer:
         """The runs remembered, the most recently used last."""
         self._sent: list[tuple[BaseModel, Event]] = []
         """The last step's stamped messages and their TraceMsg fields (for `faults`)."""
+        self._last: tuple[str, _Traced] | None = None
+        """The run used last, and its state: found again without a lookup."""
 
     def _state(self, run: str) -> _Traced:
+        if self._last is not None and self._last[0] == run:  # the step's batch, right after the step
+            return self._last[1]
         runs = self._runs
         state = runs.pop(run, None)
         if state is None:
@@ -301,6 +305,7 @@ class GateTracer:
             if len(runs) >= REMEMBER_RUNS:
                 del runs[next(iter(runs))]
         runs[run] = state
+        self._last = (run, state)
         return state
 
     def _event(self, kind: EventType, state: _Traced, changed: dict[str, int]) -> Event:
@@ -340,7 +345,8 @@ class GateTracer:
         state.seen[traced["id"]] = None
         events = [receipt]
         self._remember(state, message)
-        self._computed(run, state, outgoing, events)
+        if outgoing:
+            self._computed(run, state, outgoing, events)
         stamped: list[tuple[str, BaseModel]] = []
         self._sent = sent = []
         for name, out in outgoing:

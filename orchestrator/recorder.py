@@ -118,6 +118,8 @@ class Recorder:
         self._ended: set[str] = set()
         self._dests: dict[str, tuple[str, ...]] = {}
         self._changed = asyncio.Event()
+        self._draining = False
+        """`drain` waits: wake it at each entry."""
         self._tally = _Tally()
 
     # -- set-up, by the Runner ------------------------------------------------------------
@@ -237,7 +239,8 @@ class Recorder:
         (bench/tracing.py). With listeners (--explain, a live view), at once.
         """
         self._log.append(entry)
-        self._changed.set()
+        if self._draining:
+            self._changed.set()
         if self.listeners:
             known = len(self._events)
             for event in self.events[known:]:
@@ -326,6 +329,7 @@ class Recorder:
         Between two counts it waits four times as long as the last count took: a big circuit's
         last batches arrive by the hundred, and counting after each would cost more than reading them.
         """
+        self._draining = True
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -338,6 +342,8 @@ class Recorder:
         except TimeoutError:
             short = self.missing()
             log.info("trace: %d receipt(s) or crossing(s) never arrived", short)
+        finally:
+            self._draining = False
         return short
 
     # -- the result -----------------------------------------------------------------------
