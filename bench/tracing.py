@@ -34,7 +34,7 @@ from orchestrator.reference import evaluate
 from orchestrator.runner import Runner, open_runner
 from orchestrator.trace import dump_lines
 
-BLOCK = 50
+BLOCK = 10
 CONNECTIONS: tuple[Connections, ...] = ("per-gate", "shared")
 BIG_PASSES = 3
 

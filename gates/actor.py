@@ -178,7 +178,8 @@ class GateActor:
                 await self._send(link, delayed, batch)
             return
         if self.injector is None or delayed is None:
-            await link.publish([*self.tracer.batch(run, events), *batch])
+            if out := [*self.tracer.batch(run, events), *batch]:  # often nothing: a gate waiting for more inputs
+                await link.publish(out)
             return
         planned = self.injector.plan(batch)
         events += self.tracer.faults(run, batch, [(copy.delay, copy.message) for copy in planned])

@@ -433,9 +433,15 @@ class GateTracer:
         return events
 
     def batch(self, run: str, events: list[Event]) -> list[tuple[str, BaseModel]]:
-        """The step's events: held, or with everything held so far, the message(s) that carry them."""
+        """The step's events: held, or with everything held so far, the message(s) that carry them.
+
+        Keeps `events` (the list itself): the caller is done with it."""
         state = self._state(run)
-        held = events if state.held is None else state.held + events
+        if state.held is None:
+            held = events
+        else:
+            held = state.held
+            held += events
         if not state.flush or not held:
             state.held = held or None
             return []
