@@ -63,7 +63,8 @@ from gates.protocol import (
 )
 
 CLOCK_KEY = b'"clock":'
-"""How the actor tells a traced message from an untraced one without parsing it."""
+"""How a traced message's payload is told from an untraced one without parsing it (the
+recorder, for the crossings it keeps undecoded; a gate reads `clock` from what its core decoded)."""
 REMEMBER_RUNS = 1024
 """Traced runs whose clock a gate keeps (late duplicates still find theirs)."""
 TRACE_BATCH_BYTES = 512 * 1024
