@@ -8,10 +8,10 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 import gates.tracing as tracing
-from gates.clocks import Clock
+from gates.clocks import Clock, Stamp
 from gates.core import GateCore
 from gates.protocol import Backward, Feed, GateSpec, topic
-from gates.tracing import GateTracer, TraceBatch, TraceEvent
+from gates.tracing import GateTracer, TraceBatch, TraceEvent, with_clock
 from gates.transport import encode
 
 CONSUMERS = 40
@@ -95,3 +95,19 @@ def test_a_batch_must_start_with_a_whole_clock() -> None:
         TraceBatch.model_validate({**base, "events": [{**first, "vc": {"x": 1}, "vc_delta": {"x": 1}}]})
     with pytest.raises(ValidationError, match="either vc"):
         TraceBatch.model_validate({**base, "events": [first]})
+
+
+def test_a_stamped_message_is_the_one_pydantic_would_make() -> None:
+    """Stamps and stamped messages skip validation (their values are valid already): they must be
+    equal, field for field and byte for byte, to what validation makes; a pydantic upgrade that
+    changes a model's insides fails here."""
+    clock = Clock("q")
+    clock.merge(Clock("x").send())
+    stamp = clock.stamp()
+    assert stamp == Stamp.model_validate({"lamport": 2, "vc": {"x": 1, "q": 1}})
+    message = Backward(circuit="c", sender="q", run="r", port=1, grad=-4.0)
+    stamped = with_clock(message, stamp)
+    assert stamped == message.model_copy(update={"clock": stamp})
+    assert encode(stamped) == encode(Backward.model_validate_json(encode(stamped)))
+    assert stamped.model_fields_set == {"circuit", "sender", "run", "port", "grad", "clock"}
+    assert encode(with_clock(stamped, stamp).model_copy(update={"held": True})).count(b'"held":true') == 1
