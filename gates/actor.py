@@ -19,10 +19,10 @@ from pydantic import BaseModel
 from gates.core import GateCore
 from gates.errors import ConnectionLost, TransportError
 from gates.faults import FaultInjector, Faults, Planned
-from gates.held import HeldLink, is_held
+from gates.held import HeldLink
 from gates.lifecycle import Backoff, first_failure
-from gates.protocol import RUN_FAILING_CODES, ErrorReport, GateSpec
-from gates.tracing import GateTracer, is_traced
+from gates.protocol import RUN_FAILING_CODES, ErrorReport, GateSpec, Message
+from gates.tracing import GateTracer
 from gates.transport import BrokerAddress, connect, incoming, publish_all, subscribe_all
 
 log = logging.getLogger(__name__)
@@ -138,15 +138,19 @@ class GateActor:
     async def _handle(self, link: Link, delayed: asyncio.TaskGroup | None, topic_name: str, payload: bytes) -> None:
         """One message in, its results out. A method of its own so that nothing of the message
         stays referenced while the gate waits for the next one (memory, at 65,000 idle gates)."""
-        outgoing = self.core.handle(topic_name, payload)
+        message, outgoing = self.core.receive(topic_name, payload)
         for out in outgoing:
             if isinstance(out.message, ErrorReport):
                 level = logging.INFO if out.message.code in RUN_FAILING_CODES else logging.WARNING
                 log.log(level, "gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
-        if is_held(payload):  # step mode: this run's data messages wait at the held topics (gates/held.py)
+        if message is None:  # rejected: its error report goes as it is
+            if outgoing:
+                await self._send(link, delayed, [(out.topic, out.message) for out in outgoing])
+            return
+        if message.held:  # step mode: this run's data messages wait at the held topics (gates/held.py)
             link = HeldLink(link)
-        if is_traced(payload):  # a traced run: clocks on its messages, events to the trace topic
-            await self._send_traced(link, delayed, topic_name, payload, [(out.topic, out.message) for out in outgoing])
+        if message.clock is not None:  # a traced run: clocks on its messages, events to the trace topic
+            await self._send_traced(link, delayed, topic_name, message, [(out.topic, out.message) for out in outgoing])
         elif outgoing:
             await self._send(link, delayed, [(out.topic, out.message) for out in outgoing])
 
@@ -161,20 +165,21 @@ class GateActor:
         link: Link,
         delayed: asyncio.TaskGroup | None,
         topic_name: str,
-        payload: bytes,
+        message: Message,
         batch: list[tuple[str, BaseModel]],
     ) -> None:
         """Stamp the step's messages, publish its events, then the messages (the events first: see gates/tracing.py)."""
         if self.tracer is None:
             spec = self.core.spec
             self.tracer = GateTracer(spec.id, spec.inputs, self.core.circuit, self.host)
-        run, batch, events = self.tracer.step(topic_name, payload, batch)
+        run, batch, events = self.tracer.step(topic_name, message, batch)
         if run is None:
             if batch:
                 await self._send(link, delayed, batch)
             return
         if self.injector is None or delayed is None:
-            await link.publish([*self.tracer.batch(run, events), *batch])
+            if out := [*self.tracer.batch(run, events), *batch]:  # often nothing: a gate waiting for more inputs
+                await link.publish(out)
             return
         planned = self.injector.plan(batch)
         events += self.tracer.faults(run, batch, [(copy.delay, copy.message) for copy in planned])

@@ -26,6 +26,7 @@ from gates.protocol import (
     Forward,
     GateSpec,
     GradReport,
+    Message,
     Probe,
     Ready,
     Release,
@@ -135,30 +136,38 @@ class GateCore:
 
     def handle(self, topic_name: str, payload: bytes) -> list[Outgoing]:
         """Decode, validate and act on one message; every rejection becomes an ErrorReport."""
+        return self.receive(topic_name, payload)[1]
+
+    def receive(self, topic_name: str, payload: bytes) -> tuple[Message | None, list[Outgoing]]:
+        """`handle`, and the message it decoded (None if the payload or its topic was rejected):
+        the actor reads its `clock` and `held` flag from it instead of searching the bytes."""
         parsed = parse_topic(topic_name)
         if parsed is None or parsed[0] != self.circuit or parsed[1] not in EXPECTED:
-            return [self._error(ErrorCode.WRONG_TOPIC, f"not a topic this gate serves: {topic_name!r}", topic_name)]
+            error = self._error(ErrorCode.WRONG_TOPIC, f"not a topic this gate serves: {topic_name!r}", topic_name)
+            return None, [error]
         _, kind, topic_gate = parsed
         try:
             message = MESSAGE_ADAPTER.validate_json(payload)
         except ValidationError as exc:
-            return [self._rejected(exc, topic_name)]
+            return None, [self._rejected(exc, topic_name)]
         if message.circuit != self.circuit:
-            return [self._error(ErrorCode.WRONG_CIRCUIT, f"message for circuit {message.circuit!r}", topic_name)]
+            error = self._error(ErrorCode.WRONG_CIRCUIT, f"message for circuit {message.circuit!r}", topic_name)
+            return message, [error]
         if not isinstance(message, EXPECTED[kind]):
-            return [self._error(ErrorCode.WRONG_TOPIC, f"a {message.type!r} message on a {kind} topic", topic_name)]
+            error = self._error(ErrorCode.WRONG_TOPIC, f"a {message.type!r} message on a {kind} topic", topic_name)
+            return message, [error]
         match message:
             case Feed():
-                return self._with_evicted(self._on_feed(message))
+                return message, self._with_evicted(self._on_feed(message))
             case Forward():
-                return self._with_evicted(self._on_forward(message, topic_gate, topic_name))
+                return message, self._with_evicted(self._on_forward(message, topic_gate, topic_name))
             case Backward():
-                return self._on_backward(message, topic_name)
+                return message, self._on_backward(message, topic_name)
             case Release():
                 self._finish(message.run)
-                return []
+                return message, []
             case Probe():
-                return [self._status(message.run)]
+                return message, [self._status(message.run)]
         raise AssertionError(f"unhandled {message!r}")  # pragma: no cover
 
     # -- forward --------------------------------------------------------------------------

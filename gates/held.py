@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from gates.actor import Link
 
 HELD_KEY = b'"held":true'
-"""How the actor tells a held run's message from any other without parsing it."""
+"""How a held run's payload is told from any other without parsing it (a gate reads `held`
+from the message its core decoded)."""
 HELD_KINDS: tuple[TopicKind, ...] = ("feed", "fwd", "grad", "report")
 HELD_LEVEL = "held"
 

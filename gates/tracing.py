@@ -20,23 +20,31 @@ once. One message per gate per run keeps a traced pass within 1.5x of a plain on
 (bench/tracing.py). Because a gate's batch leaves before the messages that end its part,
 every batch of a completed run reaches the orchestrator before the run's last report does.
 Events still held by a gate whose host dies are lost with it. Untraced runs never reach this
-module: the actor checks for a clock with one bytes search. In a held run (step mode,
-gates/held.py) a gate publishes its events after every step: a human delivers each message.
+module: the actor looks at the `clock` of the message its core has just decoded. In a held run
+(step mode, gates/held.py) a gate publishes its events after every step: a human delivers each
+message.
+
+A vector clock has an entry per node its event causally follows: at 1,000 gates, every event
+of the backward pass carries ~1,000. So in a batch only the first event has its whole `vc`;
+every later one has `vc_delta`, the entries that changed since the event before it (a node's
+vector only grows). The gate never copies its vector per event, and a gate that hears 500
+consumers sends 500 small receipts, not 500 whole vectors. The recorder expands them again
+(TraceBatch.trace_events): a trace file has every event's whole `vc`. A batch that would still
+exceed TRACE_BATCH_BYTES goes as several, each starting with a whole vector.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import to_json
 
-from gates.clocks import Clock, Stamp
+from gates.clocks import Clock, M, Stamp, trusted
 from gates.protocol import (
     MESSAGE_ADAPTER,
     Backward,
@@ -55,26 +63,22 @@ from gates.protocol import (
 )
 
 CLOCK_KEY = b'"clock":'
-"""How the actor tells a traced message from an untraced one without parsing it."""
+"""How a traced message's payload is told from an untraced one without parsing it (the
+recorder, for the crossings it keeps undecoded; a gate reads `clock` from what its core decoded)."""
 REMEMBER_RUNS = 1024
 """Traced runs whose clock a gate keeps (late duplicates still find theirs)."""
+TRACE_BATCH_BYTES = 512 * 1024
+"""A gate's trace message larger than this is split: far below the broker's packet limit
+(gates/mqtt_codec.py's MAX_PACKET), which would close the gate's connection."""
 
 Real = Annotated[float, Field(allow_inf_nan=False)]
 EventType = Literal[
     "send", "receive", "compute", "drop", "duplicate", "delay", "reorder", "cross", "host_lost", "timeout"
 ]
 Phase = Literal["feed", "forward", "backward", "report", "probe", "release", "status", "error"]
-PHASES: dict[str, Phase] = {
-    "feed": "feed",
-    "forward": "forward",
-    "backward": "backward",
-    "grad": "report",
-    "probe": "probe",
-    "release": "release",
-    "status": "status",
-    "error": "error",
-}
-"""Message type -> the phase of the pass it belongs to."""
+_GRADIENTS = (Backward, GradReport)
+_ENDS = (Backward, GradReport, ErrorReport)
+"""A step that sends one of these ends the gate's part of the run."""
 
 
 class TraceMsg(BaseModel):
@@ -118,14 +122,16 @@ class TraceEvent(BaseModel):
 
 
 class BatchedEvent(BaseModel):
-    """A TraceEvent as a batch carries it: its run, node and host are the batch's."""
+    """A TraceEvent as a batch carries it: its run, node and host are the batch's, and its vector
+    clock whole (`vc`, the batch's first event) or as the entries changed since the event before."""
 
     model_config = ConfigDict(extra="forbid")
 
     t_ns: int
     type: EventType
     lamport: int = Field(ge=0)
-    vc: dict[str, int]
+    vc: dict[str, int] | None = None
+    vc_delta: dict[str, int] | None = None
     msg: TraceMsg | None = None
     inputs: tuple[Real | None, ...] | None = None
     value: Real | None = None
@@ -134,6 +140,12 @@ class BatchedEvent(BaseModel):
     delay_ms: Real | None = None
     order: tuple[str, ...] | None = None
     note: str = ""
+
+    @model_validator(mode="after")
+    def _one_clock(self) -> BatchedEvent:
+        if (self.vc is None) == (self.vc_delta is None):
+            raise ValueError("an event has either vc (its whole vector clock) or vc_delta, not both or neither")
+        return self
 
 
 class TraceBatch(_Message):
@@ -144,10 +156,45 @@ class TraceBatch(_Message):
     host: str = Field(description="the host the gate runs on")
     events: tuple[BatchedEvent, ...]
 
+    @field_validator("events")
+    @classmethod
+    def _starts_whole(cls, events: tuple[BatchedEvent, ...]) -> tuple[BatchedEvent, ...]:
+        if events and events[0].vc is None:
+            raise ValueError("the first event of a batch must have its whole vc, not a vc_delta")
+        return events
+
     def trace_events(self) -> list[TraceEvent]:
-        """The events, each with the batch's run, node (its sender) and host."""
+        """The events, each with the batch's run, node (its sender) and host, and its whole vc."""
         shared = {"run": self.run, "node": self.sender, "host": self.host}
-        return [TraceEvent.model_validate({**event.model_dump(exclude_none=True), **shared}) for event in self.events]
+        events = []
+        vc: dict[str, int] = {}
+        for event in self.events:
+            vc = dict(event.vc) if event.vc is not None else {**vc, **(event.vc_delta or {})}
+            fields = {name: getattr(event, name) for name in event.model_fields_set - _CLOCK_FIELDS}
+            events.append(trace_event({**fields, **shared}, vc))
+        return events
+
+
+_CLOCK_FIELDS = frozenset({"vc", "vc_delta"})
+
+
+def trace_event(fields: dict[str, Any], vc: dict[str, int]) -> TraceEvent:
+    """A TraceEvent of `fields` (validated) and `vc`, which was validated where it came from (a
+    message's clock, a batch's vc and vc_delta, the orchestrator's own Clock): checking every
+    entry of a 1,000-entry vector again, for every event of a trace, would cost more than the
+    rest of the trace."""
+    event = TraceEvent.model_validate({**fields, "vc": {}})
+    event.vc = vc
+    return event
+
+
+def with_clock(message: M, stamp: Stamp) -> M:
+    """`message.model_copy(update={"clock": stamp})`, for a message made by this process: the
+    rest of a frozen message is shared, not validated again."""
+    return trusted(type(message), {**message.__dict__, "clock": stamp}, message.model_fields_set | _CLOCK)
+
+
+_CLOCK = frozenset({"clock"})
 
 
 def message_id(sender: str, stamp: Stamp) -> str:
@@ -161,27 +208,37 @@ validated as a TraceEvent where it is received."""
 
 def msg_fields(topic_name: str, message: Message | BaseModel, dest: tuple[str, ...] = ()) -> Event | None:
     """The TraceMsg fields of a stamped run message (None for anything else)."""
-    if not isinstance(message, _Message) or message.clock is None:
+    phase = _PHASE_OF.get(type(message))
+    if phase is None or not isinstance(message, _Message) or message.clock is None:
         return None
-    fields: Event = {"id": message_id(message.sender, message.clock), "src": message.sender, "dest": dest}
-    match message:
-        case Feed() | Forward():
-            fields["value"] = message.value
-        case Backward():
-            fields["grad"], fields["port"] = message.grad, message.port
-        case GradReport():
-            fields["grad"] = message.grad
-        case ErrorReport():
-            fields["note"] = f"{message.code}: {message.message}"
-        case Status():
-            fields["note"] = message.state.replace("_", " ")
-        case Probe() | Release():
-            pass
-        case _:
-            return None
-    fields["phase"] = PHASES[message.type]
+    fields: Event = {"id": f"{message.sender}:{message.clock.lamport}", "src": message.sender, "dest": dest}
+    if isinstance(message, _VALUES):
+        fields["value"] = message.value
+    elif isinstance(message, Backward):
+        fields["grad"], fields["port"] = message.grad, message.port
+    elif isinstance(message, GradReport):
+        fields["grad"] = message.grad
+    elif isinstance(message, ErrorReport):
+        fields["note"] = f"{message.code}: {message.message}"
+    elif isinstance(message, Status):
+        fields["note"] = message.state.replace("_", " ")
+    fields["phase"] = phase
     fields["topic"] = topic_name
     return fields
+
+
+_VALUES = (Forward, Feed)
+_PHASE_OF: dict[type[BaseModel], Phase] = {
+    Feed: "feed",
+    Forward: "forward",
+    Backward: "backward",
+    GradReport: "report",
+    Probe: "probe",
+    Release: "release",
+    Status: "status",
+    ErrorReport: "error",
+}
+"""The run messages a trace describes, and the phase of the pass each belongs to."""
 
 
 def describe(topic_name: str, message: Message | BaseModel, dest: tuple[str, ...] = ()) -> TraceMsg | None:
@@ -201,15 +258,23 @@ class EncodedBatch(BaseModel):
         return self.text
 
 
-@dataclass
+@dataclass(slots=True)
 class _Traced:
-    """What a gate remembers of one traced run."""
+    """What a gate remembers of one traced run.
+
+    A gate remembers REMEMBER_RUNS of them: few objects the garbage collector must visit (slots,
+    dicts of numbers and strings only, a list only while events wait), so a traced pass does not
+    pay for full collections over them.
+    """
 
     clock: Clock
     inputs: dict[int, float] = field(default_factory=dict)
     grads: dict[tuple[str, int], float] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
-    held: list[Event] = field(default_factory=list)
+    seen: dict[str, None] = field(default_factory=dict)
+    """Ids of the messages received (a dict, not a set: the collector leaves dicts of strings alone)."""
+    held: list[Event] | None = None
+    whole: bool = True
+    """The next event starts a batch: it carries the whole vector clock, the later ones a vc_delta."""
     done: bool = False
     """The gate's part of the run is over: from now on every event is published at once."""
     flush: bool = False
@@ -224,119 +289,184 @@ class GateTracer:
         self.inputs = tuple(inputs)
         self.circuit = circuit
         self.host = host
-        self._runs: OrderedDict[str, _Traced] = OrderedDict()
+        self._runs: dict[str, _Traced] = {}
+        """The runs remembered, the most recently used last."""
+        self._sent: list[tuple[BaseModel, Event]] = []
+        """The last step's stamped messages and their TraceMsg fields (for `faults`)."""
+        self._last: tuple[str, _Traced] | None = None
+        """The run used last, and its state: found again without a lookup."""
 
     def _state(self, run: str) -> _Traced:
-        state = self._runs.get(run)
+        if self._last is not None and self._last[0] == run:  # the step's batch, right after the step
+            return self._last[1]
+        runs = self._runs
+        state = runs.pop(run, None)
         if state is None:
-            state = self._runs[run] = _Traced(Clock(self.gate))
-            while len(self._runs) > REMEMBER_RUNS:
-                self._runs.popitem(last=False)
-        else:
-            self._runs.move_to_end(run)
+            state = _Traced(Clock(self.gate))
+            if len(runs) >= REMEMBER_RUNS:
+                del runs[next(iter(runs))]
+        runs[run] = state
+        self._last = (run, state)
         return state
 
-    def _event(self, kind: EventType, run: str, stamp: Stamp, **fields: Any) -> Event:
-        """An event without the fields its batch carries once for all (run, node, host)."""
-        event: Event = {"t_ns": time.time_ns(), "type": kind, "lamport": stamp.lamport, "vc": stamp.vc}
-        event.update(fields)
-        return event
+    def _event(self, kind: EventType, state: _Traced, changed: dict[str, int]) -> Event:
+        """An event without the fields its batch carries once for all (run, node, host).
+
+        `changed`: the entries of the vector clock the event changed (Clock.advance, merge).
+        Events must reach `batch` in the order they are made: each vc_delta is from the one before.
+        """
+        clock = state.clock
+        if state.whole:
+            state.whole = False
+            return {"t_ns": time.time_ns(), "type": kind, "lamport": clock.lamport, "vc": dict(clock.vc)}
+        return {"t_ns": time.time_ns(), "type": kind, "lamport": clock.lamport, "vc_delta": changed}
 
     def step(
-        self, topic_name: str, payload: bytes, outgoing: Sequence[tuple[str, BaseModel]]
+        self, topic_name: str, received: bytes | Message, outgoing: Sequence[tuple[str, BaseModel]]
     ) -> tuple[str | None, list[tuple[str, BaseModel]], list[Event]]:
-        """(run, the outgoing messages stamped, the events) for one message the core just handled."""
-        try:
-            message = MESSAGE_ADAPTER.validate_json(payload)
-        except ValidationError:
-            return None, list(outgoing), []
+        """(run, the outgoing messages stamped, the events) for one message the core just handled.
+
+        `received`: the message as the core decoded it (or its payload, decoded here)."""
+        if isinstance(received, bytes):
+            try:
+                received = MESSAGE_ADAPTER.validate_json(received)
+            except ValidationError:
+                return None, list(outgoing), []
+        message = received
         run = getattr(message, "run", None)
-        traced = msg_fields(topic_name, message)
-        if run is None or traced is None or message.clock is None:
+        traced = msg_fields(topic_name, message) if isinstance(run, str) else None
+        if traced is None or message.clock is None or not isinstance(run, str):
             return None, list(outgoing), []
         state = self._state(run)
-        receipt = self._event("receive", run, state.clock.receive(message.clock), msg=traced)
+        clock = state.clock
+        receipt = self._event("receive", state, clock.merge(message.clock))
+        receipt["msg"] = traced
         if traced["id"] in state.seen:
             receipt["note"] = "duplicate"
-        state.seen.add(traced["id"])
+        state.seen[traced["id"]] = None
         events = [receipt]
         self._remember(state, message)
-        events += self._computed(run, state, outgoing)
+        if outgoing:
+            self._computed(run, state, outgoing, events)
         stamped: list[tuple[str, BaseModel]] = []
+        self._sent = sent = []
         for name, out in outgoing:
+            if isinstance(out, _ENDS):
+                state.done = True
             if getattr(out, "run", None) != run:  # another run's report (an eviction): not this trace's
                 stamped.append((name, out))
                 continue
-            stamp = state.clock.send()
-            out = out.model_copy(update={"clock": stamp})
+            changed = clock.advance()
+            out = with_clock(out, clock.stamp())
             stamped.append((name, out))
-            events.append(self._event("send", run, stamp, msg=msg_fields(name, out)))
-        ends = any(isinstance(out, Backward | GradReport | ErrorReport) for _, out in outgoing)
-        state.done = state.done or ends or isinstance(message, Release)
+            event = self._event("send", state, changed)
+            event["msg"] = fields = msg_fields(name, out)
+            events.append(event)
+            if fields is not None:
+                sent.append((out, fields))
+        if isinstance(message, Release):
+            state.done = True
         state.flush = state.done or isinstance(message, Probe) or message.held  # a held run goes at a human's pace
         return run, stamped, events
 
     def _remember(self, state: _Traced, message: Message) -> None:
-        match message:
-            case Forward(sender=sender, value=value):
-                for port, source in enumerate(self.inputs):
-                    if source == sender:
-                        state.inputs.setdefault(port, value)
-            case Backward(sender=sender, port=port, grad=grad):
-                state.grads.setdefault((sender, port), grad)
+        if isinstance(message, Forward):
+            for port, source in enumerate(self.inputs):
+                if source == message.sender:
+                    state.inputs.setdefault(port, message.value)
+        elif isinstance(message, Backward):
+            state.grads.setdefault((message.sender, message.port), message.grad)
 
-    def _computed(self, run: str, state: _Traced, outgoing: Sequence[tuple[str, BaseModel]]) -> list[Event]:
-        events = []
+    def _computed(
+        self, run: str, state: _Traced, outgoing: Sequence[tuple[str, BaseModel]], events: list[Event]
+    ) -> None:
+        """The step's compute events, onto `events`: one per forward value sent, one for the gradients."""
+        grads_out: list[float] = []
+        gradients = False
         for _, out in outgoing:
             if isinstance(out, Forward) and out.run == run:
-                inputs = [state.inputs.get(port) for port in range(len(self.inputs))]
-                events.append(self._event("compute", run, state.clock.tick(), inputs=inputs, value=out.value))
-        sent = [out for _, out in outgoing if isinstance(out, Backward | GradReport) and out.run == run]
-        if sent:
-            total = math.fsum(state.grads.values())
-            grads_out = [out.grad for out in sent if isinstance(out, Backward)]
-            events.append(self._event("compute", run, state.clock.tick(), grad=total, grads_out=grads_out))
-        return events
+                event = self._event("compute", state, state.clock.advance())
+                event["inputs"] = [state.inputs.get(port) for port in range(len(self.inputs))]
+                event["value"] = out.value
+                events.append(event)
+            elif isinstance(out, _GRADIENTS) and out.run == run:
+                gradients = True
+                if isinstance(out, Backward):
+                    grads_out.append(out.grad)
+        if gradients:
+            event = self._event("compute", state, state.clock.advance())
+            event["grad"] = math.fsum(state.grads.values())
+            event["grads_out"] = grads_out
+            events.append(event)
 
     def faults(
         self, run: str, batch: Sequence[tuple[str, BaseModel]], planned: Sequence[tuple[float, BaseModel]]
     ) -> list[Event]:
-        """What the injector did to a step's messages (`planned`: (delay, message) of each copy sent)."""
+        """What the injector did to a step's messages (`planned`: (delay, message) of each copy sent).
+
+        `batch`: the messages `step` has just stamped (their TraceMsg fields are `step`'s)."""
         state = self._state(run)
-        described = [(message, fields) for name, message in batch if (fields := msg_fields(name, message))]
+        known = {id(message): fields for message, fields in self._sent}
+        described = [
+            (message, fields)
+            for name, message in batch
+            if (fields := known.get(id(message)) or msg_fields(name, message)) is not None
+        ]
         sent_order = list(
             dict.fromkeys(fields["id"] for _, m in planned for message, fields in described if m is message)
         )
         planned_order = [fields["id"] for _, fields in described if fields["id"] in sent_order]
         events = []
+        clock = state.clock
         if sent_order != planned_order:
-            events.append(self._event("reorder", run, state.clock.tick(), order=sent_order))
+            events.append({**self._event("reorder", state, clock.advance()), "order": sent_order})
         for message, fields in described:
             delays = [wait for wait, m in planned if m is message]
             if not delays:
-                events.append(self._event("drop", run, state.clock.tick(), msg=fields))
+                events.append({**self._event("drop", state, clock.advance()), "msg": fields})
             elif len(delays) > 1:
-                copies = f"{len(delays)} copies"
-                events.append(self._event("duplicate", run, state.clock.tick(), msg=fields, note=copies))
+                event = self._event("duplicate", state, clock.advance())
+                events.append({**event, "msg": fields, "note": f"{len(delays)} copies"})
             for copy, delay in enumerate(delays, 1):
                 if delay > 0:
-                    tick = state.clock.tick()
-                    events.append(
-                        self._event("delay", run, tick, msg=fields, delay_ms=delay * 1000, note=f"copy {copy}")
-                    )
+                    event = self._event("delay", state, clock.advance())
+                    events.append({**event, "msg": fields, "delay_ms": delay * 1000, "note": f"copy {copy}"})
         return events
 
     def batch(self, run: str, events: list[Event]) -> list[tuple[str, BaseModel]]:
-        """The step's events: held, or with everything held so far, the message that carries them."""
+        """The step's events: held, or with everything held so far, the message(s) that carry them.
+
+        Keeps `events` (the list itself): the caller is done with it."""
         state = self._state(run)
-        state.held += events
-        if not state.flush or not state.held:
+        if state.held is None:
+            held = events
+        else:
+            held = state.held
+            held += events
+        if not state.flush or not held:
+            state.held = held or None
             return []
-        held, state.held = state.held, []
-        data: dict[str, Any] = {"type": "trace", "circuit": self.circuit, "sender": self.gate, "run": run}
-        data["host"] = self.host
-        data["events"] = held
-        return [(topic(self.circuit, "trace", self.gate), EncodedBatch(text=to_json(data).decode()))]
+        state.held = None
+        state.whole = True
+        head: dict[str, Any] = {"type": "trace", "circuit": self.circuit, "sender": self.gate, "run": run}
+        head["host"] = self.host
+        name = topic(self.circuit, "trace", self.gate)
+        return [(name, EncodedBatch(text=text)) for text in _encoded(head, held)]
+
+
+def _encoded(head: dict[str, Any], events: list[Event]) -> list[str]:
+    """The batch as one JSON text, or as several of at most TRACE_BATCH_BYTES (a single event
+    may exceed it: it goes alone), each starting with the whole vector clock."""
+    text = to_json({**head, "events": events})
+    if len(text) <= TRACE_BATCH_BYTES or len(events) == 1:
+        return [text.decode()]
+    half = len(events) // 2
+    vc = dict(events[0]["vc"])
+    for event in events[1 : half + 1]:
+        vc.update(event["vc_delta"])
+    second = {("vc" if key == "vc_delta" else key): value for key, value in events[half].items()}
+    second["vc"] = vc
+    return _encoded(head, events[:half]) + _encoded(head, [second, *events[half + 1 :]])
 
 
 def is_traced(payload: bytes) -> bool:

@@ -23,14 +23,24 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from gates.clocks import Clock, Stamp
 from gates.faults import Faults
-from gates.protocol import ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
-from gates.tracing import EventType, TraceBatch, TraceEvent, describe
+from gates.protocol import MESSAGE_ADAPTER, ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
+from gates.tracing import (
+    CLOCK_KEY,
+    EventType,
+    TraceBatch,
+    TraceEvent,
+    describe,
+    message_id,
+    msg_fields,
+    trace_event,
+    with_clock,
+)
 from orchestrator.circuit import Circuit
 from orchestrator.explain import Explainer
 from orchestrator.result import RunResult
@@ -41,17 +51,48 @@ log = logging.getLogger(__name__)
 Listener = Callable[[TraceEvent], None]
 
 
-class _Crossing(NamedTuple):
-    """A message of a traced run seen passing the broker: a `cross` event, made when needed."""
+_Crossing = tuple[int, str, bytes]
+"""A message seen passing the broker, (t_ns, topic, payload as it came): a `cross` event if it
+belongs to a traced run, decided when the trace is read."""
+_Local = dict[str, Any]
+"""One of the orchestrator's own events: a TraceEvent's fields, validated when the trace is read.
 
-    t_ns: int
-    run: str
-    topic: str
-    message: Message
+Both are plain data (strings, numbers, bytes, dicts of them): nothing the garbage collector has
+to visit while the trace waits to be read, which a pass would pay for (bench/tracing.py)."""
 
 
+_RECEIVED = (Forward, GradReport, Status, ErrorReport)
+"""What the orchestrator receives (rather than only sees crossing) when it reads the topic."""
 DRAIN_TIMEOUT = 2.0
 """Seconds `drain` waits for the gates' last events (receipts of late copies, of a release)."""
+
+
+class _Tally:
+    """What the events counted so far promise and hold, by message (for `Recorder.missing`)."""
+
+    def __init__(self) -> None:
+        self.counted = 0
+        self.copies: Counter[tuple[str, str]] = Counter()
+        self.crossed: Counter[tuple[str, str]] = Counter()
+        self.received: Counter[tuple[str, str, str]] = Counter()
+        self.dests: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def count(self, e: TraceEvent) -> None:
+        if e.msg is None:
+            return
+        key = (e.run, e.msg.id)
+        match e.type:
+            case "send":
+                self.copies[key] += 1
+                self.dests[key] = e.msg.dest
+            case "drop":
+                self.copies[key] -= 1
+            case "duplicate":
+                self.copies[key] += 1
+            case "cross":
+                self.crossed[key] += 1
+            case "receive":
+                self.received[(*key, e.node)] += 1
 
 
 class Recorder:
@@ -64,7 +105,7 @@ class Recorder:
         self.circuit: Circuit | None = None
         self.deployment = ""
         self.placement: dict[str, str] = {}
-        self._log: list[TraceEvent | _Crossing | bytes] = []
+        self._log: list[_Local | _Crossing | bytes] = []
         self._events: list[TraceEvent] = []
         self._read = 0
         """Entries of _log already read into _events."""
@@ -74,8 +115,12 @@ class Recorder:
         self._runs: dict[str, RunRecord] = {}
         self._readers: dict[str, tuple[str, ...]] = {}
         self._received: set[tuple[str, str]] = set()
+        self._ended: set[str] = set()
         self._dests: dict[str, tuple[str, ...]] = {}
         self._changed = asyncio.Event()
+        self._draining = False
+        """`drain` waits: wake it at each entry."""
+        self._tally = _Tally()
 
     # -- set-up, by the Runner ------------------------------------------------------------
 
@@ -120,6 +165,7 @@ class Recorder:
         self._runs[run] = RunRecord(run=run, inputs=dict(inputs))
 
     def end(self, run: str, result: RunResult | None = None, error: BaseException | None = None) -> None:
+        self._ended.add(run)
         if run in self._runs:
             update = {"result": result, "error": str(error) if error is not None else ""}
             self._runs[run] = self._runs[run].model_copy(update=update)
@@ -131,9 +177,10 @@ class Recorder:
             return list(batch)
         stamped: list[tuple[str, BaseModel]] = []
         for name, message in batch:
-            sent = message.model_copy(update={"clock": clock.send()})
+            stamp = clock.send()
+            sent = with_clock(message, stamp)
             stamped.append((name, sent))
-            self._local("send", run, sent.clock, msg=describe(name, sent, self.dest(name)))  # type: ignore[attr-defined]
+            self._local("send", run, stamp, msg=msg_fields(name, sent, self.dest(name)))
         return stamped
 
     def timeout(self, run: str, seconds: float) -> None:
@@ -151,51 +198,49 @@ class Recorder:
                 self._local("host_lost", run, clock.tick(), gates=gates, note=f"host {host} {reason}")
 
     def _local(self, kind: EventType, run: str, stamp: Stamp, **fields: object) -> None:
-        self._record(
-            TraceEvent.model_validate(
-                {
-                    "t_ns": time.time_ns(),
-                    "type": kind,
-                    "run": run,
-                    "node": ORCHESTRATOR,
-                    "host": self.host,
-                    "lamport": stamp.lamport,
-                    "vc": stamp.vc,
-                    **fields,
-                }
-            )
-        )
+        event: _Local = {"t_ns": time.time_ns(), "type": kind, "run": run, "node": ORCHESTRATOR, "host": self.host}
+        event.update(lamport=stamp.lamport, vc=stamp.vc, **fields)
+        self._record(event)
 
     # -- what arrives ---------------------------------------------------------------------
 
-    def on_message(self, topic_name: str, message: Message) -> None:
-        """A run message passed the broker: its crossing, and the orchestrator's receipt if it is one."""
+    def on_message(self, topic_name: str, message: Message, payload: bytes) -> None:
+        """A message passed the broker (`payload`, decoded as `message`): its crossing, and the
+        orchestrator's receipt if it is one of a traced run's."""
         run = getattr(message, "run", None)
         clock = self._clocks.get(run) if isinstance(run, str) else None
         if clock is None or message.clock is None:
             return
         assert isinstance(run, str)
-        self._record(_Crossing(time.time_ns(), run, topic_name, message))
+        self._record((time.time_ns(), topic_name, payload))
         dest = self.dest(topic_name)
-        received = isinstance(message, Forward | GradReport | Status | ErrorReport)
-        if received and ORCHESTRATOR in dest and (traced := describe(topic_name, message, dest)) is not None:
-            note = "duplicate" if (run, traced.id) in self._received else ""
-            self._received.add((run, traced.id))
-            self._local("receive", run, clock.receive(message.clock), msg=traced, note=note)
+        if isinstance(message, _RECEIVED) and ORCHESTRATOR in dest:
+            key = (run, message_id(message.sender, message.clock))
+            note = "duplicate" if key in self._received else ""
+            self._received.add(key)
+            msg = msg_fields(topic_name, message, dest)
+            self._local("receive", run, clock.receive(message.clock), msg=msg, note=note)
+
+    def on_crossing(self, topic_name: str, payload: bytes) -> None:
+        """A message passed the broker that only the trace needs: kept as it came, decoded (and
+        dropped unless it belongs to a traced run) when someone looks at the trace."""
+        if CLOCK_KEY in payload:
+            self._record((time.time_ns(), topic_name, payload))
 
     def on_trace(self, payload: bytes) -> None:
         """A gate's TraceBatch: kept as it came, and read (validated) when someone looks at the trace."""
         self._record(payload)
 
-    def _record(self, entry: TraceEvent | _Crossing | bytes) -> None:
+    def _record(self, entry: _Local | _Crossing | bytes) -> None:
         """Keep an event, a crossing or a gate's batch, in the order the recorder learned of it.
 
-        Crossings and batches are made into events only when someone looks (`events`): every
-        message of a traced run crosses, every gate sends a batch, and a pass must stay cheap
+        Everything is made into events only when someone looks (`events`): every message of a
+        traced run crosses, every gate sends a batch, and a pass must stay cheap
         (bench/tracing.py). With listeners (--explain, a live view), at once.
         """
         self._log.append(entry)
-        self._changed.set()
+        if self._draining:
+            self._changed.set()
         if self.listeners:
             known = len(self._events)
             for event in self.events[known:]:
@@ -210,24 +255,23 @@ class Recorder:
         self._read = len(self._log)
         return self._events
 
-    def _read_entry(self, entry: TraceEvent | _Crossing | bytes) -> list[TraceEvent]:
-        if isinstance(entry, TraceEvent):
-            return [entry]
+    def _read_entry(self, entry: _Local | _Crossing | bytes) -> list[TraceEvent]:
         if isinstance(entry, bytes):
             return self._read_batch(entry)
-        t_ns, run, topic_name, message = entry
-        assert message.clock is not None
-        crossing = TraceEvent(
-            t_ns=t_ns,
-            type="cross",
-            run=run,
-            node=BROKER,
-            host=BROKER,
-            lamport=message.clock.lamport,
-            vc=message.clock.vc,
-            msg=describe(topic_name, message, self.dest(topic_name)),
-        )
-        return [crossing]
+        if isinstance(entry, dict):
+            return [trace_event(entry, entry["vc"])]
+        t_ns, topic_name, payload = entry
+        try:
+            message = MESSAGE_ADAPTER.validate_json(payload)
+        except ValidationError as exc:
+            log.warning("ignored a malformed message on %s: %s", topic_name, exc.errors()[0]["msg"])
+            return []
+        run = getattr(message, "run", None)
+        if run not in self._clocks or message.clock is None:
+            return []
+        msg = describe(topic_name, message, self.dest(topic_name))
+        fields = {"t_ns": t_ns, "type": "cross", "run": run, "node": BROKER, "host": BROKER}
+        return [trace_event({**fields, "lamport": message.clock.lamport, "msg": msg}, message.clock.vc)]
 
     def _read_batch(self, payload: bytes) -> list[TraceEvent]:
         """A gate's events, validated, each message's destinations filled in from the circuit."""
@@ -246,10 +290,17 @@ class Recorder:
         return events
 
     def clear(self) -> None:
-        """Forget every event recorded so far (a long-lived traced runner keeps memory flat)."""
+        """Forget every event recorded so far, and every run that has ended (a long-lived traced
+        runner keeps memory flat); late events of a forgotten run are dropped."""
         self._log.clear()
         self._events = []
         self._read = 0
+        self._tally = _Tally()
+        for run in self._ended:
+            self._clocks.pop(run, None)
+            self._runs.pop(run, None)
+        self._ended.clear()
+        self._received = {key for key in self._received if key[0] in self._clocks}
 
     # -- completeness ---------------------------------------------------------------------
 
@@ -259,45 +310,40 @@ class Recorder:
         A send promises one copy (two after a `duplicate`, none after a `drop`) to each of its
         destinations, and one crossing per copy; gates on a lost host promise nothing.
         """
-        copies: Counter[tuple[str, str]] = Counter()
-        crossed: Counter[tuple[str, str]] = Counter()
-        received: Counter[tuple[str, str, str]] = Counter()
-        dests: dict[tuple[str, str], tuple[str, ...]] = {}
-        for e in self.events:
-            if e.msg is None:
-                continue
-            key = (e.run, e.msg.id)
-            match e.type:
-                case "send":
-                    copies[key] += 1
-                    dests[key] = e.msg.dest
-                case "drop":
-                    copies[key] -= 1
-                case "duplicate":
-                    copies[key] += 1
-                case "cross":
-                    crossed[key] += 1
-                case "receive":
-                    received[(*key, e.node)] += 1
+        tally = self._tally
+        for e in self.events[tally.counted :]:
+            tally.count(e)
+        tally.counted = len(self._events)
         gone = {g for g, h in self.placement.items() if h in self.lost_hosts}
         short = 0
-        for key, n in copies.items():
-            short += max(0, n - crossed[key])
-            for node in dests[key]:
+        for key, n in tally.copies.items():
+            short += max(0, n - tally.crossed[key])
+            for node in tally.dests.get(key, ()):
                 if node not in gone:
-                    short += max(0, n - received[(*key, node)])
+                    short += max(0, n - tally.received[(*key, node)])
         return short
 
     async def drain(self, timeout: float = DRAIN_TIMEOUT) -> int:
-        """Wait until the trace is complete (see `missing`) or `timeout` passes; the number still missing."""
+        """Wait until the trace is complete (see `missing`) or `timeout` passes; the number still missing.
+
+        Between two counts it waits four times as long as the last count took: a big circuit's
+        last batches arrive by the hundred, and counting after each would cost more than reading them.
+        """
+        self._draining = True
         try:
             async with asyncio.timeout(timeout):
-                while (short := self.missing()) > 0:
+                while True:
+                    start = time.perf_counter()
+                    if (short := self.missing()) == 0:
+                        break
                     self._changed.clear()
                     await self._changed.wait()
+                    await asyncio.sleep(min(0.05, 4 * (time.perf_counter() - start)))
         except TimeoutError:
             short = self.missing()
             log.info("trace: %d receipt(s) or crossing(s) never arrived", short)
+        finally:
+            self._draining = False
         return short
 
     # -- the result -----------------------------------------------------------------------

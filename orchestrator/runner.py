@@ -367,6 +367,9 @@ class Runner:
                 if parsed is not None and parsed[1] == "trace" and self.recorder is not None:
                     self.recorder.on_trace(raw)
                 return
+            if self.recorder is not None and self.observer is None and not self._reads(parsed[1], parsed[2]):
+                self.recorder.on_crossing(name, raw)  # decoded when the trace is read
+                return
             decoded = MESSAGE_ADAPTER.validate_json(raw)
         except ValidationError as exc:
             log.warning("ignored a malformed message on %s: %s", name, exc.errors()[0]["msg"])
@@ -374,8 +377,12 @@ class Runner:
         if self.observer is not None and getattr(decoded, "run", None) in self._pending:
             self.observer(name, decoded)
         if self.recorder is not None:
-            self.recorder.on_message(name, decoded)
+            self.recorder.on_message(name, decoded, raw)
         self._dispatch(decoded)
+
+    def _reads(self, kind: str, gate: str | None) -> bool:
+        """A message on this topic may matter to a run, not only to its trace (see _dispatch)."""
+        return kind in ("report", "error", "status", "ready") or (kind == "fwd" and gate == self.circuit.output)
 
     def _dispatch(self, message: object) -> None:
         match message:

@@ -21,6 +21,7 @@ from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
 from orchestrator.errors import HostLost, RunError
 from orchestrator.recorder import Recorder
+from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
 from orchestrator.trace import BROKER, Trace, dump_lines, parse_trace, read_trace, write_trace
 from tests.processes import GateHostProcess, gatemesh
@@ -322,3 +323,35 @@ def test_gate_hosts_send_their_events_and_a_lost_host_is_drawn(mosquitto_url: st
     svg = draw_lamport(killed)
     assert len(by_class(svg, "lost")) >= len(record.gates_on(slow_name))
     assert by_class(svg, "undelivered")  # sent to the lost gates, never received
+
+
+FAN_OUT = 500
+
+
+def test_a_gate_with_500_consumers_is_traced_whole(mosquitto_url: str) -> None:
+    """x feeds 500 products and hears 500 gradients, each with a vector clock of every gate (~1,500
+    entries): x's events still fit the broker's packet limit (vc deltas in its batches), the trace
+    is complete, and its clocks hold what causality says."""
+    circuit = compile_source(" + ".join(f"x*w{i}" for i in range(FAN_OUT)), name="fan500")
+    inputs = {"x": 0.5} | {f"w{i}": i % 7 - 3.0 for i in range(FAN_OUT)}
+
+    async def traced_pass() -> tuple[RunResult, Recorder, int]:
+        recorder = Recorder()
+        broker = BrokerAddress.parse(mosquitto_url)
+        async with in_process(circuit, broker, connections="shared", recorder=recorder, ready_timeout=120) as runner:
+            result = await runner.run(inputs, timeout=60)
+            return result, recorder, await recorder.drain(timeout=60)
+
+    result, recorder, missing = asyncio.run(traced_pass())
+    assert missing == 0
+    assert result == evaluate(circuit, inputs)
+    trace = recorder.trace()
+    assert trace.replay() == result
+    sends = {e.msg.id: e for e in trace.events if e.type == "send" and e.msg is not None}
+    receipts = [e for e in trace.events if e.type == "receive" and e.msg is not None]
+    assert sum(e.node == "x" and e.msg is not None and e.msg.phase == "backward" for e in receipts) == FAN_OUT
+    for receipt in receipts:
+        assert receipt.msg is not None
+        send = sends[receipt.msg.id]
+        assert all(count <= receipt.vc.get(node, 0) for node, count in send.vc.items()), receipt.msg.id
+    assert max(len(e.vc) for e in trace.events) == len(circuit.gates) + 1  # every gate, and the orchestrator

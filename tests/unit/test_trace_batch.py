@@ -1,0 +1,113 @@
+"""A gate's trace batches: whole vector clock first, deltas after, split when too large, expanded exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+import gates.tracing as tracing
+from gates.clocks import Clock, Stamp
+from gates.core import GateCore
+from gates.protocol import Backward, Feed, GateSpec, topic
+from gates.tracing import GateTracer, TraceBatch, TraceEvent, with_clock
+from gates.transport import encode
+
+CONSUMERS = 40
+
+
+def fan_in(tracer_limit: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[BaseModel], list[str]]:
+    """Leaf x of CONSUMERS products hears a feed, then one gradient from each product, each
+    product's clock knowing more nodes; returns what x sent (stamped) and its trace batches."""
+    monkeypatch.setattr(tracing, "TRACE_BATCH_BYTES", tracer_limit)
+    spec = GateSpec(id="x", op="input", consumers=CONSUMERS)
+    core = GateCore(spec, "c")
+    tracer = GateTracer("x", (), "c", "h1")
+    orchestrator = Clock("orchestrator")
+    products = [Clock(f"mul_{i}") for i in range(CONSUMERS)]
+    sent: list[BaseModel] = []
+    batches: list[str] = []
+
+    def deliver(name: str, message: BaseModel) -> None:
+        payload = encode(message)
+        outgoing = [(o.topic, o.message) for o in core.handle(name, payload)]
+        run, stamped, events = tracer.step(name, payload, outgoing)
+        assert run == "r"
+        for _, out in tracer.batch(run, events):
+            batches.append(out.model_dump_json())
+        sent.extend(message for _, message in stamped)
+
+    deliver(
+        topic("c", "feed", "x"), Feed(circuit="c", sender="orchestrator", run="r", value=2.0, clock=orchestrator.send())
+    )
+    for i, product in enumerate(products):
+        for earlier in products[:i]:  # each product has heard of every one before it
+            product.receive(earlier.stamp())
+        gradient = Backward(circuit="c", sender=product.node, run="r", port=0, grad=float(i), clock=product.send())
+        deliver(topic("c", "grad", "x"), gradient)
+    return sent, batches
+
+
+def expanded(batches: list[str]) -> list[TraceEvent]:
+    return [event for text in batches for event in TraceBatch.model_validate_json(text).trace_events()]
+
+
+def test_a_batch_carries_one_whole_clock_then_deltas(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent, batches = fan_in(10_000_000, monkeypatch)
+    assert len(batches) == 1
+    raw = json.loads(batches[0])["events"]
+    assert "vc" in raw[0]
+    assert "vc_delta" not in raw[0]
+    assert all("vc_delta" in e and "vc" not in e for e in raw[1:])
+    assert max(len(e["vc_delta"]) for e in raw[1:]) <= 3  # what a gradient adds: its product, once x's own tick
+    events = expanded(batches)
+    assert [e.vc["x"] for e in events] == list(range(1, len(events) + 1))
+    # each send's whole vc is exactly the clock its message carried
+    sends = {e.msg.id: e for e in events if e.type == "send" and e.msg is not None}
+    for message in sent:
+        clock = message.clock  # type: ignore[attr-defined]
+        assert sends[f"x:{clock.lamport}"].vc == clock.vc
+    receipts = [e for e in events if e.type == "receive"]
+    assert len(receipts) == 1 + CONSUMERS
+    assert receipts[-1].vc == {"orchestrator": 1, "x": receipts[-1].vc["x"]} | {
+        f"mul_{i}": i + 1 for i in range(CONSUMERS)
+    }
+
+
+def test_a_batch_too_large_is_split_and_reads_back_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, whole = fan_in(10_000_000, monkeypatch)
+    _, parts = fan_in(2_000, monkeypatch)
+    assert len(parts) > 3
+    assert all(len(text.encode()) <= 2_000 for text in parts)
+    assert all("vc" in json.loads(text)["events"][0] for text in parts)
+    assert [e.model_dump(exclude={"t_ns"}) for e in expanded(parts)] == [
+        e.model_dump(exclude={"t_ns"}) for e in expanded(whole)
+    ]
+
+
+def test_a_batch_must_start_with_a_whole_clock() -> None:
+    base = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1"}
+    first = {"t_ns": 1, "type": "compute", "lamport": 1}
+    with pytest.raises(ValidationError, match="first event of a batch must have its whole vc"):
+        TraceBatch.model_validate({**base, "events": [{**first, "vc_delta": {"x": 1}}]})
+    with pytest.raises(ValidationError, match="either vc"):
+        TraceBatch.model_validate({**base, "events": [{**first, "vc": {"x": 1}, "vc_delta": {"x": 1}}]})
+    with pytest.raises(ValidationError, match="either vc"):
+        TraceBatch.model_validate({**base, "events": [first]})
+
+
+def test_a_stamped_message_is_the_one_pydantic_would_make() -> None:
+    """Stamps and stamped messages skip validation (their values are valid already): they must be
+    equal, field for field and byte for byte, to what validation makes; a pydantic upgrade that
+    changes a model's insides fails here."""
+    clock = Clock("q")
+    clock.merge(Clock("x").send())
+    stamp = clock.stamp()
+    assert stamp == Stamp.model_validate({"lamport": 2, "vc": {"x": 1, "q": 1}})
+    message = Backward(circuit="c", sender="q", run="r", port=1, grad=-4.0)
+    stamped = with_clock(message, stamp)
+    assert stamped == message.model_copy(update={"clock": stamp})
+    assert encode(stamped) == encode(Backward.model_validate_json(encode(stamped)))
+    assert stamped.model_fields_set == {"circuit", "sender", "run", "port", "grad", "clock"}
+    assert encode(with_clock(stamped, stamp).model_copy(update={"held": True})).count(b'"held":true') == 1
