@@ -75,6 +75,11 @@ class Watcher(Runner):
             self._on_control(raw)
         super().on_message(name, raw)
 
+    def _reads(self, kind: str, gate: str | None) -> bool:
+        """The orchestrator's own messages too (feeds, the seed, probes, releases): the
+        WatchRecorder rebuilds its sends from them."""
+        return kind in ("feed", "grad", "control") or super()._reads(kind, gate)
+
     def _on_feed(self, name: str, raw: bytes) -> None:
         try:
             feed = Feed.model_validate_json(raw)
@@ -147,7 +152,7 @@ class Watcher(Runner):
 class WatchRecorder(Recorder):
     """Records runs another orchestrator makes: its sends are read off the crossings of its messages."""
 
-    def on_message(self, topic_name: str, message: Message) -> None:
+    def on_message(self, topic_name: str, message: Message, payload: bytes) -> None:
         run = getattr(message, "run", None)
         clock = self._clocks.get(run) if isinstance(run, str) else None
         stamp = message.clock
@@ -159,4 +164,4 @@ class WatchRecorder(Recorder):
                 for node, count in stamp.vc.items():
                     clock.vc[node] = max(clock.vc.get(node, 0), count)
                 self._local("send", run, stamp, msg=sent)
-        super().on_message(topic_name, message)
+        super().on_message(topic_name, message, payload)
