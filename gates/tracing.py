@@ -206,12 +206,16 @@ Event = dict[str, Any]
 validated as a TraceEvent where it is received."""
 
 
-def msg_fields(topic_name: str, message: Message | BaseModel, dest: tuple[str, ...] = ()) -> Event | None:
-    """The TraceMsg fields of a stamped run message (None for anything else)."""
+def msg_fields(
+    topic_name: str, message: Message | BaseModel, dest: tuple[str, ...] = (), *, stamped: bool = True
+) -> Event | None:
+    """The TraceMsg fields of a stamped run message (None for anything else); with
+    `stamped=False` of an unstamped one too, with no id (the untraced runs --explain tells)."""
     phase = _PHASE_OF.get(type(message))
-    if phase is None or not isinstance(message, _Message) or message.clock is None:
+    if phase is None or not isinstance(message, _Message) or (message.clock is None and stamped):
         return None
-    fields: Event = {"id": f"{message.sender}:{message.clock.lamport}", "src": message.sender, "dest": dest}
+    msg_id = "" if message.clock is None else f"{message.sender}:{message.clock.lamport}"
+    fields: Event = {"id": msg_id, "src": message.sender, "dest": dest}
     if isinstance(message, _VALUES):
         fields["value"] = message.value
     elif isinstance(message, Backward):

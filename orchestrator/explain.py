@@ -1,7 +1,8 @@
 """`--explain`: every message of a run, as it crosses the broker, as a sentence a student can follow.
 
 The gates say nothing about why they send what they send; the explainer knows the circuit
-and watches every message, so it can retell each gate's step: the values it got, what it
+and hears every message (a traced run's `cross` events, or an untraced run's messages, both
+read as the trace's TraceMsg), so it can retell each gate's step: the values it got, what it
 computed (written as `gates.ops` writes each op), the local gradients (from the same table
 the gates use) and where the results went.
 """
@@ -12,17 +13,8 @@ import math
 from collections import defaultdict
 
 from gates import ops
-from gates.protocol import (
-    ORCHESTRATOR,
-    Backward,
-    ErrorReport,
-    Feed,
-    Forward,
-    GradReport,
-    Message,
-    Status,
-    parse_topic,
-)
+from gates.protocol import ORCHESTRATOR, Message, parse_topic
+from gates.tracing import TraceMsg, msg_fields
 from orchestrator.circuit import Circuit
 
 
@@ -58,38 +50,53 @@ class Explainer:
         return gate if g is None or ops.OPS[g.op].fed else f"{g.op}({gate})"
 
     def explain(self, topic_name: str, message: Message) -> str:
-        """The next numbered sentence: what this message says and why it was sent."""
+        """The next sentence for a message heard on the broker (an untraced run's)."""
+        fields = msg_fields(topic_name, message, stamped=False)
+        if fields is None:
+            self.count += 1
+            return self._numbered(message.sender, f"{message.sender} sends a {message.type} message")
+        return self.tell(getattr(message, "run", ""), TraceMsg.model_validate(fields))
+
+    def tell(self, run: str, msg: TraceMsg) -> str:
+        """The next numbered sentence: what the message of a trace event says and why it was sent."""
         self.count += 1
-        parsed = parse_topic(topic_name)
-        sentence = self._sentence(message, parsed[2] if parsed else None)
+        return self._numbered(msg.src, self._sentence(run, msg))
+
+    def _numbered(self, sender: str, sentence: str) -> str:
         if not self.placement:
             return f"{self.count:>3}. {sentence}"
-        where = self.placement.get(message.sender, "orchestrator")
+        where = self.placement.get(sender, "orchestrator")
         width = max(len("orchestrator"), *map(len, self.placement.values()))
         return f"{self.count:>3}. {where:<{width}} | {sentence}"
 
-    def _sentence(self, message: Message, topic_gate: str | None) -> str:
-        match message:
-            case Feed(sender=sender, value=value) if topic_gate in self.circuit.by_id:
+    def _sentence(self, run: str, msg: TraceMsg) -> str:
+        parsed = parse_topic(msg.topic)
+        topic_gate = parsed[2] if parsed else None
+        sender, known, grad = msg.src, msg.src in self.circuit.by_id, msg.grad or 0.0
+        match msg.phase:
+            case "feed" if topic_gate in self.circuit.by_id:
                 if ops.OPS[self.circuit.by_id[topic_gate].op].fed:
-                    return f"{self.label(sender)} feeds input {topic_gate} = {num(value or 0.0)}"
+                    return f"{self.label(sender)} feeds input {topic_gate} = {num(msg.value or 0.0)}"
                 return f"{self.label(sender)} starts constant {self.label(topic_gate)}"
-            case Forward(run=run, sender=sender, value=value) if sender in self.circuit.by_id:
-                return self._forward(run, sender, value)
-            case Backward(run=run, sender=sender, grad=grad) if sender == ORCHESTRATOR:
+            case "forward" if known:
+                return self._forward(run, sender, msg.value or 0.0)
+            case "backward" if sender == ORCHESTRATOR:
                 out = self.circuit.output
-                self._grads_in[run][out].append((ORCHESTRATOR, grad))
-                return f"the orchestrator seeds {self.label(out)} with gradient {num(grad)} (d{out}/d{out} = 1)"
-            case Backward(run=run, sender=sender, port=port, grad=grad) if sender in self.circuit.by_id:
-                return self._backward(run, sender, port, grad)
-            case GradReport(run=run, sender=leaf, grad=grad):
-                got, out = self._got(run, leaf), self.circuit.output
-                return f"{self.label(leaf)} got {got}; reports d{out}/d{leaf} = {num(grad)} to the orchestrator"
-            case ErrorReport(sender=sender, code=code, message=reason):
+                self._grads_in[run][out].append((ORCHESTRATOR, msg.grad or 0.0))
+                return (
+                    f"the orchestrator seeds {self.label(out)} with gradient {num(msg.grad or 0.0)} (d{out}/d{out} = 1)"
+                )
+            case "backward" if known:
+                return self._backward(run, sender, msg.port or 0, grad)
+            case "report":
+                got, out = self._got(run, sender), self.circuit.output
+                return f"{self.label(sender)} got {got}; reports d{out}/d{sender} = {num(grad)} to the orchestrator"
+            case "error":
+                code, _, reason = msg.note.partition(": ")
                 return f"{self.label(sender)} reports an error ({code}): {reason}"
-            case Status(sender=sender, state=state):
-                return f"{self.label(sender)} answers the probe: {state.replace('_', ' ')}"
-        return f"{message.sender} sends a {message.type} message"
+            case "status":
+                return f"{self.label(sender)} answers the probe: {msg.note}"
+        return f"{sender} sends a {msg.phase} message"
 
     def _forward(self, run: str, sender: str, value: float) -> str:
         self._values[run][sender] = value

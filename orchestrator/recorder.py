@@ -44,7 +44,7 @@ from gates.tracing import (
 from orchestrator.circuit import Circuit
 from orchestrator.explain import Explainer
 from orchestrator.result import RunResult
-from orchestrator.trace import BROKER, RunRecord, Trace, TraceHeader, as_message, causal_order, write_trace
+from orchestrator.trace import BROKER, RunRecord, Trace, TraceHeader, causal_order, write_trace
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +384,6 @@ def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
         if explainer is None:
             hosts = set(recorder.placement.values())
             explainer = Explainer(recorder.circuit, None if hosts <= {"local"} else recorder.placement)
-        say(explainer.explain(event.msg.topic, as_message(event, recorder.deployment)))
+        say(explainer.tell(event.run, event.msg))
 
     recorder.listeners.append(listen)

@@ -24,16 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gates.protocol import (
     ORCHESTRATOR,
-    Backward,
-    ErrorCode,
-    ErrorReport,
-    Feed,
-    Forward,
-    GradReport,
-    Message,
-    Probe,
-    Release,
-    Status,
 )
 from gates.tracing import TraceEvent
 from orchestrator.circuit import Circuit
@@ -241,29 +231,3 @@ def fmt(value: float | None) -> str:
 def dumps_msg(event: TraceEvent) -> str:
     """The whole message of an event, as one line of JSON (an arrow's hover text)."""
     return json.dumps(event.msg.model_dump(mode="json", exclude_none=True) if event.msg else {}, sort_keys=False)
-
-
-def as_message(event: TraceEvent, circuit_id: str) -> Message:
-    """The protocol message an event's `msg` describes (for the --explain sentences)."""
-    assert event.msg is not None, "only events about a message describe one"
-    m = event.msg
-    c, sender, run = circuit_id, m.src, event.run
-    match m.phase:
-        case "feed":
-            return Feed(circuit=c, sender=sender, run=run, value=m.value)
-        case "forward":
-            return Forward(circuit=c, sender=sender, run=run, value=m.value or 0.0)
-        case "backward":
-            return Backward(circuit=c, sender=sender, run=run, port=m.port or 0, grad=m.grad or 0.0)
-        case "report":
-            return GradReport(circuit=c, sender=sender, run=run, grad=m.grad or 0.0)
-        case "error":
-            code, _, reason = m.note.partition(": ")
-            return ErrorReport(circuit=c, sender=sender, run=run, code=ErrorCode(code), message=reason)
-        case "status":
-            state = m.note.replace(" ", "_")
-            return Status.model_validate({"circuit": c, "sender": sender, "run": run, "state": state})
-        case "probe":
-            return Probe(circuit=c, sender=sender, run=run)
-        case "release":
-            return Release(circuit=c, sender=sender, run=run)
