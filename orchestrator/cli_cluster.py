@@ -87,7 +87,7 @@ def undeploy_command(
     """Delete a deployment (its retained messages too); its hosts stop its gates."""
     accounts = secure_dir(secure)
     record = asyncio.run(undeploy(name, broker_address(broker, accounts), secure=accounts))
-    out.print(f"undeployed {record.name}: {len(record.placement)} gates on {', '.join(record.hosts)}", highlight=False)
+    out.print(f"undeployed {record.name}: {record.gates} gates on {', '.join(record.hosts)}", highlight=False)
 
 
 def status(
