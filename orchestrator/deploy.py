@@ -27,9 +27,10 @@ from gates.errors import TransportError, UnsupportedBroker
 from gates.faults import Faults
 from gates.host import Connections
 from gates.lifecycle import cancel_and_wait
+from gates.mqtt311 import Session
 from gates.mux import SharedConnection
 from gates.protocol import ORCHESTRATOR, Assignment, deployment_topic, topic
-from gates.transport import BrokerAddress, connect, publish_all, read_retained
+from gates.transport import BrokerAddress, encode, read_retained
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import DEPLOYMENT_NAME_PATTERN, ClusterView, DeploymentRecord, read_cluster
 from orchestrator.errors import BrokerError, DeployError
@@ -205,11 +206,8 @@ async def undeploy(name: str, broker: BrokerAddress, *, secure: SecureDir | None
     else:
         record = _record(view, name, broker)
         head = head_of(record)
-        try:
-            async with connect(broker) as mqtt:
-                await _delete(functools.partial(publish_all, mqtt, retain=True), record)
-        except TransportError as exc:
-            raise BrokerError(f"cannot reach the broker at {broker}: {exc}") from exc
+        async with _retainer(broker) as send:
+            await _delete(send, record)
     if secure is not None:
         secure.write_acl([grant for d in view.deployments.values() if d.name != name for grant in grants(d)])
     return head
@@ -325,11 +323,34 @@ async def _delete_found(broker: BrokerAddress, head: DeploymentHead) -> None:
     filters = [part_topic(head.name, "+"), topic(head.circuit_id, "spec", "+"), topic(head.circuit_id, "ready", "+")]
     try:
         found = await read_retained(broker, filters)
-        async with connect(broker) as mqtt:
-            await publish_all(mqtt, [(deployment_topic(head.name), None)], retain=True)
-            await publish_all(mqtt, [(name, None) for name in found], retain=True)
     except TransportError as exc:
-        raise BrokerError(f"cannot reach the broker at {broker}: {exc}") from exc
+        raise BrokerError(f"cannot read the broker at {broker}: {exc}") from exc
+    async with _retainer(broker) as send:
+        await send([(deployment_topic(head.name), None)])
+        await send([(name, None) for name in found])
+
+
+@contextlib.asynccontextmanager
+async def _retainer(broker: BrokerAddress) -> AsyncIterator[Send]:
+    """A Send on a connection of the data plane's session (gates/mqtt311.py), which keeps 100
+    publishes in flight without a task each: undeploying 65,000 gates (130,000 deletions) takes
+    seconds, where aiomqtt's publish_all took a minute. BrokerError if the broker fails it."""
+
+    async def send(batch: list[tuple[str, BaseModel | None]]) -> None:
+        waiting = [session.publish(name, encode(message), True, confirm=True) for name, message in batch]
+        async with asyncio.timeout(session.timeout + 0.001 * len(batch)):
+            for confirmation in waiting:
+                if confirmation is not None:
+                    await confirmation
+
+    try:
+        session = await Session.open(broker, lambda name, payload: None)
+        try:
+            yield send
+        finally:
+            session.close()
+    except (TransportError, TimeoutError) as exc:
+        raise BrokerError(f"the broker at {broker} did not take the deletions: {exc or 'no answer in time'}") from exc
 
 
 async def _read(broker: BrokerAddress) -> ClusterView:
