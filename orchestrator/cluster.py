@@ -6,6 +6,8 @@ Both are retained messages, so any orchestrator process (a later `gatemesh run -
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -19,8 +21,12 @@ from orchestrator.records import (
     DeploymentRecord,
     RecordError,
     assemble,
+    head_of,
     part_topic,
 )
+
+PARTS_TIMEOUT = 60.0
+"""Seconds to read every part of the deployments asked for (65 parts, 6.5 MB: about 1 s)."""
 
 __all__ = ["DEPLOYMENT_NAME_PATTERN", "ClusterView", "DeploymentRecord", "host_problem", "read_cluster"]
 
@@ -44,6 +50,8 @@ class ClusterView:
     """circuit id -> ids of the gates whose (retained) Ready is on the broker."""
     unreadable: dict[str, str] = field(default_factory=dict)
     """topic -> why its retained message (a host, or a deployment's record) could not be read."""
+    heads: dict[str, DeploymentHead] = field(default_factory=dict)
+    """name -> every deployment's head: what it is, without its gates."""
     broken: dict[str, DeploymentHead] = field(default_factory=dict)
     """name -> the head of each deployment whose parts do not add up (the reason is in `unreadable`)."""
 
@@ -61,12 +69,16 @@ class ClusterView:
         return lost
 
 
-async def read_cluster(broker: BrokerAddress, *, with_ready: bool = False) -> ClusterView:
+async def read_cluster(
+    broker: BrokerAddress, *, with_ready: bool = False, records: Collection[str] | None = None
+) -> ClusterView:
     """The retained hosts and deployments (and, if asked, every deployment's Ready gates).
 
     A deployment's record is its head and its parts (orchestrator/records.py): the heads are
-    read first, then the parts of every head, on a second connection. A deployment whose parts
-    do not add up (one is missing, or of another circuit id) is left out, and `unreadable` says why.
+    read first, then the parts of the deployments named in `records` (None: all), on a second
+    connection, and assembled off the event loop (65,000 gates take ~2 s). A deployment whose
+    parts do not add up (one is missing, or of another circuit id) is left out, and `unreadable`
+    says why. Every deployment's head is in `heads`, whether its parts were read or not.
     UnsupportedBroker if the broker cannot give retained messages back (checked once per broker
     and process): on such a broker they would come back empty, as if nothing were deployed.
     """
@@ -75,7 +87,6 @@ async def read_cluster(broker: BrokerAddress, *, with_ready: bool = False) -> Cl
     if with_ready:
         filters.append(topic("+", "ready", "+"))
     view = ClusterView()
-    heads: dict[str, DeploymentHead] = {}
     for name, payload in (await read_retained(broker, filters)).items():
         try:
             if name.startswith(host_topic("")):
@@ -83,21 +94,23 @@ async def read_cluster(broker: BrokerAddress, *, with_ready: bool = False) -> Cl
             elif name.startswith(deployment_topic("")):
                 record = RETAINED_RECORD.validate_json(payload)
                 if isinstance(record, DeploymentHead):
-                    heads[last_level(name)] = record
+                    view.heads[last_level(name)] = record
                 else:  # a whole record in one message, as gatemesh wrote them before parts
                     view.deployments[last_level(name)] = record
+                    view.heads[last_level(name)] = head_of(record)
             else:
                 circuit_id = name.split("/")[1]
                 view.ready.setdefault(circuit_id, set()).add(last_level(name))
         except ValidationError as exc:
             view.unreadable[name] = f"not a valid message: {exc.errors(include_url=False)[0]['msg']}"
+    heads = {n: h for n, h in view.heads.items() if n not in view.deployments and (records is None or n in records)}
     if heads:
-        retained = await read_retained(broker, [part_topic(name, "+") for name in heads])
+        retained = await read_retained(broker, [part_topic(name, "+") for name in heads], timeout=PARTS_TIMEOUT)
         for name, head in heads.items():
             prefix = part_topic(name, "")
             parts = {int(t[len(prefix) :]): p for t, p in retained.items() if _numbered(t, prefix)}
             try:
-                view.deployments[name] = assemble(head, parts)
+                view.deployments[name] = await asyncio.to_thread(assemble, head, parts)
             except RecordError as exc:
                 view.unreadable[deployment_topic(name)] = str(exc)
                 view.broken[name] = head

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 
 from pydantic import BaseModel
 
@@ -113,7 +113,7 @@ async def wait_for_hosts(broker: BrokerAddress, wanted: HostChoice, timeout: flo
     try:
         async with asyncio.timeout(timeout):
             while True:
-                online = (await _read(broker)).online
+                online = (await _read(broker, ())).online
                 chosen = _choose(online, wanted)
                 if chosen is not None:
                     return chosen
@@ -158,7 +158,7 @@ async def deploy_to_hosts(
     if not re.match(DEPLOYMENT_NAME_PATTERN, name):
         raise DeployError(f"deployment name {name!r}: up to 100 letters, digits, '_' or '-', starting with a letter")
     names = await wait_for_hosts(broker, hosts, timeout)
-    view = await _read(broker)
+    view = await _read(broker, None if secure is not None else [name])  # the ACL needs every deployment
     mapping = place(circuit, names, placement)
     used = sorted(set(mapping.values()), key=names.index)
     record = DeploymentRecord(
@@ -199,7 +199,7 @@ async def undeploy(name: str, broker: BrokerAddress, *, secure: SecureDir | None
     A deployment whose record cannot be assembled (a part is missing) is deleted too: whatever
     its head's circuit id and name have retained.
     """
-    view = await _read(broker)
+    view = await _read(broker, None if secure is not None else [name])
     if name in view.broken:
         head = view.broken[name]
         await _delete_found(broker, head)
@@ -222,7 +222,7 @@ def grants(record: DeploymentRecord) -> list[GateGrant]:
 
 
 async def find(name: str, broker: BrokerAddress) -> DeploymentRecord:
-    return _record(await _read(broker), name, broker)
+    return _record(await _read(broker, [name]), name, broker)
 
 
 def _record(view: ClusterView, name: str, broker: BrokerAddress) -> DeploymentRecord:
@@ -246,7 +246,7 @@ async def on_deployment(
     recorder: Recorder | None = None,
 ) -> AsyncIterator[Runner]:
     """A Runner for a deployment that lives on gate hosts (made by `deploy_to_hosts`)."""
-    view = await _read(broker)
+    view = await _read(broker, [name])
     record = _record(view, name, broker)
     async with open_runner(
         record.circuit,
@@ -353,9 +353,10 @@ async def _retainer(broker: BrokerAddress) -> AsyncIterator[Send]:
         raise BrokerError(f"the broker at {broker} did not take the deletions: {exc or 'no answer in time'}") from exc
 
 
-async def _read(broker: BrokerAddress) -> ClusterView:
+async def _read(broker: BrokerAddress, records: Collection[str] | None) -> ClusterView:
+    """The cluster, with the records of the deployments named (None: all) read whole."""
     try:
-        return await read_cluster(broker)
+        return await read_cluster(broker, records=records)
     except UnsupportedBroker as exc:
         raise BrokerError(str(exc)) from exc
     except TransportError as exc:

@@ -79,6 +79,11 @@ class _Pending:
 
 Observer = Callable[[str, Message], None]
 """Called with every message of this runner's runs as it crosses the broker (for --explain)."""
+Tally = Callable[[str, TopicKind], None]
+"""Called with (run, kind) for every message of a run in flight on the deployment's feed, fwd,
+grad and report topics, found by the run id in its bytes and never decoded: counting what
+crosses costs next to nothing, however large the circuit (`gatemesh serve`'s progress)."""
+TALLIED: frozenset[TopicKind] = frozenset(("feed", "fwd", "grad", "report"))
 
 
 class Runner:
@@ -111,6 +116,10 @@ class Runner:
         self.observer = observer
         self.recorder = recorder
         """Traces every run (orchestrator/recorder.py): clocks on the run's messages, every event recorded."""
+        self.tally: Tally | None = None
+        self._last_run = ""
+        """The run that ended last: its messages may still arrive (a leaf's report can overtake the
+        copy, sent to this runner, of the gradient that made it), and the tally counts them too."""
         if recorder is not None:
             recorder.attach(circuit, deployment, self.placement)
         self.probe_window = PROBE_WINDOW
@@ -126,7 +135,7 @@ class Runner:
     def subscriptions(self) -> list[str]:
         c = self.deployment
         hosts = [host_topic(h) for h in self.hosts]
-        if self.observer is not None or self.recorder is not None:  # everything of the deployment
+        if self.observer is not None or self.recorder is not None or self.tally is not None:  # everything
             return [f"{ROOT}/{c}/+/+", *hosts]
         kinds: tuple[TopicKind, ...] = ("report", "error", "status", "ready")
         return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds), *hosts]
@@ -238,6 +247,7 @@ class Runner:
             raise
         finally:
             del self._pending[run]
+            self._last_run = run
         grads = {name: pending.grads[name] for name in self.circuit.inputs}
         result = RunResult(value=pending.value.result(), grads=grads)
         self._trace_end(run, result)
@@ -366,6 +376,10 @@ class Runner:
                 if parsed is not None and parsed[1] == "trace" and self.recorder is not None:
                     self.recorder.on_trace(raw)
                 return
+            if self.tally is not None and parsed[1] in TALLIED:
+                self._count(parsed[1], raw)
+            if self.observer is None and self.recorder is None and not self._dispatched(parsed[1], parsed[2]):
+                return  # subscribed wide for the tally: what no run waits for is not even decoded
             decoded = MESSAGE_ADAPTER.validate_json(raw)
         except ValidationError as exc:
             log.warning("ignored a malformed message on %s: %s", name, exc.errors()[0]["msg"])
@@ -375,6 +389,17 @@ class Runner:
         if self.recorder is not None:
             self.recorder.on_message(name, decoded)
         self._dispatch(decoded)
+
+    def _count(self, kind: TopicKind, raw: bytes) -> None:
+        assert self.tally is not None
+        for run in [*self._pending, self._last_run]:
+            if run and run.encode() in raw:
+                self.tally(run, kind)
+                return
+
+    def _dispatched(self, kind: TopicKind, gate: str | None) -> bool:
+        """Whether `_dispatch` can act on a message on this kind of topic of `gate`."""
+        return kind in ("ready", "report", "status", "error") or (kind == "fwd" and gate == self.circuit.output)
 
     def _dispatch(self, message: object) -> None:
         match message:

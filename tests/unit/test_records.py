@@ -75,7 +75,7 @@ def test_a_missing_or_foreign_part_is_named() -> None:
     with pytest.raises(RecordError, match="part 0 is not a valid part: gates: "):
         assemble(head, {**parts, 0: b'{"type": "deployment_part", "circuit_id": "neuron.0badcafe", "index": 0}'})
     short = head.model_copy(update={"gates": 11})
-    with pytest.raises(RecordError, match="its 4 part.s. hold 10 gates, its head says 11"):
+    with pytest.raises(RecordError, match=r"its 4 part\(s\) hold 10 gates, its head says 11"):
         assemble(short, parts)
 
 
