@@ -192,7 +192,7 @@ function showSvg(id, svg, note) {
   $(id + "-note").textContent = note || "";
 }
 
-const MAX_GRAD_ROWS = 200;  // a 65,000-gate deployment may have thousands of inputs
+const MAX_GRAD_ROWS = 24;  // a 65,000-gate deployment may have thousands of inputs
 const MAX_INPUT_FIELDS = 40;  // past this, a deployment's inputs all take the "blank inputs" value
 
 function showResult(result) {
