@@ -9,22 +9,33 @@ Starts a Mosquitto (the project's config: max_packet_size 2,000,000 bytes) and `
 3. passes on the deployment from this process (`on_deployment`), then one
    `gatemesh run --deployed NAME w=... --json` with every input on the command line, every
    result equal to orchestrator/reference.py's;
-4. `gatemesh undeploy NAME`, then until nothing of the deployment is retained any more;
-5. each host's resident memory (VmRSS) idle, deployed, after the passes (and its peak, VmHWM),
+4. with `--page`: `gatemesh serve --broker URL` attached to the deployment, a pass run through
+   its WebSocket as the page's "Run on it" does, every input given; meanwhile a compile request
+   every 0.3 s, whose answer time says whether the server stays responsive;
+5. `gatemesh undeploy NAME`, then until nothing of the deployment is retained any more;
+6. each host's resident memory (VmRSS) idle, deployed, after the passes (and its peak, VmHWM),
    and after the undeploy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import re
 import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from bench import mesh
 from bench.mlp import mlp_circuit
@@ -35,6 +46,7 @@ from orchestrator.circuit import Circuit
 from orchestrator.deploy import find, on_deployment
 from orchestrator.records import part_topic
 from orchestrator.reference import evaluate
+from orchestrator.result import RunResult
 
 TIMEOUT = 900.0
 """Seconds any one step may take (deploying 65,000 gates on two busy cores takes about a minute)."""
@@ -86,7 +98,94 @@ def inputs_for(circuit: Circuit) -> dict[str, float]:
     return {name: round(0.37 * ((i * 7919) % 23) / 23 - 0.17, 4) for i, name in enumerate(circuit.inputs)}
 
 
-async def measure(url: str, names: list[str], circuit: Circuit, passes: int) -> None:
+@contextlib.contextmanager
+def serving(url: str) -> Iterator[tuple[str, int]]:
+    """`gatemesh serve --broker URL --port 0`: its page's URL and its pid; stopped on exit. Its
+    output goes to a file: a pipe nobody reads would fill up and stop the server."""
+    command = [sys.executable, "-m", "orchestrator", "serve", "--port", "0", "--broker", url]
+    with tempfile.TemporaryFile("w+") as output:
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not (found := re.search(r"open (http://\S+/)", Path(f"/proc/self/fd/{output.fileno()}").read_text())):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gatemesh serve printed no URL")
+                time.sleep(0.1)
+            yield found.group(1), server.pid
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def on_the_page(url: str, name: str, inputs: dict[str, float], expected: RunResult) -> None:
+    """One pass on the deployment from `gatemesh serve`'s page (its WebSocket), measured."""
+    with serving(url) as (page, pid):
+        origin = page.rstrip("/")
+        async with connect(origin.replace("http://", "ws://") + "/ws", origin=Origin(origin), max_size=None) as ws:
+            await _until_listed(ws, name)
+            before, start = cpu_seconds(pid), time.perf_counter()
+            await ws.send(json.dumps({"type": "run", "deployment": name, "inputs": inputs, "timeout": 600}))
+            run, progress, answers, largest, (over, cpu) = await _watch(ws, pid)
+            elapsed, cpu = over - start, cpu - before
+    assert run["status"] == "done", run["error"]
+    assert RunResult.model_validate(run["result"]) == expected, "the page's result differs from the reference"
+    assert progress["crossed"] == progress["expected"], progress
+    answers.sort()
+    print(
+        f"on the page (gatemesh serve --broker URL, Run on it): done in {elapsed:.1f} s, as the reference; "
+        f"{progress['crossed']:,} of {progress['expected']:,} messages counted; server CPU {cpu:.1f} s; "
+        f"compile answered in median {answers[len(answers) // 2] * 1000:.0f} ms, max {answers[-1] * 1000:.0f} ms "
+        f"({len(answers)} asked); largest push {largest:,} bytes"
+    )
+
+
+async def _until_listed(ws: ClientConnection, name: str) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == "cluster" and any(d["name"] == name for d in message["deployments"]):
+                return
+
+
+async def _watch(
+    ws: ClientConnection, pid: int
+) -> tuple[dict[str, Any], dict[str, Any], list[float], int, tuple[float, float]]:
+    """The last run and progress parts once the run is over (and 3 s more, for late copies), the
+    time each compile request took to be answered, the largest message the server pushed, and
+    when the run was over with the server's CPU seconds then."""
+    run: dict[str, Any] = {}
+    progress: dict[str, Any] = {}
+    answers: list[float] = []
+    largest, asked, over, cpu = 0, 0.0, 0.0, 0.0
+    async with asyncio.timeout(TIMEOUT):
+        while not over or time.perf_counter() - over < 3:
+            if not asked:
+                asked = time.perf_counter()
+                await ws.send(json.dumps({"type": "compile", "source": "x + y"}))
+            raw = await ws.recv()
+            largest = max(largest, len(raw))
+            message = json.loads(raw)
+            if message["type"] == "compiled":
+                answers.append(time.perf_counter() - asked)
+                await asyncio.sleep(0.3)
+                asked = 0.0
+            elif message["type"] == "problem":
+                raise RuntimeError(f"the page said: {message['message']}")
+            elif message["type"] == "progress" and message["progress"] is not None:
+                progress = message["progress"]
+            elif message["type"] == "run":
+                run = message
+                if not over and run["status"] in ("done", "failed"):
+                    over, cpu = time.perf_counter(), cpu_seconds(pid)
+    return run, progress, answers, largest, (over, cpu)
+
+
+async def measure(url: str, names: list[str], circuit: Circuit, passes: int, page: bool) -> None:
     broker = BrokerAddress.parse(url)
     await mesh.wait_online(broker, names)
     pids = await host_pids(broker, names)
@@ -133,6 +232,9 @@ async def measure(url: str, names: list[str], circuit: Circuit, passes: int) -> 
     assert json.loads(printed) == expected.model_dump(), "gatemesh run --deployed differs from the reference"
     print(f"gatemesh run --deployed {name} ({len(assignments)} inputs) --json: {cli_s:.1f} s wall, as the reference")
 
+    if page:
+        await on_the_page(url, name, inputs, expected)
+
     undeploy_s, said = gatemesh("undeploy", name, "--broker", url)
     print(f"gatemesh undeploy: {undeploy_s:.1f} s wall; it said: {said.strip()}")
     start = time.perf_counter()
@@ -143,7 +245,7 @@ async def measure(url: str, names: list[str], circuit: Circuit, passes: int) -> 
     print(f"hosts after the undeploy: RSS {rss(pids)}")
 
 
-def run(hosts: int, gates: int, passes: int) -> None:
+def run(hosts: int, gates: int, passes: int, page: bool = False) -> None:
     circuit = mlp_circuit() if gates == 0 else mesh.wide_circuit(gates)
     with mosquitto() as url, mesh.host_processes(url, hosts) as names:
-        asyncio.run(measure(url, names, circuit, passes))
+        asyncio.run(measure(url, names, circuit, passes, page))

@@ -1,7 +1,7 @@
 """Gate hosts as separate processes: deploy-to-ready time, and pass latency across hosts.
 
     python -m bench.hosts [--repeats 7] [--passes 300]
-    python -m bench.hosts --big [N] [--hosts 3] [--passes 3]    # 65,000 gates on hosts: bench/big.py
+    python -m bench.hosts --big [N] [--hosts 3] [--passes 3] [--page]    # 65,000 gates on hosts: bench/big.py
 
 Starts a Mosquitto on loopback and three `python -m gates` processes, then measures, in one
 run against that one broker:
@@ -101,9 +101,10 @@ def main() -> None:
         "--big", type=int, nargs="?", const=0, default=None, metavar="N", help="bench/big.py: the MLP, or N gates"
     )
     parser.add_argument("--hosts", type=int, default=3, help="host processes for --big")
+    parser.add_argument("--page", action="store_true", help="with --big: a pass from `gatemesh serve`'s page too")
     args = parser.parse_args()
     if args.big is not None:
-        big.run(args.hosts, args.big, args.passes or 3)
+        big.run(args.hosts, args.big, args.passes or 3, args.page)
         return
     with mosquitto() as url, mesh.host_processes(url, 3, "per-gate") as names:
         asyncio.run(small(url, names, args.repeats, args.passes or 300))
