@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -56,8 +57,12 @@ from gates.transport import QOS, SYNC_ROOT, BrokerAddress, connect, incoming, pu
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE = 2
-"""Seconds between pings: the broker declares a silent host lost after 1.5x this."""
+KEEPALIVE = 6
+"""Seconds of silence after which the presence connection pings: the broker declares a silent
+host lost after 1.5x this, 9 s, as for the data plane's sessions (gates/mqtt311.py). paho pings
+only on its 1 s tick once KEEPALIVE has passed, so with 2 s a loop turn of over a second at the
+wrong moment (a host running 21,000 gates has them in every pass on a busy machine) dropped a
+live host; 6 s leaves 2 s of slack (docs/benchmarks.md)."""
 VERIFY_BATCH = 1000
 """Assignment topics read back per connection (see GateHost._follow_retained)."""
 
@@ -263,8 +268,10 @@ class GateHost:
                 continue
             backoff.reset()
             outgoing: list[Outgoing] = []
+            running = set(self._gates)
             for key in batch:
                 outgoing += await self._follow(group, key, held.get(topic(key[0], "spec", key[1])))
+            _keep_from_the_collector(running, set(self._gates))
             if outgoing:
                 await self._publish(outgoing)
 
@@ -321,6 +328,23 @@ class GateHost:
                 await publish_all(mqtt, [(name, m) for name, m in outgoing if m is not None])
         except (TransportError, TimeoutError) as exc:
             log.warning("host %s: could not publish %d message(s): %s", self.name, len(outgoing), exc)
+
+
+def _keep_from_the_collector(before: set[Key], after: set[Key]) -> None:
+    """Gates just started: freeze every object there is out of the cyclic garbage collector's
+    full scans (gc.freeze); gates stopped: unfreeze, so that what they leave can be collected.
+
+    A full collection walks every object of the process: for 21,644 gates, 550,000 objects and
+    0.25 s of CPU, which on a busy machine stalled every host's loop for 1 to 4 s at the same
+    moment of a pass, long enough for the broker to drop the hosts' presence connections (2 s
+    keepalive) and fail the run (docs/benchmarks.md). A gate's state lives as long as its
+    deployment, so scanning it again and again finds nothing; refcounting still frees whatever
+    is frozen and dropped.
+    """
+    if before - after:
+        gc.unfreeze()
+    elif after - before:
+        gc.freeze()
 
 
 async def read_back(broker: BrokerAddress, topics: list[str], *, timeout: float = 10.0) -> dict[str, bytes]:
