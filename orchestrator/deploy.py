@@ -159,7 +159,8 @@ async def deploy_to_hosts(
         raise DeployError(f"deployment name {name!r}: up to 100 letters, digits, '_' or '-', starting with a letter")
     names = await wait_for_hosts(broker, hosts, timeout)
     view = await _read(broker, None if secure is not None else [name])  # the ACL needs every deployment
-    mapping = place(circuit, names, placement)
+    placed = place(circuit, names, placement)
+    mapping = {g.id: placed[g.id] for g in circuit.gates}  # in circuit order, as its record's parts hold it
     used = sorted(set(mapping.values()), key=names.index)
     record = DeploymentRecord(
         name=name,
