@@ -1,6 +1,7 @@
 """Gate hosts as separate processes: deploy-to-ready time, and pass latency across hosts.
 
     python -m bench.hosts [--repeats 7] [--passes 300]
+    python -m bench.hosts --big [N] [--hosts 3] [--passes 3] [--page]    # 65,000 gates on hosts: bench/big.py
 
 Starts a Mosquitto on loopback and three `python -m gates` processes, then measures, in one
 run against that one broker:
@@ -20,7 +21,7 @@ import secrets
 import statistics
 import time
 
-from bench import mesh
+from bench import big, mesh
 from broker.launch import mosquitto
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
@@ -92,24 +93,35 @@ def summary(seconds: list[float]) -> str:
     return f"median {statistics.median(ms):8.2f} ms   p10 {p10:8.2f} ms   p90 {p90:8.2f} ms   n={len(ms)}"
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--passes", type=int, default=300)
+    parser.add_argument("--passes", type=int, default=None, help="default: 300, or 3 with --big")
+    parser.add_argument(
+        "--big", type=int, nargs="?", const=0, default=None, metavar="N", help="bench/big.py: the MLP, or N gates"
+    )
+    parser.add_argument("--hosts", type=int, default=3, help="host processes for --big")
+    parser.add_argument("--page", action="store_true", help="with --big: a pass from `gatemesh serve`'s page too")
     args = parser.parse_args()
-    with mosquitto() as url:
-        broker = BrokerAddress.parse(url)
-        with mesh.host_processes(url, 3, "per-gate") as names:
-            await mesh.wait_online(broker, names)
-            print(f"broker {url}; hosts {', '.join(names)} (separate processes)")
-            deploys = await deploy_times(broker, names, args.repeats)
-            print(f"deploy 100 gates over 3 hosts, to ready: {summary(deploys)}")
-            spread, local = await pass_latency(broker, names, args.passes)
-            print(f"pass of {SOURCE}, gates over 3 hosts:    {summary(spread)}")
-            print(f"pass of {SOURCE}, gates in one process:  {summary(local)}")
-            ratio = statistics.median(spread) / statistics.median(local)
-            print(f"ratio of medians (3 hosts / one process): {ratio:.2f}")
+    if args.big is not None:
+        big.run(args.hosts, args.big, args.passes or 3, args.page)
+        return
+    with mosquitto() as url, mesh.host_processes(url, 3, "per-gate") as names:
+        asyncio.run(small(url, names, args.repeats, args.passes or 300))
+
+
+async def small(url: str, names: list[str], repeats: int, passes: int) -> None:
+    broker = BrokerAddress.parse(url)
+    await mesh.wait_online(broker, names)
+    print(f"broker {url}; hosts {', '.join(names)} (separate processes)")
+    deploys = await deploy_times(broker, names, repeats)
+    print(f"deploy 100 gates over 3 hosts, to ready: {summary(deploys)}")
+    spread, local = await pass_latency(broker, names, passes)
+    print(f"pass of {SOURCE}, gates over 3 hosts:    {summary(spread)}")
+    print(f"pass of {SOURCE}, gates in one process:  {summary(local)}")
+    ratio = statistics.median(spread) / statistics.median(local)
+    print(f"ratio of medians (3 hosts / one process): {ratio:.2f}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -71,7 +71,7 @@ def host_processes(url: str, count: int, connections: Connections = "shared", qo
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(timeout=20)
+            process.wait(timeout=120)
 
 
 async def wait_online(broker: BrokerAddress, names: list[str]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -56,8 +57,14 @@ from gates.transport import QOS, SYNC_ROOT, BrokerAddress, connect, incoming, pu
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE = 2
-"""Seconds between pings: the broker declares a silent host lost after 1.5x this."""
+KEEPALIVE = 6
+"""Seconds of silence after which the presence connection pings: the broker declares a silent
+host lost after 1.5x this, 9 s, as for the data plane's sessions (gates/mqtt311.py). paho pings
+only on its 1 s tick once KEEPALIVE has passed, so with 2 s a loop turn of over a second at the
+wrong moment (a host running 21,000 gates has them in every pass on a busy machine) dropped a
+live host; 6 s leaves 2 s of slack (docs/benchmarks.md)."""
+SETTLE = 0.5
+"""Seconds without a new assignment notice after which a host whose gates changed settles (`_settle`)."""
 VERIFY_BATCH = 1000
 """Assignment topics read back per connection (see GateHost._follow_retained)."""
 
@@ -123,6 +130,8 @@ class GateHost:
         self._unverified: set[Key] = set()
         """Gates whose retained assignment must be read before acting on them (see _on_assignment)."""
         self._follower: asyncio.Task[None] | None = None
+        self._started_or_stopped = 0
+        """Gates started or stopped so far: the follower settles memory after a change (`_settle`)."""
 
     def presence(self, state: str, reason: str = "") -> HostPresence:
         return HostPresence.model_validate(
@@ -247,9 +256,12 @@ class GateHost:
 
         One task does this at a time, so gates start and stop in one place. A batch is one
         short-lived connection for VERIFY_BATCH topics: a deployment of 65,000 gates costs 65
-        reads, not 65,000. Gates whose assignments cannot be read stay marked for a retry.
+        reads, not 65,000. Gates whose assignments cannot be read stay marked for a retry. Once
+        nothing is marked for SETTLE seconds after gates started or stopped, the host settles its
+        memory (`_settle`).
         """
         backoff = Backoff()
+        changed = False
         while self._unverified:
             batch = list(itertools.islice(self._unverified, VERIFY_BATCH))
             self._unverified.difference_update(batch)
@@ -263,10 +275,17 @@ class GateHost:
                 continue
             backoff.reset()
             outgoing: list[Outgoing] = []
+            started_or_stopped = self._started_or_stopped
             for key in batch:
                 outgoing += await self._follow(group, key, held.get(topic(key[0], "spec", key[1])))
+            changed = changed or self._started_or_stopped != started_or_stopped
             if outgoing:
                 await self._publish(outgoing)
+            if changed and not self._unverified:
+                await asyncio.sleep(SETTLE)  # a deployment's assignments arrive over seconds: once, at its end
+                if not self._unverified:
+                    _settle()
+                    changed = False
 
     async def _follow(self, group: asyncio.TaskGroup, key: Key, held: bytes | None) -> list[Outgoing]:
         """Make gate `key` run here as the assignment the broker holds for it says; what to publish."""
@@ -301,6 +320,7 @@ class GateHost:
             )
             return [(topic(deployment, "error", gate), report)]
         self._gates[key] = _Running(assignment.spec, group.create_task(actor.serve_forever()))
+        self._started_or_stopped += 1
         return []
 
     async def _stop(self, key: Key, *, clear_ready: bool) -> list[Outgoing]:
@@ -309,6 +329,7 @@ class GateHost:
         running = self._gates.pop(key, None)
         if running is None:
             return []
+        self._started_or_stopped += 1
         await cancel_and_wait([running.task])
         log.info("host %s: stopped gate %s/%s", self.name, *key)
         return [(topic(key[0], "ready", key[1]), None)] if clear_ready else []
@@ -321,6 +342,21 @@ class GateHost:
                 await publish_all(mqtt, [(name, m) for name, m in outgoing if m is not None])
         except (TransportError, TimeoutError) as exc:
             log.warning("host %s: could not publish %d message(s): %s", self.name, len(outgoing), exc)
+
+
+def _settle() -> None:
+    """Once the gates a host runs have changed: collect the garbage, then freeze what is left (the
+    gates' state, which lives as long as their deployment) out of the collector's full scans.
+
+    A full collection walks every object of the process: for 21,644 gates, 550,000 objects and
+    0.25 s of CPU, which on a busy machine stalled every host's loop for 1 to 4 s at the same
+    moment of a pass (docs/benchmarks.md). Frozen objects are still freed by refcounting when
+    dropped; what stopped gates leave in cycles is collected at the next settling, which unfreezes
+    everything first.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 async def read_back(broker: BrokerAddress, topics: list[str], *, timeout: float = 10.0) -> dict[str, bytes]:

@@ -17,7 +17,7 @@ import secrets
 import socket
 import ssl
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
@@ -239,6 +239,35 @@ async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeou
     with map_exceptions(broker):
         async with asyncio.timeout(timeout), client(broker, timeout=timeout) as mqtt:
             return await _read_until_marker(mqtt, list(filters))
+
+
+async def read_retained_until(
+    broker: BrokerAddress,
+    filters: Iterable[str],
+    complete: Callable[[dict[str, bytes]], bool],
+    *,
+    timeout: float = 10.0,
+) -> dict[str, bytes]:
+    """Retained messages under `filters`, read until `complete(found)` holds (TimeoutError if it
+    never does): for a reader that knows what to expect and may not publish the marker
+    `read_retained` needs (the read-only watcher account)."""
+    found: dict[str, bytes] = {}
+    with map_exceptions(broker):
+        async with asyncio.timeout(timeout), client(broker, timeout=timeout) as mqtt:
+            await subscribe_all(mqtt, list(filters))
+            async with contextlib.aclosing(_messages(mqtt)) as messages:
+                async for message in messages:
+                    if not message.retain:
+                        continue
+                    payload = _payload(message)
+                    if payload:
+                        found[message.topic.value] = payload
+                    else:
+                        found.pop(message.topic.value, None)
+                    if complete(found):
+                        return found
+    msg = "unreachable: incoming() ends only by raising"
+    raise AssertionError(msg)  # pragma: no cover
 
 
 async def _read_until_marker(mqtt: aiomqtt.Client, filters: list[str]) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from gates.__main__ import main as serve_host
 from gates.errors import TransportError
+from gates.protocol import deployment_topic
 from gates.transport import BrokerAddress
 from orchestrator.cli_common import (
     DEFAULT_BROKER,
@@ -87,7 +88,7 @@ def undeploy_command(
     """Delete a deployment (its retained messages too); its hosts stop its gates."""
     accounts = secure_dir(secure)
     record = asyncio.run(undeploy(name, broker_address(broker, accounts), secure=accounts))
-    out.print(f"undeployed {record.name}: {len(record.placement)} gates on {', '.join(record.hosts)}", highlight=False)
+    out.print(f"undeployed {record.name}: {record.gates} gates on {', '.join(record.hosts)}", highlight=False)
 
 
 def status(
@@ -130,6 +131,15 @@ def cluster_state(view: ClusterView) -> dict[str, Any]:
             "output": record.circuit.output,
             "hosts": dict(Counter(record.placement.values())),
             "gates": gates,
+        }
+    for dname, head in sorted(view.broken.items()):  # its parts do not add up: say why
+        deployments[dname] = {
+            "circuit_id": head.circuit_id,
+            "state": f"unreadable: {view.unreadable[deployment_topic(dname)]}",
+            "inputs": list(head.inputs) if isinstance(head.inputs, tuple) else [],
+            "output": head.output,
+            "hosts": {},
+            "gates": {},
         }
     hosts = {}
     for hname, presence in sorted(view.hosts.items()):

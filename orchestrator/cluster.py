@@ -6,35 +6,29 @@ Both are retained messages, so any orchestrator process (a later `gatemesh run -
 
 from __future__ import annotations
 
-import time
+import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from gates.protocol import HostPresence, Incarnation, Name, deployment_topic, host_topic, last_level, topic
-from gates.transport import BrokerAddress, check_retained_reads, read_retained
-from orchestrator.circuit import Circuit
+from gates.protocol import HostPresence, deployment_topic, host_topic, last_level, topic
+from gates.transport import BrokerAddress, check_retained_reads, read_retained, read_retained_until
+from orchestrator.records import (
+    DEPLOYMENT_NAME_PATTERN,
+    RETAINED_RECORD,
+    DeploymentHead,
+    DeploymentRecord,
+    RecordError,
+    assemble,
+    head_of,
+    part_topic,
+)
 
-DEPLOYMENT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$"
-"""A deployment's name: its circuit id adds `.` and 8 hex digits, and must stay a Name."""
+PARTS_TIMEOUT = 60.0
+"""Seconds to read every part of the deployments asked for (65 parts, 6.5 MB: about 1 s)."""
 
-
-class DeploymentRecord(BaseModel):
-    """A deployment, retained on gatemesh-sys/deployments/NAME once all its gates are ready."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["deployment"] = "deployment"
-    name: str = Field(pattern=DEPLOYMENT_NAME_PATTERN)
-    circuit_id: Name = Field(description="the topic prefix of this deployment: gatemesh/<circuit_id>/...")
-    circuit: Circuit
-    placement: dict[Name, Name] = Field(description="gate id -> host name")
-    hosts: dict[Name, Incarnation] = Field(description="host name -> the incarnation its gates were given to")
-    created: float = Field(default_factory=time.time)
-
-    def gates_on(self, host: str) -> list[str]:
-        return [gate for gate, placed in self.placement.items() if placed == host]
+__all__ = ["DEPLOYMENT_NAME_PATTERN", "ClusterView", "DeploymentRecord", "host_problem", "read_cluster"]
 
 
 def host_problem(expected_incarnation: str, presence: HostPresence | None) -> str | None:
@@ -54,7 +48,12 @@ class ClusterView:
     deployments: dict[str, DeploymentRecord] = field(default_factory=dict)
     ready: dict[str, set[str]] = field(default_factory=dict)
     """circuit id -> ids of the gates whose (retained) Ready is on the broker."""
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """topic -> why its retained message (a host, or a deployment's record) could not be read."""
+    heads: dict[str, DeploymentHead] = field(default_factory=dict)
+    """name -> every deployment's head: what it is, without its gates."""
+    broken: dict[str, DeploymentHead] = field(default_factory=dict)
+    """name -> the head of each deployment whose parts do not add up (the reason is in `unreadable`)."""
 
     @property
     def online(self) -> list[str]:
@@ -70,11 +69,18 @@ class ClusterView:
         return lost
 
 
-async def read_cluster(broker: BrokerAddress, *, with_ready: bool = False) -> ClusterView:
+async def read_cluster(
+    broker: BrokerAddress, *, with_ready: bool = False, records: Collection[str] | None = None
+) -> ClusterView:
     """The retained hosts and deployments (and, if asked, every deployment's Ready gates).
 
-    UnsupportedBroker if the broker cannot give them (checked once per broker and process):
-    on such a broker they would come back empty, as if nothing were deployed.
+    A deployment's record is its head and its parts (orchestrator/records.py): the heads are
+    read first, then the parts of the deployments named in `records` (None: all), on a second
+    connection, and assembled off the event loop (65,000 gates take ~2 s). A deployment whose
+    parts do not add up (one is missing, or of another circuit id) is left out, and `unreadable`
+    says why. Every deployment's head is in `heads`, whether its parts were read or not.
+    UnsupportedBroker if the broker cannot give retained messages back (checked once per broker
+    and process): on such a broker they would come back empty, as if nothing were deployed.
     """
     await check_retained_reads(broker)
     filters = [host_topic("+"), deployment_topic("+")]
@@ -86,10 +92,47 @@ async def read_cluster(broker: BrokerAddress, *, with_ready: bool = False) -> Cl
             if name.startswith(host_topic("")):
                 view.hosts[last_level(name)] = HostPresence.model_validate_json(payload)
             elif name.startswith(deployment_topic("")):
-                view.deployments[last_level(name)] = DeploymentRecord.model_validate_json(payload)
+                record = RETAINED_RECORD.validate_json(payload)
+                if isinstance(record, DeploymentHead):
+                    view.heads[last_level(name)] = record
+                else:  # a whole record in one message, as gatemesh wrote them before parts
+                    view.deployments[last_level(name)] = record
+                    view.heads[last_level(name)] = head_of(record)
             else:
                 circuit_id = name.split("/")[1]
                 view.ready.setdefault(circuit_id, set()).add(last_level(name))
-        except ValidationError:
-            view.unreadable.append(name)
+        except ValidationError as exc:
+            view.unreadable[name] = f"not a valid message: {exc.errors(include_url=False)[0]['msg']}"
+    heads = {n: h for n, h in view.heads.items() if n not in view.deployments and (records is None or n in records)}
+    if heads:
+        retained = await read_retained(broker, [part_topic(name, "+") for name in heads], timeout=PARTS_TIMEOUT)
+        for name, head in heads.items():
+            prefix = part_topic(name, "")
+            parts = {int(t[len(prefix) :]): p for t, p in retained.items() if _numbered(t, prefix)}
+            try:
+                view.deployments[name] = await asyncio.to_thread(assemble, head, parts)
+            except RecordError as exc:
+                view.unreadable[deployment_topic(name)] = str(exc)
+                view.broken[name] = head
     return view
+
+
+async def read_record(
+    broker: BrokerAddress, head: DeploymentHead, *, timeout: float = PARTS_TIMEOUT
+) -> DeploymentRecord:
+    """The whole record of the deployment `head` names, read by subscribing only (the read-only
+    watcher may not publish `read_cluster`'s markers): the head says how many parts to wait for.
+    RecordError if they do not add up; TimeoutError if some never come."""
+    prefix = part_topic(head.name, "")
+    wanted = [part_topic(head.name, i) for i in range(head.parts)]
+    retained = await read_retained_until(
+        broker, [part_topic(head.name, "+")], lambda found: all(t in found for t in wanted), timeout=timeout
+    )
+    parts = {int(t[len(prefix) :]): p for t, p in retained.items() if _numbered(t, prefix)}
+    return await asyncio.to_thread(assemble, head, parts)
+
+
+def _numbered(name: str, prefix: str) -> bool:
+    """Whether topic `name` is `prefix` followed by a part number."""
+    index = name[len(prefix) :]
+    return name.startswith(prefix) and index.isascii() and index.isdigit() and len(index) < 10

@@ -29,12 +29,18 @@ def check_inputs(circuit: Circuit, inputs: Mapping[str, float]) -> None:
     missing = [name for name in circuit.inputs if name not in inputs]
     unknown = sorted(set(inputs) - set(circuit.inputs))
     if missing:
-        raise InputError(f"no value for input(s): {', '.join(missing)} (give them as name=value)")
+        raise InputError(f"no value for input(s): {_some(missing)} (give them as name=value)")
     if unknown:
-        raise InputError(f"not inputs of this circuit: {', '.join(unknown)}; inputs: {', '.join(circuit.inputs)}")
+        raise InputError(f"not inputs of this circuit: {_some(unknown)}; inputs: {_some(circuit.inputs)}")
     bad = [name for name, value in inputs.items() if not math.isfinite(value)]
     if bad:
         raise InputError(f"input values must be finite numbers: {', '.join(bad)}")
+
+
+def _some(names: list[str], shown: int = 20) -> str:
+    """The names, the first `shown` of them and how many more (a circuit may have thousands)."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def evaluate(circuit: Circuit, inputs: Mapping[str, float]) -> RunResult:

@@ -80,6 +80,11 @@ class _Pending:
 Observer = Callable[[str, Message], None]
 """Called with every message of this runner's runs as it crosses the broker (for --explain)."""
 AnyRunner = TypeVar("AnyRunner", bound="Runner")
+Tally = Callable[[str, TopicKind], None]
+"""Called with (run, kind) for every message of a run in flight on the deployment's feed, fwd,
+grad and report topics, found by the run id in its bytes and never decoded: counting what
+crosses costs next to nothing, however large the circuit (`gatemesh serve`'s progress)."""
+TALLIED: frozenset[TopicKind] = frozenset(("feed", "fwd", "grad", "report"))
 
 
 class Runner:
@@ -112,6 +117,10 @@ class Runner:
         self.observer = observer
         self.recorder = recorder
         """Traces every run (orchestrator/recorder.py): clocks on the run's messages, every event recorded."""
+        self.tally: Tally | None = None
+        self._last_run = ""
+        """The run that ended last: its messages may still arrive (a leaf's report can overtake the
+        copy, sent to this runner, of the gradient that made it), and the tally counts them too."""
         if recorder is not None:
             recorder.attach(circuit, deployment, self.placement)
         self.probe_window = PROBE_WINDOW
@@ -127,7 +136,7 @@ class Runner:
     def subscriptions(self) -> list[str]:
         c = self.deployment
         hosts = [host_topic(h) for h in self.hosts]
-        if self.observer is not None or self.recorder is not None:  # everything of the deployment
+        if self.observer is not None or self.recorder is not None or self.tally is not None:  # everything
             return [f"{ROOT}/{c}/+/+", *hosts]
         kinds: tuple[TopicKind, ...] = ("report", "error", "status", "ready")
         return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds), *hosts]
@@ -239,6 +248,7 @@ class Runner:
             raise
         finally:
             del self._pending[run]
+            self._last_run = run
         grads = {name: pending.grads[name] for name in self.circuit.inputs}
         result = RunResult(value=pending.value.result(), grads=grads)
         self._trace_end(run, result)
@@ -367,9 +377,12 @@ class Runner:
                 if parsed is not None and parsed[1] == "trace" and self.recorder is not None:
                     self.recorder.on_trace(raw)
                 return
-            if self.recorder is not None and self.observer is None and not self._reads(parsed[1], parsed[2]):
-                self.recorder.on_crossing(name, raw)  # decoded when the trace is read
-                return
+            if self.tally is not None and parsed[1] in TALLIED:
+                self._count(parsed[1], raw)
+            if self.observer is None and not self._reads(parsed[1], parsed[2]):
+                if self.recorder is not None:
+                    self.recorder.on_crossing(name, raw)  # decoded when the trace is read
+                return  # what no run waits for is not even decoded (subscribed wide for a tally)
             decoded = MESSAGE_ADAPTER.validate_json(raw)
         except ValidationError as exc:
             log.warning("ignored a malformed message on %s: %s", name, exc.errors()[0]["msg"])
@@ -379,6 +392,13 @@ class Runner:
         if self.recorder is not None:
             self.recorder.on_message(name, decoded, raw)
         self._dispatch(decoded)
+
+    def _count(self, kind: TopicKind, raw: bytes) -> None:
+        assert self.tally is not None
+        for run in [*self._pending, self._last_run]:
+            if run and run.encode() in raw:
+                self.tally(run, kind)
+                return
 
     def _reads(self, kind: str, gate: str | None) -> bool:
         """A message on this topic may matter to a run, not only to its trace (see _dispatch)."""

@@ -91,7 +91,7 @@ async def on_hosts(
     """The circuit's gates on live gate hosts for the duration of the block."""
     names = await wait_for_hosts(broker, hosts, timeout)
     try:
-        view = await read_cluster(broker)
+        view = await read_cluster(broker, records=())  # its hosts only
     except (TransportError, TimeoutError) as exc:
         raise BrokerError(f"cannot read the cluster's state from the broker at {broker}: {exc}") from exc
     mapping = place_tensor(circuit, names, placement)

@@ -56,6 +56,8 @@ class Run(_Request):
     example: Annotated[int | None, Field(ge=0, le=100)] = None
     deployment: Name | None = None
     inputs: Annotated[dict[Name, Finite], Field(max_length=MAX_INPUTS)] = Field(default_factory=dict)
+    fill: Finite | None = None
+    """The value of every input `inputs` leaves out (a deployment may have hundreds); None: none."""
     step: bool = False
     where: Literal["here", "hosts"] = "here"
     faults: FaultRates = FaultRates()

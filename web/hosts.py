@@ -25,7 +25,7 @@ from gates.errors import TransportError
 from gates.lifecycle import Backoff
 from gates.protocol import HostPresence, deployment_topic, host_topic, last_level
 from gates.transport import BrokerAddress, connect, incoming, subscribe_all
-from orchestrator.cluster import DeploymentRecord
+from orchestrator.records import RETAINED_RECORD, DeploymentHead, head_of
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 5.0
@@ -152,7 +152,8 @@ class ClusterWatch:
         self.broker = broker
         self.on_change = on_change
         self.hosts: dict[str, HostPresence] = {}
-        self.deployments: dict[str, DeploymentRecord] = {}
+        self.deployments: dict[str, DeploymentHead] = {}
+        """Each deployment's head (orchestrator/records.py): what it is, without its gates."""
         self.error = ""
         self._changed = asyncio.Event()
 
@@ -188,7 +189,8 @@ class ClusterWatch:
                 else:
                     self.hosts.pop(key, None)
             elif payload:
-                self.deployments[key] = DeploymentRecord.model_validate_json(payload)
+                record = RETAINED_RECORD.validate_json(payload)  # a head, or an older whole record
+                self.deployments[key] = record if isinstance(record, DeploymentHead) else head_of(record)
             else:
                 self.deployments.pop(key, None)
         self._changed.set()
@@ -205,9 +207,10 @@ class ClusterWatch:
             deployments.append(
                 {
                     "name": name,
-                    "gates": len(record.placement),
+                    "gates": record.gates,
                     "hosts": sorted(record.hosts),
-                    "inputs": record.circuit.inputs,
+                    "inputs": list(record.inputs) if isinstance(record.inputs, tuple) else [],
+                    "input_count": record.input_count,
                     "state": "broken: host(s) " + ", ".join(lost) + " gone" if lost else "ready",
                 }
             )

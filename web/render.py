@@ -9,6 +9,7 @@ events. Counting what crossed the broker (`Progress`) is cheap and works at any 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.circuit import Circuit
@@ -44,7 +45,22 @@ class Progress:
         }
 
 
-__all__ = ["MAX_GATES", "Progress", "bare_circuit", "drawable", "pictures"]
+__all__ = ["MAX_GATES", "Progress", "bare_circuit", "drawable", "pictures", "summary"]
+
+
+def summary(circuit: Circuit, placement: Mapping[str, str]) -> dict[str, object]:
+    """The circuit counted, for the page at any size: gates, edges, inputs, messages a pass, how
+    many gates of each op (most first) and on each host ("local": in the server's process)."""
+    ops = Counter(g.op for g in circuit.gates)
+    hosts = Counter(placement.get(g.id, "local") for g in circuit.gates)
+    return {
+        "gates": len(circuit.gates),
+        "edges": sum(len(g.inputs) for g in circuit.gates),
+        "inputs": len(circuit.inputs),
+        "messages": circuit.messages_per_pass(),
+        "ops": dict(ops.most_common()),
+        "hosts": dict(sorted(hosts.items())),
+    }
 
 
 def drawable(circuit: Circuit) -> bool:

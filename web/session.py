@@ -2,12 +2,15 @@
 
 A Session lives as long as `gatemesh serve`. Every page connected to it sees the same run
 (a teacher projects it, a student clicks). Requests come from web/app.py already validated
-(web/commands.py); what the page shows is pushed as parts (`run`, `log`, `pictures`, `step`,
-`cluster`), each with a version, so a client sends only what changed, and at most a few times
-a second however many messages cross the broker.
+(web/commands.py); what the page shows is pushed as parts (`run`, `progress`, `log`,
+`pictures`, `step`, `cluster`), each with a version, so a client sends only what changed, and
+at most a few times a second however many messages cross the broker.
 
-Every run is traced (orchestrator/recorder.py): the sentences are `--explain`'s, made from the
-crossings; the pictures are viz/'s, drawn from a snapshot of the trace off the event loop.
+A run of up to TRACE_LIMIT gates is traced (orchestrator/recorder.py): the sentences are
+`--explain`'s, made from the crossings; the pictures are viz/'s, drawn from a snapshot of the
+trace off the event loop. A larger run is counted by phase and told as sentences; past
+EXPLAIN_LIMIT gates (a 65,000-gate deployment sends ~190,000 messages a pass) it is only
+counted, from the messages' bytes (Runner.tally), and the page shows its summary and progress.
 """
 
 from __future__ import annotations
@@ -25,17 +28,19 @@ from gates.protocol import Message
 from gates.tracing import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
+from orchestrator.cluster import read_record
 from orchestrator.errors import CompileError, GatemeshError, RunTimeout
 from orchestrator.examples import EXAMPLES
 from orchestrator.explain import Explainer
 from orchestrator.recorder import explain_to
+from orchestrator.records import DeploymentHead
 from orchestrator.runner import Observer
 from viz.circuit import formula
 from web import render
 from web.commands import PUBLISHING, Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel, Watch
 from web.hosts import ClusterWatch, HostProcesses, broker_url_for
 from web.recording import WebRecorder
-from web.stepper import Choice, Stepper
+from web.stepper import PHASES, Choice, Stepper
 from web.targets import Place, Target, Targets
 from web.view import Client, RunView, compile_alone, compiled, stuck_message
 from web.watching import DeploymentWatch, Stage
@@ -51,13 +56,15 @@ MAX_DEPLOY = 10_000
 """Gates the page may deploy itself (a live deployment may be any size)."""
 TRACE_LIMIT = 200
 """Gates up to which a run is traced: its vector clocks have an entry per gate it heard of."""
-PARTS = ("run", "log", "pictures", "step", "cluster")
 READ_ONLY = (
     "this server only watches (gatemesh serve --watch-only): it holds the read-only watcher account, so it "
     "cannot run, deploy, step, drop, duplicate or kill anything; choose a live deployment and press Watch "
     "to see the runs others make on it"
 )
 UNTRACED = "this run carries no clocks (gatemesh run --trace FILE or --explain adds them), so no diagram"
+EXPLAIN_LIMIT = 1000
+"""Gates up to which a run's messages are decoded and told as sentences; beyond, only counted."""
+PARTS = ("run", "progress", "log", "pictures", "step", "cluster")
 
 
 class Session:
@@ -129,7 +136,7 @@ class Session:
         self.versions[part] += 1
         if part == "pictures":
             return
-        if part in ("run", "step"):
+        if part in ("run", "step", "progress"):
             self._dirty.set()
         for client in self.clients:
             client.wake.set()
@@ -171,8 +178,10 @@ class Session:
                     "result": view.result.model_dump() if view.result else None,
                     "error": view.error,
                     "compile_error": view.compile_error,
-                    "progress": view.progress.view() if view.progress else None,
+                    "summary": view.summary,
                 }
+            case "progress":
+                return {"progress": view.progress.view() if view.progress else None}
             case "log":
                 return {"said": view.said, "sentences": list(view.sentences)}
             case "pictures":
@@ -238,21 +247,24 @@ class Session:
 
     def watch(self, name: str) -> None:
         """Stop the run in progress, if any, and show the runs others make on deployment `name`."""
-        record = self.cluster.deployments.get(name)
-        if record is None:
+        head = self.cluster.deployments.get(name)
+        if head is None:
             known = ", ".join(sorted(self.cluster.deployments)) or "none"
             raise ValueError(f"no deployment named {name} on the broker (deployments: {known})")
         previous = self._running
-        stage = Stage(self._show, self.touch, self._say, self._on_event, self._observer, TRACE_LIMIT)
-        self._running = self._spawn(self._watch(DeploymentWatch(record, self.watch_broker, stage), previous))
+        self._running = self._spawn(self._watch(head, previous))
 
-    async def _watch(self, watch: DeploymentWatch, previous: asyncio.Task[None] | None) -> None:
+    async def _watch(self, head: DeploymentHead, previous: asyncio.Task[None] | None) -> None:
         await _stopped(previous)
         self.stepper.close()
         try:
-            await watch.serve()
-        except (GatemeshError, TransportError, TimeoutError) as exc:
-            self.view.status, self.view.error = "failed", f"cannot watch deployment {watch.record.name}: {exc}"
+            record = await read_record(self.watch_broker, head)
+            stage = Stage(self._show, self.touch, self._say, self._on_event, self._observer, TRACE_LIMIT)
+            await DeploymentWatch(record, self.watch_broker, stage).serve()
+        except TimeoutError:
+            self.view.status, self.view.error = "failed", f"cannot watch deployment {head.name}: no answer in time"
+        except (GatemeshError, TransportError, ValueError) as exc:
+            self.view.status, self.view.error = "failed", f"cannot watch deployment {head.name}: {exc}"
         except Exception as exc:  # the page gets a sentence, the log the traceback; the session goes on
             log.exception("watching failed")
             self.view.status, self.view.error = "failed", f"the server could not watch that: {exc}"
@@ -271,6 +283,7 @@ class Session:
         view = self.view = RunView(request=request, status="starting")
         self.stepper.arm(replay)
         self.touch("run")
+        self.touch("progress")
         self.touch("log")
         try:
             place, inputs, view.title = await self._place(request)
@@ -352,14 +365,23 @@ class Session:
         if request.deployment is not None:
             view.title = f"{formula(circuit)} on {target.place.label()}"
         view.progress = render.Progress.of(circuit)
+        view.summary = render.summary(circuit, runner.placement)
+        if request.fill is not None:  # every input the request leaves out
+            inputs = {**dict.fromkeys(circuit.inputs, request.fill), **inputs}
         if traced:
             recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=request.faults.text())
             recorder.attach(circuit, runner.deployment, runner.placement)
             recorder.listeners.append(self._on_event)
             explain_to(recorder, self._say)
-            runner.recorder, runner.observer, view.recorder = recorder, None, recorder
-        else:  # a vector clock per message grows with the circuit: count and tell, do not trace
-            runner.recorder, runner.observer = None, self._observer(circuit, runner.placement)
+            runner.recorder, runner.observer, runner.tally, view.recorder = recorder, None, None, recorder
+        elif len(circuit.gates) <= EXPLAIN_LIMIT:  # a vector clock per message grows with the circuit
+            runner.recorder, runner.observer, runner.tally = None, self._observer(circuit, runner.placement), None
+        else:  # nor is every message decoded and told: counted from its bytes
+            runner.recorder, runner.observer, runner.tally = None, None, self._tally
+            self._say(
+                f"{len(circuit.gates):,} gates send {circuit.messages_per_pass():,} messages a pass: they are "
+                f"counted above, not told one by one (runs of up to {EXPLAIN_LIMIT:,} gates are)"
+            )
         if request.step:
             await self.stepper.watch(runner.deployment)
         view.status = "stepping" if request.step else "running"
@@ -385,10 +407,18 @@ class Session:
             phase = phases.get(message.type)
             if phase is not None and view.progress is not None:
                 view.progress.crossed[phase] += 1
-                self.touch("run")
+                self.touch("progress")
             self._say(explainer.explain(topic_name, message))
 
         return observe
+
+    def _tally(self, run: str, kind: str) -> None:
+        """A message of a run of the runner (the page runs one at a time) crossed the broker."""
+        view = self.view
+        if view.progress is not None:
+            view.run = view.run or run
+            view.progress.crossed[PHASES[kind]] += 1  # the phase of each kind of topic
+            self.touch("progress")
 
     def _begun(self, run: str) -> None:
         self.view.run = run
@@ -399,7 +429,7 @@ class Session:
         view = self.view
         if event.type == "cross" and event.msg is not None and view.progress is not None and event.run == view.run:
             view.progress.crossed[event.msg.phase] += 1
-            self.touch("run")
+            self.touch("progress")
 
     def _say(self, sentence: str) -> None:
         self.view.say(sentence)
@@ -419,7 +449,7 @@ class Session:
                 pictures = await self._draw(view)
             except GatemeshError as exc:
                 pictures = ("", str(exc), "", "")
-            if pictures is not None and view is self.view:
+            if pictures is not None and view is self.view and pictures != view.pictures:
                 view.pictures = pictures
                 self.touch("pictures")
                 for client in self.clients:

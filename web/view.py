@@ -42,6 +42,8 @@ class RunView:
     sentences: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     said: int = 0
     progress: render.Progress | None = None
+    summary: dict[str, object] | None = None
+    """The circuit counted (gates, ops, hosts, messages a pass): what the page says at any size."""
     pictures: tuple[str, str, str, str] = ("", "", "", "")
     started: float = field(default_factory=time.monotonic)
 

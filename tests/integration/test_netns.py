@@ -112,7 +112,7 @@ def test_hosts_in_separate_network_namespaces_give_the_in_process_results(namesp
             one_process = [asyncio.run(run_circuit(circuit, inputs, broker=local)) for inputs in runs]
 
             # Cut the first host's cable: no socket closes, so only the MQTT keepalive can tell.
-            # The broker gives up on the silent host after 1.5 x its 2 s keepalive and sends its
+            # The broker gives up on the silent host after 1.5 x its 6 s keepalive and sends its
             # last will; the run in flight must fail then, naming the host, well within its timeout.
             ip("link", "set", namespaces[0].outside, "down")
             args = [f"{k}={v!r}" for k, v in NEURON.items()]

@@ -22,6 +22,8 @@ from websockets.typing import Origin
 
 from broker.launch import mosquitto
 from broker.security import SecureDir
+from orchestrator.compiler import compile_source
+from orchestrator.reference import evaluate
 from tests.processes import gatemesh
 from tests.web_server import CHROMIUM, CHROMIUM_ARGS, SHOTS, ServeProcess
 
@@ -343,6 +345,55 @@ def test_a_live_deployment_runs_with_its_hosts_shown(
         shot(page, "live-deployment")
     finally:
         gatemesh("undeploy", "live-qf", "--broker", mosquitto_url)
+
+
+def test_a_big_live_deployment_shows_a_summary_and_progress_not_every_gate(
+    page: Page, hosts_server: ServeProcess, mosquitto_url: str, tmp_path: Path
+) -> None:
+    """5,000 gates and 2,000 inputs (the 65,000-gate case: docs/benchmarks.md): no field per input,
+    no drawing, no sentence per message; the circuit counted, the messages counted, the value."""
+    port = hosts_server.url.rstrip("/").rsplit(":", 1)[1]
+    terms = [f"t{i} = tanh(w{i} * x{i})" for i in range(1000)]
+    sums = [f"s{i} = {'t0' if i == 1 else f's{i - 1}'} + t{i}" for i in range(1, 1000)]
+    circuit = compile_source("\n".join([*terms, *sums, "f = sigmoid(s999)"]), name="wide")
+    circuit.dump(tmp_path / "wide.json")
+    hosts = f"web{port}-h1,web{port}-h2"
+    deployed = gatemesh(
+        "deploy",
+        str(tmp_path / "wide.json"),
+        "--name",
+        "live-wide",
+        "--hosts",
+        hosts,
+        *("--broker", mosquitto_url, "--timeout", "60"),
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    try:
+        page.goto(hosts_server.url)
+        expect(page.locator("#deployment option[value=live-wide]")).to_have_count(1, timeout=WAIT)
+        page.locator("#deployment").select_option("live-wide")
+        expect(page.locator("#fill-note")).to_contain_text("2,000 inputs: too many for a field each")
+        assert page.locator("#inputs input").count() == 0
+        page.locator("#fill").fill("0.1")
+        page.locator("#attach").click()
+        expected = evaluate(circuit, dict.fromkeys(circuit.inputs, 0.1))
+        expect(page.locator("#value")).to_have_text(repr(expected.value), timeout=WAIT)
+        shown = page.locator('#grads tr[data-input="w0"] td.grad').text_content()
+        assert float(shown or "nan") == expected.grads["w0"], shown  # JS writes 4.5e-06 as 0.0000045
+        expect(page.locator("#grads tr")).to_have_count(24)
+        expect(page.locator("#result")).to_contain_text("and 1976 more gradients")
+        expect(page.locator("#summary")).to_contain_text(
+            "5,000 gates (input 2,000, mul 1,000, tanh 1,000, add 999, sigmoid 1), 4,999 edges, 2,000 inputs"
+        )
+        expect(page.locator("#summary")).to_contain_text(f"on 2 host(s): web{port}-h1 2,500, web{port}-h2 2,500")
+        expect(page.locator("#progress")).to_contain_text("14000 of 14000 messages", timeout=WAIT)
+        expect(page.locator("#circuit-note")).to_contain_text("5000 gates")
+        assert page.locator("#circuit svg, #lamport svg").count() == 0
+        expect(page.locator("#log li")).to_have_count(1)
+        expect(page.locator("#log li")).to_contain_text("5,000 gates send 14,000 messages a pass: they are counted")
+        shot(page, "big-deployment")
+    finally:
+        gatemesh("undeploy", "live-wide", "--broker", mosquitto_url)
 
 
 def test_a_killed_host_is_named(page: Page, hosts_server: ServeProcess) -> None:

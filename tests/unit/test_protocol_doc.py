@@ -23,7 +23,7 @@ from gates.protocol import (
     topic,
 )
 from gates.tracing import TraceBatch
-from orchestrator.cluster import DeploymentRecord
+from orchestrator.records import DeploymentHead, DeploymentPart, part_topic
 
 DOC = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()
 
@@ -40,7 +40,8 @@ def test_every_json_example_is_a_valid_message() -> None:
     cluster: dict[str, type[BaseModel]] = {
         "assign": Assignment,
         "host": HostPresence,
-        "deployment": DeploymentRecord,
+        "deployment": DeploymentHead,
+        "deployment_part": DeploymentPart,
         "trace": TraceBatch,
     }
     kinds = set()
@@ -71,6 +72,7 @@ def test_topic_table_matches_topic_names() -> None:
     assert f"`{topic('C', 'spec', 'G')}` (retained)" in DOC
     assert f"`{host_topic('H')}` (retained)" in DOC
     assert f"`{deployment_topic('D')}` (retained)" in DOC
+    assert f"`{part_topic('D', 'I')}` (retained)" in DOC
     assert parse_topic("gatemesh/C/control") == ("C", "control", None)
     assert parse_topic("gatemesh/C/fwd/a/b") is None
 

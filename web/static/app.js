@@ -101,8 +101,11 @@ const handlers = {
       compileError.textContent = m.compile_error.message;
     }
     showResult(m.result);
-    showProgress(m.progress);
+    showSummary(m.summary);
     $("stepper").hidden = !m.step;
+  },
+  progress(m) {
+    showProgress(m.progress);
   },
   log(m) {
     const list = $("log");
@@ -201,16 +204,50 @@ function showSvg(id, svg, note) {
   $(id + "-note").textContent = note || "";
 }
 
+const MAX_GRAD_ROWS = 24;  // a 65,000-gate deployment may have thousands of inputs
+const MAX_INPUT_FIELDS = 40;  // past this, a deployment's inputs all take the "blank inputs" value
+
 function showResult(result) {
   const box = $("result");
   box.hidden = !result;
   if (!result) return box.replaceChildren();
-  const rows = Object.entries(result.grads).map(([name, grad]) =>
+  const grads = Object.entries(result.grads);
+  const rows = grads.slice(0, MAX_GRAD_ROWS).map(([name, grad]) =>
     el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), el("td", { class: "grad" }, String(grad))));
+  const more = grads.length > MAX_GRAD_ROWS ? [el("p", { class: "hint" }, `and ${grads.length - MAX_GRAD_ROWS} more gradients (gatemesh run --json prints them all)`)] : [];
   box.replaceChildren(
     el("div", {}, "value = ", el("span", { class: "value", id: "value" }, String(result.value))),
     el("table", { id: "grads" }, el("tbody", {}, ...rows)),
+    ...more,
   );
+}
+
+function showSummary(summary) {
+  const box = $("summary");
+  box.hidden = !summary;
+  if (!summary) return;
+  const count = (n) => n.toLocaleString("en");
+  const ops = Object.entries(summary.ops).map(([op, n]) => `${op} ${count(n)}`).join(", ");
+  const hosts = Object.entries(summary.hosts);
+  const where = hosts.length === 1 && hosts[0][0] === "local" ? "in the server's process"
+    : `on ${hosts.length} host(s): ` + hosts.map(([h, n]) => `${h} ${count(n)}`).join(", ");
+  box.textContent = `${count(summary.gates)} gates (${ops}), ${count(summary.edges)} edges, ${count(summary.inputs)} inputs, ` +
+    `${where}; ${count(summary.messages)} messages a pass`;
+}
+
+function showDeploymentInputs(deployment) {
+  // A deployment with many inputs gets no field per input: each takes the "blank inputs" value.
+  const many = deployment.input_count > MAX_INPUT_FIELDS || deployment.inputs.length < deployment.input_count;
+  showInputs(many ? [] : deployment.inputs);
+  $("fill-note").textContent = many
+    ? `${deployment.input_count.toLocaleString("en")} inputs: too many for a field each; every one takes the value of "blank inputs"`
+    : "";
+  if (many && $("fill").value.trim() === "") $("fill").value = "0.1";
+}
+
+function fill() {
+  const text = $("fill").value.trim();
+  return text === "" ? null : Number(text);
 }
 
 function showProgress(progress) {
@@ -303,14 +340,14 @@ function wire() {
   $("deliver-all").addEventListener("click", () => send({ type: "deliver_all" }));
   $("deployment").addEventListener("change", () => {
     const deployment = (state.deployments || []).find((d) => d.name === $("deployment").value);
-    if (deployment) showInputs(deployment.inputs);
+    if (deployment) showDeploymentInputs(deployment);
   });
   $("attach").addEventListener("click", () => {
     const name = $("deployment").value;
     if (!name) return handlers.problem({ message: "no live deployment to run on: deploy one with `gatemesh deploy`" });
     const deployment = (state.deployments || []).find((d) => d.name === name);
-    if (deployment) showInputs(deployment.inputs);
-    send({ type: "run", deployment: name, inputs: inputs(), step: $("step").checked, faults: faults() });
+    if (deployment) showDeploymentInputs(deployment);
+    send({ type: "run", deployment: name, inputs: inputs(), fill: fill(), step: $("step").checked, faults: faults() });
   });
   $("watch").addEventListener("click", () => {
     $("problem").hidden = true;
