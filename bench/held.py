@@ -8,8 +8,8 @@ optional `held` field (validated when a message is read; left out of its JSON, b
 1. per message: writing and reading a Forward and a Backward with the models as they are,
    against twins of the same models without the `held` field (built here);
 2. per pass: `(x+y)*z` and the neuron on one in-process deployment (one shared connection), in
-   alternating blocks of 50 passes, as it is and with the gates' held check replaced by a
-   constant False (gates.actor.is_held patched between blocks); every result checked.
+   alternating blocks of 50 passes (ABBA), as it is and with the gates' held check replaced by
+   a constant False (gates.actor.is_held patched between blocks); every result checked.
 """
 
 from __future__ import annotations
@@ -121,11 +121,12 @@ async def pass_costs(broker: BrokerAddress, passes: int) -> None:
         without: list[float] = []
         async with in_process(compile_source(source), broker, connections="shared") as runner:
             await block(runner, inputs, 20, [])  # warm-up
+            order = [(True, with_check), (False, without)]
             while len(with_check) < passes:
-                with held_check(present=True):
-                    await block(runner, inputs, BLOCK, with_check)
-                with held_check(present=False):
-                    await block(runner, inputs, BLOCK, without)
+                for present, samples in order:
+                    with held_check(present):
+                        await block(runner, inputs, BLOCK, samples)
+                order.reverse()  # ABBA: neither goes first (and finds the caches warm) more often
         ms = statistics.median(with_check) * 1000, statistics.median(without) * 1000
         print(
             f"pass {source:<28} with the held check {ms[0]:.3f} ms, without {ms[1]:.3f} ms "
