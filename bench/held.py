@@ -64,9 +64,14 @@ class PlainBackward(_Plain):
     grad: Finite
 
 
-def per_message_us(work: Callable[[], object], number: int = 20_000) -> float:
-    """The best of 5 timings of `work`, in microseconds per call."""
-    return min(timeit.repeat(work, number=number, repeat=5)) / number * 1e6
+def per_message_us(*works: Callable[[], object], number: int = 20_000, rounds: int = 9) -> list[float]:
+    """Microseconds per call of each of `works`: the best of `rounds` timings, taken in turns so
+    that the machine's drift hits them all alike."""
+    best = [float("inf")] * len(works)
+    for _ in range(rounds):
+        for i, work in enumerate(works):
+            best[i] = min(best[i], timeit.timeit(work, number=number) / number * 1e6)
+    return best
 
 
 def message_costs() -> None:
@@ -81,12 +86,11 @@ def message_costs() -> None:
         message, twin = model.model_validate(fields), plain.model_validate(fields)
         payload = message.model_dump_json().encode()
         assert payload == twin.model_dump_json().encode(), "an unheld message must be byte for byte the plain one"
-        written = (per_message_us(message.model_dump_json), per_message_us(twin.model_dump_json))
-        read = (
-            per_message_us(functools.partial(model.model_validate_json, payload)),
-            per_message_us(functools.partial(plain.model_validate_json, payload)),
+        written = per_message_us(message.model_dump_json, twin.model_dump_json)
+        read = per_message_us(
+            functools.partial(model.model_validate_json, payload), functools.partial(plain.model_validate_json, payload)
         )
-        search = per_message_us(functools.partial(is_held, payload))
+        (search,) = per_message_us(functools.partial(is_held, payload))
         print(
             f"{kind:<8} write {written[0]:.2f} us (without held: {written[1]:.2f} us)   "
             f"read {read[0]:.2f} us (without held: {read[1]:.2f} us)   held check {search * 1000:.0f} ns"
