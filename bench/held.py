@@ -8,8 +8,8 @@ optional `held` field (validated when a message is read; left out of its JSON, b
 1. per message: writing and reading a Forward and a Backward with the models as they are,
    against twins of the same models without the `held` field (built here);
 2. per pass: `(x+y)*z` and the neuron on one in-process deployment (one shared connection), in
-   alternating blocks of 50 passes, as it is and with the gates' held check replaced by a
-   constant False (gates.actor.is_held patched between blocks); every result checked.
+   alternating blocks of 50 passes (ABBA), as it is and with the gates' held check replaced by
+   a constant False (gates.actor.is_held patched between blocks); every result checked.
 """
 
 from __future__ import annotations
@@ -64,9 +64,14 @@ class PlainBackward(_Plain):
     grad: Finite
 
 
-def per_message_us(work: Callable[[], object], number: int = 20_000) -> float:
-    """The best of 5 timings of `work`, in microseconds per call."""
-    return min(timeit.repeat(work, number=number, repeat=5)) / number * 1e6
+def per_message_us(*works: Callable[[], object], number: int = 20_000, rounds: int = 9) -> list[float]:
+    """Microseconds per call of each of `works`: the best of `rounds` timings, taken in turns so
+    that the machine's drift hits them all alike."""
+    best = [float("inf")] * len(works)
+    for _ in range(rounds):
+        for i, work in enumerate(works):
+            best[i] = min(best[i], timeit.timeit(work, number=number) / number * 1e6)
+    return best
 
 
 def message_costs() -> None:
@@ -81,12 +86,11 @@ def message_costs() -> None:
         message, twin = model.model_validate(fields), plain.model_validate(fields)
         payload = message.model_dump_json().encode()
         assert payload == twin.model_dump_json().encode(), "an unheld message must be byte for byte the plain one"
-        written = (per_message_us(message.model_dump_json), per_message_us(twin.model_dump_json))
-        read = (
-            per_message_us(functools.partial(model.model_validate_json, payload)),
-            per_message_us(functools.partial(plain.model_validate_json, payload)),
+        written = per_message_us(message.model_dump_json, twin.model_dump_json)
+        read = per_message_us(
+            functools.partial(model.model_validate_json, payload), functools.partial(plain.model_validate_json, payload)
         )
-        search = per_message_us(functools.partial(is_held, payload))
+        (search,) = per_message_us(functools.partial(is_held, payload))
         print(
             f"{kind:<8} write {written[0]:.2f} us (without held: {written[1]:.2f} us)   "
             f"read {read[0]:.2f} us (without held: {read[1]:.2f} us)   held check {search * 1000:.0f} ns"
@@ -121,11 +125,12 @@ async def pass_costs(broker: BrokerAddress, passes: int) -> None:
         without: list[float] = []
         async with in_process(compile_source(source), broker, connections="shared") as runner:
             await block(runner, inputs, 20, [])  # warm-up
+            order = [(True, with_check), (False, without)]
             while len(with_check) < passes:
-                with held_check(present=True):
-                    await block(runner, inputs, BLOCK, with_check)
-                with held_check(present=False):
-                    await block(runner, inputs, BLOCK, without)
+                for present, samples in order:
+                    with held_check(present):
+                        await block(runner, inputs, BLOCK, samples)
+                order.reverse()  # ABBA: neither goes first (and finds the caches warm) more often
         ms = statistics.median(with_check) * 1000, statistics.median(without) * 1000
         print(
             f"pass {source:<28} with the held check {ms[0]:.3f} ms, without {ms[1]:.3f} ms "

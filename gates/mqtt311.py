@@ -110,6 +110,8 @@ class Session(asyncio.Protocol):
         self._replies: dict[int, asyncio.Future[bytes]] = {}
         """packet id (0 for CONNACK) -> the body of the acknowledgement awaited."""
         self._pong = True
+        self._heard = False
+        """Whether anything arrived since the last ping (see _keep_alive)."""
         self._ping: asyncio.TimerHandle | None = None
         self.retained_copy = False
         """While `on_message` runs: whether the broker flagged the message as a retained copy sent for a
@@ -227,6 +229,7 @@ class Session(asyncio.Protocol):
         self._update_writable()
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         self._buffer += data
         try:
             packets = split_packets(self._buffer, self.max_packet)
@@ -338,11 +341,14 @@ class Session(asyncio.Protocol):
             self.writable.set()
 
     def _keep_alive(self) -> None:
-        """Ping every `keepalive` seconds; a ping unanswered by the next one means the link is dead."""
-        if not self._pong:
+        """Ping every `keepalive` seconds; a ping unanswered by the next one, with nothing else heard
+        meanwhile, means the link is dead. Whatever arrives counts: a subscriber that a flood keeps
+        behind (`gatemesh serve` hearing a 65,000-gate pass's 190,000 messages) reads its PINGRESP
+        only after the messages the broker queued before it, and its link is alive all along."""
+        if not self._pong and not self._heard:
             self._abort(ConnectionLost(f"no PINGRESP from {self.peer} within {self.keepalive:g} s: the link is dead"))
             return
-        self._pong = False
+        self._pong = self._heard = False
         self._send(bytes((PINGREQ, 0)))
         self._ping = self.loop.call_later(self.keepalive, self._keep_alive)
 

@@ -15,6 +15,8 @@ from gates.errors import ConnectionLost, ProtocolViolation
 from gates.mqtt311 import Session
 from gates.mqtt_codec import (
     MAX_PACKET,
+    PINGREQ,
+    PINGRESP,
     PUBACK,
     SUBACK,
     SUBSCRIBE,
@@ -255,6 +257,25 @@ async def test_an_acknowledgement_that_never_comes_drops_the_connection() -> Non
         await session.subscribe(["a"])
     assert transport.aborted
     assert isinstance(session.lost.result(), ConnectionLost)
+
+
+async def test_a_link_is_dead_when_a_ping_goes_unanswered_and_nothing_else_arrives() -> None:
+    """A PINGRESP queued behind a flood of messages is late, not missing: what arrives meanwhile
+    keeps the link alive. Only silence through a whole keepalive period ends it."""
+    session, transport, received = connected()
+    session._keep_alive()  # the timer's work, done by hand: a ping
+    session.data_received(bytes.fromhex("3003" + "0001" + "61"))  # no PINGRESP, but a QoS 0 PUBLISH on "a"
+    session._keep_alive()  # behind, not dead: a second ping
+    assert not session.lost.done()
+    session.data_received(bytes((PINGRESP, 0)))
+    session._keep_alive()  # answered: a third ping
+    assert not session.lost.done()
+    assert [first for first, _ in await transport.sent()] == [PINGREQ, PINGREQ, PINGREQ]
+    session._keep_alive()  # nothing at all since the third
+    assert transport.aborted
+    with pytest.raises(ConnectionLost, match="no PINGRESP from the broker within 60 s: the link is dead"):
+        raise session.lost.result()
+    assert received == [("a", b"")]
 
 
 async def test_a_short_connack_is_a_protocol_violation() -> None:
