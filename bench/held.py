@@ -22,7 +22,6 @@ from gates.clocks import Stamp
 from gates.protocol import Backward, Finite, Forward, Name, Port, RunId
 
 
-
 class _Plain(BaseModel):
     """gates.protocol's message base as it would be without step mode: no `held` field."""
 
