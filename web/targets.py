@@ -20,7 +20,7 @@ from gates.faults import Faults
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.deploy import in_process, on_deployment, on_hosts
-from orchestrator.errors import GatemeshError, unwrap
+from orchestrator.errors import BrokerError, GatemeshError, unwrap
 from orchestrator.recorder import Recorder
 from orchestrator.runner import Runner
 
@@ -98,16 +98,24 @@ class Targets:
             if current is not None and current.place.same(place) and not current.broken and not current.runner.lost:
                 return current
             await self.close()
-            ready: asyncio.Future[Target] = asyncio.get_running_loop().create_future()
-            task = self.spawn(self._hold(place, ready))
             try:
-                target = await ready
-            except BaseException:
-                task.cancel()
-                raise
-            target.task = task
+                target = await self._open(place)
+            except BrokerError as exc:  # a first connection the broker closed at once: tried again, once
+                log.warning("opening %s: %s; trying once more", place.label(), exc)
+                target = await self._open(place)
             self.current = target
             return target
+
+    async def _open(self, place: Place) -> Target:
+        ready: asyncio.Future[Target] = asyncio.get_running_loop().create_future()
+        task = self.spawn(self._hold(place, ready))
+        try:
+            target = await ready
+        except BaseException:
+            task.cancel()
+            raise
+        target.task = task
+        return target
 
     async def close(self) -> None:
         target, self.current = self.current, None
