@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
@@ -25,32 +25,13 @@ from broker.security import SecureDir
 from orchestrator.compiler import compile_source
 from orchestrator.reference import evaluate
 from tests.processes import gatemesh
-from tests.web_server import CHROMIUM, CHROMIUM_ARGS, SHOTS, ServeProcess
+from tests.web_server import SHOTS, ServeProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 QF = "(x+y)*z"
 QF_LINK = "?expr=(x%2By)*z&x=-2&y=5&z=-4&run=1"
 WAIT = 20_000  # ms: a deploy on gate hosts, an embedded broker, a slow shared machine
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, never a downloaded one (`playwright install` is never run). Per module:
-    Playwright's sync API keeps an event loop of its own while it runs, which asyncio tests after
-    these must not find."""
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    opened = context.new_page()
-    yield opened
-    context.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from broker.launch import mosquitto
 from broker.security import ORCHESTRATOR_USER, WATCHER_FILE, SecureDir, host_user
 from tests.integration.test_web import QF, QF_LINK, WAIT, eventually, shot, svg_texts
 from tests.processes import GateHostProcess, gatemesh
-from tests.web_server import CHROMIUM, CHROMIUM_ARGS, ServeProcess
+from tests.web_server import ServeProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -29,23 +29,6 @@ INPUTS = ("x=-2", "y=5", "z=-4")
 def on(url: str) -> tuple[str, str]:
     """--broker URL."""
     return ("--broker", url)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium (as tests/integration/test_web.py launches it; never `playwright install`)."""
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    opened = context.new_page()
-    yield opened
-    context.close()
 
 
 @dataclass(frozen=True)
