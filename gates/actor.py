@@ -168,24 +168,29 @@ class GateActor:
         message: Message,
         batch: list[tuple[str, BaseModel]],
     ) -> None:
-        """Stamp the step's messages, publish its events, then the messages (the events first: see gates/tracing.py)."""
+        """Stamp the step's messages and publish them, then the step's events (see gates/tracing.py)."""
         if self.tracer is None:
             spec = self.core.spec
             self.tracer = GateTracer(spec.id, spec.inputs, self.core.circuit, self.host)
-        run, batch, events = self.tracer.step(topic_name, message, batch)
+        tracer = self.tracer
+        run, batch, events = tracer.step(topic_name, message, batch)
         if run is None:
             if batch:
                 await self._send(link, delayed, batch)
             return
         if self.injector is None or delayed is None:
-            if out := [*self.tracer.batch(run, events), *batch]:  # often nothing: a gate waiting for more inputs
-                await link.publish(out)
-            return
-        planned = self.injector.plan(batch)
-        events += self.tracer.faults(run, batch, [(copy.delay, copy.message) for copy in planned])
-        if held := self.tracer.batch(run, events):
-            await link.publish(held)
-        await self._publish_planned(link, delayed, planned)
+            if batch:
+                await link.publish(batch)
+        else:
+            planned = self.injector.plan(batch)
+            events += tracer.faults(run, batch, [(copy.delay, copy.message) for copy in planned])
+            await self._publish_planned(link, delayed, planned)
+        if tracer.flushes(run):
+            # the step's messages go out in this loop turn's write; the events are encoded and
+            # sent after it, while the broker carries the messages on (the pass does not wait)
+            await asyncio.sleep(0)
+        if trace := tracer.batch(run, events):  # often nothing: a gate waiting for more inputs
+            await link.publish(trace)
 
     async def _publish_planned(self, link: Link, delayed: asyncio.TaskGroup, planned: list[Planned[BaseModel]]) -> None:
         for copy in planned:

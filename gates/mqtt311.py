@@ -26,6 +26,7 @@ import asyncio
 import collections
 import secrets
 import ssl
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -41,6 +42,7 @@ from gates.mqtt_codec import (
     connect_packet,
     malformed,
     publish_packet,
+    published,
     split_packets,
     subscribe_packet,
     unsubscribe_packet,
@@ -113,6 +115,8 @@ class Session(asyncio.Protocol):
         self._heard = False
         """Whether anything arrived since the last ping (see _keep_alive)."""
         self._ping: asyncio.TimerHandle | None = None
+        self._capture: Callable[[int, bytes], None] | None = None
+        """Where every byte read goes unparsed, once `capture` is called (a tap's session)."""
         self.retained_copy = False
         """While `on_message` runs: whether the broker flagged the message as a retained copy sent for a
         new subscription (MQTT-3.3.1-8), not a live one (a host reading assignments back needs this)."""
@@ -197,6 +201,19 @@ class Session(asyncio.Protocol):
         self._send(unsubscribe_packet(packet_id, filters))
         await self._reply(packet_id, "UNSUBACK")
 
+    def capture(self, sink: Callable[[int, bytes], None]) -> None:
+        """From now on hand every byte read to `sink` as it is read, with the time (ns), unparsed:
+        first any partial packet already buffered, then each read. For a QoS 0 subscriber that
+        only records what crosses the broker (orchestrator/tap.py): it owes the broker no
+        PUBACK, and a PINGRESP, read or not, shows the link alive (`_keep_alive` counts any read)."""
+        if self.qos != 0:
+            msg = "only a QoS 0 session can capture: a QoS 1 delivery needs its PUBACK"
+            raise ValueError(msg)
+        self._capture = sink
+        if self._buffer:
+            sink(time.time_ns(), bytes(self._buffer))
+            self._buffer.clear()
+
     def undelivered(self) -> list[Publication]:
         """Every publish not yet acknowledged, in the order it was made: to send again elsewhere."""
         return [publication for publication, _ in (*self.unacked.values(), *self.backlog)]
@@ -230,6 +247,9 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._heard = True
+        if self._capture is not None:
+            self._capture(time.time_ns(), data)
+            return
         self._buffer += data
         try:
             packets = split_packets(self._buffer, self.max_packet)
@@ -259,18 +279,15 @@ class Session(asyncio.Protocol):
 
     def _received_publish(self, first: int, body: bytes) -> None:
         """A PUBLISH that `malformed` passed: QoS 0 or 1, its topic and packet id all there."""
-        qos = (first >> 1) & 0x01
-        start = 2 + int.from_bytes(body[:2], "big")
         try:
-            name = body[2:start].decode()
+            name, packet_id, payload = published(first, body)
         except UnicodeDecodeError:
             self._abort(ProtocolViolation(f"{self.peer} sent a PUBLISH whose topic is not UTF-8"))
             return
-        if qos:
-            self._send(bytes((PUBACK, 2)) + body[start : start + 2])
-            start += 2
+        if packet_id:
+            self._send(bytes((PUBACK, 2)) + packet_id)
         self.retained_copy = bool(first & 0x01)
-        self.on_message(name, body[start:])
+        self.on_message(name, payload)
 
     def _acknowledged(self, packet_id: int) -> None:
         entry = self.unacked.pop(packet_id, None)

@@ -105,6 +105,16 @@ def split_packets(buffer: bytearray, max_packet: int = MAX_PACKET) -> list[tuple
     return found
 
 
+def published(first: int, body: bytes) -> tuple[str, bytes, bytes]:
+    """(topic, packet id (b"" at QoS 0), payload) of a PUBLISH that `malformed` passed;
+    UnicodeDecodeError if its topic is not UTF-8."""
+    start = 2 + int.from_bytes(body[:2], "big")
+    name = body[2:start].decode()
+    if first & 0x02:  # QoS 1
+        return name, body[start : start + 2], body[start + 2 :]
+    return name, b"", body[start:]
+
+
 def malformed(first: int, body: bytes) -> str | None:
     """What breaks MQTT 3.1.1 in a packet from the broker, or None if it is well formed.
 

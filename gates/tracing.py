@@ -14,12 +14,13 @@ they happen:
 
 A gate keeps a run's events until its part of the run is over (it sent its gradients or its
 report, failed the run, answered a probe or was told to release it) and then publishes them as
-one TraceBatch on gatemesh/C/trace/G, *before* that step's own messages, on the same
-connection; anything that happens at the gate later (a late copy arriving) is published at
-once. One message per gate per run keeps a traced pass within 1.5x of a plain one
-(bench/tracing.py). Because a gate's batch leaves before the messages that end its part,
-every batch of a completed run reaches the orchestrator before the run's last report does.
-Events still held by a gate whose host dies are lost with it. Untraced runs never reach this
+one TraceBatch on gatemesh/C/trace/G, *after* that step's own messages, once they are written:
+the pass goes on while the gate encodes its events. Anything that happens at the gate later (a
+late copy arriving) is published at once. One message per gate per run, off the pass's path,
+keeps a traced pass within 1.5x of a plain one (bench/tracing.py). So a run's last report can
+reach the orchestrator before the batches do; the recorder's `drain` waits for them (every
+message crossed or received has a send, recorded in its sender's batch). Events still held by
+a gate whose host dies are lost with it. Untraced runs never reach this
 module: the actor looks at the `clock` of the message its core has just decoded. In a held run
 (step mode, gates/held.py) a gate publishes its events after every step: a human delivers each
 message.
@@ -204,6 +205,10 @@ def message_id(sender: str, stamp: Stamp) -> str:
 Event = dict[str, Any]
 """A TraceEvent as the gate builds it: plain data (cheaper than a model, on every traced step),
 validated as a TraceEvent where it is received."""
+Fact = tuple[str, int, int, dict[str, int], bool, "tuple[str, BaseModel] | Event | None", "Event | None"]
+"""An event as a step notes it: (type, t_ns, lamport, vc or vc_delta, whether it is the whole vc,
+its message as (topic, message) or as TraceMsg fields, its other fields). Made into an Event
+(`made`) only when its batch is sent, after the step's messages: the pass does not wait for it."""
 
 
 def msg_fields(
@@ -211,21 +216,26 @@ def msg_fields(
 ) -> Event | None:
     """The TraceMsg fields of a stamped run message (None for anything else); with
     `stamped=False` of an unstamped one too, with no id (the untraced runs --explain tells)."""
-    phase = _PHASE_OF.get(type(message))
-    if phase is None or not isinstance(message, _Message) or (message.clock is None and stamped):
+    kind = type(message)
+    phase = _PHASE_OF.get(kind)
+    if phase is None:
         return None
-    msg_id = "" if message.clock is None else f"{message.sender}:{message.clock.lamport}"
-    fields: Event = {"id": msg_id, "src": message.sender, "dest": dest}
-    if isinstance(message, _VALUES):
-        fields["value"] = message.value
-    elif isinstance(message, Backward):
-        fields["grad"], fields["port"] = message.grad, message.port
-    elif isinstance(message, GradReport):
-        fields["grad"] = message.grad
-    elif isinstance(message, ErrorReport):
-        fields["note"] = f"{message.code}: {message.message}"
-    elif isinstance(message, Status):
-        fields["note"] = message.state.replace("_", " ")
+    assert isinstance(message, _Message)  # every type _PHASE_OF names is one
+    clock = message.clock
+    if clock is None and stamped:
+        return None
+    sender = message.sender
+    fields: Event = {"id": "" if clock is None else f"{sender}:{clock.lamport}", "src": sender, "dest": dest}
+    if kind is Forward or kind is Feed:
+        fields["value"] = message.value  # type: ignore[attr-defined]
+    elif kind is Backward:
+        fields["grad"], fields["port"] = message.grad, message.port  # type: ignore[attr-defined]
+    elif kind is GradReport:
+        fields["grad"] = message.grad  # type: ignore[attr-defined]
+    elif kind is ErrorReport:
+        fields["note"] = f"{message.code}: {message.message}"  # type: ignore[attr-defined]
+    elif kind is Status:
+        fields["note"] = message.state.replace("_", " ")  # type: ignore[attr-defined]
     fields["phase"] = phase
     fields["topic"] = topic_name
     return fields
@@ -276,7 +286,7 @@ class _Traced:
     grads: dict[tuple[str, int], float] = field(default_factory=dict)
     seen: dict[str, None] = field(default_factory=dict)
     """Ids of the messages received (a dict, not a set: the collector leaves dicts of strings alone)."""
-    held: list[Event] | None = None
+    held: list[Fact] | None = None
     whole: bool = True
     """The next event starts a batch: it carries the whole vector clock, the later ones a vc_delta."""
     done: bool = False
@@ -295,8 +305,6 @@ class GateTracer:
         self.host = host
         self._runs: dict[str, _Traced] = {}
         """The runs remembered, the most recently used last."""
-        self._sent: list[tuple[BaseModel, Event]] = []
-        """The last step's stamped messages and their TraceMsg fields (for `faults`)."""
         self._last: tuple[str, _Traced] | None = None
         """The run used last, and its state: found again without a lookup."""
 
@@ -313,24 +321,33 @@ class GateTracer:
         self._last = (run, state)
         return state
 
-    def _event(self, kind: EventType, state: _Traced, changed: dict[str, int]) -> Event:
-        """An event without the fields its batch carries once for all (run, node, host).
-
-        `changed`: the entries of the vector clock the event changed (Clock.advance, merge).
-        Events must reach `batch` in the order they are made: each vc_delta is from the one before.
-        """
+    def _note(
+        self,
+        kind: EventType,
+        state: _Traced,
+        changed: dict[str, int],
+        now: int,
+        msg: tuple[str, BaseModel] | Event | None = None,
+        extra: Event | None = None,
+    ) -> Fact:
+        """An event as a Fact. `changed`: the entries of the vector clock the event changed
+        (Clock.advance, merge). Facts must reach `batch` in the order they are noted: each
+        vc_delta is from the one before, and the first of a batch copies the whole vector now."""
         clock = state.clock
         if state.whole:
             state.whole = False
-            return {"t_ns": time.time_ns(), "type": kind, "lamport": clock.lamport, "vc": dict(clock.vc)}
-        return {"t_ns": time.time_ns(), "type": kind, "lamport": clock.lamport, "vc_delta": changed}
+            return (kind, now, clock.lamport, dict(clock.vc), True, msg, extra)
+        return (kind, now, clock.lamport, changed, False, msg, extra)
 
     def step(
         self, topic_name: str, received: bytes | Message, outgoing: Sequence[tuple[str, BaseModel]]
-    ) -> tuple[str | None, list[tuple[str, BaseModel]], list[Event]]:
-        """(run, the outgoing messages stamped, the events) for one message the core just handled.
+    ) -> tuple[str | None, list[tuple[str, BaseModel]], list[Fact]]:
+        """(run, the outgoing messages stamped, the step's events as Facts) for one message the
+        core just handled.
 
-        `received`: the message as the core decoded it (or its payload, decoded here)."""
+        `received`: the message as the core decoded it (or its payload, decoded here). On the
+        path of every traced pass, before the step's messages leave: only the clocks' work, and
+        a tuple per event (bench/tracing.py)."""
         if isinstance(received, bytes):
             try:
                 received = MESSAGE_ADAPTER.validate_json(received)
@@ -338,24 +355,27 @@ class GateTracer:
                 return None, list(outgoing), []
         message = received
         run = getattr(message, "run", None)
-        traced = msg_fields(topic_name, message) if isinstance(run, str) else None
-        if traced is None or message.clock is None or not isinstance(run, str):
+        stamp = getattr(message, "clock", None)
+        if stamp is None or type(message) not in _PHASE_OF or not isinstance(run, str):
             return None, list(outgoing), []
+        now = time.time_ns()  # the step's events happen within microseconds: one reading for all
         state = self._state(run)
         clock = state.clock
-        receipt = self._event("receive", state, clock.merge(message.clock))
-        receipt["msg"] = traced
-        if traced["id"] in state.seen:
-            receipt["note"] = "duplicate"
-        state.seen[traced["id"]] = None
-        events = [receipt]
-        self._remember(state, message)
+        msg_id = f"{message.sender}:{stamp.lamport}"
+        duplicate = _DUPLICATE if msg_id in state.seen else None
+        state.seen[msg_id] = None
+        facts = [self._note("receive", state, clock.merge(stamp), now, (topic_name, message), duplicate)]
+        if isinstance(message, Forward):
+            for port, source in enumerate(self.inputs):
+                if source == message.sender:
+                    state.inputs.setdefault(port, message.value)
+        elif isinstance(message, Backward):
+            state.grads.setdefault((message.sender, message.port), message.grad)
         if outgoing:
-            self._computed(run, state, outgoing, events)
+            self._computed(run, state, outgoing, facts, now)
         stamped: list[tuple[str, BaseModel]] = []
-        self._sent = sent = []
         for name, out in outgoing:
-            if isinstance(out, _ENDS):
+            if type(out) in _ENDS:
                 state.done = True
             if getattr(out, "run", None) != run:  # another run's report (an eviction): not this trace's
                 stamped.append((name, out))
@@ -363,90 +383,78 @@ class GateTracer:
             changed = clock.advance()
             out = with_clock(out, clock.stamp())
             stamped.append((name, out))
-            event = self._event("send", state, changed)
-            event["msg"] = fields = msg_fields(name, out)
-            events.append(event)
-            if fields is not None:
-                sent.append((out, fields))
-        if isinstance(message, Release):
+            facts.append(self._note("send", state, changed, now, (name, out)))
+        kind = type(message)
+        if kind is Release:
             state.done = True
-        state.flush = state.done or isinstance(message, Probe) or message.held  # a held run goes at a human's pace
-        return run, stamped, events
-
-    def _remember(self, state: _Traced, message: Message) -> None:
-        if isinstance(message, Forward):
-            for port, source in enumerate(self.inputs):
-                if source == message.sender:
-                    state.inputs.setdefault(port, message.value)
-        elif isinstance(message, Backward):
-            state.grads.setdefault((message.sender, message.port), message.grad)
+        state.flush = state.done or kind is Probe or message.held  # a held run goes at a human's pace
+        return run, stamped, facts
 
     def _computed(
-        self, run: str, state: _Traced, outgoing: Sequence[tuple[str, BaseModel]], events: list[Event]
+        self, run: str, state: _Traced, outgoing: Sequence[tuple[str, BaseModel]], facts: list[Fact], now: int
     ) -> None:
-        """The step's compute events, onto `events`: one per forward value sent, one for the gradients."""
+        """The step's compute events, onto `facts`: one per forward value sent, one for the gradients."""
         grads_out: list[float] = []
         gradients = False
         for _, out in outgoing:
-            if isinstance(out, Forward) and out.run == run:
-                event = self._event("compute", state, state.clock.advance())
-                event["inputs"] = [state.inputs.get(port) for port in range(len(self.inputs))]
-                event["value"] = out.value
-                events.append(event)
-            elif isinstance(out, _GRADIENTS) and out.run == run:
+            kind = type(out)
+            if kind is Forward and out.run == run:  # type: ignore[attr-defined]
+                inputs = [state.inputs.get(port) for port in range(len(self.inputs))]
+                extra = {"inputs": inputs, "value": out.value}  # type: ignore[attr-defined]
+                facts.append(self._note("compute", state, state.clock.advance(), now, None, extra))
+            elif kind in _GRADIENTS and out.run == run:  # type: ignore[attr-defined]
                 gradients = True
-                if isinstance(out, Backward):
-                    grads_out.append(out.grad)
+                if kind is Backward:
+                    grads_out.append(out.grad)  # type: ignore[attr-defined]
         if gradients:
-            event = self._event("compute", state, state.clock.advance())
-            event["grad"] = math.fsum(state.grads.values())
-            event["grads_out"] = grads_out
-            events.append(event)
+            extra = {"grad": math.fsum(state.grads.values()), "grads_out": grads_out}
+            facts.append(self._note("compute", state, state.clock.advance(), now, None, extra))
 
     def faults(
         self, run: str, batch: Sequence[tuple[str, BaseModel]], planned: Sequence[tuple[float, BaseModel]]
-    ) -> list[Event]:
+    ) -> list[Fact]:
         """What the injector did to a step's messages (`planned`: (delay, message) of each copy sent).
 
-        `batch`: the messages `step` has just stamped (their TraceMsg fields are `step`'s)."""
+        `batch`: the messages `step` has just stamped."""
         state = self._state(run)
-        known = {id(message): fields for message, fields in self._sent}
-        described = [
-            (message, fields)
-            for name, message in batch
-            if (fields := known.get(id(message)) or msg_fields(name, message)) is not None
-        ]
+        now = time.time_ns()
+        described = [(message, fields) for name, message in batch if (fields := msg_fields(name, message)) is not None]
         sent_order = list(
             dict.fromkeys(fields["id"] for _, m in planned for message, fields in described if m is message)
         )
         planned_order = [fields["id"] for _, fields in described if fields["id"] in sent_order]
-        events = []
+        facts = []
         clock = state.clock
         if sent_order != planned_order:
-            events.append({**self._event("reorder", state, clock.advance()), "order": sent_order})
+            facts.append(self._note("reorder", state, clock.advance(), now, None, {"order": sent_order}))
         for message, fields in described:
             delays = [wait for wait, m in planned if m is message]
             if not delays:
-                events.append({**self._event("drop", state, clock.advance()), "msg": fields})
+                facts.append(self._note("drop", state, clock.advance(), now, fields))
             elif len(delays) > 1:
-                event = self._event("duplicate", state, clock.advance())
-                events.append({**event, "msg": fields, "note": f"{len(delays)} copies"})
+                facts.append(
+                    self._note("duplicate", state, clock.advance(), now, fields, {"note": f"{len(delays)} copies"})
+                )
             for copy, delay in enumerate(delays, 1):
                 if delay > 0:
-                    event = self._event("delay", state, clock.advance())
-                    events.append({**event, "msg": fields, "delay_ms": delay * 1000, "note": f"copy {copy}"})
-        return events
+                    extra = {"delay_ms": delay * 1000, "note": f"copy {copy}"}
+                    facts.append(self._note("delay", state, clock.advance(), now, fields, extra))
+        return facts
 
-    def batch(self, run: str, events: list[Event]) -> list[tuple[str, BaseModel]]:
+    def flushes(self, run: str) -> bool:
+        """Whether `batch` sends what the run's last step recorded, rather than holding it."""
+        return self._state(run).flush
+
+    def batch(self, run: str, facts: list[Fact]) -> list[tuple[str, BaseModel]]:
         """The step's events: held, or with everything held so far, the message(s) that carry them.
 
-        Keeps `events` (the list itself): the caller is done with it."""
+        Keeps `facts` (the list itself): the caller is done with it."""
         state = self._state(run)
         if state.held is None:
-            held = events
+            held = facts
         else:
             held = state.held
-            held += events
+            held += facts
         if not state.flush or not held:
             state.held = held or None
             return []
@@ -455,7 +463,23 @@ class GateTracer:
         head: dict[str, Any] = {"type": "trace", "circuit": self.circuit, "sender": self.gate, "run": run}
         head["host"] = self.host
         name = topic(self.circuit, "trace", self.gate)
-        return [(name, EncodedBatch(text=text)) for text in _encoded(head, held)]
+        events = [made(fact) for fact in held]
+        return [(name, trusted(EncodedBatch, {"text": text}, _TEXT)) for text in _encoded(head, events)]
+
+
+def made(fact: Fact) -> Event:
+    """The Event a Fact notes (its message's TraceMsg fields made now)."""
+    kind, now, lamport, clock, whole, msg, extra = fact
+    event: Event = {"t_ns": now, "type": kind, "lamport": lamport, ("vc" if whole else "vc_delta"): clock}
+    if msg is not None:
+        event["msg"] = msg if isinstance(msg, dict) else msg_fields(*msg)
+    if extra is not None:
+        event.update(extra)
+    return event
+
+
+_TEXT = frozenset({"text"})
+_DUPLICATE: Event = {"note": "duplicate"}
 
 
 def _encoded(head: dict[str, Any], events: list[Event]) -> list[str]:

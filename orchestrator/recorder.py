@@ -7,7 +7,9 @@ and records, in the order it learns of them:
 - its own events: `send`, `receive` (of the output's value, the reports, status answers,
   errors), `timeout`, `host_lost`;
 - a `cross` event (node `broker`) for every message of the run that passes the broker, with
-  the message's own stamp: the crossing is where the message is, not an event of any node;
+  the message's own stamp: the crossing is where the message is, not an event of any node.
+  A Runner hears them, and the gates' batches, on a tap of the recorder's own
+  (orchestrator/tap.py), kept as the bytes read until the trace is read;
 - every event the gates publish on gatemesh/C/trace/G (gates/tracing.py), each with the
   message's destinations filled in from the circuit (a gate does not know who reads it).
 
@@ -38,12 +40,14 @@ from gates.tracing import (
     describe,
     message_id,
     msg_fields,
+    parse_trace_topic,
     trace_event,
     with_clock,
 )
 from orchestrator.circuit import Circuit
 from orchestrator.explain import Explainer
 from orchestrator.result import RunResult
+from orchestrator.tap import Tapped, TapStream
 from orchestrator.trace import BROKER, RunRecord, Trace, TraceHeader, causal_order, write_trace
 
 log = logging.getLogger(__name__)
@@ -76,11 +80,15 @@ class _Tally:
         self.crossed: Counter[tuple[str, str]] = Counter()
         self.received: Counter[tuple[str, str, str]] = Counter()
         self.dests: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.heard: dict[tuple[str, str], str] = {}
+        """Messages crossed or received, by (run, id): their sender, whose send must be recorded too."""
 
     def count(self, e: TraceEvent) -> None:
         if e.msg is None:
             return
         key = (e.run, e.msg.id)
+        if e.type in ("cross", "receive") and e.msg.id:
+            self.heard[key] = e.msg.src
         match e.type:
             case "send":
                 self.copies[key] += 1
@@ -98,14 +106,21 @@ class _Tally:
 class Recorder:
     """Records the traced runs of one Runner (attach it with `open_runner(..., recorder=...)`)."""
 
-    def __init__(self, *, faults: Faults | None = None, faults_text: str = "", host: str = ORCHESTRATOR) -> None:
+    def __init__(
+        self, *, faults: Faults | None = None, faults_text: str = "", host: str = ORCHESTRATOR, taps: bool = True
+    ) -> None:
+        self.taps = taps
+        """A Runner opened with this recorder hears crossings and batches on a Tap of their own
+        (orchestrator/tap.py). False: on its own connection, subscribed to everything (a
+        runner that other recorders, observers and tallies are swapped into: the web page)."""
         self.faults = faults
         self.faults_text = faults_text
         self.host = host
         self.circuit: Circuit | None = None
         self.deployment = ""
         self.placement: dict[str, str] = {}
-        self._log: list[_Local | _Crossing | bytes] = []
+        self._log: list[_Local | _Crossing | Tapped | bytes] = []
+        self._stream = TapStream()
         self._events: list[TraceEvent] = []
         self._read = 0
         """Entries of _log already read into _events."""
@@ -205,14 +220,13 @@ class Recorder:
     # -- what arrives ---------------------------------------------------------------------
 
     def on_message(self, topic_name: str, message: Message, payload: bytes) -> None:
-        """A message passed the broker (`payload`, decoded as `message`): its crossing, and the
-        orchestrator's receipt if it is one of a traced run's."""
+        """The orchestrator read a message (`payload`, decoded as `message`): its receipt if it
+        is one of a traced run's. (Its crossing is heard by `on_crossing` or the tap.)"""
         run = getattr(message, "run", None)
         clock = self._clocks.get(run) if isinstance(run, str) else None
         if clock is None or message.clock is None:
             return
         assert isinstance(run, str)
-        self._record((time.time_ns(), topic_name, payload))
         dest = self.dest(topic_name)
         if isinstance(message, _RECEIVED) and ORCHESTRATOR in dest:
             key = (run, message_id(message.sender, message.clock))
@@ -231,7 +245,18 @@ class Recorder:
         """A gate's TraceBatch: kept as it came, and read (validated) when someone looks at the trace."""
         self._record(payload)
 
-    def _record(self, entry: _Local | _Crossing | bytes) -> None:
+    def on_tapped(self, tapped: Tapped) -> None:
+        """Bytes the tap read: framed into crossings and batches when someone looks at the trace."""
+        self._record(tapped)
+
+    def on_tapped_message(self, topic_name: str, payload: bytes) -> None:
+        """A message the tap's session read before it began capturing (with its SUBACK)."""
+        if parse_trace_topic(topic_name) is not None:
+            self.on_trace(payload)
+        else:
+            self.on_crossing(topic_name, payload)
+
+    def _record(self, entry: _Local | _Crossing | Tapped | bytes) -> None:
         """Keep an event, a crossing or a gate's batch, in the order the recorder learned of it.
 
         Everything is made into events only when someone looks (`events`): every message of a
@@ -255,12 +280,22 @@ class Recorder:
         self._read = len(self._log)
         return self._events
 
-    def _read_entry(self, entry: _Local | _Crossing | bytes) -> list[TraceEvent]:
+    def _read_entry(self, entry: _Local | _Crossing | Tapped | bytes) -> list[TraceEvent]:
         if isinstance(entry, bytes):
             return self._read_batch(entry)
         if isinstance(entry, dict):
             return [trace_event(entry, entry["vc"])]
-        t_ns, topic_name, payload = entry
+        if len(entry) == 2:
+            events = []
+            for t_ns, topic_name, payload in self._stream.read(entry):
+                if parse_trace_topic(topic_name) is not None:
+                    events += self._read_batch(payload)
+                elif CLOCK_KEY in payload:
+                    events += self._read_crossing(t_ns, topic_name, payload)
+            return events
+        return self._read_crossing(*entry)
+
+    def _read_crossing(self, t_ns: int, topic_name: str, payload: bytes) -> list[TraceEvent]:
         try:
             message = MESSAGE_ADAPTER.validate_json(payload)
         except ValidationError as exc:
@@ -292,6 +327,10 @@ class Recorder:
     def clear(self) -> None:
         """Forget every event recorded so far, and every run that has ended (a long-lived traced
         runner keeps memory flat); late events of a forgotten run are dropped."""
+        for entry in self._log[self._read :]:
+            if isinstance(entry, tuple) and len(entry) == 2:
+                for _ in self._stream.read(entry):  # framed, not decoded: the next read continues the stream
+                    pass
         self._log.clear()
         self._events = []
         self._read = 0
@@ -305,17 +344,20 @@ class Recorder:
     # -- completeness ---------------------------------------------------------------------
 
     def missing(self) -> int:
-        """Receipts and crossings the sends recorded so far promise and the trace does not have yet.
+        """Receipts and crossings the sends recorded so far promise and the trace does not have
+        yet, and sends that the crossings and receipts recorded so far promise.
 
         A send promises one copy (two after a `duplicate`, none after a `drop`) to each of its
-        destinations, and one crossing per copy; gates on a lost host promise nothing.
+        destinations, and one crossing per copy; gates on a lost host promise nothing. A message
+        crossed or received was sent: a gate sends its events after the step's messages, so its
+        batch may come after them.
         """
         tally = self._tally
         for e in self.events[tally.counted :]:
             tally.count(e)
         tally.counted = len(self._events)
         gone = {g for g, h in self.placement.items() if h in self.lost_hosts}
-        short = 0
+        short = sum(1 for key, src in tally.heard.items() if key not in tally.copies and src not in gone)
         for key, n in tally.copies.items():
             short += max(0, n - tally.crossed[key])
             for node in tally.dests.get(key, ()):

@@ -51,6 +51,7 @@ from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLos
 from orchestrator.recorder import Recorder
 from orchestrator.reference import check_inputs
 from orchestrator.result import RunResult
+from orchestrator.tap import Tap, Tapped
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,10 @@ class Runner:
         copy, sent to this runner, of the gradient that made it), and the tally counts them too."""
         if recorder is not None:
             recorder.attach(circuit, deployment, self.placement)
+        tapped = recorder is not None and recorder.taps
+        self.tap = Tap(broker, deployment, self._tapped, self._tapped_message) if tapped else None
+        """The recorder's own subscription to every message (orchestrator/tap.py); this connection
+        then hears only what runs need. Decided when the runner is made."""
         self.probe_window = PROBE_WINDOW
         self.lost: dict[str, str] = {}
         """host -> what happened to it, for each host of this deployment that is gone."""
@@ -136,7 +141,8 @@ class Runner:
     def subscriptions(self) -> list[str]:
         c = self.deployment
         hosts = [host_topic(h) for h in self.hosts]
-        if self.observer is not None or self.recorder is not None or self.tally is not None:  # everything
+        wide = self.recorder is not None and self.tap is None
+        if self.observer is not None or wide or self.tally is not None:  # everything
             return [f"{ROOT}/{c}/+/+", *hosts]
         kinds: tuple[TopicKind, ...] = ("report", "error", "status", "ready")
         return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds), *hosts]
@@ -312,12 +318,37 @@ class Runner:
     # -- incoming messages ----------------------------------------------------------------
 
     async def stay_connected(self, started: asyncio.Future[None] | None = None) -> NoReturn:
-        """Hold a connection to the broker, reconnecting and resubscribing whenever it is lost.
+        """Hold a connection to the broker, reconnecting and resubscribing whenever it is lost,
+        and the recorder's tap if it has one (subscribed first: it hears every message of a run).
 
         `started` resolves once connected and subscribed. Runs in flight when the connection
         breaks fail with ConnectionLost (they may be retried); a first connection that cannot
         be made is a BrokerError.
         """
+        if self.tap is None:
+            await self._stay_connected(started)
+        async with asyncio.TaskGroup() as group:
+            tapped = asyncio.get_running_loop().create_future()
+            group.create_task(self._hold_tap(tapped))
+            await tapped
+            await self._stay_connected(started)
+
+    async def _hold_tap(self, started: asyncio.Future[None]) -> NoReturn:
+        assert self.tap is not None
+        try:
+            await self.tap.hold(started)
+        except TransportError as exc:  # only the first connection is not retried
+            raise BrokerError(f"cannot connect the trace tap to the broker at {self.broker}: {exc}") from exc
+
+    def _tapped(self, tapped: Tapped) -> None:
+        if self.recorder is not None:
+            self.recorder.on_tapped(tapped)
+
+    def _tapped_message(self, name: str, raw: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.on_tapped_message(name, raw)
+
+    async def _stay_connected(self, started: asyncio.Future[None] | None) -> NoReturn:
         try:
             await stay_connected(
                 lambda: Session.open(self.broker, self.on_message),
@@ -373,15 +404,16 @@ class Runner:
                 self._on_presence(HostPresence.model_validate_json(raw))
                 return
             parsed = parse_topic(name)
+            recorder = self.recorder if self.tap is None else None  # with a tap, the tap hears everything
             if parsed is None or parsed[1] in ("spec", "trace"):
-                if parsed is not None and parsed[1] == "trace" and self.recorder is not None:
-                    self.recorder.on_trace(raw)
+                if parsed is not None and parsed[1] == "trace" and recorder is not None:
+                    recorder.on_trace(raw)
                 return
             if self.tally is not None and parsed[1] in TALLIED:
                 self._count(parsed[1], raw)
+            if recorder is not None:
+                recorder.on_crossing(name, raw)  # decoded when the trace is read
             if self.observer is None and not self._reads(parsed[1], parsed[2]):
-                if self.recorder is not None:
-                    self.recorder.on_crossing(name, raw)  # decoded when the trace is read
                 return  # what no run waits for is not even decoded (subscribed wide for a tally)
             decoded = MESSAGE_ADAPTER.validate_json(raw)
         except ValidationError as exc:

@@ -125,7 +125,9 @@ class Targets:
                 await target.task
 
     def _opened(self, place: Place) -> contextlib.AbstractAsyncContextManager[Runner]:
-        recorder = Recorder()  # a runner with a recorder hears everything of its deployment
+        # hears everything of its deployment on its own connection: the page swaps a recorder, an
+        # observer or a tally into it for each run
+        recorder = Recorder(taps=False)
         if place.kind == "deployment":
             return on_deployment(place.deployment, self.broker, recorder=recorder)
         assert place.circuit is not None

@@ -13,6 +13,7 @@ from gates.mqtt311 import QoS, Session
 from gates.mux import SharedConnection
 from gates.protocol import Ready
 from gates.transport import BrokerAddress
+from orchestrator.tap import Tap, Tapped, TapStream
 from tests.proxy import relay
 
 
@@ -97,3 +98,35 @@ async def test_the_shared_connection_resends_what_the_broker_never_acknowledged(
             serving.cancel()
     finally:
         listener.close()
+
+
+async def test_a_tap_keeps_every_byte_and_frames_the_messages_again(broker_url: str) -> None:
+    """The recorder's tap (orchestrator/tap.py): a QoS 0 subscriber that captures its reads raw.
+    What it hears, framed later, is every message published, in order, byte for byte: a 300 KB
+    one spans many reads, and a ping's answer in the stream is skipped."""
+    broker = BrokerAddress.parse(broker_url)
+    deployment = f"tap-{secrets.token_hex(4)}"
+    reads: list[Tapped] = []
+    early: list[tuple[str, bytes]] = []
+    tap = Tap(broker, deployment, reads.append, lambda name, payload: early.append((name, payload)))
+    sent = [(f"gatemesh/{deployment}/fwd/g{i}", secrets.token_bytes(10 + i**5)) for i in range(13)]
+    sent.append((f"gatemesh/{deployment}/grad/big", secrets.token_bytes(300_000)))
+    publisher = await Session.open(broker, Inbox())
+    async with asyncio.TaskGroup() as group:
+        started = asyncio.get_running_loop().create_future()
+        holding = group.create_task(tap.hold(started))
+        await started
+        for name, payload in sent:
+            publisher.publish(name, payload)
+        await asyncio.sleep(2.5)  # a ping and its answer, read raw too
+        publisher.publish(*sent[0])
+        stream = TapStream()
+        heard = early  # what came in the SUBACK's read, parsed by the session (usually nothing)
+        async with asyncio.timeout(10):
+            while len(heard) < len(sent) + 1:
+                await asyncio.sleep(0.05)
+                taken, reads[:] = list(reads), []
+                heard += [(name, payload) for tapped in taken for _, name, payload in stream.read(tapped)]
+        holding.cancel()
+    publisher.close()
+    assert heard == [*sent, sent[0]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gates.clocks import Clock, concurrent, happened_before
 from gates.core import GateCore
 from gates.protocol import MESSAGE_ADAPTER, Feed, Forward, GateSpec, topic
-from gates.tracing import GateTracer, is_traced
+from gates.tracing import GateTracer, is_traced, made
 from gates.transport import encode
 
 
@@ -55,8 +55,8 @@ def test_a_gate_stamps_its_messages_only_in_a_traced_run() -> None:
     for sender, clock, value in (("x", x, -2.0), ("y", y, 5.0)):
         payload = encode(Forward(circuit="c", sender=sender, run="r", value=value, clock=clock.send()))
         outgoing = [(o.topic, o.message) for o in core.handle(topic("c", "fwd", sender), payload)]
-        run, stamped, events = tracer.step(topic("c", "fwd", sender), payload, outgoing)
-        outputs.append((run, stamped, events))
+        run, stamped, facts = tracer.step(topic("c", "fwd", sender), payload, outgoing)
+        outputs.append((run, stamped, [made(fact) for fact in facts]))
     (_, nothing, first), (_, sent, second) = outputs
     assert nothing == []
     assert [e["type"] for e in first] == ["receive"]
