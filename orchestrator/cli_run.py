@@ -113,9 +113,10 @@ def run(
             try:
                 return await runner.run(inputs, timeout=timeout, retries=retries)
             finally:
-                if recorder is not None and trace is not None:
+                if recorder is not None:  # the tap may still hold the last crossings: --explain tells them too
                     await recorder.drain()
-                    recorder.write(trace)
+                    if trace is not None:
+                        recorder.write(trace)
 
     result = asyncio.run(one_run())
     if as_json:

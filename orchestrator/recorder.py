@@ -219,14 +219,16 @@ class Recorder:
 
     # -- what arrives ---------------------------------------------------------------------
 
-    def on_message(self, topic_name: str, message: Message, payload: bytes) -> None:
-        """The orchestrator read a message (`payload`, decoded as `message`): its receipt if it
-        is one of a traced run's. (Its crossing is heard by `on_crossing` or the tap.)"""
+    def on_message(self, topic_name: str, message: Message, payload: bytes, *, crossed: bool = True) -> None:
+        """The orchestrator read a message (`payload`, decoded as `message`): its crossing (unless
+        `crossed` is False: a tap hears it) and its receipt, if it is one of a traced run's."""
         run = getattr(message, "run", None)
         clock = self._clocks.get(run) if isinstance(run, str) else None
         if clock is None or message.clock is None:
             return
         assert isinstance(run, str)
+        if crossed:
+            self._record((time.time_ns(), topic_name, payload))
         dest = self.dest(topic_name)
         if isinstance(message, _RECEIVED) and ORCHESTRATOR in dest:
             key = (run, message_id(message.sender, message.clock))

@@ -51,7 +51,7 @@ from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLos
 from orchestrator.recorder import Recorder
 from orchestrator.reference import check_inputs
 from orchestrator.result import RunResult
-from orchestrator.tap import Tap, Tapped
+from orchestrator.tap import Tap
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,12 @@ class Runner:
         copy, sent to this runner, of the gradient that made it), and the tally counts them too."""
         if recorder is not None:
             recorder.attach(circuit, deployment, self.placement)
-        tapped = recorder is not None and recorder.taps
-        self.tap = Tap(broker, deployment, self._tapped, self._tapped_message) if tapped else None
+        self.tap: Tap | None = None
         """The recorder's own subscription to every message (orchestrator/tap.py); this connection
-        then hears only what runs need. Decided when the runner is made."""
+        then hears only what runs need. Decided when the runner is made, for that recorder only:
+        a byte stream read by two recorders would be cut mid-packet."""
+        if recorder is not None and recorder.taps:
+            self.tap = Tap(broker, deployment, recorder.on_tapped, recorder.on_tapped_message)
         self.probe_window = PROBE_WINDOW
         self.lost: dict[str, str] = {}
         """host -> what happened to it, for each host of this deployment that is gone."""
@@ -323,7 +325,7 @@ class Runner:
 
         `started` resolves once connected and subscribed. Runs in flight when the connection
         breaks fail with ConnectionLost (they may be retried); a first connection that cannot
-        be made is a BrokerError.
+        be made is a BrokerError (in an exception group if it is the tap's: `connected` unwraps it).
         """
         if self.tap is None:
             await self._stay_connected(started)
@@ -339,14 +341,6 @@ class Runner:
             await self.tap.hold(started)
         except TransportError as exc:  # only the first connection is not retried
             raise BrokerError(f"cannot connect the trace tap to the broker at {self.broker}: {exc}") from exc
-
-    def _tapped(self, tapped: Tapped) -> None:
-        if self.recorder is not None:
-            self.recorder.on_tapped(tapped)
-
-    def _tapped_message(self, name: str, raw: bytes) -> None:
-        if self.recorder is not None:
-            self.recorder.on_tapped_message(name, raw)
 
     async def _stay_connected(self, started: asyncio.Future[None] | None) -> NoReturn:
         try:
@@ -411,9 +405,9 @@ class Runner:
                 return
             if self.tally is not None and parsed[1] in TALLIED:
                 self._count(parsed[1], raw)
-            if recorder is not None:
-                recorder.on_crossing(name, raw)  # decoded when the trace is read
             if self.observer is None and not self._reads(parsed[1], parsed[2]):
+                if recorder is not None:
+                    recorder.on_crossing(name, raw)  # decoded when the trace is read
                 return  # what no run waits for is not even decoded (subscribed wide for a tally)
             decoded = MESSAGE_ADAPTER.validate_json(raw)
         except ValidationError as exc:
@@ -422,7 +416,7 @@ class Runner:
         if self.observer is not None and getattr(decoded, "run", None) in self._pending:
             self.observer(name, decoded)
         if self.recorder is not None:
-            self.recorder.on_message(name, decoded, raw)
+            self.recorder.on_message(name, decoded, raw, crossed=self.tap is None)
         self._dispatch(decoded)
 
     def _count(self, kind: TopicKind, raw: bytes) -> None:

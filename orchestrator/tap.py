@@ -78,19 +78,25 @@ class TapStream:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._lost = False
+        """The stream broke MQTT: where its next packet starts is unknown until a new connection."""
 
     def read(self, tapped: Tapped) -> Iterator[tuple[int, str, bytes]]:
         """(t_ns, topic, payload) of every message the bytes complete."""
         t_ns, data = tapped
-        if not data:
-            self._buffer.clear()  # a new connection: nothing continues from the last one
+        if not data:  # a new connection: nothing continues from the last one
+            self._buffer.clear()
+            self._lost = False
+            return
+        if self._lost:
             return
         self._buffer += data
         try:
             packets = split_packets(self._buffer, MAX_PACKET)
         except ProtocolViolation as exc:
-            log.warning("trace tap: %s; the rest of this read is skipped", exc)
+            log.warning("trace tap: %s; nothing more is read from this connection", exc)
             self._buffer.clear()
+            self._lost = True
             return
         for first, body in packets:
             if first & 0xF0 == PINGRESP:

@@ -152,7 +152,7 @@ class Watcher(Runner):
 class WatchRecorder(Recorder):
     """Records runs another orchestrator makes: its sends are read off the crossings of its messages."""
 
-    def on_message(self, topic_name: str, message: Message, payload: bytes) -> None:
+    def on_message(self, topic_name: str, message: Message, payload: bytes, *, crossed: bool = True) -> None:
         run = getattr(message, "run", None)
         clock = self._clocks.get(run) if isinstance(run, str) else None
         stamp = message.clock
@@ -164,4 +164,4 @@ class WatchRecorder(Recorder):
                 for node, count in stamp.vc.items():
                     clock.vc[node] = max(clock.vc.get(node, 0), count)
                 self._local("send", run, stamp, msg=sent)
-        super().on_message(topic_name, message, payload)
+        super().on_message(topic_name, message, payload, crossed=crossed)

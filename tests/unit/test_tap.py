@@ -10,11 +10,12 @@ import pytest
 from gates.clocks import Clock
 from gates.mqtt_codec import PINGRESP, publish_packet
 from gates.protocol import Forward, topic
-from gates.tracing import with_clock
+from gates.tracing import TraceEvent, with_clock
 from gates.transport import encode
 from orchestrator.compiler import compile_source
 from orchestrator.recorder import Recorder
 from orchestrator.tap import NEW_STREAM, TapStream
+from orchestrator.trace import causal_order
 
 MESSAGES = [(f"gatemesh/c/fwd/g{i}", f'{{"value": {i}}}'.encode() * (1 + 97 * i)) for i in range(6)]
 """Payloads from 13 bytes to ~6 KB: some packets have a 2-byte length, some a 3-byte one."""
@@ -69,3 +70,20 @@ def test_a_crossing_without_its_send_keeps_the_trace_incomplete() -> None:
     recorder.on_trace(json.dumps(batch).encode())
     assert [e.type for e in recorder.events] == ["cross", "send"]
     assert recorder.missing() == 1  # the send is in; now it promises a receipt at the product, not there yet
+
+
+def test_a_receipt_heard_before_its_crossing_is_ordered_after_it() -> None:
+    """The orchestrator reads a report on its own connection, the tap hears the same message
+    cross a moment later: the trace still shows the crossing first."""
+    msg = {"id": "x:3", "src": "x", "dest": ["orchestrator"], "phase": "report", "topic": "gatemesh/c/report/x"}
+    at = {"run": "r", "msg": msg, "lamport": 3}
+    send = TraceEvent.model_validate({**at, "t_ns": 10, "type": "send", "node": "x", "host": "h", "vc": {"x": 3}})
+    vc = {"x": 3, "orchestrator": 5}
+    receive = TraceEvent.model_validate(
+        {**at, "t_ns": 20, "type": "receive", "node": "orchestrator", "host": "h", "vc": vc}
+    )
+    cross = TraceEvent.model_validate(
+        {**at, "t_ns": 30, "type": "cross", "node": "broker", "host": "broker", "vc": {"x": 3}}
+    )
+    ordered = causal_order([receive, send, cross])
+    assert [(e.type, e.seq) for e in ordered] == [("send", 1), ("cross", 2), ("receive", 3)]
