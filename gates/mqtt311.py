@@ -51,6 +51,8 @@ from gates.transport import BrokerAddress, check_granted
 
 IN_FLIGHT = 1000
 """Publishes awaiting their PUBACK at once; later ones wait in the backlog, in order."""
+LATER = 0.005
+"""Seconds a publish sent `later` waits at most for another write to go with."""
 BACKLOG_HIGH = 10_000
 """Publishers are paused (`writable` cleared) while more than this many wait in the backlog."""
 CONNACK_REFUSALS = {
@@ -107,6 +109,8 @@ class Session(asyncio.Protocol):
         self._buffer = bytearray()
         self._outgoing: list[bytes] = []
         self._flush_pending = False
+        self._later: list[bytes] = []
+        self._later_timer: asyncio.TimerHandle | None = None
         self._paused = False
         self._next_id = 0
         self._replies: dict[int, asyncio.Future[bytes]] = {}
@@ -164,21 +168,25 @@ class Session(asyncio.Protocol):
 
     # -- what the shared connection and the runner call
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False, *, confirm: bool = False) -> Confirmation:
+    def publish(
+        self, topic: str, payload: bytes, retain: bool = False, *, confirm: bool = False, later: bool = False
+    ) -> Confirmation:
         """Queue a publish at the session's QoS; it is written in this loop turn or, at QoS 1 with
         IN_FLIGHT publishes unacknowledged, after the next PUBACK.
 
         With `confirm` (QoS 1), returns a future that resolves on the broker's PUBACK (or fails
-        with the TransportError that ended the connection first).
+        with the TransportError that ended the connection first). With `later`, it is written with
+        the next write anything else makes, or LATER seconds from now: a message nobody waits for
+        (a gate's trace events) costs no write of its own.
         """
         if self.qos == 0:  # at most once: nothing to track, nothing to confirm
-            self._send(publish_packet(topic, payload, None, retain=retain))
+            self._send(publish_packet(topic, payload, None, retain=retain), later=later)
             return None
         confirmation: Confirmation = self.loop.create_future() if confirm else None
         if self._error is not None and confirmation is not None:
             confirmation.set_exception(self._error)
         elif len(self.unacked) < IN_FLIGHT and not self.backlog:
-            self._transmit((topic, payload, retain), confirmation)
+            self._transmit((topic, payload, retain), confirmation, later=later)
         else:
             self.backlog.append(((topic, payload, retain), confirmation))
             self._update_writable()
@@ -300,11 +308,11 @@ class Session(asyncio.Protocol):
             self._transmit(*self.backlog.popleft())
         self._update_writable()
 
-    def _transmit(self, publication: Publication, confirmation: Confirmation) -> None:
+    def _transmit(self, publication: Publication, confirmation: Confirmation, *, later: bool = False) -> None:
         packet_id = self._new_id()
         self.unacked[packet_id] = (publication, confirmation)
         topic, payload, retain = publication
-        self._send(publish_packet(topic, payload, packet_id, retain=retain))
+        self._send(publish_packet(topic, payload, packet_id, retain=retain), later=later)
 
     def _new_id(self) -> int:
         """The next packet id (1..65535, never 0) that no unacknowledged publish or awaited reply holds.
@@ -318,8 +326,14 @@ class Session(asyncio.Protocol):
         msg = "all 65,535 packet ids are in use"
         raise RuntimeError(msg)
 
-    def _send(self, data: bytes) -> None:
-        """Queue bytes for the socket; everything queued in one loop turn goes in one write."""
+    def _send(self, data: bytes, *, later: bool = False) -> None:
+        """Queue bytes for the socket; everything queued in one loop turn goes in one write (and
+        what is sent `later`, with the next write, or LATER seconds from now)."""
+        if later:
+            self._later.append(data)
+            if self._later_timer is None:
+                self._later_timer = self.loop.call_later(LATER, self._flush)
+            return
         self._outgoing.append(data)
         if not self._flush_pending:
             self._flush_pending = True
@@ -327,6 +341,12 @@ class Session(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_pending = False
+        if self._later:
+            self._outgoing += self._later
+            self._later.clear()
+        if self._later_timer is not None:
+            self._later_timer.cancel()
+            self._later_timer = None
         if self._outgoing and self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(self._outgoing))
         self._outgoing.clear()
@@ -388,6 +408,8 @@ class Session(asyncio.Protocol):
             self.lost.set_result(error)
         if self._ping is not None:
             self._ping.cancel()
+        if self._later_timer is not None:
+            self._later_timer.cancel()
         waiters: list[asyncio.Future[bytes] | asyncio.Future[None]] = [*self._replies.values()]
         waiters += [confirmation for _, confirmation in (*self.unacked.values(), *self.backlog) if confirmation]
         for waiting in waiters:

@@ -32,6 +32,13 @@ from gates.mqtt311 import Publication, QoS, Session
 from gates.transport import BrokerAddress, encode
 
 SUBSCRIBE_BATCH = 500
+LATER_KINDS = frozenset({"trace"})
+"""Topic kinds nobody waits for (a gate's trace events): written with the next write (Session.publish)."""
+
+
+def _kind(name: str) -> str:
+    parts = name.split("/", 3)
+    return parts[2] if len(parts) > 2 else ""
 """Topic filters per SUBSCRIBE packet."""
 
 
@@ -280,4 +287,4 @@ class SharedConnection:
             if session is self._session:  # still the live connection after any wait
                 break
         for name, payload in payloads:
-            session.publish(name, payload, retain)
+            session.publish(name, payload, retain, later=_kind(name) in LATER_KINDS)

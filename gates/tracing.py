@@ -15,9 +15,11 @@ they happen:
 A gate keeps a run's events until its part of the run is over (it sent its gradients or its
 report, failed the run, answered a probe or was told to release it) and then publishes them as
 one TraceBatch on gatemesh/C/trace/G, *after* that step's own messages, once they are written:
-the pass goes on while the gate encodes its events. Anything that happens at the gate later (a
-late copy arriving) is published at once. One message per gate per run, off the pass's path,
-keeps a traced pass within 1.5x of a plain one (bench/tracing.py). So a run's last report can
+the pass goes on while the gate makes its events (a step notes each as a Fact, a tuple; `made`
+turns them into events only here). On a shared connection the batch then goes with the next
+write the connection makes anyway (gates/mux.py, Session.publish's `later`). Anything that
+happens at the gate later (a late copy arriving) is published at once. One message per gate per
+run, off the pass's path, keeps a traced pass within 1.5x of a plain one (bench/tracing.py). So a run's last report can
 reach the orchestrator before the batches do; the recorder's `drain` waits for them (every
 message crossed or received has a send, recorded in its sender's batch). Events still held by
 a gate whose host dies are lost with it. Untraced runs never reach this

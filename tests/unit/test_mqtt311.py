@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gates import mqtt311
 from gates.errors import ConnectionLost, ProtocolViolation
 from gates.mqtt311 import Session
 from gates.mqtt_codec import (
@@ -24,6 +25,7 @@ from gates.mqtt_codec import (
     UNSUBSCRIBE,
     connect_packet,
     publish_packet,
+    published,
     remaining_length,
     split_packets,
     subscribe_packet,
@@ -99,11 +101,14 @@ class FakeTransport(asyncio.Transport):
         super().__init__()
         self.protocol = protocol
         self.written = bytearray()
+        self.writes: list[bytes] = []
+        """Each write, as it was made."""
         self.aborted = False
         self.closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.writes.append(bytes(data))
 
     def is_closing(self) -> bool:
         return self.aborted or self.closed
@@ -389,3 +394,26 @@ async def test_a_batch_whose_gates_all_left_is_not_sent_as_an_empty_subscribe() 
         assert not session.lost.done()
         a.cancel()
         await unsubscribed(2)
+
+
+async def test_a_publish_sent_later_rides_the_next_write_or_goes_alone_after_a_while() -> None:
+    """A gate's trace events: no write of their own while other messages are being written."""
+    session, transport, _ = connected()
+    writes = transport.writes
+    session.publish("gatemesh/c/trace/g", b"events", later=True)
+    session.publish("gatemesh/c/fwd/g", b"value")
+    await asyncio.sleep(0)
+    assert len(writes) == 1  # one write: the value, then the events (acknowledged like any publish)
+    packets = split_packets(bytearray(writes[0]))
+    assert [published(first, body) for first, body in packets] == [
+        ("gatemesh/c/fwd/g", b"\0\2", b"value"),
+        ("gatemesh/c/trace/g", b"\0\1", b"events"),
+    ]
+    session.publish("gatemesh/c/trace/g", b"more", later=True)
+    await asyncio.sleep(0)
+    assert len(writes) == 1  # nothing else to go with: it waits
+    await asyncio.sleep(mqtt311.LATER * 2)
+    assert len(writes) == 2
+    assert writes[1].endswith(b"more")
+    assert list(session.unacked) == [1, 2, 3]
+    session.close()
