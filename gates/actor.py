@@ -173,7 +173,7 @@ class GateActor:
             spec = self.core.spec
             self.tracer = GateTracer(spec.id, spec.inputs, self.core.circuit, self.host)
         tracer = self.tracer
-        run, batch, events = tracer.step(topic_name, message, batch)
+        run, batch, facts = tracer.step(topic_name, message, batch)
         if run is None:
             if batch:
                 await self._send(link, delayed, batch)
@@ -183,13 +183,13 @@ class GateActor:
                 await link.publish(batch)
         else:
             planned = self.injector.plan(batch)
-            events += tracer.faults(run, batch, [(copy.delay, copy.message) for copy in planned])
+            facts += tracer.faults(run, batch, [(copy.delay, copy.message) for copy in planned])
             await self._publish_planned(link, delayed, planned)
         if tracer.flushes(run):
-            # the step's messages go out in this loop turn's write; the events are encoded and
-            # sent after it, while the broker carries the messages on (the pass does not wait)
+            # the step's messages go out in this loop turn's write; the events are made, encoded
+            # and sent after it, while the broker carries the messages on (the pass does not wait)
             await asyncio.sleep(0)
-        if trace := tracer.batch(run, events):  # often nothing: a gate waiting for more inputs
+        if trace := tracer.batch(run, facts):  # often nothing: a gate waiting for more inputs
             await link.publish(trace)
 
     async def _publish_planned(self, link: Link, delayed: asyncio.TaskGroup, planned: list[Planned[BaseModel]]) -> None:
