@@ -279,8 +279,9 @@ class _Traced:
     """What a gate remembers of one traced run.
 
     A gate remembers REMEMBER_RUNS of them: few objects the garbage collector must visit (slots,
-    dicts of numbers and strings only, a list only while events wait), so a traced pass does not
-    pay for full collections over them.
+    dicts of numbers and strings only, a list of facts only while the gate's part of the run
+    lasts: they hold the messages they are about), so a traced pass does not pay for full
+    collections over them.
     """
 
     clock: Clock
