@@ -39,6 +39,8 @@ LATER_KINDS = frozenset({"trace"})
 def _kind(name: str) -> str:
     parts = name.split("/", 3)
     return parts[2] if len(parts) > 2 else ""
+
+
 """Topic filters per SUBSCRIBE packet."""
 
 

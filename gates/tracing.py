@@ -16,14 +16,14 @@ A gate keeps a run's events until its part of the run is over (it sent its gradi
 report, failed the run, answered a probe or was told to release it) and then publishes them as
 one TraceBatch on gatemesh/C/trace/G, *after* that step's own messages, once they are written:
 the pass goes on while the gate makes its events (a step notes each as a Fact, a tuple; `made`
-turns them into events only here). On a shared connection the batch then goes with the next
+turns them into events only then). On a shared connection the batch then goes with the next
 write the connection makes anyway (gates/mux.py, Session.publish's `later`). Anything that
-happens at the gate later (a late copy arriving) is published at once. One message per gate per
-run, off the pass's path, keeps a traced pass within 1.5x of a plain one (bench/tracing.py). So a run's last report can
-reach the orchestrator before the batches do; the recorder's `drain` waits for them (every
-message crossed or received has a send, recorded in its sender's batch). Events still held by
-a gate whose host dies are lost with it. Untraced runs never reach this
-module: the actor looks at the `clock` of the message its core has just decoded. In a held run
+happens at the gate later (a late copy arriving) is published at once. One message per gate
+per run, off the pass's path, is what keeps a traced pass near a plain one (bench/tracing.py).
+So a run's last report can reach the orchestrator before the batches do; the recorder's
+`drain` waits for them (every message crossed or received has a send, recorded in its sender's
+batch). Events still held by a gate whose host dies are lost with it. Untraced runs never reach
+this module: the actor looks at the `clock` of the message its core has just decoded. In a held run
 (step mode, gates/held.py) a gate publishes its events after every step: a human delivers each
 message.
 
@@ -218,26 +218,21 @@ def msg_fields(
 ) -> Event | None:
     """The TraceMsg fields of a stamped run message (None for anything else); with
     `stamped=False` of an unstamped one too, with no id (the untraced runs --explain tells)."""
-    kind = type(message)
-    phase = _PHASE_OF.get(kind)
-    if phase is None:
+    phase = _PHASE_OF.get(type(message))
+    if phase is None or not isinstance(message, _Message) or (message.clock is None and stamped):
         return None
-    assert isinstance(message, _Message)  # every type _PHASE_OF names is one
-    clock = message.clock
-    if clock is None and stamped:
-        return None
-    sender = message.sender
-    fields: Event = {"id": "" if clock is None else f"{sender}:{clock.lamport}", "src": sender, "dest": dest}
-    if kind is Forward or kind is Feed:
-        fields["value"] = message.value  # type: ignore[attr-defined]
-    elif kind is Backward:
-        fields["grad"], fields["port"] = message.grad, message.port  # type: ignore[attr-defined]
-    elif kind is GradReport:
-        fields["grad"] = message.grad  # type: ignore[attr-defined]
-    elif kind is ErrorReport:
-        fields["note"] = f"{message.code}: {message.message}"  # type: ignore[attr-defined]
-    elif kind is Status:
-        fields["note"] = message.state.replace("_", " ")  # type: ignore[attr-defined]
+    msg_id = "" if message.clock is None else f"{message.sender}:{message.clock.lamport}"
+    fields: Event = {"id": msg_id, "src": message.sender, "dest": dest}
+    if isinstance(message, _VALUES):
+        fields["value"] = message.value
+    elif isinstance(message, Backward):
+        fields["grad"], fields["port"] = message.grad, message.port
+    elif isinstance(message, GradReport):
+        fields["grad"] = message.grad
+    elif isinstance(message, ErrorReport):
+        fields["note"] = f"{message.code}: {message.message}"
+    elif isinstance(message, Status):
+        fields["note"] = message.state.replace("_", " ")
     fields["phase"] = phase
     fields["topic"] = topic_name
     return fields
@@ -378,7 +373,7 @@ class GateTracer:
             self._computed(run, state, outgoing, facts, now)
         stamped: list[tuple[str, BaseModel]] = []
         for name, out in outgoing:
-            if type(out) in _ENDS:
+            if isinstance(out, _ENDS):
                 state.done = True
             if getattr(out, "run", None) != run:  # another run's report (an eviction): not this trace's
                 stamped.append((name, out))
@@ -400,15 +395,14 @@ class GateTracer:
         grads_out: list[float] = []
         gradients = False
         for _, out in outgoing:
-            kind = type(out)
-            if kind is Forward and out.run == run:  # type: ignore[attr-defined]
+            if isinstance(out, Forward) and out.run == run:
                 inputs = [state.inputs.get(port) for port in range(len(self.inputs))]
-                extra = {"inputs": inputs, "value": out.value}  # type: ignore[attr-defined]
+                extra = {"inputs": inputs, "value": out.value}
                 facts.append(self._note("compute", state, state.clock.advance(), now, None, extra))
-            elif kind in _GRADIENTS and out.run == run:  # type: ignore[attr-defined]
+            elif isinstance(out, _GRADIENTS) and out.run == run:
                 gradients = True
-                if kind is Backward:
-                    grads_out.append(out.grad)  # type: ignore[attr-defined]
+                if isinstance(out, Backward):
+                    grads_out.append(out.grad)
         if gradients:
             extra = {"grad": math.fsum(state.grads.values()), "grads_out": grads_out}
             facts.append(self._note("compute", state, state.clock.advance(), now, None, extra))
