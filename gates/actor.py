@@ -33,7 +33,9 @@ class Link(Protocol):
 
     def incoming(self) -> AsyncIterator[tuple[str, bytes]]: ...
 
-    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None: ...
+    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False, later: bool = False) -> None:
+        """`later`: nobody waits for the batch (a step's trace events); a link may send it with
+        its next write instead of one of its own."""
 
 
 class OwnConnection:
@@ -45,8 +47,8 @@ class OwnConnection:
     def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
         return incoming(self.mqtt)
 
-    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None:
-        await publish_all(self.mqtt, batch, retain=retain)
+    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False, later: bool = False) -> None:
+        await publish_all(self.mqtt, batch, retain=retain)  # paho writes each publish at once: nothing to wait for
 
 
 LinkOpener = Callable[[list[str]], contextlib.AbstractAsyncContextManager[Link]]
@@ -190,7 +192,7 @@ class GateActor:
             # and sent after it, while the broker carries the messages on (the pass does not wait)
             await asyncio.sleep(0)
         if trace := tracer.batch(run, facts):  # often nothing: a gate waiting for more inputs
-            await link.publish(trace)
+            await link.publish(trace, later=True)
 
     async def _publish_planned(self, link: Link, delayed: asyncio.TaskGroup, planned: list[Planned[BaseModel]]) -> None:
         for copy in planned:

@@ -90,5 +90,5 @@ class HeldLink:
     def incoming(self) -> AsyncIterator[tuple[str, bytes]]:  # pragma: no cover - a step only publishes
         raise NotImplementedError("a held link only publishes")
 
-    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None:
-        await self.link.publish(hold(batch), retain=retain)
+    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False, later: bool = False) -> None:
+        await self.link.publish(hold(batch), retain=retain, later=later)

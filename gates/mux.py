@@ -32,13 +32,6 @@ from gates.mqtt311 import Publication, QoS, Session
 from gates.transport import BrokerAddress, encode
 
 SUBSCRIBE_BATCH = 500
-LATER_KINDS = frozenset({"trace"})
-"""Topic kinds nobody waits for (a gate's trace events): written with the next write (Session.publish)."""
-
-
-def _kind(name: str) -> str:
-    parts = name.split("/", 3)
-    return parts[2] if len(parts) > 2 else ""
 
 
 """Topic filters per SUBSCRIBE packet."""
@@ -114,8 +107,8 @@ class Mailbox:
             for letter in letters:
                 yield letter
 
-    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None:
-        await self.shared.publish(batch, retain=retain)
+    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False, later: bool = False) -> None:
+        await self.shared.publish(batch, retain=retain, later=later)
 
 
 class SharedConnection:
@@ -270,15 +263,18 @@ class SharedConnection:
             with contextlib.suppress(TransportError):
                 await self.session.unsubscribe(gone)
 
-    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False) -> None:
+    async def publish(self, batch: list[tuple[str, BaseModel]], *, retain: bool = False, later: bool = False) -> None:
         """Hand the batch to the connection, which sends it at least once, across reconnections too.
 
         Returns without waiting for the broker's acknowledgements; waits only while the
-        connection is down or its send buffer is full.
+        connection is down or its send buffer is full. `later`: with the session's next write
+        (Session.publish), for what nobody waits for (a gate's trace events).
         """
-        await self.publish_raw([(name, encode(message)) for name, message in batch], retain=retain)
+        await self.publish_raw([(name, encode(message)) for name, message in batch], retain=retain, later=later)
 
-    async def publish_raw(self, payloads: list[tuple[str, bytes]], *, retain: bool = False) -> None:
+    async def publish_raw(
+        self, payloads: list[tuple[str, bytes]], *, retain: bool = False, later: bool = False
+    ) -> None:
         """`publish` for payloads already encoded (the binary frames of tensor gates)."""
         while True:
             if not self.connected.is_set():
@@ -289,4 +285,4 @@ class SharedConnection:
             if session is self._session:  # still the live connection after any wait
                 break
         for name, payload in payloads:
-            session.publish(name, payload, retain, later=_kind(name) in LATER_KINDS)
+            session.publish(name, payload, retain, later=later)
