@@ -24,6 +24,7 @@ from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
 from orchestrator.errors import RunTimeout
+from orchestrator.recorder import Recorder
 from orchestrator.reference import evaluate
 from orchestrator.runner import Runner
 
@@ -85,11 +86,13 @@ async def wait_online(broker: BrokerAddress, names: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def deployed_on(broker: BrokerAddress, circuit: Circuit, hosts: list[str]) -> AsyncIterator[Runner]:
+async def deployed_on(
+    broker: BrokerAddress, circuit: Circuit, hosts: list[str], recorder: Recorder | None = None
+) -> AsyncIterator[Runner]:
     name = f"bench-{secrets.token_hex(3)}"
     await deploy_to_hosts(circuit, name, broker, hosts=hosts, timeout=120)
     try:
-        async with on_deployment(name, broker, ready_timeout=120) as runner:
+        async with on_deployment(name, broker, ready_timeout=120, recorder=recorder) as runner:
             yield runner
     finally:
         await undeploy(name, broker)

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import resource
 import statistics
 import time
+from pathlib import Path
 from typing import NamedTuple
 
-from bench.mesh import NEURON, NEURON_INPUTS, QF, QF_INPUTS, wide_circuit
+from bench.mesh import NEURON, NEURON_INPUTS, QF, QF_INPUTS, deployed_on, host_processes, wait_online, wide_circuit
 from broker.launch import mosquitto
 from gates.host import Connections
 from gates.transport import BrokerAddress
@@ -55,50 +58,104 @@ class Comparison(NamedTuple):
     """Seconds per plain pass."""
     traced: list[float]
     plain_cpu_ms: float
-    """This process's CPU time per plain pass (everything but the broker): less swayed by other jobs."""
+    """CPU time per plain pass of the processes the gates and the runner live in (not the
+    broker's): less swayed by other jobs than wall time."""
     traced_cpu_ms: float
     reading_ms: float
     """Per traced pass, afterwards: waiting for its last events and reading them into a Trace."""
 
 
-async def traced_vs_plain(
-    broker: BrokerAddress, source: str, inputs: dict[str, float], passes: int, connections: Connections
-) -> Comparison:
-    """Plain and traced passes, measured in alternating blocks on two deployments of the circuit.
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by this process and by `pids` (gate host processes)."""
+    total = time.process_time()
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
 
-    One deployment has a plain runner, the other a runner with a Recorder (and so the
-    recorder's tap on that deployment's topics): each pass runs with exactly what its kind
-    needs, and the idle deployment's gates cost nothing. After each traced block its trace
-    must be complete; waiting for it and reading it is measured on its own."""
-    circuit = compile_source(source)
+
+async def traced_vs_plain(
+    runner: Runner, tracing: Runner, recorder: Recorder, inputs: dict[str, float], passes: int, pids: list[int]
+) -> Comparison:
+    """Plain and traced passes, measured in alternating blocks on two deployments of one circuit.
+
+    `runner` is a plain runner on one deployment, `tracing` a runner with `recorder` (and so
+    the recorder's tap on that deployment's topics) on the other: each pass runs with exactly
+    what its kind needs, and the idle deployment's gates cost nothing. After each traced block
+    its trace must be complete; waiting for it and reading it is measured on its own. CPU is
+    this process's and that of `pids`, the gate hosts."""
     plain: list[float] = []
     traced: list[float] = []
     cpu = {"plain": 0.0, "traced": 0.0, "reading": 0.0}
+    await _block(runner, inputs, 20, [])  # warm-up, both ways
+    await _block(tracing, inputs, 20, [])
+    while len(plain) < passes:
+        recorder.clear()
+        start = cpu_seconds(pids)
+        await _block(runner, inputs, BLOCK, plain)
+        cpu["plain"] += cpu_seconds(pids) - start
+        start = cpu_seconds(pids)
+        await _block(tracing, inputs, BLOCK, traced)
+        cpu["traced"] += cpu_seconds(pids) - start
+        start = cpu_seconds(pids)
+        assert await recorder.drain() == 0, "a traced block's trace is incomplete"
+        assert len(recorder.trace().header.runs) == BLOCK
+        cpu["reading"] += cpu_seconds(pids) - start
+    per = {kind: seconds / len(plain) * 1000 for kind, seconds in cpu.items()}
+    return Comparison(plain, traced, per["plain"], per["traced"], per["reading"])
+
+
+async def in_this_process(
+    broker: BrokerAddress, source: str, inputs: dict[str, float], passes: int, connections: Connections
+) -> Comparison:
+    """Gates, runners and recorder in this process: each gate with its own connection (what
+    `gatemesh run` deploys), or all on one shared connection."""
+    circuit = compile_source(source)
     recorder = Recorder()
     async with (
         in_process(circuit, broker, connections=connections) as runner,
         in_process(circuit, broker, connections=connections, recorder=recorder) as tracing,
     ):
-        await _block(runner, inputs, 20, [])  # warm-up, both ways
-        await _block(tracing, inputs, 20, [])
-        while len(plain) < passes:
-            recorder.clear()
-            start = time.process_time()
-            await _block(runner, inputs, BLOCK, plain)
-            cpu["plain"] += time.process_time() - start
-            start = time.process_time()
-            await _block(tracing, inputs, BLOCK, traced)
-            cpu["traced"] += time.process_time() - start
-            start = time.process_time()
-            assert await recorder.drain() == 0, "a traced block's trace is incomplete"
-            assert len(recorder.trace().header.runs) == BLOCK
-            cpu["reading"] += time.process_time() - start
-    per = {kind: seconds / len(plain) * 1000 for kind, seconds in cpu.items()}
-    return Comparison(plain, traced, per["plain"], per["traced"], per["reading"])
+        return await traced_vs_plain(runner, tracing, recorder, inputs, passes, [])
+
+
+async def on_a_host(
+    broker: BrokerAddress, host: str, pid: int, source: str, inputs: dict[str, float], passes: int
+) -> Comparison:
+    """Gates on a gate host process (`python -m gates`: one shared connection for its gates),
+    the runners and the recorder here: what `gatemesh run --deployed --trace` does."""
+    circuit = compile_source(source)
+    recorder = Recorder()
+    async with (
+        deployed_on(broker, circuit, [host]) as runner,
+        deployed_on(broker, circuit, [host], recorder=recorder) as tracing,
+    ):
+        return await traced_vs_plain(runner, tracing, recorder, inputs, passes, [pid])
+
+
+def pid_of(host: str) -> int:
+    """The process of gate host `host` (started by bench.mesh.host_processes)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if host.encode() in cmdline.read_bytes().split(b"\0"):
+                return int(cmdline.parent.name)
+    raise LookupError(f"no process for gate host {host}")
 
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
+
+
+def report(source: str, where: str, found: Comparison) -> None:
+    ratio = median_ms(found.traced) / median_ms(found.plain)
+    verdict = "met" if ratio <= 1.5 else "not met"
+    print(
+        f"{source:<28} {where:<9} plain {median_ms(found.plain):.3f} ms"
+        f"  traced {median_ms(found.traced):.3f} ms  ratio {ratio:.2f} (target <= 1.5: {verdict})"
+        f"  CPU per pass {found.plain_cpu_ms:.2f} / {found.traced_cpu_ms:.2f} ms"
+        f" = {found.traced_cpu_ms / found.plain_cpu_ms:.2f}; reading the trace {found.reading_ms:.2f} ms",
+        flush=True,
+    )
 
 
 def fan_circuit(consumers: int) -> Circuit:
@@ -144,6 +201,7 @@ async def main() -> None:
     parser.add_argument("--passes", type=int, default=300)
     parser.add_argument("--broker", default=None)
     parser.add_argument("--big", action="store_true", help="a 1,000-gate circuit and a 500-consumer fan-out")
+    parser.add_argument("--only", choices=["this-process", "host"], default=None, help="one of the two set-ups")
     args = parser.parse_args()
 
     async def measure(url: str) -> None:
@@ -153,16 +211,15 @@ async def main() -> None:
                 print(await big(broker, circuit))
             return
         for source, inputs in ((QF, QF_INPUTS), (NEURON, NEURON_INPUTS)):
-            for connections in CONNECTIONS:
-                found = await traced_vs_plain(broker, source, inputs, args.passes, connections)
-                ratio = median_ms(found.traced) / median_ms(found.plain)
-                verdict = "met" if ratio <= 1.5 else "not met"
-                print(
-                    f"{source:<28} {connections:<9} plain {median_ms(found.plain):.3f} ms"
-                    f"  traced {median_ms(found.traced):.3f} ms  ratio {ratio:.2f} (target <= 1.5: {verdict})"
-                    f"  CPU per pass {found.plain_cpu_ms:.2f} / {found.traced_cpu_ms:.2f} ms"
-                    f" = {found.traced_cpu_ms / found.plain_cpu_ms:.2f}; reading the trace {found.reading_ms:.2f} ms"
-                )
+            for connections in CONNECTIONS if args.only != "host" else ():
+                found = await in_this_process(broker, source, inputs, args.passes, connections)
+                report(source, connections, found)
+        if args.only == "this-process":
+            return
+        with host_processes(url, 1) as (host,):
+            await wait_online(broker, [host])
+            for source, inputs in ((QF, QF_INPUTS), (NEURON, NEURON_INPUTS)):
+                report(source, "on a host", await on_a_host(broker, host, pid_of(host), source, inputs, args.passes))
 
     if args.broker:
         await measure(args.broker)

@@ -188,7 +188,7 @@ class GateActor:
             facts += tracer.faults(run, batch, [(copy.delay, copy.message) for copy in planned])
             await self._publish_planned(link, delayed, planned)
         if tracer.flushes(run):
-            # the step's messages go out in this loop turn's write; the events are made, encoded
+            # the step's messages go out in this loop turn's write; the events are encoded
             # and sent after it, while the broker carries the messages on (the pass does not wait)
             await asyncio.sleep(0)
         if trace := tracer.batch(run, facts):  # often nothing: a gate waiting for more inputs

@@ -14,24 +14,26 @@ they happen:
 
 A gate keeps a run's events until its part of the run is over (it sent its gradients or its
 report, failed the run, answered a probe or was told to release it) and then publishes them as
-one TraceBatch on gatemesh/C/trace/G, *after* that step's own messages, once they are written:
-the pass goes on while the gate makes its events (a step notes each as a Fact, a tuple; `made`
-turns them into events only then). On a shared connection the batch then goes with the next
-write the connection makes anyway (gates/mux.py, Session.publish's `later`). Anything that
-happens at the gate later (a late copy arriving) is published at once. One message per gate
-per run, off the pass's path, is what keeps a traced pass near a plain one (bench/tracing.py).
-So a run's last report can reach the orchestrator before the batches do; the recorder's
-`drain` waits for them (every message crossed or received has a send, recorded in its sender's
-batch). Events still held by a gate whose host dies are lost with it. Untraced runs never reach
-this module: the actor looks at the `clock` of the message its core has just decoded. In a held run
-(step mode, gates/held.py) a gate publishes its events after every step: a human delivers each
-message.
+one TraceBatch on gatemesh/C/trace/G, *after* that step's own messages, once they are written.
+A step notes each event as a Fact, a tuple of plain data, and the batch is those tuples encoded
+as they are: the gate builds nothing per event. A send or a receive names its message by
+(topic, id) only: the message crossed the broker, where the orchestrator reads its number (a
+fault's event, whose message may never cross, has its fields). On a shared connection the batch
+goes with the next write the connection makes anyway (gates/mux.py, Session.publish's `later`).
+Anything that happens at the gate later (a late copy arriving) is published at once. One
+message per gate per run, off the pass's path, is what keeps a traced pass near a plain one
+(bench/tracing.py). So a run's last report can reach the orchestrator before the batches do;
+the recorder's `drain` waits for them (every message crossed or received has a send, recorded
+in its sender's batch). Events still held by a gate whose host dies are lost with it. Untraced
+runs never reach this module: the actor looks at the `clock` of the message its core has just
+decoded. In a held run (step mode, gates/held.py) a gate publishes its events after every
+step: a human delivers each message.
 
 A vector clock has an entry per node its event causally follows: at 1,000 gates, every event
-of the backward pass carries ~1,000. So in a batch only the first event has its whole `vc`;
-every later one has `vc_delta`, the entries that changed since the event before it (a node's
-vector only grows). The gate never copies its vector per event, and a gate that hears 500
-consumers sends 500 small receipts, not 500 whole vectors. The recorder expands them again
+of the backward pass carries ~1,000. So in a batch only the first event has its whole vector;
+every later one has the entries that changed since the event before it (a node's vector only
+grows). The gate never copies its vector per event, and a gate that hears 500 consumers sends
+500 small receipts, not 500 whole vectors. The recorder expands them again
 (TraceBatch.trace_events): a trace file has every event's whole `vc`. A batch that would still
 exceed TRACE_BATCH_BYTES goes as several, each starting with a whole vector.
 """
@@ -40,11 +42,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import to_json
 
 from gates.clocks import Clock, M, Stamp, trusted
@@ -124,18 +126,11 @@ class TraceEvent(BaseModel):
     note: str = ""
 
 
-class BatchedEvent(BaseModel):
-    """A TraceEvent as a batch carries it: its run, node and host are the batch's, and its vector
-    clock whole (`vc`, the batch's first event) or as the entries changed since the event before."""
+class FactFields(BaseModel):
+    """What an event says besides its clocks and its message (a compute's numbers, a fault's)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    t_ns: int
-    type: EventType
-    lamport: int = Field(ge=0)
-    vc: dict[str, int] | None = None
-    vc_delta: dict[str, int] | None = None
-    msg: TraceMsg | None = None
     inputs: tuple[Real | None, ...] | None = None
     value: Real | None = None
     grad: Real | None = None
@@ -144,11 +139,16 @@ class BatchedEvent(BaseModel):
     order: tuple[str, ...] | None = None
     note: str = ""
 
-    @model_validator(mode="after")
-    def _one_clock(self) -> BatchedEvent:
-        if (self.vc is None) == (self.vc_delta is None):
-            raise ValueError("an event has either vc (its whole vector clock) or vc_delta, not both or neither")
-        return self
+
+MsgRef = tuple[str, str]
+"""(topic, message id): a message the broker carried, as a gate's send or receive names it."""
+BatchedFact = tuple[
+    EventType, int, Annotated[int, Field(ge=0)], dict[str, int], bool, MsgRef | TraceMsg | None, FactFields | None
+]
+"""An event as a batch carries it: [type, t_ns, lamport, clock, whole, msg, fields]. Its run,
+node and host are the batch's; `clock` is its whole vector clock if `whole`, else the entries
+changed since the event before; `msg` names a message that crossed the broker (its number is
+read off the crossing) or, for a fault's, has its fields."""
 
 
 class TraceBatch(_Message):
@@ -157,33 +157,63 @@ class TraceBatch(_Message):
     type: Literal["trace"] = "trace"
     run: RunId
     host: str = Field(description="the host the gate runs on")
-    events: tuple[BatchedEvent, ...]
+    events: tuple[BatchedFact, ...]
 
     @field_validator("events")
     @classmethod
-    def _starts_whole(cls, events: tuple[BatchedEvent, ...]) -> tuple[BatchedEvent, ...]:
-        if events and events[0].vc is None:
-            raise ValueError("the first event of a batch must have its whole vc, not a vc_delta")
+    def _starts_whole(cls, events: tuple[BatchedFact, ...]) -> tuple[BatchedFact, ...]:
+        if events and not events[0][4]:
+            raise ValueError("the first event of a batch must have its whole vector clock (whole = true)")
         return events
 
-    def trace_events(self) -> list[TraceEvent]:
-        """The events, each with the batch's run, node (its sender) and host, and its whole vc."""
+    def trace_events(self, crossed: Mapping[str, TraceMsg] | None = None) -> list[TraceEvent]:
+        """The events, each with the batch's run, node (its sender) and host, its whole vc, and
+        its message: `crossed` has the run's messages seen so far by id (the crossings, the
+        faults' fields); one not there is told by its topic and id only."""
         shared = {"run": self.run, "node": self.sender, "host": self.host}
         events = []
         vc: dict[str, int] = {}
-        for event in self.events:
-            vc = dict(event.vc) if event.vc is not None else {**vc, **(event.vc_delta or {})}
-            fields = {name: getattr(event, name) for name in event.model_fields_set - _CLOCK_FIELDS}
-            events.append(trace_event({**fields, **shared}, vc))
+        for kind, t_ns, lamport, clock, whole, msg, extra in self.events:
+            vc = dict(clock) if whole else {**vc, **clock}
+            fields: dict[str, Any] = {"t_ns": t_ns, "type": kind, "lamport": lamport, **shared}
+            if extra is not None:
+                fields.update((name, getattr(extra, name)) for name in extra.model_fields_set)
+            event = trace_event(fields, vc)
+            if isinstance(msg, tuple):
+                event.msg = _named(*msg, crossed or {})
+            else:
+                event.msg = msg
+            events.append(event)
         return events
 
 
-_CLOCK_FIELDS = frozenset({"vc", "vc_delta"})
+def _named(topic_name: str, msg_id: str, crossed: Mapping[str, TraceMsg]) -> TraceMsg:
+    """The TraceMsg of a message a gate names by topic and id."""
+    seen = crossed.get(msg_id)
+    if seen is None:  # its crossing was not heard (a tap reconnecting, a message lost at QoS 0)
+        parsed = parse_topic(topic_name)
+        phase = _PHASE_OF_TOPIC.get(parsed[1] if parsed is not None else "", "error")
+        note = "its crossing was not seen"
+        return TraceMsg(id=msg_id, src=msg_id.rpartition(":")[0], phase=phase, topic=topic_name, note=note)
+    if seen.topic == topic_name:
+        return seen
+    return seen.model_copy(update={"topic": topic_name})  # sent to a held topic, delivered on its own
+
+
+_PHASE_OF_TOPIC: dict[str, Phase] = {
+    "feed": "feed",
+    "fwd": "forward",
+    "grad": "backward",
+    "report": "report",
+    "status": "status",
+    "error": "error",
+    "control": "release",
+}
 
 
 def trace_event(fields: dict[str, Any], vc: dict[str, int]) -> TraceEvent:
     """A TraceEvent of `fields` (validated) and `vc`, which was validated where it came from (a
-    message's clock, a batch's vc and vc_delta, the orchestrator's own Clock): checking every
+    message's clock, a batch's clocks, the orchestrator's own Clock): checking every
     entry of a 1,000-entry vector again, for every event of a trace, would cost more than the
     rest of the trace."""
     event = TraceEvent.model_validate({**fields, "vc": {}})
@@ -198,6 +228,7 @@ def with_clock(message: M, stamp: Stamp) -> M:
 
 
 _CLOCK = frozenset({"clock"})
+_STAMP_FIELDS = frozenset({"lamport", "vc"})
 
 
 def message_id(sender: str, stamp: Stamp) -> str:
@@ -207,10 +238,11 @@ def message_id(sender: str, stamp: Stamp) -> str:
 Event = dict[str, Any]
 """A TraceEvent as the gate builds it: plain data (cheaper than a model, on every traced step),
 validated as a TraceEvent where it is received."""
-Fact = tuple[str, int, int, dict[str, int], bool, "tuple[str, BaseModel] | Event | None", "Event | None"]
-"""An event as a step notes it: (type, t_ns, lamport, vc or vc_delta, whether it is the whole vc,
-its message as (topic, message) or as TraceMsg fields, its other fields). Made into an Event
-(`made`) only when its batch is sent, after the step's messages: the pass does not wait for it."""
+Fact = tuple[str, int, int, dict[str, int], bool, "MsgRef | Event | None", "Event | None"]
+"""An event as a step notes it and its batch carries it (BatchedFact): (type, t_ns, lamport, vc
+or the entries changed, whether it is the whole vc, its message as (topic, id) or as TraceMsg
+fields, its other fields). Plain data, encoded as it is: the gate builds nothing per event
+(bench/tracing.py)."""
 
 
 def msg_fields(
@@ -286,7 +318,7 @@ class _Traced:
     """Ids of the messages received (a dict, not a set: the collector leaves dicts of strings alone)."""
     held: list[Fact] | None = None
     whole: bool = True
-    """The next event starts a batch: it carries the whole vector clock, the later ones a vc_delta."""
+    """The next event starts a batch: it carries the whole vector clock, the later ones the entries changed."""
     done: bool = False
     """The gate's part of the run is over: from now on every event is published at once."""
     flush: bool = False
@@ -325,12 +357,12 @@ class GateTracer:
         state: _Traced,
         changed: dict[str, int],
         now: int,
-        msg: tuple[str, BaseModel] | Event | None = None,
+        msg: MsgRef | Event | None = None,
         extra: Event | None = None,
     ) -> Fact:
         """An event as a Fact. `changed`: the entries of the vector clock the event changed
         (Clock.advance, merge). Facts must reach `batch` in the order they are noted: each
-        vc_delta is from the one before, and the first of a batch copies the whole vector now."""
+        changed clock is from the one before, and the first of a batch copies the whole vector now."""
         clock = state.clock
         if state.whole:
             state.whole = False
@@ -352,40 +384,46 @@ class GateTracer:
             except ValidationError:
                 return None, list(outgoing), []
         message = received
+        kind = type(message)
         run = getattr(message, "run", None)
-        stamp = getattr(message, "clock", None)
-        if stamp is None or type(message) not in _PHASE_OF or not isinstance(run, str):
+        stamp = message.clock
+        if stamp is None or kind not in _PHASE_OF or not isinstance(run, str):
             return None, list(outgoing), []
         now = time.time_ns()  # the step's events happen within microseconds: one reading for all
         state = self._state(run)
         clock = state.clock
         msg_id = f"{message.sender}:{stamp.lamport}"
-        duplicate = _DUPLICATE if msg_id in state.seen else None
-        state.seen[msg_id] = None
-        facts = [self._note("receive", state, clock.merge(stamp), now, (topic_name, message), duplicate)]
+        seen = state.seen
+        duplicate = _DUPLICATE if msg_id in seen else None
+        seen[msg_id] = None
+        facts = [self._note("receive", state, clock.merge(stamp), now, (topic_name, msg_id), duplicate)]
         if isinstance(message, Forward):
             for port, source in enumerate(self.inputs):
                 if source == message.sender:
                     state.inputs.setdefault(port, message.value)
         elif isinstance(message, Backward):
             state.grads.setdefault((message.sender, message.port), message.grad)
-        if outgoing:
-            self._computed(run, state, outgoing, facts, now)
+        if kind is Release:
+            state.done = True
+        if not outgoing:
+            state.flush = state.done or kind is Probe or message.held  # a held run goes at a human's pace
+            return run, [], facts
+        self._computed(run, state, outgoing, facts, now)
         stamped: list[tuple[str, BaseModel]] = []
+        gate = self.gate
+        vc = clock.vc
         for name, out in outgoing:
             if isinstance(out, _ENDS):
                 state.done = True
             if getattr(out, "run", None) != run:  # another run's report (an eviction): not this trace's
                 stamped.append((name, out))
                 continue
-            changed = clock.advance()
-            out = with_clock(out, clock.stamp())
+            lamport = clock.lamport = clock.lamport + 1  # Clock.advance and stamp, inline: once per message
+            count = vc[gate] = vc[gate] + 1
+            out = with_clock(out, trusted(Stamp, {"lamport": lamport, "vc": dict(vc)}, _STAMP_FIELDS))
             stamped.append((name, out))
-            facts.append(self._note("send", state, changed, now, (name, out)))
-        kind = type(message)
-        if kind is Release:
-            state.done = True
-        state.flush = state.done or kind is Probe or message.held  # a held run goes at a human's pace
+            facts.append(("send", now, lamport, {gate: count}, False, (name, f"{gate}:{lamport}"), None))  # not first
+        state.flush = state.done or kind is Probe or message.held
         return run, stamped, facts
 
     def _computed(
@@ -460,38 +498,26 @@ class GateTracer:
         head: dict[str, Any] = {"type": "trace", "circuit": self.circuit, "sender": self.gate, "run": run}
         head["host"] = self.host
         name = topic(self.circuit, "trace", self.gate)
-        events = [made(fact) for fact in held]
-        return [(name, trusted(EncodedBatch, {"text": text}, _TEXT)) for text in _encoded(head, events)]
-
-
-def made(fact: Fact) -> Event:
-    """The Event a Fact notes (its message's TraceMsg fields made now)."""
-    kind, now, lamport, clock, whole, msg, extra = fact
-    event: Event = {"t_ns": now, "type": kind, "lamport": lamport, ("vc" if whole else "vc_delta"): clock}
-    if msg is not None:
-        event["msg"] = msg if isinstance(msg, dict) else msg_fields(*msg)
-    if extra is not None:
-        event.update(extra)
-    return event
+        return [(name, trusted(EncodedBatch, {"text": text}, _TEXT)) for text in _encoded(head, held)]
 
 
 _TEXT = frozenset({"text"})
 _DUPLICATE: Event = {"note": "duplicate"}
 
 
-def _encoded(head: dict[str, Any], events: list[Event]) -> list[str]:
+def _encoded(head: dict[str, Any], facts: list[Fact]) -> list[str]:
     """The batch as one JSON text, or as several of at most TRACE_BATCH_BYTES (a single event
     may exceed it: it goes alone), each starting with the whole vector clock."""
-    text = to_json({**head, "events": events})
-    if len(text) <= TRACE_BATCH_BYTES or len(events) == 1:
+    text = to_json({**head, "events": facts})
+    if len(text) <= TRACE_BATCH_BYTES or len(facts) == 1:
         return [text.decode()]
-    half = len(events) // 2
-    vc = dict(events[0]["vc"])
-    for event in events[1 : half + 1]:
-        vc.update(event["vc_delta"])
-    second = {("vc" if key == "vc_delta" else key): value for key, value in events[half].items()}
-    second["vc"] = vc
-    return _encoded(head, events[:half]) + _encoded(head, [second, *events[half + 1 :]])
+    half = len(facts) // 2
+    vc = dict(facts[0][3])
+    for fact in facts[1 : half + 1]:
+        vc.update(fact[3])
+    kind, t_ns, lamport, _, _, msg, extra = facts[half]
+    second = [(kind, t_ns, lamport, vc, True, msg, extra), *facts[half + 1 :]]
+    return _encoded(head, facts[:half]) + _encoded(head, second)
 
 
 def is_traced(payload: bytes) -> bool:

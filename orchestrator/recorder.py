@@ -37,6 +37,7 @@ from gates.tracing import (
     EventType,
     TraceBatch,
     TraceEvent,
+    TraceMsg,
     describe,
     message_id,
     msg_fields,
@@ -132,6 +133,9 @@ class Recorder:
         self._received: set[tuple[str, str]] = set()
         self._ended: set[str] = set()
         self._dests: dict[str, tuple[str, ...]] = {}
+        self._crossed: dict[str, dict[str, TraceMsg]] = {}
+        """By run, the messages read so far (crossings, the orchestrator's sends, faults) by id:
+        what a gate's send or receive names (TraceBatch.trace_events)."""
         self._changed = asyncio.Event()
         self._draining = False
         """`drain` waits: wake it at each entry."""
@@ -286,7 +290,9 @@ class Recorder:
         if isinstance(entry, bytes):
             return self._read_batch(entry)
         if isinstance(entry, dict):
-            return [trace_event(entry, entry["vc"])]
+            event = trace_event(entry, entry["vc"])
+            self._known(event.run, event.msg)
+            return [event]
         if len(entry) == 2:
             events = []
             for t_ns, topic_name, payload in self._stream.read(entry):
@@ -307,6 +313,7 @@ class Recorder:
         if run not in self._clocks or message.clock is None:
             return []
         msg = describe(topic_name, message, self.dest(topic_name))
+        self._known(run, msg)
         fields = {"t_ns": t_ns, "type": "cross", "run": run, "node": BROKER, "host": BROKER}
         return [trace_event({**fields, "lamport": message.clock.lamport, "msg": msg}, message.clock.vc)]
 
@@ -319,12 +326,20 @@ class Recorder:
             return []
         if batch.run not in self._clocks or batch.circuit != self.deployment:
             return []
-        events = []
-        for event in batch.trace_events():
-            if event.msg is not None:
+        crossed = self._crossed.setdefault(batch.run, {})
+        for *_, msg, _ in batch.events:
+            if isinstance(msg, TraceMsg):  # a fault's: a dropped message never crosses
+                msg.dest = self.dest(msg.topic)
+                crossed.setdefault(msg.id, msg)
+        events = batch.trace_events(crossed)
+        for event in events:
+            if event.msg is not None and not event.msg.dest:
                 event.msg.dest = self.dest(event.msg.topic)
-            events.append(event)
         return events
+
+    def _known(self, run: str, msg: TraceMsg | None) -> None:
+        if msg is not None and msg.id:
+            self._crossed.setdefault(run, {}).setdefault(msg.id, msg)
 
     def clear(self) -> None:
         """Forget every event recorded so far, and every run that has ended (a long-lived traced
@@ -342,6 +357,7 @@ class Recorder:
             self._runs.pop(run, None)
         self._ended.clear()
         self._received = {key for key in self._received if key[0] in self._clocks}
+        self._crossed = {run: known for run, known in self._crossed.items() if run in self._clocks}
 
     # -- completeness ---------------------------------------------------------------------
 

@@ -64,11 +64,13 @@ def test_a_crossing_without_its_send_keeps_the_trace_incomplete() -> None:
     recorder.on_tapped((1, publish_packet(name, payload, None)))
     assert [e.type for e in recorder.events] == ["cross"]
     assert recorder.missing() == 1  # x's send
-    sent = {"id": "x:2", "src": "x", "phase": "forward", "topic": name, "value": 3.0}
-    event = {"t_ns": 5, "type": "send", "lamport": 2, "vc": {"x": 2}, "msg": sent}
+    event = ["send", 5, 2, {"x": 2}, True, [name, "x:2"], None]
     batch = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "local", "events": [event]}
     recorder.on_trace(json.dumps(batch).encode())
     assert [e.type for e in recorder.events] == ["cross", "send"]
+    send = recorder.events[1].msg
+    assert send is not None
+    assert (send.value, send.phase, send.dest) == (3.0, "forward", ("f",))  # read off its crossing
     assert recorder.missing() == 1  # the send is in; now it promises a receipt at the product, not there yet
 
 

@@ -56,11 +56,10 @@ def expanded(batches: list[str]) -> list[TraceEvent]:
 def test_a_batch_carries_one_whole_clock_then_deltas(monkeypatch: pytest.MonkeyPatch) -> None:
     sent, batches = fan_in(10_000_000, monkeypatch)
     assert len(batches) == 1
-    raw = json.loads(batches[0])["events"]
-    assert "vc" in raw[0]
-    assert "vc_delta" not in raw[0]
-    assert all("vc_delta" in e and "vc" not in e for e in raw[1:])
-    assert max(len(e["vc_delta"]) for e in raw[1:]) <= 3  # what a gradient adds: its product, once x's own tick
+    raw = json.loads(batches[0])["events"]  # [type, t_ns, lamport, clock, whole, msg, fields]
+    assert raw[0][4] is True
+    assert all(e[4] is False for e in raw[1:])
+    assert max(len(e[3]) for e in raw[1:]) <= 3  # what a gradient adds: its product, once x's own tick
     events = expanded(batches)
     assert [e.vc["x"] for e in events] == list(range(1, len(events) + 1))
     # each send's whole vc is exactly the clock its message carried
@@ -80,7 +79,7 @@ def test_a_batch_too_large_is_split_and_reads_back_the_same(monkeypatch: pytest.
     _, parts = fan_in(2_000, monkeypatch)
     assert len(parts) > 3
     assert all(len(text.encode()) <= 2_000 for text in parts)
-    assert all("vc" in json.loads(text)["events"][0] for text in parts)
+    assert all(json.loads(text)["events"][0][4] is True for text in parts)
     assert [e.model_dump(exclude={"t_ns"}) for e in expanded(parts)] == [
         e.model_dump(exclude={"t_ns"}) for e in expanded(whole)
     ]
@@ -88,13 +87,13 @@ def test_a_batch_too_large_is_split_and_reads_back_the_same(monkeypatch: pytest.
 
 def test_a_batch_must_start_with_a_whole_clock() -> None:
     base = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1"}
-    first = {"t_ns": 1, "type": "compute", "lamport": 1}
-    with pytest.raises(ValidationError, match="first event of a batch must have its whole vc"):
-        TraceBatch.model_validate({**base, "events": [{**first, "vc_delta": {"x": 1}}]})
-    with pytest.raises(ValidationError, match="either vc"):
-        TraceBatch.model_validate({**base, "events": [{**first, "vc": {"x": 1}, "vc_delta": {"x": 1}}]})
-    with pytest.raises(ValidationError, match="either vc"):
-        TraceBatch.model_validate({**base, "events": [first]})
+    compute = ["compute", 1, 1, {"x": 1}, False, None, {"inputs": [], "value": 2.0}]
+    with pytest.raises(ValidationError, match="first event of a batch must have its whole vector clock"):
+        TraceBatch.model_validate({**base, "events": [compute]})
+    with pytest.raises(ValidationError, match=r"events\.0\.6\.bogus"):
+        TraceBatch.model_validate({**base, "events": [[*compute[:4], True, None, {"bogus": 1}]]})
+    with pytest.raises(ValidationError, match=r"events\.0"):
+        TraceBatch.model_validate({**base, "events": [compute[:5]]})
 
 
 def test_a_stamped_message_is_the_one_pydantic_would_make() -> None:
