@@ -11,8 +11,10 @@ import gates.tracing as tracing
 from gates.clocks import Clock, Stamp
 from gates.core import GateCore
 from gates.protocol import Backward, Feed, GateSpec, topic
-from gates.tracing import GateTracer, TraceBatch, TraceEvent, with_clock
+from gates.tracing import GateTracer, TraceBatch, TraceEvent, TraceMsg, with_clock
 from gates.transport import encode
+from orchestrator.compiler import compile_source
+from orchestrator.recorder import Recorder
 
 CONSUMERS = 40
 
@@ -110,3 +112,42 @@ def test_a_stamped_message_is_the_one_pydantic_would_make() -> None:
     assert encode(stamped) == encode(Backward.model_validate_json(encode(stamped)))
     assert stamped.model_fields_set == {"circuit", "sender", "run", "port", "grad", "clock"}
     assert encode(with_clock(stamped, stamp).model_copy(update={"held": True})).count(b'"held":true') == 1
+
+
+def test_a_named_message_is_read_off_its_crossing_or_its_fault() -> None:
+    """A send or receive names its message by (topic, id): its number comes from the crossing, or
+    from a fault's event (a dropped message never crosses); one never seen keeps topic and id."""
+    fwd = topic("c", "fwd", "x")
+    crossed = {"x:2": TraceMsg(id="x:2", src="x", dest=("f",), phase="forward", topic=fwd, value=3.0)}
+    dropped = {"id": "x:3", "src": "x", "phase": "forward", "topic": fwd, "value": 3.0}
+    events = [
+        ["send", 1, 2, {"x": 2}, True, [fwd, "x:2"], None],
+        ["send", 2, 3, {"x": 3}, False, [fwd, "x:3"], None],
+        ["drop", 2, 4, {"x": 4}, False, dropped, None],
+        ["send", 3, 5, {"x": 5}, False, [fwd, "x:5"], None],
+    ]
+    batch = TraceBatch.model_validate(
+        {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1", "events": events}
+    )
+    seen = dict(crossed)
+    seen["x:3"] = TraceMsg.model_validate(dropped)
+    first, second, drop, unseen = batch.trace_events(seen)
+    assert first.msg is crossed["x:2"]
+    assert (second.msg, drop.msg) == (seen["x:3"], seen["x:3"])
+    assert unseen.msg == TraceMsg(id="x:5", src="x", phase="forward", topic=fwd, note="its crossing was not seen")
+    assert [e.vc for e in (first, second, drop, unseen)] == [{"x": n} for n in (2, 3, 4, 5)]
+
+
+def test_the_recorder_reads_a_dropped_send_off_its_drop() -> None:
+    recorder = Recorder()
+    recorder.attach(compile_source("x*y"), "c", {})
+    recorder.begin("r", {"x": 3.0, "y": -2.0})
+    fwd = topic("c", "fwd", "x")
+    dropped = {"id": "x:2", "src": "x", "phase": "forward", "topic": fwd, "value": 3.0}
+    events = [["send", 1, 2, {"x": 2}, True, [fwd, "x:2"], None], ["drop", 2, 3, {"x": 3}, False, dropped, None]]
+    batch = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1", "events": events}
+    recorder.on_trace(json.dumps(batch).encode())
+    send, drop = recorder.events
+    assert send.msg is not None
+    assert (send.msg.value, send.msg.dest, send.msg.note) == (3.0, ("f",), "")
+    assert send.msg == drop.msg
