@@ -1,13 +1,15 @@
 """What tracing costs: a pass with clocks on its messages and every event recorded, vs. a plain pass.
 
-    python -m bench.tracing [--passes 300] [--broker mqtt://host:port]
+    python -m bench.tracing [--passes 300] [--broker mqtt://host:port] [--only this-process|host]
     python -m bench.tracing --big [--broker mqtt://host:port]
 
-Two in-process deployments of each circuit (per-gate connections, then one shared
-connection): one with a plain runner, one with a runner with a Recorder (orchestrator/recorder.py,
-and its tap on the broker). Plain and traced passes take turns in blocks of BLOCK sequential
-passes, so both see the same machine at the same time, and nothing traces a plain pass. Every
-result is checked, and every traced block's trace is complete.
+Two deployments of each circuit: one with a plain runner, one with a runner with a Recorder
+(orchestrator/recorder.py, and its tap on the broker). The gates are in this process, each
+with its own connection or all on one shared connection, and then on a gate host process (one
+shared connection, what `python -m gates` runs). Plain and traced passes take turns in blocks
+of BLOCK sequential passes, so both see the same machine at the same time, and nothing traces
+a plain pass; which goes first alternates, so neither always follows the other (or the
+reading of the last trace). Every result is checked, and every traced block's trace is complete.
 
 --big: big circuits instead, on one shared connection: a 1,000-gate layered circuit and a sum
 of 500 products x*w_i (x has 500 consumers, 1,500 gates), BIG_PASSES passes each way, and for
@@ -89,14 +91,15 @@ async def traced_vs_plain(
     cpu = {"plain": 0.0, "traced": 0.0, "reading": 0.0}
     await _block(runner, inputs, 20, [])  # warm-up, both ways
     await _block(tracing, inputs, 20, [])
+    rounds = 0
     while len(plain) < passes:
         recorder.clear()
-        start = cpu_seconds(pids)
-        await _block(runner, inputs, BLOCK, plain)
-        cpu["plain"] += cpu_seconds(pids) - start
-        start = cpu_seconds(pids)
-        await _block(tracing, inputs, BLOCK, traced)
-        cpu["traced"] += cpu_seconds(pids) - start
+        kinds = [("plain", runner, plain), ("traced", tracing, traced)]
+        for kind, chosen, samples in kinds if rounds % 2 == 0 else kinds[::-1]:  # neither always goes first
+            start = cpu_seconds(pids)
+            await _block(chosen, inputs, BLOCK, samples)
+            cpu[kind] += cpu_seconds(pids) - start
+        rounds += 1
         start = cpu_seconds(pids)
         assert await recorder.drain() == 0, "a traced block's trace is incomplete"
         assert len(recorder.trace().header.runs) == BLOCK
