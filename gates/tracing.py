@@ -42,11 +42,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_json
 
 from gates.clocks import Clock, M, Stamp, trusted
@@ -54,171 +54,25 @@ from gates.protocol import (
     MESSAGE_ADAPTER,
     Backward,
     ErrorReport,
-    Feed,
     Forward,
     GradReport,
     Message,
     Probe,
     Release,
-    RunId,
-    Status,
-    _Message,
-    parse_topic,
     topic,
 )
+from gates.trace_records import PHASE_OF, Event, EventType, MsgRef, msg_fields
 
-CLOCK_KEY = b'"clock":'
-"""How a traced message's payload is told from an untraced one without parsing it (the
-recorder, for the crossings it keeps undecoded; a gate reads `clock` from what its core decoded)."""
 REMEMBER_RUNS = 1024
 """Traced runs whose clock a gate keeps (late duplicates still find theirs)."""
 TRACE_BATCH_BYTES = 512 * 1024
 """A gate's trace message larger than this is split: far below the broker's packet limit
 (gates/mqtt_codec.py's MAX_PACKET), which would close the gate's connection."""
 
-Real = Annotated[float, Field(allow_inf_nan=False)]
-EventType = Literal[
-    "send", "receive", "compute", "drop", "duplicate", "delay", "reorder", "cross", "host_lost", "timeout"
-]
-Phase = Literal["feed", "forward", "backward", "report", "probe", "release", "status", "error"]
+
 _GRADIENTS = (Backward, GradReport)
 _ENDS = (Backward, GradReport, ErrorReport)
 """A step that sends one of these ends the gate's part of the run."""
-
-
-class TraceMsg(BaseModel):
-    """The message an event is about, with the number it carries."""
-
-    model_config = ConfigDict(extra="forbid")  # not frozen: the orchestrator fills in `dest` (no copy)
-
-    id: str = Field(description="sender:lamport-of-its-send: one id per message, shared by its copies")
-    src: str
-    dest: tuple[str, ...] = Field(default=(), description="every node the topic delivers it to")
-    phase: Phase
-    topic: str
-    value: Real | None = None
-    grad: Real | None = None
-    port: int | None = None
-    note: str = Field(default="", description="an error's code and reason, a status's state")
-
-
-class TraceEvent(BaseModel):
-    """One event of a traced run, as one line of a trace file."""
-
-    model_config = ConfigDict(extra="forbid")  # not frozen: the orchestrator numbers it (no copy)
-
-    seq: int = Field(default=0, ge=0, description="position in the trace (set by the orchestrator)")
-    t_ns: int = Field(description="wall clock at the node where it happened, ns since the epoch")
-    type: EventType
-    run: RunId
-    node: str = Field(description="gate id, 'orchestrator', or 'broker' for a crossing")
-    host: str
-    lamport: int = Field(ge=0)
-    vc: dict[str, int]
-    msg: TraceMsg | None = None
-    inputs: tuple[Real | None, ...] | None = None
-    value: Real | None = None
-    grad: Real | None = None
-    grads_out: tuple[Real, ...] | None = None
-    delay_ms: Real | None = None
-    order: tuple[str, ...] | None = None
-    gates: tuple[str, ...] | None = None
-    note: str = ""
-
-
-class FactFields(BaseModel):
-    """What an event says besides its clocks and its message (a compute's numbers, a fault's)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: tuple[Real | None, ...] | None = None
-    value: Real | None = None
-    grad: Real | None = None
-    grads_out: tuple[Real, ...] | None = None
-    delay_ms: Real | None = None
-    order: tuple[str, ...] | None = None
-    note: str = ""
-
-
-MsgRef = tuple[str, str]
-"""(topic, message id): a message the broker carried, as a gate's send or receive names it."""
-BatchedFact = tuple[
-    EventType, int, Annotated[int, Field(ge=0)], dict[str, int], bool, MsgRef | TraceMsg | None, FactFields | None
-]
-"""An event as a batch carries it: [type, t_ns, lamport, clock, whole, msg, fields]. Its run,
-node and host are the batch's; `clock` is its whole vector clock if `whole`, else the entries
-changed since the event before; `msg` names a message that crossed the broker (its number is
-read off the crossing) or, for a fault's, has its fields."""
-
-
-class TraceBatch(_Message):
-    """A gate's new events of one traced run, on gatemesh/C/trace/G."""
-
-    type: Literal["trace"] = "trace"
-    run: RunId
-    host: str = Field(description="the host the gate runs on")
-    events: tuple[BatchedFact, ...]
-
-    @field_validator("events")
-    @classmethod
-    def _starts_whole(cls, events: tuple[BatchedFact, ...]) -> tuple[BatchedFact, ...]:
-        if events and not events[0][4]:
-            raise ValueError("the first event of a batch must have its whole vector clock (whole = true)")
-        return events
-
-    def trace_events(self, crossed: Mapping[str, TraceMsg] | None = None) -> list[TraceEvent]:
-        """The events, each with the batch's run, node (its sender) and host, its whole vc, and
-        its message: `crossed` has the run's messages seen so far by id (the crossings, the
-        faults' fields); one not there is told by its topic and id only."""
-        shared = {"run": self.run, "node": self.sender, "host": self.host}
-        events = []
-        vc: dict[str, int] = {}
-        for kind, t_ns, lamport, clock, whole, msg, extra in self.events:
-            vc = dict(clock) if whole else {**vc, **clock}
-            fields: dict[str, Any] = {"t_ns": t_ns, "type": kind, "lamport": lamport, **shared}
-            if extra is not None:
-                fields.update((name, getattr(extra, name)) for name in extra.model_fields_set)
-            event = trace_event(fields, vc)
-            if isinstance(msg, tuple):
-                event.msg = _named(*msg, crossed or {})
-            else:
-                event.msg = msg
-            events.append(event)
-        return events
-
-
-def _named(topic_name: str, msg_id: str, crossed: Mapping[str, TraceMsg]) -> TraceMsg:
-    """The TraceMsg of a message a gate names by topic and id."""
-    seen = crossed.get(msg_id)
-    if seen is None:  # its crossing was not heard (a tap reconnecting, a message lost at QoS 0)
-        parsed = parse_topic(topic_name)
-        phase = _PHASE_OF_TOPIC.get(parsed[1] if parsed is not None else "", "error")
-        note = "its crossing was not seen"
-        return TraceMsg(id=msg_id, src=msg_id.rpartition(":")[0], phase=phase, topic=topic_name, note=note)
-    if seen.topic == topic_name:
-        return seen
-    return seen.model_copy(update={"topic": topic_name})  # sent to a held topic, delivered on its own
-
-
-_PHASE_OF_TOPIC: dict[str, Phase] = {
-    "feed": "feed",
-    "fwd": "forward",
-    "grad": "backward",
-    "report": "report",
-    "status": "status",
-    "error": "error",
-    "control": "release",
-}
-
-
-def trace_event(fields: dict[str, Any], vc: dict[str, int]) -> TraceEvent:
-    """A TraceEvent of `fields` (validated) and `vc`, which was validated where it came from (a
-    message's clock, a batch's clocks, the orchestrator's own Clock): checking every
-    entry of a 1,000-entry vector again, for every event of a trace, would cost more than the
-    rest of the trace."""
-    event = TraceEvent.model_validate({**fields, "vc": {}})
-    event.vc = vc
-    return event
 
 
 def with_clock(message: M, stamp: Stamp) -> M:
@@ -231,63 +85,11 @@ _CLOCK = frozenset({"clock"})
 _STAMP_FIELDS = frozenset({"lamport", "vc"})
 
 
-def message_id(sender: str, stamp: Stamp) -> str:
-    return f"{sender}:{stamp.lamport}"
-
-
-Event = dict[str, Any]
-"""A TraceEvent as the gate builds it: plain data (cheaper than a model, on every traced step),
-validated as a TraceEvent where it is received."""
 Fact = tuple[str, int, int, dict[str, int], bool, "MsgRef | Event | None", "Event | None"]
 """An event as a step notes it and its batch carries it (BatchedFact): (type, t_ns, lamport, vc
 or the entries changed, whether it is the whole vc, its message as (topic, id) or as TraceMsg
 fields, its other fields). Plain data, encoded as it is: the gate builds nothing per event
 (bench/tracing.py)."""
-
-
-def msg_fields(
-    topic_name: str, message: Message | BaseModel, dest: tuple[str, ...] = (), *, stamped: bool = True
-) -> Event | None:
-    """The TraceMsg fields of a stamped run message (None for anything else); with
-    `stamped=False` of an unstamped one too, with no id (the untraced runs --explain tells)."""
-    phase = _PHASE_OF.get(type(message))
-    if phase is None or not isinstance(message, _Message) or (message.clock is None and stamped):
-        return None
-    msg_id = "" if message.clock is None else f"{message.sender}:{message.clock.lamport}"
-    fields: Event = {"id": msg_id, "src": message.sender, "dest": dest}
-    if isinstance(message, _VALUES):
-        fields["value"] = message.value
-    elif isinstance(message, Backward):
-        fields["grad"], fields["port"] = message.grad, message.port
-    elif isinstance(message, GradReport):
-        fields["grad"] = message.grad
-    elif isinstance(message, ErrorReport):
-        fields["note"] = f"{message.code}: {message.message}"
-    elif isinstance(message, Status):
-        fields["note"] = message.state.replace("_", " ")
-    fields["phase"] = phase
-    fields["topic"] = topic_name
-    return fields
-
-
-_VALUES = (Forward, Feed)
-_PHASE_OF: dict[type[BaseModel], Phase] = {
-    Feed: "feed",
-    Forward: "forward",
-    Backward: "backward",
-    GradReport: "report",
-    Probe: "probe",
-    Release: "release",
-    Status: "status",
-    ErrorReport: "error",
-}
-"""The run messages a trace describes, and the phase of the pass each belongs to."""
-
-
-def describe(topic_name: str, message: Message | BaseModel, dest: tuple[str, ...] = ()) -> TraceMsg | None:
-    """The TraceMsg of a stamped run message (None for anything else)."""
-    fields = msg_fields(topic_name, message, dest)
-    return None if fields is None else TraceMsg.model_validate(fields)
 
 
 class EncodedBatch(BaseModel):
@@ -387,7 +189,7 @@ class GateTracer:
         kind = type(message)
         run = getattr(message, "run", None)
         stamp = message.clock
-        if stamp is None or kind not in _PHASE_OF or not isinstance(run, str):
+        if stamp is None or kind not in PHASE_OF or not isinstance(run, str):
             return None, list(outgoing), []
         now = time.time_ns()  # the step's events happen within microseconds: one reading for all
         state = self._state(run)
@@ -518,13 +320,3 @@ def _encoded(head: dict[str, Any], facts: list[Fact]) -> list[str]:
     kind, t_ns, lamport, _, _, msg, extra = facts[half]
     second = [(kind, t_ns, lamport, vc, True, msg, extra), *facts[half + 1 :]]
     return _encoded(head, facts[:half]) + _encoded(head, second)
-
-
-def is_traced(payload: bytes) -> bool:
-    return CLOCK_KEY in payload
-
-
-def parse_trace_topic(name: str) -> str | None:
-    """The gate of a trace topic, or None."""
-    parsed = parse_topic(name)
-    return parsed[2] if parsed is not None and parsed[1] == "trace" else None

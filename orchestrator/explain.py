@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from gates import ops
 from gates.protocol import ORCHESTRATOR, Message, parse_topic
-from gates.tracing import TraceMsg, msg_fields
+from gates.trace_records import TraceMsg, msg_fields
 from orchestrator.circuit import Circuit
 
 

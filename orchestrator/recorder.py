@@ -32,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 from gates.clocks import Clock, Stamp
 from gates.faults import Faults
 from gates.protocol import MESSAGE_ADAPTER, ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
-from gates.tracing import (
+from gates.trace_records import (
     CLOCK_KEY,
     EventType,
     TraceBatch,
@@ -43,8 +43,8 @@ from gates.tracing import (
     msg_fields,
     parse_trace_topic,
     trace_event,
-    with_clock,
 )
+from gates.tracing import with_clock
 from orchestrator.circuit import Circuit
 from orchestrator.explain import Explainer
 from orchestrator.result import RunResult

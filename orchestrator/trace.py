@@ -4,7 +4,7 @@
     {"seq": 1, "t_ns": ..., "type": "send", "run": "...", "node": "orchestrator", "lamport": 1, "msg": {...}, ...}
     ...
 
-The events are gates/tracing.py's TraceEvent (recorded by the gates and the orchestrator, see
+The events are gates/trace_records.py's TraceEvent (recorded by the gates and the orchestrator, see
 orchestrator/recorder.py), in an order that respects happens-before: `seq` counts from 1.
 Everything that reads a trace (the pictures in viz/, the ShiViz export, --explain) reads it
 through `read_trace`, which validates every line and names the line that is wrong.
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gates.protocol import (
     ORCHESTRATOR,
 )
-from gates.tracing import TraceEvent
+from gates.trace_records import TraceEvent
 from orchestrator.circuit import Circuit
 from orchestrator.errors import InputError
 from orchestrator.result import RunResult

@@ -23,7 +23,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from gates.protocol import ORCHESTRATOR, ROOT, Feed, Message, Release, host_topic, topic
-from gates.tracing import describe
+from gates.trace_records import describe
 from gates.transport import BrokerAddress
 from orchestrator.cluster import DeploymentRecord
 from orchestrator.errors import RunError

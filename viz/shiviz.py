@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from gates.tracing import TraceEvent
+from gates.trace_records import TraceEvent
 from orchestrator.trace import BROKER, Trace
 from viz.svg import DrawError, num
 

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from broker.security import SecureDir
 from gates.errors import TransportError
 from gates.protocol import Message
-from gates.tracing import TraceEvent
+from gates.trace_records import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import read_record

@@ -14,7 +14,7 @@ import pytest
 
 from gates.faults import Faults
 from gates.protocol import ORCHESTRATOR
-from gates.tracing import TraceEvent
+from gates.trace_records import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.api import run_circuit
 from orchestrator.compiler import compile_source

@@ -5,7 +5,8 @@ from __future__ import annotations
 from gates.clocks import Clock, concurrent, happened_before
 from gates.core import GateCore
 from gates.protocol import MESSAGE_ADAPTER, Feed, Forward, GateSpec, topic
-from gates.tracing import Fact, GateTracer, is_traced
+from gates.trace_records import is_traced
+from gates.tracing import Fact, GateTracer
 from gates.transport import encode
 
 

@@ -22,7 +22,7 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
-from gates.tracing import TraceBatch
+from gates.trace_records import TraceBatch
 from orchestrator.records import DeploymentHead, DeploymentPart, part_topic
 
 DOC = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text()

@@ -10,7 +10,8 @@ import pytest
 from gates.clocks import Clock
 from gates.mqtt_codec import PINGRESP, publish_packet
 from gates.protocol import Forward, topic
-from gates.tracing import TraceEvent, with_clock
+from gates.trace_records import TraceEvent
+from gates.tracing import with_clock
 from gates.transport import encode
 from orchestrator.compiler import compile_source
 from orchestrator.recorder import Recorder

@@ -11,7 +11,8 @@ import gates.tracing as tracing
 from gates.clocks import Clock, Stamp
 from gates.core import GateCore
 from gates.protocol import Backward, Feed, GateSpec, topic
-from gates.tracing import GateTracer, TraceBatch, TraceEvent, TraceMsg, with_clock
+from gates.trace_records import TraceBatch, TraceEvent, TraceMsg
+from gates.tracing import GateTracer, with_clock
 from gates.transport import encode
 from orchestrator.compiler import compile_source
 from orchestrator.recorder import Recorder
