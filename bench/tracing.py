@@ -1,6 +1,7 @@
 """What tracing costs: a pass with clocks on its messages and every event recorded, vs. a plain pass.
 
     python -m bench.tracing [--passes 300] [--broker mqtt://host:port] [--only this-process|host]
+    python -m bench.tracing --sizes [--broker mqtt://host:port]
     python -m bench.tracing --big [--broker mqtt://host:port]
 
 Two deployments of each circuit: one with a plain runner, one with a runner with a Recorder
@@ -10,6 +11,9 @@ shared connection, what `python -m gates` runs). Plain and traced passes take tu
 of BLOCK sequential passes, so both see the same machine at the same time, and nothing traces
 a plain pass; which goes first alternates, so neither always follows the other (or the
 reading of the last trace). Every result is checked, and every traced block's trace is complete.
+
+--sizes: how the cost grows with the circuit: layered circuits of SIZES gates, per-gate
+connections and one shared connection, compared as above.
 
 --big: big circuits instead, on one shared connection: a 1,000-gate layered circuit and a sum
 of 500 products x*w_i (x has 500 consumers, 1,500 gates), BIG_PASSES passes each way, and for
@@ -44,6 +48,8 @@ from orchestrator.trace import dump_lines
 BLOCK = 10
 CONNECTIONS: tuple[Connections, ...] = ("per-gate", "shared")
 BIG_PASSES = 3
+SIZES = (10, 30, 60, 100, 200)
+"""--sizes: layered circuits up to the largest the web page traces."""
 
 
 async def _block(runner: Runner, inputs: dict[str, float], passes: int, samples: list[float]) -> None:
@@ -109,11 +115,10 @@ async def traced_vs_plain(
 
 
 async def in_this_process(
-    broker: BrokerAddress, source: str, inputs: dict[str, float], passes: int, connections: Connections
+    broker: BrokerAddress, circuit: Circuit, inputs: dict[str, float], passes: int, connections: Connections
 ) -> Comparison:
     """Gates, runners and recorder in this process: each gate with its own connection (what
     `gatemesh run` deploys), or all on one shared connection."""
-    circuit = compile_source(source)
     recorder = Recorder()
     async with (
         in_process(circuit, broker, connections=connections) as runner,
@@ -205,6 +210,7 @@ async def main() -> None:
     parser.add_argument("--broker", default=None)
     parser.add_argument("--big", action="store_true", help="a 1,000-gate circuit and a 500-consumer fan-out")
     parser.add_argument("--only", choices=["this-process", "host"], default=None, help="one of the two set-ups")
+    parser.add_argument("--sizes", action="store_true", help="layered circuits of 10 to 200 gates")
     args = parser.parse_args()
 
     async def measure(url: str) -> None:
@@ -213,9 +219,18 @@ async def main() -> None:
             for circuit in (wide_circuit(1000), fan_circuit(500)):
                 print(await big(broker, circuit))
             return
+        if args.sizes:
+            for connections in CONNECTIONS:
+                for gates in SIZES:
+                    circuit = wide_circuit(gates)
+                    inputs = {name: 0.001 * (i % 97) - 0.05 for i, name in enumerate(circuit.inputs)}
+                    passes = max(BLOCK * 4, args.passes * 10 // gates)
+                    found = await in_this_process(broker, circuit, inputs, passes, connections)
+                    report(f"{len(circuit.gates)} gates ({circuit.name})", connections, found)
+            return
         for source, inputs in ((QF, QF_INPUTS), (NEURON, NEURON_INPUTS)):
             for connections in CONNECTIONS if args.only != "host" else ():
-                found = await in_this_process(broker, source, inputs, args.passes, connections)
+                found = await in_this_process(broker, compile_source(source), inputs, args.passes, connections)
                 report(source, connections, found)
         if args.only == "this-process":
             return
