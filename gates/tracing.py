@@ -61,7 +61,7 @@ from gates.protocol import (
     Release,
     topic,
 )
-from gates.trace_records import PHASE_OF, Event, EventType, MsgRef, msg_fields
+from gates.trace_records import PHASE_OF, Event, EventType, MsgRef, message_id, msg_fields
 
 REMEMBER_RUNS = 1024
 """Traced runs whose clock a gate keeps (late duplicates still find theirs)."""
@@ -82,7 +82,6 @@ def with_clock(message: M, stamp: Stamp) -> M:
 
 
 _CLOCK = frozenset({"clock"})
-_STAMP_FIELDS = frozenset({"lamport", "vc"})
 
 
 Fact = tuple[str, int, int, dict[str, int], bool, "MsgRef | Event | None", "Event | None"]
@@ -93,7 +92,7 @@ fields, its other fields). Plain data, encoded as it is: the gate builds nothing
 
 
 class EncodedBatch(BaseModel):
-    """A TraceBatch the gate encoded itself (json.dumps of plain data): what the link publishes."""
+    """A TraceBatch the gate encoded itself (its facts, by pydantic_core.to_json): what the link publishes."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -186,18 +185,16 @@ class GateTracer:
             except ValidationError:
                 return None, list(outgoing), []
         message = received
-        kind = type(message)
         run = getattr(message, "run", None)
-        stamp = message.clock
-        if stamp is None or kind not in PHASE_OF or not isinstance(run, str):
+        stamp = getattr(message, "clock", None)
+        if stamp is None or type(message) not in PHASE_OF or not isinstance(run, str):
             return None, list(outgoing), []
         now = time.time_ns()  # the step's events happen within microseconds: one reading for all
         state = self._state(run)
         clock = state.clock
-        msg_id = f"{message.sender}:{stamp.lamport}"
-        seen = state.seen
-        duplicate = _DUPLICATE if msg_id in seen else None
-        seen[msg_id] = None
+        msg_id = message_id(message.sender, stamp)
+        duplicate = _DUPLICATE if msg_id in state.seen else None
+        state.seen[msg_id] = None
         facts = [self._note("receive", state, clock.merge(stamp), now, (topic_name, msg_id), duplicate)]
         if isinstance(message, Forward):
             for port, source in enumerate(self.inputs):
@@ -205,27 +202,23 @@ class GateTracer:
                     state.inputs.setdefault(port, message.value)
         elif isinstance(message, Backward):
             state.grads.setdefault((message.sender, message.port), message.grad)
-        if kind is Release:
-            state.done = True
-        if not outgoing:
-            state.flush = state.done or kind is Probe or message.held  # a held run goes at a human's pace
-            return run, [], facts
-        self._computed(run, state, outgoing, facts, now)
+        if outgoing:
+            self._computed(run, state, outgoing, facts, now)
         stamped: list[tuple[str, BaseModel]] = []
-        gate = self.gate
-        vc = clock.vc
         for name, out in outgoing:
             if isinstance(out, _ENDS):
                 state.done = True
             if getattr(out, "run", None) != run:  # another run's report (an eviction): not this trace's
                 stamped.append((name, out))
                 continue
-            lamport = clock.lamport = clock.lamport + 1  # Clock.advance and stamp, inline: once per message
-            count = vc[gate] = vc[gate] + 1
-            out = with_clock(out, trusted(Stamp, {"lamport": lamport, "vc": dict(vc)}, _STAMP_FIELDS))
-            stamped.append((name, out))
-            facts.append(("send", now, lamport, {gate: count}, False, (name, f"{gate}:{lamport}"), None))  # not first
-        state.flush = state.done or kind is Probe or message.held
+            changed = clock.advance()
+            sent = clock.stamp()
+            stamped.append((name, with_clock(out, sent)))
+            facts.append(self._note("send", state, changed, now, (name, message_id(self.gate, sent))))
+        kind = type(message)
+        if kind is Release:
+            state.done = True
+        state.flush = state.done or kind is Probe or message.held  # a held run goes at a human's pace
         return run, stamped, facts
 
     def _computed(
