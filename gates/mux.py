@@ -32,8 +32,6 @@ from gates.mqtt311 import Publication, QoS, Session
 from gates.transport import BrokerAddress, encode
 
 SUBSCRIBE_BATCH = 500
-
-
 """Topic filters per SUBSCRIBE packet."""
 
 

@@ -83,7 +83,10 @@ class TraceEvent(BaseModel):
 
 
 class FactFields(BaseModel):
-    """What an event says besides its clocks and its message (a compute's numbers, a fault's)."""
+    """What an event says besides its clocks and its message (a compute's numbers, a fault's).
+
+    TraceEvent's fields again on purpose: only these may come from a gate, so a batch cannot
+    set another event's run, node, host or place in the trace."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -326,18 +326,18 @@ class Recorder:
             return []
         if batch.run not in self._clocks or batch.circuit != self.deployment:
             return []
-        crossed = self._crossed.setdefault(batch.run, {})
         for *_, msg, _ in batch.events:
             if isinstance(msg, TraceMsg):  # a fault's: a dropped message never crosses
                 msg.dest = self.dest(msg.topic)
-                crossed.setdefault(msg.id, msg)
-        events = batch.trace_events(crossed)
+                self._known(batch.run, msg)
+        events = batch.trace_events(self._crossed.get(batch.run, {}))
         for event in events:
             if event.msg is not None and not event.msg.dest:
                 event.msg.dest = self.dest(event.msg.topic)
         return events
 
     def _known(self, run: str, msg: TraceMsg | None) -> None:
+        """Keep a message's TraceMsg for the gates' events that name it (the first copy read)."""
         if msg is not None and msg.id:
             self._crossed.setdefault(run, {}).setdefault(msg.id, msg)
 

@@ -173,8 +173,8 @@ def causal_order(events: list[TraceEvent]) -> list[TraceEvent]:
     Kahn's algorithm over the edges of happens-before that the trace shows directly (each node's
     own events in the order of its own vector-clock entry; a send before every copy's crossing
     and receipt, and its first crossing before its receipts), always taking the ready event
-    with the earliest `t_ns`. Gates send their
-    events in batches, so the order of arrival says little. Events are renumbered `seq` 1, 2, 3.
+    with the earliest `t_ns`. Gates send their events in batches, so the order of arrival says
+    little. Events are renumbered `seq` 1, 2, 3.
     """
     preds: list[set[int]] = [set() for _ in events]
     by_node: dict[tuple[str, str], list[int]] = {}
