@@ -173,7 +173,7 @@ class GateActor:
         """Stamp the step's messages and publish them, then the step's events (see gates/tracing.py)."""
         if self.tracer is None:
             spec = self.core.spec
-            self.tracer = GateTracer(spec.id, spec.inputs, self.core.circuit, self.host)
+            self.tracer = GateTracer(spec.id, spec.index, spec.inputs, self.core.circuit, self.host)
         tracer = self.tracer
         run, batch, facts = tracer.step(topic_name, message, batch)
         if run is None:

@@ -50,6 +50,7 @@ class Wiring:
     dict and a fields-set); what a gate keeps of its spec while it waits, at 65,000 gates."""
 
     id: str
+    index: int
     op: str
     inputs: tuple[str, ...]
     param: float | None
@@ -57,7 +58,7 @@ class Wiring:
 
     @classmethod
     def of(cls, spec: GateSpec) -> Wiring:
-        return cls(spec.id, spec.op, spec.inputs, spec.param, spec.consumers)
+        return cls(spec.id, spec.index, spec.op, spec.inputs, spec.param, spec.consumers)
 
 
 def _checked_op(spec: GateSpec) -> ops.Op:

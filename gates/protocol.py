@@ -38,6 +38,9 @@ ROOT = "gatemesh"
 SYSTEM_ROOT = "gatemesh-sys"
 """Hosts and deployment records live under their own root, so no circuit id can collide with them."""
 ORCHESTRATOR = "orchestrator"
+BROKER = "broker"
+"""The node (and host) of a trace's `cross` event: a message passing the broker, as the
+orchestrator sees it. Neither it nor ORCHESTRATOR can be a gate's id (orchestrator/circuit.py)."""
 NAME_CHARACTERS = r"A-Za-z0-9_.\-"
 NAME_MAX_LENGTH = 128
 NAME_PATTERN = rf"^[A-Za-z_][{NAME_CHARACTERS}]{{0,{NAME_MAX_LENGTH - 1}}}$"
@@ -89,6 +92,10 @@ class GateSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: Name
+    index: Annotated[int, Field(ge=1)] = Field(
+        description="the gate's number in the deployment: its entry in a traced run's vector clocks "
+        "(the orchestrator is 0; gates/clocks.py)"
+    )
     op: str
     inputs: tuple[Name, ...] = ()
     param: Finite | None = None

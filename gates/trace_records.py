@@ -9,12 +9,12 @@ its crossing of the broker (TraceBatch.trace_events). docs/PROTOCOL.md (Tracing)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gates.clocks import Stamp
+from gates.clocks import MAX_NODES, Stamp, named
 from gates.protocol import (
     Backward,
     ErrorReport,
@@ -101,12 +101,20 @@ class FactFields(BaseModel):
 
 MsgRef = tuple[str, str]
 """(topic, message id): a message the broker carried, as a gate's send or receive names it."""
+Count = Annotated[int, Field(ge=0)]
 BatchedFact = tuple[
-    EventType, int, Annotated[int, Field(ge=0)], dict[str, int], bool, MsgRef | TraceMsg | None, FactFields | None
+    EventType,
+    int,
+    Count,
+    Annotated[list[Count], Field(max_length=MAX_NODES)] | dict[Annotated[int, Field(ge=0, lt=MAX_NODES)], Count],
+    bool,
+    MsgRef | TraceMsg | None,
+    FactFields | None,
 ]
 """An event as a batch carries it: [type, t_ns, lamport, clock, whole, msg, fields]. Its run,
-node and host are the batch's; `clock` is its whole vector clock if `whole`, else the entries
-changed since the event before; `msg` names a message that crossed the broker (its number is
+node and host are the batch's; `clock` is its whole vector clock (a list by node number,
+gates/clocks.py) if `whole`, else the entries changed since the event before (an object, node
+number -> count); `msg` names a message that crossed the broker (its number is
 read off the crossing) or, for a fault's, has its fields."""
 
 
@@ -120,20 +128,32 @@ class TraceBatch(_Message):
 
     @field_validator("events")
     @classmethod
-    def _starts_whole(cls, events: tuple[BatchedFact, ...]) -> tuple[BatchedFact, ...]:
-        if events and not events[0][4]:
-            raise ValueError("the first event of a batch must have its whole vector clock (whole = true)")
+    def _clocks_whole_then_changed(cls, events: tuple[BatchedFact, ...]) -> tuple[BatchedFact, ...]:
+        for i, (_, _, _, clock, whole, _, _) in enumerate(events):
+            if i == 0 and not whole:
+                raise ValueError("the first event of a batch must have its whole vector clock (whole = true)")
+            if whole != isinstance(clock, list):
+                raise ValueError(
+                    f"event {i}: a whole vector clock is a list (by node number), the entries "
+                    "changed an object (node number -> count); `whole` says which"
+                )
         return events
 
-    def trace_events(self, crossed: Mapping[str, TraceMsg] | None = None) -> list[TraceEvent]:
-        """The events, each with the batch's run, node (its sender) and host, its whole vc, and
-        its message: `crossed` has the run's messages seen so far by id (the crossings, the
-        faults' fields); one not there is told by its topic and id only."""
+    def trace_events(self, names: Sequence[str], crossed: Mapping[str, TraceMsg] | None = None) -> list[TraceEvent]:
+        """The events, each with the batch's run, node (its sender) and host, its whole vc by
+        node name (`names`: every node by number), and its message: `crossed` has the run's
+        messages seen so far by id (the crossings, the faults' fields); one not there is told
+        by its topic and id only. ValueError if a clock names a node number the deployment lacks."""
         shared = {"run": self.run, "node": self.sender, "host": self.host}
         events = []
         vc: dict[str, int] = {}
-        for kind, t_ns, lamport, clock, whole, msg, extra in self.events:
-            vc = dict(clock) if whole else {**vc, **clock}
+        for kind, t_ns, lamport, clock, _, msg, extra in self.events:
+            if isinstance(clock, list):
+                vc = named(clock, names)
+            else:
+                if clock and max(clock) >= len(names):
+                    raise ValueError(f"a vector clock names node {max(clock)}, of {len(names)} nodes")
+                vc = {**vc, **{names[i]: count for i, count in clock.items()}}
             fields: dict[str, Any] = {"t_ns": t_ns, "type": kind, "lamport": lamport, **shared}
             if extra is not None:
                 fields.update((name, getattr(extra, name)) for name in extra.model_fields_set)

@@ -29,13 +29,13 @@ runs never reach this module: the actor looks at the `clock` of the message its 
 decoded. In a held run (step mode, gates/held.py) a gate publishes its events after every
 step: a human delivers each message.
 
-A vector clock has an entry per node its event causally follows: at 1,000 gates, every event
-of the backward pass carries ~1,000. So in a batch only the first event has its whole vector;
-every later one has the entries that changed since the event before it (a node's vector only
-grows). The gate never copies its vector per event, and a gate that hears 500 consumers sends
-500 small receipts, not 500 whole vectors. The recorder expands them again
-(TraceBatch.trace_events): a trace file has every event's whole `vc`. A batch that would still
-exceed TRACE_BATCH_BYTES goes as several, each starting with a whole vector.
+A vector clock has an entry per node of the deployment (gates/clocks.py): at 1,000 gates, every
+event of the backward pass has ~1,000 that are not zero. So in a batch only the first event has
+its whole vector; every later one has the entries that changed since the event before it, by
+node number (a node's vector only grows). The gate never copies its vector per event, and a gate
+that hears 500 consumers sends 500 small receipts, not 500 whole vectors. The recorder expands
+them again (TraceBatch.trace_events): a trace file has every event's whole `vc`. A batch that
+would still exceed TRACE_BATCH_BYTES goes as several, each starting with a whole vector.
 """
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ def with_clock(message: M, stamp: Stamp) -> M:
 _CLOCK = frozenset({"clock"})
 
 
-Fact = tuple[str, int, int, dict[str, int], bool, "MsgRef | Event | None", "Event | None"]
+Fact = tuple[str, int, int, "list[int] | dict[int, int]", bool, "MsgRef | Event | None", "Event | None"]
 """An event as a step notes it and its batch carries it (BatchedFact): (type, t_ns, lamport, vc
-or the entries changed, whether it is the whole vc, its message as (topic, id) or as TraceMsg
+or the entries changed by node number, whether it is the whole vc, its message as (topic, id) or as TraceMsg
 fields, its other fields). Plain data, encoded as it is: the gate builds nothing per event
 (bench/tracing.py)."""
 
@@ -129,8 +129,10 @@ class _Traced:
 class GateTracer:
     """One gate's clocks and events, over all its traced runs."""
 
-    def __init__(self, gate: str, inputs: Sequence[str], circuit: str, host: str) -> None:
+    def __init__(self, gate: str, index: int, inputs: Sequence[str], circuit: str, host: str) -> None:
         self.gate = gate
+        self.index = index
+        """The gate's number: its entry in the vector clocks."""
         self.inputs = tuple(inputs)
         self.circuit = circuit
         self.host = host
@@ -145,7 +147,7 @@ class GateTracer:
         runs = self._runs
         state = runs.pop(run, None)
         if state is None:
-            state = _Traced(Clock(self.gate))
+            state = _Traced(Clock(self.gate, self.index))
             if len(runs) >= REMEMBER_RUNS:
                 del runs[next(iter(runs))]
         runs[run] = state
@@ -156,7 +158,7 @@ class GateTracer:
         self,
         kind: EventType,
         state: _Traced,
-        changed: dict[str, int],
+        changed: dict[int, int],
         now: int,
         msg: MsgRef | Event | None = None,
         extra: Event | None = None,
@@ -167,7 +169,7 @@ class GateTracer:
         clock = state.clock
         if state.whole:
             state.whole = False
-            return (kind, now, clock.lamport, dict(clock.vc), True, msg, extra)
+            return (kind, now, clock.lamport, clock.vc.copy(), True, msg, extra)
         return (kind, now, clock.lamport, changed, False, msg, extra)
 
     def step(
@@ -307,9 +309,15 @@ def _encoded(head: dict[str, Any], facts: list[Fact]) -> list[str]:
     if len(text) <= TRACE_BATCH_BYTES or len(facts) == 1:
         return [text.decode()]
     half = len(facts) // 2
-    vc = dict(facts[0][3])
+    first = facts[0][3]
+    assert isinstance(first, list), "a batch starts with a whole vector"
+    vc = first.copy()
     for fact in facts[1 : half + 1]:
-        vc.update(fact[3])
+        changed = fact[3]
+        assert isinstance(changed, dict), "a batch has one whole vector, its first"
+        vc += [0] * (max(changed) + 1 - len(vc))
+        for i, count in changed.items():
+            vc[i] = count
     kind, t_ns, lamport, _, _, msg, extra = facts[half]
     second = [(kind, t_ns, lamport, vc, True, msg, extra), *facts[half + 1 :]]
     return _encoded(head, facts[:half]) + _encoded(head, second)

@@ -19,11 +19,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gates.ops import OPS
-from gates.protocol import Finite, GateSpec, Name
+from gates.protocol import BROKER, ORCHESTRATOR, Finite, GateSpec, Name
 from orchestrator.errors import CircuitError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_GATES = 1_000_000
+RESERVED_IDS = frozenset({ORCHESTRATOR, BROKER})
+"""Ids no gate may have: the other nodes of a run's messages and traces."""
 
 
 class GateDef(BaseModel):
@@ -93,7 +95,19 @@ class Circuit(BaseModel):
 
     def spec(self, g: GateDef) -> GateSpec:
         """What gate `g` is told when deployed."""
-        return GateSpec(id=g.id, op=g.op, inputs=g.inputs, param=g.param, consumers=self.consumers[g.id])
+        index = self.numbers[g.id]
+        return GateSpec(id=g.id, index=index, op=g.op, inputs=g.inputs, param=g.param, consumers=self.consumers[g.id])
+
+    @cached_property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node by its number in a traced run's vector clocks (gates/clocks.py): the
+        orchestrator 0, then the gates in the circuit's order."""
+        return (ORCHESTRATOR, *(g.id for g in self.gates))
+
+    @cached_property
+    def numbers(self) -> dict[str, int]:
+        """Each gate's number (GateSpec.index): its position in `nodes`."""
+        return {g.id: i for i, g in enumerate(self.gates, 1)}
 
     def critical_path(self) -> int:
         """Gates on the longest input-to-output chain (the hops of one forward pass)."""
@@ -193,6 +207,8 @@ def _check_gates(gates: tuple[GateDef, ...]) -> None:
     known = set(ids)
     for index, g in enumerate(gates):
         where = f"gates[{index}] (id {g.id!r})"
+        if g.id in RESERVED_IDS:
+            raise ValueError(f"{where}: {g.id!r} names the {g.id} in messages and traces; call the gate something else")
         op = OPS.get(g.op)
         if op is None:
             raise ValueError(f"{where}: unknown op {g.op!r}; known ops: {', '.join(OPS)}")

@@ -29,9 +29,19 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gates.clocks import Clock, Stamp
+from gates.clocks import Clock, Stamp, named
 from gates.faults import Faults
-from gates.protocol import MESSAGE_ADAPTER, ORCHESTRATOR, ErrorReport, Forward, GradReport, Message, Status, parse_topic
+from gates.protocol import (
+    BROKER,
+    MESSAGE_ADAPTER,
+    ORCHESTRATOR,
+    ErrorReport,
+    Forward,
+    GradReport,
+    Message,
+    Status,
+    parse_topic,
+)
 from gates.trace_records import (
     CLOCK_KEY,
     EventType,
@@ -49,7 +59,7 @@ from orchestrator.circuit import Circuit
 from orchestrator.explain import Explainer
 from orchestrator.result import RunResult
 from orchestrator.tap import Tapped, TapStream
-from orchestrator.trace import BROKER, RunRecord, Trace, TraceHeader, causal_order, write_trace
+from orchestrator.trace import RunRecord, Trace, TraceHeader, causal_order, write_trace
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +68,12 @@ Listener = Callable[[TraceEvent], None]
 
 _Crossing = tuple[int, str, bytes]
 """A message seen passing the broker, (t_ns, topic, payload as it came): a `cross` event if it
-belongs to a traced run, decided when the trace is read."""
+belongs to a traced run, decided when the trace is read. A tap's read (Tapped) is a pair: plain
+tuples both, told apart by their length (a named tuple would be one more object for the
+garbage collector to visit, per message)."""
 _Local = dict[str, Any]
-"""One of the orchestrator's own events: a TraceEvent's fields, validated when the trace is read.
+"""One of the orchestrator's own events: a TraceEvent's fields, its `vc` still by node number,
+validated when the trace is read.
 
 Both are plain data (strings, numbers, bytes, dicts of them): nothing the garbage collector has
 to visit while the trace waits to be read, which a pass would pay for (bench/tracing.py)."""
@@ -120,6 +133,8 @@ class Recorder:
         self.circuit: Circuit | None = None
         self.deployment = ""
         self.placement: dict[str, str] = {}
+        self.nodes: tuple[str, ...] = (ORCHESTRATOR,)
+        """Every node by its number in the vector clocks (Circuit.nodes)."""
         self._log: list[_Local | _Crossing | Tapped | bytes] = []
         self._stream = TapStream()
         self._events: list[TraceEvent] = []
@@ -147,6 +162,7 @@ class Recorder:
         self.circuit = circuit
         self.deployment = deployment
         self.placement = {g.id: placement.get(g.id, "local") for g in circuit.gates}
+        self.nodes = circuit.nodes
         readers: dict[str, list[str]] = {g.id: [] for g in circuit.gates}
         for g in circuit.gates:
             for source in dict.fromkeys(g.inputs):
@@ -180,7 +196,7 @@ class Recorder:
     # -- the orchestrator's own events ----------------------------------------------------
 
     def begin(self, run: str, inputs: Mapping[str, float]) -> None:
-        self._clocks[run] = Clock(ORCHESTRATOR)
+        self._clocks[run] = Clock(ORCHESTRATOR, 0)
         self._runs[run] = RunRecord(run=run, inputs=dict(inputs))
 
     def end(self, run: str, result: RunResult | None = None, error: BaseException | None = None) -> None:
@@ -290,18 +306,23 @@ class Recorder:
         if isinstance(entry, bytes):
             return self._read_batch(entry)
         if isinstance(entry, dict):
-            event = trace_event(entry, entry["vc"])
+            try:
+                vc = named(entry["vc"], self.nodes)
+            except ValueError as exc:  # a message's clock that names nodes this deployment lacks
+                log.warning("ignored an event of the orchestrator: %s", exc)
+                return []
+            event = trace_event(entry, vc)
             self._known(event.run, event.msg)
             return [event]
-        if len(entry) == 2:
-            events = []
-            for t_ns, topic_name, payload in self._stream.read(entry):
-                if parse_trace_topic(topic_name) is not None:
-                    events += self._read_batch(payload)
-                elif CLOCK_KEY in payload:
-                    events += self._read_crossing(t_ns, topic_name, payload)
-            return events
-        return self._read_crossing(*entry)
+        if len(entry) == 3:
+            return self._read_crossing(*entry)
+        events = []
+        for t_ns, topic_name, payload in self._stream.read(entry):
+            if parse_trace_topic(topic_name) is not None:
+                events += self._read_batch(payload)
+            elif CLOCK_KEY in payload:
+                events += self._read_crossing(t_ns, topic_name, payload)
+        return events
 
     def _read_crossing(self, t_ns: int, topic_name: str, payload: bytes) -> list[TraceEvent]:
         try:
@@ -312,10 +333,15 @@ class Recorder:
         run = getattr(message, "run", None)
         if run not in self._clocks or message.clock is None:
             return []
+        try:
+            vc = named(message.clock.vc, self.nodes)
+        except ValueError as exc:
+            log.warning("ignored a message on %s: %s", topic_name, exc)
+            return []
         msg = describe(topic_name, message, self.dest(topic_name))
         self._known(run, msg)
         fields = {"t_ns": t_ns, "type": "cross", "run": run, "node": BROKER, "host": BROKER}
-        return [trace_event({**fields, "lamport": message.clock.lamport, "msg": msg}, message.clock.vc)]
+        return [trace_event({**fields, "lamport": message.clock.lamport, "msg": msg}, vc)]
 
     def _read_batch(self, payload: bytes) -> list[TraceEvent]:
         """A gate's events, validated, each message's destinations filled in from the circuit."""
@@ -330,7 +356,11 @@ class Recorder:
             if isinstance(msg, TraceMsg):  # a fault's: a dropped message never crosses
                 msg.dest = self.dest(msg.topic)
                 self._known(batch.run, msg)
-        events = batch.trace_events(self._crossed.get(batch.run, {}))
+        try:
+            events = batch.trace_events(self.nodes, self._crossed.get(batch.run, {}))
+        except ValueError as exc:
+            log.warning("ignored a trace batch of %s: %s", batch.sender, exc)
+            return []
         for event in events:
             if event.msg is not None and not event.msg.dest:
                 event.msg.dest = self.dest(event.msg.topic)
@@ -345,7 +375,7 @@ class Recorder:
         """Forget every event recorded so far, and every run that has ended (a long-lived traced
         runner keeps memory flat); late events of a forgotten run are dropped."""
         for entry in self._log[self._read :]:
-            if isinstance(entry, tuple) and len(entry) == 2:
+            if isinstance(entry, tuple) and len(entry) == 2:  # the tap's bytes
                 for _ in self._stream.read(entry):  # framed, not decoded: the next read continues the stream
                     pass
         self._log.clear()

@@ -22,16 +22,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gates.protocol import (
-    ORCHESTRATOR,
-)
+from gates.protocol import BROKER, ORCHESTRATOR
 from gates.trace_records import TraceEvent
 from orchestrator.circuit import Circuit
 from orchestrator.errors import InputError
 from orchestrator.result import RunResult
 
-BROKER = "broker"
-"""The node (and host) of a `cross` event: a message passing the broker, as the orchestrator sees it."""
 MAX_TRACE_BYTES = 256 * 1024 * 1024
 
 

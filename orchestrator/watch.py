@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from itertools import zip_longest
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -161,7 +162,6 @@ class WatchRecorder(Recorder):
             sent = describe(topic_name, message, self.dest(topic_name))
             if sent is not None:
                 clock.lamport = max(clock.lamport, stamp.lamport)  # level with the orchestrator's own clock
-                for node, count in stamp.vc.items():
-                    clock.vc[node] = max(clock.vc.get(node, 0), count)
+                clock.vc = [max(pair) for pair in zip_longest(clock.vc, stamp.vc, fillvalue=0)]
                 self._local("send", run, stamp, msg=sent)
         super().on_message(topic_name, message, payload, crossed=crossed)

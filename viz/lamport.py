@@ -17,9 +17,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from gates.protocol import ORCHESTRATOR
+from gates.protocol import BROKER, ORCHESTRATOR
 from gates.trace_records import TraceEvent
-from orchestrator.trace import BROKER, Trace, dumps_msg
+from orchestrator.trace import Trace, dumps_msg
 from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+from gates.protocol import BROKER
 from gates.trace_records import TraceEvent
-from orchestrator.trace import BROKER, Trace
+from orchestrator.trace import Trace
 from viz.svg import DrawError, num
 
 PARSER = r"(?<host>\S*) (?<clock>{.*})\n(?<event>.*)"

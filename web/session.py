@@ -55,7 +55,7 @@ STEP_TIMEOUT = 3600.0
 MAX_DEPLOY = 10_000
 """Gates the page may deploy itself (a live deployment may be any size)."""
 TRACE_LIMIT = 200
-"""Gates up to which a run is traced: its vector clocks have an entry per gate it heard of."""
+"""Gates up to which a run is traced: its vector clocks have an entry per gate of the deployment."""
 READ_ONLY = (
     "this server only watches (gatemesh serve --watch-only): it holds the read-only watcher account, so it "
     "cannot run, deploy, step, drop, duplicate or kill anything; choose a live deployment and press Watch "

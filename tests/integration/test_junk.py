@@ -93,7 +93,7 @@ def system_topics(hosts: list[str], deployments: list[str]) -> list[str]:
 def junk(circuit_id: str, gate: str) -> list[bytes]:
     """Payloads no component may act on: malformed, or well-formed for another deployment."""
     c, run = OTHER, "junk-run"
-    spec = GateSpec(id=gate, op="input", consumers=1)
+    spec = GateSpec(id=gate, index=1, op="input", consumers=1)
     others: list[BaseModel] = [
         Feed(circuit=c, sender=ORCHESTRATOR, run=run, value=1.0),
         Forward(circuit=c, sender=gate, run=run, value=1.0),

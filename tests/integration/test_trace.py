@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gates.faults import Faults
-from gates.protocol import ORCHESTRATOR
+from gates.protocol import BROKER, ORCHESTRATOR
 from gates.trace_records import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.api import run_circuit
@@ -23,7 +23,7 @@ from orchestrator.errors import HostLost, RunError
 from orchestrator.recorder import Recorder
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
-from orchestrator.trace import BROKER, Trace, dump_lines, parse_trace, read_trace, write_trace
+from orchestrator.trace import Trace, dump_lines, parse_trace, read_trace, write_trace
 from tests.processes import GateHostProcess, gatemesh
 from tests.shiviz_rules import validate
 from tests.unit.test_reference import NEURON, NEURON_GRADS

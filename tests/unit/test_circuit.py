@@ -31,6 +31,11 @@ Y = {"id": "y", "op": "input"}
         (gates(X, {"id": "f", "op": "neg", "inputs": ["x"], "param": 2}), "op 'neg' takes no 'param'"),
         (gates(X, output="nope"), "output 'nope' is not a gate"),
         (
+            gates(X, {"id": "orchestrator", "op": "neg", "inputs": ["x"]}, output="orchestrator"),
+            "gates[1] (id 'orchestrator'): 'orchestrator' names the orchestrator in messages and traces",
+        ),
+        (gates({"id": "broker", "op": "input"}, output="broker"), "gates[0] (id 'broker'): 'broker' names the broker"),
+        (
             gates(
                 X, {"id": "a", "op": "add", "inputs": ["x", "b"]}, {"id": "b", "op": "neg", "inputs": ["a"]}, output="a"
             ),

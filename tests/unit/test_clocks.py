@@ -2,35 +2,61 @@
 
 from __future__ import annotations
 
-from gates.clocks import Clock, concurrent, happened_before
+import pytest
+from pydantic import ValidationError
+
+from gates.clocks import Clock, Stamp, concurrent, happened_before, named
 from gates.core import GateCore
 from gates.protocol import MESSAGE_ADAPTER, Feed, Forward, GateSpec, topic
 from gates.trace_records import is_traced
 from gates.tracing import Fact, GateTracer
 from gates.transport import encode
 
+NODES = ("p", "q")
+"""Two nodes, numbered 0 and 1 (a deployment numbers its nodes: Circuit.nodes)."""
+
 
 def test_send_ticks_and_receive_merges_then_ticks() -> None:
-    p, q = Clock("p"), Clock("q")
+    p, q = Clock("p", 0), Clock("q", 1)
     p.tick()  # a local event at p
     sent = p.send()
-    assert (sent.lamport, sent.vc) == (2, {"p": 2})
+    assert (sent.lamport, sent.vc) == (2, [2])  # nothing of q yet: the list ends at its last count
     for _ in range(5):
         q.tick()
     got = q.receive(sent)
-    assert (got.lamport, got.vc) == (6, {"q": 6, "p": 2})  # max(5, 2) + 1; q's own entry ticks after the merge
+    assert (got.lamport, got.vc) == (6, [2, 6])  # max(5, 2) + 1; q's own entry ticks after the merge
     back = q.send()
     again = p.receive(back)
-    assert (again.lamport, again.vc) == (8, {"p": 3, "q": 7})
-    assert happened_before(sent.vc, got.vc)
-    assert happened_before(got.vc, again.vc)
-    assert not happened_before(got.vc, sent.vc)
+    assert (again.lamport, again.vc) == (8, [3, 7])
+    assert named(again.vc, NODES) == {"p": 3, "q": 7}
+    sent_vc, got_vc, again_vc = (named(stamp.vc, NODES) for stamp in (sent, got, again))
+    assert happened_before(sent_vc, got_vc)
+    assert happened_before(got_vc, again_vc)
+    assert not happened_before(got_vc, sent_vc)
+
+
+def test_a_vector_ends_at_its_last_count_and_grows_as_it_hears_of_nodes() -> None:
+    low, high = Clock("low", 1), Clock("high", 4)
+    assert low.send().vc == [0, 1]
+    assert high.send().vc == [0, 0, 0, 0, 1]
+    assert low.merge(high.send()) == {4: 2, 1: 2}  # the entries the receive changed: what a gate's batch carries
+    assert low.stamp().vc == [0, 2, 0, 0, 2]
+    assert named(low.stamp().vc, ("orchestrator", "low", "a", "b", "high")) == {"low": 2, "high": 2}
+
+
+def test_a_clock_must_be_a_list_of_counts_of_nodes_the_deployment_has() -> None:
+    with pytest.raises(ValidationError, match=r"vc\n  Input should be a valid array"):
+        Stamp.model_validate_json('{"lamport": 2, "vc": {"p": 2}}')
+    with pytest.raises(ValidationError, match=r"vc\.1\n  Input should be greater than or equal to 0"):
+        Stamp.model_validate_json('{"lamport": 2, "vc": [2, -1]}')
+    with pytest.raises(ValueError, match="a vector clock of 3 entries, for 2 nodes"):
+        named([1, 0, 1], NODES)
 
 
 def test_independent_events_are_concurrent() -> None:
-    p, q = Clock("p"), Clock("q")
+    p, q = Clock("p", 0), Clock("q", 1)
     a, b = p.tick(), q.tick()
-    assert concurrent(a.vc, b.vc)
+    assert concurrent(named(a.vc, NODES), named(b.vc, NODES))
     assert a.lamport == b.lamport == 1
 
 
@@ -40,7 +66,8 @@ def test_untraced_messages_are_byte_for_byte_what_they_were() -> None:
     assert encode(feed) == b'{"circuit":"c","sender":"orchestrator","type":"feed","run":"r1","value":null}'
     assert encode(forward) == b'{"circuit":"c","sender":"q","type":"forward","run":"r1","value":3.0}'
     assert not is_traced(encode(forward))
-    stamped = forward.model_copy(update={"clock": Clock("q").send()})
+    stamped = forward.model_copy(update={"clock": Clock("q", 3).send()})
+    assert b'"clock":{"lamport":1,"vc":[0,0,0,1]}' in encode(stamped)
     assert is_traced(encode(stamped))
     assert MESSAGE_ADAPTER.validate_json(encode(stamped)) == stamped
 
@@ -52,10 +79,10 @@ def noted(fact: Fact) -> dict[str, object]:
 
 
 def test_a_gate_stamps_its_messages_only_in_a_traced_run() -> None:
-    spec = GateSpec(id="q", op="add", inputs=("x", "y"), consumers=1)
+    spec = GateSpec(id="q", index=3, op="add", inputs=("x", "y"), consumers=1)
     core = GateCore(spec, "c")
-    tracer = GateTracer("q", spec.inputs, "c", "h1")
-    orchestrator, x, y = Clock("orchestrator"), Clock("x"), Clock("y")
+    tracer = GateTracer("q", 3, spec.inputs, "c", "h1")
+    orchestrator, x, y = Clock("orchestrator", 0), Clock("x", 1), Clock("y", 2)
     x.receive(orchestrator.send())
     y.receive(orchestrator.send())
     outputs = []
@@ -75,7 +102,7 @@ def test_a_gate_stamps_its_messages_only_in_a_traced_run() -> None:
     assert message.value == 3.0
     assert message.clock is not None
     # q merged both senders' clocks: x's send (x=2) and y's send (y=2), after the two feeds
-    assert message.clock.vc == {"orchestrator": 2, "x": 2, "y": 2, "q": 4}
+    assert message.clock.vc == [2, 2, 2, 4]  # orchestrator, x, y, q
     # x's send is at lamport 3, y's at 4 (each after a feed of lamport 1 or 2); q: receive 4, receive
     # max(4, 4) + 1 = 5, compute 6, send 7
     assert [e["lamport"] for e in first + second] == [4, 5, 6, 7]

@@ -23,7 +23,7 @@ C = "test-circuit"
 
 
 def mul_gate(consumers: int = 1) -> GateCore:
-    return GateCore(GateSpec(id="f", op="mul", inputs=("q", "z"), consumers=consumers), C)
+    return GateCore(GateSpec(id="f", index=1, op="mul", inputs=("q", "z"), consumers=consumers), C)
 
 
 def fwd(gate: GateCore, sender: str, run: str, value: float) -> list[object]:
@@ -76,7 +76,7 @@ def test_duplicates_never_change_a_result() -> None:
 
 
 def test_one_input_on_two_ports() -> None:
-    square = GateCore(GateSpec(id="f", op="mul", inputs=("x", "x"), consumers=1), C)
+    square = GateCore(GateSpec(id="f", index=1, op="mul", inputs=("x", "x"), consumers=1), C)
     (out,) = fwd(square, "x", "r", 3.0)
     assert out.value == 9.0  # type: ignore[attr-defined]
     sent = bwd(square, "orchestrator", "r", 1.0)
@@ -84,7 +84,7 @@ def test_one_input_on_two_ports() -> None:
 
 
 def test_leaf_reports_sum_of_contributions() -> None:
-    leaf = GateCore(GateSpec(id="x", op="input", consumers=4), C)
+    leaf = GateCore(GateSpec(id="x", index=1, op="input", consumers=4), C)
     feed = Feed(circuit=C, sender="orchestrator", run="r", value=1.0)
     (out,) = leaf.handle(topic(C, "feed", "x"), feed.model_dump_json().encode())
     assert out.message == Forward(circuit=C, sender="x", run="r", value=1.0)
@@ -94,7 +94,7 @@ def test_leaf_reports_sum_of_contributions() -> None:
 
 
 def test_unread_gate_reports_zero_gradient_at_once() -> None:
-    leaf = GateCore(GateSpec(id="u", op="input", consumers=0), C)
+    leaf = GateCore(GateSpec(id="u", index=1, op="input", consumers=0), C)
     feed = Feed(circuit=C, sender="orchestrator", run="r", value=2.0)
     sent = [o.message for o in leaf.handle(topic(C, "feed", "u"), feed.model_dump_json().encode())]
     assert sent == [
@@ -104,7 +104,7 @@ def test_unread_gate_reports_zero_gradient_at_once() -> None:
 
 
 def test_constant_uses_its_parameter() -> None:
-    const = GateCore(GateSpec(id="c", op="const", param=1.0, consumers=1), C)
+    const = GateCore(GateSpec(id="c", index=1, op="const", param=1.0, consumers=1), C)
     feed = Feed(circuit=C, sender="orchestrator", run="r")
     (out,) = const.handle(topic(C, "feed", "c"), feed.model_dump_json().encode())
     assert out.message == Forward(circuit=C, sender="c", run="r", value=1.0)
@@ -138,7 +138,7 @@ def test_malformed_messages_are_reported_and_the_gate_keeps_serving() -> None:
 
 
 def test_domain_error_fails_the_run_and_frees_it() -> None:
-    log_gate = GateCore(GateSpec(id="l", op="log", inputs=("x",), consumers=1), C)
+    log_gate = GateCore(GateSpec(id="l", index=1, op="log", inputs=("x",), consumers=1), C)
     (report,) = fwd(log_gate, "x", "r", -1.0)
     assert isinstance(report, ErrorReport)
     assert report.code == ErrorCode.DOMAIN
@@ -164,7 +164,7 @@ def test_release_frees_state_and_probe_reports_it() -> None:
 
 
 def test_finished_runs_are_remembered_boundedly() -> None:
-    gate = GateCore(GateSpec(id="n", op="neg", inputs=("x",), consumers=1), C, remember_finished=3)
+    gate = GateCore(GateSpec(id="n", index=1, op="neg", inputs=("x",), consumers=1), C, remember_finished=3)
     for i in range(10):
         fwd(gate, "x", f"r{i}", 1.0)
         bwd(gate, "orchestrator", f"r{i}", 1.0)
@@ -173,7 +173,7 @@ def test_finished_runs_are_remembered_boundedly() -> None:
 
 
 def test_open_runs_are_bounded_and_the_evicted_run_fails_by_name() -> None:
-    gate = GateCore(GateSpec(id="f", op="mul", inputs=("q", "z"), consumers=1), C, max_open_runs=3)
+    gate = GateCore(GateSpec(id="f", index=1, op="mul", inputs=("q", "z"), consumers=1), C, max_open_runs=3)
     for n in range(3):
         assert fwd(gate, "q", f"r{n}", 1.0) == []  # each run waits for z
     out = fwd(gate, "q", "r3", 1.0)

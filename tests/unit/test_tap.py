@@ -57,7 +57,8 @@ def test_a_crossing_without_its_send_keeps_the_trace_incomplete() -> None:
     recorder = Recorder()
     recorder.attach(circuit, "c", {})
     recorder.begin("r", {"x": 3.0, "y": -2.0})
-    clock = Clock("x")
+    x = circuit.numbers["x"]
+    clock = Clock("x", x)
     clock.advance()  # x heard its feed
     forward = with_clock(Forward(circuit="c", sender="x", run="r", value=3.0), clock.send())
     name = topic("c", "fwd", "x")
@@ -65,7 +66,7 @@ def test_a_crossing_without_its_send_keeps_the_trace_incomplete() -> None:
     recorder.on_tapped((1, publish_packet(name, payload, None)))
     assert [e.type for e in recorder.events] == ["cross"]
     assert recorder.missing() == 1  # x's send
-    event = ["send", 5, 2, {"x": 2}, True, [name, "x:2"], None]
+    event = ["send", 5, 2, clock.vc, True, [name, "x:2"], None]
     batch = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "local", "events": [event]}
     recorder.on_trace(json.dumps(batch).encode())
     assert [e.type for e in recorder.events] == ["cross", "send"]

@@ -204,6 +204,7 @@ def test_a_host_tells_tensor_assignments_from_scalar_ones() -> None:
         "incarnation": "9f3a61c2",
         "spec": {"id": "W", "op": "param", "shape": [2, 2], "consumers": 1},
     }
-    scalar = {**tensor, "type": "assign", "spec": {"id": "f", "op": "mul", "inputs": ["q", "z"], "consumers": 1}}
+    spec = {"id": "f", "index": 1, "op": "mul", "inputs": ["q", "z"], "consumers": 1}
+    scalar = {**tensor, "type": "assign", "spec": spec}
     assert isinstance(ANY_ASSIGNMENT.validate_python(tensor), TensorAssignment)
     assert not isinstance(ANY_ASSIGNMENT.validate_python(scalar), TensorAssignment)

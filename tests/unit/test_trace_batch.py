@@ -18,17 +18,19 @@ from orchestrator.compiler import compile_source
 from orchestrator.recorder import Recorder
 
 CONSUMERS = 40
+NODES = ("orchestrator", "x", *(f"mul_{i}" for i in range(CONSUMERS)))
+"""The fan-in's nodes by number: what Circuit.nodes would give."""
 
 
 def fan_in(tracer_limit: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[BaseModel], list[str]]:
     """Leaf x of CONSUMERS products hears a feed, then one gradient from each product, each
     product's clock knowing more nodes; returns what x sent (stamped) and its trace batches."""
     monkeypatch.setattr(tracing, "TRACE_BATCH_BYTES", tracer_limit)
-    spec = GateSpec(id="x", op="input", consumers=CONSUMERS)
+    spec = GateSpec(id="x", index=1, op="input", consumers=CONSUMERS)
     core = GateCore(spec, "c")
-    tracer = GateTracer("x", (), "c", "h1")
-    orchestrator = Clock("orchestrator")
-    products = [Clock(f"mul_{i}") for i in range(CONSUMERS)]
+    tracer = GateTracer("x", 1, (), "c", "h1")
+    orchestrator = Clock("orchestrator", 0)
+    products = [Clock(f"mul_{i}", i + 2) for i in range(CONSUMERS)]
     sent: list[BaseModel] = []
     batches: list[str] = []
 
@@ -53,7 +55,7 @@ def fan_in(tracer_limit: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Bas
 
 
 def expanded(batches: list[str]) -> list[TraceEvent]:
-    return [event for text in batches for event in TraceBatch.model_validate_json(text).trace_events()]
+    return [event for text in batches for event in TraceBatch.model_validate_json(text).trace_events(NODES)]
 
 
 def test_a_batch_carries_one_whole_clock_then_deltas(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,14 +64,17 @@ def test_a_batch_carries_one_whole_clock_then_deltas(monkeypatch: pytest.MonkeyP
     raw = json.loads(batches[0])["events"]  # [type, t_ns, lamport, clock, whole, msg, fields]
     assert raw[0][4] is True
     assert all(e[4] is False for e in raw[1:])
+    assert isinstance(raw[0][3], list)  # by node number
     assert max(len(e[3]) for e in raw[1:]) <= 3  # what a gradient adds: its product, once x's own tick
+    # compute, send, then a gradient from mul_0 (node 2)
+    assert [e[3] for e in raw[1:4]] == [{"1": 2}, {"1": 3}, {"2": 1, "1": 4}]
     events = expanded(batches)
     assert [e.vc["x"] for e in events] == list(range(1, len(events) + 1))
     # each send's whole vc is exactly the clock its message carried
     sends = {e.msg.id: e for e in events if e.type == "send" and e.msg is not None}
     for message in sent:
         clock = message.clock  # type: ignore[attr-defined]
-        assert sends[f"x:{clock.lamport}"].vc == clock.vc
+        assert sends[f"x:{clock.lamport}"].vc == {NODES[i]: count for i, count in enumerate(clock.vc) if count}
     receipts = [e for e in events if e.type == "receive"]
     assert len(receipts) == 1 + CONSUMERS
     assert receipts[-1].vc == {"orchestrator": 1, "x": receipts[-1].vc["x"]} | {
@@ -90,11 +95,18 @@ def test_a_batch_too_large_is_split_and_reads_back_the_same(monkeypatch: pytest.
 
 def test_a_batch_must_start_with_a_whole_clock() -> None:
     base = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1"}
-    compute = ["compute", 1, 1, {"x": 1}, False, None, {"inputs": [], "value": 2.0}]
+    compute = ["compute", 1, 1, {"1": 1}, False, None, {"inputs": [], "value": 2.0}]
     with pytest.raises(ValidationError, match="first event of a batch must have its whole vector clock"):
         TraceBatch.model_validate({**base, "events": [compute]})
+    with pytest.raises(ValidationError, match=r"event 0: a whole vector clock is a list"):
+        TraceBatch.model_validate({**base, "events": [[*compute[:4], True, None, compute[6]]]})
+    first = [*compute[:3], [0, 1], True, None, None]
+    with pytest.raises(ValidationError, match=r"event 1: a whole vector clock is a list"):
+        TraceBatch.model_validate({**base, "events": [first, [*compute[:4], True, None, None]]})
     with pytest.raises(ValidationError, match=r"events\.0\.6\.bogus"):
-        TraceBatch.model_validate({**base, "events": [[*compute[:4], True, None, {"bogus": 1}]]})
+        TraceBatch.model_validate({**base, "events": [[*compute[:3], [0, 1], True, None, {"bogus": 1}]]})
+    with pytest.raises(ValidationError, match=r"events\.0\.3"):  # a count below zero
+        TraceBatch.model_validate({**base, "events": [[*compute[:3], [0, -1], True, None, None]]})
     with pytest.raises(ValidationError, match=r"events\.0"):
         TraceBatch.model_validate({**base, "events": [compute[:5]]})
 
@@ -103,10 +115,10 @@ def test_a_stamped_message_is_the_one_pydantic_would_make() -> None:
     """Stamps and stamped messages skip validation (their values are valid already): they must be
     equal, field for field and byte for byte, to what validation makes; a pydantic upgrade that
     changes a model's insides fails here."""
-    clock = Clock("q")
-    clock.merge(Clock("x").send())
+    clock = Clock("q", 2)
+    clock.merge(Clock("x", 1).send())
     stamp = clock.stamp()
-    assert stamp == Stamp.model_validate({"lamport": 2, "vc": {"x": 1, "q": 1}})
+    assert stamp == Stamp.model_validate({"lamport": 2, "vc": [0, 1, 1]})
     message = Backward(circuit="c", sender="q", run="r", port=1, grad=-4.0)
     stamped = with_clock(message, stamp)
     assert stamped == message.model_copy(update={"clock": stamp})
@@ -122,17 +134,17 @@ def test_a_named_message_is_read_off_its_crossing_or_its_fault() -> None:
     crossed = {"x:2": TraceMsg(id="x:2", src="x", dest=("f",), phase="forward", topic=fwd, value=3.0)}
     dropped = {"id": "x:3", "src": "x", "phase": "forward", "topic": fwd, "value": 3.0}
     events = [
-        ["send", 1, 2, {"x": 2}, True, [fwd, "x:2"], None],
-        ["send", 2, 3, {"x": 3}, False, [fwd, "x:3"], None],
-        ["drop", 2, 4, {"x": 4}, False, dropped, None],
-        ["send", 3, 5, {"x": 5}, False, [fwd, "x:5"], None],
+        ["send", 1, 2, [0, 2], True, [fwd, "x:2"], None],
+        ["send", 2, 3, {"1": 3}, False, [fwd, "x:3"], None],
+        ["drop", 2, 4, {"1": 4}, False, dropped, None],
+        ["send", 3, 5, {"1": 5}, False, [fwd, "x:5"], None],
     ]
     batch = TraceBatch.model_validate(
         {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1", "events": events}
     )
     seen = dict(crossed)
     seen["x:3"] = TraceMsg.model_validate(dropped)
-    first, second, drop, unseen = batch.trace_events(seen)
+    first, second, drop, unseen = batch.trace_events(("orchestrator", "x"), seen)
     assert first.msg is crossed["x:2"]
     assert (second.msg, drop.msg) == (seen["x:3"], seen["x:3"])
     assert unseen.msg == TraceMsg(id="x:5", src="x", phase="forward", topic=fwd, note="its crossing was not seen")
@@ -145,10 +157,30 @@ def test_the_recorder_reads_a_dropped_send_off_its_drop() -> None:
     recorder.begin("r", {"x": 3.0, "y": -2.0})
     fwd = topic("c", "fwd", "x")
     dropped = {"id": "x:2", "src": "x", "phase": "forward", "topic": fwd, "value": 3.0}
-    events = [["send", 1, 2, {"x": 2}, True, [fwd, "x:2"], None], ["drop", 2, 3, {"x": 3}, False, dropped, None]]
+    x = recorder.nodes.index("x")
+    whole = [0] * x + [2]
+    events = [["send", 1, 2, whole, True, [fwd, "x:2"], None], ["drop", 2, 3, {x: 3}, False, dropped, None]]
     batch = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1", "events": events}
     recorder.on_trace(json.dumps(batch).encode())
     send, drop = recorder.events
     assert send.msg is not None
     assert (send.msg.value, send.msg.dest, send.msg.note) == (3.0, ("f",), "")
     assert send.msg == drop.msg
+    assert (send.vc, drop.vc) == ({"x": 2}, {"x": 3})
+
+
+def test_the_recorder_ignores_a_batch_whose_clock_names_a_node_it_lacks(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    recorder.attach(compile_source("x*y"), "c", {})  # orchestrator, x, y and the product: nodes 0-3
+    recorder.begin("r", {"x": 3.0, "y": -2.0})
+    compute = {"inputs": [], "value": 3.0}
+    for clocks in ([[0, 1, 0, 0, 7], True], [[0, 1], True, {"4": 1}, False]):
+        events = [["compute", 1, 1, *clocks[:2], None, compute]]
+        if len(clocks) > 2:
+            events.append(["compute", 1, 2, *clocks[2:], None, compute])
+        batch = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1", "events": events}
+        recorder.on_trace(json.dumps(batch).encode())
+    assert recorder.events == []
+    assert caplog.text.count("ignored a trace batch of x: a vector clock") == 2
+    assert "of 5 entries, for 4 nodes" in caplog.text
+    assert "names node 4, of 4 nodes" in caplog.text
