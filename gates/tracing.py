@@ -86,9 +86,9 @@ _CLOCK = frozenset({"clock"})
 
 Fact = tuple[str, int, int, "list[int] | dict[int, int]", bool, "MsgRef | Event | None", "Event | None"]
 """An event as a step notes it and its batch carries it (BatchedFact): (type, t_ns, lamport, vc
-or the entries changed by node number, whether it is the whole vc, its message as (topic, id) or as TraceMsg
-fields, its other fields). Plain data, encoded as it is: the gate builds nothing per event
-(bench/tracing.py)."""
+or the entries changed by node number, whether it is the whole vc, its message as (topic, id)
+or as TraceMsg fields, its other fields). Plain data, encoded as it is: the gate builds nothing
+per event (bench/tracing.py)."""
 
 
 class EncodedBatch(BaseModel):
