@@ -107,6 +107,10 @@ def junk(circuit_id: str, gate: str) -> list[bytes]:
         Assignment(circuit=c, sender=ORCHESTRATOR, host="ghost-host", incarnation="0badc0de", spec=spec),
         HostPresence(host="ghost-host", incarnation="0badc0de", state="offline"),
     ]
+    forward = {"type": "forward", "circuit": circuit_id, "sender": gate, "run": run, "value": 1.0}
+    # clocks that are not a list of counts by node number, or a Lamport clock before any event
+    bad_clocks = [{"lamport": 2, "vc": {gate: 1}}, {"lamport": 2, "vc": [1, -1]}, {"lamport": 0, "vc": [1]}]
+    whole_dict = ["compute", 1, 1, {"1": 1}, True, None, None]
     return [
         b"",
         b"\x00",
@@ -117,6 +121,10 @@ def junk(circuit_id: str, gate: str) -> list[bytes]:
         b'{"type": "nonsense"}',
         json.dumps({"type": "forward", "circuit": circuit_id, "sender": gate, "run": run, "value": "NaN"}).encode(),
         json.dumps({"type": "ready", "circuit": circuit_id, "sender": gate, "extra": 1}).encode(),
+        *(json.dumps({**forward, "clock": clock}).encode() for clock in bad_clocks),
+        json.dumps(  # a trace batch whose first clock is said to be whole but is not a list
+            {"type": "trace", "circuit": circuit_id, "sender": gate, "run": run, "host": "h", "events": [whole_dict]}
+        ).encode(),
         *(message.model_dump_json().encode() for message in others),
     ]
 
