@@ -217,7 +217,7 @@ def msg_fields(
     phase = PHASE_OF.get(type(message))
     if phase is None or not isinstance(message, _Message) or (message.clock is None and stamped):
         return None
-    msg_id = "" if message.clock is None else f"{message.sender}:{message.clock.lamport}"
+    msg_id = "" if message.clock is None else message_id(message.sender, message.clock)
     fields: Event = {"id": msg_id, "src": message.sender, "dest": dest}
     if isinstance(message, _VALUES):
         fields["value"] = message.value
