@@ -9,7 +9,11 @@
   `GateTracer.step` and `batch`, with the orchestrator's clock on the feeds and the seed. No
   broker, no event loop: the gates' own work, plain and traced, and the bytes of their data
   messages. CPU per pass, the least of `rounds` rounds (this machine's speed drifts; the least
-  is the one least disturbed), plain and traced taking turns.
+  is the one least disturbed), the kinds taking turns.
+- The same pass with the clocks alone: each gate merges every clock it receives and stamps
+  every message it sends, as the textbook says, and records nothing. What any traced pass must
+  pay, whatever it does with its events; with a plain pass's CPU from `bench.tracing`, the
+  least a traced pass can cost (docs/benchmarks.md, Tracing).
 
 Results: docs/benchmarks.md (Tracing).
 """
@@ -21,6 +25,7 @@ import time
 import timeit
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -33,6 +38,8 @@ from gates.transport import encode
 from orchestrator.circuit import Circuit
 
 DEPLOYMENT = "bench"
+Kind = Literal["plain", "clocks", "traced"]
+"""plain: no clocks; clocks: merged and stamped, nothing recorded; traced: what a traced run does."""
 
 
 def microseconds(call: Callable[[], object], number: int = 20_000) -> float:
@@ -76,9 +83,11 @@ class Replay:
         specs = {spec.id: spec for spec in self.circuit.specs()}
         self.tracers = {g: GateTracer(g, spec.index, spec.inputs, DEPLOYMENT, "h") for g, spec in specs.items()}
 
-    def run(self, run: str, traced: bool) -> None:
+    def run(self, run: str, kind: Kind) -> None:
         """One pass: the orchestrator's feeds, then every message until none is left."""
+        traced = kind != "plain"
         clock = Clock(ORCHESTRATOR, 0) if traced else None
+        clocks = {spec.id: Clock(spec.id, spec.index) for spec in self.circuit.specs()} if kind == "clocks" else {}
         queue: deque[tuple[str, bytes]] = deque()
 
         def send(name: str, message: BaseModel) -> None:
@@ -99,7 +108,11 @@ class Replay:
             for gate in self.hearers.get(name, ()):
                 message, outgoing = self.cores[gate].receive(name, payload)
                 batch: list[tuple[str, BaseModel]] = [(out.topic, out.message) for out in outgoing]
-                if traced and message is not None:
+                if clocks and message is not None and message.clock is not None:
+                    gate_clock = clocks[gate]
+                    gate_clock.merge(message.clock)
+                    batch = [(name, with_clock(out, gate_clock.send())) for name, out in batch]
+                elif traced and message is not None:
                     tracer = self.tracers[gate]
                     traced_run, batch, facts = tracer.step(name, message, batch)
                     if traced_run is not None:
@@ -112,21 +125,23 @@ class Replay:
 def gate_work(circuit: Circuit, passes: int, rounds: int) -> str:
     replay = Replay(circuit)
     replay.tracing()
-    best = {False: float("inf"), True: float("inf")}
-    data = {False: 0, True: 0}
+    kinds: tuple[Kind, ...] = ("plain", "clocks", "traced")
+    best = dict.fromkeys(kinds, float("inf"))
+    data = dict.fromkeys(kinds, 0)
     for round_ in range(rounds):
-        for traced in (False, True) if round_ % 2 == 0 else (True, False):
+        for kind in kinds[round_ % 3 :] + kinds[: round_ % 3]:
             replay.bytes = 0
             start = time.process_time()
             for i in range(passes):
-                replay.run(f"{'t' if traced else 'p'}{round_}-{i}", traced)
-            best[traced] = min(best[traced], (time.process_time() - start) / passes * 1e6)
-            data[traced] = replay.bytes // passes
-    plain, with_tracing = best[False], best[True]
+                replay.run(f"{kind}{round_}-{i}", kind)
+            best[kind] = min(best[kind], (time.process_time() - start) / passes * 1e6)
+            data[kind] = replay.bytes // passes
+    plain, clocks, traced = best["plain"], best["clocks"], best["traced"]
     return (
-        f"the gates' work per pass, in memory: plain {plain:.0f} us, traced {with_tracing:.0f} us "
-        f"({with_tracing / plain:.2f}x, {with_tracing - plain:.0f} us more); "
-        f"data messages per pass {data[False]:,} bytes plain, {data[True]:,} traced"
+        f"the gates' work per pass, in memory: plain {plain:.0f} us, traced {traced:.0f} us "
+        f"({traced / plain:.2f}x, {traced - plain:.0f} us more), the clocks alone {clocks:.0f} us "
+        f"({clocks - plain:.0f} us more); data messages per pass {data['plain']:,} bytes plain, "
+        f"{data['traced']:,} traced"
     )
 
 

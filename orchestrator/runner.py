@@ -56,8 +56,8 @@ from orchestrator.tap import Tap
 log = logging.getLogger(__name__)
 
 PROBE_WINDOW = 0.5
-HOSTS_PREFIX = host_topic("")
 """Seconds a timed-out run waits for the gates' Status answers before naming them."""
+HOSTS_PREFIX = host_topic("")
 
 
 @dataclass
