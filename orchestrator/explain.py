@@ -41,6 +41,8 @@ class Explainer:
         self._values: dict[str, dict[str, float]] = defaultdict(dict)
         self._grads_in: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
         self._told_backward: set[tuple[str, str]] = set()
+        self._told: set[tuple[str, str]] = set()
+        """(run, message id) of every message told: a second copy is told as one, and counts for nothing."""
 
     def label(self, gate: str) -> str:
         """'x' for an input, 'add(q)' for any other gate, as the notes draw them."""
@@ -60,7 +62,26 @@ class Explainer:
     def tell(self, run: str, msg: TraceMsg) -> str:
         """The next numbered sentence: what the message of a trace event says and why it was sent."""
         self.count += 1
+        if msg.id and (run, msg.id) in self._told:
+            return self._numbered(
+                msg.src,
+                f"a second copy of {self.label(msg.src)}'s {msg.phase} message ({msg.id}) crosses the broker "
+                "(the fault injector duplicated it); it changes nothing: a gate takes one message per sender "
+                "and port in a run",
+            )
+        if msg.id:
+            self._told.add((run, msg.id))
         return self._numbered(msg.src, self._sentence(run, msg))
+
+    def dropped(self, msg: TraceMsg) -> str:
+        """The next numbered sentence, for a message the fault injector dropped."""
+        self.count += 1
+        to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
+        return self._numbered(
+            msg.src,
+            f"the fault injector drops {self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}: "
+            "it never reaches the broker",
+        )
 
     def _numbered(self, sender: str, sentence: str) -> str:
         if not self.placement:
@@ -96,6 +117,10 @@ class Explainer:
                 return f"{self.label(sender)} reports an error ({code}): {reason}"
             case "status":
                 return f"{self.label(sender)} answers the probe: {msg.note}"
+            case "probe":
+                return f"{self.label(sender)} asks every gate where it stands in the run (a probe: the run is late)"
+            case "release":
+                return f"{self.label(sender)} tells every gate to forget the run (a release)"
         return f"{sender} sends a {msg.phase} message"
 
     def _forward(self, run: str, sender: str, value: float) -> str:

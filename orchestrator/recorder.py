@@ -461,7 +461,8 @@ class Recorder:
 
 
 def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
-    """--explain from the trace: one sentence per crossing, as the recorder records it.
+    """--explain from the trace: one sentence per crossing and per dropped message, as the
+    recorder records them (a drop is told when its gate's events arrive).
 
     The sentences, the trace file and the pictures are then made from the same events.
     """
@@ -469,11 +470,11 @@ def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
 
     def listen(event: TraceEvent) -> None:
         nonlocal explainer
-        if event.type != "cross" or event.msg is None or recorder.circuit is None:
+        if event.type not in ("cross", "drop") or event.msg is None or recorder.circuit is None:
             return
         if explainer is None:
             hosts = set(recorder.placement.values())
             explainer = Explainer(recorder.circuit, None if hosts <= {"local"} else recorder.placement)
-        say(explainer.tell(event.run, event.msg))
+        say(explainer.tell(event.run, event.msg) if event.type == "cross" else explainer.dropped(event.msg))
 
     recorder.listeners.append(listen)

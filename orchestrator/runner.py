@@ -145,7 +145,7 @@ class Runner:
         hosts = [host_topic(h) for h in self.hosts]
         wide = self.recorder is not None and self.tap is None
         if self.observer is not None or wide or self.tally is not None:  # everything
-            return [f"{ROOT}/{c}/+/+", *hosts]
+            return [f"{ROOT}/{c}/+/+", topic(c, "control"), *hosts]  # the control topic has one level fewer
         kinds: tuple[TopicKind, ...] = ("report", "error", "status", "ready")
         return [topic(c, "fwd", self.circuit.output), *(topic(c, kind, "+") for kind in kinds), *hosts]
 

@@ -29,7 +29,7 @@ from gates.errors import ProtocolViolation
 from gates.lifecycle import stay_connected
 from gates.mqtt311 import Session
 from gates.mqtt_codec import MAX_PACKET, PINGRESP, PUBLISH, malformed, published, split_packets
-from gates.protocol import ROOT
+from gates.protocol import ROOT, topic
 from gates.transport import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ class Tap:
         on_message: Callable[[str, bytes], None],
     ) -> None:
         self.broker = broker
-        self.filters = [f"{ROOT}/{deployment}/+/+"]
+        # `+/+` is every gate's topic; the control topic (probes, releases) has one level fewer
+        self.filters = [f"{ROOT}/{deployment}/+/+", topic(deployment, "control")]
         self.on_bytes = on_bytes
         self.on_message = on_message
         """For a message read in the same read as the SUBACK, before capturing began."""

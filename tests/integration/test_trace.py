@@ -180,6 +180,9 @@ def test_faults_are_in_the_trace_and_the_picture(mosquitto_url: str) -> None:
     (timeout,) = [e for e in trace.events if e.type == "timeout"]
     probes = [e for e in trace.events if e.type == "send" and e.msg and e.msg.phase == "probe"]
     assert probes[0].lamport == timeout.lamport + 1  # the orchestrator probes right after its timeout
+    control = {e.msg.id for e in trace.events if e.type == "send" and e.msg and e.msg.phase in ("probe", "release")}
+    crossed = {e.msg.id for e in trace.events if e.type == "cross" and e.msg}
+    assert len(control) >= 2 and control <= crossed  # the control topic crosses the broker too
     assert validate(export([("faulty", trace)]))
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from gates.core import GateCore
 from gates.protocol import ORCHESTRATOR, Backward, Feed, Forward, Message, topic
+from gates.trace_records import TraceMsg, msg_fields
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.explain import Explainer
@@ -85,3 +86,49 @@ def test_each_line_names_the_host_of_its_sender() -> None:
 def test_ops_with_a_parameter_show_it() -> None:
     lines = told(compile_source("f = x ** 2"), {"x": 3})
     assert "pow(f) got 3 from x; computes pow(3, 2) = 9; sends 9 to the orchestrator" in lines[2]
+
+
+def told_as_traced(circuit: Circuit, carried: list[tuple[str, Message]]) -> list[str]:
+    """The sentences --explain makes from a trace's crossings: each message with an id (its
+    position in `carried`, as a stamp would give it), a copy with the same id."""
+    explainer = Explainer(circuit)
+    ids: dict[int, str] = {}
+    for i, (_, message) in enumerate(carried):
+        ids.setdefault(id(message), f"{message.sender}:{i}")
+    lines = []
+    for name, message in carried:
+        fields = msg_fields(name, message, stamped=False)
+        assert fields is not None
+        lines.append(explainer.tell("r", TraceMsg.model_validate({**fields, "id": ids[id(message)]})))
+    return lines
+
+
+def test_a_duplicated_gradient_is_told_as_a_copy_and_counted_once() -> None:
+    circuit = compile_source("q = x + y; f = q * z")
+    carried = one_pass(circuit, {"x": -2, "y": 5, "z": -4})
+    into_q = next(i for i, (name, m) in enumerate(carried) if name == topic("c", "grad", "q"))
+    carried.insert(into_q + 1, carried[into_q])  # the broker carries mul(f)'s -4 to add(q) twice
+    lines = told_as_traced(circuit, carried)
+    assert lines[into_q + 1] == (
+        f"{into_q + 2:>3}. a second copy of mul(f)'s backward message (f:{into_q}) crosses the broker "
+        "(the fault injector duplicated it); it changes nothing: a gate takes one message per sender and port in a run"
+    )
+    assert any(
+        line.endswith("add(q) got grad -4 from mul(f); local grads [1, 1]; sends -4 to x and -4 to y") for line in lines
+    )
+    assert lines[-1].endswith("y got grad -4 from add(q); reports df/dy = -4 to the orchestrator")
+
+
+def test_a_dropped_message_and_the_probe_and_release_are_told() -> None:
+    circuit = compile_source("q = x + y; f = q * z")
+    explainer = Explainer(circuit)
+    dropped = TraceMsg(id="q:7", src="q", dest=("x",), phase="backward", topic=topic("c", "grad", "x"), grad=-4.0)
+    assert explainer.dropped(dropped) == (
+        "  1. the fault injector drops add(q)'s backward message (q:7) to x: it never reaches the broker"
+    )
+    probe = TraceMsg(id="orchestrator:9", src=ORCHESTRATOR, phase="probe", topic=topic("c", "control"))
+    assert explainer.tell("r", probe).endswith(
+        "the orchestrator asks every gate where it stands in the run (a probe: the run is late)"
+    )
+    release = probe.model_copy(update={"id": "orchestrator:10", "phase": "release"})
+    assert explainer.tell("r", release) == "  3. the orchestrator tells every gate to forget the run (a release)"
