@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import graphviz
@@ -181,11 +182,14 @@ def draw_circuit(
     labels: list[str] = []
     edges = layout.get("edges", [])
     assert isinstance(edges, list)
+    branches: Counter[tuple[str, str]] = Counter()
+    """Branches drawn so far from a fork to a reader: `x*x` reads x twice, by two branches."""
     for edge in edges:
         tail, head = ids[edge["tail"]], ids[edge["head"]]
         points = [at(*map(float, p.split(","))) for p in edge["pos"].split() if not p.startswith(("e,", "s,"))]
         wires.append(f'<path class="wire" d={attr(_path(points))}><title>{tail} \u2192 {head}</title></path>')
-        labels += _wire_labels(circuit, state, readers, tail, head, points)
+        labels += _wire_labels(circuit, state, readers, tail, head, points, branches[tail, head])
+        branches[tail, head] += 1
     shapes = [_node(circuit, name, node, at) for name, node in nodes.items()]
     width, total_height = bb[2] - bb[0] + 2 * SIDE, height + TOP + BOTTOM
     legend = [
@@ -203,16 +207,21 @@ def _wire_labels(
     tail: str,
     head: str,
     points: list[tuple[float, float]],
+    nth: int = 0,
 ) -> list[str]:
-    """The numbers of one drawn wire: trunk (gate -> fork or reader), branch (fork -> reader) or output."""
+    """The numbers of one drawn wire: trunk (gate -> fork or reader), branch (fork -> reader) or
+    output. `nth`: which of the branches from this fork to `head` it is (one per port read)."""
     (mx, my), (nx, ny) = _along(points, 0.4)  # before the middle: converging wires are further apart there
     value_at, grad_at = (mx + 7 * nx, my + 7 * ny), (mx - 17 * nx, my - 17 * ny)  # text baselines
     if tail.endswith(" fork"):  # a branch: its own contribution only
         gate = tail.removesuffix(" fork")
         drawn = [edge for edge in readers[gate] if edge[0] == head]
-        parts = [state.parts.get((gate, reader, port)) for reader, port in drawn]
-        shown = " + ".join(num(p) for p in parts if p is not None)
-        return [text(*grad_at, shown, "grad part", title=f"d{circuit.output}/d{gate} through {head}")]
+        reader, port = drawn[nth]
+        part = state.parts.get((gate, reader, port))
+        if len(drawn) > 1 and (grad_at[1] - my) * (points[0][1] - my) < 0:
+            grad_at = value_at  # branches that meet again (`x*x`): each number inside the loop they make
+        title = f"d{circuit.output}/d{gate} through {head}" + (f", its input {port + 1}" if len(drawn) > 1 else "")
+        return [text(*grad_at, num(part), "grad part", title=title)]
     if head.endswith(" output"):
         value, grad, name = state.output_value, state.seed, circuit.output
     else:

@@ -151,6 +151,13 @@ def test_step_shows_only_what_was_delivered(mosquitto_url: str) -> None:
     assert draw_circuit(trace.circuit, state_at(trace, step=0)).count('class="value"') == 5
 
 
+def test_a_gate_reading_one_input_twice_shows_each_part_on_its_own_branch(mosquitto_url: str) -> None:
+    trace = asyncio.run(traced("f = x * x", {"x": 3}, mosquitto_url))
+    svg = draw_circuit(trace.circuit, state_at(trace))
+    assert texts(svg, "grad part") == ["3.00", "3.00"]  # d(x*x)/dx through each input: x, not x + x
+    assert sorted(texts(svg, "grad")) == ["1.00", "3.00", "3.00", "6.00"]  # the parts, and their sum at the fork
+
+
 def test_same_circuit_same_numbers_same_figure(mosquitto_url: str) -> None:
     first = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url))
     second = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url))
