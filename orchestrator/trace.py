@@ -145,16 +145,34 @@ def parse_trace(text: str, source: str = "<trace>") -> Trace:
     except ValidationError as exc:
         raise TraceError(f"{source}: line {lines[0][0]}: not a trace header: {_problems(exc)}") from None
     events = []
+    nodes = {*header.circuit.nodes, BROKER}
     for number, line in lines[1:]:
         try:
-            events.append(TraceEvent.model_validate_json(line))
+            event = TraceEvent.model_validate_json(line)
         except ValidationError as exc:
             raise TraceError(f"{source}: line {number}: not a trace event: {_problems(exc)}") from None
+        if stranger := _stranger(event, nodes):
+            raise TraceError(
+                f"{source}: line {number}: {stranger}, which is not a node of the header's circuit "
+                "(an event of another trace?)"
+            )
+        events.append(event)
     seqs = [e.seq for e in events]
     if seqs != list(range(1, len(events) + 1)):
         wrong = next(i for i, s in enumerate(seqs, 1) if s != i)
         raise TraceError(f"{source}: event {wrong} has seq {seqs[wrong - 1]}: seq must count 1, 2, 3, ...")
     return Trace(header=header, events=tuple(events))
+
+
+def _stranger(event: TraceEvent, nodes: set[str]) -> str:
+    """What in `event` names a node outside `nodes` ('' if nothing does)."""
+    if event.node not in nodes:
+        return f"its node is {event.node!r}"
+    if unknown := sorted(set(event.vc) - nodes):
+        return f"its vector clock has an entry for {unknown[0]!r}"
+    if event.msg is not None and (unknown := sorted({event.msg.src, *event.msg.dest} - nodes)):
+        return f"its message names {unknown[0]!r}"
+    return ""
 
 
 def _problems(exc: ValidationError) -> str:

@@ -23,13 +23,14 @@ from orchestrator.errors import HostLost, RunError
 from orchestrator.recorder import Recorder
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
-from orchestrator.trace import Trace, dump_lines, parse_trace, read_trace, write_trace
+from orchestrator.trace import Trace, TraceError, dump_lines, parse_trace, read_trace, write_trace
 from tests.processes import GateHostProcess, gatemesh
 from tests.shiviz_rules import validate
 from tests.unit.test_reference import NEURON, NEURON_GRADS
 from viz.circuit import draw_circuit, state_at
 from viz.lamport import draw_lamport
 from viz.shiviz import export
+from viz.svg import DrawError
 
 pytestmark = pytest.mark.integration
 
@@ -189,7 +190,8 @@ def test_faults_are_in_the_trace_and_the_picture(mosquitto_url: str) -> None:
     assert probes[0].lamport == timeout.lamport + 1  # the orchestrator probes right after its timeout
     control = {e.msg.id for e in trace.events if e.type == "send" and e.msg and e.msg.phase in ("probe", "release")}
     crossed = {e.msg.id for e in trace.events if e.type == "cross" and e.msg}
-    assert len(control) >= 2 and control <= crossed  # the control topic crosses the broker too
+    assert len(control) >= 2
+    assert control <= crossed  # the control topic crosses the broker too
     assert validate(export([("faulty", trace)]))
 
 
@@ -268,6 +270,17 @@ def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -
     done = gatemesh("export", "shiviz", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "x.log"))
     assert done.returncode == 1
     assert "line 2: not a trace event" in done.stderr
+
+
+def test_events_of_another_trace_are_refused_and_a_run_without_events_is_not_drawn(mosquitto_url: str) -> None:
+    first, second = (asyncio.run(traced(QF, QF_INPUTS, mosquitto_url)) for _ in range(2))
+    neuron = asyncio.run(traced("sigmoid(w0*x0 + w1*x1 + w2)", NEURON, mosquitto_url))
+    foreign = "\n".join([first.header.model_dump_json(), *(e.model_dump_json() for e in neuron.events)])
+    with pytest.raises(TraceError, match=r"line 2: .*'(w0|x0|w1|x1|w2|\w+_\d+)', which is not a node of the header's"):
+        parse_trace(foreign)
+    other_run = parse_trace("\n".join([first.header.model_dump_json(), *(e.model_dump_json() for e in second.events)]))
+    with pytest.raises(DrawError, match=f"run {first.header.run} has no events in this trace"):
+        state_at(other_run)
 
 
 def test_shiviz_export_refuses_a_trace_with_missing_events(mosquitto_url: str) -> None:
