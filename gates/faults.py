@@ -43,6 +43,19 @@ class Faults(BaseModel):
     def active(self) -> bool:
         return self.drop > 0 or self.dup > 0 or self.delay_ms[1] > 0 or self.reorder
 
+    @property
+    def text(self) -> str:
+        """As `--faults` writes it: `Faults.parse(f.text) == f`."""
+        low, high = self.delay_ms
+        parts = [
+            f"drop={self.drop:g}" if self.drop else "",
+            f"dup={self.dup:g}" if self.dup else "",
+            (f"delay={low:g}-{high:g}ms" if low != high else f"delay={low:g}ms") if high else "",
+            "reorder" if self.reorder else "",
+            f"seed={self.seed}" if self.seed else "",
+        ]
+        return ",".join(filter(None, parts))
+
     @classmethod
     def parse(cls, text: str) -> Faults:
         """`drop=0.05,dup=0.1,delay=0-20ms,reorder,seed=7` -> Faults; ValueError names the bad part."""

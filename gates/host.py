@@ -142,6 +142,7 @@ class GateHost:
                 "reason": reason,
                 "machine": socket.gethostname(),
                 "pid": os.getpid(),
+                "faults": self.faults.text if self.faults is not None and self.faults.active else "",
             }
         )
 

@@ -200,6 +200,9 @@ class HostPresence(BaseModel):
     reason: str = ""
     machine: str = ""
     pid: int | None = None
+    faults: str = ""
+    """What the host's fault injector does to its gates' messages, as `--faults` writes it ("" for nothing):
+    a trace of a run on the host says so."""
 
 
 class Assignment(_Message):

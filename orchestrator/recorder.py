@@ -129,6 +129,9 @@ class Recorder:
         runner that other recorders, observers and tallies are swapped into: the web page)."""
         self.faults = faults
         self.faults_text = faults_text
+        self.host_faults: dict[str, str] = {}
+        """What each gate host says its fault injector does (HostPresence.faults): the header's
+        `faults` when this orchestrator injects none itself."""
         self.host = host
         self.circuit: Circuit | None = None
         self.deployment = ""
@@ -448,7 +451,7 @@ class Recorder:
             run=last.run if last else None,
             inputs=last.inputs if last else {},
             seed=self.faults.seed if self.faults is not None else None,
-            faults=self.faults_text,
+            faults=self.faults_text or "; ".join(f"{h}: {f}" for h, f in sorted(self.host_faults.items()) if f),
             placement=self.placement,
             runs=runs,
         )

@@ -167,6 +167,8 @@ class Runner:
         expected = self.hosts.get(presence.host)
         if expected is None:
             return
+        if self.recorder is not None and presence.state == "online":
+            self.recorder.host_faults[presence.host] = presence.faults
         problem = host_problem(expected, presence)
         if problem is None:  # back online as the same process (a broker restart): its gates are intact
             if self.lost.pop(presence.host, None) is not None:

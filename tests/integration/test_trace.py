@@ -339,6 +339,7 @@ def test_gate_hosts_send_their_events_and_a_lost_host_is_drawn(mosquitto_url: st
         slow.stop()
     hosts = {e.node: e.host for e in clean.events if e.node not in (BROKER, ORCHESTRATOR)}
     assert hosts == record.placement  # every gate's events came from its own host process
+    assert clean.header.faults == f"{slow_name}: delay=400ms"  # the host's own faults, though the CLI gave none
     assert clean.replay() == QF_RESULT
     (lost,) = [e for e in killed.events if e.type == "host_lost"]
     assert slow_name in lost.note

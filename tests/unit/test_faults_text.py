@@ -1,0 +1,22 @@
+"""A fault plan written back as `--faults` takes it: what a host announces and a trace's header says."""
+
+from __future__ import annotations
+
+import pytest
+
+from gates.faults import Faults
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        ("drop=0.08,dup=0.25,delay=0-15ms,reorder,seed=2", "drop=0.08,dup=0.25,delay=0-15ms,reorder,seed=2"),
+        ("seed=3, reorder, delay=400ms", "delay=400ms,reorder,seed=3"),
+        ("delay=2.5-7ms", "delay=2.5-7ms"),
+        ("", ""),
+    ],
+)
+def test_faults_are_written_as_they_are_given(given: str, written: str) -> None:
+    faults = Faults.parse(given)
+    assert faults.text == written
+    assert Faults.parse(faults.text) == faults
