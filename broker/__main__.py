@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import time
 from pathlib import Path
 
@@ -18,6 +19,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--secure", type=Path, default=None, help="mosquitto only: a `gatemesh secure init` directory")
     args = parser.parse_args()
+    # a service manager stops with SIGTERM: unwind as for Ctrl-C, so a Mosquitto child stops too
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.default_int_handler(signum, frame))
     with contextlib.suppress(KeyboardInterrupt):
         if args.kind == "embedded":
             asyncio.run(serve_embedded(args.port, args.host))

@@ -17,7 +17,7 @@ from orchestrator.cli_common import err, load_circuit, parse_assignments
 from orchestrator.errors import InputError
 from orchestrator.recorder import Recorder
 from orchestrator.trace import Trace, read_trace
-from viz.circuit import MAX_GATES, caption, draw_circuit, state_at
+from viz.circuit import MAX_GATES, caption, check_size, draw_circuit, state_at
 from viz.lamport import draw_lamport
 from viz.shiviz import export
 
@@ -32,7 +32,7 @@ def _write(path: Path, content: str, what: str) -> None:
     try:
         path.write_text(content, encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"{path}: cannot write the {what}: {exc}") from exc
+        raise InputError(f"{path}: cannot write {what}: {exc}") from exc
     err.print(f"wrote {what} to {path}", highlight=False)
 
 
@@ -69,6 +69,7 @@ def draw_circuit_command(
                 )
             if given[1:]:
                 raise InputError("with --trace the inputs are the trace's; drop the name=value arguments")
+        check_size(recorded.circuit, max_gates)
         svg = _circuit_svg(recorded, run, step, max_gates)
     else:
         if not given:
@@ -77,6 +78,7 @@ def draw_circuit_command(
             raise InputError("--step and --run read a trace: give --trace FILE")
         circuit = load_circuit(given[0])
         inputs = parse_assignments(given[1:])
+        check_size(circuit, max_gates)  # before a run, not after it
         if inputs:
             recorder = Recorder()
             asyncio.run(run_circuit(circuit, inputs, broker=broker, trace=recorder))

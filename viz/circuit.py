@@ -158,15 +158,20 @@ def _sink(circuit: Circuit) -> str:
     return f"{circuit.output} output"
 
 
-def draw_circuit(
-    circuit: Circuit, state: WireState | None = None, *, caption: str = "", max_gates: int = MAX_GATES
-) -> str:
-    """The figure as a standalone SVG document; without `state`, the bare circuit (every number blank)."""
+def check_size(circuit: Circuit, max_gates: int = MAX_GATES) -> None:
+    """DrawError if the figure of `circuit` would be a hairball (checked before anything is run for it)."""
     if len(circuit.gates) > max_gates:
         raise DrawError(
             f"the circuit has {len(circuit.gates)} gates; its figure stays readable up to {max_gates}. "
             "Draw the messages instead (gatemesh draw lamport), or raise the limit with --max-gates"
         )
+
+
+def draw_circuit(
+    circuit: Circuit, state: WireState | None = None, *, caption: str = "", max_gates: int = MAX_GATES
+) -> str:
+    """The figure as a standalone SVG document; without `state`, the bare circuit (every number blank)."""
+    check_size(circuit, max_gates)
     state = state or WireState()
     layout = _layout(circuit)
     bb = [float(v) for v in str(layout["bb"]).split(",")]

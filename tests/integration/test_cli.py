@@ -58,6 +58,11 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
         (["run", "log(x)", "x=-1"], "output of log(-1) is undefined"),
         (["run", "missing.json", "x=1"], "missing.json: cannot read circuit file"),
         (["run", "x", "x=1", "--broker", "mqtt://127.0.0.1:1"], "cannot connect to the broker"),
+        (["run", "x", "x=1", "--trace", "/nonexistent/t.jsonl"], "--trace /nonexistent/t.jsonl: cannot write in"),
+        (
+            ["draw", "circuit", " + ".join(f"x{i}" for i in range(40)), "x0=1", "-o", "/nonexistent/c.svg"],
+            "the circuit has 79 gates; its figure stays readable up to 60",  # said before running it
+        ),
     ],
 )
 def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: str) -> None:
