@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from broker.security import SecureDir
 from gates.errors import TransportError
+from gates.lifecycle import cancel_and_wait
 from gates.protocol import Message
 from gates.trace_records import TraceEvent
 from gates.transport import BrokerAddress
@@ -489,8 +490,7 @@ class Session:
 
 
 async def _stopped(task: asyncio.Task[None] | None) -> None:
-    """Cancel `task` (a run or a watch) and wait until it is over."""
-    if task is not None and not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    """Cancel `task` (a run or a watch) and wait until it is over. A caller cancelled meanwhile (a
+    newer request) stops waiting at once: its own cancellation is never taken for the task's."""
+    if task is not None:
+        await cancel_and_wait([task])
