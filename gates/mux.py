@@ -43,13 +43,16 @@ class Mailbox:
     the gate waits, do.
     """
 
-    __slots__ = ("_letters", "_waiter", "shared", "topics", "unconfirmed")
+    __slots__ = ("_letters", "_waiter", "refused", "shared", "topics", "unconfirmed")
 
     def __init__(self, shared: SharedConnection, topics: list[str]) -> None:
         self.shared = shared
         self.topics = tuple(sys.intern(name) for name in dict.fromkeys(topics))  # one copy of a shared topic
         self.unconfirmed = 0
         """Topics of this mailbox whose subscription the broker has not acknowledged yet."""
+        self.refused: TransportError | None = None
+        """A subscription the broker refused, perhaps before the gate began to wait (its first
+        gate sends a topic's subscription itself): `subscribed` raises it."""
         self._letters: list[tuple[str, bytes]] | None = None  # a list only while letters wait
         self._waiter: asyncio.Future[None] | None = None
         """What the gate awaits: its subscriptions while it attaches, then its next letter."""
@@ -68,16 +71,20 @@ class Mailbox:
 
     async def subscribed(self) -> None:
         """Return once every topic of this mailbox is acknowledged (Refused if one was refused)."""
-        if self.unconfirmed:
+        if self.unconfirmed and self.refused is None:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+        if self.refused is not None:
+            raise self.refused
 
     def confirmed(self, error: TransportError | None = None) -> None:
         """One of this mailbox's subscriptions was acknowledged, or failed with `error`."""
         self.unconfirmed -= 1
+        if error is not None and self.refused is None:
+            self.refused = error
         if self._waiter is not None and not self._waiter.done():
             if error is not None:
                 self._waiter.set_exception(error)
