@@ -243,7 +243,11 @@ class Runner:
             if not self.connected.is_set():
                 message = f"run {run}: no connection to the broker at {self.broker} for {timeout:g} s"
                 raise ConnectionLost(message, run) from None
-            late = await self._timed_out(run, pending, timeout)
+            try:
+                late = await self._timed_out(run, pending, timeout)
+            except TransportError as exc:  # lost while probing: a lost connection, as above
+                message = f"run {run}: the connection to the broker at {self.broker} broke while probing: {exc}"
+                raise ConnectionLost(message, run) from exc
             value = pending.value  # cancelled if the timeout struck while the run awaited it
             if pending.waiting_for or not value.done() or value.cancelled() or value.exception() is not None:
                 raise late from None
