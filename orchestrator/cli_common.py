@@ -19,7 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker.security import ORCHESTRATOR_USER, SecureDir
+from gates.errors import TransportError
 from gates.faults import Faults
+from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
@@ -176,22 +178,26 @@ def print_line(line: str, *, console: Console = out) -> None:
 # -- the one error path -------------------------------------------------------------------
 
 
-def fail(exc: GatemeshError) -> NoReturn:
+def fail(exc: GatemeshError | TransportError) -> NoReturn:
     err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise SystemExit(1) from None
 
 
 @contextlib.contextmanager
 def one_error_path() -> Iterator[None]:
-    """A gatemesh error, bare or inside a task group's failure, becomes one line on stderr and exit 1."""
+    """A gatemesh error or a broken broker connection, bare or inside a task group's failure,
+    becomes one line on stderr and exit 1."""
     try:
         yield
-    except GatemeshError as exc:
+    except (GatemeshError, TransportError) as exc:
         fail(exc)
     except BaseExceptionGroup as group:
         cause = unwrap(group)
-        if not isinstance(cause, GatemeshError):
+        if isinstance(cause, GatemeshError):
+            fail(cause)
+        lost = next((e for e in leaves(group) if isinstance(e, TransportError)), None)
+        if lost is None:
             raise
-        fail(cause)
+        fail(lost)
     except KeyboardInterrupt:
         raise SystemExit(130) from None

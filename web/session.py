@@ -30,7 +30,7 @@ from gates.trace_records import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import read_record
-from orchestrator.errors import CompileError, GatemeshError, RunTimeout
+from orchestrator.errors import BrokerError, CompileError, GatemeshError, RunTimeout
 from orchestrator.examples import EXAMPLES
 from orchestrator.explain import Explainer
 from orchestrator.recorder import explain_to
@@ -117,8 +117,11 @@ class Session:
                     self.hosts.online = self.cluster.wait_online
                     await self.hosts.start_all()
                 if not self.readonly:
-                    async with asyncio.timeout(10):
-                        await self.stepper.connected.wait()
+                    try:
+                        async with asyncio.timeout(10):
+                            await self.stepper.connected.wait()
+                    except TimeoutError:
+                        raise BrokerError(f"cannot reach the broker at {self.broker}: no connection in 10 s") from None
                 self.ready.set()
                 await asyncio.Event().wait()
             finally:

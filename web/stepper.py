@@ -158,8 +158,11 @@ class Stepper:
         name = held_filter(circuit_id)
         if name in self._filters:
             return
-        async with asyncio.timeout(10):
-            await self.connected.wait()
+        try:
+            async with asyncio.timeout(10):
+                await self.connected.wait()
+        except TimeoutError:
+            raise ConnectionLost("the step-mode actor has had no connection to the broker for 10 s") from None
         assert self._session is not None
         await self._session.subscribe([name])
         self._filters.add(name)
