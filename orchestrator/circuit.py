@@ -23,6 +23,8 @@ from gates.protocol import BROKER, ORCHESTRATOR, Finite, GateSpec, Name
 from orchestrator.errors import CircuitError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
+CIRCUIT_SUFFIXES = (".json", ".yaml", ".yml")
+"""What a circuit file's name ends in (in any case): JSON, or YAML."""
 MAX_GATES = 1_000_000
 RESERVED_IDS = frozenset({ORCHESTRATOR, BROKER})
 """Ids no gate may have: the other nodes of a run's messages and traces."""
@@ -124,9 +126,16 @@ class Circuit(BaseModel):
     # -- files ----------------------------------------------------------------------------
 
     def dump(self, path: Path) -> None:
+        """Write the circuit as JSON or YAML, by the file's suffix (what `load` reads back)."""
+        kind = path.suffix.lower()
+        if kind not in CIRCUIT_SUFFIXES:
+            raise CircuitError(f"{path}: a circuit file ends in .json, .yaml or .yml, so that it can be read back")
         data = self.model_dump(mode="json", exclude_defaults=True)
-        text = yaml.safe_dump(data, sort_keys=False) if path.suffix in (".yaml", ".yml") else json.dumps(data, indent=2)
-        path.write_text(text + ("" if text.endswith("\n") else "\n"))
+        text = yaml.safe_dump(data, sort_keys=False) if kind in (".yaml", ".yml") else json.dumps(data, indent=2)
+        try:
+            path.write_text(text + ("" if text.endswith("\n") else "\n"))
+        except OSError as exc:
+            raise CircuitError(f"{path}: cannot write the circuit file: {exc}") from exc
 
     @classmethod
     def load(cls, path: Path) -> Circuit:
@@ -138,7 +147,7 @@ class Circuit(BaseModel):
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CircuitError(f"{path}: cannot read circuit file: {exc}") from exc
-        return cls.parse(text, source=str(path), yaml_syntax=path.suffix in (".yaml", ".yml"))
+        return cls.parse(text, source=str(path), yaml_syntax=path.suffix.lower() in (".yaml", ".yml"))
 
     @classmethod
     def parse(cls, text: str, *, source: str = "<circuit>", yaml_syntax: bool = False) -> Circuit:

@@ -23,7 +23,7 @@ from gates.errors import TransportError
 from gates.faults import Faults
 from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
-from orchestrator.circuit import Circuit
+from orchestrator.circuit import CIRCUIT_SUFFIXES, Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import HostChoice
 from orchestrator.errors import BrokerError, GatemeshError, InputError, unwrap
@@ -82,7 +82,7 @@ OutputOption = Annotated[str | None, typer.Option("--output", help="the name who
 
 def load_circuit(source: str, output: str | None = None) -> Circuit:
     """A circuit file (.json/.yaml/.yml) if SOURCE names one, else an expression or program."""
-    if source.endswith((".json", ".yaml", ".yml")):
+    if source.lower().endswith(CIRCUIT_SUFFIXES):
         circuit = Circuit.load(Path(source))
         if output is not None and output != circuit.output:
             raise InputError("--output applies to expressions; a circuit file names its own output")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from itertools import count
 
 from gates.ops import OPS, Op
-from gates.protocol import NAME_PATTERN
+from gates.protocol import NAME_PATTERN, NAME_RULE
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.errors import CircuitError, CompileError
 
@@ -55,6 +55,8 @@ Emit = Callable[[list[str]], str]
 
 def compile_source(source: str, *, output: str | None = None, name: str = "circuit") -> Circuit:
     """Compile an expression or a small program into a validated Circuit."""
+    if re.fullmatch(NAME_PATTERN, name) is None:
+        raise CircuitError(f"circuit name {name!r}: a name is {NAME_RULE}")
     return _on_deep_stack(lambda: _compile(source, output, name))
 
 

@@ -59,6 +59,9 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
         (["run", "missing.json", "x=1"], "missing.json: cannot read circuit file"),
         (["run", "x", "x=1", "--broker", "mqtt://127.0.0.1:1"], "cannot connect to the broker"),
         (["run", "x", "x=1", "--trace", "/nonexistent/t.jsonl"], "--trace /nonexistent/t.jsonl: cannot write in"),
+        (["compile", "x+y", "-o", "/nonexistent/c.json"], "/nonexistent/c.json: cannot write the circuit file"),
+        (["compile", "x+y", "-o", "c.txt"], "c.txt: a circuit file ends in .json, .yaml or .yml"),
+        (["compile", "x+y", "-o", "c.json", "--name", "a/b"], "circuit name 'a/b': a name is a letter or '_' followed"),
         (
             ["draw", "circuit", " + ".join(f"x{i}" for i in range(40)), "x0=1", "-o", "/nonexistent/c.svg"],
             "the circuit has 79 gates; its figure stays readable up to 60",  # said before running it
@@ -66,7 +69,7 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
     ],
 )
 def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: str) -> None:
-    if "--broker" not in args:
+    if "--broker" not in args and args[0] != "compile":
         args = [*args, "--broker", mosquitto_url]
     done = gatemesh(*args)
     assert done.returncode == 1
