@@ -45,8 +45,11 @@ def save(path: Path, checkpoint: Checkpoint) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(buffer.getvalue())
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(buffer.getvalue())
+        os.replace(partial, path)
+    except OSError as exc:
+        raise InputError(f"--checkpoint {path}: cannot write it: {exc}") from exc
 
 
 def load(path: Path, shapes: Mapping[str, Shape]) -> Checkpoint:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,6 +78,8 @@ def train_command(
     schedule.check(len(points))
     if resume and checkpoint_file is None:
         raise InputError("--resume needs --checkpoint FILE to resume from")
+    _can_write("--checkpoint", checkpoint_file)  # before training, not after its first step
+    _can_write("--plot", plot, (".png", ".svg", ".pdf"))  # nor after its last (the summary is printed after it)
     if engine == "reference" and (hosts is not None or faults):
         raise InputError("--engine reference trains in this process: drop --hosts and --faults")
     if faults and hosts is not None:
@@ -129,6 +132,16 @@ def summary(training: Training, schedule: Schedule, start: Checkpoint, where: st
             "params": {name: value.tolist() for name, value in params.items()},
         },
     }
+
+
+def _can_write(option: str, path: Path | None, suffixes: tuple[str, ...] = ()) -> None:
+    """InputError now if `path` could not be written later."""
+    if path is None:
+        return
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(f"{option} {path}: write it as {', '.join(suffixes)}")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{option} {path}: cannot write in {path.parent} (missing, or not writable)")
 
 
 def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -> None:

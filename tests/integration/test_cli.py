@@ -61,6 +61,11 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
         (["run", "x", "x=1", "--trace", "/nonexistent/t.jsonl"], "--trace /nonexistent/t.jsonl: cannot write in"),
         (["compile", "x+y", "-o", "/nonexistent/c.json"], "/nonexistent/c.json: cannot write the circuit file"),
         (["compile", "x+y", "-o", "c.txt"], "c.txt: a circuit file ends in .json, .yaml or .yml"),
+        (["train", "moons", "--engine", "reference", "--plot", "b.txt"], "--plot b.txt: write it as .png, .svg, .pdf"),
+        (
+            ["train", "moons", "--engine", "reference", "--checkpoint", "/nonexistent/c.npz"],
+            "--checkpoint /nonexistent/c.npz: cannot write in /nonexistent",  # before training, not after a step
+        ),
         (["compile", "x+y", "-o", "c.json", "--name", "a/b"], "circuit name 'a/b': a name is a letter or '_' followed"),
         (
             ["draw", "circuit", " + ".join(f"x{i}" for i in range(40)), "x0=1", "-o", "/nonexistent/c.svg"],
