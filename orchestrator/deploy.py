@@ -232,7 +232,7 @@ def _record(view: ClusterView, name: str, broker: BrokerAddress) -> DeploymentRe
     if record is None and why is not None:
         raise DeployError(f"the record of deployment {name!r} on {broker} cannot be read: {why}")
     if record is None:
-        known = ", ".join(sorted(view.deployments)) or "none"
+        known = ", ".join(sorted(view.heads)) or "none"  # every head is read; only `name`'s parts were
         raise DeployError(f"no deployment named {name!r} on {broker} (deployments: {known})")
     return record
 

@@ -19,8 +19,8 @@ from gates.protocol import ORCHESTRATOR, Feed, topic
 from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained
 from orchestrator.cluster import read_cluster
 from orchestrator.compiler import compile_source
-from orchestrator.deploy import deploy_to_hosts, on_deployment, undeploy
-from orchestrator.errors import HostLost
+from orchestrator.deploy import deploy_to_hosts, find, on_deployment, undeploy
+from orchestrator.errors import DeployError, HostLost
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
 from tests.processes import GateHostProcess, clean_env, gatemesh, presence
@@ -148,6 +148,8 @@ async def test_hosts_serve_several_deployments_at_once(mosquitto_url: str, three
     try:
         async with on_deployment(names[0], broker) as qf, on_deployment(names[1], broker) as neuron:
             a, b = await asyncio.gather(qf.run({"x": -2, "y": 5, "z": -4}), neuron.run(NEURON))
+        with pytest.raises(DeployError, match=rf"no deployment named 'nope'.*deployments: .*{names[0]}, {names[1]}"):
+            await find("nope", broker)  # names the deployments there are
     finally:
         for name in names:
             await undeploy(name, broker)
