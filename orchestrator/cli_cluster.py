@@ -27,6 +27,7 @@ from orchestrator.cli_common import (
     load_circuit,
     out,
     print_line,
+    seconds,
     secure_dir,
 )
 from orchestrator.cluster import ClusterView, read_cluster
@@ -58,7 +59,9 @@ def deploy(
     placement: PlacementOption = "round-robin",
     broker: ClusterBrokerOption = DEFAULT_BROKER,
     output: OutputOption = None,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the hosts and for every gate to be ready")] = 30.0,
+    timeout: Annotated[
+        float, typer.Option(callback=seconds, help="seconds to wait for the hosts and for every gate to be ready")
+    ] = 30.0,
     secure: SecureOption = None,
 ) -> None:
     """Place a circuit's gates on live gate hosts and wait until every gate is ready."""

@@ -77,6 +77,14 @@ PlacementOption = Annotated[
 ]
 OutputOption = Annotated[str | None, typer.Option("--output", help="the name whose value is the output")]
 
+
+def seconds(value: float) -> float:
+    """A --timeout's check: a number of seconds above 0 (not nan, not inf)."""
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(f"{value:g}: give a number of seconds above 0")
+    return value
+
+
 # -- checking what was given --------------------------------------------------------------
 
 
@@ -103,6 +111,8 @@ def parse_assignments(assignments: list[str]) -> dict[str, float]:
             raise InputError(f"{text!r}: {number!r} is not a number") from None
         if not math.isfinite(value):
             raise InputError(f"{text!r}: the value must be finite")
+        if name.strip() in values:
+            raise InputError(f"{text!r}: {name.strip()} is given twice")
         values[name.strip()] = value
     return values
 

@@ -23,7 +23,6 @@ from orchestrator.cli_common import (
     DEFAULT_BROKER,
     BrokerOption,
     FaultsOption,
-    HostsOption,
     OutputOption,
     PlacementOption,
     broker_address,
@@ -35,6 +34,7 @@ from orchestrator.cli_common import (
     parse_faults,
     print_line,
     print_result,
+    seconds,
 )
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import on_deployment, on_hosts
@@ -56,14 +56,32 @@ def run(
         str | None, typer.Argument(help="an expression, a program (q = x + y; f = q * z) or a circuit file")
     ] = None,
     assignments: Annotated[list[str] | None, typer.Argument(help="input values: x=-2 y=5 z=-4")] = None,
-    broker: BrokerOption = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            "-b",
+            envvar="GATEMESH_BROKER",
+            help=f"mqtt://host:port of a running broker; default: the embedded one, or {DEFAULT_BROKER} "
+            "with --hosts or --deployed",
+        ),
+    ] = None,
     output: OutputOption = None,
-    timeout: Annotated[float, typer.Option(help="seconds before a run fails, naming the gates it waits on")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option(callback=seconds, help="seconds before a run fails, naming the gates it waits on")
+    ] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help='print only {"value": ..., "grads": {...}}')] = False,
     deployed_name: Annotated[
         str | None, typer.Option("--deployed", help="run on this deployment (see `gatemesh deploy`); no SOURCE")
     ] = None,
-    hosts: HostsOption = None,
+    hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--hosts",
+            help="run the gates on gate hosts for the length of the run: a number (wait for that many) "
+            "or names h1,h2; default: in this process",
+        ),
+    ] = None,
     placement: PlacementOption = "round-robin",
     explain: Annotated[
         bool, typer.Option("--explain", help="tell every message of the run as it crosses the broker")

@@ -23,7 +23,7 @@ from gates.faults import Faults
 from orchestrator import boundary, checkpoint, mlp, moons, tensor_deploy
 from orchestrator.api import broker_url
 from orchestrator.checkpoint import Checkpoint
-from orchestrator.cli_common import DEFAULT_BROKER, broker_address, host_choice, parse_faults
+from orchestrator.cli_common import DEFAULT_BROKER, broker_address, host_choice, parse_faults, seconds
 from orchestrator.errors import InputError
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import Engine, ReferenceEngine, Schedule, StepRecord, Training, train
@@ -67,7 +67,9 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="start from --checkpoint instead of the init")] = False,
     engine: Annotated[str, typer.Option(help="mesh: gates as actors over MQTT; reference: numpy here")] = "mesh",
     faults: Annotated[str, typer.Option(help="faults for the gates in this process: dup=0.2,delay=0-5ms,reorder")] = "",
-    timeout: Annotated[float, typer.Option(help="seconds a step (or the deployment) may take")] = 30.0,
+    timeout: Annotated[
+        float, typer.Option(callback=seconds, help="seconds a step (or the deployment) may take")
+    ] = 30.0,
 ) -> None:
     """Train micrograd's moons MLP; every step's loss and accuracy equal micrograd's own loop."""
     for name, value, known in (("model", model, MODELS), ("--engine", engine, ENGINES), ("--init", init, INITS)):

@@ -55,6 +55,7 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
         (["run", "exp(x, y)", "x=1"], "line 1, column 1: exp() takes 1 argument(s), got 2"),
         (["run", "x*y", "x=1"], "no value for input(s): y"),
         (["run", "x*y", "x=1", "y=two"], "'two' is not a number"),
+        (["run", "x*y", "x=1", "y=2", "x=3"], "'x=3': x is given twice"),
         (["run", "log(x)", "x=-1"], "output of log(-1) is undefined"),
         (["run", "missing.json", "x=1"], "missing.json: cannot read circuit file"),
         (["run", "x", "x=1", "--broker", "mqtt://127.0.0.1:1"], "cannot connect to the broker"),
@@ -80,6 +81,13 @@ def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: st
     assert done.returncode == 1
     assert says in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-1", "0", "inf"])
+def test_a_timeout_is_a_number_of_seconds_above_0(timeout: str) -> None:
+    done = gatemesh("run", "x*y", "x=1", "y=2", "--timeout", timeout)
+    assert done.returncode == 2  # a usage error, as every option's
+    assert "give a number of seconds above 0" in done.stderr
 
 
 def test_run_and_demo_fail_by_the_same_path() -> None:
