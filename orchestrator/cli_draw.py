@@ -20,6 +20,7 @@ from orchestrator.trace import Trace, read_trace
 from viz.circuit import MAX_GATES, caption, check_size, draw_circuit, state_at
 from viz.lamport import draw_lamport
 from viz.shiviz import export
+from viz.svg import DrawError
 
 draw_app = typer.Typer(help="Pictures of a run (SVG): the CS231n circuit figure and the Lamport diagram.")
 export_app = typer.Typer(help="A traced run in other tools' formats.")
@@ -89,6 +90,9 @@ def draw_circuit_command(
 
 
 def _circuit_svg(trace: Trace, run: str | None, step: int | None, max_gates: int) -> str:
+    chosen = trace.run_id(run)
+    if not any(e.run == chosen for e in trace.events):  # (a live view draws a run before its first event)
+        raise DrawError(f"run {chosen} has no events in this trace: nothing to draw")
     state = state_at(trace, run, step)
     return draw_circuit(trace.circuit, state, caption=caption(trace, run, step), max_gates=max_gates)
 

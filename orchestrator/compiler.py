@@ -23,7 +23,7 @@ from itertools import count
 
 from gates.ops import OPS, Op
 from gates.protocol import NAME_PATTERN, NAME_RULE
-from orchestrator.circuit import Circuit, GateDef
+from orchestrator.circuit import RESERVED_IDS, Circuit, GateDef
 from orchestrator.errors import CircuitError, CompileError
 
 MAX_SOURCE_CHARS = 1_000_000
@@ -155,6 +155,8 @@ class _Builder:
         for node in names:
             if not re.match(NAME_PATTERN, node.id):
                 raise _fail(node, f"name {node.id!r} cannot be a gate id: use ASCII letters, digits and '_'")
+            if node.id in RESERVED_IDS:
+                raise _fail(node, f"name {node.id!r} is taken: it names the {node.id} in messages and traces")
         self.taken = {n.id for n in names}
         self.counter = count(1)
         self.last: str | None = None

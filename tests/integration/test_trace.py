@@ -30,7 +30,6 @@ from tests.unit.test_reference import NEURON, NEURON_GRADS
 from viz.circuit import draw_circuit, state_at
 from viz.lamport import draw_lamport
 from viz.shiviz import export
-from viz.svg import DrawError
 
 pytestmark = pytest.mark.integration
 
@@ -272,15 +271,19 @@ def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -
     assert "line 2: not a trace event" in done.stderr
 
 
-def test_events_of_another_trace_are_refused_and_a_run_without_events_is_not_drawn(mosquitto_url: str) -> None:
+def test_events_of_another_trace_are_refused_and_a_run_without_events_is_not_drawn(
+    mosquitto_url: str, tmp_path: Path
+) -> None:
     first, second = (asyncio.run(traced(QF, QF_INPUTS, mosquitto_url)) for _ in range(2))
     neuron = asyncio.run(traced("sigmoid(w0*x0 + w1*x1 + w2)", NEURON, mosquitto_url))
     foreign = "\n".join([first.header.model_dump_json(), *(e.model_dump_json() for e in neuron.events)])
     with pytest.raises(TraceError, match=r"line 2: .*'(w0|x0|w1|x1|w2|\w+_\d+)', which is not a node of the header's"):
         parse_trace(foreign)
-    other_run = parse_trace("\n".join([first.header.model_dump_json(), *(e.model_dump_json() for e in second.events)]))
-    with pytest.raises(DrawError, match=f"run {first.header.run} has no events in this trace"):
-        state_at(other_run)
+    path = tmp_path / "other-run.jsonl"
+    path.write_text("\n".join([first.header.model_dump_json(), *(e.model_dump_json() for e in second.events)]))
+    done = gatemesh("draw", "circuit", "--trace", str(path), "-o", str(tmp_path / "blank.svg"))
+    assert done.returncode == 1
+    assert f"run {first.header.run} has no events in this trace: nothing to draw" in done.stderr
 
 
 def test_shiviz_export_refuses_a_trace_with_missing_events(mosquitto_url: str) -> None:

@@ -92,6 +92,8 @@ def test_max_min_fold_many_arguments() -> None:
         ("1e400 * x", 1, 1, "too large"),
         ("exp(x=1)", 1, 1, "plain positional arguments"),
         ("", 1, 1, "nothing to compile"),
+        ("orchestrator", 1, 1, "name 'orchestrator' is taken: it names the orchestrator in messages"),
+        ("q = x\nf = broker * q", 2, 5, "name 'broker' is taken: it names the broker in messages"),
     ],
 )
 def test_errors_name_line_column_and_reason(source: str, line: int, column: int, says: str) -> None:
