@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gates.clocks import MAX_NODES, Stamp, named
+from gates.clocks import MAX_NODES, Count, Stamp, named
 from gates.protocol import (
     Backward,
     ErrorReport,
@@ -101,7 +101,6 @@ class FactFields(BaseModel):
 
 MsgRef = tuple[str, str]
 """(topic, message id): a message the broker carried, as a gate's send or receive names it."""
-Count = Annotated[int, Field(ge=0)]
 BatchedFact = tuple[
     EventType,
     int,

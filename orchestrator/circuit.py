@@ -23,7 +23,8 @@ from gates.protocol import BROKER, ORCHESTRATOR, Finite, GateSpec, Name
 from orchestrator.errors import CircuitError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
-CIRCUIT_SUFFIXES = (".json", ".yaml", ".yml")
+YAML_SUFFIXES = (".yaml", ".yml")
+CIRCUIT_SUFFIXES = (".json", *YAML_SUFFIXES)
 """What a circuit file's name ends in (in any case): JSON, or YAML."""
 MAX_GATES = 1_000_000
 RESERVED_IDS = frozenset({ORCHESTRATOR, BROKER})
@@ -131,7 +132,7 @@ class Circuit(BaseModel):
         if kind not in CIRCUIT_SUFFIXES:
             raise CircuitError(f"{path}: a circuit file ends in .json, .yaml or .yml, so that it can be read back")
         data = self.model_dump(mode="json", exclude_defaults=True)
-        text = yaml.safe_dump(data, sort_keys=False) if kind in (".yaml", ".yml") else json.dumps(data, indent=2)
+        text = yaml.safe_dump(data, sort_keys=False) if kind in YAML_SUFFIXES else json.dumps(data, indent=2)
         try:
             path.write_text(text + ("" if text.endswith("\n") else "\n"))
         except OSError as exc:
@@ -147,7 +148,7 @@ class Circuit(BaseModel):
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CircuitError(f"{path}: cannot read circuit file: {exc}") from exc
-        return cls.parse(text, source=str(path), yaml_syntax=path.suffix.lower() in (".yaml", ".yml"))
+        return cls.parse(text, source=str(path), yaml_syntax=path.suffix.lower() in YAML_SUFFIXES)
 
     @classmethod
     def parse(cls, text: str, *, source: str = "<circuit>", yaml_syntax: bool = False) -> Circuit:

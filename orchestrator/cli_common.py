@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -76,6 +77,17 @@ PlacementOption = Annotated[
     typer.Option("--placement", help=f"{' | '.join(STRATEGIES)} | a .json/.yaml file mapping gate -> host"),
 ]
 OutputOption = Annotated[str | None, typer.Option("--output", help="the name whose value is the output")]
+
+
+def check_writable(option: str, path: Path | None, suffixes: tuple[str, ...] = ()) -> None:
+    """InputError now if `path` could not be written later (before a run or a training, whose
+    result would be lost to a late failure)."""
+    if path is None:
+        return
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(f"{option} {path}: write it as {', '.join(suffixes)}")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{option} {path}: cannot write in {path.parent} (missing, or not writable)")
 
 
 def seconds(value: float) -> float:

@@ -70,7 +70,6 @@ def draw_circuit_command(
                 )
             if given[1:]:
                 raise InputError("with --trace the inputs are the trace's; drop the name=value arguments")
-        check_size(recorded.circuit, max_gates)
         svg = _circuit_svg(recorded, run, step, max_gates)
     else:
         if not given:

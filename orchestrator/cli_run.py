@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +25,7 @@ from orchestrator.cli_common import (
     OutputOption,
     PlacementOption,
     broker_address,
+    check_writable,
     err,
     host_choice,
     load_circuit,
@@ -100,8 +100,7 @@ def run(
     given = [source] if source is not None else []
     given += assignments or []
     fault_plan = parse_faults(faults)
-    if trace is not None and not os.access(trace.parent, os.W_OK):  # before the run: its result is printed after
-        raise InputError(f"--trace {trace}: cannot write in {trace.parent} (missing, or not writable)")
+    check_writable("--trace", trace)
     if fault_plan is not None and (deployed_name is not None or hosts is not None):
         raise InputError("--faults applies to gates in this process; give hosts their own (gatemesh host --faults)")
     target: Circuit | str

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +22,7 @@ from gates.faults import Faults
 from orchestrator import boundary, checkpoint, mlp, moons, tensor_deploy
 from orchestrator.api import broker_url
 from orchestrator.checkpoint import Checkpoint
-from orchestrator.cli_common import DEFAULT_BROKER, broker_address, host_choice, parse_faults, seconds
+from orchestrator.cli_common import DEFAULT_BROKER, broker_address, check_writable, host_choice, parse_faults, seconds
 from orchestrator.errors import InputError
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import Engine, ReferenceEngine, Schedule, StepRecord, Training, train
@@ -80,8 +79,8 @@ def train_command(
     schedule.check(len(points))
     if resume and checkpoint_file is None:
         raise InputError("--resume needs --checkpoint FILE to resume from")
-    _can_write("--checkpoint", checkpoint_file)  # before training, not after its first step
-    _can_write("--plot", plot, (".png", ".svg", ".pdf"))  # nor after its last (the summary is printed after it)
+    check_writable("--checkpoint", checkpoint_file)  # before training, not after its first step
+    check_writable("--plot", plot, (".png", ".svg", ".pdf"))  # nor after its last (the summary is printed after it)
     if engine == "reference" and (hosts is not None or faults):
         raise InputError("--engine reference trains in this process: drop --hosts and --faults")
     if faults and hosts is not None:
@@ -134,16 +133,6 @@ def summary(training: Training, schedule: Schedule, start: Checkpoint, where: st
             "params": {name: value.tolist() for name, value in params.items()},
         },
     }
-
-
-def _can_write(option: str, path: Path | None, suffixes: tuple[str, ...] = ()) -> None:
-    """InputError now if `path` could not be written later."""
-    if path is None:
-        return
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise InputError(f"{option} {path}: write it as {', '.join(suffixes)}")
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"{option} {path}: cannot write in {path.parent} (missing, or not writable)")
 
 
 def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -> None:
