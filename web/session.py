@@ -430,10 +430,15 @@ class Session:
             self.stepper.begin(run)
 
     def _on_event(self, event: TraceEvent) -> None:
+        """Every event of the shown run changes its pictures: a gate's receipt (in its batch, which
+        reaches the recorder after the crossing) is what shows a value on the circuit."""
         view = self.view
-        if event.type == "cross" and event.msg is not None and view.progress is not None and event.run == view.run:
+        if event.run != view.run:
+            return
+        if event.type == "cross" and event.msg is not None and view.progress is not None:
             view.progress.crossed[event.msg.phase] += 1
             self.touch("progress")
+        self._dirty.set()
 
     def _say(self, sentence: str) -> None:
         self.view.say(sentence)
