@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from orchestrator.circuit import GateDef
+from orchestrator.circuit import CIRCUIT_SUFFIXES, YAML_SUFFIXES, GateDef
 from orchestrator.errors import DeployError
 
 STRATEGIES = ("round-robin", "by-layer")
@@ -47,7 +47,7 @@ def place(circuit: Graph, hosts: Sequence[str], strategy: str) -> dict[str, str]
         layer = layers(circuit)
         bands = max(layer.values()) + 1
         return {gid: hosts[depth * len(hosts) // bands] for gid, depth in layer.items()}
-    if strategy.endswith((".json", ".yaml", ".yml")):
+    if strategy.lower().endswith(CIRCUIT_SUFFIXES):  # a placement file is read as a circuit file is
         return checked(circuit, hosts, _read(Path(strategy)), source=strategy)
     raise DeployError(f"placement {strategy!r}: use {' or '.join(STRATEGIES)}, or a .json/.yaml file")
 
@@ -82,6 +82,6 @@ def _read(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise DeployError(f"{path}: cannot read placement file: {exc}") from exc
     try:
-        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        return yaml.safe_load(text) if path.suffix.lower() in YAML_SUFFIXES else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise DeployError(f"{path}: not a valid placement file: {exc}") from exc

@@ -31,6 +31,7 @@ from gates.tensor_ops import LEAVES, TENSOR_OPS, Shape, ShapeError, out_shape
 from gates.tensor_protocol import ShapeField, TensorSpec
 from orchestrator.circuit import (
     MAX_FILE_BYTES,
+    YAML_SUFFIXES,
     GateDef,
     _check_acyclic,
     _location,
@@ -164,7 +165,7 @@ class TensorCircuit(BaseModel):
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CircuitError(f"{path}: cannot read circuit file: {exc}") from exc
-        yaml_syntax = path.suffix in (".yaml", ".yml")
+        yaml_syntax = path.suffix.lower() in YAML_SUFFIXES
         data = _parse_yaml(text, str(path)) if yaml_syntax else _parse_json(text, str(path))
         return cls.from_data(data, source=str(path))
 

@@ -32,6 +32,9 @@ def test_a_placement_file_must_place_every_gate_on_a_live_host(tmp_path: Path) -
     good = tmp_path / "good.yaml"
     good.write_text("x: h1\ny: h1\nz: h2\nq: h2\nf: h3\n")
     assert place(QF, HOSTS, str(good))["f"] == "h3"
+    shouted = tmp_path / "GOOD.YML"  # suffixes in any case, as for circuit files
+    shouted.write_text(good.read_text())
+    assert place(QF, HOSTS, str(shouted)) == place(QF, HOSTS, str(good))
     cases = {
         "missing.json": ('{"x": "h1"}', r"places no host for gate\(s\) y, q, z, f"),
         "unknown.json": ('{"x": "h1", "nope": "h1"}', "not gates of this circuit: nope"),

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from orchestrator import checkpoint, mlp, moons, tensor_deploy
 from orchestrator.checkpoint import Checkpoint
@@ -46,6 +47,9 @@ def test_a_valid_circuit_from_a_file(tmp_path: Path) -> None:
     assert spec.needs_grad == (True, False)
     assert spec.input_shapes == ((1, 2), (2, 4))
     assert circuit.consumers == {"X": 0, "y": 0, "W": 1, "score": 1, "loss": 1}
+    as_yaml = tmp_path / "tiny.YAML"  # YAML (JSON is YAML too), its suffix in any case
+    as_yaml.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    assert TensorCircuit.load(as_yaml) == circuit
 
 
 @pytest.mark.parametrize(
