@@ -113,6 +113,7 @@ class _Tally:
                 self.copies[key] += 1
             case "cross":
                 self.crossed[key] += 1
+                self.dests.setdefault(key, e.msg.dest)
             case "receive":
                 self.received[(*key, e.node)] += 1
 
@@ -403,11 +404,8 @@ class Recorder:
         crossed or received was sent: a gate sends its events after the step's messages, so its
         batch may come after them.
         """
-        tally = self._tally
-        for e in self.events[tally.counted :]:
-            tally.count(e)
-        tally.counted = len(self._events)
-        gone = {g for g, h in self.placement.items() if h in self.lost_hosts}
+        tally = self._counted()
+        gone = self._gone()
         short = sum(1 for key, src in tally.heard.items() if key not in tally.copies and src not in gone)
         for key, n in tally.copies.items():
             short += max(0, n - tally.crossed[key])
@@ -415,6 +413,31 @@ class Recorder:
                 if node not in gone:
                     short += max(0, n - tally.received[(*key, node)])
         return short
+
+    def in_flight(self, run: str) -> int:
+        """Receipts still to come of `run`'s messages that crossed the broker: a gate on a live host
+        that has not yet recorded one may still be handling it, and what it sends is still to come
+        (a stepped run is quiet only when nothing is left to deliver and this is 0)."""
+        tally = self._counted()
+        gone = self._gone()
+        waiting = 0
+        for key, n in tally.crossed.items():
+            if key[0] == run:
+                for node in tally.dests.get(key, ()):
+                    if node not in gone:
+                        waiting += max(0, n - tally.received[(*key, node)])
+        return waiting
+
+    def _counted(self) -> _Tally:
+        tally = self._tally
+        for e in self.events[tally.counted :]:
+            tally.count(e)
+        tally.counted = len(self._events)
+        return tally
+
+    def _gone(self) -> set[str]:
+        """The gates of the hosts lost: they receive nothing more."""
+        return {g for g, h in self.placement.items() if h in self.lost_hosts}
 
     async def drain(self, timeout: float = DRAIN_TIMEOUT) -> int:
         """Wait until the trace is complete (see `missing`) or `timeout` passes; the number still missing.

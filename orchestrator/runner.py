@@ -427,7 +427,7 @@ class Runner:
 
     def _count(self, kind: TopicKind, raw: bytes) -> None:
         assert self.tally is not None
-        for run in [*self._pending, self._last_run]:
+        for run in list(self._pending) or [self._last_run]:  # a run cancelled before is not this one's
             if run and run.encode() in raw:
                 self.tally(run, kind)
                 return

@@ -162,8 +162,11 @@ class ClusterWatch:
         while True:
             try:
                 async with connect(self.broker) as mqtt:
+                    self.hosts.clear()  # the broker sends every retained presence and record again
+                    self.deployments.clear()  # (one removed while disconnected is not among them)
                     await subscribe_all(mqtt, [host_topic("+"), deployment_topic("+")])
                     self.error = ""
+                    self.on_change()
                     backoff.reset()
                     async for name, payload in incoming(mqtt):
                         self._on_message(name, payload)

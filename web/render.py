@@ -45,7 +45,7 @@ class Progress:
         }
 
 
-__all__ = ["MAX_GATES", "Progress", "bare_circuit", "drawable", "pictures", "summary"]
+__all__ = ["MAX_GATES", "NO_PICTURES", "Pictures", "Progress", "bare_circuit", "drawable", "pictures", "summary"]
 
 
 def summary(circuit: Circuit, placement: Mapping[str, str]) -> dict[str, object]:
@@ -72,7 +72,12 @@ def bare_circuit(circuit: Circuit, title: str) -> str:
     return draw_circuit(circuit, caption=title)
 
 
-def pictures(trace: Trace, run: str, title: str) -> tuple[str, str, str, str]:
+Pictures = tuple[str, str, str, str]
+"""(circuit SVG, why not, Lamport SVG, why not)."""
+NO_PICTURES: Pictures = ("", "", "", "")
+
+
+def pictures(trace: Trace, run: str, title: str) -> Pictures:
     """(circuit SVG, why not, Lamport SVG, why not) for `run` as far as the trace goes."""
     circuit_svg = circuit_note = lamport_svg = lamport_note = ""
     try:

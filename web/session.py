@@ -100,6 +100,11 @@ class Session:
         self._group: asyncio.TaskGroup | None = None
         self._running: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
+        self.pictures: render.Pictures = render.NO_PICTURES
+        """The shown run's pictures as last drawn, what every page has (a newer view's are blank
+        until drawn: no page keeps the last run's)."""
+        self._last_event = time.monotonic()
+        """When the shown run's last event was recorded: a stepped run is quiet only after it."""
         self.ready = asyncio.Event()
 
     # -- life -----------------------------------------------------------------------------
@@ -189,7 +194,7 @@ class Session:
             case "log":
                 return {"said": view.said, "sentences": list(view.sentences)}
             case "pictures":
-                circuit_svg, circuit_note, lamport_svg, lamport_note = view.pictures
+                circuit_svg, circuit_note, lamport_svg, lamport_note = self.pictures
                 return {
                     "circuit": circuit_svg,
                     "circuit_note": circuit_note,
@@ -277,6 +282,7 @@ class Session:
     def _show(self, view: RunView) -> None:
         self.view = view
         self.touch("run")
+        self.touch("progress")
         self.touch("log")
 
     # -- one run --------------------------------------------------------------------------
@@ -311,8 +317,8 @@ class Session:
             view.status = "failed"
             view.error = f"the server could not run that: {exc}"
         finally:
-            if view.status != "stepping":  # over: what still waits can change nothing (the choices stay)
-                self.stepper.close()
+            if view is self.view and view.status != "stepping":  # a newer run's stepper is its own
+                self.stepper.close()  # over: what still waits can change nothing (the choices stay)
             self.touch("run")
             self.touch("step")
 
@@ -369,6 +375,7 @@ class Session:
         if request.deployment is not None:
             view.title = f"{formula(circuit)} on {target.place.label()}"
         view.progress = render.Progress.of(circuit)
+        self.touch("progress")
         view.summary = render.summary(circuit, runner.placement)
         if request.fill is not None:  # every input the request leaves out
             inputs = {**dict.fromkeys(circuit.inputs, request.fill), **inputs}
@@ -435,6 +442,7 @@ class Session:
         view = self.view
         if event.run != view.run:
             return
+        self._last_event = time.monotonic()
         if event.type == "cross" and event.msg is not None and view.progress is not None:
             view.progress.crossed[event.msg.phase] += 1
             self.touch("progress")
@@ -458,17 +466,17 @@ class Session:
                 pictures = await self._draw(view)
             except GatemeshError as exc:
                 pictures = ("", str(exc), "", "")
-            if pictures is not None and view is self.view and pictures != view.pictures:
-                view.pictures = pictures
+            if view is self.view and pictures != self.pictures:
+                self.pictures = pictures
                 self.touch("pictures")
                 for client in self.clients:
                     client.wake.set()
             await asyncio.sleep(max(RENDER_INTERVAL, 2 * (loop.time() - started)))
 
-    async def _draw(self, view: RunView) -> tuple[str, str, str, str] | None:
+    async def _draw(self, view: RunView) -> render.Pictures:
         circuit, recorder = view.circuit, view.recorder
-        if circuit is None:
-            return None
+        if circuit is None:  # no circuit yet (or none at all: it did not compile): no pictures
+            return render.NO_PICTURES
         if not render.drawable(circuit):
             why = (
                 f"{len(circuit.gates)} gates: the circuit figure stays readable up to {render.MAX_GATES}; "
@@ -488,13 +496,23 @@ class Session:
             await asyncio.sleep(0.2)
             if self.hosts is not None:
                 self.hosts.poll()
-            view, stepper = self.view, self.stepper
-            quiet = time.monotonic() - stepper.last_change > QUIET
-            if view.status == "stepping" and view.run and not stepper.pending and not stepper.replay and quiet:
+            view = self.view
+            if self.stepped_run_is_stuck():
                 target = self.targets.current
                 if target is not None and not view.stuck and target.runner.expire(view.run):
                     view.stuck = True
                     self.touch("run")
+
+    def stepped_run_is_stuck(self) -> bool:
+        """The shown run is stepped and nothing can move it on: nothing waits to be delivered or
+        replayed, every message delivered has been received (a gate may be slow to handle one:
+        what it sends is still to come), and nothing changed for QUIET seconds."""
+        view, stepper = self.view, self.stepper
+        if view.status != "stepping" or not view.run or stepper.pending or stepper.replay:
+            return False
+        if time.monotonic() - max(stepper.last_change, self._last_event) <= QUIET:
+            return False
+        return view.recorder is None or view.recorder.in_flight(view.run) == 0
 
 
 async def _stopped(task: asyncio.Task[None] | None) -> None:

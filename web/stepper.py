@@ -181,6 +181,7 @@ class Stepper:
 
     def begin(self, run: str) -> None:
         self.run = run
+        self.last_change = time.monotonic()  # the run's first feeds are on their way: not quiet yet
 
     def close(self) -> None:
         """The run is over: forget what still waits (its history stays, to travel back into)."""

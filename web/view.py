@@ -44,7 +44,6 @@ class RunView:
     progress: render.Progress | None = None
     summary: dict[str, object] | None = None
     """The circuit counted (gates, ops, hosts, messages a pass): what the page says at any size."""
-    pictures: tuple[str, str, str, str] = ("", "", "", "")
     started: float = field(default_factory=time.monotonic)
 
     def say(self, sentence: str) -> None:

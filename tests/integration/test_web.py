@@ -134,10 +134,21 @@ def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProce
     problem = page.locator("#compile-error")
     expect(problem).to_contain_text("line 2, column", timeout=WAIT)
     expect(problem).to_contain_text("@")
+    page.goto(server.url + QF_LINK)
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    projector = page.context.new_page()  # a second page, connected all along, typing nothing
+    projector.goto(server.url)
+    expect(projector.locator("#circuit svg")).to_have_count(1, timeout=WAIT)
     page.goto(server.url + "?expr=(x%2B&x=1&run=1")  # the same through a link that runs
     expect(page.locator("#error")).to_contain_text("line 1, column", timeout=WAIT)
     expect(page.locator("#status")).to_have_text("failed")
     shot(page, "bad-expression")
+    expect(projector.locator("#compile-error")).to_contain_text("line 1, column", timeout=WAIT)
+    expect(projector.locator("#circuit svg")).to_have_count(0)  # not the last run's circuit and values
+    page.goto(server.url + QF_LINK)  # a good run, from the other page, clears the run's error here
+    expect(projector.locator("#value")).to_have_text("-12", timeout=WAIT)
+    expect(projector.locator("#compile-error")).to_be_hidden()
+    projector.close()
 
 
 def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServeProcess) -> None:

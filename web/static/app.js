@@ -72,6 +72,7 @@ const handlers = {
     if (!m.ok) {
       box.hidden = false;
       box.textContent = m.message;
+      box.dataset.from = "compile";  // what is typed here: runs leave it alone
       box.dataset.line = m.line;
       box.dataset.column = m.column;
       return;
@@ -99,6 +100,9 @@ const handlers = {
     if (m.compile_error) {
       compileError.hidden = false;
       compileError.textContent = m.compile_error.message;
+      compileError.dataset.from = "run";
+    } else if (compileError.dataset.from === "run") {  // a later run (from any page) clears a run's error
+      compileError.hidden = true;
     }
     showResult(m.result);
     showSummary(m.summary);

@@ -1,0 +1,138 @@
+"""What the page shows follows the run as its events arrive, in whatever order they arrive.
+
+In step mode a gate's receipt reaches the recorder in the gate's batch, after the crossing of
+the message it received: the circuit may be drawn in between, and a gate may take its time.
+Here the real recorder and gate code make those events (`y` hears its feed and sends its value,
+the stepper delivers it, `add_1` receives it and waits for `x`), in the order gate hosts make them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import xml.etree.ElementTree as ET
+
+import pytest
+from pydantic import BaseModel
+
+import web.session
+from gates.core import GateCore
+from gates.held import hold, real_topic
+from gates.protocol import Feed, topic
+from gates.tracing import GateTracer
+from gates.transport import BrokerAddress, encode
+from orchestrator.compiler import compile_source
+from orchestrator.recorder import Recorder
+from web import render
+from web.session import Session
+from web.view import RunView
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def values_drawn(svg: str) -> set[str]:
+    """The circuit's value labels (green, above the wires): their own text, not their titles'."""
+    labels = (t for t in ET.fromstring(svg).iter(f"{SVG}text") if "value" in t.get("class", "").split())
+    own = ("".join([t.text or "", *(child.tail or "" for child in t)]).strip() for t in labels)
+    return {text for text in own if text}
+
+
+async def drawn(session: Session, expected: set[str], timeout: float = 5.0) -> set[str]:
+    """The values drawn, once the circuit is drawn with `expected` (the last drawing's, on timeout)."""
+    page = session.connect()  # woken whenever the session has something new to show
+    shown: set[str] = set()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while True:
+                page.wake.clear()
+                svg = session.pictures[0]
+                if svg and (shown := values_drawn(svg)) == expected:
+                    break
+                await page.wake.wait()
+    session.clients.discard(page)
+    return shown
+
+
+class SteppedRun:
+    """A stepped run of (x+y)*z on host h1, shown by a Session (only its drawing and its checks
+    are used: it never connects), its events made by the real recorder and gates."""
+
+    def __init__(self) -> None:
+        self.circuit = circuit = compile_source("(x+y)*z", name="c")
+        self.session = Session(BrokerAddress(host="127.0.0.1", port=1))
+        self.recorder = recorder = Recorder(taps=False)
+        recorder.attach(circuit, "c", {g.id: "h1" for g in circuit.gates})
+        recorder.listeners.append(self.session._on_event)
+        recorder.begin("r", {"x": -2.0, "y": 5.0, "z": -4.0})
+        self.session.view = RunView(
+            status="stepping", run="r", circuit=circuit, recorder=recorder, progress=render.Progress.of(circuit)
+        )
+        y, add = circuit.spec(circuit.by_id["y"]), circuit.spec(circuit.by_id["add_1"])
+        self.y = GateCore(y, "c"), GateTracer("y", y.index, y.inputs, "c", "h1")
+        self.add = GateCore(add, "c"), GateTracer("add_1", add.index, add.inputs, "c", "h1")
+        self.forward_topic, self.forward = "", b""
+
+    def y_hears_its_feed(self) -> None:
+        """The stepper delivered the feed; y sends its value to the held topic, then its events."""
+        feed_topic = topic("c", "feed", "y")
+        feed = Feed(circuit="c", sender="orchestrator", run="r", value=5.0, held=True)
+        [(_, stamped)] = self.recorder.stamp("r", [(feed_topic, feed)])
+        payload = encode(stamped)
+        self.recorder.on_crossing(feed_topic, payload)
+        core, tracer = self.y
+        _, sent, facts = tracer.step(
+            feed_topic, payload, [(o.topic, o.message) for o in core.handle(feed_topic, payload)]
+        )
+        [(held_topic, forward)] = hold(sent)  # as a gate's HeldLink sends it
+        self.forward_topic, self.forward = real_topic(held_topic) or "", encode(forward)
+        self._publish(tracer.batch("r", facts))
+
+    def stepper_delivers_y(self) -> None:
+        self.recorder.on_crossing(self.forward_topic, self.forward)
+
+    def add_receives_y(self) -> None:
+        """add_1 handles y's value (it sends nothing: it waits for x) and publishes its receipt."""
+        core, tracer = self.add
+        name, payload = self.forward_topic, self.forward
+        _, sent, facts = tracer.step(name, payload, [(o.topic, o.message) for o in core.handle(name, payload)])
+        assert sent == []
+        self._publish(tracer.batch("r", facts))
+
+    def _publish(self, batches: list[tuple[str, BaseModel]]) -> None:
+        for _, batch in batches:
+            self.recorder.on_trace(batch.model_dump_json().encode())
+
+
+async def test_a_receipt_that_arrives_after_the_drawing_is_drawn_too() -> None:
+    run = SteppedRun()
+    async with asyncio.TaskGroup() as group:
+        drawing = group.create_task(run.session._draw_loop())
+        run.y_hears_its_feed()
+        run.stepper_delivers_y()
+        assert await drawn(run.session, set()) == set()  # drawn: the value is on its way, not received
+        run.add_receives_y()  # the receipt, after the drawing
+        assert await drawn(run.session, {"5.00"}) == {"5.00"}
+        drawing.cancel()
+
+
+def test_a_message_delivered_and_not_yet_received_keeps_a_stepped_run_from_being_stuck(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(web.session, "QUIET", -1.0)  # as if nothing had changed for long
+    run = SteppedRun()
+    run.y_hears_its_feed()
+    run.stepper_delivers_y()  # nothing waits at the stepper now
+    assert run.recorder.in_flight("r") == 1
+    assert not run.session.stepped_run_is_stuck()  # add_1 may be slow: what it sends is still to come
+    run.add_receives_y()
+    assert run.recorder.in_flight("r") == 0
+    assert run.session.stepped_run_is_stuck()  # add_1 waits for x, and nothing will deliver it
+
+
+def test_a_gate_on_a_lost_host_is_waited_for_no_more() -> None:
+    run = SteppedRun()
+    run.y_hears_its_feed()
+    run.stepper_delivers_y()
+    assert run.recorder.in_flight("r") == 1
+    run.recorder.host_lost("h1", "stopped answering", ["r"])
+    assert run.recorder.in_flight("r") == 0
