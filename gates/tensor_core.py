@@ -86,7 +86,11 @@ class FrameGate(abc.ABC):
             return [
                 self.error(ErrorCode.UNKNOWN_SENDER, f"{header.sender!r} sent on {topic_gate!r}'s topic", topic_name)
             ]
-        return self.on_frame(kind, frame, topic_name)
+        try:
+            return self.on_frame(kind, frame, topic_name)
+        except FrameError as exc:  # what the gate would send does not fit a frame: the run fails, the gate lives on
+            self.release(header.run)
+            return [self.error(ErrorCode.DOMAIN, f"{self.spec.id}: {exc}", None, header.run)]
 
     @abc.abstractmethod
     def on_frame(self, kind: TopicKind, frame: Frame, topic_name: str) -> list[Outgoing]:

@@ -1,8 +1,9 @@
 """Training checkpoints: the parameters after a step, in a .npz file, read back with every check.
 
 The file holds one array per parameter (`param/W1`, ...) and `meta`, a JSON string with the
-step the parameters are at and the schedule that made them (steps, batch, seed): a resumed
-run must take the same batches and learning rates, so a different schedule is refused. Files
+step the parameters are at, the schedule that made them (steps, batch, seed) and the data
+set's fingerprint (moons.Points.fingerprint): a resumed run must take the same batches and
+learning rates of the same points, so a different schedule or data set is refused. Files
 are written to a temporary name and renamed, so a crash mid-write leaves the previous one.
 Read without pickle: a checkpoint is data, never code.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from gates.tensor_ops import Array, Shape
 from orchestrator.errors import InputError
@@ -36,10 +38,18 @@ class Checkpoint:
     seed: int
     steps: int = 100
     batch: int = 100
+    data: str = ""
+    """The fingerprint of the data set trained on; "" for none yet (the init) or an older file."""
 
 
 def save(path: Path, checkpoint: Checkpoint) -> None:
-    meta = {"step": checkpoint.step, "seed": checkpoint.seed, "steps": checkpoint.steps, "batch": checkpoint.batch}
+    meta = {
+        "step": checkpoint.step,
+        "seed": checkpoint.seed,
+        "steps": checkpoint.steps,
+        "batch": checkpoint.batch,
+        "data": checkpoint.data,
+    }
     arrays: dict[str, Any] = {f"{PREFIX}{name}": value for name, value in checkpoint.params.items()}
     arrays["meta"] = np.array(json.dumps(meta))
     buffer = io.BytesIO()
@@ -57,10 +67,16 @@ def load(path: Path, shapes: Mapping[str, Shape]) -> Checkpoint:
     try:
         if path.stat().st_size > MAX_BYTES:
             raise InputError(f"{path}: larger than {MAX_BYTES} bytes; not a checkpoint of this network")
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, NpzFile):  # a lone .npy array
+            raise InputError(f"{path}: one array, not a .npz checkpoint (its parameters and meta)")
+        with loaded as archive:
             stored = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npz checkpoint: {exc}") from exc
+    odd = sorted(name for name, value in stored.items() if not isinstance(value, np.ndarray))
+    if odd:  # a zip member without the .npy suffix reads as raw bytes
+        raise InputError(f"{path}: not a .npz checkpoint: {', '.join(odd)} is not an array")
     meta = _meta(path, stored.pop("meta", None))
     params = {name.removeprefix(PREFIX): value for name, value in stored.items() if name.startswith(PREFIX)}
     strays = sorted(name for name in stored if not name.startswith(PREFIX))
@@ -75,15 +91,18 @@ def load(path: Path, shapes: Mapping[str, Shape]) -> Checkpoint:
             raise InputError(f"{path}: {name} is {value.dtype} {value.shape}; the network's is float64 {shapes[name]}")
         if not np.isfinite(value).all():
             raise InputError(f"{path}: {name} has a non-finite number")
-    return Checkpoint(params, meta["step"], meta["seed"], meta["steps"], meta["batch"])
+    return Checkpoint(params, meta["step"], meta["seed"], meta["steps"], meta["batch"], meta["data"])
 
 
-def _meta(path: Path, raw: Array | None) -> dict[str, int]:
+def _meta(path: Path, raw: Array | None) -> dict[str, Any]:
     try:
         meta = json.loads(str(raw)) if raw is not None and raw.dtype.kind == "U" else None
     except json.JSONDecodeError:
         meta = None
     keys = ("step", "seed", "steps", "batch")
-    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) and meta[k] >= 0 for k in keys):
+    if not isinstance(meta, dict) or not all(type(meta.get(k)) is int and meta[k] >= 0 for k in keys):
         raise InputError(f"{path}: no valid meta (step, seed, steps, batch as integers >= 0)")
-    return {k: int(meta[k]) for k in keys}
+    data = meta.get("data", "")  # absent from the checkpoints of older versions
+    if not isinstance(data, str):
+        raise InputError(f"{path}: the meta's data fingerprint is not a string")
+    return {**{k: meta[k] for k in keys}, "data": data}

@@ -22,8 +22,9 @@ from gates.faults import Faults
 from orchestrator import boundary, checkpoint, mlp, moons, tensor_deploy
 from orchestrator.api import broker_url
 from orchestrator.checkpoint import Checkpoint
+from orchestrator.circuit import CIRCUIT_SUFFIXES
 from orchestrator.cli_common import DEFAULT_BROKER, broker_address, check_writable, host_choice, parse_faults, seconds
-from orchestrator.errors import InputError
+from orchestrator.errors import DeployError, InputError
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import Engine, ReferenceEngine, Schedule, StepRecord, Training, train
 
@@ -32,6 +33,7 @@ err = Console(stderr=True)
 MODELS = ("moons",)
 ENGINES = ("mesh", "reference")
 INITS = ("micrograd",)
+PLACEMENT = "by-replica"
 
 
 def register(app: typer.Typer) -> None:
@@ -51,7 +53,7 @@ def train_command(
     ] = None,
     placement: Annotated[
         str, typer.Option(help=f"with --hosts: {' | '.join(tensor_deploy.PLACEMENTS)} | a .json/.yaml file")
-    ] = "by-replica",
+    ] = PLACEMENT,
     replicas: Annotated[int, typer.Option(min=1, help="copies of the network sharing the batch (data parallel)")] = 1,
     seed: Annotated[int, typer.Option(min=0, help="random.seed for the init; also picks partial batches")] = 1337,
     init: Annotated[str, typer.Option(help="micrograd: MLP(2, [16, 16, 1])'s weights after random.seed(SEED)")] = (
@@ -90,7 +92,17 @@ def train_command(
         raise InputError(
             "--faults drop=...: a lost message fails its step (training does not retry); use dup, delay, reorder"
         )
+    if hosts is None and placement != PLACEMENT:
+        raise InputError("--placement places gates on gate hosts: give --hosts too")
+    if not (placement in tensor_deploy.PLACEMENTS or placement.lower().endswith(CIRCUIT_SUFFIXES)):
+        raise InputError(f"--placement {placement!r}: use {', '.join(tensor_deploy.PLACEMENTS)} or a .json/.yaml file")
     circuit = mlp.build(schedule.batch, replicas=schedule.replicas)
+    if engine == "mesh":
+        try:
+            tensor_deploy.check_frames(circuit)
+        except DeployError as exc:
+            needed = mlp.fewest_replicas(schedule.batch)
+            raise InputError(f"{exc}: split the batch of {schedule.batch} over --replicas {needed} or more") from exc
     if resume:
         assert checkpoint_file is not None
         start = checkpoint.load(checkpoint_file, circuit.param_shapes)
@@ -202,8 +214,9 @@ async def _engine(
         async with placed as engine:
             yield engine
     else:
-        async with (
-            broker_url(broker) as address,
-            tensor_deploy.in_process(circuit, address, faults=faults, step_timeout=timeout) as engine,
-        ):
-            yield engine
+        async with broker_url(broker) as address:
+            deployed = tensor_deploy.in_process(
+                circuit, address, faults=faults, ready_timeout=timeout, step_timeout=timeout
+            )
+            async with deployed as engine:
+                yield engine

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from gates.frame import MAX_ELEMENTS
 from gates.tensor_ops import Array
+from orchestrator.errors import InputError
 from orchestrator.moons import Points
-from orchestrator.tensor_circuit import TensorCircuit, TensorGateDef
+from orchestrator.tensor_circuit import MAX_TENSOR_GATES, TensorCircuit, TensorGateDef
 
 SIZES = (2, 16, 16, 1)
 ALPHA = 1e-4
@@ -44,6 +46,18 @@ def prefix(replica: int, replicas: int) -> str:
 
 def build(batch: int, *, replicas: int = 1, sizes: Sequence[int] = SIZES, alpha: float = ALPHA) -> TensorCircuit:
     """The training circuit for batches of `batch` points split over `replicas` copies."""
+    gates, scores = _gates(batch, replicas, sizes, alpha)
+    if len(gates) > MAX_TENSOR_GATES:
+        one, two = (len(_gates(batch, copies, sizes, alpha)[0]) for copies in (1, 2))  # each copy adds two - one
+        raise InputError(
+            f"--replicas {replicas}: {len(gates):,} gates, more than the {MAX_TENSOR_GATES:,} a tensor circuit may "
+            f"have; give at most {1 + (MAX_TENSOR_GATES - one) // (two - one)}"
+        )
+    return TensorCircuit(name="moons", gates=tuple(gates), output="loss", observe=tuple(scores))
+
+
+def _gates(batch: int, replicas: int, sizes: Sequence[int], alpha: float) -> tuple[list[TensorGateDef], list[str]]:
+    """The circuit's gates, and its copies' score gates."""
     gates: list[TensorGateDef] = []
 
     def gate(id: str, op: str, *inputs: str, shape: tuple[int, ...] | None = None, param: float | None = None) -> str:
@@ -70,7 +84,14 @@ def build(batch: int, *, replicas: int = 1, sizes: Sequence[int] = SIZES, alpha:
     data = _sum_tree(gate, hinges, "data")
     reg = _sum_tree(gate, penalties, "reg")
     gate("loss", "add", data, reg)
-    return TensorCircuit(name="moons", gates=tuple(gates), output="loss", observe=tuple(scores))
+    return gates, scores
+
+
+def fewest_replicas(batch: int, sizes: Sequence[int] = SIZES) -> int:
+    """The fewest copies whose widest tensor (a layer's outputs for a copy's points) fits one
+    frame (gates/frame.py): the copies split the batch."""
+    per_copy = MAX_ELEMENTS // max(sizes)
+    return -(-batch // per_copy)
 
 
 def _sum_tree(gate: Callable[..., str], terms: list[str], name: str) -> str:

@@ -12,6 +12,7 @@ A data file is a CSV with the header `x1,x2,label` and labels -1 or +1.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import sys
@@ -38,6 +39,12 @@ class Points:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def fingerprint(self) -> str:
+        """Which data set this is, in 16 hex digits: a checkpoint records it, a resumed run checks it."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.X, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(self.y, dtype=np.float64).tobytes())
+        return digest.hexdigest()[:16]
 
 
 def load(path: Path | None = None) -> Points:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import secrets
 from collections.abc import AsyncIterator, Sequence
 
 from gates.errors import TransportError
 from gates.faults import Faults
+from gates.frame import MAX_ELEMENTS
 from gates.lifecycle import cancel_and_wait
 from gates.mux import SharedConnection
 from gates.protocol import ORCHESTRATOR, topic
@@ -41,6 +43,18 @@ def circuit_id(circuit: TensorCircuit) -> str:
     return f"{circuit.name[:40]}.{secrets.token_hex(4)}"
 
 
+def check_frames(circuit: TensorCircuit) -> None:
+    """Refuse, before deploying, a circuit a gate of which would send more numbers than a frame
+    carries (gates/frame.py): its first step would fail. A gradient has the shape of the input
+    it is for, another gate's output or a leaf: checking every gate's output covers both."""
+    for gate, shape in circuit.shapes.items():
+        numbers = math.prod(shape)
+        if numbers > MAX_ELEMENTS:
+            raise DeployError(
+                f"gate {gate}: its output {shape} is {numbers:,} numbers; a frame carries at most {MAX_ELEMENTS:,}"
+            )
+
+
 @contextlib.asynccontextmanager
 async def in_process(
     circuit: TensorCircuit,
@@ -51,6 +65,7 @@ async def in_process(
     step_timeout: float = 30.0,
 ) -> AsyncIterator[MeshEngine]:
     """One actor per gate in this process on one shared connection; stopped on exit."""
+    check_frames(circuit)
     cid = circuit_id(circuit)
     async with open_engine(circuit, cid, broker, step_timeout=step_timeout) as engine, asyncio.TaskGroup() as group:
         shared = SharedConnection(broker)
@@ -89,6 +104,7 @@ async def on_hosts(
     step_timeout: float = 30.0,
 ) -> AsyncIterator[MeshEngine]:
     """The circuit's gates on live gate hosts for the duration of the block."""
+    check_frames(circuit)
     names = await wait_for_hosts(broker, hosts, timeout)
     try:
         view = await read_cluster(broker, records=())  # its hosts only

@@ -28,7 +28,7 @@ from orchestrator.errors import InputError
 from orchestrator.mlp import batch_indices, make_batch
 from orchestrator.moons import Points
 from orchestrator.tensor_circuit import TensorCircuit
-from orchestrator.tensor_reference import forward_backward, sgd
+from orchestrator.tensor_reference import ReferenceDomainError, forward_backward, sgd
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,10 @@ class ReferenceEngine:
         self._params = {name: np.array(value, dtype=np.float64) for name, value in params.items()}
 
     async def step(self, step: int, lr: float, feeds: Mapping[str, Array]) -> StepOutcome:
-        done = forward_backward(self.circuit, self._params, feeds)
+        try:
+            done = forward_backward(self.circuit, self._params, feeds)
+        except ReferenceDomainError as exc:  # as the mesh's gate would fail the step: one line
+            raise InputError(f"step {step}: {exc}") from exc
         self._params = sgd(self._params, done.grads, lr)
         return StepOutcome(float(done.values[self.circuit.output]), {g: done.values[g] for g in self.circuit.observe})
 
@@ -140,6 +143,12 @@ async def train(
         raise InputError(
             f"the starting point is step {start.step} of {made_by}; resume with the same schedule (asked: {asked})"
         )
+    fingerprint = data.fingerprint()
+    if start.data and start.data != fingerprint:
+        raise InputError(
+            f"the starting point was trained on another data set (fingerprint {start.data}, this one's "
+            f"{fingerprint}); resume with the same --data"
+        )
     await engine.load(start.params, start.step)
     done = Training()
     for k in range(start.step, schedule.steps):
@@ -152,7 +161,8 @@ async def train(
         record = StepRecord(k, outcome.loss, accuracy(scores, batch.labels), lr, seconds)
         done.records.append(record)
         if checkpoint is not None:
-            save(checkpoint, Checkpoint(engine.params(), k + 1, schedule.seed, schedule.steps, schedule.batch))
+            after = Checkpoint(engine.params(), k + 1, schedule.seed, schedule.steps, schedule.batch, fingerprint)
+            save(checkpoint, after)
         if on_step is not None:
             on_step(record)
     done.params = engine.params()

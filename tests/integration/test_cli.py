@@ -68,6 +68,11 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
             "--checkpoint /nonexistent/c.npz: cannot write in /nonexistent",  # before training, not after a step
         ),
         (["compile", "x+y", "-o", "c.json", "--name", "a/b"], "circuit name 'a/b': a name is a letter or '_' followed"),
+        (["train", "moons", "--placement", "by-layer"], "--placement places gates on gate hosts: give --hosts too"),
+        (
+            ["train", "moons", "--hosts", "1", "--placement", "by-replcia"],  # said before waiting for a host
+            "--placement 'by-replcia': use by-replica, by-layer, round-robin or a .json/.yaml file",
+        ),
         (
             ["draw", "circuit", " + ".join(f"x{i}" for i in range(40)), "x0=1", "-o", "/nonexistent/c.svg"],
             "the circuit has 79 gates; its figure stays readable up to 60",  # said before running it
@@ -80,6 +85,19 @@ def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: st
     done = gatemesh(*args)
     assert done.returncode == 1
     assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_batch_too_wide_for_a_frame_is_refused_before_training(tmp_path: Path) -> None:
+    """16 x 8,193 numbers leave the first layer of one copy: more than a frame carries."""
+    data = tmp_path / "wide.csv"
+    data.write_text("x1,x2,label\n" + "".join(f"{i / 8193},{i % 7 / 7},{1 - 2 * (i % 2)}\n" for i in range(8193)))
+    done = gatemesh("train", "moons", "--data", str(data), "--steps", "1")
+    assert done.returncode == 1
+    assert (
+        "gate mm1: its output (16, 8193) is 131,088 numbers; a frame carries at most 131,072: "
+        "split the batch of 8193 over --replicas 2 or more"
+    ) in done.stderr
     assert "Traceback" not in done.stderr
 
 

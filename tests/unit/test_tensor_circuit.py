@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ import yaml
 from orchestrator import checkpoint, mlp, moons, tensor_deploy
 from orchestrator.checkpoint import Checkpoint
 from orchestrator.errors import CircuitError, DeployError, InputError
-from orchestrator.tensor_circuit import TensorCircuit
+from orchestrator.tensor_circuit import MAX_TENSOR_GATES, TensorCircuit
+from orchestrator.train import ReferenceEngine, Schedule, train
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -107,6 +110,42 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
     path.write_bytes(b"not a zip")
     with pytest.raises(InputError, match=r"not a readable \.npz"):
         checkpoint.load(path, shapes)
+    np.save(path.with_suffix(".npy"), params["W1"])
+    with pytest.raises(InputError, match=r"c\.npy: one array, not a \.npz checkpoint"):
+        checkpoint.load(path.with_suffix(".npy"), shapes)
+    with zipfile.ZipFile(path, "w") as archive:  # a member without the .npy suffix reads as bytes
+        archive.writestr("meta", json.dumps({"step": 1, "seed": 0, "steps": 100, "batch": 100}))
+    with pytest.raises(InputError, match=r"not a \.npz checkpoint: meta is not an array"):
+        checkpoint.load(path, shapes)
+    np.savez(path, meta=np.array(json.dumps({"step": True, "seed": 0, "steps": 100, "batch": 100})))
+    with pytest.raises(InputError, match="no valid meta"):  # true is not the integer 1
+        checkpoint.load(path, shapes)
+
+
+def test_a_checkpoint_names_its_data_set_and_resuming_on_another_is_refused(tmp_path: Path) -> None:
+    circuit, moons_points = mlp.build(20), moons.load()
+    fewer = moons.Points(moons_points.X[:20], moons_points.y[:20])
+    other = moons.Points(fewer.X[::-1].copy(), fewer.y[::-1].copy())  # the same points, in another order
+    assert len({fewer.fingerprint(), other.fingerprint()}) == 2
+    path = tmp_path / "c.npz"
+    schedule = Schedule(steps=2, batch=20, seed=3)
+    start = Checkpoint(mlp.micrograd_init(3), 0, 3, 2, 20)
+    asyncio.run(train(ReferenceEngine(circuit), circuit, fewer, schedule, start, checkpoint=path))
+    resumed = checkpoint.load(path, circuit.param_shapes)
+    assert resumed.data == fewer.fingerprint()
+    with pytest.raises(InputError, match=f"another data set \\(fingerprint {fewer.fingerprint()}, this one's"):
+        asyncio.run(train(ReferenceEngine(circuit), circuit, other, schedule, resumed))
+
+
+def test_replicas_past_the_gate_limit_and_batches_past_a_frame_are_refused_by_name() -> None:
+    assert len(mlp.build(1000, replicas=831).gates) <= MAX_TENSOR_GATES
+    with pytest.raises(InputError, match=r"--replicas 832: 10,001 gates, more than the 10,000 .* at most 831"):
+        mlp.build(1000, replicas=832)
+    tensor_deploy.check_frames(mlp.build(8192))  # 16 x 8,192 numbers: one frame's worth
+    with pytest.raises(DeployError, match=r"gate mm1: its output \(16, 8193\) is 131,088 numbers"):
+        tensor_deploy.check_frames(mlp.build(8193))
+    assert mlp.fewest_replicas(8193) == 2
+    tensor_deploy.check_frames(mlp.build(8193, replicas=2))
 
 
 def test_training_placements() -> None:

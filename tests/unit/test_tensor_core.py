@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from gates.frame import FrameHeader, decode, encode
+from gates.frame import MAX_ELEMENTS, FrameHeader, decode, encode
 from gates.param import ParamCore
 from gates.protocol import ErrorCode, Release, topic
 from gates.tensor_core import Outgoing, TensorCore
@@ -208,3 +208,23 @@ def test_a_host_tells_tensor_assignments_from_scalar_ones() -> None:
     scalar = {**tensor, "type": "assign", "spec": spec}
     assert isinstance(ANY_ASSIGNMENT.validate_python(tensor), TensorAssignment)
     assert not isinstance(ANY_ASSIGNMENT.validate_python(scalar), TensorAssignment)
+
+
+def test_an_output_too_large_for_a_frame_fails_the_run_and_the_gate_lives_on() -> None:
+    points = MAX_ELEMENTS // 2 + 1  # two rows of them: one number more than a frame carries
+    spec = TensorSpec(
+        id="mm",
+        op="matmul",
+        inputs=("W", "X"),
+        input_shapes=((2, 1), (1, points)),
+        shape=(2, points),
+        needs_grad=(True, False),
+        consumers=1,
+    )
+    gate = TensorCore(spec, C)
+    assert gate.handle(topic(C, "fwd", "W"), frame("forward", "W", np.ones((2, 1)))) == []
+    (error,) = gate.handle(topic(C, "fwd", "X"), frame("forward", "X", np.ones((1, points))))
+    report = json.loads(error[1])
+    assert (report["code"], report["run"]) == ("domain", "s0")
+    assert report["message"] == f"mm: {2 * points} numbers: a frame carries at most {MAX_ELEMENTS}"
+    assert gate.handle(topic(C, "fwd", "W"), frame("forward", "W", W[:, :1], run="s1")) == []  # it lives on
