@@ -58,13 +58,16 @@ def accepts(host: str, port: int) -> bool:
 
 
 def wait_until_listening(process: subprocess.Popen[bytes], host: str, port: int, timeout: float) -> bool:
-    """True once a freshly started broker process accepts connections; False if it died or timed out."""
+    """True once a freshly started broker process accepts connections; False if it died or timed
+    out. Only while it lives: what accepts on its port after it died is something else."""
     deadline = time.monotonic() + timeout
-    while not accepts(host, port):
-        if process.poll() is not None or time.monotonic() > deadline:
+    while process.poll() is None:
+        if accepts(host, port):
+            return process.poll() is None
+        if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
-    return True
+    return False
 
 
 def mosquitto_config(
@@ -89,7 +92,24 @@ def mosquitto(
     tls: TlsFiles | None = None,
     extra: Sequence[str] = (),
 ) -> Iterator[str]:
-    """Run a Mosquitto process for the duration of the block; yields its URL.
+    """`mosquitto_process`'s URL: a Mosquitto for the duration of the block."""
+    started = mosquitto_process(port, host, timeout, data_dir=data_dir, secure_dir=secure_dir, tls=tls, extra=extra)
+    with started as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def mosquitto_process(
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 10.0,
+    *,
+    data_dir: Path | None = None,
+    secure_dir: Path | None = None,
+    tls: TlsFiles | None = None,
+    extra: Sequence[str] = (),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run a Mosquitto process for the duration of the block; yields its URL and the process.
 
     Its retained messages are saved in `data_dir` when it stops: a second block with the same
     port and data_dir is the same broker restarted. Without data_dir, a temporary one is used.
@@ -104,6 +124,8 @@ def mosquitto(
     )
     if binary is None:
         raise BrokerStartError("the mosquitto binary is not installed (Debian: apt-get install mosquitto)")
+    if port and accepts(host, port):  # Debian's package starts a system Mosquitto on 1883
+        raise BrokerStartError(f"{host}:{port} is taken: something listens there already (a system Mosquitto?)")
     port = port or free_port(host)
     with tempfile.TemporaryDirectory(prefix="gatemesh-mosquitto-") as workdir:
         conf = Path(workdir, "mosquitto.conf")
@@ -127,7 +149,7 @@ def mosquitto(
                     )
                     watcher.start()
                 try:
-                    yield f"mqtts://{host}:{port}?ca={tls.ca}" if tls else f"mqtt://{host}:{port}"
+                    yield (f"mqtts://{host}:{port}?ca={tls.ca}" if tls else f"mqtt://{host}:{port}"), process
                 finally:
                     stop_watching.set()
             finally:

@@ -70,6 +70,12 @@ class BrokerAddress(BaseModel):
         if ca_file is not None and not tls:
             msg = f"broker URL {url!r}: ca= applies to mqtts:// only"
             raise ValueError(msg)
+        if ca_file is not None:
+            try:  # read once here: a missing or broken CA file is the URL's fault, said before connecting
+                ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                msg = f"broker URL {url!r}: ca={ca_file}: {exc.strerror or exc}"
+                raise ValueError(msg) from exc
         return cls(
             host=parts.hostname,
             port=port or (8883 if tls else 1883),

@@ -59,6 +59,10 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
         (["run", "log(x)", "x=-1"], "output of log(-1) is undefined"),
         (["run", "missing.json", "x=1"], "missing.json: cannot read circuit file"),
         (["run", "x", "x=1", "--broker", "mqtt://127.0.0.1:1"], "cannot connect to the broker"),
+        (
+            ["run", "x", "x=1", "--broker", "mqtts://127.0.0.1:1?ca=/nonexistent/ca.pem"],
+            "ca=/nonexistent/ca.pem: No such file or directory",
+        ),
         (["run", "x", "x=1", "--trace", "/nonexistent/t.jsonl"], "--trace /nonexistent/t.jsonl: cannot write in"),
         (["compile", "x+y", "-o", "/nonexistent/c.json"], "/nonexistent/c.json: cannot write the circuit file"),
         (["compile", "x+y", "-o", "c.txt"], "c.txt: a circuit file ends in .json, .yaml or .yml"),
