@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -165,13 +166,10 @@ class SecureDir:
         return True
 
     def _write_accounts(self, credentials: dict[str, str]) -> None:
-        secret = self.directory / "credentials.json"
-        secret.write_text(json.dumps(credentials, indent=2) + "\n")
-        secret.chmod(0o600)
+        _write_private(self.directory / "credentials.json", json.dumps(credentials, indent=2) + "\n")
         if WATCHER_USER in credentials:
-            watcher = self.directory / WATCHER_FILE
-            watcher.write_text(json.dumps({WATCHER_USER: credentials[WATCHER_USER]}, indent=2) + "\n")
-            watcher.chmod(0o600)
+            watcher = {WATCHER_USER: credentials[WATCHER_USER]}
+            _write_private(self.directory / WATCHER_FILE, json.dumps(watcher, indent=2) + "\n")
         passwd = self.directory / "passwd"
         passwd.write_text("\n".join(password_line(u, p) for u, p in credentials.items()) + "\n")
         passwd.chmod(0o644)
@@ -190,3 +188,13 @@ class SecureDir:
         """`broker` (mqtt://host:port) with this user's name and password in it."""
         scheme, rest = broker.split("://", 1)
         return f"{scheme}://{user}:{self.credentials()[user]}@{rest}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file of passwords that its owner alone may read from its first byte (a file
+    written at the umask's mode and narrowed after would be readable in between)."""
+    staged = path.with_name(f".{path.name}.new")
+    staged.unlink(missing_ok=True)
+    with os.fdopen(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(text)
+    staged.replace(path)

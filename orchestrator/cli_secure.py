@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from broker.security import WATCHER_FILE, WATCHER_USER, SecureDir, host_user
+from gates.protocol import NAME_PATTERN, NAME_RULE
 from orchestrator.cli_common import print_line, secure_dir
 from orchestrator.errors import InputError
 
@@ -18,11 +20,22 @@ app = typer.Typer(help="Accounts and an ACL for Mosquitto: each host may touch o
 def secure_init(
     directory: Annotated[Path, typer.Argument(help="where to write credentials.json, passwd and acl")],
     hosts: Annotated[str, typer.Option("--hosts", help="the gate hosts' names: h1,h2,h3")],
+    force: Annotated[
+        bool, typer.Option("--force", help="over a directory with accounts: new passwords for all, an ACL with none")
+    ] = False,
 ) -> None:
     """Make accounts for the orchestrator and each host, a password file and a first ACL."""
     names = [h.strip() for h in hosts.split(",") if h.strip()]
     if not names:
         raise InputError("--hosts: give the hosts' names, like h1,h2,h3")
+    bad = [name for name in names if re.fullmatch(NAME_PATTERN, name) is None]
+    if bad:
+        raise InputError(f"--hosts: {', '.join(map(repr, bad))}: a host name must be {NAME_RULE}")
+    if (directory / "credentials.json").exists() and not force:
+        raise InputError(
+            f"{directory} has accounts already: its hosts and brokers use their passwords, and its ACL its "
+            "deployments' grants; give --force to replace them all (every host then needs its new URL)"
+        )
     accounts = SecureDir.create(directory, names)
     lines = [
         f"wrote {directory}/credentials.json (keep it secret), passwd and acl for {', '.join(names)}",

@@ -226,3 +226,26 @@ async def test_the_data_plane_session_is_refused_without_its_account_and_serves_
             async with shared.link(["gatemesh-sys/hosts/h0"]):  # a topic h0 may read
                 assert shared.gates == 1
             serving.cancel()
+
+
+def test_secure_init_keeps_a_directorys_accounts_unless_forced_and_checks_host_names(tmp_path: Path) -> None:
+    directory = tmp_path / "secure"
+    made = gatemesh("secure", "init", str(directory), "--hosts", "h1,h2")
+    assert made.returncode == 0, made.stderr
+    secret = directory / "credentials.json"
+    assert (secret.stat().st_mode & 0o777, (directory / WATCHER_FILE).stat().st_mode & 0o777) == (0o600, 0o600)
+    first = json.loads(secret.read_text())
+    again = gatemesh("secure", "init", str(directory), "--hosts", "h1,h2,h3")
+    assert again.returncode == 1
+    assert f"{directory} has accounts already" in again.stderr
+    assert "give --force to replace them all" in again.stderr
+    assert json.loads(secret.read_text()) == first  # the running hosts' passwords still hold
+    forced = gatemesh("secure", "init", str(directory), "--hosts", "h1,h2,h3", "--force")
+    assert forced.returncode == 0, forced.stderr
+    replaced = json.loads(secret.read_text())
+    assert set(replaced) == {*first, host_user("h3")}
+    assert all(replaced[user] != password for user, password in first.items())
+    bad = gatemesh("secure", "init", str(tmp_path / "other"), "--hosts", "h 1,a/b,ok")
+    assert bad.returncode == 1
+    assert "--hosts: 'h 1', 'a/b': a host name must be a letter or '_' followed by" in bad.stderr
+    assert not (tmp_path / "other").exists()
