@@ -95,7 +95,9 @@ def undeploy_command(
 
 
 def status(
-    name: Annotated[str | None, typer.Argument(help="show this deployment's gates too")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="show this deployment's gates too (with --json: this deployment alone)")
+    ] = None,
     broker: ClusterBrokerOption = DEFAULT_BROKER,
     as_json: Annotated[bool, typer.Option("--json", help="print the state as JSON")] = False,
 ) -> None:
@@ -105,8 +107,13 @@ def status(
         view = asyncio.run(read_cluster(address, with_ready=True))
     except TRANSPORT_ERRORS as exc:
         raise BrokerError(f"cannot read the cluster's state from {address}: {exc}") from exc
+    state = cluster_state(view)
+    if name is not None and name not in state["deployments"]:
+        raise InputError(f"no deployment named {name!r} (deployments: {', '.join(state['deployments']) or 'none'})")
     if as_json:
-        print(json.dumps(cluster_state(view), indent=2))
+        if name is not None:
+            state["deployments"] = {name: state["deployments"][name]}
+        print(json.dumps(state, indent=2))
         return
     print_cluster(view, name, address)
 
@@ -181,8 +188,7 @@ def print_cluster(view: ClusterView, name: str | None, broker: BrokerAddress) ->
     out.print(deployments if state["deployments"] else "no deployments")
     if name is None:
         return
-    if name not in state["deployments"]:
-        raise InputError(f"no deployment named {name!r} (deployments: {', '.join(state['deployments']) or 'none'})")
+    assert name in state["deployments"], "status checks the name first"
     out.print()
     gates = Table(title=f"gates of {name}", title_justify="left", show_edge=False)
     for column in ("gate", "op", "host", "state"):

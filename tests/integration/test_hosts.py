@@ -78,6 +78,13 @@ def test_deploy_run_status_undeploy_from_the_cli(mosquitto_url: str, three_hosts
     human = gatemesh("status", name, *broker)
     assert human.returncode == 0, human.stderr
     assert "gates of " + name in human.stdout
+    alone = json.loads(gatemesh("status", name, "--json", *broker).stdout)
+    assert alone["deployments"] == {name: deployment}  # this deployment alone
+    for extra in ([], ["--json"]):
+        missing = gatemesh("status", "no-such", *extra, *broker)
+        assert missing.returncode == 1
+        assert "no deployment named 'no-such' (deployments: " in missing.stderr  # json or not
+        assert name in missing.stderr
 
     circuit_id = deployment["circuit_id"]
     assert asyncio.run(_answers_to_a_feed(mosquitto_url, circuit_id, "x")) == [topic(circuit_id, "fwd", "x")]
