@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -100,9 +101,13 @@ def status(
     ] = None,
     broker: ClusterBrokerOption = DEFAULT_BROKER,
     as_json: Annotated[bool, typer.Option("--json", help="print the state as JSON")] = False,
+    secure: Annotated[
+        Path | None,
+        typer.Option("--secure", help="a directory made by `gatemesh secure init`: read as the orchestrator's account"),
+    ] = None,
 ) -> None:
     """List the gate hosts, the deployments and (for one deployment) its gates, with their state."""
-    address = broker_address(broker)
+    address = broker_address(broker, secure_dir(secure))
     try:
         view = asyncio.run(read_cluster(address, with_ready=True))
     except TRANSPORT_ERRORS as exc:

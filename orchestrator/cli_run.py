@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from broker.security import SecureDir
 from gates.faults import Faults
 from gates.transport import BrokerAddress
 from orchestrator.api import broker_url, deployed
@@ -35,6 +36,7 @@ from orchestrator.cli_common import (
     print_line,
     print_result,
     seconds,
+    secure_dir,
 )
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import on_deployment, on_hosts
@@ -91,6 +93,14 @@ def run(
     trace: Annotated[
         Path | None, typer.Option("--trace", help="record every event of the run, with logical clocks, to this file")
     ] = None,
+    secure: Annotated[
+        Path | None,
+        typer.Option(
+            "--secure",
+            help="a directory made by `gatemesh secure init`: connect with the orchestrator's account (with "
+            "--hosts, the ACL is rewritten for the run's deployment too); needs --hosts or --deployed",
+        ),
+    ] = None,
 ) -> None:
     """Run one forward and backward pass through the broker and print the value and gradients.
 
@@ -103,6 +113,9 @@ def run(
     check_writable("--trace", trace)
     if fault_plan is not None and (deployed_name is not None or hosts is not None):
         raise InputError("--faults applies to gates in this process; give hosts their own (gatemesh host --faults)")
+    if secure is not None and deployed_name is None and hosts is None:
+        raise InputError("--secure: gates in this process have no accounts; run on --hosts or --deployed NAME")
+    accounts = secure_dir(secure)
     target: Circuit | str
     if deployed_name is not None:
         if hosts is not None:
@@ -127,8 +140,8 @@ def run(
     async def one_run() -> RunResult:
         here = isinstance(target, Circuit) and hosts is None
         async with (
-            _broker_for(here, broker) as address,
-            open_runner_at(target, address, hosts, placement, timeout, recorder, fault_plan) as runner,
+            _broker_for(here, broker, accounts) as address,
+            open_runner_at(target, address, hosts, placement, timeout, recorder, fault_plan, accounts) as runner,
         ):
             try:
                 return await runner.run(inputs, timeout=timeout, retries=retries)
@@ -146,13 +159,15 @@ def run(
 
 
 @contextlib.asynccontextmanager
-async def _broker_for(in_process: bool, broker: str | None) -> AsyncIterator[BrokerAddress]:
+async def _broker_for(
+    in_process: bool, broker: str | None, accounts: SecureDir | None = None
+) -> AsyncIterator[BrokerAddress]:
     """Gates in this process use the given broker or an embedded one; hosts need one that is up."""
     if in_process:
         async with broker_url(broker) as address:
             yield address
     else:
-        yield broker_address(broker or DEFAULT_BROKER)
+        yield broker_address(broker or DEFAULT_BROKER, accounts)
 
 
 @contextlib.asynccontextmanager
@@ -164,14 +179,18 @@ async def open_runner_at(
     timeout: float,
     recorder: Recorder | None = None,
     faults: Faults | None = None,
+    secure: SecureDir | None = None,
 ) -> AsyncIterator[Runner]:
-    """A runner on a named deployment, on hosts for this run only, or on actors in this process."""
+    """A runner on a named deployment, on hosts for this run only (with `secure`, the ACL rewritten
+    for it), or on actors in this process."""
     if isinstance(target, str):
         async with on_deployment(target, address, ready_timeout=timeout, recorder=recorder) as runner:
             yield runner
     elif hosts is not None:
         choice = host_choice(hosts)
-        placed = on_hosts(target, address, hosts=choice, placement=placement, timeout=timeout, recorder=recorder)
+        placed = on_hosts(
+            target, address, hosts=choice, placement=placement, timeout=timeout, recorder=recorder, secure=secure
+        )
         async with placed as runner:
             yield runner
     else:

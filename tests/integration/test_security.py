@@ -249,3 +249,32 @@ def test_secure_init_keeps_a_directorys_accounts_unless_forced_and_checks_host_n
     assert bad.returncode == 1
     assert "--hosts: 'h 1', 'a/b': a host name must be a letter or '_' followed by" in bad.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_run_and_status_connect_with_the_orchestrators_account(accounts: SecureDir) -> None:
+    """`run --deployed`, `run --hosts` and `status` on a secured broker, as `deploy --secure` does."""
+    secure = ["--secure", str(accounts.directory)]
+    with mosquitto(secure_dir=accounts.directory) as url:
+        host = GateHostProcess(accounts.url(host_user("h0"), url), "h0")
+        try:
+            host.wait_online()
+            deployed = gatemesh("deploy", "(x+y)*z", "--name", "qf", "--hosts", "h0", "--broker", url, *secure)
+            assert deployed.returncode == 0, deployed.stderr
+            ran = gatemesh("run", "--deployed", "qf", "x=-2", "y=5", "z=-4", "--json", "--broker", url, *secure)
+            assert ran.returncode == 0, ran.stderr
+            assert RunResult.model_validate_json(ran.stdout) == QF
+            anonymous = gatemesh("run", "--deployed", "qf", "x=-2", "y=5", "z=-4", "--broker", url)
+            assert anonymous.returncode == 1
+            assert "refused the connection: [code:135] Not authorized" in anonymous.stderr
+            state = gatemesh("status", "qf", "--json", "--broker", url, *secure)
+            assert state.returncode == 0, state.stderr
+            assert json.loads(state.stdout)["deployments"]["qf"]["state"] == "ready"
+            on_hosts = gatemesh("run", "x*y", "x=2", "y=3", "--hosts", "h0", "--json", "--broker", url, *secure)
+            assert on_hosts.returncode == 0, on_hosts.stderr  # the ACL was rewritten for the run's deployment
+            assert RunResult.model_validate_json(on_hosts.stdout) == RunResult(value=6.0, grads={"x": 3.0, "y": 2.0})
+            here = gatemesh("run", "x*y", "x=2", "y=3", "--broker", url, *secure)
+            assert here.returncode == 1
+            assert "--secure: gates in this process have no accounts" in here.stderr
+        finally:
+            gatemesh("undeploy", "qf", "--broker", url, *secure)
+            host.stop()
