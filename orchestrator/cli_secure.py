@@ -13,6 +13,10 @@ from gates.protocol import NAME_PATTERN, NAME_RULE
 from orchestrator.cli_common import print_line, secure_dir
 from orchestrator.errors import InputError
 
+BROKER = "mqtt://HOST:1883"
+"""Where the printed commands say the broker is: the user puts in its host."""
+HOST = "gatemesh host --name"
+"""How a host is started: its password in its environment, never on its command line (`ps` shows those to all)."""
 app = typer.Typer(help="Accounts and an ACL for Mosquitto: each host may touch only its own gates' topics.")
 
 
@@ -39,11 +43,9 @@ def secure_init(
     accounts = SecureDir.create(directory, names)
     lines = [
         f"wrote {directory}/credentials.json (keep it secret), passwd and acl for {', '.join(names)}",
+        "(each host's password goes in its environment, which other users cannot read, not in its command line)",
         f"broker:   python -m broker mosquitto --port 1883 --secure {directory}",
-        *(
-            f"host {name}: gatemesh host --name {name} --broker {accounts.url(host_user(name), 'mqtt://HOST:1883')}"
-            for name in names
-        ),
+        *(f"host {name}: GATEMESH_BROKER={accounts.url(host_user(name), BROKER)} {HOST} {name}" for name in names),
         f"deploy:   gatemesh deploy CIRCUIT --name NAME --secure {directory} --broker mqtt://HOST:1883",
         f"watch:    gatemesh serve --broker mqtt://HOST:1883 --secure {directory} --watch-only  "
         f"(reads {WATCHER_FILE} alone: the read-only account)",

@@ -232,6 +232,9 @@ def test_secure_init_keeps_a_directorys_accounts_unless_forced_and_checks_host_n
     directory = tmp_path / "secure"
     made = gatemesh("secure", "init", str(directory), "--hosts", "h1,h2")
     assert made.returncode == 0, made.stderr
+    password = json.loads((directory / "credentials.json").read_text())[host_user("h1")]
+    host_line = f"host h1: GATEMESH_BROKER=mqtt://{host_user('h1')}:{password}@HOST:1883 gatemesh host --name h1"
+    assert host_line in made.stdout.splitlines()  # the password in the environment, not on the command line
     secret = directory / "credentials.json"
     assert (secret.stat().st_mode & 0o777, (directory / WATCHER_FILE).stat().st_mode & 0o777) == (0o600, 0o600)
     first = json.loads(secret.read_text())
