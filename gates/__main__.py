@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m gates") -> None:
     try:
         faults = Faults.parse(args.faults) if args.faults else None
         address = BrokerAddress.parse(args.broker)
+        address.tls_context()  # a CA file that cannot be read: said now, not retried forever
         qos: QoS = 0 if args.qos == 0 else 1
         host = GateHost(args.name or default_name(), address, faults=faults, connections=args.connections, qos=qos)
         asyncio.run(run_host(host))

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import secrets
-import ssl
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -139,7 +138,7 @@ class Session(asyncio.Protocol):
         """Connect and wait for the broker's CONNACK: ConnectionLost if it cannot be reached in
         time, Refused if it says no, ProtocolViolation if its answer is not a CONNACK."""
         loop = asyncio.get_running_loop()
-        context = ssl.create_default_context(cafile=broker.ca_file) if broker.tls else None
+        context = broker.tls_context()
         session = cls(on_message, keepalive, timeout, qos, max_packet=max_packet, peer=str(broker))
         connack = session._expect(0)
         try:

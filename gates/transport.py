@@ -70,12 +70,6 @@ class BrokerAddress(BaseModel):
         if ca_file is not None and not tls:
             msg = f"broker URL {url!r}: ca= applies to mqtts:// only"
             raise ValueError(msg)
-        if ca_file is not None:
-            try:  # read once here: a missing or broken CA file is the URL's fault, said before connecting
-                ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                msg = f"broker URL {url!r}: ca={ca_file}: {exc.strerror or exc}"
-                raise ValueError(msg) from exc
         return cls(
             host=parts.hostname,
             port=port or (8883 if tls else 1883),
@@ -87,6 +81,20 @@ class BrokerAddress(BaseModel):
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context for an mqtts:// broker (None for mqtt://). ValueError names a CA file
+        that cannot be read: the commands call it before they connect, to say so in one line."""
+        if not self.tls:
+            return None
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except ssl.SSLError as exc:
+            msg = f"broker {self}: ca={self.ca_file}: not a PEM certificate file ({exc.reason})"
+            raise ValueError(msg) from exc
+        except OSError as exc:
+            msg = f"broker {self}: ca={self.ca_file}: {exc.strerror or exc}"
+            raise ValueError(msg) from exc
 
 
 def client(
@@ -108,7 +116,7 @@ def client(
         will=will,
         keepalive=keepalive,
         timeout=timeout,
-        tls_context=ssl.create_default_context(cafile=broker.ca_file) if broker.tls else None,
+        tls_context=broker.tls_context(),
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         max_inflight_messages=IN_FLIGHT,
     )

@@ -52,10 +52,12 @@ async def run_circuit(
 async def broker_url(broker: str | None) -> AsyncIterator[BrokerAddress]:
     """The given broker, or an embedded one started for the duration of the block."""
     if broker is not None:
-        try:
-            yield BrokerAddress.parse(broker)
+        try:  # the URL alone: a ValueError of the block is not the broker's
+            address = BrokerAddress.parse(broker)
+            address.tls_context()  # a CA file that cannot be read: said before connecting
         except ValueError as exc:
             raise BrokerError(str(exc)) from exc
+        yield address
         return
     try:
         async with embedded() as url:

@@ -143,6 +143,7 @@ def broker_address(url: str, accounts: SecureDir | None = None) -> BrokerAddress
     """The broker's address; with a secure directory and no user in the URL, as the orchestrator."""
     try:
         address = BrokerAddress.parse(url)
+        address.tls_context()  # a CA file that cannot be read: said before connecting
     except ValueError as exc:
         raise BrokerError(str(exc)) from exc
     if accounts is not None and address.username is None:

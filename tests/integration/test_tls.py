@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from broker.launch import TlsFiles, mosquitto
 from gates.transport import BrokerAddress, client
 from orchestrator.api import run_circuit
+from tests.processes import clean_env, gatemesh
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +96,27 @@ def test_broker_urls_carry_tls_settings() -> None:
         BrokerAddress.parse("mqtt://b?ca=/x.pem")
     with pytest.raises(ValueError, match="unknown parameter"):
         BrokerAddress.parse("mqtts://b?cert=/x.pem")
+
+
+def test_a_ca_file_that_cannot_be_read_is_one_line_before_connecting(tmp_path: Path) -> None:
+    broken = tmp_path / "ca.pem"
+    broken.write_text("not a certificate\n")
+    cases = (
+        ("/nonexistent/ca.pem", "No such file or directory"),
+        (str(broken), "not a PEM certificate file (NO_CERTIFICATE_OR_CRL_FOUND)"),
+    )
+    for ca, why in cases:
+        url = f"mqtts://127.0.0.1:1?ca={ca}"
+        host = subprocess.run(
+            [sys.executable, "-m", "gates", "--broker", url, "--name", "h1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=clean_env(),
+            check=False,
+        )
+        assert (host.returncode, host.stderr) == (1, f"error: broker mqtts://127.0.0.1:1: ca={ca}: {why}\n")
+        run = gatemesh("run", "x", "x=1", "--broker", url)
+        assert run.returncode == 1
+        assert f"ca={ca}: {why}" in run.stderr
+        assert "Traceback" not in run.stderr
