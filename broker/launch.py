@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from broker import security
 
@@ -81,20 +81,21 @@ def mosquitto_config(
     return "\n".join([*ours, *lines, ""])
 
 
+class MosquittoOptions(TypedDict, total=False):
+    """What a Mosquitto is started with besides its address (see `mosquitto_process`)."""
+
+    data_dir: Path | None
+    secure_dir: Path | None
+    tls: TlsFiles | None
+    extra: Sequence[str]
+
+
 @contextlib.contextmanager
 def mosquitto(
-    port: int | None = None,
-    host: str = "127.0.0.1",
-    timeout: float = 10.0,
-    *,
-    data_dir: Path | None = None,
-    secure_dir: Path | None = None,
-    tls: TlsFiles | None = None,
-    extra: Sequence[str] = (),
+    port: int | None = None, host: str = "127.0.0.1", timeout: float = 10.0, **options: Unpack[MosquittoOptions]
 ) -> Iterator[str]:
     """`mosquitto_process`'s URL: a Mosquitto for the duration of the block."""
-    started = mosquitto_process(port, host, timeout, data_dir=data_dir, secure_dir=secure_dir, tls=tls, extra=extra)
-    with started as (url, _):
+    with mosquitto_process(port, host, timeout, **options) as (url, _):
         yield url
 
 
