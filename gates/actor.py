@@ -140,7 +140,11 @@ class GateActor:
     async def _handle(self, link: Link, delayed: asyncio.TaskGroup | None, topic_name: str, payload: bytes) -> None:
         """One message in, its results out. A method of its own so that nothing of the message
         stays referenced while the gate waits for the next one (memory, at 65,000 idle gates)."""
-        message, outgoing = self.core.receive(topic_name, payload)
+        try:
+            message, outgoing = self.core.receive(topic_name, payload)
+        except Exception:  # a defect in the gate's own code: logged with its traceback; the gate serves on
+            log.exception("gate %s: could not handle a message on %s", self.core.spec.id, topic_name)
+            return
         for out in outgoing:
             if isinstance(out.message, ErrorReport):
                 level = logging.INFO if out.message.code in RUN_FAILING_CODES else logging.WARNING

@@ -237,8 +237,12 @@ class GateCore:
         return self._fire_backward(msg.run, state)
 
     def _fire_backward(self, run: str, state: _RunState) -> list[Outgoing]:
-        # fsum is exactly rounded, so the total cannot depend on the order of arrival.
-        total = math.fsum(state.grads.values())
+        try:  # fsum is exactly rounded, so the total cannot depend on the order of arrival
+            total = math.fsum(state.grads.values())
+        except OverflowError:  # finite gradients whose sum is not
+            total = math.inf
+        if not math.isfinite(total):
+            return self._fail(run, ErrorCode.DOMAIN, f"the gradients {self.spec.id} received add up past a float")
         if self.is_leaf:
             self._finish(run)
             return [self._out("report", GradReport(circuit=self.circuit, sender=self.spec.id, run=run, grad=total))]
@@ -248,13 +252,18 @@ class GateCore:
             local = ops.local_grads(self.op, values, state.output, self.spec.param)
         except ops.DomainError as exc:
             return self._fail(run, ErrorCode.DOMAIN, str(exc))
+        sent = [total * g for g in local]  # the chain rule: finite factors, a product that may not be
+        for source, g, grad in zip(self.spec.inputs, local, sent, strict=True):
+            if not math.isfinite(grad):
+                reason = f"the gradient {self.spec.id} sends {source}, {total:g} x {g:g}, is not a finite number"
+                return self._fail(run, ErrorCode.DOMAIN, reason)
         self._finish(run)
         return [
             Outgoing(
                 topic(self.circuit, "grad", source),
-                Backward(circuit=self.circuit, sender=self.spec.id, run=run, port=port, grad=total * g),
+                Backward(circuit=self.circuit, sender=self.spec.id, run=run, port=port, grad=grad),
             )
-            for port, (source, g) in enumerate(zip(self.spec.inputs, local, strict=True))
+            for port, (source, grad) in enumerate(zip(self.spec.inputs, sent, strict=True))
         ]
 
     # -- bookkeeping ----------------------------------------------------------------------

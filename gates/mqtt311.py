@@ -155,7 +155,7 @@ class Session(asyncio.Protocol):
         except OSError as exc:  # refused, unreachable, or a TLS failure (ssl.SSLError)
             msg = f"cannot connect to {broker}: {exc}"
             raise ConnectionLost(msg) from exc
-        except TransportError:
+        except BaseException:  # a TransportError, or cancelled while it connected: no socket is left open
             session.close()
             raise
         if body[1] != 0:  # its size was checked on arrival

@@ -71,7 +71,7 @@ class Mailbox:
 
     async def subscribed(self) -> None:
         """Return once every topic of this mailbox is acknowledged (Refused if one was refused)."""
-        if self.unconfirmed and self.refused is None:
+        while self.unconfirmed and self.refused is None:  # a letter on a topic confirmed before wakes it too
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter

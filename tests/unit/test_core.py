@@ -147,6 +147,29 @@ def test_domain_error_fails_the_run_and_frees_it() -> None:
     assert log_gate.open_runs == 0
 
 
+def test_a_gradient_that_overflows_fails_the_run_by_name_and_the_gate_lives_on() -> None:
+    """t = a * b at a=1e300, b=1e-300 is 1; its gradient 1e300 (from f = t * k, k=1e300) times
+    a is not a float: the run fails as an undefined op does, and the gate keeps serving."""
+    t = GateCore(GateSpec(id="t", index=1, op="mul", inputs=("a", "b"), consumers=1), C)
+    assert fwd(t, "a", "r", 1e300) == []
+    assert fwd(t, "b", "r", 1e-300) == [Forward(circuit=C, sender="t", run="r", value=1.0)]
+    (report,) = bwd(t, "f", "r", 1e300)
+    assert isinstance(report, ErrorReport)
+    assert (report.code, report.run) == (ErrorCode.DOMAIN, "r")
+    assert report.message == "the gradient t sends b, 1e+300 x 1e+300, is not a finite number"
+    assert t.open_runs == 0
+    leaf = GateCore(GateSpec(id="x", index=2, op="input", consumers=2), C)
+    leaf.handle(
+        topic(C, "feed", "x"), Feed(circuit=C, sender="orchestrator", run="r", value=1.0).model_dump_json().encode()
+    )
+    assert bwd(leaf, "a", "r", 1.5e308) == []
+    (report,) = bwd(leaf, "b", "r", 1.5e308)  # each finite, their sum not
+    assert isinstance(report, ErrorReport)
+    assert (report.code, report.message) == (ErrorCode.DOMAIN, "the gradients x received add up past a float")
+    fwd(t, "a", "ok", 2.0)
+    assert fwd(t, "b", "ok", 3.0) == [Forward(circuit=C, sender="t", run="ok", value=6.0)]
+
+
 def test_release_frees_state_and_probe_reports_it() -> None:
     gate = mul_gate()
     fwd(gate, "q", "r", 1.0)

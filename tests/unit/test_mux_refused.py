@@ -44,3 +44,50 @@ def test_every_gate_waiting_on_a_refused_topic_hears_the_refusal(gates: int) -> 
 
     found = asyncio.run(attach_all())
     assert all(isinstance(exc, Refused) for exc in found), found
+
+
+class SlowSession:
+    """Acknowledges every SUBSCRIBE once `go` is set."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    async def subscribe(self, filters: list[str]) -> None:
+        await self.go.wait()
+
+    async def unsubscribe(self, filters: list[str]) -> None:
+        await asyncio.sleep(0)
+
+
+def test_a_letter_on_a_topic_acknowledged_before_does_not_end_the_wait_for_the_others() -> None:
+    """A gate says Ready once attached: it must be subscribed to all its topics by then, or what
+    the broker routes to one of them before the SUBACK is lost."""
+
+    async def attach_while_a_letter_comes() -> list[str]:
+        shared = SharedConnection(BrokerAddress.parse("mqtt://127.0.0.1:1"))
+        session = SlowSession()
+        shared._session = session  # type: ignore[assignment]  # as a connected session leaves it
+        shared.connected.set()
+        said: list[str] = []
+        session.go.set()
+        async with shared.link(["gatemesh/d/control"]):  # a first gate: control is acknowledged
+            session.go.clear()
+
+            async def gate(topics: list[str], name: str) -> None:
+                async with shared.link(topics):
+                    said.append(f"{name} ready")
+
+            async with asyncio.TaskGroup() as group:
+                group.create_task(gate(["gatemesh/d/fwd/c"], "c"))  # sends the subscriptions, and waits
+                await asyncio.sleep(0.02)
+                group.create_task(gate(["gatemesh/d/control", "gatemesh/d/fwd/b"], "b"))
+                await asyncio.sleep(0.05)  # b waits for fwd/b's SUBACK
+                shared._route("gatemesh/d/control", b"{}")  # a probe for another gate, meanwhile
+                await asyncio.sleep(0.05)
+                said.append("acknowledged")
+                session.go.set()
+        return said
+
+    said = asyncio.run(attach_while_a_letter_comes())
+    assert said[0] == "acknowledged", said  # b was not ready before its fwd/b subscription was
+    assert sorted(said[1:]) == ["b ready", "c ready"]
