@@ -120,7 +120,7 @@ def status(
             state["deployments"] = {name: state["deployments"][name]}
         print(json.dumps(state, indent=2))
         return
-    print_cluster(view, name, address)
+    print_cluster(state, name, address)
 
 
 def cluster_state(view: ClusterView) -> dict[str, Any]:
@@ -170,9 +170,8 @@ def cluster_state(view: ClusterView) -> dict[str, Any]:
     return {"hosts": hosts, "deployments": deployments}
 
 
-def print_cluster(view: ClusterView, name: str | None, broker: BrokerAddress) -> None:
+def print_cluster(state: dict[str, Any], name: str | None, broker: BrokerAddress) -> None:
     """The hosts, the deployments and, when `name` is given, that deployment's gates, as tables."""
-    state = cluster_state(view)
     hosts = Table(title=f"gate hosts on {broker}", title_justify="left", show_edge=False)
     for column in ("host", "state", "incarnation", "machine", "pid", "gates"):
         hosts.add_column(column)

@@ -117,6 +117,10 @@ class _Tally:
             case "receive":
                 self.received[(*key, e.node)] += 1
 
+    def unreceived(self, key: tuple[str, str], copies: int, gone: set[str]) -> int:
+        """Receipts of `copies` copies of message `key` that its destinations (but those in `gone`) owe."""
+        return sum(max(0, copies - self.received[(*key, node)]) for node in self.dests.get(key, ()) if node not in gone)
+
 
 class Recorder:
     """Records the traced runs of one Runner (attach it with `open_runner(..., recorder=...)`)."""
@@ -408,25 +412,15 @@ class Recorder:
         gone = self._gone()
         short = sum(1 for key, src in tally.heard.items() if key not in tally.copies and src not in gone)
         for key, n in tally.copies.items():
-            short += max(0, n - tally.crossed[key])
-            for node in tally.dests.get(key, ()):
-                if node not in gone:
-                    short += max(0, n - tally.received[(*key, node)])
+            short += max(0, n - tally.crossed[key]) + tally.unreceived(key, n, gone)
         return short
 
     def in_flight(self, run: str) -> int:
         """Receipts still to come of `run`'s messages that crossed the broker: a gate on a live host
         that has not yet recorded one may still be handling it, and what it sends is still to come
         (a stepped run is quiet only when nothing is left to deliver and this is 0)."""
-        tally = self._counted()
-        gone = self._gone()
-        waiting = 0
-        for key, n in tally.crossed.items():
-            if key[0] == run:
-                for node in tally.dests.get(key, ()):
-                    if node not in gone:
-                        waiting += max(0, n - tally.received[(*key, node)])
-        return waiting
+        tally, gone = self._counted(), self._gone()
+        return sum(tally.unreceived(key, n, gone) for key, n in tally.crossed.items() if key[0] == run)
 
     def _counted(self) -> _Tally:
         tally = self._tally
