@@ -42,6 +42,11 @@ EventType = Literal[
 Phase = Literal["feed", "forward", "backward", "report", "probe", "release", "status", "error"]
 
 
+UNSEEN = "its crossing was not seen"
+"""The note of a message a gate names whose crossing the recorder has not read (a tap
+reconnecting, a message lost at QoS 0); the recorder fills it in if the crossing comes later."""
+
+
 class TraceMsg(BaseModel):
     """The message an event is about, with the number it carries."""
 
@@ -138,11 +143,14 @@ class TraceBatch(_Message):
                 )
         return events
 
-    def trace_events(self, names: Sequence[str], crossed: Mapping[str, TraceMsg] | None = None) -> list[TraceEvent]:
+    def trace_events(
+        self, names: Sequence[str], crossed: Mapping[str, TraceMsg] | None = None, unseen: str = UNSEEN
+    ) -> list[TraceEvent]:
         """The events, each with the batch's run, node (its sender) and host, its whole vc by
         node name (`names`: every node by number), and its message: `crossed` has the run's
         messages seen so far by id (the crossings, the faults' fields); one not there is told
-        by its topic and id only. ValueError if a clock names a node number the deployment lacks."""
+        by its topic and id only, with the note `unseen`. ValueError if a clock names a node
+        number the deployment lacks."""
         shared = {"run": self.run, "node": self.sender, "host": self.host}
         events = []
         vc: dict[str, int] = {}
@@ -158,24 +166,27 @@ class TraceBatch(_Message):
                 fields.update((name, getattr(extra, name)) for name in extra.model_fields_set)
             event = trace_event(fields, vc)
             if isinstance(msg, tuple):
-                event.msg = _named(*msg, crossed or {})
+                event.msg = _named(*msg, crossed or {}, unseen)
             else:
                 event.msg = msg
             events.append(event)
         return events
 
 
-def _named(topic_name: str, msg_id: str, crossed: Mapping[str, TraceMsg]) -> TraceMsg:
+def _named(topic_name: str, msg_id: str, crossed: Mapping[str, TraceMsg], unseen: str) -> TraceMsg:
     """The TraceMsg of a message a gate names by topic and id."""
     seen = crossed.get(msg_id)
-    if seen is None:  # its crossing was not heard (a tap reconnecting, a message lost at QoS 0)
+    if seen is None:
         parsed = parse_topic(topic_name)
         phase = _PHASE_OF_TOPIC.get(parsed[1] if parsed is not None else "", "error")
-        note = "its crossing was not seen"
-        return TraceMsg(id=msg_id, src=msg_id.rpartition(":")[0], phase=phase, topic=topic_name, note=note)
-    if seen.topic == topic_name:
-        return seen
-    return seen.model_copy(update={"topic": topic_name})  # sent to a held topic, delivered on its own
+        return TraceMsg(id=msg_id, src=msg_id.rpartition(":")[0], phase=phase, topic=topic_name, note=unseen)
+    return at_topic(seen, topic_name)
+
+
+def at_topic(seen: TraceMsg, topic_name: str) -> TraceMsg:
+    """The crossed message `seen` as an event on `topic_name` names it (sent to a held topic,
+    delivered on its own)."""
+    return seen if seen.topic == topic_name else seen.model_copy(update={"topic": topic_name})
 
 
 _PHASE_OF_TOPIC: dict[str, Phase] = {

@@ -44,10 +44,12 @@ from gates.protocol import (
 )
 from gates.trace_records import (
     CLOCK_KEY,
+    UNSEEN,
     EventType,
     TraceBatch,
     TraceEvent,
     TraceMsg,
+    at_topic,
     describe,
     message_id,
     msg_fields,
@@ -138,6 +140,8 @@ class Recorder:
         """What each gate host says its fault injector does (HostPresence.faults): the header's
         `faults` when this orchestrator injects none itself."""
         self.host = host
+        self.unseen_note = UNSEEN
+        """What a gate's event says of a message whose crossing is not read (yet)."""
         self.circuit: Circuit | None = None
         self.deployment = ""
         self.placement: dict[str, str] = {}
@@ -159,6 +163,9 @@ class Recorder:
         self._crossed: dict[str, dict[str, TraceMsg]] = {}
         """By run, the messages read so far (crossings, the orchestrator's sends, faults) by id:
         what a gate's send or receive names (TraceBatch.trace_events)."""
+        self._unseen: dict[tuple[str, str], list[TraceEvent]] = {}
+        """By (run, id), the gates' events that name a message before its crossing was read (a
+        held message waits for the stepper): given the message when it crosses."""
         self._changed = asyncio.Event()
         self._draining = False
         """`drain` waits: wake it at each entry."""
@@ -364,20 +371,30 @@ class Recorder:
             if isinstance(msg, TraceMsg):  # a fault's: a dropped message never crosses
                 msg.dest = self.dest(msg.topic)
                 self._known(batch.run, msg)
+        known = self._crossed.get(batch.run, {})
         try:
-            events = batch.trace_events(self.nodes, self._crossed.get(batch.run, {}))
+            events = batch.trace_events(self.nodes, known, self.unseen_note)
         except ValueError as exc:
             log.warning("ignored a trace batch of %s: %s", batch.sender, exc)
             return []
         for event in events:
             if event.msg is not None and not event.msg.dest:
                 event.msg.dest = self.dest(event.msg.topic)
+            if event.msg is not None and event.msg.id not in known:
+                self._unseen.setdefault((batch.run, event.msg.id), []).append(event)
         return events
 
     def _known(self, run: str, msg: TraceMsg | None) -> None:
-        """Keep a message's TraceMsg for the gates' events that name it (the first copy read)."""
-        if msg is not None and msg.id:
-            self._crossed.setdefault(run, {}).setdefault(msg.id, msg)
+        """Keep a message's TraceMsg for the gates' events that name it (the first copy read),
+        and give it to those that named it before."""
+        if msg is None or not msg.id:
+            return
+        known = self._crossed.setdefault(run, {})
+        if msg.id not in known:
+            known[msg.id] = msg
+            for event in self._unseen.pop((run, msg.id), ()):
+                assert event.msg is not None
+                event.msg = at_topic(msg, event.msg.topic)
 
     def clear(self) -> None:
         """Forget every event recorded so far, and every run that has ended (a long-lived traced
@@ -396,6 +413,7 @@ class Recorder:
         self._ended.clear()
         self._received = {key for key in self._received if key[0] in self._clocks}
         self._crossed = {run: known for run, known in self._crossed.items() if run in self._clocks}
+        self._unseen.clear()
 
     # -- completeness ---------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ class WebRecorder(Recorder):
     def __init__(self, *, hold: bool, on_begin: Callable[[str], None], faults_text: str = "") -> None:
         super().__init__(faults_text=faults_text)
         self.hold = hold
+        if hold:
+            self.unseen_note = "held at the broker: not delivered yet"
         self.on_begin = on_begin
 
     def begin(self, run: str, inputs: Mapping[str, float]) -> None:

@@ -222,6 +222,11 @@ def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server:
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
     expect(page.locator('#grads tr[data-input="x"] td.grad')).to_have_text("-4")
     expect(page.locator('#grads tr[data-input="z"] td.grad')).to_have_text("3")
+    # every held send, listed before it was delivered, is drawn with the number it carried
+    values = {"-2.00", "5.00", "-4.00", "3.00", "-12.00"}
+    eventually(lambda: _same(set(svg_texts(page, "lamport", "value")), values))
+    eventually(lambda: _same(set(svg_texts(page, "lamport", "grad")), {"1.00", "-4.00", "3.00"}))
+    assert svg_texts(page, "lamport", "note") == []
     lamport_hosts = page.locator("#lamport svg text.host").all_text_contents()
     assert any(name.endswith("-h1") for name in lamport_hosts)
     assert any(name.endswith("-h2") for name in lamport_hosts)

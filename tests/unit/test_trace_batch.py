@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 import gates.tracing as tracing
 from gates.clocks import Clock, Stamp
 from gates.core import GateCore
-from gates.protocol import Backward, Feed, GateSpec, topic
+from gates.protocol import Backward, Feed, Forward, GateSpec, topic
 from gates.trace_records import TraceBatch, TraceEvent, TraceMsg
 from gates.tracing import GateTracer, with_clock
 from gates.transport import encode
@@ -167,6 +167,31 @@ def test_the_recorder_reads_a_dropped_send_off_its_drop() -> None:
     assert (send.msg.value, send.msg.dest, send.msg.note) == (3.0, ("f",), "")
     assert send.msg == drop.msg
     assert (send.vc, drop.vc) == ({"x": 2}, {"x": 3})
+
+
+def test_a_send_read_before_its_crossing_gets_the_message_when_it_crosses() -> None:
+    """In step mode a gate's batch comes before its message crosses (the message waits to be
+    delivered): the send says so until the crossing is read, then carries the message's value."""
+    recorder = Recorder()
+    recorder.unseen_note = "held at the broker: not delivered yet"
+    recorder.attach(compile_source("x*y"), "c", {})
+    recorder.begin("r", {"x": 3.0, "y": -2.0})
+    fwd = topic("c", "fwd", "x")
+    x = recorder.nodes.index("x")
+    whole = [0] * x + [2]
+    events = [["send", 1, 2, whole, True, [fwd, "x:2"], None]]
+    batch = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1", "events": events}
+    recorder.on_trace(json.dumps(batch).encode())
+    (send,) = recorder.events
+    assert send.msg is not None
+    assert (send.msg.value, send.msg.dest, send.msg.note) == (None, ("f",), "held at the broker: not delivered yet")
+    crossing = with_clock(Forward(circuit="c", sender="x", run="r", value=3.0), Stamp(lamport=2, vc=whole))
+    recorder.on_crossing(fwd, encode(crossing))
+    first, cross = recorder.events
+    assert first is send
+    assert cross.type == "cross"
+    assert send.msg == cross.msg
+    assert (send.msg.value, send.msg.dest, send.msg.note) == (3.0, ("f",), "")
 
 
 def test_the_recorder_ignores_a_batch_whose_clock_names_a_node_it_lacks(caplog: pytest.LogCaptureFixture) -> None:
