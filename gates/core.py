@@ -55,10 +55,11 @@ class Wiring:
     inputs: tuple[str, ...]
     param: float | None
     consumers: int
+    nodes: int | None
 
     @classmethod
     def of(cls, spec: GateSpec) -> Wiring:
-        return cls(spec.id, spec.index, spec.op, spec.inputs, spec.param, spec.consumers)
+        return cls(spec.id, spec.index, spec.op, spec.inputs, spec.param, spec.consumers, spec.nodes)
 
 
 def _checked_op(spec: GateSpec) -> ops.Op:
@@ -157,6 +158,9 @@ class GateCore:
         if not isinstance(message, EXPECTED[kind]):
             error = self._error(ErrorCode.WRONG_TOPIC, f"a {message.type!r} message on a {kind} topic", topic_name)
             return message, [error]
+        if message.clock is not None and self.spec.nodes is not None and len(message.clock.vc) > self.spec.nodes:
+            reason = f"clock.vc: {len(message.clock.vc)} entries, for a deployment of {self.spec.nodes} nodes"
+            return None, [self._error(ErrorCode.BAD_SCHEMA, reason, topic_name)]
         match message:
             case Feed():
                 return message, self._with_evicted(self._on_feed(message))

@@ -30,9 +30,9 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from gates.clocks import Stamp
+from gates.clocks import MAX_NODES, Stamp
 
 ROOT = "gatemesh"
 SYSTEM_ROOT = "gatemesh-sys"
@@ -103,6 +103,17 @@ class GateSpec(BaseModel):
         description="(consumer, port) edges that read this gate's output, the orchestrator's "
         "seed included for the output gate; the number of gradient contributions to wait for."
     )
+    nodes: Annotated[int, Field(ge=2, le=MAX_NODES)] | None = Field(
+        default=None,
+        description="how many nodes the deployment numbers (the orchestrator and every gate): no "
+        "vector clock of its runs is longer, and a gate refuses one that is (it would keep it per run)",
+    )
+
+    @model_validator(mode="after")
+    def _numbered_within(self) -> GateSpec:
+        if self.nodes is not None and self.index >= self.nodes:
+            raise ValueError(f"index {self.index} is not a node of a deployment of {self.nodes}")
+        return self
 
 
 class Feed(_Message):

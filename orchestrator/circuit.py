@@ -99,7 +99,15 @@ class Circuit(BaseModel):
     def spec(self, g: GateDef) -> GateSpec:
         """What gate `g` is told when deployed."""
         index = self.numbers[g.id]
-        return GateSpec(id=g.id, index=index, op=g.op, inputs=g.inputs, param=g.param, consumers=self.consumers[g.id])
+        return GateSpec(
+            id=g.id,
+            index=index,
+            op=g.op,
+            inputs=g.inputs,
+            param=g.param,
+            consumers=self.consumers[g.id],
+            nodes=len(self.nodes),
+        )
 
     @cached_property
     def nodes(self) -> tuple[str, ...]:

@@ -7,10 +7,11 @@ from pydantic import ValidationError
 
 from gates.clocks import Clock, Stamp, concurrent, happened_before, named
 from gates.core import GateCore
-from gates.protocol import MESSAGE_ADAPTER, Feed, Forward, GateSpec, topic
+from gates.protocol import MESSAGE_ADAPTER, ErrorReport, Feed, Forward, GateSpec, topic
 from gates.trace_records import is_traced
 from gates.tracing import Fact, GateTracer
 from gates.transport import encode
+from orchestrator.compiler import compile_source
 
 NODES = ("p", "q")
 """Two nodes, numbered 0 and 1 (a deployment numbers its nodes: Circuit.nodes)."""
@@ -108,3 +109,28 @@ def test_a_gate_stamps_its_messages_only_in_a_traced_run() -> None:
     assert [e["lamport"] for e in first + second] == [4, 5, 6, 7]
     assert send["lamport"] == message.clock.lamport == 7
     assert tracer.batch("r", []) == []  # q's part is not over: its events wait for its backward step
+
+
+def test_a_gate_refuses_a_clock_longer_than_its_deployment_numbers_nodes() -> None:
+    """A gate keeps a run's vector clock for 1,024 runs: one forged message naming a million
+    nodes would make it keep 8 MB a run. The spec says how many nodes there are."""
+    circuit = compile_source("x*y")
+    spec = circuit.spec(circuit.gates[-1])
+    assert (spec.index, spec.nodes) == (3, 4)  # orchestrator, x, y, the product
+    core = GateCore(spec, "c")
+    fits = Forward(circuit="c", sender="x", run="r", value=2.0, clock=Stamp(lamport=1, vc=[0, 1, 0, 0]))
+    forged = fits.model_copy(update={"run": "s", "clock": Stamp(lamport=1, vc=[0, 1, 0, 0, 0])})
+    message, outgoing = core.receive(topic("c", "fwd", "x"), encode(forged))
+    assert message is None
+    (error,) = (out.message for out in outgoing)
+    assert isinstance(error, ErrorReport)
+    assert (error.code, error.message) == ("bad_schema", "clock.vc: 5 entries, for a deployment of 4 nodes")
+    assert core.open_runs == 0
+    message, outgoing = core.receive(topic("c", "fwd", "x"), encode(fits))
+    assert message == fits
+    assert (outgoing, core.open_runs) == ([], 1)  # waits for y
+
+
+def test_a_spec_numbers_its_gate_within_its_deployment() -> None:
+    with pytest.raises(ValidationError, match="index 4 is not a node of a deployment of 4"):
+        GateSpec(id="q", index=4, op="add", inputs=("x", "y"), consumers=1, nodes=4)
