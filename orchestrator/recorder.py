@@ -259,7 +259,7 @@ class Recorder:
         `crossed` is False: a tap hears it) and its receipt, if it is one of a traced run's."""
         run = getattr(message, "run", None)
         clock = self._clocks.get(run) if isinstance(run, str) else None
-        if clock is None or message.clock is None:
+        if clock is None or message.clock is None or not self.clock_fits(topic_name, message.clock):
             return
         assert isinstance(run, str)
         if crossed:
@@ -271,6 +271,19 @@ class Recorder:
             self._received.add(key)
             msg = msg_fields(topic_name, message, dest)
             self._local("receive", run, clock.receive(message.clock), msg=msg, note=note)
+
+    def clock_fits(self, topic_name: str, stamp: Stamp) -> bool:
+        """Whether a message's clock names only nodes this deployment has: a forged one naming a
+        million would be merged into the orchestrator's clock, and copied into every later event."""
+        if len(stamp.vc) <= len(self.nodes):
+            return True
+        log.warning(
+            "ignored a message on %s: a vector clock of %d entries, for %d nodes",
+            topic_name,
+            len(stamp.vc),
+            len(self.nodes),
+        )
+        return False
 
     def on_crossing(self, topic_name: str, payload: bytes) -> None:
         """A message passed the broker that only the trace needs: kept as it came, decoded (and

@@ -157,6 +157,8 @@ class WatchRecorder(Recorder):
         run = getattr(message, "run", None)
         clock = self._clocks.get(run) if isinstance(run, str) else None
         stamp = message.clock
+        if clock is not None and stamp is not None and not self.clock_fits(topic_name, stamp):
+            return
         if clock is not None and stamp is not None and message.sender == ORCHESTRATOR:
             assert isinstance(run, str)
             sent = describe(topic_name, message, self.dest(topic_name))

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 import gates.tracing as tracing
 from gates.clocks import Clock, Stamp
 from gates.core import GateCore
-from gates.protocol import Backward, Feed, Forward, GateSpec, topic
+from gates.protocol import Backward, Feed, Forward, GateSpec, GradReport, topic
 from gates.trace_records import TraceBatch, TraceEvent, TraceMsg
 from gates.tracing import GateTracer, with_clock
 from gates.transport import encode
@@ -192,6 +192,20 @@ def test_a_send_read_before_its_crossing_gets_the_message_when_it_crosses() -> N
     assert cross.type == "cross"
     assert send.msg == cross.msg
     assert (send.msg.value, send.msg.dest, send.msg.note) == (3.0, ("f",), "")
+
+
+def test_the_orchestrator_ignores_a_message_whose_clock_names_nodes_it_lacks(caplog: pytest.LogCaptureFixture) -> None:
+    """Merged, a forged clock of a million entries would be copied into every later event."""
+    recorder = Recorder()
+    recorder.attach(compile_source("x*y"), "c", {})  # orchestrator, x, y and the product: nodes 0-3
+    recorder.begin("r", {"x": 3.0, "y": -2.0})
+    report = topic("c", "report", "x")
+    for vc in ([0, 1, 0, 0, 1], [0, 2]):
+        message = GradReport(circuit="c", sender="x", run="r", grad=-2.0, clock=Stamp(lamport=3, vc=vc))
+        recorder.on_message(report, message, encode(message), crossed=False)
+    (receipt,) = recorder.events
+    assert (receipt.type, receipt.vc) == ("receive", {"orchestrator": 1, "x": 2})
+    assert "a vector clock of 5 entries, for 4 nodes" in caplog.text
 
 
 def test_the_recorder_ignores_a_batch_whose_clock_names_a_node_it_lacks(caplog: pytest.LogCaptureFixture) -> None:
