@@ -17,7 +17,7 @@ import aiomqtt
 from pydantic import BaseModel
 
 from gates.core import GateCore
-from gates.errors import ConnectionLost, TransportError
+from gates.errors import ConnectionLost, Refused, TransportError
 from gates.faults import FaultInjector, Faults, Planned
 from gates.held import HeldLink
 from gates.lifecycle import Backoff, first_failure
@@ -118,7 +118,10 @@ class GateActor:
                 lost = first_failure(exc) if isinstance(exc, BaseExceptionGroup) else exc
                 if not isinstance(lost, TransportError):
                     raise lost from exc
-                log.info("gate %s/%s: connection lost (%s); reconnecting", self.core.circuit, self.core.spec.id, lost)
+                level, what = (
+                    (logging.WARNING, "refused") if isinstance(lost, Refused) else (logging.INFO, "connection lost")
+                )
+                log.log(level, "gate %s/%s: %s (%s); reconnecting", self.core.circuit, self.core.spec.id, what, lost)
                 await asyncio.sleep(backoff.next())
 
     async def _serve(self) -> NoReturn:

@@ -4,6 +4,7 @@ TransportError          the broker cannot be used; catch this to catch them all
 ├── ConnectionLost      no connection could be made, it broke, or the broker stopped answering
 │                       (every timeout waiting for the broker is one of these)
 ├── Refused             the broker answered no: a CONNACK refusal, a SUBACK failure code
+│   └── SubscriptionRefused   a SUBACK's failure codes, naming the filters refused
 ├── ProtocolViolation   the bytes from the broker are not MQTT 3.1.1 as the session speaks it:
 │                       a malformed or oversized packet, QoS 2 or 3, a short acknowledgement
 └── UnsupportedBroker   a working broker that lacks something gatemesh's control plane needs
@@ -17,7 +18,14 @@ module sees, or catches, an aiomqtt error. The orchestrator maps them to its own
 
 from __future__ import annotations
 
-__all__ = ["ConnectionLost", "ProtocolViolation", "Refused", "TransportError", "UnsupportedBroker"]
+__all__ = [
+    "ConnectionLost",
+    "ProtocolViolation",
+    "Refused",
+    "SubscriptionRefused",
+    "TransportError",
+    "UnsupportedBroker",
+]
 
 
 class TransportError(Exception):
@@ -30,6 +38,14 @@ class ConnectionLost(TransportError):
 
 class Refused(TransportError):
     """The broker refused a connection or a subscription (credentials, an ACL)."""
+
+
+class SubscriptionRefused(Refused):
+    """A SUBACK refused some of a SUBSCRIBE's filters (`filters`); the others were granted."""
+
+    def __init__(self, message: str, filters: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.filters = filters
 
 
 class ProtocolViolation(TransportError):

@@ -26,13 +26,18 @@ from typing import NoReturn
 
 from pydantic import BaseModel
 
-from gates.errors import Refused, TransportError
+from gates.errors import Refused, SubscriptionRefused, TransportError
 from gates.lifecycle import stay_connected
 from gates.mqtt311 import Publication, QoS, Session
 from gates.transport import BrokerAddress, encode
 
 SUBSCRIBE_BATCH = 500
 """Topic filters per SUBSCRIBE packet."""
+
+
+def refused_of(exc: Refused, batch: list[str]) -> tuple[str, ...] | list[str]:
+    """The filters of `batch` a refusal names (every one, if it names none)."""
+    return exc.filters if isinstance(exc, SubscriptionRefused) else batch
 
 
 class Mailbox:
@@ -91,6 +96,13 @@ class Mailbox:
             elif not self.unconfirmed:
                 self._waiter.set_result(None)
 
+    def lost(self, error: TransportError) -> None:
+        """The broker refused one of this mailbox's topics on a new connection: the gate hears it
+        when it next waits for a letter (and reattaches, asking again)."""
+        self.refused = error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+
     def deliver(self, name: str, payload: bytes) -> None:
         if self._letters is None:
             self._letters = [(name, payload)]
@@ -103,6 +115,8 @@ class Mailbox:
         """The gate's messages in order of arrival, one at a time."""
         while True:
             if self._letters is None:
+                if self.refused is not None:
+                    raise self.refused
                 self._waiter = asyncio.get_running_loop().create_future()
                 try:
                     await self._waiter
@@ -164,12 +178,20 @@ class SharedConnection:
             session.publish(*publication)
         self._undelivered = []
         topics = list(self._routes)  # every topic any gate reads, acknowledged or not
+        refusals: dict[str, Refused] = {}
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
-            await session.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+            batch = topics[start : start + SUBSCRIBE_BATCH]
+            try:
+                await session.subscribe(batch)
+            except Refused as exc:  # its gates hear it; the others' topics hold (not: reconnect forever)
+                refusals.update(dict.fromkeys(refused_of(exc, batch), exc))
         done = set(topics)
         self._unsent = [name for name in self._unsent if name not in done]  # asked for meanwhile
         for name in topics:
-            self._confirm(name)
+            if name in refusals:
+                self._refuse(name, refusals[name])
+            else:
+                self._confirm(name)
         self._session = session
         self.connected.set()
         await self._flush_subscriptions()
@@ -191,6 +213,15 @@ class SharedConnection:
             del self._routes[name]
         for box in boxes:
             box.confirmed(error)
+
+    def _refuse(self, name: str, error: Refused) -> None:
+        """The broker refused `name` on a new connection: unroute it, and tell its gates, those
+        still waiting to attach and those that ran with it."""
+        if name in self._unconfirmed:
+            self._confirm(name, error)
+            return
+        for box in self._routes.pop(name, ()):
+            box.lost(error)
 
     def _disconnected(self) -> None:
         self.connected.clear()
@@ -241,9 +272,10 @@ class SharedConnection:
                     continue
                 try:
                     await self.session.subscribe(batch)
-                except Refused as exc:
+                except Refused as exc:  # the filters granted with it are subscribed
+                    refused = set(refused_of(exc, batch))
                     for name in batch:
-                        self._confirm(name, exc)
+                        self._confirm(name, exc if name in refused else None)
                     continue
                 except TransportError:  # the session is gone; the next one subscribes every routed topic
                     return

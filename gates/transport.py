@@ -25,7 +25,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field
 
-from gates.errors import ConnectionLost, Refused, TransportError, UnsupportedBroker
+from gates.errors import ConnectionLost, Refused, SubscriptionRefused, TransportError, UnsupportedBroker
 
 QOS = 1
 """Every gate message is sent at least once; duplicates are harmless by design."""
@@ -236,9 +236,11 @@ async def subscribe_all(mqtt: aiomqtt.Client, filters: Iterable[str]) -> None:
 def check_granted(filters: list[str], codes: Sequence[int]) -> None:
     """Refused naming every filter a SUBACK refused (a code of 0x80 or more, MQTT 3.1.1 and 5 alike)."""
     refused = [name for name, code in zip(filters, codes, strict=False) if code >= 0x80]
-    if refused or len(codes) != len(filters):
-        msg = f"the broker refused the subscription(s) {', '.join(refused or filters)}"
-        raise Refused(msg)
+    if len(codes) != len(filters):  # which code is whose cannot be told
+        refused = filters
+    if refused:
+        msg = f"the broker refused the subscription(s) {', '.join(refused)}"
+        raise SubscriptionRefused(msg, tuple(refused))
 
 
 async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeout: float = 10.0) -> dict[str, bytes]:

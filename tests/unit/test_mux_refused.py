@@ -10,7 +10,7 @@ import pytest
 
 from gates.errors import Refused
 from gates.mux import SharedConnection
-from gates.transport import BrokerAddress
+from gates.transport import BrokerAddress, check_granted
 
 
 class RefusingSession:
@@ -91,3 +91,80 @@ def test_a_letter_on_a_topic_acknowledged_before_does_not_end_the_wait_for_the_o
     said = asyncio.run(attach_while_a_letter_comes())
     assert said[0] == "acknowledged", said  # b was not ready before its fwd/b subscription was
     assert sorted(said[1:]) == ["b ready", "c ready"]
+
+
+class PickySession:
+    """Grants every filter but those in `refused`, as a SUBACK with 0x80 for those alone."""
+
+    def __init__(self, refused: set[str]) -> None:
+        self.refused = refused
+
+    async def subscribe(self, filters: list[str]) -> None:
+        await asyncio.sleep(0)
+        check_granted(filters, [0x80 if name in self.refused else 1 for name in filters])
+
+    async def unsubscribe(self, filters: list[str]) -> None:
+        await asyncio.sleep(0)
+
+    def publish(self, *args: object) -> None:
+        pass
+
+
+def test_one_refused_filter_fails_only_the_gates_that_read_it() -> None:
+    async def attach_two() -> tuple[BaseException | None, BaseException | None]:
+        shared = SharedConnection(BrokerAddress.parse("mqtt://127.0.0.1:1"))
+        shared._session = PickySession({"gatemesh/d/fwd/secret"})  # type: ignore[assignment]
+        shared.connected.set()
+
+        async def attach(topics: list[str]) -> BaseException | None:
+            try:
+                async with shared.link(topics):
+                    return None
+            except Refused as exc:
+                return exc
+
+        async with asyncio.TaskGroup() as group:  # both gates' topics go in one SUBSCRIBE
+            reads_it = group.create_task(attach(["gatemesh/d/fwd/x", "gatemesh/d/fwd/secret"]))
+            does_not = group.create_task(attach(["gatemesh/d/fwd/x", "gatemesh/d/fwd/y"]))
+        return reads_it.result(), does_not.result()
+
+    reads_it, does_not = asyncio.run(attach_two())
+    assert isinstance(reads_it, Refused)
+    assert str(reads_it) == "the broker refused the subscription(s) gatemesh/d/fwd/secret"
+    assert does_not is None
+
+
+def test_a_topic_refused_on_a_new_connection_stops_its_gates_not_the_connection() -> None:
+    """After a reconnection every topic is subscribed again; one the broker now refuses (its ACL
+    changed) must reach the gates that read it, while the rest carry on: not fail the new
+    connection, and the next, for ever."""
+
+    async def reconnect() -> tuple[list[str], BaseException | None, list[tuple[str, bytes]]]:
+        shared = SharedConnection(BrokerAddress.parse("mqtt://127.0.0.1:1"))
+        shared._session = PickySession(set())  # type: ignore[assignment]
+        shared.connected.set()
+        heard: list[tuple[str, bytes]] = []
+        async with (
+            shared.link(["gatemesh/d/fwd/x", "gatemesh/d/fwd/secret"]) as deaf,
+            shared.link(["gatemesh/d/fwd/x"]) as fine,
+        ):
+            shared._disconnected()
+            await shared._up(PickySession({"gatemesh/d/fwd/secret"}))  # type: ignore[arg-type]
+            shared._route("gatemesh/d/fwd/x", b"1")
+            failed: BaseException | None = None
+            try:
+                async with asyncio.timeout(1):
+                    async for letter in deaf.incoming():
+                        heard.append(letter)
+            except Refused as exc:
+                failed = exc
+            async for letter in fine.incoming():
+                heard.append(letter)
+                break
+            return sorted(shared._routes), failed, heard
+
+    routes, failed, heard = asyncio.run(reconnect())
+    assert routes == ["gatemesh/d/fwd/x"]
+    assert isinstance(failed, Refused)
+    assert "gatemesh/d/fwd/secret" in str(failed)
+    assert heard == [("gatemesh/d/fwd/x", b"1")] * 2  # the letter before the refusal, and the other gate's
