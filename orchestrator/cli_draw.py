@@ -17,7 +17,7 @@ from orchestrator.cli_common import err, load_circuit, parse_assignments
 from orchestrator.errors import InputError
 from orchestrator.recorder import Recorder
 from orchestrator.trace import Trace, read_trace
-from viz.circuit import MAX_GATES, caption, check_size, draw_circuit, state_at
+from viz.circuit import MAX_GATES, caption, check_size, draw_circuit, formula, state_at
 from viz.lamport import draw_lamport
 from viz.shiviz import export
 from viz.svg import DrawError
@@ -84,7 +84,7 @@ def draw_circuit_command(
             asyncio.run(run_circuit(circuit, inputs, broker=broker, trace=recorder))
             svg = _circuit_svg(recorder.trace(), None, None, max_gates)
         else:
-            svg = draw_circuit(circuit, caption=f"circuit {circuit.name}", max_gates=max_gates)
+            svg = draw_circuit(circuit, caption=formula(circuit), max_gates=max_gates)
     _write(output_file, svg, "the circuit figure")
 
 
@@ -105,12 +105,8 @@ def draw_lamport_command(
     """The space-time diagram: a line per gate (grouped by host), an arrow per message, faults marked."""
     recorded = read_trace(trace)
     chosen = recorded.run_id(run)
-    record = next((r for r in recorded.header.runs if r.run == chosen), None)
-    outcome = ""
-    if record is not None and record.error:
-        outcome = "; the run failed" + (": it timed out" if "did not finish" in record.error else "")
-    faults = f", faults {recorded.header.faults}" if recorded.header.faults else ""
-    title = f"{caption(recorded, chosen)}{faults}{outcome}"
+    faults = f"; faults {recorded.header.faults}" if recorded.header.faults else ""
+    title = f"{caption(recorded, chosen)}{faults}"
     _write(output_file, draw_lamport(recorded, chosen, caption=title), "the Lamport diagram")
 
 

@@ -44,6 +44,8 @@ STYLE = f"""
 .grad.part {{ font-size: 11px; font-weight: 400; }}
 .caption {{ font-size: 13px; fill: #111827; }}
 .legend {{ font-size: 11px; fill: {GREY}; }}
+.legend.value-key {{ fill: {GREEN}; }}
+.legend.grad-key {{ fill: {RED}; }}
 """
 
 
@@ -161,7 +163,8 @@ def check_size(circuit: Circuit, max_gates: int = MAX_GATES) -> None:
     if len(circuit.gates) > max_gates:
         raise DrawError(
             f"the circuit has {len(circuit.gates)} gates; its figure stays readable up to {max_gates}. "
-            "Draw the messages instead (gatemesh draw lamport), or raise the limit with --max-gates"
+            "Draw a part of it (a smaller expression), read a run as sentences (gatemesh run ... --explain), "
+            "or raise the limit with --max-gates"
         )
 
 
@@ -316,7 +319,10 @@ def formula(circuit: Circuit) -> str:
         return f"{g.op}({', '.join(_bare(arg) for arg in args)})"
 
     text_ = f"{circuit.output} = {_bare(written(circuit.output, 0))}"
-    return text_ if len(text_) <= MAX_FORMULA else f"circuit {circuit.name} ({len(circuit.gates)} gates)"
+    if len(text_) <= MAX_FORMULA:
+        return text_
+    name = "" if circuit.name == "circuit" else f" {circuit.name}"  # the name of every expression's circuit
+    return f"{circuit.output} = the circuit{name} ({len(circuit.gates)} gates)"
 
 
 def _bare(written: str) -> str:
@@ -332,10 +338,23 @@ def _bare(written: str) -> str:
 
 
 def caption(trace: Trace, run: str | None = None, step: int | None = None) -> str:
-    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events` (what the figure shows)."""
+    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events` (what the figure shows),
+    with which run it is when the trace has several, and why it failed if it did."""
     chosen = trace.run_id(run)
-    record = next((r for r in trace.header.runs if r.run == chosen), None)
+    runs = trace.header.runs
+    record = next((r for r in runs if r.run == chosen), None)
     inputs = record.inputs if record is not None else trace.header.inputs
     given = ", ".join(f"{k}={_short(v)}" for k, v in inputs.items())
+    which = ""
+    if len(runs) > 1 and record is not None:
+        which = f" (run {runs.index(record) + 1} of {len(runs)}, {chosen})"
+    failed = f"; the run failed: {failure(record.error, chosen)}" if record is not None and record.error else ""
     when = f"; after {step} of {len(trace.events)} events" if step is not None else ""
-    return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + when
+    return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + which + failed + when
+
+
+def failure(error: str, run: str) -> str:
+    """A run's error, short: without its run id, up to its first ';' (a timeout goes on to list
+    every gate still waiting)."""
+    short = error.replace(f" failed run {run}:", ":").replace(f"run {run}", "").lstrip(": ")
+    return short.split(";")[0].strip()

@@ -25,7 +25,7 @@ from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, documen
 
 COLUMN = 104.0
 ROW = 22.0
-LEFT, TOP, BOTTOM = 30.0, 92.0, 70.0
+LEFT, TOP, BOTTOM = 30.0, 92.0, 88.0
 MAX_EVENTS = 5000
 
 COLOURS = {"feed": GREEN, "forward": GREEN, "backward": RED, "report": RED, "error": ERROR}
@@ -45,6 +45,7 @@ STYLE = f"""
 .msg.duplicate {{ stroke: {DUPLICATE}; stroke-dasharray: 6 2; }}
 .msg.drop {{ stroke-dasharray: 5 4; }}
 .msg.undelivered {{ stroke-dasharray: 2 3; }}
+.msg.unsent {{ stroke-dasharray: 8 3 2 3; }}
 .value {{ font-size: 11px; fill: {GREEN}; font-weight: 600; }}
 .grad {{ font-size: 11px; fill: {RED}; font-weight: 600; }}
 .value, .grad, .fault, .note {{ paint-order: stroke; stroke: white; stroke-width: 3px; }}
@@ -67,7 +68,8 @@ class _Place:
 def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> str:
     """The diagram of `run` (the trace's last run by default) as a standalone SVG document."""
     chosen = trace.run_id(run)
-    events = [e for e in trace.events if e.run == chosen and e.node != BROKER]
+    of_run = [e for e in trace.events if e.run == chosen]
+    events = [e for e in of_run if e.node != BROKER]
     if not events:
         raise DrawError(f"run {chosen} has no events in this trace")
     if len(events) > MAX_EVENTS:
@@ -80,6 +82,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     labels = {g.id: g.id if g.op in ("input", "const") else f"{g.id} {symbol(g)}" for g in trace.circuit.gates}
     body += _heads(columns, hosts, lost_at, bottom, labels)
     body += _arrows(events, where, columns, lost_at, bottom)
+    body += _unsent(events, where, columns, _crossed_at(of_run))
     body += _dots(events, where, columns)
     width = LEFT * 2 + COLUMN * len(columns)
     body += _legend(bottom + 22)
@@ -167,6 +170,46 @@ def _arrows(
     return out
 
 
+def _crossed_at(of_run: list[TraceEvent]) -> dict[str, float]:
+    """By message id, the height at which the broker passed it on: between the rows of the
+    events the trace has before and after its crossing."""
+    found: dict[str, float] = {}
+    rows = 0
+    for e in of_run:
+        if e.node != BROKER:
+            rows += 1
+        elif e.msg is not None:
+            found.setdefault(e.msg.id, TOP + ROW * (rows + 0.5))
+    return found
+
+
+def _unsent(
+    events: list[TraceEvent], where: dict[int, _Place], columns: dict[str, int], crossed_at: dict[str, float]
+) -> list[str]:
+    """Arrows of messages received whose send the trace lacks (its sender's host was lost with
+    the events it had not sent yet): drawn from where they crossed the broker."""
+    sent = {e.msg.id for e in events if e.type == "send" and e.msg is not None}
+    out = []
+    for receipt in events:
+        m = receipt.msg
+        if receipt.type != "receive" or m is None or m.id in sent or m.id not in crossed_at or m.src not in columns:
+            continue
+        a = _Place(LEFT + COLUMN * (columns[m.src] + 0.5), crossed_at[m.id])
+        b = where[id(receipt)]
+        label, label_css = _label(receipt)
+        hover = (
+            f"{dumps_msg(receipt)}\nits send is not in the trace ({m.src}'s events were lost): drawn from "
+            f"where it crossed the broker\nreceived by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
+        )
+        at = _label_place(a, b)
+        out.append(
+            f"<g class={attr('arrow unsent ' + m.phase)}><title>{escape(hover)}</title>"
+            f'<line class={attr(f"msg {m.phase} unsent")} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" '
+            f'y2="{b.y:.1f}" marker-end="url(#head-{m.phase})"/>{text(at.x, at.y - 3, label, label_css)}</g>'
+        )
+    return out
+
+
 def _label(send: TraceEvent) -> tuple[str, str]:
     assert send.msg is not None
     m = send.msg
@@ -188,18 +231,27 @@ def _arrow(send: TraceEvent, a: _Place, b: _Place, receipt: TraceEvent, *, copy:
         f"received by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
         + (" (a duplicate copy)" if copy else "")
     )
-    mx, my = a.x + (b.x - a.x) * 0.5, a.y + (b.y - a.y) * 0.5
+    at = _label_place(a, b)
     return (
         f"<g class={attr('arrow ' + phase)}><title>{escape(hover)}</title>"
         f'<line class={attr(css)} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" y2="{b.y:.1f}" '
         f'marker-end="url(#head-{marker})"/>'
-        f"{text(mx, my - 3, label, label_css)}</g>"
+        f"{text(at.x, at.y - 3, label, label_css)}</g>"
     )
+
+
+def _label_place(a: _Place, b: _Place) -> _Place:
+    """Where an arrow's number goes: half a column before its head, between two lifelines (at
+    the middle of a long arrow, the numbers of the messages a node sends at once pile up)."""
+    dx = b.x - a.x
+    t = 1 - COLUMN / 2 / abs(dx) if abs(dx) > COLUMN else 0.5
+    return _Place(a.x + dx * t, a.y + (b.y - a.y) * t)
 
 
 def _dropped(send: TraceEvent, a: _Place, dest_x: float, fault_y: float) -> str:
     assert send.msg is not None
-    end = _Place(a.x + (dest_x - a.x) * 0.55, max(fault_y, a.y) + ROW * 1.5)
+    toward = 1 if dest_x > a.x else -1  # it ends half a column short of its receiver, between two lines
+    end = _Place(dest_x - toward * COLUMN / 2, max(fault_y, a.y) + ROW * 1.5)
     label, label_css = _label(send)
     hover = f"{dumps_msg(send)}\nsent at lamport {send.lamport}; dropped by the fault injector"
     return (
@@ -212,7 +264,8 @@ def _dropped(send: TraceEvent, a: _Place, dest_x: float, fault_y: float) -> str:
 
 def _undelivered(send: TraceEvent, a: _Place, b: _Place, lost: bool) -> str:
     assert send.msg is not None
-    why = "its receiver's host was lost" if lost else "no receipt in the trace"
+    lost_too = ": its receiver's host was lost, with the events it had not sent"
+    why = "no receipt in the trace" + (lost_too if lost else "")
     hover = f"{dumps_msg(send)}\nsent at lamport {send.lamport}; {why}"
     return (
         f'<g class="arrow undelivered"><title>{escape(hover)}</title>'
@@ -251,8 +304,8 @@ def _dots(events: list[TraceEvent], where: dict[int, _Place], columns: dict[str,
             case "timeout":
                 out.append(
                     f'<g class="timeout"><title>{escape(_describe(e))}</title>'
-                    f'<rect class="timeout-box" x="{p.x - 34:.1f}" y="{p.y - 8:.1f}" width="68" height="16" rx="3"/>'
-                    f"{text(p.x, p.y + 4, 'timeout', 'fault')}</g>"
+                    f'<rect class="timeout-box" x="{p.x + 4:.1f}" y="{p.y - 8:.1f}" width="60" height="16" rx="3"/>'
+                    f"{text(p.x + 34, p.y + 4, 'timeout', 'fault')}</g>"
                 )
             case "host_lost":
                 out.append(
@@ -323,13 +376,34 @@ def _legend(y: float) -> list[str]:
     out = [f"<defs>{heads}</defs>"]
     x = LEFT
     for css, colour, words in keys:
-        out.append(f'<line x1="{x:.1f}" y1="{y - 4:.1f}" x2="{x + 22:.1f}" y2="{y - 4:.1f}" stroke="{colour}"/>')
+        out.append(_swatch(x, y, colour))
         out.append(text(x + 27, y, words, f"legend {css}", anchor="start"))
         x += 40 + 5.6 * len(words)
+    # what went wrong, and the rest: drawn here without the classes the diagram's own marks
+    # have (tests count those)
     y += 18
-    out.append(_cross(LEFT + 6, y - 4, "cross", 4))
-    words = (
-        "dropped      \u25c6 fault (drop, dup, delay, reorder)      \u25a0 compute      small numbers: Lamport clock"
-    )
-    out.append(text(LEFT + 16, y, words, "legend", anchor="start"))
+    out += _key(LEFT, y, _legend_cross(LEFT, y, ERROR), "dropped")
+    out += _key(LEFT + 90, y, _swatch(LEFT + 90, y, GREEN, "2 3"), "no receipt in the trace")
+    out += _key(LEFT + 260, y, _legend_cross(LEFT + 260, y, "#b91c1c"), "host lost")
+    out += _key(LEFT + 350, y, _swatch(LEFT + 350, y, ERROR), "error report")
+    y += 18
+    diamond = f'<text x="{LEFT + 4:.1f}" y="{y:.1f}" fill="{ERROR}" font-size="11">\u25c6</text>'
+    out += _key(LEFT, y, diamond, "fault injected (drop, dup, delay, reorder)")
+    square = f'<rect x="{LEFT + 273:.1f}" y="{y - 7:.1f}" width="6" height="6" fill="#9ca3af"/>'
+    out += _key(LEFT + 270, y, square, "compute")
+    out.append(text(LEFT + 360, y, "small numbers: Lamport clock", "legend", anchor="start"))
     return out
+
+
+def _legend_cross(x: float, y: float, colour: str) -> str:
+    d = f"M{x + 2:.1f},{y - 8:.1f} L{x + 10:.1f},{y:.1f} M{x + 2:.1f},{y:.1f} L{x + 10:.1f},{y - 8:.1f}"
+    return f'<path d="{d}" stroke="{colour}" stroke-width="2.2"/>'
+
+
+def _key(x: float, y: float, mark: str, words: str) -> list[str]:
+    return [mark, text(x + 27, y, words, "legend", anchor="start")]
+
+
+def _swatch(x: float, y: float, colour: str, dashes: str = "") -> str:
+    dash = f' stroke-dasharray="{dashes}"' if dashes else ""
+    return f'<line x1="{x:.1f}" y1="{y - 4:.1f}" x2="{x + 22:.1f}" y2="{y - 4:.1f}" stroke="{colour}"{dash}/>'

@@ -27,8 +27,8 @@ from orchestrator.trace import Trace, TraceError, dump_lines, parse_trace, read_
 from tests.processes import GateHostProcess, gatemesh
 from tests.shiviz_rules import validate
 from tests.unit.test_reference import NEURON, NEURON_GRADS
-from viz.circuit import draw_circuit, state_at
-from viz.lamport import draw_lamport
+from viz.circuit import caption, draw_circuit, state_at
+from viz.lamport import COLUMN, draw_lamport
 from viz.shiviz import export
 
 pytestmark = pytest.mark.integration
@@ -350,6 +350,38 @@ def test_gate_hosts_send_their_events_and_a_lost_host_is_drawn(mosquitto_url: st
     svg = draw_lamport(killed)
     assert len(by_class(svg, "lost")) >= len(record.gates_on(slow_name))
     assert by_class(svg, "undelivered")  # sent to the lost gates, never received
+
+
+IMG = Path(__file__).parents[2] / "docs" / "img"
+
+
+def test_a_message_whose_send_was_lost_with_its_host_is_drawn_from_its_crossing() -> None:
+    """A killed host takes with it the events its gates had not sent yet; the messages they
+    sent still crossed the broker and were received: drawn from the crossing, with the number."""
+    trace = read_trace(IMG / "qf.jsonl")
+    assert by_class(draw_lamport(trace), "unsent") == []
+    without_add = trace.model_copy(update={"events": tuple(e for e in trace.events if e.node != "add_1")})
+    svg = draw_lamport(without_add)
+    drawn = by_class(svg, "arrow unsent")
+    numbers = sorted(t.text or "" for g in drawn for t in g if t.get("class") in ("value", "grad"))
+    assert numbers == ["-4.00", "-4.00", "3.00"]  # add_1's value to f, and its gradients to x and y
+
+
+def test_a_dropped_message_ends_between_two_lifelines() -> None:
+    svg = draw_lamport(read_trace(IMG / "faulty.jsonl"))
+    lines = [float(e.get("x1", "0")) for e in by_class(svg, "lifeline")]
+    drops = by_class(svg, "arrow dropped")
+    assert drops
+    for drop in drops:
+        (line,) = [e for e in drop if e.tag == f"{SVG}line"]
+        end = float(line.get("x2", "0"))
+        assert min(abs(end - x) for x in lines) == COLUMN / 2
+
+
+def test_a_caption_says_which_run_and_why_it_failed() -> None:
+    faulty = read_trace(IMG / "faulty.jsonl")
+    assert caption(faulty) == "f = (x + y) * z at x=-2, y=5, z=-4; the run failed: did not finish within 1 s"
+    assert caption(read_trace(IMG / "qf.jsonl"), step=5) == "f = (x + y) * z at x=-2, y=5, z=-4; after 5 of 58 events"
 
 
 FAN_OUT = 500
