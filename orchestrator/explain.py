@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from gates import ops
 from gates.protocol import ORCHESTRATOR, Message, parse_topic
-from gates.trace_records import TraceMsg, msg_fields
+from gates.trace_records import TraceEvent, TraceMsg, msg_fields
 from orchestrator.circuit import Circuit
 
 
@@ -24,6 +24,15 @@ def num(value: float) -> str:
 
 def join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+_STANDING = {
+    "unknown": "unknown: it holds nothing of this run (it never heard of it, or has forgotten it)",
+    "waiting inputs": "waiting for an input's value",
+    "waiting grads": "it sent its value and waits for gradients",
+    "finished": "finished: it has done its part",
+}
+"""What a gate's answer to a probe (its Status) says, in words."""
 
 
 class Explainer:
@@ -63,11 +72,16 @@ class Explainer:
         """The next numbered sentence: what the message of a trace event says and why it was sent."""
         self.count += 1
         if msg.id and (run, msg.id) in self._told:
+            to_orchestrator = msg.phase in ("report", "status", "error") or msg.dest == (ORCHESTRATOR,)
+            rule = (
+                "the orchestrator takes the first copy of each message"
+                if to_orchestrator
+                else "a gate takes one message per sender and port in a run"
+            )
             return self._numbered(
                 msg.src,
                 f"a second copy of {self.label(msg.src)}'s {msg.phase} message ({msg.id}) crosses the broker "
-                "(the fault injector duplicated it); it changes nothing: a gate takes one message per sender "
-                "and port in a run",
+                f"(the fault injector duplicated it); it changes nothing: {rule}",
             )
         if msg.id:
             self._told.add((run, msg.id))
@@ -82,6 +96,29 @@ class Explainer:
             f"the fault injector drops {self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}: "
             "it never reaches the broker",
         )
+
+    def fault(self, event: TraceEvent) -> str:
+        """The next numbered sentence, for what went wrong without a message crossing: a delay or
+        a reorder by a gate's fault injector, a host lost, a run that timed out."""
+        self.count += 1
+        msg = event.msg
+        match event.type:
+            case "delay" if msg is not None:
+                sentence = (
+                    f"the fault injector holds {self.label(msg.src)}'s {msg.phase} message ({msg.id}) back "
+                    f"{event.delay_ms or 0:.1f} ms before sending it"
+                )
+            case "reorder":
+                order = join(list(event.order or ("(none)",)))
+                sentence = f"the fault injector sends {self.label(event.node)}'s messages in another order: {order}"
+            case "host_lost":
+                gone = join([self.label(g) for g in event.gates or ()] or ["no gate"])
+                sentence = f"the orchestrator hears that {event.note}: {gone} went with it, and their state"
+            case "timeout":
+                sentence = f"the run is late: {event.note}"
+            case _:
+                sentence = f"{event.type} at {self.label(event.node)}" + (f": {event.note}" if event.note else "")
+        return self._numbered(event.node, sentence)
 
     def _numbered(self, sender: str, sentence: str) -> str:
         if not self.placement:
@@ -116,7 +153,7 @@ class Explainer:
                 code, _, reason = msg.note.partition(": ")
                 return f"{self.label(sender)} reports an error ({code}): {reason}"
             case "status":
-                return f"{self.label(sender)} answers the probe: {msg.note}"
+                return f"{self.label(sender)} answers the probe: {_STANDING.get(msg.note, msg.note)}"
             case "probe":
                 return f"{self.label(sender)} asks every gate where it stands in the run (a probe: the run is late)"
             case "release":

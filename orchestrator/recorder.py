@@ -511,9 +511,13 @@ class Recorder:
         return trace
 
 
+_TOLD = frozenset({"cross", "drop", "delay", "reorder", "host_lost", "timeout"})
+
+
 def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
-    """--explain from the trace: one sentence per crossing and per dropped message, as the
-    recorder records them (a drop is told when its gate's events arrive).
+    """--explain from the trace: one sentence per crossing, per fault (a drop, a delay, a
+    reorder), per host lost and per timeout, as the recorder records them (a gate's faults are
+    told when its events arrive, after the messages it sent).
 
     The sentences, the trace file and the pictures are then made from the same events.
     """
@@ -521,11 +525,16 @@ def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
 
     def listen(event: TraceEvent) -> None:
         nonlocal explainer
-        if event.type not in ("cross", "drop") or event.msg is None or recorder.circuit is None:
+        if event.type not in _TOLD or recorder.circuit is None:
             return
         if explainer is None:
             hosts = set(recorder.placement.values())
             explainer = Explainer(recorder.circuit, None if hosts <= {"local"} else recorder.placement)
-        say(explainer.tell(event.run, event.msg) if event.type == "cross" else explainer.dropped(event.msg))
+        if event.type == "cross" and event.msg is not None:
+            say(explainer.tell(event.run, event.msg))
+        elif event.type == "drop" and event.msg is not None:
+            say(explainer.dropped(event.msg))
+        elif event.type in ("delay", "reorder", "host_lost", "timeout"):
+            say(explainer.fault(event))
 
     recorder.listeners.append(listen)

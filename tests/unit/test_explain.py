@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from gates.core import GateCore
 from gates.protocol import ORCHESTRATOR, Backward, Feed, Forward, Message, topic
-from gates.trace_records import TraceMsg, msg_fields
+from gates.trace_records import TraceEvent, TraceMsg, msg_fields
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.explain import Explainer
@@ -132,3 +132,34 @@ def test_a_dropped_message_and_the_probe_and_release_are_told() -> None:
     )
     release = probe.model_copy(update={"id": "orchestrator:10", "phase": "release"})
     assert explainer.tell("r", release) == "  3. the orchestrator tells every gate to forget the run (a release)"
+
+
+def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
+    circuit = compile_source("q = x + y; f = q * z")
+    explainer = Explainer(circuit)
+    sent = TraceMsg(id="q:5", src="q", dest=("f",), phase="forward", topic=topic("c", "fwd", "q"), value=3.0)
+    at_q = {"t_ns": 1, "run": "r", "node": "q", "host": "local", "lamport": 6, "vc": {"q": 6}}
+    delay = TraceEvent.model_validate({**at_q, "type": "delay", "msg": sent, "delay_ms": 12.25})
+    assert explainer.fault(delay) == (
+        "  1. the fault injector holds add(q)'s forward message (q:5) back 12.2 ms before sending it"
+    )
+    reorder = TraceEvent.model_validate({**at_q, "type": "reorder", "order": ["q:8", "q:7"]})
+    assert explainer.fault(reorder) == "  2. the fault injector sends add(q)'s messages in another order: q:8 and q:7"
+    at_orchestrator = {**at_q, "node": ORCHESTRATOR, "vc": {ORCHESTRATOR: 3}}
+    lost = TraceEvent.model_validate(
+        {**at_orchestrator, "type": "host_lost", "gates": ["q", "z"], "note": "host h2 went offline (connection lost)"}
+    )
+    assert explainer.fault(lost) == (
+        "  3. the orchestrator hears that host h2 went offline (connection lost): add(q) and z went with it, "
+        "and their state"
+    )
+    late = TraceEvent.model_validate({**at_orchestrator, "type": "timeout", "note": "no result after 1 s; probing"})
+    assert explainer.fault(late) == "  4. the run is late: no result after 1 s; probing"
+    status = TraceMsg(id="z:9", src="z", dest=(ORCHESTRATOR,), phase="status", topic=topic("c", "status", "z"))
+    assert explainer.tell("r", status.model_copy(update={"note": "unknown"})) == (
+        "  5. z answers the probe: unknown: it holds nothing of this run (it never heard of it, or has forgotten it)"
+    )
+    report = TraceMsg(id="z:12", src="z", dest=(ORCHESTRATOR,), phase="report", topic=topic("c", "report", "z"))
+    explainer.tell("r", report)
+    copy = explainer.tell("r", report)
+    assert copy.endswith("it changes nothing: the orchestrator takes the first copy of each message")
