@@ -310,17 +310,21 @@ class Runner:
         await asyncio.sleep(self.probe_window)
         await self._release(run)
         stuck: list[str] = []
-        described: list[str] = []
+        described: list[tuple[int, str]] = []
         for g in self.circuit.order:
             status = pending.statuses.get(g.id)
             if status is not None and status.state == "finished":
                 if g.id in pending.waiting_for:  # done at the gate; its report is what went missing
                     stuck.append(g.id)
-                    described.append(f"{g.op}({g.id}) finished, but its gradient report never arrived")
+                    described.append((2, f"{g.op}({g.id}) finished, but its gradient report never arrived"))
                 continue
             stuck.append(g.id)
-            described.append(f"{g.op}({g.id}) {describe_status(status)}")
-        shown = "; ".join(described[:8]) + (f"; and {len(described) - 8} more" if len(described) > 8 else "")
+            described.append(
+                (_TELLING.get(status.state if status else None, 0), f"{g.op}({g.id}) {describe_status(status)}")
+            )
+        described.sort(key=lambda told: told[0])  # where the pass stopped first, then what waits on it
+        shown = "; ".join(text for _, text in described[:8])
+        shown += f"; and {len(described) - 8} more" if len(described) > 8 else ""
         return RunTimeout(f"run {run} did not finish within {timeout:g} s; not finished: {shown}", run, stuck)
 
     # -- incoming messages ----------------------------------------------------------------
@@ -465,6 +469,12 @@ class Runner:
                 )
             case ErrorReport(run=run) if run is None or run in self._pending:
                 log.warning("gate %s reported %s: %s", message.sender, message.code, message.message)
+
+
+_TELLING: dict[str | None, int] = {None: 0, "unknown": 0, "waiting_inputs": 1, "waiting_grads": 3}
+"""How much a gate's standing says about where a run stopped (less first): a gate that did not
+answer or never heard of the run, then one still waiting for a value; the gates that wait for
+gradients are only waiting for the rest of the pass."""
 
 
 def describe_status(status: Status | None) -> str:

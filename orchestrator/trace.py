@@ -143,7 +143,10 @@ def parse_trace(text: str, source: str = "<trace>") -> Trace:
     try:
         header = TraceHeader.model_validate_json(lines[0][1])
     except ValidationError as exc:
-        raise TraceError(f"{source}: line {lines[0][0]}: not a trace header: {_problems(exc)}") from None
+        raise TraceError(
+            f"{source}: not a trace{_looks_like(text)}: a trace is JSON lines, the first the header "
+            f"`gatemesh run ... --trace FILE` writes (line {lines[0][0]}: {_problems(exc)})"
+        ) from None
     events = []
     nodes = {*header.circuit.nodes, BROKER}
     for number, line in lines[1:]:
@@ -162,6 +165,17 @@ def parse_trace(text: str, source: str = "<trace>") -> Trace:
         wrong = next(i for i, s in enumerate(seqs, 1) if s != i)
         raise TraceError(f"{source}: event {wrong} has seq {seqs[wrong - 1]}: seq must count 1, 2, 3, ...")
     return Trace(header=header, events=tuple(events))
+
+
+def _looks_like(text: str) -> str:
+    """What a file that is not a trace seems to be, if it says (a circuit file, most often)."""
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        return ""
+    if isinstance(whole, dict) and "gates" in whole:
+        return " but a circuit file (draw it with `gatemesh draw circuit FILE`)"
+    return ""
 
 
 def _stranger(event: TraceEvent, nodes: set[str]) -> str:

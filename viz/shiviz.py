@@ -114,6 +114,9 @@ def check(events: Sequence[TraceEvent], label: str) -> None:
                     f"{label}: host {host}'s clock {where} at event {e.seq} ({e.type}); "
                     "events of that host are missing from the trace (was its host lost before it reported them?)"
                 )
+    lost = {
+        g: f" ({e.note}: its events were lost with it)" for e in events if e.type == "host_lost" for g in e.gates or ()
+    }
     for host, mine in per_host.items():
         known: dict[str, int] = {}
         previous: dict[str, int] = {}
@@ -122,12 +125,11 @@ def check(events: Sequence[TraceEvent], label: str) -> None:
             for other, time in e.vc.items():
                 if other == host or time <= known.get(other, 0):
                     continue
-                if other not in per_host:
-                    raise DrawError(f"{label}: event {e.seq} at {host} names host {other!r}, which has no events")
-                if not 1 <= time <= len(per_host[other]):
+                if not 1 <= time <= len(per_host.get(other, ())):
+                    has = f"only {len(per_host[other])} events" if other in per_host else "no events"
                     raise DrawError(
-                        f"{label}: event {e.seq} at {host} names event {time} of {other}, "
-                        f"which has only {len(per_host[other])}"
+                        f"{label}: event {e.seq} at {host} has heard of event {time} of {other}, but {other} has "
+                        f"{has} in the trace{lost.get(other, '')}; ShiViz needs every event a clock points at"
                     )
                 known[other] = time
                 for key, value in per_host[other][time - 1].vc.items():

@@ -87,8 +87,21 @@ async def test_drops_end_every_run_correct_or_named_never_wrong_never_hung(mosqu
     for exc in failed:
         assert exc.waiting_on, exc
         assert f"did not finish within {timeout:g} s; not finished: " in str(exc)
+        told = str(exc).split("; not finished: ")[1].split("; and ")[0].split("; ")
+        assert [_telling(gate) for gate in told] == sorted(_telling(gate) for gate in told), (
+            told
+        )  # where it stopped first
     assert max(durations) < timeout + runner.probe_window + 1.0  # bounded: never a hang
     print(f"drop=0.05: {len(completed)} completed, {len(failed)} failed with named gates")
+
+
+def _telling(told: str) -> int:
+    """Where a gate's line in a timeout says the pass stopped: not reached, waiting for a value, a
+    lost report, waiting for gradients."""
+    for rank, words in enumerate(("waits for input", "finished, but", "gradient(s)")):
+        if words in told:
+            return rank + 1
+    return 0
 
 
 async def test_a_retry_from_the_inputs_recovers_a_dropped_run(mosquitto_url: str) -> None:

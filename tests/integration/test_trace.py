@@ -30,6 +30,7 @@ from tests.unit.test_reference import NEURON, NEURON_GRADS
 from viz.circuit import caption, draw_circuit, state_at
 from viz.lamport import COLUMN, draw_lamport
 from viz.shiviz import export
+from viz.svg import DrawError
 
 pytestmark = pytest.mark.integration
 
@@ -269,6 +270,10 @@ def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -
     done = gatemesh("export", "shiviz", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "x.log"))
     assert done.returncode == 1
     assert "line 2: not a trace event" in done.stderr
+    (tmp_path / "circuit.json").write_text(compile_source(QF).model_dump_json(indent=2))
+    done = gatemesh("draw", "lamport", str(tmp_path / "circuit.json"), "-o", str(tmp_path / "x.svg"))
+    assert done.returncode == 1
+    assert "circuit.json: not a trace but a circuit file (draw it with `gatemesh draw circuit FILE`)" in done.stderr
 
 
 def test_events_of_another_trace_are_refused_and_a_run_without_events_is_not_drawn(
@@ -365,6 +370,13 @@ def test_a_message_whose_send_was_lost_with_its_host_is_drawn_from_its_crossing(
     drawn = by_class(svg, "arrow unsent")
     numbers = sorted(t.text or "" for g in drawn for t in g if t.get("class") in ("value", "grad"))
     assert numbers == ["-4.00", "-4.00", "3.00"]  # add_1's value to f, and its gradients to x and y
+
+
+def test_the_shiviz_export_names_a_node_whose_events_are_missing() -> None:
+    trace = read_trace(IMG / "qf.jsonl")
+    without_x = trace.model_copy(update={"events": tuple(e for e in trace.events if e.node != "x")})
+    with pytest.raises(DrawError, match=r"has heard of event \d+ of x, but x has no events in the trace; ShiViz needs"):
+        export([("qf", without_x)])
 
 
 def test_a_dropped_message_ends_between_two_lifelines() -> None:
