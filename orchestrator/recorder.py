@@ -511,6 +511,8 @@ class Recorder:
         return trace
 
 
+TOLD_LATE = 0.1
+"""Seconds after which a gate's fault is told as late (its sentence comes after later ones)."""
 _TOLD = frozenset({"cross", "drop", "delay", "reorder", "host_lost", "timeout"})
 
 
@@ -532,9 +534,16 @@ def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
             explainer = Explainer(recorder.circuit, None if hosts <= {"local"} else recorder.placement)
         if event.type == "cross" and event.msg is not None:
             say(explainer.tell(event.run, event.msg))
-        elif event.type == "drop" and event.msg is not None:
-            say(explainer.dropped(event.msg))
+            return
+        if event.type == "drop" and event.msg is not None:
+            told = explainer.dropped(event.msg)
         elif event.type in ("delay", "reorder", "host_lost", "timeout"):
-            say(explainer.fault(event))
+            told = explainer.fault(event)
+        else:
+            return
+        late = (time.time_ns() - event.t_ns) / 1e9
+        if event.node != ORCHESTRATOR and late >= TOLD_LATE:  # a gate sends its events when its part is over
+            told += f" (told late: it happened {late:.1f} s ago, and the gate has only now sent its events)"
+        say(told)
 
     recorder.listeners.append(listen)

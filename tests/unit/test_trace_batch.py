@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -15,7 +16,7 @@ from gates.trace_records import TraceBatch, TraceEvent, TraceMsg
 from gates.tracing import GateTracer, with_clock
 from gates.transport import encode
 from orchestrator.compiler import compile_source
-from orchestrator.recorder import Recorder
+from orchestrator.recorder import Recorder, explain_to
 
 CONSUMERS = 40
 NODES = ("orchestrator", "x", *(f"mul_{i}" for i in range(CONSUMERS)))
@@ -206,6 +207,26 @@ def test_the_orchestrator_ignores_a_message_whose_clock_names_nodes_it_lacks(cap
     (receipt,) = recorder.events
     assert (receipt.type, receipt.vc) == ("receive", {"orchestrator": 1, "x": 2})
     assert "a vector clock of 5 entries, for 4 nodes" in caplog.text
+
+
+def test_explain_tells_a_fault_a_gate_reports_late_as_late() -> None:
+    """A gate sends its events when its part of the run is over: its drop is told after what
+    happened since, and the sentence says so."""
+    recorder = Recorder()
+    said: list[str] = []
+    explain_to(recorder, said.append)
+    recorder.attach(compile_source("x*y"), "c", {})
+    recorder.begin("r", {"x": 3.0, "y": -2.0})
+    fwd = topic("c", "fwd", "x")
+    dropped = {"id": "x:2", "src": "x", "phase": "forward", "topic": fwd, "value": 3.0}
+    x = recorder.nodes.index("x")
+    two_seconds_ago = time.time_ns() - 2_000_000_000
+    events = [["drop", two_seconds_ago, 2, [0] * x + [2], True, dropped, None]]
+    batch = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1", "events": events}
+    recorder.on_trace(json.dumps(batch).encode())
+    (told,) = said
+    assert told.startswith("  1. the fault injector drops x's forward message (x:2) to mul(f): it never reaches")
+    assert told.endswith("(told late: it happened 2.0 s ago, and the gate has only now sent its events)")
 
 
 def test_the_recorder_ignores_a_batch_whose_clock_names_a_node_it_lacks(caplog: pytest.LogCaptureFixture) -> None:
