@@ -22,8 +22,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gates.protocol import BROKER, ORCHESTRATOR
+from gates.protocol import BROKER, MESSAGE_ADAPTER, ORCHESTRATOR
 from gates.trace_records import TraceEvent
+from gates.transport import encode
 from orchestrator.circuit import Circuit
 from orchestrator.errors import InputError
 from orchestrator.result import RunResult
@@ -262,6 +263,39 @@ def fmt(value: float | None) -> str:
     if math.isfinite(value) and 1e-3 <= abs(value) < 1e5:
         return f"{value:.3f}".rstrip("0").rstrip(".")
     return f"{value:.3g}"
+
+
+def as_sent(trace: Trace, send: TraceEvent) -> str:
+    """A send's message as it crossed the broker: its topic, then its JSON payload, rebuilt from
+    the trace (the deployment, the run, the sender's clock by node number). An error or a
+    status answer, whose every field the trace does not keep, as the trace records it."""
+    m = send.msg
+    if m is None:
+        return "{}"
+    numbers = {name: i for i, name in enumerate(trace.circuit.nodes)}
+    vc = [0] * (max((numbers[n] for n in send.vc if n in numbers), default=0) + 1)
+    for name, count in send.vc.items():
+        if name in numbers:
+            vc[numbers[name]] = count
+    fields: dict[str, object] = {"circuit": trace.header.deployment, "sender": m.src, "run": send.run}
+    fields["clock"] = {"lamport": send.lamport, "vc": vc}
+    match m.phase:
+        case "feed" | "forward":
+            fields["value"] = m.value
+        case "backward":
+            fields.update(port=m.port, grad=m.grad)
+        case "report":
+            fields["grad"] = m.grad
+        case "probe" | "release":
+            pass
+        case _:
+            return dumps_msg(send)
+    message = MESSAGE_ADAPTER.validate_python({"type": _TYPE_OF[m.phase], **fields})
+    return f"{m.topic}\n{encode(message).decode()}"
+
+
+_TYPE_OF = {phase: phase for phase in ("feed", "forward", "backward", "probe", "release")} | {"report": "grad"}
+"""A message's `type` by its phase in a trace."""
 
 
 def dumps_msg(event: TraceEvent) -> str:

@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 
 from gates.protocol import BROKER, ORCHESTRATOR
 from gates.trace_records import TraceEvent
-from orchestrator.trace import Trace, dumps_msg
+from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
 
@@ -81,7 +81,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     body: list[str] = [text(LEFT, 24, caption, "caption", anchor="start")]
     labels = {g.id: g.id if g.op in ("input", "const") else f"{g.id} {symbol(g)}" for g in trace.circuit.gates}
     body += _heads(columns, hosts, lost_at, bottom, labels)
-    body += _arrows(events, where, columns, lost_at, bottom)
+    body += _arrows(trace, events, where, columns, lost_at, bottom)
     body += _unsent(events, where, columns, _crossed_at(of_run))
     body += _dots(events, where, columns)
     width = LEFT * 2 + COLUMN * len(columns)
@@ -130,6 +130,7 @@ def _heads(
 
 
 def _arrows(
+    trace: Trace,
     events: list[TraceEvent],
     where: dict[int, _Place],
     columns: dict[str, int],
@@ -151,22 +152,23 @@ def _arrows(
         assert send.msg is not None
         start = where[id(send)]
         delayed = ("delay", msg_id) in faults
+        shown = as_sent(trace, send)  # what crossed the broker, for the hover text
         seen: set[str] = set()
         for receipt in receipts.get(msg_id, []):
             copy = receipt.node in seen
             seen.add(receipt.node)
-            out.append(_arrow(send, start, where[id(receipt)], receipt, copy=copy, delayed=delayed))
+            out.append(_arrow(send, shown, start, where[id(receipt)], receipt, copy=copy, delayed=delayed))
         dropped = faults.get(("drop", msg_id))
         for node in send.msg.dest:
             if node in seen or node not in columns:
                 continue
             x = LEFT + COLUMN * (columns[node] + 0.5)
             if dropped is not None:
-                out.append(_dropped(send, start, x, where[id(dropped)].y))
+                out.append(_dropped(send, shown, start, x, where[id(dropped)].y))
             else:
                 end = lost_at.get(node, bottom - ROW / 2)
                 end = end if end > start.y else start.y + ROW  # sent after its receiver was gone
-                out.append(_undelivered(send, start, _Place(x, end), node in lost_at))
+                out.append(_undelivered(send, shown, start, _Place(x, end), node in lost_at))
     return out
 
 
@@ -220,14 +222,16 @@ def _label(send: TraceEvent) -> tuple[str, str]:
     return (m.note or m.phase), "note"
 
 
-def _arrow(send: TraceEvent, a: _Place, b: _Place, receipt: TraceEvent, *, copy: bool, delayed: bool) -> str:
+def _arrow(
+    send: TraceEvent, shown: str, a: _Place, b: _Place, receipt: TraceEvent, *, copy: bool, delayed: bool
+) -> str:
     assert send.msg is not None
     phase = send.msg.phase
     css = f"msg {phase}" + (" duplicate" if copy else "") + (" delayed" if delayed else "")
     marker = "dup" if copy else phase
     label, label_css = _label(send)
     hover = (
-        f"{dumps_msg(send)}\nsent at lamport {send.lamport} {send.vc}\n"
+        f"{shown}\nsent by {send.node} at lamport {send.lamport} {send.vc}\n"
         f"received by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
         + (" (a duplicate copy)" if copy else "")
     )
@@ -248,12 +252,12 @@ def _label_place(a: _Place, b: _Place) -> _Place:
     return _Place(a.x + dx * t, a.y + (b.y - a.y) * t)
 
 
-def _dropped(send: TraceEvent, a: _Place, dest_x: float, fault_y: float) -> str:
+def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault_y: float) -> str:
     assert send.msg is not None
     toward = 1 if dest_x > a.x else -1  # it ends half a column short of its receiver, between two lines
     end = _Place(dest_x - toward * COLUMN / 2, max(fault_y, a.y) + ROW * 1.5)
     label, label_css = _label(send)
-    hover = f"{dumps_msg(send)}\nsent at lamport {send.lamport}; dropped by the fault injector"
+    hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; dropped by the fault injector"
     return (
         f'<g class="arrow dropped"><title>{escape(hover)}</title>'
         f'<line class={attr(f"msg {send.msg.phase} drop")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
@@ -262,11 +266,11 @@ def _dropped(send: TraceEvent, a: _Place, dest_x: float, fault_y: float) -> str:
     )
 
 
-def _undelivered(send: TraceEvent, a: _Place, b: _Place, lost: bool) -> str:
+def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool) -> str:
     assert send.msg is not None
     lost_too = ": its receiver's host was lost, with the events it had not sent"
     why = "no receipt in the trace" + (lost_too if lost else "")
-    hover = f"{dumps_msg(send)}\nsent at lamport {send.lamport}; {why}"
+    hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; {why}"
     return (
         f'<g class="arrow undelivered"><title>{escape(hover)}</title>'
         f'<line class={attr(f"msg {send.msg.phase} undelivered")} x1="{a.x:.1f}" y1="{a.y:.1f}" '

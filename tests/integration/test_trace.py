@@ -15,7 +15,7 @@ import pytest
 from gates.faults import Faults
 from gates.protocol import BROKER, ORCHESTRATOR
 from gates.trace_records import TraceEvent
-from gates.transport import BrokerAddress
+from gates.transport import BrokerAddress, client
 from orchestrator.api import run_circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
@@ -23,7 +23,7 @@ from orchestrator.errors import HostLost, RunError
 from orchestrator.recorder import Recorder
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
-from orchestrator.trace import Trace, TraceError, dump_lines, parse_trace, read_trace, write_trace
+from orchestrator.trace import Trace, TraceError, as_sent, dump_lines, parse_trace, read_trace, write_trace
 from tests.processes import GateHostProcess, gatemesh
 from tests.shiviz_rules import validate
 from tests.unit.test_reference import NEURON, NEURON_GRADS
@@ -377,6 +377,30 @@ def test_the_shiviz_export_names_a_node_whose_events_are_missing() -> None:
     without_x = trace.model_copy(update={"events": tuple(e for e in trace.events if e.node != "x")})
     with pytest.raises(DrawError, match=r"has heard of event \d+ of x, but x has no events in the trace; ShiViz needs"):
         export([("qf", without_x)])
+
+
+async def test_an_arrows_hover_shows_the_message_as_it_crossed_the_broker(mosquitto_url: str) -> None:
+    """The payload a Lamport arrow's <title> shows is rebuilt from the trace; it must be, byte
+    for byte, what a client subscribed to the deployment's topics received."""
+    broker = BrokerAddress.parse(mosquitto_url)
+    recorder = Recorder()
+    crossed: set[str] = set()
+    async with in_process(compile_source(QF), broker, recorder=recorder) as runner, client(broker) as spy:
+        await spy.subscribe(f"gatemesh/{runner.deployment}/#", qos=1)
+        assert await runner.run(QF_INPUTS) == QF_RESULT
+        await recorder.drain()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for message in spy.messages:
+                    assert isinstance(message.payload, bytes)
+                    if b'"clock"' in message.payload:
+                        crossed.add(f"{message.topic.value}\n{message.payload.decode()}")
+    trace = recorder.trace()
+    sent = {as_sent(trace, e) for e in trace.events if e.type == "send"}
+    assert len(sent) == len(crossed) == 16
+    assert sent == crossed
+    titles = {t.text or "" for g in by_class(draw_lamport(trace), "arrow") for t in g if t.tag == f"{SVG}title"}
+    assert {title.split("\nsent by")[0] for title in titles} == crossed
 
 
 def test_a_dropped_message_ends_between_two_lifelines() -> None:
