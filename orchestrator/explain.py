@@ -87,15 +87,17 @@ class Explainer:
             self._told.add((run, msg.id))
         return self._numbered(msg.src, self._sentence(run, msg))
 
-    def dropped(self, msg: TraceMsg) -> str:
-        """The next numbered sentence, for a message the fault injector dropped."""
+    def dropped(self, msg: TraceMsg, run: str = "") -> str:
+        """The next numbered sentence, for a message the fault injector dropped (a forward
+        value's with the step that computed it: no crossing tells that step)."""
         self.count += 1
         to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
-        return self._numbered(
-            msg.src,
-            f"the fault injector drops {self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}: "
-            "it never reaches the broker",
-        )
+        dropped = f"the fault injector drops {self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}"
+        if msg.phase == "forward" and msg.src in self.circuit.by_id and (run, msg.id) not in self._told:
+            self._told.add((run, msg.id))
+            step = self._forward(run, msg.src, msg.value or 0.0).partition("; sends ")[0]
+            return self._numbered(msg.src, f"{step}; {dropped}: it never reaches the broker")
+        return self._numbered(msg.src, f"{dropped}: it never reaches the broker")
 
     def fault(self, event: TraceEvent) -> str:
         """The next numbered sentence, for what went wrong without a message crossing: a delay or

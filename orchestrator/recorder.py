@@ -536,7 +536,7 @@ def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
             say(explainer.tell(event.run, event.msg))
             return
         if event.type == "drop" and event.msg is not None:
-            told = explainer.dropped(event.msg)
+            told = explainer.dropped(event.msg, event.run)
         elif event.type in ("delay", "reorder", "host_lost", "timeout"):
             told = explainer.fault(event)
         else:

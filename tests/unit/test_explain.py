@@ -163,3 +163,16 @@ def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
     explainer.tell("r", report)
     copy = explainer.tell("r", report)
     assert copy.endswith("it changes nothing: the orchestrator takes the first copy of each message")
+
+
+def test_a_dropped_forward_value_is_told_with_the_step_that_computed_it() -> None:
+    """No crossing tells the step of a gate whose value was dropped: its drop does."""
+    circuit = compile_source("q = x + y; f = q * z")
+    explainer = Explainer(circuit)
+    for name, message in one_pass(circuit, {"x": -2, "y": 5, "z": -4})[:5]:  # the feeds, then x's and y's values
+        explainer.explain(name, message)
+    dropped = TraceMsg(id="q:7", src="q", dest=("f",), phase="forward", topic=topic("c", "fwd", "q"), value=3.0)
+    assert explainer.dropped(dropped, "r") == (
+        "  6. add(q) got -2 from x and 5 from y; computes -2 + 5 = 3; "
+        "the fault injector drops add(q)'s forward message (q:7) to mul(f): it never reaches the broker"
+    )
