@@ -16,6 +16,7 @@ import heapq
 import itertools
 import json
 import math
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -91,6 +92,29 @@ class Trace(BaseModel):
     def of_run(self, run: str | None = None) -> list[TraceEvent]:
         chosen = self.run_id(run)
         return [e for e in self.events if e.run == chosen]
+
+    def shown_received(self, run: str | None = None) -> dict[tuple[str, str], TraceEvent]:
+        """(message id, receiver) -> the crossing that shows the receiver had the message, for
+        the messages to a gate on a lost host whose receipt the trace lacks (the host went
+        before the gate sent its events): a gate sends its value only once every input's value has come,
+        and its gradients only once every consumer's have, so its own value (or gradient)
+        crossing the broker later shows it received what it waited for."""
+        events = self.of_run(run)
+        lost = {gate for e in events if e.type == "host_lost" for gate in e.gates or ()}
+        received = {(e.msg.id, e.node) for e in events if e.type == "receive" and e.msg is not None}
+        sent_on: dict[tuple[str, str], TraceEvent] = {}
+        for e in events:
+            if e.type == "cross" and e.msg is not None:
+                sent_on.setdefault((e.msg.src, _LEG[e.msg.phase]), e)
+        shown: dict[tuple[str, str], TraceEvent] = {}
+        for e in events:
+            if e.type != "cross" or e.msg is None or e.msg.phase not in ("feed", "forward", "backward"):
+                continue
+            for reader in set(e.msg.dest) & lost:
+                proof = sent_on.get((reader, _LEG[e.msg.phase]))
+                if (e.msg.id, reader) not in received and proof is not None and proof.seq > e.seq:
+                    shown.setdefault((e.msg.id, reader), proof)
+        return shown
 
     def placement(self) -> dict[str, str]:
         """gate -> host, every gate included (in-process gates run on 'local')."""
@@ -296,6 +320,10 @@ def as_sent(trace: Trace, send: TraceEvent) -> str:
 
 _TYPE_OF = {phase: phase for phase in ("feed", "forward", "backward", "probe", "release")} | {"report": "grad"}
 """A message's `type` by its phase in a trace."""
+
+
+_LEG: dict[str, str] = defaultdict(str, feed="forward", forward="forward", backward="backward", report="backward")
+"""The leg of a pass a message belongs to: a gate's messages of one leg wait for all it receives in that leg."""
 
 
 def dumps_msg(event: TraceEvent) -> str:

@@ -23,6 +23,7 @@ import graphviz
 
 from gates.ops import OPS
 from gates.protocol import ORCHESTRATOR
+from gates.trace_records import TraceMsg
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.trace import Trace
 from viz.svg import GREEN, GREY, RED, DrawError, attr, document, num, text
@@ -79,22 +80,33 @@ def state_at(trace: Trace, run: str | None = None, step: int | None = None) -> W
     if step is not None and not 0 <= step <= len(trace.events):
         raise DrawError(f"--step {step}: the trace has {len(trace.events)} events; give 0 to {len(trace.events)}")
     state = WireState()
+    shown = trace.shown_received(chosen)  # receipts lost with a host, shown by what crossed after
     for event in trace.events:
         if step is not None and event.seq > step:
             break
         state.events = event.seq
-        if event.run != chosen or event.type != "receive" or event.msg is None:
+        if event.run != chosen or event.msg is None:
             continue
-        m = event.msg
-        if m.phase == "forward" and m.value is not None:
-            state.values.setdefault(m.src, m.value)
-            if event.node == ORCHESTRATOR and m.src == trace.circuit.output and state.output_value is None:
-                state.output_value = m.value
-        elif m.phase == "backward" and m.grad is not None:
-            state.parts.setdefault((event.node, m.src, m.port or 0), m.grad)
-            if m.src == ORCHESTRATOR and state.seed is None:
-                state.seed = m.grad
+        if event.type == "receive":
+            _delivered(trace, state, event.msg, event.node)
+        elif event.type == "cross":
+            for reader in event.msg.dest:
+                proof = shown.get((event.msg.id, reader))
+                if proof is not None and (step is None or proof.seq <= step):
+                    _delivered(trace, state, event.msg, reader)
     return state
+
+
+def _delivered(trace: Trace, state: WireState, m: TraceMsg, reader: str) -> None:
+    """`reader` has message `m`: its number goes on the wire."""
+    if m.phase == "forward" and m.value is not None:
+        state.values.setdefault(m.src, m.value)
+        if reader == ORCHESTRATOR and m.src == trace.circuit.output and state.output_value is None:
+            state.output_value = m.value
+    elif m.phase == "backward" and m.grad is not None:
+        state.parts.setdefault((reader, m.src, m.port or 0), m.grad)
+        if m.src == ORCHESTRATOR and state.seed is None:
+            state.seed = m.grad
 
 
 def _short(value: float | None) -> str:
@@ -200,6 +212,7 @@ def draw_circuit(
         branches[tail, head] += 1
     shapes = [_node(circuit, name, node, at) for name, node in nodes.items()]
     width, total_height = bb[2] - bb[0] + 2 * SIDE, height + TOP + BOTTOM
+    width = max(width, 2 * SIDE + 7.0 * len(caption))  # the caption on one line
     legend = [
         text(SIDE, total_height - 12, "value (forward)", "legend value-key", anchor="start"),
         text(SIDE + 110, total_height - 12, "gradient (backward)", "legend grad-key", anchor="start"),

@@ -45,7 +45,7 @@ STYLE = f"""
 .msg.duplicate {{ stroke: {DUPLICATE}; stroke-dasharray: 6 2; }}
 .msg.drop {{ stroke-dasharray: 5 4; }}
 .msg.undelivered {{ stroke-dasharray: 2 3; }}
-.msg.unsent {{ stroke-dasharray: 8 3 2 3; }}
+.msg.unsent, .msg.unrecorded {{ stroke-dasharray: 8 3 2 3; }}
 .value {{ font-size: 11px; fill: {GREEN}; font-weight: 600; }}
 .grad {{ font-size: 11px; fill: {RED}; font-weight: 600; }}
 .value, .grad, .fault, .note {{ paint-order: stroke; stroke: white; stroke-width: 3px; }}
@@ -81,12 +81,13 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     body: list[str] = [text(LEFT, 24, caption, "caption", anchor="start")]
     labels = {g.id: g.id if g.op in ("input", "const") else f"{g.id} {symbol(g)}" for g in trace.circuit.gates}
     body += _heads(columns, hosts, lost_at, bottom, labels)
-    body += _arrows(trace, events, where, columns, lost_at, bottom)
-    body += _unsent(events, where, columns, _crossed_at(of_run))
+    crossed_at = _crossed_at(of_run)
+    body += _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at)
+    body += _unsent(events, where, columns, crossed_at)
     body += _dots(events, where, columns)
     width = LEFT * 2 + COLUMN * len(columns)
     body += _legend(bottom + 22)
-    width = max(width, 640, 2 * LEFT + 7.0 * len(caption))  # the caption on one line
+    width = max(width, 700, 2 * LEFT + 7.0 * len(caption))  # the legend, and the caption on one line
     return document(width, bottom + BOTTOM, STYLE, body, caption or f"run {chosen}")
 
 
@@ -131,11 +132,13 @@ def _heads(
 
 def _arrows(
     trace: Trace,
+    run: str,
     events: list[TraceEvent],
     where: dict[int, _Place],
     columns: dict[str, int],
     lost_at: dict[str, float],
     bottom: float,
+    crossed_at: dict[str, float],
 ) -> list[str]:
     sends = {e.msg.id: e for e in events if e.type == "send" and e.msg is not None}
     receipts: dict[str, list[TraceEvent]] = defaultdict(list)
@@ -147,6 +150,7 @@ def _arrows(
             receipts[e.msg.id].append(e)
         elif e.type in ("drop", "duplicate", "delay"):
             faults.setdefault((e.type, e.msg.id), e)
+    shown_received = trace.shown_received(run)
     out = []
     for msg_id, send in sends.items():
         assert send.msg is not None
@@ -163,8 +167,12 @@ def _arrows(
             if node in seen or node not in columns:
                 continue
             x = LEFT + COLUMN * (columns[node] + 0.5)
+            proof = shown_received.get((msg_id, node))
             if dropped is not None:
                 out.append(_dropped(send, shown, start, x, where[id(dropped)].y))
+            elif proof is not None and proof.msg is not None and proof.msg.id in crossed_at:
+                got = _Place(x, max(crossed_at[proof.msg.id] - ROW / 2, start.y + ROW / 2))
+                out.append(_received_unrecorded(send, shown, start, got, node, proof))
             else:
                 end = lost_at.get(node, bottom - ROW / 2)
                 end = end if end > start.y else start.y + ROW  # sent after its receiver was gone
@@ -263,6 +271,26 @@ def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault_y: fl
         f'<line class={attr(f"msg {send.msg.phase} drop")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
         f'x2="{end.x:.1f}" y2="{end.y:.1f}"/>{_cross(end.x, end.y, "cross drop-mark", 5)}'
         f"{text((a.x + end.x) / 2, (a.y + end.y) / 2 - 3, label, label_css)}</g>"
+    )
+
+
+def _received_unrecorded(send: TraceEvent, shown: str, a: _Place, b: _Place, node: str, proof: TraceEvent) -> str:
+    """A message its receiver got, though the receipt went with the receiver's host: the
+    receiver's own next message, which crossed the broker, shows it."""
+    assert send.msg is not None
+    assert proof.msg is not None
+    phase = send.msg.phase
+    hover = (
+        f"{shown}\nsent by {send.node} at lamport {send.lamport}; its receipt is not in the trace ({node}'s "
+        f"host was lost), but {node} received it: its {proof.msg.phase} message {proof.msg.id} crossed the broker "
+        "after it, and a gate sends that only once all it waits for has come"
+    )
+    label, label_css = _label(send)
+    at = _label_place(a, b)
+    return (
+        f"<g class={attr('arrow unrecorded ' + phase)}><title>{escape(hover)}</title>"
+        f'<line class={attr(f"msg {phase} unrecorded")} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" '
+        f'y2="{b.y:.1f}" marker-end="url(#head-{phase})"/>{text(at.x, at.y - 3, label, label_css)}</g>'
     )
 
 
@@ -390,6 +418,7 @@ def _legend(y: float) -> list[str]:
     out += _key(LEFT + 90, y, _swatch(LEFT + 90, y, GREEN, "2 3"), "no receipt in the trace")
     out += _key(LEFT + 260, y, _legend_cross(LEFT + 260, y, "#b91c1c"), "host lost")
     out += _key(LEFT + 350, y, _swatch(LEFT + 350, y, ERROR), "error report")
+    out += _key(LEFT + 460, y, _swatch(LEFT + 460, y, GREEN, "8 3 2 3"), "send or receipt lost with its host")
     y += 18
     diamond = f'<text x="{LEFT + 4:.1f}" y="{y:.1f}" fill="{ERROR}" font-size="11">\u25c6</text>'
     out += _key(LEFT, y, diamond, "fault injected (drop, dup, delay, reorder)")

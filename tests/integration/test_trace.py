@@ -370,6 +370,34 @@ def test_a_message_whose_send_was_lost_with_its_host_is_drawn_from_its_crossing(
     drawn = by_class(svg, "arrow unsent")
     numbers = sorted(t.text or "" for g in drawn for t in g if t.get("class") in ("value", "grad"))
     assert numbers == ["-4.00", "-4.00", "3.00"]  # add_1's value to f, and its gradients to x and y
+    assert by_class(svg, "unrecorded") == []  # no host was lost: nothing shows add_1 received anything
+
+
+def test_what_a_gate_on_a_lost_host_received_is_shown_by_what_it_sent() -> None:
+    """add_1's host is lost with add_1's events: its receipts of x's and y's values and of f's
+    gradient are not in the trace, but its own value and gradients crossed the broker after
+    them, and a gate sends those only once it has what it waits for."""
+    trace = read_trace(IMG / "qf.jsonl")
+    last = trace.events[-1]
+    lost = last.model_copy(update={"seq": last.seq + 1, "type": "host_lost", "msg": None, "gates": ("add_1",)})
+    kept = tuple(e for e in trace.events if e.node != "add_1")
+    without_add = trace.model_copy(update={"events": (*kept, lost)})
+    shown = without_add.shown_received()
+    assert sorted(
+        (msg_id.split(":")[0], reader, proof.msg.phase if proof.msg else "")
+        for (msg_id, reader), proof in shown.items()
+    ) == [
+        ("f", "add_1", "backward"),
+        ("x", "add_1", "forward"),
+        ("y", "add_1", "forward"),
+    ]
+    svg = draw_lamport(without_add)
+    drawn = by_class(svg, "arrow unrecorded")
+    numbers = sorted(t.text or "" for g in drawn for t in g if t.get("class") in ("value", "grad"))
+    assert numbers == ["-2.00", "-4.00", "5.00"]
+    state = state_at(without_add)
+    assert (state.values["x"], state.values["y"], state.parts[("add_1", "f", 0)]) == (-2.0, 5.0, -4.0)
+    assert state_at(trace.model_copy(update={"events": kept})).values.get("x") is None  # no host lost: not shown
 
 
 def test_the_shiviz_export_names_a_node_whose_events_are_missing() -> None:
