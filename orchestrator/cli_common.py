@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -86,6 +87,8 @@ def check_writable(option: str, path: Path | None, suffixes: tuple[str, ...] = (
         return
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError(f"{option} {path}: write it as {', '.join(suffixes)}")
+    if path.is_dir():
+        raise InputError(f"{option} {path}: a directory; give the name of a file to write")
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"{option} {path}: cannot write in {path.parent} (missing, or not writable)")
 
@@ -107,6 +110,8 @@ def load_circuit(source: str, output: str | None = None) -> Circuit:
         if output is not None and output != circuit.output:
             raise InputError("--output applies to expressions; a circuit file names its own output")
         return circuit
+    if ("/" in source or "." in source) and Path(source).is_file():  # `a/b` is an expression too
+        raise InputError(f"{source}: a circuit file's name ends in {', '.join(CIRCUIT_SUFFIXES)}")
     return compile_source(source, output=output)
 
 
@@ -115,6 +120,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, float]:
     values: dict[str, float] = {}
     for text in assignments:
         name, sep, number = text.partition("=")
+        name = unicodedata.normalize("NFKC", name)  # as Python reads the names of an expression
         if not sep or not name.strip():
             raise InputError(f"{text!r}: give inputs as name=value, like x=-2")
         try:

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.api import run_circuit
-from orchestrator.cli_common import err, load_circuit, parse_assignments
+from orchestrator.cli_common import check_writable, err, load_circuit, parse_assignments
 from orchestrator.errors import InputError
 from orchestrator.recorder import Recorder
 from orchestrator.trace import Trace, read_trace
@@ -59,6 +59,7 @@ def draw_circuit_command(
     With --trace the numbers are the run's; with input values (and no --trace) the circuit is
     run once through the broker, traced, and drawn; with neither, the bare circuit.
     """
+    check_writable("-o", output_file, (".svg",))
     given = list(arguments or [])
     if trace is not None:
         recorded = read_trace(trace)
@@ -103,6 +104,7 @@ def draw_lamport_command(
     run: RunOption = None,
 ) -> None:
     """The space-time diagram: a line per gate (grouped by host), an arrow per message, faults marked."""
+    check_writable("-o", output_file, (".svg",))
     recorded = read_trace(trace)
     chosen = recorded.run_id(run)
     faults = f"; faults {recorded.header.faults}" if recorded.header.faults else ""
@@ -116,6 +118,7 @@ def export_shiviz_command(
     output_file: OutOption = Path("runs.log"),
 ) -> None:
     """A ShiViz log (DistributedClocks/shiviz): open it there with "Choose File"."""
+    check_writable("-o", output_file)
     names = [path.name for path in traces]
     named = [
         (name if names.count(name) == 1 else str(path), read_trace(path))

@@ -29,7 +29,8 @@ def check_inputs(circuit: Circuit, inputs: Mapping[str, float]) -> None:
     missing = [name for name in circuit.inputs if name not in inputs]
     unknown = sorted(set(inputs) - set(circuit.inputs))
     if missing:
-        raise InputError(f"no value for input(s): {_some(missing)} (give them as name=value)")
+        also = f"; not inputs of this circuit: {_some(unknown)}" if unknown else ""
+        raise InputError(f"no value for input(s): {_some(missing)} (give them as name=value){also}")
     if unknown:
         raise InputError(f"not inputs of this circuit: {_some(unknown)}; inputs: {_some(circuit.inputs)}")
     bad = [name for name, value in inputs.items() if not math.isfinite(value)]

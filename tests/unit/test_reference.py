@@ -110,5 +110,7 @@ def test_inputs_are_checked() -> None:
         evaluate(circuit, {"x": 1})
     with pytest.raises(InputError, match="not inputs of this circuit: w"):
         evaluate(circuit, {"x": 1, "y": 2, "w": 3})
+    with pytest.raises(InputError, match=r"no value for input\(s\): y \(.*\); not inputs of this circuit: Y$"):
+        evaluate(circuit, {"x": 1, "Y": 2})  # the real mistake is the name given
     with pytest.raises(InputError, match="finite"):
         evaluate(circuit, {"x": math.inf, "y": 2})

@@ -1,0 +1,40 @@
+"""What the CLI makes of SOURCE and of name=value arguments, before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli_common import check_writable, load_circuit, parse_assignments
+from orchestrator.errors import InputError
+
+
+def test_input_names_are_read_as_python_reads_the_expressions_names() -> None:
+    """Python normalises an identifier (NFKC): the fullwidth x of `\\uff58+1` is the input x."""
+    circuit = load_circuit("\uff58+1")
+    assert circuit.inputs == ["x"]
+    assert parse_assignments(["\uff58=1"]) == {"x": 1.0}
+
+
+def test_a_file_without_a_circuit_suffix_is_not_read_as_an_expression(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cf").mkdir()
+    (tmp_path / "cf" / "ok").write_text('{"gates": []}')
+    (tmp_path / "circuit.txt").write_text('{"gates": []}')
+    for source in ("cf/ok", "circuit.txt"):
+        with pytest.raises(InputError, match=rf"^{source}: a circuit file's name ends in \.json, \.yaml, \.yml$"):
+            load_circuit(source)
+    assert load_circuit("cf/x").inputs == ["cf", "x"]  # no such file: an expression, cf / x
+
+
+def test_a_file_to_write_is_checked_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^--trace .*: a directory; give the name of a file to write$"):
+        check_writable("--trace", tmp_path)
+    with pytest.raises(InputError, match=r"^-o .*c\.png: write it as \.svg$"):
+        check_writable("-o", tmp_path / "c.png", (".svg",))
+    with pytest.raises(InputError, match=r"cannot write in .*missing.* \(missing, or not writable\)"):
+        check_writable("-o", tmp_path / "missing" / "c.svg", (".svg",))
+    check_writable("-o", tmp_path / "c.svg", (".svg",))
