@@ -67,6 +67,10 @@ def load(path: Path, shapes: Mapping[str, Shape]) -> Checkpoint:
     try:
         if path.stat().st_size > MAX_BYTES:
             raise InputError(f"{path}: larger than {MAX_BYTES} bytes; not a checkpoint of this network")
+        with path.open("rb") as file:
+            magic = file.read(6)
+        if not magic.startswith((b"PK\x03\x04", b"\x93NUMPY")):  # numpy would read anything else as a pickle
+            raise InputError(f"{path}: not a .npz checkpoint (a zip of .npy arrays, as --checkpoint writes)")
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, NpzFile):  # a lone .npy array
             raise InputError(f"{path}: one array, not a .npz checkpoint (its parameters and meta)")

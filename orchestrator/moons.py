@@ -51,12 +51,13 @@ def load(path: Path | None = None) -> Points:
     """Read a data CSV (the built-in moons without a path); InputError names the bad line."""
     source = path or BUILTIN
     try:
-        text = source.read_text(encoding="utf-8")
+        text = source.read_text(encoding="utf-8-sig")  # with or without the byte-order mark spreadsheets write
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{source}: cannot read the data file: {exc}") from exc
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or [cell.strip() for cell in rows[0]] != HEADER:
-        raise InputError(f"{source}: line 1 must be the header {','.join(HEADER)}")
+        found = ",".join(rows[0])[:80] if rows else "nothing"
+        raise InputError(f"{source}: line 1 must be the header {','.join(HEADER)}, not {found!r}")
     if not 1 < len(rows) <= MAX_POINTS + 1:
         raise InputError(f"{source}: give between 1 and {MAX_POINTS} points, one per line")
     xs, ys = [], []

@@ -107,7 +107,12 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
     checkpoint.save(path, Checkpoint({**params, "W1": np.zeros((2, 16))}, 1, 0))
     with pytest.raises(InputError, match=r"W1 is float64 \(2, 16\); the network's is float64 \(16, 2\)"):
         checkpoint.load(path, shapes)
-    path.write_bytes(b"not a zip")
+    path.write_bytes(b"not a zip")  # numpy would advise unpickling it
+    with pytest.raises(
+        InputError, match=r"c\.npz: not a \.npz checkpoint \(a zip of \.npy arrays, as --checkpoint writes\)$"
+    ):
+        checkpoint.load(path, shapes)
+    path.write_bytes(b"PK\x03\x04 but cut short")
     with pytest.raises(InputError, match=r"not a readable \.npz"):
         checkpoint.load(path, shapes)
     np.save(path.with_suffix(".npy"), params["W1"])
@@ -168,5 +173,7 @@ def test_data_files_are_checked_line_by_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="line 2: the label must be -1 or 1, not '0'"):
         moons.load(path)
     path.write_text("a,b\n")
-    with pytest.raises(InputError, match="line 1 must be the header x1,x2,label"):
+    with pytest.raises(InputError, match="line 1 must be the header x1,x2,label, not 'a,b'"):
         moons.load(path)
+    path.write_bytes("\ufeffx1,x2,label\n0.5,1.0,1\n".encode())  # a spreadsheet's byte-order mark
+    assert moons.load(path).y.tolist() == [1.0]
