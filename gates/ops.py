@@ -129,22 +129,28 @@ def _operands_of(op: Op, inputs: Sequence[float], param: float | None) -> Sequen
 
 
 def _checked(
-    what: str, op: Op, inputs: Sequence[float], call: Callable[[], float | tuple[float, ...]]
+    what: str, op: Op, operands: Sequence[float], call: Callable[[], float | tuple[float, ...]]
 ) -> tuple[float, ...]:
     """Run one op function; turn every arithmetic failure into a DomainError that says why."""
+    shown = _at(op, operands)
     try:
         result = call()
-    except (ZeroDivisionError, OverflowError, ValueError) as exc:
-        raise DomainError(f"{what} of {_at(op, inputs)} is undefined ({exc})") from exc
+    except OverflowError as exc:
+        raise DomainError(f"{what} of {shown} overflows: it is too large for a float") from exc
+    except (ZeroDivisionError, ValueError) as exc:
+        raise DomainError(f"{what} of {shown} is undefined ({exc})") from exc
     values = result if isinstance(result, tuple) else (result,)
     for v in values:
-        if isinstance(v, complex) or not math.isfinite(v):
-            raise DomainError(f"{what} of {_at(op, inputs)} is not a finite real number ({v})")
+        if isinstance(v, complex):  # a negative number to a fractional power
+            raise DomainError(f"{what} of {shown} is not a real number (a negative base, a fractional power)")
+        if not math.isfinite(v):
+            why = "it is too large for a float" if math.isinf(v) else "it is not a number"
+            raise DomainError(f"{what} of {shown} is not a finite real number: {why}")
     return values
 
 
-def _at(op: Op, inputs: Sequence[float]) -> str:
-    return f"{op.name}({', '.join(f'{x:g}' for x in inputs)})"
+def _at(op: Op, operands: Sequence[float]) -> str:
+    return f"{op.name}({', '.join(f'{x:g}' for x in operands)})"
 
 
 def forward(op: Op, inputs: Sequence[float], param: float | None) -> float:
@@ -153,10 +159,10 @@ def forward(op: Op, inputs: Sequence[float], param: float | None) -> float:
         given = "fed by each run" if op.fed else "its parameter"
         raise LeafError(f"op {op.name} is a leaf: its value is {given}, not computed by forward")
     operands = _operands_of(op, inputs, param)
-    return _checked("output", op, inputs, lambda: op.forward(*operands))[0]
+    return _checked("output", op, operands, lambda: op.forward(*operands))[0]
 
 
 def local_grads(op: Op, inputs: Sequence[float], out: float, param: float | None) -> tuple[float, ...]:
     """d(out)/d(input_i) for each input, or DomainError; never nan or inf (a leaf has no inputs: ())."""
     operands = _operands_of(op, inputs, param)
-    return _checked("local gradient", op, inputs, lambda: op.grads(*operands, out))
+    return _checked("local gradient", op, operands, lambda: op.grads(*operands, out))
