@@ -17,9 +17,10 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from gates.ops import OPS
-from gates.protocol import BROKER, ORCHESTRATOR, Finite, GateSpec, Name
+from gates.protocol import BROKER, NAME_PATTERN, NAME_RULE, ORCHESTRATOR, Finite, GateSpec, Name
 from orchestrator.errors import CircuitError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -171,15 +172,49 @@ class Circuit(BaseModel):
             errors = exc.errors(include_url=False)
             # pydantic adds "too short" for a list whose items failed: noise beside the real cause
             errors = [e for e in errors if e["type"] != "too_short"] or errors
-            problems = "; ".join(
-                f"{_location(e['loc'], data)}: {e['msg'].removeprefix('Value error, ')}" for e in errors[:5]
-            )
+            problems = "; ".join(f"{_location(e['loc'], data)}: {_said(e)}" for e in errors[:5])
             raise CircuitError(f"{source}: invalid circuit: {problems}") from exc
+
+
+def _said(error: ErrorDetails) -> str:
+    """A validation error's message in words (a name's regular expression as its rule)."""
+    if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
+        return f"{error['input']!r} is not a name: give {NAME_RULE}"
+    return error["msg"].removeprefix("Value error, ")
+
+
+class DuplicateKey(ValueError):
+    """A JSON object or YAML mapping that gives one key twice (the parsers keep the last)."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise DuplicateKey(f"the key {twice!r} appears twice in one object")
+    return dict(pairs)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load's loader, but a mapping may not give a key twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = []
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.append(key)
+        return super().construct_mapping(node, deep)
 
 
 def _parse_json(text: str, source: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique)
+    except DuplicateKey as exc:
+        raise CircuitError(f"{source}: not valid: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise CircuitError(f"{source}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from exc
     except RecursionError as exc:
@@ -188,7 +223,7 @@ def _parse_json(text: str, source: str) -> Any:
 
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -41,7 +41,10 @@ Y = {"id": "y", "op": "input"}
             ),
             "cycle: a -> b -> a",
         ),
-        (gates({"id": "a/b", "op": "input"}, output="a/b"), "gates[0] (id 'a/b').id: String should match pattern"),
+        (
+            gates({"id": "a/b", "op": "input"}, output="a/b"),
+            "gates[0] (id 'a/b').id: 'a/b' is not a name: give a letter or '_' followed by letters",
+        ),
         (
             gates(X, {"id": "f", "op": "neg", "inputs": ["x"], "colour": "red"}),
             "gates[1] (id 'f').colour: Extra inputs",
@@ -85,6 +88,23 @@ def test_bad_files(tmp_path: Path) -> None:
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(CircuitError, match="deep"):
         Circuit.load(deep)
+
+
+def test_a_key_given_twice_is_refused_not_overwritten(tmp_path: Path) -> None:
+    """JSON and YAML parsers keep a repeated key's last value: the first would vanish unsaid."""
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"gates": [{"id": "x", "op": "input"}], "output": "x", "output": "y"}')
+    with pytest.raises(CircuitError, match=r"^.*twice\.json: not valid: the key 'output' appears twice in one object$"):
+        Circuit.load(twice)
+    twice_yaml = tmp_path / "twice.yaml"
+    twice_yaml.write_text("gates:\n  - {id: x, op: input}\noutput: x\ngates: []\n")
+    with pytest.raises(
+        CircuitError, match=r"twice\.yaml: line 4, column 1: not valid YAML: the key 'gates' appears twice"
+    ):
+        Circuit.load(twice_yaml)
+    once = tmp_path / "once.yaml"
+    once.write_text("gates:\n  - {id: x, op: input}\noutput: x\n")
+    assert Circuit.load(once).output == "x"
 
 
 def test_consumers_count_edges_and_the_seed() -> None:
