@@ -54,7 +54,10 @@ def host(ctx: typer.Context) -> None:
 
 
 def deploy(
-    source: Annotated[str, typer.Argument(help="an expression, a program or a circuit file")],
+    source: Annotated[
+        str,
+        typer.Argument(help="an expression, a program or a circuit file (one that starts with -: put -- before it)"),
+    ],
     name: Annotated[str, typer.Option("--name", help="the deployment's name, used by run --deployed and undeploy")],
     hosts: HostsOption = None,
     placement: PlacementOption = "round-robin",

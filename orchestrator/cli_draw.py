@@ -41,7 +41,10 @@ def _write(path: Path, content: str, what: str) -> None:
 def draw_circuit_command(
     arguments: Annotated[
         list[str] | None,
-        typer.Argument(help="SOURCE (an expression, a program or a circuit file) and input values x=-2 y=5"),
+        typer.Argument(
+            help="SOURCE (an expression, a program or a circuit file; -- before one that starts with -) "
+            "and input values x=-2 y=5"
+        ),
     ] = None,
     output_file: OutOption = Path("circuit.svg"),
     trace: Annotated[Path | None, typer.Option("--trace", help="draw the numbers of this traced run")] = None,

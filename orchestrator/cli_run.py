@@ -55,7 +55,11 @@ def register(app: typer.Typer) -> None:
 
 def run(
     source: Annotated[
-        str | None, typer.Argument(help="an expression, a program (q = x + y; f = q * z) or a circuit file")
+        str | None,
+        typer.Argument(
+            help="an expression, a program (q = x + y; f = q * z) or a circuit file "
+            "(one that starts with -: put -- before it)"
+        ),
     ] = None,
     assignments: Annotated[list[str] | None, typer.Argument(help="input values: x=-2 y=5 z=-4")] = None,
     broker: Annotated[
@@ -199,7 +203,9 @@ async def open_runner_at(
 
 
 def compile_command(
-    source: Annotated[str, typer.Argument(help="an expression or a program")],
+    source: Annotated[
+        str, typer.Argument(help="an expression or a program (one that starts with -: put -- before it)")
+    ],
     output_file: Annotated[Path, typer.Option("-o", "--out", help="where to write the circuit (.json, .yaml)")],
     output: OutputOption = None,
     name: Annotated[str, typer.Option(help="the circuit's name")] = "circuit",
