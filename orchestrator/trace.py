@@ -16,7 +16,6 @@ import heapq
 import itertools
 import json
 import math
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -105,7 +104,7 @@ class Trace(BaseModel):
         sent_on: dict[tuple[str, str], TraceEvent] = {}
         for e in events:
             if e.type == "cross" and e.msg is not None:
-                sent_on.setdefault((e.msg.src, _LEG[e.msg.phase]), e)
+                sent_on.setdefault((e.msg.src, _LEG.get(e.msg.phase, "")), e)
         shown: dict[tuple[str, str], TraceEvent] = {}
         for e in events:
             if e.type != "cross" or e.msg is None or e.msg.phase not in ("feed", "forward", "backward"):
@@ -322,7 +321,7 @@ _TYPE_OF = {phase: phase for phase in ("feed", "forward", "backward", "probe", "
 """A message's `type` by its phase in a trace."""
 
 
-_LEG: dict[str, str] = defaultdict(str, feed="forward", forward="forward", backward="backward", report="backward")
+_LEG = {"feed": "forward", "forward": "forward", "backward": "backward", "report": "backward"}
 """The leg of a pass a message belongs to: a gate's messages of one leg wait for all it receives in that leg."""
 
 
