@@ -313,7 +313,10 @@ def as_sent(trace: Trace, send: TraceEvent) -> str:
             pass
         case _:
             return dumps_msg(send)
-    message = MESSAGE_ADAPTER.validate_python({"type": _TYPE_OF[m.phase], **fields})
+    try:
+        message = MESSAGE_ADAPTER.validate_python({"type": _TYPE_OF[m.phase], **fields})
+    except ValidationError:  # its number is not in the trace (yet): held in step mode, not crossed
+        return dumps_msg(send)
     return f"{m.topic}\n{encode(message).decode()}"
 
 

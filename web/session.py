@@ -466,6 +466,10 @@ class Session:
                 pictures = await self._draw(view)
             except GatemeshError as exc:
                 pictures = ("", str(exc), "", "")
+            except Exception:  # a defect in the drawing: logged, said on the page; the server serves on
+                log.exception("could not draw the pictures of run %s", view.run)
+                failed = "the pictures could not be drawn (a defect: the server's log has it)"
+                pictures = ("", failed, "", failed)
             if view is self.view and pictures != self.pictures:
                 self.pictures = pictures
                 self.touch("pictures")

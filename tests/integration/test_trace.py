@@ -23,7 +23,16 @@ from orchestrator.errors import HostLost, RunError
 from orchestrator.recorder import Recorder
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
-from orchestrator.trace import Trace, TraceError, as_sent, dump_lines, parse_trace, read_trace, write_trace
+from orchestrator.trace import (
+    Trace,
+    TraceError,
+    as_sent,
+    dump_lines,
+    dumps_msg,
+    parse_trace,
+    read_trace,
+    write_trace,
+)
 from tests.processes import GateHostProcess, gatemesh
 from tests.shiviz_rules import validate
 from tests.unit.test_reference import NEURON, NEURON_GRADS
@@ -429,6 +438,17 @@ async def test_an_arrows_hover_shows_the_message_as_it_crossed_the_broker(mosqui
     assert sent == crossed
     titles = {t.text or "" for g in by_class(draw_lamport(trace), "arrow") for t in g if t.tag == f"{SVG}title"}
     assert {title.split("\nsent by")[0] for title in titles} == crossed
+
+
+def test_a_send_whose_number_is_not_known_yet_shows_its_record() -> None:
+    """In step mode a send is read before its message crosses (it waits to be delivered): no
+    payload can be rebuilt yet, and drawing must not fail for it."""
+    trace = read_trace(IMG / "qf.jsonl")
+    send = next(e for e in trace.events if e.type == "send" and e.msg is not None and e.msg.phase == "forward")
+    assert send.msg is not None
+    held = send.model_copy(update={"msg": send.msg.model_copy(update={"value": None, "note": "held"})})
+    assert as_sent(trace, held) == dumps_msg(held)
+    assert as_sent(trace, send).startswith(f"{send.msg.topic}\n{{")
 
 
 def test_a_dropped_message_ends_between_two_lifelines() -> None:
