@@ -110,9 +110,17 @@ def load_circuit(source: str, output: str | None = None) -> Circuit:
         if output is not None and output != circuit.output:
             raise InputError("--output applies to expressions; a circuit file names its own output")
         return circuit
-    if ("/" in source or "." in source) and Path(source).is_file():  # `a/b` is an expression too
+    if ("/" in source or "." in source) and _is_file(source):  # `a/b` is an expression too
         raise InputError(f"{source}: a circuit file's name ends in {', '.join(CIRCUIT_SUFFIXES)}")
     return compile_source(source, output=output)
+
+
+def _is_file(name: str) -> bool:
+    """Whether `name` names a file (a long expression is too long a name to ask about)."""
+    try:
+        return Path(name).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, float]:

@@ -110,8 +110,7 @@ def draw_lamport_command(
     check_writable("-o", output_file, (".svg",))
     recorded = read_trace(trace)
     chosen = recorded.run_id(run)
-    faults = f"; faults {recorded.header.faults}" if recorded.header.faults else ""
-    title = f"{caption(recorded, chosen)}{faults}"
+    title = caption(recorded, chosen)
     _write(output_file, draw_lamport(recorded, chosen, caption=title), "the Lamport diagram")
 
 

@@ -94,9 +94,11 @@ class Explainer:
         to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
         dropped = f"the fault injector drops {self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}"
         gate = self.circuit.by_id.get(msg.src)
-        if msg.phase == "forward" and gate is not None and gate.inputs and (run, msg.id) not in self._told:
+        computed = msg.phase == "forward" and msg.value is not None and gate is not None and gate.inputs
+        if computed and (run, msg.id) not in self._told:
             self._told.add((run, msg.id))
-            step = self._forward(run, msg.src, msg.value or 0.0).partition("; sends ")[0]
+            assert msg.value is not None
+            step = self._forward(run, msg.src, msg.value).partition("; sends ")[0]
             return self._numbered(msg.src, f"{step}; {dropped}: it never reaches the broker")
         return self._numbered(msg.src, f"{dropped}: it never reaches the broker")
 

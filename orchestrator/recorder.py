@@ -542,7 +542,8 @@ def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
         else:
             return
         late = (time.time_ns() - event.t_ns) / 1e9
-        if event.node != ORCHESTRATOR and late >= TOLD_LATE:  # a gate sends its events when its part is over
+        # a gate sends its events when its part is over; only a gate in this process shares its clock
+        if event.node != ORCHESTRATOR and event.host == "local" and late >= TOLD_LATE:
             told += f" (told late: it happened {late:.1f} s ago, and the gate has only now sent its events)"
         say(told)
 

@@ -316,7 +316,7 @@ class Runner:
             if status is not None and status.state == "finished":
                 if g.id in pending.waiting_for:  # done at the gate; its report is what went missing
                     stuck.append(g.id)
-                    described.append((2, f"{g.op}({g.id}) finished, but its gradient report never arrived"))
+                    described.append((3, f"{g.op}({g.id}) finished, but its gradient report never arrived"))
                 continue
             stuck.append(g.id)
             described.append(
@@ -471,10 +471,11 @@ class Runner:
                 log.warning("gate %s reported %s: %s", message.sender, message.code, message.message)
 
 
-_TELLING: dict[str | None, int] = {None: 0, "unknown": 0, "waiting_inputs": 1, "waiting_grads": 3}
+_TELLING: dict[str | None, int] = {None: 0, "waiting_inputs": 1, "unknown": 2, "waiting_grads": 4}
 """How much a gate's standing says about where a run stopped (less first): a gate that did not
-answer or never heard of the run, then one still waiting for a value; the gates that wait for
-gradients are only waiting for the rest of the pass."""
+answer, then one still waiting for a value (it names the input that did not come); a gate that
+never heard of the run is often only downstream of it; a lost report (3); the gates that wait
+for gradients are only waiting for the rest of the pass."""
 
 
 def describe_status(status: Status | None) -> str:

@@ -361,12 +361,13 @@ def caption(trace: Trace, run: str | None = None, step: int | None = None) -> st
     which = ""
     if len(runs) > 1 and record is not None:
         which = f" (run {runs.index(record) + 1} of {len(runs)}, {chosen})"
+    faults = f"; faults {trace.header.faults}" if trace.header.faults else ""
     failed = f"; the run failed: {failure(record.error, chosen)}" if record is not None and record.error else ""
     when = f"; after {step} of {len(trace.events)} events" if step is not None else ""
     seqs = [e.seq for e in trace.events if e.run == chosen]
     if when and which and seqs:  # --step counts the whole trace's events
-        when += f" (this run's are {seqs[0]} to {seqs[-1]})"
-    return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + which + failed + when
+        when += f" (this run's events are among {seqs[0]} to {seqs[-1]})"
+    return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + which + faults + failed + when
 
 
 def failure(error: str, run: str) -> str:

@@ -83,7 +83,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     body += _heads(columns, hosts, lost_at, bottom, labels)
     crossed_at = _crossed_at(of_run)
     body += _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at)
-    body += _unsent(events, where, columns, crossed_at)
+    body += _unsent(events, where, columns, crossed_at, set(lost_at))
     body += _dots(events, where, columns)
     width = LEFT * 2 + COLUMN * len(columns)
     body += _legend(bottom + 22)
@@ -194,7 +194,11 @@ def _crossed_at(of_run: list[TraceEvent]) -> dict[str, float]:
 
 
 def _unsent(
-    events: list[TraceEvent], where: dict[int, _Place], columns: dict[str, int], crossed_at: dict[str, float]
+    events: list[TraceEvent],
+    where: dict[int, _Place],
+    columns: dict[str, int],
+    crossed_at: dict[str, float],
+    lost: set[str],
 ) -> list[str]:
     """Arrows of messages received whose send the trace lacks (its sender's host was lost with
     the events it had not sent yet): drawn from where they crossed the broker."""
@@ -202,7 +206,7 @@ def _unsent(
     out = []
     for receipt in events:
         m = receipt.msg
-        if receipt.type != "receive" or m is None or m.id in sent or m.id not in crossed_at or m.src not in columns:
+        if receipt.type != "receive" or m is None or m.id in sent or m.id not in crossed_at or m.src not in lost:
             continue
         a = _Place(LEFT + COLUMN * (columns[m.src] + 0.5), crossed_at[m.id])
         b = where[id(receipt)]

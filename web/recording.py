@@ -17,7 +17,7 @@ class WebRecorder(Recorder):
         super().__init__(faults_text=faults_text)
         self.hold = hold
         if hold:
-            self.unseen_note = "held at the broker: not delivered yet"
+            self.unseen_note = "held in step mode: not delivered (yet, or dropped)"
         self.on_begin = on_begin
 
     def begin(self, run: str, inputs: Mapping[str, float]) -> None:

@@ -96,9 +96,9 @@ async def test_drops_end_every_run_correct_or_named_never_wrong_never_hung(mosqu
 
 
 def _telling(told: str) -> int:
-    """Where a gate's line in a timeout says the pass stopped: not reached, waiting for a value, a
-    lost report, waiting for gradients."""
-    for rank, words in enumerate(("waits for input", "finished, but", "gradient(s)")):
+    """Where a gate's line in a timeout says the pass stopped: no answer, waiting for a value, not
+    reached, a lost report, waiting for gradients."""
+    for rank, words in enumerate(("waits for input", "has not heard", "finished, but", "gradient(s)")):
         if words in told:
             return rank + 1
     return 0

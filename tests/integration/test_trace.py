@@ -369,17 +369,29 @@ def test_gate_hosts_send_their_events_and_a_lost_host_is_drawn(mosquitto_url: st
 IMG = Path(__file__).parents[2] / "docs" / "img"
 
 
+def without_events_of(trace: Trace, gate: str, *, host_lost: bool) -> Trace:
+    """`trace` without `gate`'s own events, as if its host died before it sent them (and, with
+    `host_lost`, the orchestrator's event that says so)."""
+    kept = tuple(e for e in trace.events if e.node != gate)
+    if not host_lost:
+        return trace.model_copy(update={"events": kept})
+    last = trace.events[-1]
+    lost = last.model_copy(update={"seq": last.seq + 1, "type": "host_lost", "msg": None, "gates": (gate,)})
+    return trace.model_copy(update={"events": (*kept, lost)})
+
+
 def test_a_message_whose_send_was_lost_with_its_host_is_drawn_from_its_crossing() -> None:
     """A killed host takes with it the events its gates had not sent yet; the messages they
     sent still crossed the broker and were received: drawn from the crossing, with the number."""
     trace = read_trace(IMG / "qf.jsonl")
     assert by_class(draw_lamport(trace), "unsent") == []
-    without_add = trace.model_copy(update={"events": tuple(e for e in trace.events if e.node != "add_1")})
-    svg = draw_lamport(without_add)
+    svg = draw_lamport(without_events_of(trace, "add_1", host_lost=True))
     drawn = by_class(svg, "arrow unsent")
     numbers = sorted(t.text or "" for g in drawn for t in g if t.get("class") in ("value", "grad"))
     assert numbers == ["-4.00", "-4.00", "3.00"]  # add_1's value to f, and its gradients to x and y
-    assert by_class(svg, "unrecorded") == []  # no host was lost: nothing shows add_1 received anything
+    # no host lost: add_1's events are late (a gate sends them when its part is over), not gone
+    late = draw_lamport(without_events_of(trace, "add_1", host_lost=False))
+    assert by_class(late, "unsent") == by_class(late, "unrecorded") == []
 
 
 def test_what_a_gate_on_a_lost_host_received_is_shown_by_what_it_sent() -> None:
@@ -387,10 +399,7 @@ def test_what_a_gate_on_a_lost_host_received_is_shown_by_what_it_sent() -> None:
     gradient are not in the trace, but its own value and gradients crossed the broker after
     them, and a gate sends those only once it has what it waits for."""
     trace = read_trace(IMG / "qf.jsonl")
-    last = trace.events[-1]
-    lost = last.model_copy(update={"seq": last.seq + 1, "type": "host_lost", "msg": None, "gates": ("add_1",)})
-    kept = tuple(e for e in trace.events if e.node != "add_1")
-    without_add = trace.model_copy(update={"events": (*kept, lost)})
+    without_add = without_events_of(trace, "add_1", host_lost=True)
     shown = without_add.shown_received()
     assert sorted(
         (msg_id.split(":")[0], reader, proof.msg.phase if proof.msg else "")
@@ -406,7 +415,7 @@ def test_what_a_gate_on_a_lost_host_received_is_shown_by_what_it_sent() -> None:
     assert numbers == ["-2.00", "-4.00", "5.00"]
     state = state_at(without_add)
     assert (state.values["x"], state.values["y"], state.parts[("add_1", "f", 0)]) == (-2.0, 5.0, -4.0)
-    assert state_at(trace.model_copy(update={"events": kept})).values.get("x") is None  # no host lost: not shown
+    assert state_at(without_events_of(trace, "add_1", host_lost=False)).values.get("x") is None  # not lost: late
 
 
 def test_the_shiviz_export_names_a_node_whose_events_are_missing() -> None:
@@ -464,7 +473,10 @@ def test_a_dropped_message_ends_between_two_lifelines() -> None:
 
 def test_a_caption_says_which_run_and_why_it_failed() -> None:
     faulty = read_trace(IMG / "faulty.jsonl")
-    assert caption(faulty) == "f = (x + y) * z at x=-2, y=5, z=-4; the run failed: did not finish within 1 s"
+    assert caption(faulty) == (
+        "f = (x + y) * z at x=-2, y=5, z=-4; faults drop=0.08,dup=0.25,delay=0-15ms,reorder,seed=2; "
+        "the run failed: did not finish within 1 s"
+    )
     assert caption(read_trace(IMG / "qf.jsonl"), step=5) == "f = (x + y) * z at x=-2, y=5, z=-4; after 5 of 58 events"
 
 

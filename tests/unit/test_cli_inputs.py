@@ -28,6 +28,7 @@ def test_a_file_without_a_circuit_suffix_is_not_read_as_an_expression(
         with pytest.raises(InputError, match=rf"^{source}: a circuit file's name ends in \.json, \.yaml, \.yml$"):
             load_circuit(source)
     assert load_circuit("cf/x").inputs == ["cf", "x"]  # no such file: an expression, cf / x
+    assert len(load_circuit("x*0.5+" * 60 + "y").inputs) == 2  # too long a name for a file: an expression
 
 
 def test_a_file_to_write_is_checked_before_anything_runs(tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ def test_a_send_read_before_its_crossing_gets_the_message_when_it_crosses() -> N
     """In step mode a gate's batch comes before its message crosses (the message waits to be
     delivered): the send says so until the crossing is read, then carries the message's value."""
     recorder = Recorder()
-    recorder.unseen_note = "held at the broker: not delivered yet"
+    recorder.unseen_note = "held in step mode: not delivered (yet, or dropped)"
     recorder.attach(compile_source("x*y"), "c", {})
     recorder.begin("r", {"x": 3.0, "y": -2.0})
     fwd = topic("c", "fwd", "x")
@@ -185,7 +185,11 @@ def test_a_send_read_before_its_crossing_gets_the_message_when_it_crosses() -> N
     recorder.on_trace(json.dumps(batch).encode())
     (send,) = recorder.events
     assert send.msg is not None
-    assert (send.msg.value, send.msg.dest, send.msg.note) == (None, ("f",), "held at the broker: not delivered yet")
+    assert (send.msg.value, send.msg.dest, send.msg.note) == (
+        None,
+        ("f",),
+        "held in step mode: not delivered (yet, or dropped)",
+    )
     crossing = with_clock(Forward(circuit="c", sender="x", run="r", value=3.0), Stamp(lamport=2, vc=whole))
     recorder.on_crossing(fwd, encode(crossing))
     first, cross = recorder.events
@@ -211,7 +215,7 @@ def test_the_orchestrator_ignores_a_message_whose_clock_names_nodes_it_lacks(cap
 
 def test_explain_tells_a_fault_a_gate_reports_late_as_late() -> None:
     """A gate sends its events when its part of the run is over: its drop is told after what
-    happened since, and the sentence says so."""
+    happened since, and the sentence says so (a gate in this process: it shares the clock)."""
     recorder = Recorder()
     said: list[str] = []
     explain_to(recorder, said.append)
@@ -222,7 +226,7 @@ def test_explain_tells_a_fault_a_gate_reports_late_as_late() -> None:
     x = recorder.nodes.index("x")
     two_seconds_ago = time.time_ns() - 2_000_000_000
     events = [["drop", two_seconds_ago, 2, [0] * x + [2], True, dropped, None]]
-    batch = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1", "events": events}
+    batch = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "local", "events": events}
     recorder.on_trace(json.dumps(batch).encode())
     (told,) = said
     assert told.startswith("  1. the fault injector drops x's forward message (x:2) to mul(f): it never reaches")
