@@ -109,8 +109,9 @@ class Explainer:
         msg = event.msg
         match event.type:
             case "delay" if msg is not None:
+                copy = f", {event.note}" if event.note else ""  # which copy of a duplicated message
                 sentence = (
-                    f"the fault injector holds {self.label(msg.src)}'s {msg.phase} message ({msg.id}) back "
+                    f"the fault injector holds {self.label(msg.src)}'s {msg.phase} message ({msg.id}{copy}) back "
                     f"{event.delay_ms or 0:.1f} ms before sending it"
                 )
             case "reorder":

@@ -163,6 +163,10 @@ def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
     explainer.tell("r", report)
     copy = explainer.tell("r", report)
     assert copy.endswith("it changes nothing: the orchestrator takes the first copy of each message")
+    second = delay.model_copy(update={"note": "copy 2"})  # a duplicated message's second copy, delayed
+    assert explainer.fault(second).endswith(
+        "holds add(q)'s forward message (q:5, copy 2) back 12.2 ms before sending it"
+    )
 
 
 def test_a_dropped_forward_value_is_told_with_the_step_that_computed_it() -> None:
