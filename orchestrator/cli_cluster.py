@@ -17,6 +17,7 @@ from gates.errors import TransportError
 from gates.protocol import deployment_topic
 from gates.transport import BrokerAddress
 from orchestrator.cli_common import (
+    DASH_FIRST,
     DEFAULT_BROKER,
     ClusterBrokerOption,
     HostsOption,
@@ -56,7 +57,7 @@ def host(ctx: typer.Context) -> None:
 def deploy(
     source: Annotated[
         str,
-        typer.Argument(help="an expression, a program or a circuit file (one that starts with -: put -- before it)"),
+        typer.Argument(help=f"an expression, a program or a circuit file {DASH_FIRST}"),
     ],
     name: Annotated[str, typer.Option("--name", help="the deployment's name, used by run --deployed and undeploy")],
     hosts: HostsOption = None,

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.api import run_circuit
-from orchestrator.cli_common import check_writable, err, load_circuit, parse_assignments
+from orchestrator.cli_common import DASH_FIRST, check_writable, err, load_circuit, parse_assignments
 from orchestrator.errors import InputError
 from orchestrator.recorder import Recorder
 from orchestrator.trace import Trace, read_trace
@@ -42,8 +42,7 @@ def draw_circuit_command(
     arguments: Annotated[
         list[str] | None,
         typer.Argument(
-            help="SOURCE (an expression, a program or a circuit file; -- before one that starts with -) "
-            "and input values x=-2 y=5"
+            help=f"SOURCE (an expression, a program or a circuit file {DASH_FIRST}) and input values x=-2 y=5"
         ),
     ] = None,
     output_file: OutOption = Path("circuit.svg"),

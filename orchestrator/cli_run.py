@@ -20,6 +20,7 @@ from gates.transport import BrokerAddress
 from orchestrator.api import broker_url, deployed
 from orchestrator.circuit import Circuit
 from orchestrator.cli_common import (
+    DASH_FIRST,
     DEFAULT_BROKER,
     BrokerOption,
     FaultsOption,
@@ -56,10 +57,7 @@ def register(app: typer.Typer) -> None:
 def run(
     source: Annotated[
         str | None,
-        typer.Argument(
-            help="an expression, a program (q = x + y; f = q * z) or a circuit file "
-            "(one that starts with -: put -- before it)"
-        ),
+        typer.Argument(help=f"an expression, a program (q = x + y; f = q * z) or a circuit file {DASH_FIRST}"),
     ] = None,
     assignments: Annotated[list[str] | None, typer.Argument(help="input values: x=-2 y=5 z=-4")] = None,
     broker: Annotated[
@@ -203,9 +201,7 @@ async def open_runner_at(
 
 
 def compile_command(
-    source: Annotated[
-        str, typer.Argument(help="an expression or a program (one that starts with -: put -- before it)")
-    ],
+    source: Annotated[str, typer.Argument(help=f"an expression or a program {DASH_FIRST}")],
     output_file: Annotated[Path, typer.Option("-o", "--out", help="where to write the circuit (.json, .yaml)")],
     output: OutputOption = None,
     name: Annotated[str, typer.Option(help="the circuit's name")] = "circuit",

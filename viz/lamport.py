@@ -209,18 +209,11 @@ def _unsent(
         if receipt.type != "receive" or m is None or m.id in sent or m.id not in crossed_at or m.src not in lost:
             continue
         a = _Place(LEFT + COLUMN * (columns[m.src] + 0.5), crossed_at[m.id])
-        b = where[id(receipt)]
-        label, label_css = _label(receipt)
         hover = (
             f"{dumps_msg(receipt)}\nits send is not in the trace ({m.src}'s events were lost): drawn from "
             f"where it crossed the broker\nreceived by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
         )
-        at = _label_place(a, b)
-        out.append(
-            f"<g class={attr('arrow unsent ' + m.phase)}><title>{escape(hover)}</title>"
-            f'<line class={attr(f"msg {m.phase} unsent")} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" '
-            f'y2="{b.y:.1f}" marker-end="url(#head-{m.phase})"/>{text(at.x, at.y - 3, label, label_css)}</g>'
-        )
+        out.append(_drawn(receipt, "unsent", f"msg {m.phase} unsent", m.phase, a, where[id(receipt)], hover))
     return out
 
 
@@ -240,16 +233,23 @@ def _arrow(
     assert send.msg is not None
     phase = send.msg.phase
     css = f"msg {phase}" + (" duplicate" if copy else "") + (" delayed" if delayed else "")
-    marker = "dup" if copy else phase
-    label, label_css = _label(send)
     hover = (
         f"{shown}\nsent by {send.node} at lamport {send.lamport} {send.vc}\n"
         f"received by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
         + (" (a duplicate copy)" if copy else "")
     )
+    return _drawn(send, "", css, "dup" if copy else phase, a, b, hover)
+
+
+def _drawn(event: TraceEvent, kind: str, css: str, marker: str, a: _Place, b: _Place, hover: str) -> str:
+    """An arrow from `a` to `b` for the message of `event`: its group (class `arrow [kind]
+    phase`), its line (class `css`, head `marker`), its hover text and its number."""
+    assert event.msg is not None
+    label, label_css = _label(event)
     at = _label_place(a, b)
+    group = " ".join(filter(None, ("arrow", kind, event.msg.phase)))
     return (
-        f"<g class={attr('arrow ' + phase)}><title>{escape(hover)}</title>"
+        f"<g class={attr(group)}><title>{escape(hover)}</title>"
         f'<line class={attr(css)} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" y2="{b.y:.1f}" '
         f'marker-end="url(#head-{marker})"/>'
         f"{text(at.x, at.y - 3, label, label_css)}</g>"
@@ -289,13 +289,7 @@ def _received_unrecorded(send: TraceEvent, shown: str, a: _Place, b: _Place, nod
         f"host was lost), but {node} received it: its {proof.msg.phase} message {proof.msg.id} crossed the broker "
         "after it, and a gate sends that only once all it waits for has come"
     )
-    label, label_css = _label(send)
-    at = _label_place(a, b)
-    return (
-        f"<g class={attr('arrow unrecorded ' + phase)}><title>{escape(hover)}</title>"
-        f'<line class={attr(f"msg {phase} unrecorded")} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" '
-        f'y2="{b.y:.1f}" marker-end="url(#head-{phase})"/>{text(at.x, at.y - 3, label, label_css)}</g>'
-    )
+    return _drawn(send, "unrecorded", f"msg {phase} unrecorded", phase, a, b, hover)
 
 
 def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool) -> str:
@@ -380,10 +374,12 @@ def _describe(e: TraceEvent) -> str:
     return f"{what} at {e.node} ({e.host}); lamport {e.lamport}, vc {e.vc}" + "".join(f"; {x}" for x in extra)
 
 
-def _cross(x: float, y: float, css: str, size: float) -> str:
+def _cross(x: float, y: float, css: str, size: float, colour: str = "") -> str:
+    """A cross of class `css`, or (the legend's, which tests must not count) of `colour`."""
+    paint = f' stroke="{colour}" stroke-width="2.2"' if colour else ""
     return (
         f'<path class={attr(css)} d="M{x - size:.1f},{y - size:.1f} L{x + size:.1f},{y + size:.1f} '
-        f'M{x - size:.1f},{y + size:.1f} L{x + size:.1f},{y - size:.1f}"/>'
+        f'M{x - size:.1f},{y + size:.1f} L{x + size:.1f},{y - size:.1f}"{paint}/>'
     )
 
 
@@ -418,9 +414,9 @@ def _legend(y: float) -> list[str]:
     # what went wrong, and the rest: drawn here without the classes the diagram's own marks
     # have (tests count those)
     y += 18
-    out += _key(LEFT, y, _legend_cross(LEFT, y, ERROR), "dropped")
+    out += _key(LEFT, y, _cross(LEFT + 6, y - 4, "key", 4, ERROR), "dropped")
     out += _key(LEFT + 90, y, _swatch(LEFT + 90, y, GREEN, "2 3"), "no receipt in the trace")
-    out += _key(LEFT + 260, y, _legend_cross(LEFT + 260, y, "#b91c1c"), "host lost")
+    out += _key(LEFT + 260, y, _cross(LEFT + 266, y - 4, "key", 4, "#b91c1c"), "host lost")
     out += _key(LEFT + 350, y, _swatch(LEFT + 350, y, ERROR), "error report")
     out += _key(LEFT + 460, y, _swatch(LEFT + 460, y, GREEN, "8 3 2 3"), "send or receipt lost with its host")
     y += 18
@@ -430,11 +426,6 @@ def _legend(y: float) -> list[str]:
     out += _key(LEFT + 270, y, square, "compute")
     out.append(text(LEFT + 360, y, "small numbers: Lamport clock", "legend", anchor="start"))
     return out
-
-
-def _legend_cross(x: float, y: float, colour: str) -> str:
-    d = f"M{x + 2:.1f},{y - 8:.1f} L{x + 10:.1f},{y:.1f} M{x + 2:.1f},{y:.1f} L{x + 10:.1f},{y - 8:.1f}"
-    return f'<path d="{d}" stroke="{colour}" stroke-width="2.2"/>'
 
 
 def _key(x: float, y: float, mark: str, words: str) -> list[str]:
