@@ -26,7 +26,7 @@ from gates.faults import Faults
 from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
 from orchestrator.circuit import CIRCUIT_SUFFIXES, Circuit
-from orchestrator.compiler import compile_source
+from orchestrator.compiler import compile_program
 from orchestrator.deploy import HostChoice
 from orchestrator.errors import BrokerError, GatemeshError, InputError, unwrap
 from orchestrator.placement import STRATEGIES
@@ -114,7 +114,15 @@ def load_circuit(source: str, output: str | None = None) -> Circuit:
         return circuit
     if ("/" in source or "." in source) and _is_file(source):  # `a/b` is an expression too
         raise InputError(f"{source}: a circuit file's name ends in {', '.join(CIRCUIT_SUFFIXES)}")
-    return compile_source(source, output=output)
+    return compile_warned(source, output=output)
+
+
+def compile_warned(source: str, *, output: str | None = None, name: str = "circuit") -> Circuit:
+    """compile_source, saying on stderr what of the source the circuit leaves out."""
+    compiled = compile_program(source, output=output, name=name)
+    for warning in compiled.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+    return compiled.circuit
 
 
 def _is_file(name: str) -> bool:

@@ -28,6 +28,7 @@ from orchestrator.cli_common import (
     PlacementOption,
     broker_address,
     check_writable,
+    compile_warned,
     err,
     host_choice,
     load_circuit,
@@ -207,7 +208,7 @@ def compile_command(
     name: Annotated[str, typer.Option(help="the circuit's name")] = "circuit",
 ) -> None:
     """Compile SOURCE into a circuit file that `gatemesh run FILE` runs."""
-    circuit = compile_source(source, output=output, name=name)
+    circuit = compile_warned(source, output=output, name=name)
     circuit.dump(output_file)
     err.print(f"wrote {len(circuit.gates)} gates to {output_file} (inputs: {', '.join(circuit.inputs)})")
 

@@ -19,6 +19,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import count
 
 from gates.ops import OPS, Op
@@ -53,21 +54,35 @@ SYNTAX: dict[type[ast.operator], str] = {
 Emit = Callable[[list[str]], str]
 
 
+@dataclass(frozen=True)
+class Compiled:
+    """A circuit, and what in its source it leaves out: `r = w * 2` that the output never reads
+    compiles (its gates dropped, w an input with gradient 0), but a user should hear of it."""
+
+    circuit: Circuit
+    warnings: tuple[str, ...] = ()
+
+
 def compile_source(source: str, *, output: str | None = None, name: str = "circuit") -> Circuit:
     """Compile an expression or a small program into a validated Circuit."""
+    return compile_program(source, output=output, name=name).circuit
+
+
+def compile_program(source: str, *, output: str | None = None, name: str = "circuit") -> Compiled:
+    """compile_source, with a warning for every assignment the output never reads."""
     if re.fullmatch(NAME_PATTERN, name) is None:
         raise CircuitError(f"circuit name {name!r}: a name is {NAME_RULE}")
     return _on_deep_stack(lambda: _compile(source, output, name))
 
 
-def _on_deep_stack(work: Callable[[], Circuit]) -> Circuit:
+def _on_deep_stack(work: Callable[[], Compiled]) -> Compiled:
     """Run `work` in a thread with a large stack and a high recursion limit.
 
     CPython builds and frees an AST recursively in C; an expression of 100,000 terms
     overflows the default 8 MB stack and kills the process. With 256 MB (virtual; only the
     pages used are committed) the parser reaches its recursion limit and fails cleanly first.
     """
-    outcome: list[Circuit | BaseException] = []
+    outcome: list[Compiled | BaseException] = []
 
     def target() -> None:
         limit = sys.getrecursionlimit()
@@ -91,7 +106,7 @@ def _on_deep_stack(work: Callable[[], Circuit]) -> Circuit:
     return outcome[0]
 
 
-def _compile(source: str, output: str | None, name: str) -> Circuit:
+def _compile(source: str, output: str | None, name: str) -> Compiled:
     if len(source) > MAX_SOURCE_CHARS:
         raise CompileError(f"source is {len(source)} characters; the limit is {MAX_SOURCE_CHARS}")
     tree = _parse(source)
@@ -149,6 +164,7 @@ class _Builder:
         self.gates: list[GateDef] = []
         self.ids: set[str] = set()
         self.bound: dict[str, str] = {}  # program name -> id of the gate that holds its value
+        self.bindings: list[tuple[ast.stmt, str, str]] = []  # every assignment: (statement, name, gate id)
         self.consts: dict[float, str] = {}
         self.assigned = self._assigned_names()
         names = [n for n in ast.walk(tree) if isinstance(n, ast.Name)]
@@ -173,22 +189,40 @@ class _Builder:
 
     # -- statements -----------------------------------------------------------------------
 
-    def build(self, output: str | None) -> Circuit:
+    def build(self, output: str | None) -> Compiled:
         body = self.tree.body
         for index, stmt in enumerate(body):
             self._statement(stmt, is_last=index == len(body) - 1)
         out = self._output(output)
+        gates = _reachable(self.gates, out)
         try:
-            return Circuit(name=self.name, gates=tuple(_reachable(self.gates, out)), output=out)
+            circuit = Circuit(name=self.name, gates=tuple(gates), output=out)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise CircuitError(f"compiled circuit is invalid: {exc}") from exc
+        return Compiled(circuit, self._unused(circuit, out))
+
+    def _unused(self, circuit: Circuit, out: str) -> tuple[str, ...]:
+        """One sentence per assignment whose value the output never reads, and one for the inputs
+        only such assignments read."""
+        used = {source for gate in circuit.gates for source in gate.inputs} | {out}
+        sentences = [
+            f"line {stmt.lineno}, column {stmt.col_offset + 1}: the value given to {name} here is never read "
+            "by the output; its gates are left out"
+            for stmt, name, gate_id in self.bindings
+            if gate_id not in used and gate_id not in circuit.inputs
+        ]
+        idle = [name for name in circuit.inputs if name not in used]
+        if sentences and idle:
+            stays = f"{idle[0]} stays an input" if len(idle) == 1 else f"{', '.join(idle)} stay inputs"
+            sentences.append(f"{stays}, with gradient 0")
+        return tuple(sentences)
 
     def _statement(self, stmt: ast.stmt, *, is_last: bool) -> None:
         if isinstance(stmt, ast.Assign):
             if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
                 raise _fail(stmt, "assign to exactly one plain name, like `q = x + y`")
             target = stmt.targets[0].id
-            self._bind(target, self._expr(stmt.value, target))
+            self._bind(stmt, target, self._expr(stmt.value, target))
         elif isinstance(stmt, ast.AugAssign):
             if not isinstance(stmt.target, ast.Name):
                 raise _fail(stmt, "update a plain name, like `f += x`")
@@ -196,7 +230,7 @@ class _Builder:
             if target not in self.bound:
                 raise _fail(stmt, f"name {target!r} is updated before it is assigned")
             update = ast.BinOp(left=ast.Name(id=target, ctx=ast.Load()), op=stmt.op, right=stmt.value)
-            self._bind(target, self._expr(ast.copy_location(update, stmt), target))
+            self._bind(stmt, target, self._expr(ast.copy_location(update, stmt), target))
         elif isinstance(stmt, ast.Expr):
             if not is_last:
                 raise _fail(stmt, "a bare expression may only be the last statement (it is the output)")
@@ -204,8 +238,9 @@ class _Builder:
         else:
             raise _fail(stmt, f"unsupported statement: {type(stmt).__name__}; only assignments and expressions")
 
-    def _bind(self, name: str, gate_id: str) -> None:
+    def _bind(self, stmt: ast.stmt, name: str, gate_id: str) -> None:
         self.bound[name] = gate_id
+        self.bindings.append((stmt, name, gate_id))
         self.last = gate_id
 
     def _output(self, output: str | None) -> str:

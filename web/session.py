@@ -342,7 +342,7 @@ class Session:
         else:
             assert request.source is not None
             source = request.source
-        circuit = await asyncio.to_thread(compile_alone, source)
+        circuit = (await asyncio.to_thread(compile_alone, source)).circuit
         if len(circuit.gates) > MAX_DEPLOY:
             raise ValueError(
                 f"{len(circuit.gates)} gates: the page deploys up to {MAX_DEPLOY}; deploy a larger circuit with "

@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from orchestrator.circuit import Circuit
-from orchestrator.compiler import compile_source
+from orchestrator.compiler import Compiled, compile_program
 from orchestrator.errors import CompileError
 from orchestrator.recorder import Recorder
 from orchestrator.result import RunResult
@@ -64,22 +64,24 @@ class Client:
         self.wake.set()
 
 
-def compile_alone(source: str) -> Circuit:
-    """compile_source, one at a time: it raises the process's recursion limit while it parses, and
+def compile_alone(source: str) -> Compiled:
+    """compile_program, one at a time: it raises the process's recursion limit while it parses, and
     two parses in two threads at once trip CPython 3.11's AST depth check (a SystemError)."""
     with _COMPILING:
-        return compile_source(source)
+        return compile_program(source)
 
 
 async def compiled(source: str) -> dict[str, object]:
     """The page's answer to Compile: the circuit's inputs, or where the source is wrong."""
     try:
-        circuit = await asyncio.to_thread(compile_alone, source)
+        compiled = await asyncio.to_thread(compile_alone, source)
     except CompileError as exc:
         return {"type": "compiled", "ok": False, "line": exc.line, "column": exc.column, "message": str(exc)}
+    circuit = compiled.circuit
     return {
         "type": "compiled",
         "ok": True,
+        "warnings": list(compiled.warnings),
         "inputs": circuit.inputs,
         "gates": len(circuit.gates),
         "formula": formula(circuit),

@@ -130,10 +130,19 @@ def _sorted_equal(got: list[str], expected: list[str]) -> None:
 
 def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProcess) -> None:
     page.goto(server.url)
+    page.locator("#source").fill("r = w * 2\ny = x * 3")
+    warning = page.locator("#compile-warning")
+    expect(warning).to_have_text(
+        "line 1, column 1: the value given to r here is never read by the output; its gates are left out\n"
+        "w stays an input, with gradient 0",
+        timeout=WAIT,
+    )
+    shot(page, "compile-warning")
     page.locator("#source").fill("q = x + y\nf = q @ z")
     problem = page.locator("#compile-error")
     expect(problem).to_contain_text("line 2, column", timeout=WAIT)
     expect(problem).to_contain_text("@")
+    expect(warning).to_be_hidden()
     page.goto(server.url + QF_LINK)
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
     projector = page.context.new_page()  # a second page, connected all along, typing nothing

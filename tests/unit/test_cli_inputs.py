@@ -31,6 +31,15 @@ def test_a_file_without_a_circuit_suffix_is_not_read_as_an_expression(
     assert len(load_circuit("x*0.5+" * 60 + "y").inputs) == 2  # too long a name for a file: an expression
 
 
+def test_an_assignment_the_output_never_reads_is_warned_about(capsys: pytest.CaptureFixture[str]) -> None:
+    circuit = load_circuit("r = w * 2; y = x * 3")
+    assert circuit.output == "y"
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: line 1, column 1: the value given to r here is never read by the output; its gates are left out",
+        "warning: w stays an input, with gradient 0",
+    ]
+
+
 def test_a_file_to_write_is_checked_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"^--trace .*: a directory; give the name of a file to write$"):
         check_writable("--trace", tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.compiler import compile_source
+from orchestrator.compiler import compile_program, compile_source
 from orchestrator.errors import CompileError
 from orchestrator.reference import evaluate
 
@@ -49,6 +49,25 @@ def test_output_option_and_pruning() -> None:
     circuit = compile_source("q = x + y; f = q * z", output="q")
     assert circuit.output == "q"
     assert {g.id for g in circuit.gates} == {"x", "y", "z", "q"}  # z stays an input: its gradient is 0
+
+
+def test_an_assignment_the_output_never_reads_is_left_out_with_a_warning() -> None:
+    compiled = compile_program("r = w * 2\ny = x * 3")
+    assert {g.id for g in compiled.circuit.gates} == {"w", "x", "const_2", "y"}
+    assert compiled.warnings == (
+        "line 1, column 1: the value given to r here is never read by the output; its gates are left out",
+        "w stays an input, with gradient 0",
+    )
+    overwritten = compile_program("q = x + y; f = q * z; q = x * 2; f += q")
+    assert overwritten.warnings == ()  # every value given is read
+    assert compile_program("q = x + y; q = z * 2").warnings == (
+        "line 1, column 1: the value given to q here is never read by the output; its gates are left out",
+        "x, y stay inputs, with gradient 0",
+    )
+    assert compile_program("q = x + y; f = q * z").warnings == ()
+    assert compile_program("q = x + y; f = q * z; g = f * 2", output="f").warnings == (
+        "line 1, column 23: the value given to g here is never read by the output; its gates are left out",
+    )
 
 
 def test_one_over_x_is_the_inverse_gate_and_constants_are_shared() -> None:

@@ -70,6 +70,7 @@ const handlers = {
   compiled(m) {
     const box = $("compile-error");
     if (!m.ok) {
+      $("compile-warning").hidden = true;
       box.hidden = false;
       box.textContent = m.message;
       box.dataset.from = "compile";  // what is typed here: runs leave it alone
@@ -78,6 +79,9 @@ const handlers = {
       return;
     }
     box.hidden = true;
+    const warning = $("compile-warning");
+    warning.hidden = m.warnings.length === 0;
+    warning.textContent = m.warnings.join("\n");
     showInputs(m.inputs);
   },
   problem(m) {
