@@ -173,6 +173,8 @@ class Circuit(BaseModel):
             # pydantic adds "too short" for a list whose items failed: noise beside the real cause
             errors = [e for e in errors if e["type"] != "too_short"] or errors
             problems = "; ".join(f"{_location(e['loc'], data)}: {_said(e)}" for e in errors[:5])
+            if any(e["type"] == "string_type" and isinstance(e["input"], bool) for e in errors[:5]):
+                problems += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
             raise CircuitError(f"{source}: invalid circuit: {problems}") from exc
 
 
@@ -180,6 +182,9 @@ def _said(error: ErrorDetails) -> str:
     """A validation error's message in words (a name's regular expression as its rule)."""
     if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
         return f"{error['input']!r} is not a name: give {NAME_RULE}"
+    if error["type"] == "string_type" and isinstance(error["input"], bool | int | float):
+        kind = "boolean" if isinstance(error["input"], bool) else "number"
+        return f"give a string, not the {kind} {error['input']!r}"
     return error["msg"].removeprefix("Value error, ")
 
 

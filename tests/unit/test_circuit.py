@@ -107,6 +107,24 @@ def test_a_key_given_twice_is_refused_not_overwritten(tmp_path: Path) -> None:
     assert Circuit.load(once).output == "x"
 
 
+def test_a_name_yaml_reads_as_a_boolean_or_a_number_is_explained(tmp_path: Path) -> None:
+    """YAML 1.1 reads an unquoted `on` as True and `1` as 1: the name the user typed is gone."""
+    boolean = tmp_path / "on.yaml"
+    boolean.write_text("gates:\n  - {id: on, op: input}\n  - {id: f, op: neg, inputs: [x]}\noutput: f\n")
+    with pytest.raises(CircuitError) as caught:
+        Circuit.load(boolean)
+    assert str(caught.value) == (
+        f"{boolean}: invalid circuit: gates[0].id: give a string, not the boolean True "
+        "(YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
+    )
+    number = tmp_path / "one.yaml"
+    number.write_text("gates:\n  - {id: 1, op: input}\n  - {id: f, op: neg, inputs: [x]}\noutput: f\n")
+    with pytest.raises(
+        CircuitError, match=r"^.*one\.yaml: invalid circuit: gates\[0\]\.id: give a string, not the number 1$"
+    ):
+        Circuit.load(number)
+
+
 def test_consumers_count_edges_and_the_seed() -> None:
     circuit = compile_source("x * x + y")
     assert circuit.consumers == {"x": 2, "y": 1, "mul_1": 1, "f": 1}
