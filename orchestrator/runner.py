@@ -177,7 +177,7 @@ class Runner:
         if presence.host in self.lost:
             return
         self.lost[presence.host] = problem
-        log.warning("host %s %s", presence.host, problem)
+        log.info("host %s %s", presence.host, problem)  # every run, now or later, fails saying so
         if self.recorder is not None:
             self.recorder.host_lost(presence.host, problem, list(self._pending))
         for run, pending in self._pending.items():

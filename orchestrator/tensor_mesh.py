@@ -324,7 +324,7 @@ class MeshEngine:
         if presence.host in self.lost:
             return
         self.lost[presence.host] = problem
-        log.warning("host %s %s", presence.host, problem)
+        log.info("host %s %s", presence.host, problem)  # the step in flight, or the next, fails saying so
         self._ready_changed.set()
         self._reported.set()
         if self._pending is not None:
