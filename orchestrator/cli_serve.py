@@ -53,7 +53,7 @@ def serve(
 ) -> None:
     """Open the live view: watch a pass, step through its messages, break it, in the browser."""
     from broker.security import ORCHESTRATOR_USER
-    from web.app import make_app  # here: only `serve` pays for Starlette and uvicorn
+    from web.app import LOOPBACK_NAMES, make_app  # here: only `serve` pays for Starlette and uvicorn
     from web.session import Session
 
     if watch_only and secure is None:
@@ -120,7 +120,7 @@ def serve(
                 said = f"gatemesh serve: open http://{shown}:{bound}/  (broker {url}, {mode}pid {os.getpid()})"
                 print(said, flush=True)
                 config = uvicorn.Config(
-                    make_app(session),
+                    make_app(session, LOOPBACK_NAMES | {bind} if address.is_loopback else None),
                     log_level="warning",
                     ws_max_size=1 << 20,
                     lifespan="off",

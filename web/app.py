@@ -65,12 +65,19 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)  # type: ignore[arg-type]
 
 
-def make_app(session: Session) -> Starlette:
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+"""The host names a page of a server on loopback is reached by."""
+
+
+def make_app(session: Session, names: frozenset[str] | None) -> Starlette:
+    """The server's routes. `names`: the host names a page may reach it by (None: any, for a
+    server bound where anyone may reach it anyway)."""
+
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def events(websocket: WebSocket) -> None:
-        if not _same_origin(websocket):
+        if not _same_origin(websocket, names):
             await websocket.close(code=1008, reason="cross-origin connections are refused")
             return
         await websocket.accept()
@@ -97,10 +104,15 @@ def make_app(session: Session) -> Starlette:
     return app
 
 
-def _same_origin(websocket: WebSocket) -> bool:
-    """A page from another site may not drive this one (the server trusts whoever reaches it)."""
+def _same_origin(websocket: WebSocket, names: frozenset[str] | None) -> bool:
+    """A page from another site may not drive this one (the server trusts whoever reaches it);
+    nor may one reached by a name that is not this server's: a site whose name its owner points
+    at 127.0.0.1 (DNS rebinding) is the same origin as itself."""
+    host = websocket.headers.get("host", "")
+    if names is not None and urlsplit(f"//{host}").hostname not in names:
+        return False
     origin = websocket.headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == websocket.headers.get("host")
+    return origin is None or urlsplit(origin).netloc == host
 
 
 async def _push(websocket: WebSocket, session: Session, client: Client) -> None:

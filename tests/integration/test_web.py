@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -181,6 +182,13 @@ def test_a_page_of_another_origin_may_not_connect(server: ServeProcess) -> None:
     with pytest.raises(InvalidStatus, match="403"):
         connect(url, origin=Origin("http://evil.example"), open_timeout=10)
     with connect(url, origin=Origin(server.url.rstrip("/")), open_timeout=10) as same:
+        assert json.loads(same.recv(timeout=10))["type"] == "choices"
+    port = int(server.url.rstrip("/").rsplit(":", 1)[1])
+    rebound = socket.create_connection(("127.0.0.1", port), timeout=10)  # a site whose name now points here
+    with pytest.raises(InvalidStatus, match="403"):
+        connect(f"ws://evil.example:{port}/ws", sock=rebound, origin=Origin(f"http://evil.example:{port}"))
+    named = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with connect(f"ws://localhost:{port}/ws", sock=named, origin=Origin(f"http://localhost:{port}")) as same:
         assert json.loads(same.recv(timeout=10))["type"] == "choices"
 
 
