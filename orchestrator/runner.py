@@ -272,7 +272,7 @@ class Runner:
         """End run `run`'s wait now, as if its timeout had passed: the gates are probed, and the
         RunTimeout names what each still waits for (a stepped run nothing is left to deliver to)."""
         pending = self._pending.get(run)
-        if pending is None or pending.deadline is None:
+        if pending is None or pending.deadline is None or pending.deadline.expired():  # probing already
             return False
         pending.deadline.reschedule(asyncio.get_running_loop().time())
         return True

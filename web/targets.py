@@ -144,6 +144,8 @@ class Targets:
         try:
             async with self._opened(place) as runner:
                 target = Target(place, runner)
+                if ready.cancelled():  # whoever opened it stopped waiting, in this very turn: nobody will close it
+                    return
                 ready.set_result(target)
                 await target.close.wait()
         except (GatemeshError, BaseExceptionGroup, OSError, ValueError) as exc:

@@ -109,6 +109,8 @@ async def test_a_dropped_message_leaves_the_run_waiting_and_the_probe_names_who_
         assert not held.stepper.pending
         assert not run.done()
         assert held.runner.expire(held.stepper.run or "")
+        await asyncio.sleep(0.05)  # the deadline has passed: the gates are being probed
+        assert not held.runner.expire(held.stepper.run or "")  # said once (a second expire raised and ended the page)
         with pytest.raises(RunTimeout, match=r"mul\(f\) waits for input\(s\) add_1") as failed:
             await run
         assert failed.value.waiting_on == ["x", "y", "z", "add_1", "f"]  # the leaves wait for gradients

@@ -1,0 +1,28 @@
+"""Where the page's gates run: a target is opened for a run and handed over, or closed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gates.transport import BrokerAddress
+from orchestrator.compiler import compile_source
+from web.targets import Place, Targets
+
+
+async def test_a_target_whose_opener_stopped_waiting_is_closed_not_handed_over(
+    mosquitto_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second Run cancels the first while its gates come up; when both happen in one turn of the
+    loop, the target finds its future cancelled. Setting its result raised InvalidStateError,
+    logged as a failed deployment: now the target closes its gates and returns."""
+    async with asyncio.TaskGroup() as group:
+        targets = Targets(BrokerAddress.parse(mosquitto_url), spawn=group.create_task)
+        ready: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        ready.cancel()
+        place = Place("here", compile_source("x * 2"))
+        async with asyncio.timeout(20):
+            await targets._hold(place, ready)  # type: ignore[arg-type]
+        assert targets.current is None
+    assert caplog.text == ""
