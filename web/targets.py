@@ -118,11 +118,13 @@ class Targets:
         return target
 
     async def close(self) -> None:
+        """Close the current target and wait until its gates are gone. A caller cancelled while it
+        waits stops waiting, and the target still finishes undeploying in its own task (awaiting
+        the task itself would cancel it too, cutting the undeploy short and leaving its gates)."""
         target, self.current = self.current, None
         if target is not None and target.task is not None:
             target.close.set()
-            with contextlib.suppress(Exception):
-                await target.task
+            await asyncio.wait([target.task])
 
     def _opened(self, place: Place) -> contextlib.AbstractAsyncContextManager[Runner]:
         # hears everything of its deployment on its own connection: the page swaps a recorder, an

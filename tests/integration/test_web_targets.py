@@ -26,3 +26,19 @@ async def test_a_target_whose_opener_stopped_waiting_is_closed_not_handed_over(
             await targets._hold(place, ready)  # type: ignore[arg-type]
         assert targets.current is None
     assert caplog.text == ""
+
+
+async def test_a_close_cancelled_while_it_waits_lets_the_target_finish_undeploying(mosquitto_url: str) -> None:
+    """Run, then Run again while the first target closes: the second request's cancellation ends
+    its wait, never the undeploy it waits for (that left the gates and the deployment behind)."""
+    async with asyncio.TaskGroup() as group:
+        targets = Targets(BrokerAddress.parse(mosquitto_url), spawn=group.create_task)
+        target = await targets.get(Place("here", compile_source("x * 2")))
+        assert target.task is not None
+        closing = group.create_task(targets.close())
+        await asyncio.sleep(0)  # closing waits for the target's task now
+        closing.cancel()
+        async with asyncio.timeout(20):
+            await asyncio.wait([target.task])
+        assert not target.task.cancelled()
+        assert closing.cancelled()
