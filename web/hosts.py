@@ -37,7 +37,7 @@ class HostProcess:
     name: str
     process: asyncio.subprocess.Process | None = None
     state: str = "starting"
-    """starting, running, killed or exited (code N)."""
+    """starting, running, stopping, killed or exited (code N)."""
 
 
 class HostProcesses:
@@ -55,6 +55,10 @@ class HostProcesses:
         self.accounts = accounts
         """With a secured broker: host name -> its broker URL with its own account (names come from it)."""
         self.faults = ""
+        """The faults a host started now is given."""
+        self.started_with: str | None = ""
+        """The faults every host was last started with; None while a restart is under way, or
+        after one was cut short (a newer run): the next run that asks restarts them all again."""
         self.online: Callable[[str, int], Awaitable[None]] | None = None
         """Returns once host (name, pid) has announced itself (set by the session)."""
         self.hosts = {name: HostProcess(name) for name in names}
@@ -97,15 +101,18 @@ class HostProcesses:
 
     async def restart_all(self, faults: str) -> None:
         """Stop every host and start them again with these faults (new incarnations: redeploy after)."""
-        self.faults = faults
+        self.faults, self.started_with = faults, None
         await self.stop_all()
         await self.start_all()
+        self.started_with = faults
 
     async def stop_all(self) -> None:
         for host in self.hosts.values():
             process = host.process
             if process is None or process.returncode is not None:
                 continue
+            host.state = "stopping"
+            self.on_change()
             process.terminate()
             try:
                 async with asyncio.timeout(STOP_GRACE):
@@ -118,7 +125,9 @@ class HostProcesses:
     def poll(self) -> None:
         """Notice processes that ended by themselves."""
         for host in self.hosts.values():
-            if host.process is not None and host.process.returncode is not None and host.state == "running":
+            ended = host.process is not None and host.process.returncode is not None
+            if ended and host.state in ("running", "stopping"):
+                assert host.process is not None
                 host.state = f"exited ({host.process.returncode})"
                 self.on_change()
 

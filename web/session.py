@@ -352,7 +352,7 @@ class Session:
         if request.where == "hosts":
             if self.hosts is None:
                 raise ValueError("no gate hosts: start the server with --hosts N to run on host processes")
-            if faults != self.hosts.faults:
+            if faults != self.hosts.started_with:
                 await self.targets.close()
                 await self.hosts.restart_all(faults)
             alive = tuple(h.name for h in self.hosts.hosts.values() if h.state == "running")

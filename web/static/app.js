@@ -161,7 +161,7 @@ const handlers = {
         kill.disabled = h.state !== "running" || Boolean(state.readonly);
         kill.addEventListener("click", () => send({ type: "kill_host", name: h.name }));
         const start = el("button", { class: "start", type: "button" }, "start");
-        start.disabled = h.state === "running" || Boolean(state.readonly);
+        start.disabled = h.state === "running" || h.state === "stopping" || Boolean(state.readonly);
         start.addEventListener("click", () => send({ type: "start_host", name: h.name }));
         return el("li", { "data-host": h.name }, el("span", {}, h.name + " "), el("span", { class: `host-state state-${h.state.split(" ")[0]}` }, h.state), kill, start);
       }),
