@@ -98,7 +98,8 @@ class Session:
         self.targets = Targets(broker, self._spawn, secure)
         self.last: Run | None = None
         self._group: asyncio.TaskGroup | None = None
-        self._running: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        """Every run and watch not over yet: the newest, and any older one still stopping."""
         self._dirty = asyncio.Event()
         self.pictures: render.Pictures = render.NO_PICTURES
         """The shown run's pictures as last drawn, what every page has (a newer view's are blank
@@ -251,8 +252,7 @@ class Session:
 
     def start(self, request: Run, replay: Sequence[Choice] = ()) -> None:
         """Stop the run in progress (or the watch), if any, and start this one."""
-        previous = self._running
-        self._running = self._spawn(self._run(request, list(replay), previous))
+        self._follow(self._spawn(self._run(request, list(replay), set(self._running))))
 
     def watch(self, name: str) -> None:
         """Stop the run in progress, if any, and show the runs others make on deployment `name`."""
@@ -260,10 +260,13 @@ class Session:
         if head is None:
             known = ", ".join(sorted(self.cluster.deployments)) or "none"
             raise ValueError(f"no deployment named {name} on the broker (deployments: {known})")
-        previous = self._running
-        self._running = self._spawn(self._watch(head, previous))
+        self._follow(self._spawn(self._watch(head, set(self._running))))
 
-    async def _watch(self, head: DeploymentHead, previous: asyncio.Task[None] | None) -> None:
+    def _follow(self, task: asyncio.Task[None]) -> None:
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _watch(self, head: DeploymentHead, previous: set[asyncio.Task[None]]) -> None:
         await _stopped(previous)
         self.stepper.close()
         try:
@@ -287,7 +290,7 @@ class Session:
 
     # -- one run --------------------------------------------------------------------------
 
-    async def _run(self, request: Run, replay: list[Choice], previous: asyncio.Task[None] | None) -> None:
+    async def _run(self, request: Run, replay: list[Choice], previous: set[asyncio.Task[None]]) -> None:
         await _stopped(previous)
         self.last = request
         view = self.view = RunView(request=request, status="starting")
@@ -519,8 +522,8 @@ class Session:
         return view.recorder is None or view.recorder.in_flight(view.run) == 0
 
 
-async def _stopped(task: asyncio.Task[None] | None) -> None:
-    """Cancel `task` (a run or a watch) and wait until it is over. A caller cancelled meanwhile (a
-    newer request) stops waiting at once: its own cancellation is never taken for the task's."""
-    if task is not None:
-        await cancel_and_wait([task])
+async def _stopped(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` (every run or watch before this one) and wait until they are over. A caller
+    cancelled meanwhile (a newer request) stops waiting at once: its own cancellation is never
+    taken for theirs, and the newer request waits for them too (it is given them all)."""
+    await cancel_and_wait(tasks)
