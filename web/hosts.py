@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -62,24 +63,32 @@ class HostProcesses:
         self.online: Callable[[str, int], Awaitable[None]] | None = None
         """Returns once host (name, pid) has announced itself (set by the session)."""
         self.hosts = {name: HostProcess(name) for name in names}
+        self._starting = asyncio.Lock()
 
     @property
     def names(self) -> list[str]:
         return list(self.hosts)
 
     async def start(self, name: str) -> None:
-        host = self.hosts[name]
-        if host.process is not None and host.process.returncode is None:
-            return
-        url = self.accounts(name) if self.accounts is not None else str(self.broker)
-        argv = [sys.executable, "-m", "gates", "--broker", url, "--name", name, "--log-level", "WARNING"]
-        if self.faults:
-            argv += ["--faults", self.faults]
-        host.process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent
-        )
-        host.state = "running"
-        self.on_change()
+        """Start host `name` unless it runs (one start at a time: two pages pressing "start" at
+        once would both find it stopped, and the first process would be lost track of)."""
+        async with self._starting:
+            host = self.hosts[name]
+            if host.process is not None and host.process.returncode is None:
+                return
+            url = self.accounts(name) if self.accounts is not None else str(self.broker)
+            argv = [sys.executable, "-m", "gates", "--name", name, "--log-level", "WARNING"]
+            if self.faults:
+                argv += ["--faults", self.faults]
+            host.process = await asyncio.create_subprocess_exec(
+                *argv,
+                env={**os.environ, "GATEMESH_BROKER": url},  # not in argv: a password there is in every `ps`
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+            host.state = "running"
+            self.on_change()
 
     async def start_all(self, online: Callable[[str, int], Awaitable[None]] | None = None) -> None:
         """Start every host, one after the other: each online (when `online` can tell) before the next
@@ -150,7 +159,7 @@ def broker_url_for(broker: BrokerAddress, accounts: SecureDir, host: str) -> str
     """`broker` as host `host` reaches it: with its own account (and the CA of an mqtts:// broker)."""
     user = host_user(host)
     password = quote(accounts.credentials()[user], safe="")
-    ca = f"?ca={broker.ca_file}" if broker.ca_file else ""
+    ca = f"?ca={quote(str(broker.ca_file), safe='/')}" if broker.ca_file else ""
     return f"{'mqtts' if broker.tls else 'mqtt'}://{user}:{password}@{broker.host}:{broker.port}{ca}"
 
 

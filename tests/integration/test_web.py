@@ -449,6 +449,23 @@ def test_on_a_secured_broker_the_server_and_each_host_use_their_own_accounts(pag
                 values_shown(page, {"-4.00"})
                 page.locator("#deliver-all").click()
                 expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+                hosts = [line for line in _children_command_lines(serving.process.pid) if " -m gates " in line]
+                assert len(hosts) == 2
+                for password in accounts.credentials().values():  # every local user can read a command line
+                    assert not any(password in line for line in hosts)
             finally:
                 said = serving.stop()
             assert "not authorised" not in said.lower()
+
+
+def _children_command_lines(pid: int) -> list[str]:
+    """The command lines of process `pid`'s children, as `ps` shows them to anyone."""
+    lines = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                lines.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended meanwhile
+    return lines
