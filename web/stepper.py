@@ -49,6 +49,8 @@ class Choice:
     action: Action
     key: str
     label: str
+    pinned: bool = False
+    """For a hold: whether it pinned the message or unpinned it (a replay sets that, never toggles)."""
 
 
 @dataclass
@@ -230,10 +232,12 @@ class Stepper:
             if not held.pinned:
                 self._act("deliver", held)
 
-    def _act(self, action: Action, held: Held) -> None:
+    def _act(self, action: Action, held: Held, pin: bool | None = None) -> None:
+        """Do `action` with `held`; a hold toggles its pin, or sets it to `pin` (a replay)."""
         if action == "hold":
-            held.pinned = not held.pinned
-            self.history.append(Choice("hold", held.key, ("pin " if held.pinned else "unpin ") + held.label))
+            held.pinned = not held.pinned if pin is None else pin
+            label = ("pin " if held.pinned else "unpin ") + held.label
+            self.history.append(Choice("hold", held.key, label, held.pinned))
             self._touch()
             return
         if action != "drop":
@@ -254,9 +258,7 @@ class Stepper:
             if held is None:
                 return
             self.replay.popleft()
-            if wanted.action == "hold" and held.pinned:
-                continue
-            self._act(wanted.action, held)
+            self._act(wanted.action, held, wanted.pinned)
 
     def _touch(self) -> None:
         self.last_change = time.monotonic()

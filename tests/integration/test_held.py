@@ -114,3 +114,25 @@ async def test_a_dropped_message_leaves_the_run_waiting_and_the_probe_names_who_
         with pytest.raises(RunTimeout, match=r"mul\(f\) waits for input\(s\) add_1") as failed:
             await run
         assert failed.value.waiting_on == ["x", "y", "z", "add_1", "f"]  # the leaves wait for gradients
+
+
+async def test_going_back_over_a_pin_and_an_unpin_leaves_the_message_unpinned(mosquitto_url: str) -> None:
+    """A replay sets a hold's pin as it was chosen: toggling skipped the unpin, so the message
+    stayed pinned, "deliver all" left it waiting and the replayed run never finished."""
+    async with held_qf(mosquitto_url) as held:
+        first = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
+        await held.do("feed orchestrator x", "hold")
+        await held.do("feed orchestrator x", "hold")
+        choices = list(held.stepper.history)
+        assert [(c.label.split()[0], c.pinned) for c in choices] == [("pin", True), ("unpin", False)]
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        held.stepper.arm(choices)  # "go back here": the next run replays both choices
+        second = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
+        await waiting(held.stepper, "feed orchestrator x")
+        await settle()
+        assert not held.stepper.replay
+        assert [h.pinned for h in held.stepper.pending.values() if h.key == "feed orchestrator x"] == [False]
+        held.stepper.deliver_all()
+        assert await second == QF_RESULT
