@@ -126,9 +126,12 @@ async def _push(websocket: WebSocket, session: Session, client: Client) -> None:
 
 async def _listen(websocket: WebSocket, session: Session, client: Client) -> None:
     while True:
-        text = await websocket.receive_text()
+        frame = await websocket.receive()  # receive_text() raised KeyError on a binary frame, outside the try
+        if frame["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(frame.get("code", 1000))
         try:
-            request = parse_request(text)
+            text = frame.get("text")
+            request = parse_request(text if text is not None else frame.get("bytes") or b"")
             await session.handle(request, client)
         except (BadRequest, GatemeshError, KeyError, ValueError, TransportError, TimeoutError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

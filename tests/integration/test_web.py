@@ -171,6 +171,13 @@ def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServePro
         "if (m.type === 'problem') document.title = m.message; }; }"
     )
     expect(page).to_have_title(re.compile(r"bad request: deliver.id: String should match pattern"), timeout=WAIT)
+    page.evaluate(  # a binary frame closed the connection with a traceback in the server's log
+        "() => { const ws = new WebSocket('ws://' + location.host + '/ws'); "
+        "ws.onopen = () => ws.send(new Uint8Array([1, 2, 3])); "
+        "ws.onmessage = (e) => { const m = JSON.parse(e.data); "
+        "if (m.type === 'problem') document.title = m.message; }; }"
+    )
+    expect(page).to_have_title(re.compile(r"^bad request: request: Invalid JSON"), timeout=WAIT)
     page.locator("#source").fill("x * y")
     page.locator("#inputs input[data-name=x]").fill("2", timeout=WAIT)
     page.locator("#run").click()  # y has no value
