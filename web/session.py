@@ -383,7 +383,8 @@ class Session:
         if request.fill is not None:  # every input the request leaves out
             inputs = {**dict.fromkeys(circuit.inputs, request.fill), **inputs}
         if traced:
-            recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=request.faults.text())
+            faults = target.place.faults  # a deployment's runs have its hosts' faults, never the page's
+            recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=faults)
             recorder.attach(circuit, runner.deployment, runner.placement)
             recorder.listeners.append(self._on_event)
             explain_to(recorder, self._say)
