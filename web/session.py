@@ -269,6 +269,7 @@ class Session:
     async def _watch(self, head: DeploymentHead, previous: set[asyncio.Task[None]]) -> None:
         await _stopped(previous)
         self.stepper.close()
+        self._show(RunView(status="connecting", title=f"deployment {head.name}"))  # not the last run's result
         try:
             record = await read_record(self.watch_broker, head)
             stage = Stage(self._show, self.touch, self._say, self._on_event, self._observer, TRACE_LIMIT)
