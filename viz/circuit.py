@@ -13,10 +13,11 @@ written here, so that every number sits exactly above or below its wire and carr
 
 from __future__ import annotations
 
-import itertools
+import functools
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import graphviz
@@ -27,6 +28,7 @@ from gates.trace_records import TraceMsg
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.trace import Trace
 from viz.svg import GREEN, GREY, RED, DrawError, attr, document, num, text
+from viz.wire_labels import FRACTIONS, Box, Point, Wire, along, place
 
 MAX_GATES = 60
 """Past this many gates the figure is a hairball: `draw_circuit` refuses and says what to do."""
@@ -186,75 +188,122 @@ def draw_circuit(
     """The figure as a standalone SVG document; without `state`, the bare circuit (every number blank)."""
     check_size(circuit, max_gates)
     state = state or WireState()
+    plan = _plan(circuit)
+    labels = [
+        svg
+        for tail, head, nth, baselines in plan.labelled
+        for svg in _labels(circuit, state, tail, head, nth, baselines)
+    ]
+    width = max(plan.width, 2 * SIDE + 7.0 * len(caption))  # the caption on one line
+    legend = [
+        text(SIDE, plan.height - 12, "value (forward)", "legend value-key", anchor="start"),
+        text(SIDE + 110, plan.height - 12, "gradient (backward)", "legend grad-key", anchor="start"),
+    ]
+    body = [text(SIDE, 24, caption, "caption", anchor="start"), *plan.wires, *plan.shapes, *labels, *legend]
+    return document(width, plan.height, STYLE, body, caption or f"circuit {circuit.name}")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A circuit's figure without its numbers: drawn once per circuit, filled in by every state."""
+
+    width: float
+    height: float
+    wires: list[str]
+    shapes: list[str]
+    labelled: list[tuple[str, str, int, list[Point]]]
+    """Per wire: its tail, its head, which branch to that head it is, and its labels' baselines."""
+
+
+@functools.lru_cache(maxsize=8)
+def _plan(circuit: Circuit) -> _Plan:
     layout = _layout(circuit)
     bb = [float(v) for v in str(layout["bb"]).split(",")]
     height = bb[3] - bb[1]
 
-    def at(x: float, y: float) -> tuple[float, float]:
+    def at(x: float, y: float) -> Point:
         return SIDE + x - bb[0], TOP + height - (y - bb[1])
 
     objects = layout["objects"]
     assert isinstance(objects, list)
     nodes = {o["name"]: o for o in objects}
     ids = {o["_gvid"]: o["name"] for o in objects}
-    readers = _readers(circuit)
-    wires: list[str] = []
-    labels: list[str] = []
     edges = layout.get("edges", [])
     assert isinstance(edges, list)
+    drawn = [(ids[edge["tail"]], ids[edge["head"]], [at(x, y) for x, y in _spline(edge["pos"])]) for edge in edges]
+    readers = _readers(circuit)
     branches: Counter[tuple[str, str]] = Counter()
     """Branches drawn so far from a fork to a reader: `x*x` reads x twice, by two branches."""
-    for edge in edges:
-        tail, head = ids[edge["tail"]], ids[edge["head"]]
-        points = [at(*map(float, p.split(","))) for p in edge["pos"].split() if not p.startswith(("e,", "s,"))]
-        wires.append(f'<path class="wire" d={attr(_path(points))}><title>{tail} \u2192 {head}</title></path>')
-        labels += _wire_labels(circuit, state, readers, tail, head, points, branches[tail, head])
+    nths = []
+    for tail, head, _ in drawn:
+        nths.append(branches[tail, head])
         branches[tail, head] += 1
-    shapes = [_node(circuit, name, node, at) for name, node in nodes.items()]
-    width, total_height = bb[2] - bb[0] + 2 * SIDE, height + TOP + BOTTOM
-    width = max(width, 2 * SIDE + 7.0 * len(caption))  # the caption on one line
-    legend = [
-        text(SIDE, total_height - 12, "value (forward)", "legend value-key", anchor="start"),
-        text(SIDE + 110, total_height - 12, "gradient (backward)", "legend grad-key", anchor="start"),
-    ]
-    body = [text(SIDE, 24, caption, "caption", anchor="start"), *wires, *shapes, *labels, *legend]
-    return document(width, total_height, STYLE, body, caption or f"circuit {circuit.name}")
+    to_label = [Wire(tuple(points), _label_sides(readers, tail, head, points)) for tail, head, points in drawn]
+    baselines = place(to_label, [_covers(circuit, name, node, at) for name, node in nodes.items()])
+    return _Plan(
+        width=bb[2] - bb[0] + 2 * SIDE,
+        height=height + TOP + BOTTOM,
+        wires=[
+            f'<path class="wire" d={attr(_path(points))}><title>{t} \u2192 {h}</title></path>' for t, h, points in drawn
+        ],
+        shapes=[_node(circuit, name, node, at) for name, node in nodes.items()],
+        labelled=[(t, h, nth, spots) for (t, h, _), nth, spots in zip(drawn, nths, baselines, strict=True)],
+    )
 
 
-def _wire_labels(
-    circuit: Circuit,
-    state: WireState,
-    readers: dict[str, list[tuple[str, int]]],
-    tail: str,
-    head: str,
-    points: list[tuple[float, float]],
-    nth: int = 0,
-) -> list[str]:
+LABEL_WIDTH, PART_WIDTH = 44.0, 34.0
+"""A wire label's room: wide enough for "-0.123" (13px bold), or a branch's part (11px). Fixed,
+not measured: the numbers fill in during a pass, and must not move as they do."""
+
+
+def _label_sides(
+    readers: dict[str, list[tuple[str, int]]], tail: str, head: str, points: list[Point]
+) -> tuple[tuple[float, float], ...]:
+    """A wire's labels as (side, width): a value above and a gradient below, or a branch's part below
+    (above, inside the loop, for branches that meet again, like `x*x`'s)."""
+    if not tail.endswith(" fork"):
+        return ((1.0, LABEL_WIDTH), (-1.0, LABEL_WIDTH))
+    middle, normal = along(points, FRACTIONS[0])
+    loop = len([edge for edge in readers[tail.removesuffix(" fork")] if edge[0] == head]) > 1
+    inside = loop and normal[1] * (points[0][1] - middle[1]) > 0
+    return ((1.0 if inside else -1.0, PART_WIDTH),)
+
+
+def _labels(circuit: Circuit, state: WireState, tail: str, head: str, nth: int, baselines: list[Point]) -> list[str]:
     """The numbers of one drawn wire: trunk (gate -> fork or reader), branch (fork -> reader) or
     output. `nth`: which of the branches from this fork to `head` it is (one per port read)."""
-    (mx, my), (nx, ny) = _along(points, 0.4)  # before the middle: converging wires are further apart there
-    value_at, grad_at = (mx + 7 * nx, my + 7 * ny), (mx - 17 * nx, my - 17 * ny)  # text baselines
     if tail.endswith(" fork"):  # a branch: its own contribution only
         gate = tail.removesuffix(" fork")
-        drawn = [edge for edge in readers[gate] if edge[0] == head]
+        drawn = [edge for edge in _readers(circuit)[gate] if edge[0] == head]
         reader, port = drawn[nth]
-        part = state.parts.get((gate, reader, port))
-        if len(drawn) > 1 and (grad_at[1] - my) * (points[0][1] - my) < 0:
-            grad_at = value_at  # branches that meet again (`x*x`): each number inside the loop they make
         title = f"d{circuit.output}/d{gate} through {head}" + (f", its input {port + 1}" if len(drawn) > 1 else "")
-        return [text(*grad_at, num(part), "grad part", title=title)]
+        return [text(*baselines[0], num(state.parts.get((gate, reader, port))), "grad part", title=title)]
     if head.endswith(" output"):
         value, grad, name = state.output_value, state.seed, circuit.output
     else:
         value, grad, name = state.values.get(tail), state.total(circuit, tail), tail
     return [
-        text(*value_at, num(value), "value", title=f"{name} = {value}" if value is not None else f"{name}: not yet"),
-        text(*grad_at, num(grad), "grad", title=f"d{circuit.output}/d{name} = {grad}" if grad is not None else ""),
+        text(
+            *baselines[0], num(value), "value", title=f"{name} = {value}" if value is not None else f"{name}: not yet"
+        ),
+        text(*baselines[1], num(grad), "grad", title=f"d{circuit.output}/d{name} = {grad}" if grad is not None else ""),
     ]
 
 
-def _node(circuit: Circuit, name: str, node: dict[str, str], at: object) -> str:
-    assert callable(at)
+def _covers(circuit: Circuit, name: str, node: dict[str, str], at: Callable[[float, float], Point]) -> Box:
+    """What a node covers: a gate's circle and the name below it, a leaf's or the output's name."""
+    x, y = at(*map(float, node["pos"].split(",")))
+    if name.endswith(" fork"):
+        return (x - 3, y - 3, x + 3, y + 3)
+    if name.endswith(" output") or circuit.by_id[name].op in ("input", "const"):
+        half = 4.5 * len(circuit.output if name.endswith(" output") else name) + 2
+        return (x - half, y - 9, x + half, y + 9)
+    r = float(node["width"]) * SCALE / 2
+    half = max(r, 3.5 * len(name))
+    return (x - half, y - r, x + half, y + r + 16)
+
+
+def _node(circuit: Circuit, name: str, node: dict[str, str], at: Callable[[float, float], Point]) -> str:
     x, y = at(*map(float, node["pos"].split(",")))
     if name.endswith(" fork"):
         return f'<circle class="fork" cx="{x:.1f}" cy="{y:.1f}" r="3"/>'
@@ -272,7 +321,7 @@ def _node(circuit: Circuit, name: str, node: dict[str, str], at: object) -> str:
     )
 
 
-def _path(points: list[tuple[float, float]]) -> str:
+def _path(points: list[Point]) -> str:
     """dot's B-spline control points as an SVG path of cubic Bezier segments."""
     start, rest = points[0], points[1:]
     segments = [f"M{start[0]:.1f},{start[1]:.1f}"]
@@ -282,31 +331,9 @@ def _path(points: list[tuple[float, float]]) -> str:
     return " ".join(segments)
 
 
-def _along(points: list[tuple[float, float]], fraction: float) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The point `fraction` of the way along the spline (by sampled length), and the unit normal there
-    that points up."""
-    samples: list[tuple[float, float]] = [points[0]]
-    for i in range(0, len(points) - 3, 3):
-        p0, p1, p2, p3 = points[i : i + 4]
-        for k in range(1, 11):
-            t = k / 10
-            u = 1 - t
-            samples.append(
-                (
-                    u**3 * p0[0] + 3 * u * u * t * p1[0] + 3 * u * t * t * p2[0] + t**3 * p3[0],
-                    u**3 * p0[1] + 3 * u * u * t * p1[1] + 3 * u * t * t * p2[1] + t**3 * p3[1],
-                )
-            )
-    lengths = [0.0]
-    for (ax, ay), (bx, by) in itertools.pairwise(samples):
-        lengths.append(lengths[-1] + math.hypot(bx - ax, by - ay))
-    index = max(1, next(i for i, length in enumerate(lengths) if length >= fraction * lengths[-1]))
-    (ax, ay), (bx, by) = samples[index - 1], samples[index]
-    norm = math.hypot(bx - ax, by - ay) or 1.0
-    nx, ny = (by - ay) / norm, -(bx - ax) / norm
-    if ny > 0:
-        nx, ny = -nx, -ny
-    return samples[index], (nx, ny)
+def _spline(pos: str) -> list[Point]:
+    """dot's `pos` of an edge: its B-spline's control points (the arrowheads' end points left out)."""
+    return [(float(x), float(y)) for x, y in (p.split(",")[:2] for p in pos.split() if not p.startswith(("e,", "s,")))]
 
 
 INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}

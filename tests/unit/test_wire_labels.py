@@ -1,0 +1,73 @@
+"""The circuit figure's numbers sit clear of every wire: a wire through "-0.50" reads as 0.50."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from orchestrator.compiler import compile_source
+from viz.circuit import WireState, draw_circuit
+
+SVG = "{http://www.w3.org/2000/svg}"
+NEURON = "sigmoid(w0*x0 + w1*x1 + w2)", {"w0": 2, "x0": -1, "w1": -3, "x1": -2, "w2": -3}
+CHAIN = (
+    "tanh(x0*y0 + x1*y1 + x2*y2 + x3*y3)",
+    {"x0": 1, "y0": -0.5, "x1": 2, "y1": -1.75, "x2": 3, "y2": -3.6, "x3": -4, "y3": 2.75},
+)
+FORKS = "a = x*y; b = a + x; c = sigmoid(a) * b + x*a", {"x": 1.5, "y": -2}
+
+
+def wire_points(svg: ET.Element) -> list[tuple[float, float]]:
+    """Points every pixel or so along every wire (the paths are M then cubic C segments)."""
+    points = []
+    for path in svg.iter(f"{SVG}path"):
+        numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", path.get("d", ""))]
+        pairs = list(zip(numbers[::2], numbers[1::2], strict=True))
+        start = pairs[0]
+        for i in range(1, len(pairs) - 2, 3):
+            (ax, ay), (bx, by), (cx, cy) = pairs[i : i + 3]
+            for k in range(101):
+                t, u = k / 100, 1 - k / 100
+                points.append(
+                    (
+                        u**3 * start[0] + 3 * u * u * t * ax + 3 * u * t * t * bx + t**3 * cx,
+                        u**3 * start[1] + 3 * u * u * t * ay + 3 * u * t * t * by + t**3 * cy,
+                    )
+                )
+            start = (cx, cy)
+    return points
+
+
+def label_boxes(svg: ET.Element) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """Each wire number's glyphs: 13px bold digits are about 7.8 px wide and 9.5 px tall (11px: 6.2, 8)."""
+    boxes = []
+    for node in svg.iter(f"{SVG}text"):
+        classes = set(node.get("class", "").split())
+        shown = "".join([node.text or "", *(child.tail or "" for child in node)]).strip()  # not its <title>
+        if not classes & {"value", "grad"} or "legend" in classes or not shown:
+            continue
+        per_char, height = (6.2, 8.0) if "part" in classes else (7.8, 9.5)
+        x, y = float(node.get("x", "0")), float(node.get("y", "0"))
+        half = len(shown) * per_char / 2
+        boxes.append((shown, (x - half + 1, y - height + 1, x + half - 1, y - 1)))
+    return boxes
+
+
+@pytest.mark.parametrize("case", [NEURON, CHAIN, FORKS], ids=["neuron", "chain", "forks"])
+def test_no_wire_runs_through_a_number(case: tuple[str, dict[str, float]]) -> None:
+    source, inputs = case
+    circuit = compile_source(source)
+    every = -12.5  # a long number on every wire ("-12.50"): where the numbers go does not depend on them
+    parts = {(source, g.id, port): every for g in circuit.gates for port, source in enumerate(g.inputs)}
+    state = WireState(values={g.id: every for g in circuit.gates}, parts=parts, output_value=every, seed=1.0)
+    svg = ET.fromstring(draw_circuit(circuit, state))
+    points = wire_points(svg)
+    crossed = [
+        shown
+        for shown, (left, top, right, bottom) in label_boxes(svg)
+        if any(left < x < right and top < y < bottom for x, y in points)
+    ]
+    assert len(label_boxes(svg)) > 2 * len(inputs)
+    assert crossed == []
