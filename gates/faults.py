@@ -60,8 +60,12 @@ class Faults(BaseModel):
     def parse(cls, text: str) -> Faults:
         """`drop=0.05,dup=0.1,delay=0-20ms,reorder,seed=7` -> Faults; ValueError names the bad part."""
         fields: dict[str, object] = {}
+        given: set[str] = set()
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, value = part.partition("=")
+            if key in given:
+                raise ValueError(f"--faults {text!r}: {key} is given twice; give it once")
+            given.add(key)
             try:
                 if key in ("drop", "dup") and sep:
                     fields[key] = float(value)

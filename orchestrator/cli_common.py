@@ -77,7 +77,7 @@ PlacementOption = Annotated[
     str,
     typer.Option("--placement", help=f"{' | '.join(STRATEGIES)} | a .json/.yaml file mapping gate -> host"),
 ]
-DASH_FIRST = "(one that starts with -: put -- before it)"
+DASH_FIRST = "(one that starts with -: give every option first, then --, then it)"
 """Said by every SOURCE argument's help: `-x` would be read as an option."""
 OutputOption = Annotated[str | None, typer.Option("--output", help="the name whose value is the output")]
 

@@ -94,7 +94,7 @@ def run(
     faults: FaultsOption = "",
     retries: Annotated[int, typer.Option(min=0, help="run again (fresh run id) after a timeout, this many times")] = 0,
     trace: Annotated[
-        Path | None, typer.Option("--trace", help="record every event of the run, with logical clocks, to this file")
+        Path | None, typer.Option("--trace", help="record every event of the run, with logical clocks, to this .jsonl file")
     ] = None,
     secure: Annotated[
         Path | None,
@@ -113,7 +113,7 @@ def run(
     given = [source] if source is not None else []
     given += assignments or []
     fault_plan = parse_faults(faults)
-    check_writable("--trace", trace)
+    check_writable("--trace", trace, (".jsonl",))  # not a picture's name: it would be overwritten with JSON
     if fault_plan is not None and (deployed_name is not None or hosts is not None):
         raise InputError("--faults applies to gates in this process; give hosts their own (gatemesh host --faults)")
     if secure is not None and deployed_name is None and hosts is None:

@@ -65,6 +65,7 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
             "ca=/nonexistent/ca.pem: No such file or directory",
         ),
         (["run", "x", "x=1", "--trace", "/nonexistent/t.jsonl"], "--trace /nonexistent/t.jsonl: cannot write in"),
+        (["run", "x", "x=1", "--trace", "qf-circuit.svg"], "--trace qf-circuit.svg: write it as .jsonl"),
         (["compile", "x+y", "-o", "/nonexistent/c.json"], "/nonexistent/c.json: cannot write the circuit file"),
         (["compile", "x+y", "-o", "c.txt"], "c.txt: a circuit file ends in .json, .yaml or .yml"),
         (["train", "moons", "--engine", "reference", "--plot", "b.txt"], "--plot b.txt: write it as .png, .svg, .pdf"),

@@ -45,6 +45,8 @@ def test_a_file_to_write_is_checked_before_anything_runs(tmp_path: Path) -> None
         check_writable("--trace", tmp_path)
     with pytest.raises(InputError, match=r"^-o .*c\.png: write it as \.svg$"):
         check_writable("-o", tmp_path / "c.png", (".svg",))
+    with pytest.raises(InputError, match=r"^--trace .*qf-circuit\.svg: write it as \.jsonl$"):
+        check_writable("--trace", tmp_path / "qf-circuit.svg", (".jsonl",))
     with pytest.raises(InputError, match=r"cannot write in .*missing.* \(missing, or not writable\)"):
         check_writable("-o", tmp_path / "missing" / "c.svg", (".svg",))
     check_writable("-o", tmp_path / "c.svg", (".svg",))

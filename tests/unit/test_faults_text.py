@@ -20,3 +20,10 @@ def test_faults_are_written_as_they_are_given(given: str, written: str) -> None:
     faults = Faults.parse(given)
     assert faults.text == written
     assert Faults.parse(faults.text) == faults
+
+
+def test_a_fault_given_twice_is_refused_not_overwritten() -> None:
+    with pytest.raises(ValueError, match=r"^--faults 'drop=0.1,drop=0.2': drop is given twice; give it once$"):
+        Faults.parse("drop=0.1,drop=0.2")
+    with pytest.raises(ValueError, match=r"reorder is given twice"):
+        Faults.parse("reorder,seed=1,reorder")
