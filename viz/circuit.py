@@ -33,7 +33,8 @@ from viz.wire_labels import FRACTIONS, Box, Point, Wire, along, place
 MAX_GATES = 60
 """Past this many gates the figure is a hairball: `draw_circuit` refuses and says what to do."""
 SCALE = 72.0  # dot works in points (72 per inch), y up; the SVG in pixels, y down
-TOP, SIDE, BOTTOM = 46.0, 24.0, 34.0
+TOP, SIDE, BOTTOM = 46.0, 24.0, 42.0
+LEGEND_WIDTH = SIDE + 110 + 110 + SIDE
 
 STYLE = f"""
 .gate {{ fill: #f5f5f4; stroke: #1f2937; stroke-width: 1.5; }}
@@ -194,7 +195,7 @@ def draw_circuit(
         for tail, head, nth, baselines in plan.labelled
         for svg in _labels(circuit, state, tail, head, nth, baselines)
     ]
-    width = max(plan.width, 2 * SIDE + 7.0 * len(caption))  # the caption on one line
+    width = max(plan.width, 2 * SIDE + 7.0 * len(caption), LEGEND_WIDTH)  # the caption and the legend on one line
     legend = [
         text(SIDE, plan.height - 12, "value (forward)", "legend value-key", anchor="start"),
         text(SIDE + 110, plan.height - 12, "gradient (backward)", "legend grad-key", anchor="start"),
