@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -28,7 +29,7 @@ from gates.transport import BrokerAddress
 from orchestrator.circuit import CIRCUIT_SUFFIXES, Circuit
 from orchestrator.compiler import compile_program
 from orchestrator.deploy import HostChoice
-from orchestrator.errors import BrokerError, GatemeshError, InputError, unwrap
+from orchestrator.errors import BrokerError, CompileError, GatemeshError, InputError, unwrap
 from orchestrator.placement import STRATEGIES
 from orchestrator.result import RunResult
 
@@ -112,9 +113,17 @@ def load_circuit(source: str, output: str | None = None) -> Circuit:
         if output is not None and output != circuit.output:
             raise InputError("--output applies to expressions; a circuit file names its own output")
         return circuit
-    if ("/" in source or "." in source) and _is_file(source):  # `a/b` is an expression too
-        raise InputError(f"{source}: a circuit file's name ends in {', '.join(CIRCUIT_SUFFIXES)}")
-    return compile_warned(source, output=output)
+    suffixes = ", ".join(CIRCUIT_SUFFIXES)
+    if ("/" in source or "." in source) and _is_file(source, Path.is_file):  # `a/b` is an expression too
+        raise InputError(f"{source}: a circuit file's name ends in {suffixes}")
+    if ("/" in source or "." in source) and _is_file(source, Path.is_dir):
+        raise InputError(f"{source}: a directory; give a circuit file ({suffixes}) or an expression")
+    try:
+        return compile_warned(source, output=output)
+    except CompileError as exc:
+        if re.fullmatch(r"[\w./~-]*\.[A-Za-z]\w*", source):  # neuron.jsn: a file name, mistyped
+            raise InputError(f"{source}: no such circuit file (its name would end in {suffixes}); {exc}") from exc
+        raise
 
 
 def compile_warned(source: str, *, output: str | None = None, name: str = "circuit") -> Circuit:
@@ -125,10 +134,10 @@ def compile_warned(source: str, *, output: str | None = None, name: str = "circu
     return compiled.circuit
 
 
-def _is_file(name: str) -> bool:
-    """Whether `name` names a file (a long expression is too long a name to ask about)."""
+def _is_file(name: str, kind: Callable[[Path], bool]) -> bool:
+    """Whether `name` names a file of this kind (a long expression is too long a name to ask about)."""
     try:
-        return Path(name).is_file()
+        return kind(Path(name))
     except (OSError, ValueError):
         return False
 

@@ -94,7 +94,7 @@ def run(
     faults: FaultsOption = "",
     retries: Annotated[int, typer.Option(min=0, help="run again (fresh run id) after a timeout, this many times")] = 0,
     trace: Annotated[
-        Path | None, typer.Option("--trace", help="record every event of the run, with logical clocks, to this .jsonl file")
+        Path | None, typer.Option("--trace", help="record every event of the run, with clocks, to this .jsonl file")
     ] = None,
     secure: Annotated[
         Path | None,

@@ -27,6 +27,10 @@ def test_a_file_without_a_circuit_suffix_is_not_read_as_an_expression(
     for source in ("cf/ok", "circuit.txt"):
         with pytest.raises(InputError, match=rf"^{source}: a circuit file's name ends in \.json, \.yaml, \.yml$"):
             load_circuit(source)
+    with pytest.raises(InputError, match=r"^cf/: a directory; give a circuit file \(\.json, \.yaml"):
+        load_circuit("cf/")
+    with pytest.raises(InputError, match=r"^neuron\.jsn: no such circuit file \(its name would end in .*\); line 1"):
+        load_circuit("neuron.jsn")  # mistyped: it was read as the expression neuron.jsn (unsupported syntax)
     assert load_circuit("cf/x").inputs == ["cf", "x"]  # no such file: an expression, cf / x
     assert len(load_circuit("x*0.5+" * 60 + "y").inputs) == 2  # too long a name for a file: an expression
 
