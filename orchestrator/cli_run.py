@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from broker.security import SecureDir
 from gates.faults import Faults
@@ -135,6 +136,9 @@ def run(
     def narrate(line: str) -> None:
         print_line(line, console=console)
 
+    def retried(said: str) -> None:
+        err.print(f"[yellow]retry:[/yellow] {escape(said)}", highlight=False, soft_wrap=True)
+
     # --explain tells the trace's crossings, so sentences, trace file and pictures share one source
     recorder = Recorder(faults=fault_plan, faults_text=faults) if trace or explain else None
     if recorder is not None and explain:
@@ -147,7 +151,7 @@ def run(
             open_runner_at(target, address, hosts, placement, timeout, recorder, fault_plan, accounts) as runner,
         ):
             try:
-                return await runner.run(inputs, timeout=timeout, retries=retries)
+                return await runner.run(inputs, timeout=timeout, retries=retries, on_retry=retried)
             finally:
                 if recorder is not None:  # the tap may still hold the last crossings: --explain tells them too
                     await recorder.drain()

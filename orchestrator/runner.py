@@ -205,11 +205,19 @@ class Runner:
 
     # -- runs -----------------------------------------------------------------------------
 
-    async def run(self, inputs: Mapping[str, float], *, timeout: float = 10.0, retries: int = 0) -> RunResult:
+    async def run(
+        self,
+        inputs: Mapping[str, float],
+        *,
+        timeout: float = 10.0,
+        retries: int = 0,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> RunResult:
         """One forward and backward pass; raises GateFailed, HostLost or RunTimeout instead of hanging.
 
         A run that times out may be retried from its inputs under a fresh run id (the forward
-        pass is deterministic, so a retry can only give the same answer): `retries` more times.
+        pass is deterministic, so a retry can only give the same answer): `retries` more times,
+        each told to `on_retry` (a result that needed retries should not look like one that did not).
         """
         check_inputs(self.circuit, inputs)
         for attempt in range(retries + 1):
@@ -219,7 +227,10 @@ class Runner:
                 self._trace_end(exc.run, error=exc)
                 if attempt == retries:
                     raise
-                log.info("retrying after attempt %d of %d: %s", attempt + 1, retries + 1, exc)
+                said = f"attempt {attempt + 1} of {retries + 1} failed: {exc}; running it again from its inputs"
+                log.info("%s", said)
+                if on_retry is not None:
+                    on_retry(said)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(self, inputs: Mapping[str, float], timeout: float) -> RunResult:

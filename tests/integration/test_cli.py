@@ -107,6 +107,17 @@ def test_a_batch_too_wide_for_a_frame_is_refused_before_training(tmp_path: Path)
     assert "Traceback" not in done.stderr
 
 
+def test_a_run_that_needed_retries_says_so(mosquitto_url: str) -> None:
+    """The seeded injector drops a message in each of the first two attempts (the same for every
+    run of this command): the result comes from the third, and the first two are told."""
+    faults = ["--faults", "drop=0.1,seed=4", "--timeout", "0.5", "--retries", "3"]
+    done = gatemesh("run", "(x+y)*z", "x=-2", "y=5", "z=-4", *faults, "--json", "--broker", mosquitto_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"value": -12.0, "grads": {"x": -4.0, "y": -4.0, "z": 3.0}}
+    said = [line.split(": run ")[0] for line in done.stderr.splitlines()]
+    assert said == ["retry: attempt 1 of 4 failed", "retry: attempt 2 of 4 failed"]
+
+
 @pytest.mark.parametrize("timeout", ["nan", "-1", "0", "inf"])
 def test_a_timeout_is_a_number_of_seconds_above_0(timeout: str) -> None:
     done = gatemesh("run", "x*y", "x=1", "y=2", "--timeout", timeout)
