@@ -22,11 +22,14 @@ from gates.trace_records import TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
+from viz.wire_labels import Box, Point, Spots, choose
 
 COLUMN = 104.0
 ROW = 22.0
 LEFT, TOP, BOTTOM = 30.0, 92.0, 88.0
 MAX_EVENTS = 5000
+PLACED_ARROWS = 400
+"""Up to this many arrows (a circuit of about 30 gates), each arrow's number looks for a clear place."""
 
 COLOURS = {"feed": GREEN, "forward": GREEN, "backward": RED, "report": RED, "error": ERROR}
 STYLE = f"""
@@ -65,6 +68,23 @@ class _Place:
     y: float
 
 
+@dataclass
+class _Arrow:
+    """A message's arrow, all but where its number goes (placed once every arrow is known)."""
+
+    group: str
+    """The opening <g> with its <title>, and the line with its marks."""
+    label: str
+    label_css: str
+    a: _Place
+    b: _Place
+    fractions: tuple[float, ...]
+    """Where along the line its number may go, best first."""
+
+    def svg(self, at: Point) -> str:
+        return f"{self.group}{text(at[0], at[1], self.label, self.label_css) if self.label else ''}</g>"
+
+
 def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> str:
     """The diagram of `run` (the trace's last run by default) as a standalone SVG document."""
     chosen = trace.run_id(run)
@@ -82,9 +102,13 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     labels = {g.id: g.id if g.op in ("input", "const") else f"{g.id} {symbol(g)}" for g in trace.circuit.gates}
     body += _heads(columns, hosts, lost_at, bottom, labels)
     crossed_at = _crossed_at(of_run)
-    body += _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at)
-    body += _unsent(events, where, columns, crossed_at, set(lost_at))
-    body += _dots(events, where, columns)
+    arrows = _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at)
+    arrows += _unsent(events, where, columns, crossed_at, set(lost_at))
+    marks, covered = _dots(events, where, columns)
+    lifelines = [LEFT + COLUMN * (column + 0.5) for column in columns.values()]
+    places = _label_places(arrows, covered, lifelines)
+    body += [arrow.svg(at) for arrow, at in zip(arrows, places, strict=True)]
+    body += marks
     width = LEFT * 2 + COLUMN * len(columns)
     body += _legend(bottom + 22)
     width = max(width, 700, 2 * LEFT + 7.0 * len(caption))  # the legend, and the caption on one line
@@ -139,7 +163,7 @@ def _arrows(
     lost_at: dict[str, float],
     bottom: float,
     crossed_at: dict[str, float],
-) -> list[str]:
+) -> list[_Arrow]:
     sends = {e.msg.id: e for e in events if e.type == "send" and e.msg is not None}
     receipts: dict[str, list[TraceEvent]] = defaultdict(list)
     faults: dict[tuple[str, str], TraceEvent] = {}
@@ -199,7 +223,7 @@ def _unsent(
     columns: dict[str, int],
     crossed_at: dict[str, float],
     lost: set[str],
-) -> list[str]:
+) -> list[_Arrow]:
     """Arrows of messages received whose send the trace lacks (its sender's host was lost with
     the events it had not sent yet): drawn from where they crossed the broker."""
     sent = {e.msg.id for e in events if e.type == "send" and e.msg is not None}
@@ -229,7 +253,7 @@ def _label(send: TraceEvent) -> tuple[str, str]:
 
 def _arrow(
     send: TraceEvent, shown: str, a: _Place, b: _Place, receipt: TraceEvent, *, copy: bool, delayed: bool
-) -> str:
+) -> _Arrow:
     assert send.msg is not None
     phase = send.msg.phase
     css = f"msg {phase}" + (" duplicate" if copy else "") + (" delayed" if delayed else "")
@@ -241,44 +265,77 @@ def _arrow(
     return _drawn(send, "", css, "dup" if copy else phase, a, b, hover)
 
 
-def _drawn(event: TraceEvent, kind: str, css: str, marker: str, a: _Place, b: _Place, hover: str) -> str:
+def _drawn(event: TraceEvent, kind: str, css: str, marker: str, a: _Place, b: _Place, hover: str) -> _Arrow:
     """An arrow from `a` to `b` for the message of `event`: its group (class `arrow [kind]
     phase`), its line (class `css`, head `marker`), its hover text and its number."""
     assert event.msg is not None
     label, label_css = _label(event)
-    at = _label_place(a, b)
     group = " ".join(filter(None, ("arrow", kind, event.msg.phase)))
-    return (
+    return _Arrow(
         f"<g class={attr(group)}><title>{escape(hover)}</title>"
         f'<line class={attr(css)} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" y2="{b.y:.1f}" '
-        f'marker-end="url(#head-{marker})"/>'
-        f"{text(at.x, at.y - 3, label, label_css)}</g>"
+        f'marker-end="url(#head-{marker})"/>',
+        label,
+        label_css,
+        a,
+        b,
+        _fractions(a, b),
     )
 
 
-def _label_place(a: _Place, b: _Place) -> _Place:
-    """Where an arrow's number goes: half a column before its head, between two lifelines (at
-    the middle of a long arrow, the numbers of the messages a node sends at once pile up)."""
-    dx = b.x - a.x
-    t = 1 - COLUMN / 2 / abs(dx) if abs(dx) > COLUMN else 0.5
-    return _Place(a.x + dx * t, a.y + (b.y - a.y) * t)
+def _fractions(a: _Place, b: _Place) -> tuple[float, ...]:
+    """Where along an arrow its number may go, best first: half a column before its head,
+    between two lifelines (at the middle of a long arrow, the numbers of the messages a node
+    sends at once pile up), then further back, then the middle."""
+    dx = abs(b.x - a.x)
+    first = 1 - COLUMN / 2 / dx if dx > COLUMN else 0.5
+    tried = (first, first - 0.15, first + 0.12, first - 0.3, 0.5, 0.35, 0.65, 0.25, 0.75)
+    return tuple(dict.fromkeys(round(min(max(t, 0.1), 0.9), 3) for t in tried))
 
 
-def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault_y: float) -> str:
+def _label_places(arrows: list[_Arrow], covered: list[Box], lifelines: list[float]) -> list[Point]:
+    """Each arrow's number: where along its line it runs into least of the marks (`covered`),
+    the lifelines (a number between two of them, not on one), the other arrows and the numbers
+    placed before it (in the order the messages were sent, so that a diagram that grows keeps
+    its numbers where they were). Past PLACED_ARROWS, each simply takes its first place: the
+    search grows with the diagram, which is drawn again and again as a live pass grows it."""
+    candidates: list[list[Spots]] = [
+        [[_label_spot(arrow, t)] for t in arrow.fractions] if arrow.label else [[]] for arrow in arrows
+    ]
+    if len(arrows) <= PLACED_ARROWS:
+        lines = [((arrow.a.x, arrow.a.y), (arrow.b.x, arrow.b.y)) for arrow in arrows]
+        chosen = choose(candidates, covered, lines, rounds=1, verticals=lifelines)
+    else:
+        chosen = [0] * len(arrows)
+    return [spots[0][1] if (spots := candidates[i][k]) else (0.0, 0.0) for i, k in enumerate(chosen)]
+
+
+def _label_spot(arrow: _Arrow, t: float) -> tuple[Box, Point]:
+    """An arrow's number `t` of the way along its line, just above it: its box and baseline."""
+    x, y = arrow.a.x + (arrow.b.x - arrow.a.x) * t, arrow.a.y + (arrow.b.y - arrow.a.y) * t
+    half = len(arrow.label) * 3.2 + 2
+    return (x - half, y - 11, x + half, y - 3), (x, y - 3)
+
+
+def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault_y: float) -> _Arrow:
     assert send.msg is not None
     toward = 1 if dest_x > a.x else -1  # it ends half a column short of its receiver, between two lines
     end = _Place(dest_x - toward * COLUMN / 2, max(fault_y, a.y) + ROW * 1.5)
     label, label_css = _label(send)
     hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; dropped by the fault injector"
-    return (
+    return _Arrow(
         f'<g class="arrow dropped"><title>{escape(hover)}</title>'
         f'<line class={attr(f"msg {send.msg.phase} drop")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
-        f'x2="{end.x:.1f}" y2="{end.y:.1f}"/>{_cross(end.x, end.y, "cross drop-mark", 5)}'
-        f"{text((a.x + end.x) / 2, (a.y + end.y) / 2 - 3, label, label_css)}</g>"
+        f'x2="{end.x:.1f}" y2="{end.y:.1f}"/>{_cross(end.x, end.y, "cross drop-mark", 5)}',
+        label,
+        label_css,
+        a,
+        end,
+        (0.5, 0.35, 0.65, 0.25, 0.75),
     )
 
 
-def _received_unrecorded(send: TraceEvent, shown: str, a: _Place, b: _Place, node: str, proof: TraceEvent) -> str:
+def _received_unrecorded(send: TraceEvent, shown: str, a: _Place, b: _Place, node: str, proof: TraceEvent) -> _Arrow:
     """A message its receiver got, though the receipt went with the receiver's host: the
     receiver's own next message, which crossed the broker, shows it."""
     assert send.msg is not None
@@ -292,24 +349,33 @@ def _received_unrecorded(send: TraceEvent, shown: str, a: _Place, b: _Place, nod
     return _drawn(send, "unrecorded", f"msg {phase} unrecorded", phase, a, b, hover)
 
 
-def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool) -> str:
+def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool) -> _Arrow:
     assert send.msg is not None
     lost_too = ": its receiver's host was lost, with the events it had not sent"
     why = "no receipt in the trace" + (lost_too if lost else "")
     hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; {why}"
-    return (
+    return _Arrow(
         f'<g class="arrow undelivered"><title>{escape(hover)}</title>'
         f'<line class={attr(f"msg {send.msg.phase} undelivered")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
-        f'x2="{b.x:.1f}" y2="{b.y:.1f}"/></g>'
+        f'x2="{b.x:.1f}" y2="{b.y:.1f}"/>',
+        "",
+        "",
+        a,
+        b,
+        (),
     )
 
 
-def _dots(events: list[TraceEvent], where: dict[int, _Place], columns: dict[str, int]) -> list[str]:
+def _dots(events: list[TraceEvent], where: dict[int, _Place], columns: dict[str, int]) -> tuple[list[str], list[Box]]:
+    """Each event's mark and Lamport number, and what they cover (an arrow's number keeps off)."""
     sent_from = {e.msg.id: e.node for e in events if e.type == "send" and e.msg is not None}
-    out = []
+    out: list[str] = []
+    covered: list[Box] = []
     for e in events:
         p = where[id(e)]
-        out.append(_lamport(e, p, columns, sent_from))
+        number, number_box = _lamport(e, p, columns, sent_from)
+        out.append(number)
+        covered += [number_box, (p.x - 4, p.y - 4, p.x + 4, p.y + 4)]
         match e.type:
             case "send" | "receive":
                 extra = " duplicate" if e.note == "duplicate" else ""
@@ -331,22 +397,25 @@ def _dots(events: list[TraceEvent], where: dict[int, _Place], columns: dict[str,
                     f'L{p.x + 3:.1f},{p.y:.1f} L{p.x:.1f},{p.y + 3:.1f} Z"/>'
                     f"{text(p.x + 7, p.y + 3, word, 'fault', anchor='start')}</g>"
                 )
+                covered.append((p.x + 6, p.y - 6, p.x + 8 + 5.5 * len(word), p.y + 4))
             case "timeout":
                 out.append(
                     f'<g class="timeout"><title>{escape(_describe(e))}</title>'
                     f'<rect class="timeout-box" x="{p.x + 4:.1f}" y="{p.y - 8:.1f}" width="60" height="16" rx="3"/>'
                     f"{text(p.x + 34, p.y + 4, 'timeout', 'fault')}</g>"
                 )
+                covered.append((p.x + 4, p.y - 8, p.x + 64, p.y + 8))
             case "host_lost":
                 out.append(
                     f'<g class="host-lost"><title>{escape(_describe(e))}</title>{_cross(p.x, p.y, "lost", 6)}'
                     f"{text(p.x + 9, p.y + 4, e.note, 'fault', anchor='start')}</g>"
                 )
-    return out
+                covered.append((p.x + 8, p.y - 5, p.x + 10 + 5.5 * len(e.note), p.y + 5))
+    return out, covered
 
 
-def _lamport(e: TraceEvent, p: _Place, columns: dict[str, int], sent_from: dict[str, str]) -> str:
-    """The event's Lamport number, on the side of its line that its arrow does not use."""
+def _lamport(e: TraceEvent, p: _Place, columns: dict[str, int], sent_from: dict[str, str]) -> tuple[str, Box]:
+    """The event's Lamport number, on the side of its line that its arrow does not use, and its box."""
     here = columns.get(e.node, 0)
     if e.type == "receive" and e.msg is not None:
         there = columns.get(sent_from.get(e.msg.id, e.msg.src), here)
@@ -356,7 +425,9 @@ def _lamport(e: TraceEvent, p: _Place, columns: dict[str, int], sent_from: dict[
         there = here + 1
     left = there > here or (there == here and here > 0)
     x, anchor = (p.x - 6, "end") if left else (p.x + 6, "start")
-    return text(x, p.y - 3, str(e.lamport), "lamport", anchor=anchor)
+    width = 5.2 * len(str(e.lamport))
+    box = (x - width, p.y - 10, x, p.y - 3) if left else (x, p.y - 10, x + width, p.y - 3)
+    return text(x, p.y - 3, str(e.lamport), "lamport", anchor=anchor), box
 
 
 def _describe(e: TraceEvent) -> str:

@@ -10,6 +10,7 @@ alone, never on the numbers: a pass's numbers fill in one by one without moving.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import defaultdict
@@ -26,9 +27,11 @@ wires are further apart."""
 ROUNDS = 3
 LABEL_HEIGHT, LABEL_GAP, MARGIN = 9.5, 5.0, 8.0
 """A label's digits' height, its distance from its wire, and the room wanted around it."""
-BOX_CLASH = 40
-"""A label on a gate or a label counts as much as this many points of a wire running through it."""
-CELL = 32.0
+ON_LABEL, ON_MARK, ON_VERTICAL, ON_LINE = 30, 8, 4, 1
+"""What a label's running into costs: another label (unreadable, both), a gate or an event's
+mark, a lifeline, a line through it (its own wire's too: the same for all its places)."""
+CELL, SEGMENT_CELL = 32.0, 128.0
+"""The squares labels and marks, and lines (long ones: a Lamport arrow), are bucketed by."""
 
 
 @dataclass(frozen=True)
@@ -42,20 +45,65 @@ class Wire:
 
 def place(wires: Sequence[Wire], obstacles: Iterable[Box]) -> list[list[Point]]:
     """Each wire's labels' baselines (text-anchor middle), in the order of `Wire.labels`."""
-    fixed = list(obstacles)
-    lines = _Grid(p for wire in wires for p in samples(list(wire.points), 40))
-    options = [[_spots(wire, fraction) for fraction in FRACTIONS] for wire in wires]
-    chosen = [spots[0] for spots in options]
-    taken: list[list[Box]] = [[] for _ in wires]
-    for _ in range(ROUNDS):
-        for i, spots_of_wire in enumerate(options):
-            others = fixed + [box for j, boxes in enumerate(taken) if j != i for box in boxes]
-            chosen[i] = min(spots_of_wire, key=lambda spots: sum(_clashes(box, others, lines) for box, _ in spots))
-            taken[i] = [box for box, _ in chosen[i]]
-    return [[baseline for _, baseline in spots] for spots in chosen]
+    lines = [samples(list(wire.points), 12) for wire in wires]
+    candidates = [[_spots(wire, fraction) for fraction in FRACTIONS] for wire in wires]
+    chosen = choose(candidates, obstacles, lines, ROUNDS)
+    return [[baseline for _, baseline in candidates[i][k]] for i, k in enumerate(chosen)]
 
 
-def _spots(wire: Wire, fraction: float) -> list[tuple[Box, Point]]:
+Spots = list[tuple[Box, Point]]
+"""One way to place a thing's labels: each label's box and baseline."""
+
+
+def choose(
+    candidates: Sequence[Sequence[Spots]],
+    obstacles: Iterable[Box],
+    lines: Iterable[Sequence[Point]],
+    rounds: int,
+    verticals: Sequence[float] = (),
+) -> list[int]:
+    """For each thing (a wire, an arrow), which of its candidate Spots runs into least: of the
+    obstacles, the `lines` (polylines: each segment through a label counts), the `verticals`
+    (the x of lines down the whole figure: a Lamport diagram's lifelines) and the labels
+    already placed. The first round places the things in order, each seeing those before it (a
+    diagram that grows keeps its first labels where they were); every later round places each
+    again among all the others."""
+    fixed = _Boxes()
+    for box in obstacles:
+        fixed.add(-1, box)
+    segments = _Segments(lines)
+    columns = sorted(verticals)
+    placed = _Boxes()
+    chosen = [0] * len(candidates)
+    for _ in range(rounds):
+        for i, options in enumerate(candidates):
+            placed.remove(i)
+
+            def cost(spots: Spots) -> int:
+                return sum(
+                    ON_LABEL * placed.count(b)
+                    + ON_MARK * fixed.count(b)
+                    + ON_VERTICAL * _between(columns, b[0], b[2])
+                    + ON_LINE * segments.count(b)
+                    for b in _grown(spots)
+                )
+
+            chosen[i] = min(range(len(options)), key=lambda k: cost(options[k]))
+            for box, _ in options[chosen[i]]:
+                placed.add(i, box)
+    return chosen
+
+
+def _between(sorted_xs: list[float], left: float, right: float) -> int:
+    """How many of `sorted_xs` lie between `left` and `right`."""
+    return bisect.bisect_left(sorted_xs, right) - bisect.bisect_right(sorted_xs, left)
+
+
+def _grown(spots: Spots) -> list[Box]:
+    return [(b[0] - MARGIN, b[1] - MARGIN, b[2] + MARGIN, b[3] + MARGIN) for b, _ in spots]
+
+
+def _spots(wire: Wire, fraction: float) -> Spots:
     middle, normal = along(list(wire.points), fraction)
     return [beside(middle, normal, side, width) for side, width in wire.labels]
 
@@ -70,26 +118,68 @@ def beside(at: Point, normal: Point, side: float, width: float) -> tuple[Box, Po
     return (x - width / 2, y - LABEL_HEIGHT / 2, x + width / 2, y + LABEL_HEIGHT / 2), (x, y + LABEL_HEIGHT / 2)
 
 
-def _clashes(box: Box, others: list[Box], lines: _Grid) -> int:
-    left, top, right, bottom = box[0] - MARGIN, box[1] - MARGIN, box[2] + MARGIN, box[3] + MARGIN
-    boxes = sum(left < b[2] and b[0] < right and top < b[3] and b[1] < bottom for b in others)
-    return BOX_CLASH * boxes + lines.count((left, top, right, bottom))
+def _cells(box: Box, size: float = CELL) -> Iterable[tuple[int, int]]:
+    left, top, right, bottom = box
+    return itertools.product(
+        range(int(left // size), int(right // size) + 1), range(int(top // size), int(bottom // size) + 1)
+    )
 
 
-class _Grid:
-    """Points of the wires, bucketed by CELL-sized squares: a box looks only at its own squares."""
+class _Boxes:
+    """Boxes by owner, bucketed by CELL-sized squares: a box looks only at its own squares."""
 
-    def __init__(self, points: Iterable[Point]) -> None:
-        self.cells: defaultdict[tuple[int, int], list[Point]] = defaultdict(list)
-        for x, y in points:
-            self.cells[int(x // CELL), int(y // CELL)].append((x, y))
+    def __init__(self) -> None:
+        self.cells: defaultdict[tuple[int, int], dict[int, list[Box]]] = defaultdict(dict)
+        self.owned: defaultdict[int, list[Box]] = defaultdict(list)
+
+    def add(self, owner: int, box: Box) -> None:
+        self.owned[owner].append(box)
+        for cell in _cells(box):
+            self.cells[cell].setdefault(owner, []).append(box)
+
+    def remove(self, owner: int) -> None:
+        for box in self.owned.pop(owner, []):
+            for cell in _cells(box):
+                self.cells[cell].pop(owner, None)
 
     def count(self, box: Box) -> int:
+        """How many boxes `box` overlaps."""
         left, top, right, bottom = box
-        cells = itertools.product(
-            range(int(left // CELL), int(right // CELL) + 1), range(int(top // CELL), int(bottom // CELL) + 1)
-        )
-        return sum(left < x < right and top < y < bottom for cell in cells for x, y in self.cells.get(cell, ()))
+        near = {b for cell in _cells(box) for boxes in self.cells.get(cell, {}).values() for b in boxes}
+        return sum(left < b[2] and b[0] < right and top < b[3] and b[1] < bottom for b in near)
+
+
+class _Segments:
+    """The segments of polylines, bucketed by the CELL-sized squares they pass through."""
+
+    def __init__(self, lines: Iterable[Sequence[Point]]) -> None:
+        self.cells: defaultdict[tuple[int, int], set[tuple[Point, Point]]] = defaultdict(set)
+        for line in lines:
+            for a, b in itertools.pairwise(line):
+                steps = max(1, int(math.hypot(b[0] - a[0], b[1] - a[1]) / (SEGMENT_CELL / 2)))
+                for k in range(steps + 1):
+                    x, y = a[0] + (b[0] - a[0]) * k / steps, a[1] + (b[1] - a[1]) * k / steps
+                    self.cells[int(x // SEGMENT_CELL), int(y // SEGMENT_CELL)].add((a, b))
+
+    def count(self, box: Box) -> int:
+        """How many segments pass through `box`."""
+        near = {segment for cell in _cells(box, SEGMENT_CELL) for segment in self.cells.get(cell, ())}
+        return sum(_crosses(a, b, box) for a, b in near)
+
+
+def _crosses(a: Point, b: Point, box: Box) -> bool:
+    """Whether segment a-b passes through `box` (Liang and Barsky's clipping)."""
+    low, high = 0.0, 1.0
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    for p, q in ((-dx, a[0] - box[0]), (dx, box[2] - a[0]), (-dy, a[1] - box[1]), (dy, box[3] - a[1])):
+        if p == 0:
+            if q < 0:
+                return False
+        elif p < 0:
+            low = max(low, q / p)
+        else:
+            high = min(high, q / p)
+    return low <= high
 
 
 def samples(points: list[Point], per_segment: int = 10) -> list[Point]:

@@ -1,14 +1,18 @@
-"""The circuit figure's numbers sit clear of every wire: a wire through "-0.50" reads as 0.50."""
+"""The pictures' numbers sit clear of what else is drawn: a wire through "-0.50" reads as 0.50,
+and a number on another reads as neither."""
 
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from orchestrator.compiler import compile_source
+from orchestrator.trace import read_trace
 from viz.circuit import WireState, draw_circuit
+from viz.lamport import draw_lamport
 
 SVG = "{http://www.w3.org/2000/svg}"
 NEURON = "sigmoid(w0*x0 + w1*x1 + w2)", {"w0": 2, "x0": -1, "w1": -3, "x1": -2, "w2": -3}
@@ -71,3 +75,30 @@ def test_no_wire_runs_through_a_number(case: tuple[str, dict[str, float]]) -> No
     ]
     assert len(label_boxes(svg)) > 2 * len(inputs)
     assert crossed == []
+
+
+def test_a_lamport_diagrams_numbers_overlap_no_other_words() -> None:
+    """The README's faulty run: a message's number once sat on a delay's "+10.7 ms" and on
+    Lamport numbers; each now goes where along its arrow it covers no other words."""
+    trace = read_trace(Path(__file__).parents[2] / "docs" / "img" / "faulty.jsonl")
+    svg = ET.fromstring(draw_lamport(trace))
+    words = []
+    for node in svg.iter(f"{SVG}text"):
+        classes = set(node.get("class", "").split())
+        shown = "".join([node.text or "", *(child.tail or "" for child in node)]).strip()
+        if not shown or classes & {"caption", "legend", "host", "node"}:
+            continue
+        x, y = float(node.get("x", "0")), float(node.get("y", "0"))
+        width = len(shown) * (5.0 if classes & {"lamport", "fault", "note"} else 6.0)
+        anchor = node.get("text-anchor", "middle")
+        left = x - width / 2 if anchor == "middle" else x - width if anchor == "end" else x
+        words.append((shown, classes, (left + 1, y - 7, left + width - 1, y - 1)))
+    numbers = [w for w in words if w[1] & {"value", "grad", "note"}]
+    assert len(numbers) >= 30
+    clashes = [
+        (a[0], b[0])
+        for a in numbers
+        for b in words
+        if a is not b and a[2][0] < b[2][2] and b[2][0] < a[2][2] and a[2][1] < b[2][3] and b[2][1] < a[2][3]
+    ]
+    assert clashes == []
