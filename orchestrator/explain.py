@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 
 from gates import ops
 from gates.protocol import ORCHESTRATOR, Message, parse_topic
@@ -35,6 +36,10 @@ _STANDING = {
 """What a gate's answer to a probe (its Status) says, in words."""
 
 
+TOLD_LATE = 0.1
+"""Seconds after which a gate's fault is told as late (its sentence comes after later ones)."""
+
+
 class Explainer:
     """Turns the messages of runs over one circuit into numbered sentences, in arrival order."""
 
@@ -50,8 +55,9 @@ class Explainer:
         self._values: dict[str, dict[str, float]] = defaultdict(dict)
         self._grads_in: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
         self._told_backward: set[tuple[str, str]] = set()
-        self._told: set[tuple[str, str]] = set()
-        """(run, message id) of every message told: a second copy is told as one, and counts for nothing."""
+        self._told: dict[tuple[str, str], int] = {}
+        """(run, message id) of every message told -> its sentence's number: a second copy is told
+        as one, and counts for nothing; a fault told after its message says so."""
 
     def label(self, gate: str) -> str:
         """'x' for an input, 'add(q)' for any other gate, as the notes draw them."""
@@ -84,29 +90,32 @@ class Explainer:
                 f"(the fault injector duplicated it); it changes nothing: {rule}",
             )
         if msg.id:
-            self._told.add((run, msg.id))
+            self._told[run, msg.id] = self.count
         return self._numbered(msg.src, self._sentence(run, msg))
 
-    def dropped(self, msg: TraceMsg, run: str = "") -> str:
+    def dropped(self, msg: TraceMsg, run: str = "", late: float | None = None) -> str:
         """The next numbered sentence, for a message the fault injector dropped (a forward
-        value's with the step that computed it: no crossing tells that step)."""
+        value's with the step that computed it: no crossing tells that step). `late`: as fault's."""
         self.count += 1
         to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
         dropped = f"the fault injector drops {self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}"
         gate = self.circuit.by_id.get(msg.src)
         computed = msg.phase == "forward" and msg.value is not None and gate is not None and gate.inputs
+        told_late = self._late(run, (), late)
         if computed and (run, msg.id) not in self._told:
-            self._told.add((run, msg.id))
+            self._told[run, msg.id] = self.count
             assert msg.value is not None
             step = self._forward(run, msg.src, msg.value).partition("; sends ")[0]
-            return self._numbered(msg.src, f"{step}; {dropped}: it never reaches the broker")
-        return self._numbered(msg.src, f"{dropped}: it never reaches the broker")
+            return self._numbered(msg.src, f"{step}; {dropped}: it never reaches the broker{told_late}")
+        return self._numbered(msg.src, f"{dropped}: it never reaches the broker{told_late}")
 
-    def fault(self, event: TraceEvent) -> str:
+    def fault(self, event: TraceEvent, late: float | None = None) -> str:
         """The next numbered sentence, for what went wrong without a message crossing: a delay or
-        a reorder by a gate's fault injector, a host lost, a run that timed out."""
+        a reorder by a gate's fault injector, a host lost, a run that timed out. `late`: how many
+        seconds ago it happened, where this process's clock can tell (a gate in this process)."""
         self.count += 1
         msg = event.msg
+        ids = (msg.id,) if event.type == "delay" and msg is not None else event.order or ()
         match event.type:
             case "delay" if msg is not None:
                 copy = f", {event.note}" if event.note else ""  # which copy of a duplicated message
@@ -124,7 +133,18 @@ class Explainer:
                 sentence = f"the run is late: {event.note}"
             case _:
                 sentence = f"{event.type} at {self.label(event.node)}" + (f": {event.note}" if event.note else "")
-        return self._numbered(event.node, sentence)
+        return self._numbered(event.node, sentence + self._late(event.run, ids, late))
+
+    def _late(self, run: str, ids: Sequence[str], late: float | None) -> str:
+        """Why a gate's fault is told after sentences it came before: its events reach the
+        orchestrator once its part of the run is over, after its messages have crossed."""
+        crossed = sorted(self._told[run, i] for i in ids if (run, i) in self._told)
+        if crossed:
+            line = crossed[0]
+            return f" (told late: the message crossed at line {line}; a gate sends its events once its part is over)"
+        if late is not None and late >= TOLD_LATE:
+            return f" (told late: it happened {late:.1f} s ago, and the gate has only now sent its events)"
+        return ""
 
     def _numbered(self, sender: str, sentence: str) -> str:
         if not self.placement:

@@ -511,8 +511,6 @@ class Recorder:
         return trace
 
 
-TOLD_LATE = 0.1
-"""Seconds after which a gate's fault is told as late (its sentence comes after later ones)."""
 _TOLD = frozenset({"cross", "drop", "delay", "reorder", "host_lost", "timeout"})
 
 
@@ -535,16 +533,12 @@ def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
         if event.type == "cross" and event.msg is not None:
             say(explainer.tell(event.run, event.msg))
             return
+        # only a gate in this process shares this clock: a gate host's is another machine's
+        here = event.node != ORCHESTRATOR and event.host == "local"
+        late = (time.time_ns() - event.t_ns) / 1e9 if here else None
         if event.type == "drop" and event.msg is not None:
-            told = explainer.dropped(event.msg, event.run)
+            say(explainer.dropped(event.msg, event.run, late))
         elif event.type in ("delay", "reorder", "host_lost", "timeout"):
-            told = explainer.fault(event)
-        else:
-            return
-        late = (time.time_ns() - event.t_ns) / 1e9
-        # a gate sends its events when its part is over; only a gate in this process shares its clock
-        if event.node != ORCHESTRATOR and event.host == "local" and late >= TOLD_LATE:
-            told += f" (told late: it happened {late:.1f} s ago, and the gate has only now sent its events)"
-        say(told)
+            say(explainer.fault(event, late))
 
     recorder.listeners.append(listen)

@@ -169,6 +169,27 @@ def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
     )
 
 
+def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
+    """A gate's events come when its part of the run is over: a delay told after its message's
+    crossing would read as if the value arrived before it was sent."""
+    explainer = Explainer(compile_source("q = x + y; f = q * z"))
+    sent = TraceMsg(id="z:6", src="z", dest=("f",), phase="forward", topic=topic("c", "fwd", "z"), value=-4.0)
+    assert explainer.tell("r", sent).startswith("  1. z sends its value -4 forward to mul(f)")
+    at_z = {"t_ns": 1, "run": "r", "node": "z", "host": "local", "lamport": 6, "vc": {"z": 6}}
+    delay = TraceEvent.model_validate({**at_z, "type": "delay", "msg": sent, "delay_ms": 5.4})
+    assert explainer.fault(delay, late=0.01) == (
+        "  2. the fault injector holds z's forward message (z:6) back 5.4 ms before sending it "
+        "(told late: the message crossed at line 1; a gate sends its events once its part is over)"
+    )
+    reorder = TraceEvent.model_validate({**at_z, "type": "reorder", "order": ["z:9", "z:6"]})
+    assert explainer.fault(reorder).endswith(
+        "in another order: z:9 and z:6 (told late: the message crossed at line 1; "
+        "a gate sends its events once its part is over)"
+    )
+    other = TraceEvent.model_validate({**at_z, "type": "delay", "msg": sent.model_copy(update={"id": "z:7"})})
+    assert explainer.fault(other, late=0.01).endswith("before sending it")  # its message has not crossed yet
+
+
 def test_a_dropped_forward_value_is_told_with_the_step_that_computed_it() -> None:
     """No crossing tells the step of a gate whose value was dropped: its drop does."""
     circuit = compile_source("q = x + y; f = q * z")
