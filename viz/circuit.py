@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -342,11 +343,13 @@ MAX_FORMULA = 80
 
 
 def formula(circuit: Circuit) -> str:
-    """`f = (x + y) * z`: the circuit written out, or its name if that gets long."""
+    """`f = (x + y) * z`: the circuit written out, its named stages as the program named them
+    (`q = x + y; f = q * z`), or its name if that gets long."""
+    named = [g.id for g in circuit.order if _named(g) and g.id != circuit.output]
 
     def written(gate: str, depth: int) -> str:
         g = circuit.by_id[gate]
-        if g.op == "input" or depth > 12:
+        if g.op == "input" or depth > 12 or (depth > 0 and gate in named):
             return g.id
         if g.op == "const":
             return _short(g.param)
@@ -359,11 +362,16 @@ def formula(circuit: Circuit) -> str:
             return f"-{args[0]}"
         return f"{g.op}({', '.join(_bare(arg) for arg in args)})"
 
-    text_ = f"{circuit.output} = {_bare(written(circuit.output, 0))}"
+    text_ = "; ".join(f"{gate} = {_bare(written(gate, 0))}" for gate in [*named, circuit.output])
     if len(text_) <= MAX_FORMULA:
         return text_
     name = "" if circuit.name == "circuit" else f" {circuit.name}"  # the name of every expression's circuit
     return f"{circuit.output} = the circuit{name} ({len(circuit.gates)} gates)"
+
+
+def _named(g: GateDef) -> bool:
+    """A gate a program named (`q = x + y`), not one the compiler numbered (`add_1`)."""
+    return not OPS[g.op].fed and re.fullmatch(rf"{g.op}_\d+", g.id) is None
 
 
 def _bare(written: str) -> str:

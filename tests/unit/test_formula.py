@@ -1,0 +1,27 @@
+"""A picture's caption writes its circuit out: as one expression, or in the stages the program named."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.compiler import compile_source
+from viz.circuit import formula
+
+
+@pytest.mark.parametrize(
+    ("source", "written"),
+    [
+        ("(x+y)*z", "f = (x + y) * z"),
+        ("sigmoid(w0*x0 + w1*x1 + w2)", "f = sigmoid(((w0 * x0) + (w1 * x1)) + w2)"),
+        ("q = x + y; f = q * z", "q = x + y; f = q * z"),
+        ("a = x*y; b = a + x; c = a*b", "a = x * y; b = a + x; c = a * b"),  # not c = (x * y) * ((x * y) + x)
+        ("a = x*y; c = sigmoid(a) * 2 + a", "a = x * y; c = (sigmoid(a) * 2) + a"),
+    ],
+)
+def test_a_formula_keeps_the_stages_a_program_named(source: str, written: str) -> None:
+    assert formula(compile_source(source)) == written
+
+
+def test_a_long_formula_gives_way_to_the_circuits_size() -> None:
+    circuit = compile_source(" + ".join(f"w{i} * x{i}" for i in range(12)))
+    assert formula(circuit) == f"f = the circuit ({len(circuit.gates)} gates)"
