@@ -98,6 +98,8 @@ class Session:
         self.targets = Targets(broker, self._spawn, secure)
         self.last: Run | None = None
         self._group: asyncio.TaskGroup | None = None
+        self._replaced = ""
+        """The run of the view the current one replaced."""
         self._running: set[asyncio.Task[None]] = set()
         """Every run and watch not over yet: the newest, and any older one still stopping."""
         self._dirty = asyncio.Event()
@@ -294,6 +296,7 @@ class Session:
     async def _run(self, request: Run, replay: list[Choice], previous: set[asyncio.Task[None]]) -> None:
         await _stopped(previous)
         self.last = request
+        self._replaced = self.view.run  # its late messages may still cross: not this run's
         view = self.view = RunView(request=request, status="starting")
         self.stepper.arm(replay)
         self.touch("run")
@@ -431,6 +434,8 @@ class Session:
     def _tally(self, run: str, kind: str) -> None:
         """A message of a run of the runner (the page runs one at a time) crossed the broker."""
         view = self.view
+        if run in (self._replaced, "") or view.run not in ("", run):  # the run this one replaced, still sending
+            return
         if view.progress is not None:
             view.run = view.run or run
             view.progress.crossed[PHASES[kind]] += 1  # the phase of each kind of topic

@@ -136,3 +136,18 @@ def test_a_gate_on_a_lost_host_is_waited_for_no_more() -> None:
     assert run.recorder.in_flight("r") == 1
     run.recorder.host_lost("h1", "stopped answering", ["r"])
     assert run.recorder.in_flight("r") == 0
+
+
+def test_the_progress_of_a_counted_run_leaves_out_the_run_it_replaced() -> None:
+    """Past 1,000 gates a run is counted, not traced. Restarted mid-pass, the old run's gates
+    still send: their messages, arriving before the new run's first, were adopted as the new
+    view's run, and every later message of both was counted into its progress."""
+    session = Session(BrokerAddress(host="127.0.0.1", port=1))
+    session.view.run = "old"
+    session._replaced = session.view.run  # what _run does when a new run replaces the view
+    session.view = RunView(status="running", progress=render.Progress.of(compile_source("x * y")))
+    for run in ("old", "new", "old", "new"):
+        session._tally(run, "fwd")
+    assert session.view.run == "new"
+    assert session.view.progress is not None
+    assert session.view.progress.crossed["forward"] == 2
