@@ -156,7 +156,8 @@ class Stepper:
                     session.close()
 
     async def watch(self, circuit_id: str) -> None:
-        """Hear the held messages of deployment `circuit_id` (subscribed when this returns)."""
+        """Hear the held messages of deployment `circuit_id` (subscribed when this returns), and
+        no longer those of the deployments before it (the page has one at a time: theirs are gone)."""
         name = held_filter(circuit_id)
         if name in self._filters:
             return
@@ -167,7 +168,9 @@ class Stepper:
             raise ConnectionLost("the step-mode actor has had no connection to the broker for 10 s") from None
         assert self._session is not None
         await self._session.subscribe([name])
-        self._filters.add(name)
+        gone, self._filters = self._filters, {name}
+        if gone:
+            await self._session.unsubscribe(sorted(gone))
 
     # -- a run ----------------------------------------------------------------------------
 

@@ -136,3 +136,21 @@ async def test_going_back_over_a_pin_and_an_unpin_leaves_the_message_unpinned(mo
         assert [h.pinned for h in held.stepper.pending.values() if h.key == "feed orchestrator x"] == [False]
         held.stepper.deliver_all()
         assert await second == QF_RESULT
+
+
+async def test_the_stepper_hears_only_the_deployment_it_watches_last(mosquitto_url: str) -> None:
+    """Every run on new gates (a new expression) is a new deployment: the stepper subscribed to
+    each for the server's whole life. The page has one at a time, so it hears only the last."""
+    async with held_qf(mosquitto_url) as held:
+        await held.stepper.watch("another-deployment")
+        run = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
+        await settle()
+        assert held.stepper.pending == {}
+        await held.stepper.watch(held.runner.deployment)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        second = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
+        await waiting(held.stepper, "feed orchestrator x")
+        held.stepper.deliver_all()
+        assert await second == QF_RESULT
