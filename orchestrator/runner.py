@@ -271,6 +271,10 @@ class Runner:
             with contextlib.suppress(TransportError):
                 await self._release(run)
             raise
+        except asyncio.CancelledError:  # nobody waits for it: the gates may forget it (a publish never waits)
+            with contextlib.suppress(TransportError):
+                await self._release(run)
+            raise
         finally:
             del self._pending[run]
             self._last_run = run

@@ -4,6 +4,7 @@ drops end a run correctly or with an error that names the gates it waits on; nev
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 import time
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from gates.faults import Faults
-from gates.transport import BrokerAddress
+from gates.transport import BrokerAddress, client
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
 from orchestrator.errors import RunTimeout
@@ -127,6 +128,26 @@ async def test_a_run_whose_reports_arrive_while_its_gates_are_probed_returns_its
         runner.probe_window = 1.5
         result = await runner.run({"x": -2, "y": 5, "z": -4}, timeout=1.4)
     assert result == RunResult(value=-12.0, grads={"x": -4.0, "y": -4.0, "z": 3.0})
+
+
+async def test_a_cancelled_run_is_released_so_that_its_gates_forget_it(mosquitto_url: str) -> None:
+    """A page's restart cancels the run in flight: its gates are told to free its state (they
+    kept it until max_open_runs pushed it out)."""
+    broker = BrokerAddress.parse(mosquitto_url)
+    async with (
+        in_process(compile_source("q = x + y; f = q * z"), broker, faults=Faults.parse("delay=300ms")) as runner,
+        client(broker) as spy,
+    ):
+        await spy.subscribe(f"gatemesh/{runner.deployment}/control", qos=1)
+        run = asyncio.create_task(runner.run({"x": -2, "y": 5, "z": -4}, timeout=10))
+        await asyncio.sleep(0.2)  # the feeds are out; every gate's message waits 300 ms
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        async with asyncio.timeout(5):
+            message = await anext(aiter(spy.messages))
+    assert isinstance(message.payload, bytes)
+    assert json.loads(message.payload)["type"] == "release"
 
 
 async def _run_all(run: Callable[[dict[str, float]], Coroutine[Any, Any, T]], cases: list[dict[str, float]]) -> list[T]:
