@@ -233,10 +233,11 @@ class Recorder:
             self._local("send", run, stamp, msg=msg_fields(name, sent, self.dest(name)))
         return stamped
 
-    def timeout(self, run: str, seconds: float) -> None:
+    def timeout(self, run: str, why: str) -> None:
+        """Run `run`'s wait ended (`why`: after how long, or why sooner) and the gates are probed."""
         clock = self._clocks.get(run)
         if clock is not None:
-            self._local("timeout", run, clock.tick(), note=f"no result after {seconds:g} s; probing the gates")
+            self._local("timeout", run, clock.tick(), note=why)
 
     def host_lost(self, host: str, reason: str, runs: Sequence[str]) -> None:
         """Host `host` is gone: a `host_lost` event in every traced run still in flight."""

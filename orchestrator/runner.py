@@ -70,6 +70,8 @@ class _Pending:
     grads: dict[str, float] = field(default_factory=dict)
     statuses: dict[str, Status] = field(default_factory=dict)
     deadline: asyncio.Timeout | None = None
+    ended_early: bool = False
+    """Its wait was ended before its timeout (expire: a stepped run nothing is left to deliver to)."""
 
     def fail(self, error: BaseException) -> None:
         for future in (self.value, self.done):
@@ -289,6 +291,7 @@ class Runner:
         pending = self._pending.get(run)
         if pending is None or pending.deadline is None or pending.deadline.expired():  # probing already
             return False
+        pending.ended_early = True
         pending.deadline.reschedule(asyncio.get_running_loop().time())
         return True
 
@@ -320,7 +323,8 @@ class Runner:
         """Ask the gates where the run stands, free their state, and say who it waits on."""
         probe = Probe(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
         if self.recorder is not None:
-            self.recorder.timeout(run, timeout)
+            why = "nothing is left to deliver" if pending.ended_early else f"no result after {timeout:g} s"
+            self.recorder.timeout(run, f"{why}; probing the gates")
         await self.publish(self._traced(run, [(topic(self.deployment, "control"), probe)]))
         await asyncio.sleep(self.probe_window)
         await self._release(run)

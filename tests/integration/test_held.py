@@ -114,6 +114,8 @@ async def test_a_dropped_message_leaves_the_run_waiting_and_the_probe_names_who_
         with pytest.raises(RunTimeout, match=r"mul\(f\) waits for input\(s\) add_1") as failed:
             await run
         assert failed.value.waiting_on == ["x", "y", "z", "add_1", "f"]  # the leaves wait for gradients
+        (ended,) = [e for e in held.recorder.trace().events if e.type == "timeout"]
+        assert ended.note == "nothing is left to deliver; probing the gates"  # not "no result after 60 s"
 
 
 async def test_going_back_over_a_pin_and_an_unpin_leaves_the_message_unpinned(mosquitto_url: str) -> None:
