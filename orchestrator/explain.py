@@ -43,8 +43,12 @@ TOLD_LATE = 0.1
 class Explainer:
     """Turns the messages of runs over one circuit into numbered sentences, in arrival order."""
 
-    def __init__(self, circuit: Circuit, placement: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, circuit: Circuit, placement: dict[str, str] | None = None, duplicated_by: str = "the fault injector"
+    ) -> None:
         self.circuit = circuit
+        self.duplicated_by = duplicated_by
+        """Who makes second copies: the fault injector, or also a student in step mode."""
         self.placement = placement or {}
         """gate -> host: when given, each line starts with where its sender runs."""
         self.readers: dict[str, list[str]] = defaultdict(list)
@@ -87,7 +91,7 @@ class Explainer:
             return self._numbered(
                 msg.src,
                 f"a second copy of {self.label(msg.src)}'s {msg.phase} message ({msg.id}) crosses the broker "
-                f"(the fault injector duplicated it); it changes nothing: {rule}",
+                f"({self.duplicated_by} duplicated it); it changes nothing: {rule}",
             )
         if msg.id:
             self._told[run, msg.id] = self.count

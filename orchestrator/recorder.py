@@ -515,7 +515,7 @@ class Recorder:
 _TOLD = frozenset({"cross", "drop", "delay", "reorder", "host_lost", "timeout"})
 
 
-def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
+def explain_to(recorder: Recorder, say: Callable[[str], None], duplicated_by: str = "the fault injector") -> None:
     """--explain from the trace: one sentence per crossing, per fault (a drop, a delay, a
     reorder), per host lost and per timeout, as the recorder records them (a gate's faults are
     told when its events arrive, after the messages it sent).
@@ -530,7 +530,8 @@ def explain_to(recorder: Recorder, say: Callable[[str], None]) -> None:
             return
         if explainer is None:
             hosts = set(recorder.placement.values())
-            explainer = Explainer(recorder.circuit, None if hosts <= {"local"} else recorder.placement)
+            placement = None if hosts <= {"local"} else recorder.placement
+            explainer = Explainer(recorder.circuit, placement, duplicated_by)
         if event.type == "cross" and event.msg is not None:
             say(explainer.tell(event.run, event.msg))
             return

@@ -234,7 +234,10 @@ class Session:
                     raise ValueError(f"step {index}: the run has {len(history)} choices")
                 self.start(self.last, replay=history[:index])
             case Act(type=action, id=message_id):
+                held = self.stepper.pending.get(message_id)
                 self.stepper.act(action, message_id)
+                if held is not None and action == "drop":  # the gates never hear of it: say it here
+                    self._say(f"you drop {held.label} in step mode: it is never delivered")
             case DeliverAll():
                 self.stepper.deliver_all()
             case HostAction(type="kill_host", name=name):
@@ -391,7 +394,8 @@ class Session:
             recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=faults)
             recorder.attach(circuit, runner.deployment, runner.placement)
             recorder.listeners.append(self._on_event)
-            explain_to(recorder, self._say)
+            copies = "you, in step mode, or the fault injector" if request.step else "the fault injector"
+            explain_to(recorder, self._say, copies)
             runner.recorder, runner.observer, runner.tally, view.recorder = recorder, None, None, recorder
         elif len(circuit.gates) <= EXPLAIN_LIMIT:  # a vector clock per message grows with the circuit
             runner.recorder, runner.observer, runner.tally = None, self._observer(circuit, runner.placement), None

@@ -278,6 +278,9 @@ def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hos
     error = page.locator("#error")
     expect(error).to_contain_text("nothing is left to deliver")
     expect(error).to_contain_text("mul(f) waits for input(s) add_1")
+    log = page.locator("#log li")
+    expect(log.filter(has_text="you drop forward 3.00: add_1 \u2192 readers of add_1 in step mode")).to_have_count(1)
+    expect(log.filter(has_text="nothing is left to deliver; probing the gates")).to_have_count(1)
     shot(page, "dropped-message")
 
 

@@ -190,6 +190,13 @@ def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
     assert explainer.fault(other, late=0.01).endswith("before sending it")  # its message has not crossed yet
 
 
+def test_a_second_copy_in_step_mode_may_be_the_students() -> None:
+    explainer = Explainer(compile_source("x * y"), duplicated_by="you, in step mode, or the fault injector")
+    report = TraceMsg(id="x:4", src="x", dest=(ORCHESTRATOR,), phase="report", topic=topic("c", "report", "x"))
+    explainer.tell("r", report)
+    assert "(you, in step mode, or the fault injector duplicated it)" in explainer.tell("r", report)
+
+
 def test_a_dropped_forward_value_is_told_with_the_step_that_computed_it() -> None:
     """No crossing tells the step of a gate whose value was dropped: its drop does."""
     circuit = compile_source("q = x + y; f = q * z")
