@@ -36,12 +36,14 @@ class Progress:
         return cls({"feed": leaves, "forward": len(circuit.gates), "backward": edges + 1, "report": leaves})
 
     def view(self) -> dict[str, object]:
+        """Each phase up to what a pass sends; what crossed beyond that is second copies (duplicates)."""
         total = sum(self.expected.values())
-        done = sum(min(self.crossed[p], n) for p, n in self.expected.items())
+        done = {p: min(self.crossed[p], n) for p, n in self.expected.items()}
         return {
-            "phases": [{"phase": p, "crossed": self.crossed[p], "expected": n} for p, n in self.expected.items()],
-            "crossed": done,
+            "phases": [{"phase": p, "crossed": done[p], "expected": n} for p, n in self.expected.items()],
+            "crossed": sum(done.values()),
             "expected": total,
+            "copies": sum(self.crossed[p] - done[p] for p in self.expected),
         }
 
 

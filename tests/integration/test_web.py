@@ -316,6 +316,10 @@ def test_faults_from_the_page_apply_to_the_next_runs(page: Page, server: ServePr
     expect(page.locator('#grads tr[data-input="x"] td.grad')).to_have_text("-4")
     # every gate's message twice (12 of the 16: the orchestrator's feeds and seed pass no injector)
     eventually(lambda: _count_is(page.locator("#lamport svg line.msg.duplicate").count(), 12))
+    expect(page.locator("#progress")).to_contain_text(
+        "16 of 16 messages of the pass crossed the broker (feed 3/3, forward 5/5, backward 5/5, report 3/3; "
+        "and 12 second copies (duplicates))"
+    )
     shot(page, "faults")
 
 

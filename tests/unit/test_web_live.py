@@ -151,3 +151,17 @@ def test_the_progress_of_a_counted_run_leaves_out_the_run_it_replaced() -> None:
     assert session.view.run == "new"
     assert session.view.progress is not None
     assert session.view.progress.crossed["forward"] == 2
+
+
+def test_second_copies_are_counted_apart_from_the_pass() -> None:
+    """With duplicates a phase read "forward 7/5" and the parts added up to more than the whole."""
+    progress = render.Progress.of(compile_source("q = x + y; f = q * z"))
+    progress.crossed.update({"feed": 3, "forward": 7, "backward": 6, "report": 5})
+    seen = progress.view()
+    assert seen["phases"] == [
+        {"phase": "feed", "crossed": 3, "expected": 3},
+        {"phase": "forward", "crossed": 5, "expected": 5},
+        {"phase": "backward", "crossed": 5, "expected": 5},
+        {"phase": "report", "crossed": 3, "expected": 3},
+    ]
+    assert (seen["crossed"], seen["expected"], seen["copies"]) == (16, 16, 5)

@@ -263,7 +263,8 @@ function showProgress(progress) {
   box.hidden = !progress;
   if (!progress) return;
   const share = progress.expected ? Math.min(100, (100 * progress.crossed) / progress.expected) : 0;
-  const parts = progress.phases.map((p) => `${p.phase} ${p.crossed}/${p.expected}`).join(", ");
+  const copies = progress.copies ? `; and ${progress.copies} second cop${progress.copies === 1 ? "y" : "ies"} (duplicates)` : "";
+  const parts = progress.phases.map((p) => `${p.phase} ${p.crossed}/${p.expected}`).join(", ") + copies;
   box.replaceChildren(
     el("div", { class: "hint" }, `${progress.crossed} of ${progress.expected} messages of the pass crossed the broker (${parts})`),
     el("div", { class: "bar" }, el("div", { style: "" })),
