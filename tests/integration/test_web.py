@@ -123,6 +123,18 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     expect(page.locator("#log li")).to_have_count(16)
     expect(page.locator("#log li").nth(0)).to_have_text("the orchestrator feeds input x = -2")
     shot(page, "shareable-link")
+    page.locator("#where").select_option("hosts")
+    page.locator("#drop").fill("0.1")
+    page.locator("#seed").fill("7")
+    page.locator("#seed").dispatch_event("change")
+    shared = re.compile(r"&where=hosts&faults=drop%3D0\.1%2Cseed%3D7&run=1$")  # how the exercise runs, too
+    expect(page.locator("#share")).to_have_attribute("href", shared)
+    page.goto(server.url + "?example=1")  # an example by its number: shown, ready to run
+    expect(page.locator("#example")).to_have_value("0", timeout=WAIT)
+    expect(page.locator("#source")).to_have_value("x * y")
+    page.goto(server.url + "?example=1&faults=dup%3D1%2Cseed%3D3&run=1")
+    expect(page.locator("#where-label")).to_contain_text("dup=1", timeout=WAIT)
+    expect(page.locator("#dup")).to_have_value("1")
 
 
 def _sorted_equal(got: list[str], expected: list[str]) -> None:

@@ -53,6 +53,11 @@ const handlers = {
     const select = $("example");
     select.replaceChildren(el("option", { value: "" }, "choose one…"));
     for (const e of m.examples) select.append(el("option", { value: String(e.index) }, `${e.index + 1}. ${e.title}`));
+    if (state.linkExample !== undefined && state.examples[state.linkExample]) {  // ?example=N: show what runs
+      select.value = String(state.linkExample);
+      showExample(state.examples[state.linkExample]);
+      state.linkExample = undefined;
+    }
     if (!m.hosts.length) {
       $("where").querySelector('option[value="hosts"]').disabled = true;
       $("where").title = "start the server with --hosts N to run on gate host processes";
@@ -304,11 +309,23 @@ function runRequest() {
   return { type: "run", source: $("source").value, inputs: inputs(), step: $("step").checked, where: $("where").value, faults: faults() };
 }
 
+function faultsText() {
+  const f = faults();
+  const parts = [];
+  if (f.drop) parts.push(`drop=${f.drop}`);
+  if (f.dup) parts.push(`dup=${f.dup}`);
+  if (f.delay_ms) parts.push(`delay=${f.delay_ms}ms`);
+  if (f.seed) parts.push(`seed=${f.seed}`);
+  return parts.join(",");
+}
+
 function updateShare() {
   const params = new URLSearchParams();
   params.set("expr", $("source").value);
   for (const [name, value] of Object.entries(inputs())) params.set(name, String(value));
   if ($("step").checked) params.set("step", "1");
+  if ($("where").value === "hosts") params.set("where", "hosts");
+  if (faultsText()) params.set("faults", faultsText());  // as --faults writes them
   params.set("run", "1");
   $("share").href = "/?" + params.toString();
   const link = location.origin + "/?" + params.toString();
@@ -323,14 +340,20 @@ function compileSoon() {
 
 function fromLink() {
   const params = new URLSearchParams(location.search);
-  const reserved = new Set(["expr", "run", "step", "where", "example"]);
+  const reserved = new Set(["expr", "run", "step", "where", "example", "faults"]);
   for (const [name, value] of params) if (!reserved.has(name)) state.values[name] = value;
   if (params.get("step") === "1") $("step").checked = true;
   if (params.get("where") === "hosts") $("where").value = "hosts";
+  const fields = { drop: "drop", dup: "dup", delay: "delay", seed: "seed" };
+  for (const part of (params.get("faults") || "").split(",")) {
+    const [key, value] = part.split("=");
+    if (fields[key] && value !== undefined) $(fields[key]).value = String(parseFloat(value) || 0);
+  }
   const expr = params.get("expr");
   const example = params.get("example");
   if (expr === null && example === null) return;
   if (expr !== null) $("source").value = expr;
+  else state.linkExample = Number(example) - 1;  // shown once the examples arrive
   if (params.get("run") === "1") {
     const request = runRequest();
     request.inputs = {};
@@ -366,13 +389,17 @@ function wire() {
   });
   $("example").addEventListener("change", () => {
     const e = state.examples[Number($("example").value)];
-    if (!e) return;
-    $("source").value = e.source;
-    $("lesson").textContent = e.lesson;
-    $("inputs").replaceChildren();  // so that showInputs keeps the example's values, not the old fields'
-    for (const [name, value] of Object.entries(e.inputs)) state.values[name] = String(value);
-    compileSoon();
+    if (e) showExample(e);
   });
+  for (const id of ["where", "drop", "dup", "delay", "seed"]) $(id).addEventListener("change", updateShare);
+}
+
+function showExample(e) {
+  $("source").value = e.source;
+  $("lesson").textContent = e.lesson;
+  $("inputs").replaceChildren();  // so that showInputs keeps the example's values, not the old fields'
+  for (const [name, value] of Object.entries(e.inputs)) state.values[name] = String(value);
+  compileSoon();
 }
 
 wire();
