@@ -217,9 +217,13 @@ class ClusterWatch:
         self._changed.set()
         self.on_change()
 
-    def view(self) -> dict[str, object]:
+    def view(self, leaving_out: str = "") -> dict[str, object]:
+        """The hosts and the deployments, but the one whose circuit id is `leaving_out` (the page
+        made it for a run of its own)."""
         deployments = []
         for name, record in sorted(self.deployments.items()):
+            if record.circuit_id == leaving_out:
+                continue
             lost = [
                 h
                 for h, inc in record.hosts.items()

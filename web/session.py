@@ -208,7 +208,10 @@ class Session:
                 return self.stepper.view()
             case "cluster":
                 ours = self.hosts.view() if self.hosts else []
-                return {"ours": ours, **self.cluster.view()}
+                current = self.targets.current
+                own = current.runner.deployment if current is not None and current.place.kind == "hosts" else ""
+                cluster = self.cluster.view(leaving_out=own)  # this page's own, for its run on hosts
+                return {"ours": ours, **cluster}
         raise KeyError(name)
 
     # -- requests -------------------------------------------------------------------------
@@ -311,6 +314,7 @@ class Session:
             view.status = "deploying"
             self.touch("run")
             target = await self.targets.get(place)
+            self.touch("cluster")  # its deployment is the page's own: not listed as a live one
             await self._run_on(view, target, request, inputs)
         except CompileError as exc:
             view.status = "failed"

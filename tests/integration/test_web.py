@@ -315,6 +315,8 @@ def test_time_travel_replays_the_choices_up_to_a_step_then_lets_you_choose_again
     shot(page, "time-travel")
     page.locator("#deliver-all").click()
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    expect(page.locator("#cluster-hosts")).to_contain_text("2 host(s) online")
+    expect(page.locator('#deployment option[value^="run-"]')).to_have_count(0)  # the page's own is no live one
 
 
 def test_faults_from_the_page_apply_to_the_next_runs(page: Page, server: ServeProcess) -> None:

@@ -185,7 +185,7 @@ const handlers = {
         : [el("option", { value: "" }, "none on this broker")]),
     );
     state.deployments = m.deployments;
-    if (chosen) select.value = chosen;
+    if (m.deployments.some((d) => d.name === chosen)) select.value = chosen;  // else the first: never a blank
   },
 };
 
