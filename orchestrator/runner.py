@@ -162,7 +162,7 @@ class Runner:
             on_it = [g for g, h in self.placement.items() if h == host]
             shown = ", ".join(on_it[:8]) + (f" and {len(on_it) - 8} more" if len(on_it) > 8 else "")
             parts.append(f"host {host} {self.lost[host]}; its {len(on_it)} gate(s) {shown} are gone")
-        message = "; ".join(parts) + "; redeploy with `gatemesh deploy` onto live hosts"
+        message = "; ".join(parts) + REDEPLOY
         return HostLost(f"run {run}: {message}" if run else message, run, hosts, gates)
 
     def _on_presence(self, presence: HostPresence) -> None:
@@ -490,6 +490,8 @@ class Runner:
                 log.warning("gate %s reported %s: %s", message.sender, message.code, message.message)
 
 
+REDEPLOY = "; redeploy with `gatemesh deploy` onto live hosts"
+"""What a lost host's error advises at a terminal (the web page has its own way back)."""
 _TELLING: dict[str | None, int] = {None: 0, "waiting_inputs": 1, "unknown": 2, "waiting_grads": 4}
 """How much a gate's standing says about where a run stopped (less first): a gate that did not
 answer, then one still waiting for a value (it names the input that did not come); a gate that

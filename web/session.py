@@ -30,12 +30,12 @@ from gates.trace_records import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import read_record
-from orchestrator.errors import BrokerError, CompileError, GatemeshError, RunTimeout
+from orchestrator.errors import BrokerError, CompileError, GatemeshError, HostLost, RunTimeout
 from orchestrator.examples import EXAMPLES
 from orchestrator.explain import Explainer
 from orchestrator.recorder import explain_to
 from orchestrator.records import DeploymentHead
-from orchestrator.runner import Observer
+from orchestrator.runner import REDEPLOY, Observer
 from viz.circuit import formula
 from web import render
 from web.commands import PUBLISHING, Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel, Watch
@@ -323,6 +323,11 @@ class Session:
         except RunTimeout as exc:
             view.status = "failed"
             view.error = stuck_message(str(exc)) if view.stuck else str(exc)
+        except HostLost as exc:
+            view.status = "failed"
+            view.error = str(exc)
+            if request.deployment is None and request.where == "hosts":  # a host this server started
+                view.error = view.error.removesuffix(REDEPLOY) + "; start it again under Gate hosts, then Restart"
         except (GatemeshError, ValueError, TransportError, TimeoutError) as exc:
             view.status = "failed"
             view.error = str(exc) or type(exc).__name__
