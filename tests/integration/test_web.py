@@ -122,6 +122,7 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     assert page.locator("#lamport svg line.msg.forward").count() == 5
     expect(page.locator("#log li")).to_have_count(16)
     expect(page.locator("#log li").nth(0)).to_have_text("the orchestrator feeds input x = -2")
+    expect(page.locator("#history >> xpath=..")).to_be_hidden()  # no choices to go back to: not a stepped run
     shot(page, "shareable-link")
     page.locator("#where").select_option("hosts")
     page.locator("#drop").fill("0.1")

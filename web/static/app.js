@@ -140,13 +140,14 @@ const handlers = {
     for (const p of m.pending) {
       const row = list.querySelector(`li[data-id="${p.id}"]`) || list.appendChild(pendingRow(p));
       row.className = `${p.phase}${p.pinned ? " pinned" : ""}`;
-      row.querySelector("button.hold").textContent = p.pinned ? "unpin" : "hold";
+      row.querySelector("button.hold").textContent = p.pinned ? "unpin" : "pin";
     }
     if (!m.pending.length) list.append(el("li", { class: "empty hint" }, m.auto ? "delivering everything as it comes" : "nothing waits right now"));
     const replay = $("replaying");
     replay.hidden = !m.replaying.length;
     replay.textContent = m.replaying.length ? `replaying: ${m.replaying.length} earlier choice(s) still to come, next: ${m.replaying[0]}` : "";
     const history = $("history");
+    history.parentElement.hidden = !m.history.length;  // nothing to go back to outside step mode
     const told = JSON.stringify(m.history);
     if (history.dataset.told === told) return;
     history.dataset.told = told;
@@ -189,9 +190,16 @@ const handlers = {
   },
 };
 
+const ACTIONS = {
+  deliver: "deliver it to its reader(s) now",
+  drop: "drop it: it is never delivered",
+  duplicate: "deliver it twice",
+  hold: "pin it: \u201cdeliver all\u201d leaves it waiting (unpin to let it go)",
+};
+
 function pendingRow(p) {
   const buttons = ["deliver", "drop", "duplicate", "hold"].map((action) => {
-    const button = el("button", { class: action, type: "button", title: `${action} this message` }, action);
+    const button = el("button", { class: action, type: "button", title: ACTIONS[action] }, action === "hold" ? "pin" : action);
     button.disabled = Boolean(state.readonly);
     button.addEventListener("click", () => send({ type: action, id: p.id }));
     return button;
