@@ -194,7 +194,16 @@ def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServePro
     page.locator("#source").fill("x * y")
     page.locator("#inputs input[data-name=x]").fill("2", timeout=WAIT)
     page.locator("#run").click()  # y has no value
-    expect(page.locator("#error")).to_contain_text("no value for input(s): y", timeout=WAIT)
+    expect(page.locator("#problem")).to_have_text(
+        "give y a value (every input needs one, even one the output never reads)", timeout=WAIT
+    )
+    page.locator("#inputs input[data-name=y]").fill("abc")
+    page.locator("#run").click()
+    expect(page.locator("#problem")).to_have_text("y: abc is not a number", timeout=WAIT)
+    page.locator("#inputs input[data-name=y]").fill("3")
+    page.locator("#drop").fill("2")
+    page.locator("#run").click()
+    expect(page.locator("#problem")).to_have_text("drop: give a probability from 0 to 1", timeout=WAIT)
 
 
 def test_a_page_of_another_origin_may_not_connect(server: ServeProcess) -> None:

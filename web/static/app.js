@@ -312,6 +312,22 @@ function faults() {
   return { drop: Number($("drop").value) || 0, dup: Number($("dup").value) || 0, delay_ms: Number($("delay").value) || 0, seed: Number($("seed").value) || 0 };
 }
 
+function formProblem() {
+  // said here, at the field, rather than as the request's validation error
+  for (const input of $("inputs").querySelectorAll("input")) {
+    const name = input.dataset.name;
+    if (input.value.trim() === "") return `give ${name} a value (every input needs one, even one the output never reads)`;
+    if (!Number.isFinite(Number(input.value))) return `${name}: ${input.value.trim()} is not a number`;
+  }
+  for (const id of ["drop", "dup"]) {
+    const p = Number($(id).value || 0);
+    if (!(p >= 0 && p <= 1)) return `${id}: give a probability from 0 to 1`;
+  }
+  const delay = Number($("delay").value || 0);
+  if (!(delay >= 0 && delay <= 5000)) return "delay: give milliseconds from 0 to 5000";
+  return "";
+}
+
 function runRequest() {
   $("problem").hidden = true;
   return { type: "run", source: $("source").value, inputs: inputs(), step: $("step").checked, where: $("where").value, faults: faults() };
@@ -375,7 +391,11 @@ function fromLink() {
 function wire() {
   $("source").addEventListener("input", compileSoon);
   $("step").addEventListener("change", updateShare);
-  $("run").addEventListener("click", () => send(runRequest()));
+  $("run").addEventListener("click", () => {
+    const wrong = formProblem();
+    if (wrong) return handlers.problem({ message: wrong });
+    send(runRequest());
+  });
   $("restart").addEventListener("click", () => send({ type: "restart" }));
   $("deliver-all").addEventListener("click", () => send({ type: "deliver_all" }));
   $("deployment").addEventListener("change", () => {
