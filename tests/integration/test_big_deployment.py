@@ -157,6 +157,7 @@ async def watched_on_the_page(
                 ],
                 "crossed": 16_800,
                 "expected": 16_800,
+                "copies": 0,
             }
             assert view.said == 1  # counted, not told
             assert "6,000 gates send 16,800 messages a pass" in view.sentences[0]
