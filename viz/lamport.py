@@ -13,6 +13,7 @@ has a <title> with the whole message, every element a class (`msg forward`, `val
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
@@ -22,7 +23,7 @@ from gates.trace_records import TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
-from viz.wire_labels import Box, Point, Spots, choose
+from viz.wire_labels import Box, Point, Spots, beside, choose
 
 COLUMN = 104.0
 ROW = 22.0
@@ -311,10 +312,14 @@ def _label_places(arrows: list[_Arrow], covered: list[Box], lifelines: list[floa
 
 
 def _label_spot(arrow: _Arrow, t: float) -> tuple[Box, Point]:
-    """An arrow's number `t` of the way along its line, just above it: its box and baseline."""
-    x, y = arrow.a.x + (arrow.b.x - arrow.a.x) * t, arrow.a.y + (arrow.b.y - arrow.a.y) * t
-    half = len(arrow.label) * 3.2 + 2
-    return (x - half, y - 11, x + half, y - 3), (x, y - 3)
+    """An arrow's number `t` of the way along its line, above it and clear of it at its slope
+    (just above a sloping line, the line's end beside the number read as a minus sign)."""
+    (ax, ay), (bx, by) = (arrow.a.x, arrow.a.y), (arrow.b.x, arrow.b.y)
+    length = math.hypot(bx - ax, by - ay) or 1.0
+    normal = ((by - ay) / length, (ax - bx) / length)
+    if normal[1] > 0:
+        normal = (-normal[0], -normal[1])
+    return beside((ax + (bx - ax) * t, ay + (by - ay) * t), normal, 1.0, len(arrow.label) * 6.4 + 4)
 
 
 def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault_y: float) -> _Arrow:
