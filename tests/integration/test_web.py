@@ -295,6 +295,10 @@ def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hos
     for leaf in ("x", "y", "z"):
         act(page, f"feed orchestrator {leaf}")
         act(page, f"forward {leaf} {leaf}")
+    eventually(lambda: _listed(page, "forward add_1 add_1"))
+    pin = page.locator('#pending li[data-key="forward add_1 add_1"] button.hold')
+    expect(pin).to_have_text("pin")  # what it does: "deliver all" leaves the message waiting
+    expect(pin).to_have_attribute("title", re.compile("deliver all.* leaves it waiting"))
     act(page, "forward add_1 add_1", "drop")
     expect(page.locator("#status")).to_have_text("failed", timeout=WAIT)
     error = page.locator("#error")
