@@ -162,10 +162,10 @@ class Circuit(BaseModel):
     @classmethod
     def parse(cls, text: str, *, source: str = "<circuit>", yaml_syntax: bool = False) -> Circuit:
         data = _parse_yaml(text, source) if yaml_syntax else _parse_json(text, source)
-        return cls.from_data(data, source=source)
+        return cls.from_data(data, source=source, yaml_syntax=yaml_syntax)
 
     @classmethod
-    def from_data(cls, data: Any, *, source: str = "<circuit>") -> Circuit:
+    def from_data(cls, data: Any, *, source: str = "<circuit>", yaml_syntax: bool = False) -> Circuit:
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -173,7 +173,7 @@ class Circuit(BaseModel):
             # pydantic adds "too short" for a list whose items failed: noise beside the real cause
             errors = [e for e in errors if e["type"] != "too_short"] or errors
             problems = "; ".join(f"{_location(e['loc'], data)}: {_said(e)}" for e in errors[:5])
-            if any(e["type"] == "string_type" and isinstance(e["input"], bool) for e in errors[:5]):
+            if yaml_syntax and any(e["type"] == "string_type" and isinstance(e["input"], bool) for e in errors[:5]):
                 problems += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
             raise CircuitError(f"{source}: invalid circuit: {problems}") from exc
 

@@ -119,7 +119,9 @@ def _parse(source: str) -> ast.Module:
     try:
         with warnings.catch_warnings():  # e.g. "invalid decimal literal" for 1x: the error below says it better
             warnings.simplefilter("ignore", SyntaxWarning)
-            return ast.parse(source.strip(), mode="exec")
+            stripped = source.strip()
+            blank = source[: len(source) - len(source.lstrip())].count("\n")  # lines before the first: kept
+            return ast.parse("\n" * blank + stripped, mode="exec")
     except SyntaxError as exc:
         raise CompileError(f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1) from exc
     except (RecursionError, MemoryError) as exc:

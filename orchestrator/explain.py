@@ -119,7 +119,8 @@ class Explainer:
         seconds ago it happened, where this process's clock can tell (a gate in this process)."""
         self.count += 1
         msg = event.msg
-        ids = (msg.id,) if event.type == "delay" and msg is not None else event.order or ()
+        first_copy = not event.note or event.note == "copy 1"  # a second copy's crossing may come later
+        ids = ((msg.id,) if first_copy else ()) if event.type == "delay" and msg is not None else event.order or ()
         match event.type:
             case "delay" if msg is not None:
                 copy = f", {event.note}" if event.note else ""  # which copy of a duplicated message

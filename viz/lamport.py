@@ -297,17 +297,16 @@ def _fractions(a: _Place, b: _Place) -> tuple[float, ...]:
 def _label_places(arrows: list[_Arrow], covered: list[Box], lifelines: list[float]) -> list[Point]:
     """Each arrow's number: where along its line it runs into least of the marks (`covered`),
     the lifelines (a number between two of them, not on one), the other arrows and the numbers
-    placed before it (in the order the messages were sent, so that a diagram that grows keeps
-    its numbers where they were). Past PLACED_ARROWS, each simply takes its first place: the
-    search grows with the diagram, which is drawn again and again as a live pass grows it."""
+    placed before it, in the order the messages were sent (a diagram that grows mostly keeps its
+    numbers: only a later mark or line in the way moves one). Past the first PLACED_ARROWS, each
+    simply takes its first place: the search grows with the diagram, drawn again as a pass grows."""
     candidates: list[list[Spots]] = [
         [[_label_spot(arrow, t)] for t in arrow.fractions] if arrow.label else [[]] for arrow in arrows
     ]
-    if len(arrows) <= PLACED_ARROWS:
-        lines = [((arrow.a.x, arrow.a.y), (arrow.b.x, arrow.b.y)) for arrow in arrows]
-        chosen = choose(candidates, covered, lines, rounds=1, verticals=lifelines)
-    else:
-        chosen = [0] * len(arrows)
+    placed = arrows[:PLACED_ARROWS]
+    lines = [((arrow.a.x, arrow.a.y), (arrow.b.x, arrow.b.y)) for arrow in placed]
+    chosen = choose(candidates[:PLACED_ARROWS], covered, lines, rounds=1, verticals=lifelines)
+    chosen += [0] * (len(arrows) - len(placed))
     return [spots[0][1] if (spots := candidates[i][k]) else (0.0, 0.0) for i, k in enumerate(chosen)]
 
 

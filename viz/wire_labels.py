@@ -156,10 +156,13 @@ class _Segments:
         self.cells: defaultdict[tuple[int, int], set[tuple[Point, Point]]] = defaultdict(set)
         for line in lines:
             for a, b in itertools.pairwise(line):
-                steps = max(1, int(math.hypot(b[0] - a[0], b[1] - a[1]) / (SEGMENT_CELL / 2)))
-                for k in range(steps + 1):
-                    x, y = a[0] + (b[0] - a[0]) * k / steps, a[1] + (b[1] - a[1]) * k / steps
-                    self.cells[int(x // SEGMENT_CELL), int(y // SEGMENT_CELL)].add((a, b))
+                pieces = max(1, math.ceil(math.hypot(b[0] - a[0], b[1] - a[1]) / SEGMENT_CELL))
+                for k in range(pieces):  # each piece under every square of its box: a corner clipped counts
+                    x0, y0 = a[0] + (b[0] - a[0]) * k / pieces, a[1] + (b[1] - a[1]) * k / pieces
+                    x1, y1 = a[0] + (b[0] - a[0]) * (k + 1) / pieces, a[1] + (b[1] - a[1]) * (k + 1) / pieces
+                    box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+                    for cell in _cells(box, SEGMENT_CELL):
+                        self.cells[cell].add((a, b))
 
     def count(self, box: Box) -> int:
         """How many segments pass through `box`."""

@@ -109,10 +109,13 @@ def _same_origin(websocket: WebSocket, names: frozenset[str] | None) -> bool:
     nor may one reached by a name that is not this server's: a site whose name its owner points
     at 127.0.0.1 (DNS rebinding) is the same origin as itself."""
     host = websocket.headers.get("host", "")
-    if names is not None and urlsplit(f"//{host}").hostname not in names:
+    try:
+        if names is not None and urlsplit(f"//{host}").hostname not in names:
+            return False
+        origin = websocket.headers.get("origin")
+        return origin is None or urlsplit(origin).netloc == host
+    except ValueError:  # a malformed header (`[::1`): refused, not a traceback
         return False
-    origin = websocket.headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == host
 
 
 async def _push(websocket: WebSocket, session: Session, client: Client) -> None:

@@ -130,6 +130,7 @@ class HostProcesses:
                 process.kill()
                 await process.wait()
             host.state = "exited"
+            self.on_change()
 
     def poll(self) -> None:
         """Notice processes that ended by themselves."""

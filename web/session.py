@@ -302,7 +302,7 @@ class Session:
     async def _run(self, request: Run, replay: list[Choice], previous: set[asyncio.Task[None]]) -> None:
         await _stopped(previous)
         self.last = request
-        self._replaced = self.view.run  # its late messages may still cross: not this run's
+        self._replaced = self.view.run or self._replaced  # its late messages may still cross: not this run's
         view = self.view = RunView(request=request, status="starting")
         self.stepper.arm(replay)
         self.touch("run")

@@ -91,6 +91,8 @@ class Targets:
         """Starts a task in the session's task group."""
         self.current: Target | None = None
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
+        """Targets still undeploying: the next one opens only once they are gone."""
 
     async def get(self, place: Place) -> Target:
         async with self._lock:
@@ -124,7 +126,10 @@ class Targets:
         target, self.current = self.current, None
         if target is not None and target.task is not None:
             target.close.set()
-            await asyncio.wait([target.task])
+            self._closing.add(target.task)
+            target.task.add_done_callback(self._closing.discard)
+        if self._closing:  # this one, and any whose closer was cancelled before it finished
+            await asyncio.wait(set(self._closing))
 
     def _opened(self, place: Place) -> contextlib.AbstractAsyncContextManager[Runner]:
         # hears everything of its deployment on its own connection: the page swaps a recorder, an

@@ -74,14 +74,14 @@ def compile_alone(source: str) -> Compiled:
 async def compiled(source: str) -> dict[str, object]:
     """The page's answer to Compile: the circuit's inputs, or where the source is wrong."""
     try:
-        compiled = await asyncio.to_thread(compile_alone, source)
+        program = await asyncio.to_thread(compile_alone, source)
     except CompileError as exc:
         return {"type": "compiled", "ok": False, "line": exc.line, "column": exc.column, "message": str(exc)}
-    circuit = compiled.circuit
+    circuit = program.circuit
     return {
         "type": "compiled",
         "ok": True,
-        "warnings": list(compiled.warnings),
+        "warnings": list(program.warnings),
         "inputs": circuit.inputs,
         "gates": len(circuit.gates),
         "formula": formula(circuit),

@@ -133,9 +133,10 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     page.goto(server.url + "?example=1")  # an example by its number: shown, ready to run
     expect(page.locator("#example")).to_have_value("0", timeout=WAIT)
     expect(page.locator("#source")).to_have_value("x * y")
-    page.goto(server.url + "?example=1&faults=dup%3D1%2Cseed%3D3&run=1")
-    expect(page.locator("#where-label")).to_contain_text("dup=1", timeout=WAIT)
+    page.goto(server.url + "?example=1&faults=dup%3D1%2Cdelay%3D0-20ms%2Cseed%3D3&run=1")
+    expect(page.locator("#where-label")).to_contain_text("dup=1,delay=0-20ms", timeout=WAIT)
     expect(page.locator("#dup")).to_have_value("1")
+    expect(page.locator("#delay")).to_have_value("20")
 
 
 def _sorted_equal(got: list[str], expected: list[str]) -> None:
@@ -216,6 +217,13 @@ def test_a_page_of_another_origin_may_not_connect(server: ServeProcess) -> None:
     rebound = socket.create_connection(("127.0.0.1", port), timeout=10)  # a site whose name now points here
     with pytest.raises(InvalidStatus, match="403"):
         connect(f"ws://evil.example:{port}/ws", sock=rebound, origin=Origin(f"http://evil.example:{port}"))
+    malformed = socket.create_connection(("127.0.0.1", port), timeout=10)  # refused, not a traceback
+    malformed.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: [::1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert malformed.recv(100).startswith(b"HTTP/1.1 403")
+    malformed.close()
     named = socket.create_connection(("127.0.0.1", port), timeout=10)
     with connect(f"ws://localhost:{port}/ws", sock=named, origin=Origin(f"http://localhost:{port}")) as same:
         assert json.loads(same.recv(timeout=10))["type"] == "choices"

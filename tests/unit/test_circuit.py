@@ -117,6 +117,10 @@ def test_a_name_yaml_reads_as_a_boolean_or_a_number_is_explained(tmp_path: Path)
         f"{boolean}: invalid circuit: gates[0].id: give a string, not the boolean True "
         "(YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
     )
+    json_true = tmp_path / "true.json"  # JSON's true is a boolean by its own rules: no YAML advice
+    json_true.write_text('{"gates": [{"id": true, "op": "input"}], "output": "x"}')
+    with pytest.raises(CircuitError, match=r"give a string, not the boolean True$"):
+        Circuit.load(json_true)
     number = tmp_path / "one.yaml"
     number.write_text("gates:\n  - {id: 1, op: input}\n  - {id: f, op: neg, inputs: [x]}\noutput: f\n")
     with pytest.raises(

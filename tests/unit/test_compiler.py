@@ -65,6 +65,7 @@ def test_an_assignment_the_output_never_reads_is_left_out_with_a_warning() -> No
         "x, y stay inputs, with gradient 0",
     )
     assert compile_program("q = x + y; f = q * z").warnings == ()
+    assert compile_program("\n\nr = w * 2\nf = x * y").warnings[0].startswith("line 3, column 1:")  # blank lines count
     assert compile_program("q = x + y; f = q * z; g = f * 2", output="f").warnings == (
         "line 1, column 23: the value given to g here is never read by the output; its gates are left out",
     )

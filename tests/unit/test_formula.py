@@ -16,6 +16,7 @@ from viz.circuit import formula
         ("q = x + y; f = q * z", "q = x + y; f = q * z"),
         ("a = x*y; b = a + x; c = a*b", "a = x * y; b = a + x; c = a * b"),  # not c = (x * y) * ((x * y) + x)
         ("a = x*y; c = sigmoid(a) * 2 + a", "a = x * y; c = (sigmoid(a) * 2) + a"),
+        ("a = x*y; a = a*a; a", "a = x * y; a = a * a"),  # as typed: not the compiler's a.2
     ],
 )
 def test_a_formula_keeps_the_stages_a_program_named(source: str, written: str) -> None:

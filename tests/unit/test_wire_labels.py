@@ -13,6 +13,7 @@ from orchestrator.compiler import compile_source
 from orchestrator.trace import read_trace
 from viz.circuit import WireState, draw_circuit
 from viz.lamport import draw_lamport
+from viz.wire_labels import choose
 
 SVG = "{http://www.w3.org/2000/svg}"
 NEURON = "sigmoid(w0*x0 + w1*x1 + w2)", {"w0": 2, "x0": -1, "w1": -3, "x1": -2, "w2": -3}
@@ -102,3 +103,10 @@ def test_a_lamport_diagrams_numbers_overlap_no_other_words() -> None:
         if a is not b and a[2][0] < b[2][2] and b[2][0] < a[2][2] and a[2][1] < b[2][3] and b[2][1] < a[2][3]
     ]
     assert clashes == []
+
+
+def test_a_line_that_clips_a_corner_of_a_label_counts() -> None:
+    """Lines are found by the squares they pass through: one that only clips a square's corner
+    between two of its sample points was missed, and a number could be placed on it."""
+    candidates = [[[((100.0, 100.0, 115.0, 115.0), (107.5, 115.0))], [((300.0, 300.0, 320.0, 320.0), (310.0, 320.0))]]]
+    assert choose(candidates, [], [((100.0, 130.0), (130.0, 100.0))], rounds=1) == [1]

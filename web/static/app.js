@@ -338,7 +338,7 @@ function faultsText() {
   const parts = [];
   if (f.drop) parts.push(`drop=${f.drop}`);
   if (f.dup) parts.push(`dup=${f.dup}`);
-  if (f.delay_ms) parts.push(`delay=${f.delay_ms}ms`);
+  if (f.delay_ms) parts.push(`delay=0-${f.delay_ms}ms`);  // the page's delay is up to that many ms
   if (f.seed) parts.push(`seed=${f.seed}`);
   return parts.join(",");
 }
@@ -371,7 +371,8 @@ function fromLink() {
   const fields = { drop: "drop", dup: "dup", delay: "delay", seed: "seed" };
   for (const part of (params.get("faults") || "").split(",")) {
     const [key, value] = part.split("=");
-    if (fields[key] && value !== undefined) $(fields[key]).value = String(parseFloat(value) || 0);
+    const number = key === "delay" ? (/^(?:[\d.]+-)?([\d.]+)ms$/.exec(value || "") || [])[1] : value;
+    if (fields[key] && number !== undefined) $(fields[key]).value = String(parseFloat(number) || 0);
   }
   const expr = params.get("expr");
   const example = params.get("example");
