@@ -114,9 +114,9 @@ def load_circuit(source: str, output: str | None = None) -> Circuit:
             raise InputError("--output applies to expressions; a circuit file names its own output")
         return circuit
     suffixes = ", ".join(CIRCUIT_SUFFIXES)
-    if ("/" in source or "." in source) and _is_file(source, Path.is_file):  # `a/b` is an expression too
+    if ("/" in source or "." in source) and _names_a(source, Path.is_file):  # `a/b` is an expression too
         raise InputError(f"{source}: a circuit file's name ends in {suffixes}")
-    if ("/" in source or "." in source) and _is_file(source, Path.is_dir):
+    if ("/" in source or "." in source) and _names_a(source, Path.is_dir):
         raise InputError(f"{source}: a directory; give a circuit file ({suffixes}) or an expression")
     try:
         return compile_warned(source, output=output)
@@ -134,8 +134,9 @@ def compile_warned(source: str, *, output: str | None = None, name: str = "circu
     return compiled.circuit
 
 
-def _is_file(name: str, kind: Callable[[Path], bool]) -> bool:
-    """Whether `name` names a file of this kind (a long expression is too long a name to ask about)."""
+def _names_a(name: str, kind: Callable[[Path], bool]) -> bool:
+    """Whether `name` names a path of this kind, a file or a directory (a long expression is too
+    long a name to ask about)."""
     try:
         return kind(Path(name))
     except (OSError, ValueError):

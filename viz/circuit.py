@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import graphviz
 
@@ -191,11 +192,7 @@ def draw_circuit(
     check_size(circuit, max_gates)
     state = state or WireState()
     plan = _plan(circuit)
-    labels = [
-        svg
-        for tail, head, nth, baselines in plan.labelled
-        for svg in _labels(circuit, state, tail, head, nth, baselines)
-    ]
+    labels = [svg for wire in plan.labelled for svg in _labels(circuit, state, wire)]
     width = max(plan.width, 2 * SIDE + 7.0 * len(caption), LEGEND_WIDTH)  # the caption and the legend on one line
     legend = [
         text(SIDE, plan.height - 12, "value (forward)", "legend value-key", anchor="start"),
@@ -211,10 +208,21 @@ class _Plan:
 
     width: float
     height: float
-    wires: list[str]
-    shapes: list[str]
-    labelled: list[tuple[str, str, int, list[Point]]]
-    """Per wire: its tail, its head, which branch to that head it is, and its labels' baselines."""
+    wires: tuple[str, ...]
+    shapes: tuple[str, ...]
+    labelled: tuple[_Labelled, ...]
+
+
+class _Labelled(NamedTuple):
+    """A drawn wire whose numbers the plan placed."""
+
+    tail: str
+    head: str
+    port: int | None
+    """A fork's branch: the port of `head` it feeds (None: a gate's own wire, or the output)."""
+    ports: int
+    """How many of this fork's branches feed `head` (`x*x`: 2)."""
+    baselines: tuple[Point, ...]
 
 
 @functools.lru_cache(maxsize=8)
@@ -236,20 +244,26 @@ def _plan(circuit: Circuit) -> _Plan:
     readers = _readers(circuit)
     branches: Counter[tuple[str, str]] = Counter()
     """Branches drawn so far from a fork to a reader: `x*x` reads x twice, by two branches."""
-    nths = []
+    ports: list[tuple[int | None, int]] = []
     for tail, head, _ in drawn:
-        nths.append(branches[tail, head])
+        fed = [port for reader, port in readers[tail.removesuffix(" fork")] if reader == head]
+        ports.append((fed[branches[tail, head]], len(fed)) if tail.endswith(" fork") else (None, 0))
         branches[tail, head] += 1
-    to_label = [Wire(tuple(points), _label_sides(readers, tail, head, points)) for tail, head, points in drawn]
+    to_label = [
+        Wire(tuple(points), _label_sides(points, *fed)) for (_, _, points), fed in zip(drawn, ports, strict=True)
+    ]
     baselines = place(to_label, [_covers(circuit, name, node, at) for name, node in nodes.items()])
     return _Plan(
         width=bb[2] - bb[0] + 2 * SIDE,
         height=height + TOP + BOTTOM,
-        wires=[
+        wires=tuple(
             f'<path class="wire" d={attr(_path(points))}><title>{t} \u2192 {h}</title></path>' for t, h, points in drawn
-        ],
-        shapes=[_node(circuit, name, node, at) for name, node in nodes.items()],
-        labelled=[(t, h, nth, spots) for (t, h, _), nth, spots in zip(drawn, nths, baselines, strict=True)],
+        ),
+        shapes=tuple(_node(circuit, name, node, at) for name, node in nodes.items()),
+        labelled=tuple(
+            _Labelled(t, h, port, count, tuple(spots))
+            for (t, h, _), (port, count), spots in zip(drawn, ports, baselines, strict=True)
+        ),
     )
 
 
@@ -258,28 +272,23 @@ LABEL_WIDTH, PART_WIDTH = 44.0, 34.0
 not measured: the numbers fill in during a pass, and must not move as they do."""
 
 
-def _label_sides(
-    readers: dict[str, list[tuple[str, int]]], tail: str, head: str, points: list[Point]
-) -> tuple[tuple[float, float], ...]:
+def _label_sides(points: list[Point], port: int | None, ports: int) -> tuple[tuple[float, float], ...]:
     """A wire's labels as (side, width): a value above and a gradient below, or a branch's part below
     (above, inside the loop, for branches that meet again, like `x*x`'s)."""
-    if not tail.endswith(" fork"):
+    if port is None:
         return ((1.0, LABEL_WIDTH), (-1.0, LABEL_WIDTH))
     middle, normal = along(points, FRACTIONS[0])
-    loop = len([edge for edge in readers[tail.removesuffix(" fork")] if edge[0] == head]) > 1
-    inside = loop and normal[1] * (points[0][1] - middle[1]) > 0
+    inside = ports > 1 and normal[1] * (points[0][1] - middle[1]) > 0
     return ((1.0 if inside else -1.0, PART_WIDTH),)
 
 
-def _labels(circuit: Circuit, state: WireState, tail: str, head: str, nth: int, baselines: list[Point]) -> list[str]:
-    """The numbers of one drawn wire: trunk (gate -> fork or reader), branch (fork -> reader) or
-    output. `nth`: which of the branches from this fork to `head` it is (one per port read)."""
-    if tail.endswith(" fork"):  # a branch: its own contribution only
+def _labels(circuit: Circuit, state: WireState, wire: _Labelled) -> list[str]:
+    """The numbers of one drawn wire: trunk (gate -> fork or reader), branch (fork -> reader) or output."""
+    tail, head, port, ports, baselines = wire
+    if port is not None:  # a branch: its own contribution only
         gate = tail.removesuffix(" fork")
-        drawn = [edge for edge in _readers(circuit)[gate] if edge[0] == head]
-        reader, port = drawn[nth]
-        title = f"d{circuit.output}/d{gate} through {head}" + (f", its input {port + 1}" if len(drawn) > 1 else "")
-        return [text(*baselines[0], num(state.parts.get((gate, reader, port))), "grad part", title=title)]
+        title = f"d{circuit.output}/d{gate} through {head}" + (f", its input {port + 1}" if ports > 1 else "")
+        return [text(*baselines[0], num(state.parts.get((gate, head, port))), "grad part", title=title)]
     if head.endswith(" output"):
         value, grad, name = state.output_value, state.seed, circuit.output
     else:
