@@ -132,6 +132,13 @@ def _parse(source: str) -> ast.Module:
         raise CompileError(f"cannot parse: {exc}") from exc
 
 
+def _targets(stmt: ast.stmt) -> list[ast.expr]:
+    """What a statement assigns to: `q = ...` and `f += ...` one name, an expression none."""
+    if isinstance(stmt, ast.Assign):
+        return stmt.targets
+    return [stmt.target] if isinstance(stmt, ast.AugAssign) else []
+
+
 def _where(node: ast.AST) -> tuple[int, int]:
     return getattr(node, "lineno", 1), getattr(node, "col_offset", 0) + 1
 
@@ -182,11 +189,9 @@ class _Builder:
     def _assigned_names(self) -> dict[str, ast.stmt]:
         first: dict[str, ast.stmt] = {}
         for stmt in self.tree.body:
-            if isinstance(stmt, ast.Assign | ast.AugAssign):
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-                for target in targets:
-                    if isinstance(target, ast.Name):
-                        first.setdefault(target.id, stmt)
+            for target in _targets(stmt):
+                if isinstance(target, ast.Name):
+                    first.setdefault(target.id, stmt)
         return first
 
     # -- statements -----------------------------------------------------------------------
@@ -201,23 +206,48 @@ class _Builder:
             circuit = Circuit(name=self.name, gates=tuple(gates), output=out)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise CircuitError(f"compiled circuit is invalid: {exc}") from exc
-        return Compiled(circuit, self._unused(circuit, out))
+        return Compiled(circuit, self._unused(circuit, out, output))
 
-    def _unused(self, circuit: Circuit, out: str) -> tuple[str, ...]:
-        """One sentence per assignment whose value the output never reads, and one for the inputs
-        only such assignments read."""
+    def _unused(self, circuit: Circuit, out: str, output: str | None) -> tuple[str, ...]:
+        """One sentence per assignment the output never reads (its gates are left out) or that
+        nothing reads at all: `a = x` with a never used leaves no gate out, but its name is idle.
+        Then one for the inputs only such assignments read."""
         used = {source for gate in circuit.gates for source in gate.inputs} | {out}
-        sentences = [
-            f"line {stmt.lineno}, column {stmt.col_offset + 1}: the value given to {name} here is never read "
-            "by the output; its gates are left out"
-            for stmt, name, gate_id in self.bindings
-            if gate_id not in used and gate_id not in circuit.inputs
-        ]
+        read = self._read_later(output)
+        sentences = []
+        for stmt, name, gate_id in self.bindings:
+            left_out = gate_id not in used and gate_id not in circuit.inputs
+            if id(stmt) in read and not left_out:
+                continue
+            where = f"line {stmt.lineno}, column {stmt.col_offset + 1}: the value given to {name} here is never read"
+            sentences.append(f"{where} by the output; its gates are left out" if left_out else where)
         idle = [name for name in circuit.inputs if name not in used]
         if sentences and idle:
             stays = f"{idle[0]} stays an input" if len(idle) == 1 else f"{', '.join(idle)} stay inputs"
             sentences.append(f"{stays}, with gradient 0")
         return tuple(sentences)
+
+    def _read_later(self, output: str | None) -> frozenset[int]:
+        """The assignments (by id of their statement) whose value is read: by a later statement
+        before the name is assigned again, or as the output. One walk backwards over the program."""
+        body = self.tree.body
+        live = {output} if output is not None else set()
+        read: set[int] = set()
+        for index in reversed(range(len(body))):
+            stmt = body[index]
+            targets = _targets(stmt)
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    if target.id in live or (output is None and index == len(body) - 1):
+                        read.add(id(stmt))
+                    live.discard(target.id)
+            loads = {
+                node.id for node in ast.walk(stmt) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+            }
+            if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+                loads.add(stmt.target.id)  # `f += z` reads f
+            live |= loads
+        return frozenset(read)
 
     def _statement(self, stmt: ast.stmt, *, is_last: bool) -> None:
         if isinstance(stmt, ast.Assign):

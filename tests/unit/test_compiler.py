@@ -71,6 +71,21 @@ def test_an_assignment_the_output_never_reads_is_left_out_with_a_warning() -> No
     )
 
 
+def test_a_name_nothing_reads_is_told_even_when_its_value_is_another_names() -> None:
+    assert compile_program("a = x\nb = y * 2\nb * z").warnings == (
+        "line 1, column 1: the value given to a here is never read",
+        "x stays an input, with gradient 0",
+    )
+    assert compile_program("a = x * 3\nb = a\na * y").warnings == (
+        "line 2, column 1: the value given to b here is never read",
+    )
+    assert compile_program("a = x; a = a * 2; a").warnings == ()  # the second assignment reads the first
+    assert compile_program("a = x; f = x * y", output="a").warnings == (
+        "line 1, column 8: the value given to f here is never read by the output; its gates are left out",
+        "y stays an input, with gradient 0",
+    )
+
+
 def test_one_over_x_is_the_inverse_gate_and_constants_are_shared() -> None:
     ops = [g.op for g in compile_source("1/(1+exp(-(w*x)))").gates]
     assert "inv" in ops
