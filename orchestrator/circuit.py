@@ -84,6 +84,17 @@ class Circuit(BaseModel):
         return {g.id: edges[g.id] for g in self.gates}
 
     @cached_property
+    def readers(self) -> dict[str, tuple[str, ...]]:
+        """Who reads each gate's forward value, once each: the gates it feeds and, for the
+        output, the orchestrator."""
+        read_by: dict[str, dict[str, None]] = {g.id: {} for g in self.gates}
+        for g in self.gates:
+            for source in g.inputs:
+                read_by[source][g.id] = None
+        read_by[self.output][ORCHESTRATOR] = None
+        return {gate: tuple(names) for gate, names in read_by.items()}
+
+    @cached_property
     def order(self) -> list[GateDef]:
         """Gates in an order where every gate comes after all of its inputs."""
         return _topological(self.gates)

@@ -415,7 +415,7 @@ class Session:
                 f"counted above, not told one by one (runs of up to {EXPLAIN_LIMIT:,} gates are)"
             )
         if request.step:
-            await self.stepper.watch(runner.deployment)
+            await self.stepper.watch(runner.deployment, circuit.readers)
         view.status = "stepping" if request.step else "running"
         self._dirty.set()
         self.touch("run")

@@ -22,7 +22,7 @@ import itertools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
@@ -128,6 +128,7 @@ class Stepper:
         self._ids = itertools.count(1)
         self._seen: Counter[str] = Counter()
         self._filters: set[str] = set()
+        self._readers: Mapping[str, Sequence[str]] = {}
         self._session: Session | None = None
         self.connected = asyncio.Event()
 
@@ -155,9 +156,13 @@ class Stepper:
                 if session is not None:
                     session.close()
 
-    async def watch(self, circuit_id: str) -> None:
+    async def watch(self, circuit_id: str, readers: Mapping[str, Sequence[str]]) -> None:
         """Hear the held messages of deployment `circuit_id` (subscribed when this returns), and
-        no longer those of the deployments before it (the page has one at a time: theirs are gone)."""
+        no longer those of the deployments before it (the page has one at a time: theirs are gone).
+
+        `readers`: who reads each gate's forward value (it goes to a topic of the sender's, not to
+        a gate), so a held one can say where it is going."""
+        self._readers = readers
         name = held_filter(circuit_id)
         if name in self._filters:
             return
@@ -205,7 +210,7 @@ class Stepper:
         if run != self.run:
             return  # a run that is over (or was never stepped here): nothing will deliver it
         gate = real.rsplit("/", 1)[1]
-        to = "orchestrator" if phase == "report" else gate if phase != "forward" else "readers of " + gate
+        to = "orchestrator" if phase == "report" else gate if phase != "forward" else self._read_by(gate)
         base = f"{phase} {sender} {gate} {port if port is not None else ''}".strip()
         self._seen[base] += 1
         key = base if self._seen[base] == 1 else f"{base} #{self._seen[base]}"
@@ -216,6 +221,10 @@ class Stepper:
             self._advance_replay()
         elif self.auto:
             self._act("deliver", held)
+
+    def _read_by(self, gate: str) -> str:
+        readers = self._readers.get(gate)
+        return ", ".join(readers) if readers else f"the readers of {gate}"
 
     # -- what the page asks ---------------------------------------------------------------
 

@@ -255,6 +255,8 @@ def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server:
     eventually(lambda: _same(set(pending(page)), {"feed orchestrator x", "feed orchestrator y", "feed orchestrator z"}))
     values_shown(page, set())
     act(page, "feed orchestrator z")  # z first: the default order is x, y, z
+    eventually(lambda: _listed(page, "forward z z"))
+    expect(page.locator('#pending li[data-key="forward z z"]')).to_contain_text("forward -4.00: z \u2192 f")
     act(page, "forward z z")
     values_shown(page, {"-4.00"})
     act(page, "feed orchestrator y")
@@ -265,6 +267,8 @@ def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server:
     act(page, "forward x x")
     act(page, "forward add_1 add_1")
     values_shown(page, {"-4.00", "5.00", "-2.00", "3.00"})
+    eventually(lambda: _listed(page, "forward f f"))
+    expect(page.locator('#pending li[data-key="forward f f"]')).to_contain_text("f \u2192 orchestrator")
     act(page, "forward f f")
     values_shown(page, {"-4.00", "5.00", "-2.00", "3.00", "-12.00"})
     assert {t for t in svg_texts(page, "circuit", "grad") if t} == set()  # no gradient delivered yet
@@ -313,7 +317,7 @@ def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hos
     expect(error).to_contain_text("nothing is left to deliver")
     expect(error).to_contain_text("mul(f) waits for input(s) add_1")
     log = page.locator("#log li")
-    expect(log.filter(has_text="you drop forward 3.00: add_1 \u2192 readers of add_1 in step mode")).to_have_count(1)
+    expect(log.filter(has_text="you drop forward 3.00: add_1 \u2192 f in step mode")).to_have_count(1)
     expect(log.filter(has_text="nothing is left to deliver; probing the gates")).to_have_count(1)
     shot(page, "dropped-message")
 

@@ -132,3 +132,8 @@ def test_consumers_count_edges_and_the_seed() -> None:
     assert circuit.consumers == {"x": 2, "y": 1, "mul_1": 1, "f": 1}
     assert [s.consumers for s in circuit.specs()] == [2, 1, 1, 1]
     assert circuit.messages_per_pass() == 2 + 4 + 4 + 1 + 2
+
+
+def test_readers_name_each_reader_once_and_the_orchestrator_reads_the_output() -> None:
+    circuit = compile_source("x * x + y")
+    assert circuit.readers == {"x": ("mul_1",), "y": ("f",), "mul_1": ("f",), "f": ("orchestrator",)}
