@@ -6,7 +6,9 @@ what waits there, and does what the page says with each message:
 
     deliver    publish its exact payload to the real topic, once
     drop       forget it (the run then waits forever: the page names who waits)
-    duplicate  publish it twice (the receiver keeps the first copy; the second changes nothing)
+    duplicate  publish it once now and list a second copy, to deliver (or drop) whenever the
+               student likes: late, after other messages (the receiver keeps the first copy; the
+               second changes nothing, and the trace and the pictures show it arriving)
     hold       pin it, so that "deliver all" leaves it where it is
 
 Because the Stepper is a client of the broker like any other, it works the same whether the
@@ -23,7 +25,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, NoReturn
 
 from pydantic import ValidationError
@@ -69,12 +71,14 @@ class Held:
     port: int | None
     since: float = field(default_factory=time.monotonic)
     pinned: bool = False
+    copy: bool = False
+    """The second copy a "duplicate" left waiting."""
 
     @property
     def label(self) -> str:
         what = f"{self.phase} {num(self.number)}" if self.number is not None else self.phase
         port = f" (port {self.port})" if self.port is not None and self.phase == "backward" else ""
-        return f"{what}: {self.src} \u2192 {self.to}{port}"
+        return f"{what}: {self.src} \u2192 {self.to}{port}" + (" (second copy)" if self.copy else "")
 
     def view(self) -> dict[str, object]:
         return {
@@ -212,15 +216,22 @@ class Stepper:
         gate = real.rsplit("/", 1)[1]
         to = "orchestrator" if phase == "report" else gate if phase != "forward" else self._read_by(gate)
         base = f"{phase} {sender} {gate} {port if port is not None else ''}".strip()
-        self._seen[base] += 1
-        key = base if self._seen[base] == 1 else f"{base} #{self._seen[base]}"
-        held = Held(f"m{next(self._ids)}", key, real, payload, run, phase, sender, to, number, port)
-        self.pending[held.id] = held
-        self._touch()
+        held = Held("", base, real, payload, run, phase, sender, to, number, port)
+        self._list(held)
         if self.replay:
             self._advance_replay()
         elif self.auto:
             self._act("deliver", held)
+
+    def _list(self, held: Held) -> None:
+        """Add `held` to what waits, under a fresh id and a key that tells it from the messages
+        listed before it with the same phase, sender, topic and port (`#2`, `#3`...)."""
+        base = held.key
+        self._seen[base] += 1
+        held.id = f"m{next(self._ids)}"
+        held.key = base if self._seen[base] == 1 else f"{base} #{self._seen[base]}"
+        self.pending[held.id] = held
+        self._touch()
 
     def _read_by(self, gate: str) -> str:
         readers = self._readers.get(gate)
@@ -256,11 +267,14 @@ class Stepper:
             session = self._session
             if session is None:
                 raise ConnectionLost(f"the stepper is not connected to the broker at {self.broker}")
-            for _ in range(2 if action == "duplicate" else 1):
-                session.publish(held.topic, held.payload)
+            session.publish(held.topic, held.payload)
         del self.pending[held.id]
         self.history.append(Choice(action, held.key, f"{action} {held.label}"))
-        self._touch()
+        if action == "duplicate":
+            base = held.key.split(" #", 1)[0]
+            self._list(replace(held, key=base, since=time.monotonic(), pinned=False, copy=True))
+        else:
+            self._touch()
 
     def _advance_replay(self) -> None:
         """Apply the recorded choices, in order, as their messages turn up."""

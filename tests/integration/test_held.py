@@ -52,7 +52,7 @@ async def held_qf(url: str) -> AsyncIterator[Held]:
         serving = group.create_task(stepper.serve())
         try:
             async with in_process(compile_source(QF), broker, recorder=recorder, connections="shared") as runner:
-                await stepper.watch(runner.deployment)
+                await stepper.watch(runner.deployment, runner.circuit.readers)
                 stepper.arm()
                 yield Held(stepper, runner, recorder)
         finally:
@@ -76,9 +76,12 @@ async def test_a_held_run_moves_only_as_its_messages_are_delivered(mosquitto_url
         assert values == {"z": -4.0}  # delivered to f, which waits for add_1
         for key in ("feed orchestrator y", "forward y y", "feed orchestrator x", "forward x x"):
             await held.do(key)
-        await held.do("forward add_1 add_1", "duplicate")  # the second copy changes nothing
+        await held.do("forward add_1 add_1", "duplicate")  # one copy now, the second waits
+        (copy,) = held.stepper.pending.values()
+        assert (copy.key, copy.label) == ("forward add_1 add_1 #2", "forward 3.00: add_1 \u2192 f (second copy)")
         await held.do("forward f f")
         await held.do("backward orchestrator f 0")
+        await held.do("forward add_1 add_1 #2")  # late: f has fired; the second copy changes nothing
         for key in ("backward f z 1", "backward f add_1 0", "backward add_1 y 1", "backward add_1 x 0"):
             await held.do(key)
         assert not run.done()
@@ -94,8 +97,10 @@ async def test_a_held_run_moves_only_as_its_messages_are_delivered(mosquitto_url
         assert trace.replay() == QF_RESULT
         receipts = [e for e in trace.events if e.type == "receive" and e.node == "f" and e.msg and e.msg.src == "add_1"]
         assert [e.note for e in receipts] == ["", "duplicate"]
+        (fired,) = [e for e in trace.events if e.type == "compute" and e.node == "f" and e.grad is None]
+        assert receipts[0].seq < fired.seq < receipts[1].seq  # the copy came after f had fired
         actions = [c.action for c in held.stepper.history]
-        assert (actions.count("deliver"), actions.count("duplicate"), len(actions)) == (15, 1, 17)
+        assert (actions.count("deliver"), actions.count("duplicate"), len(actions)) == (16, 1, 18)
 
 
 async def test_a_dropped_message_leaves_the_run_waiting_and_the_probe_names_who_waits(mosquitto_url: str) -> None:
@@ -144,11 +149,11 @@ async def test_the_stepper_hears_only_the_deployment_it_watches_last(mosquitto_u
     """Every run on new gates (a new expression) is a new deployment: the stepper subscribed to
     each for the server's whole life. The page has one at a time, so it hears only the last."""
     async with held_qf(mosquitto_url) as held:
-        await held.stepper.watch("another-deployment")
+        await held.stepper.watch("another-deployment", {})
         run = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
         await settle()
         assert held.stepper.pending == {}
-        await held.stepper.watch(held.runner.deployment)
+        await held.stepper.watch(held.runner.deployment, held.runner.circuit.readers)
         run.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await run

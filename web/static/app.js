@@ -193,7 +193,7 @@ const handlers = {
 const ACTIONS = {
   deliver: "deliver it to its reader(s) now",
   drop: "drop it: it is never delivered",
-  duplicate: "deliver it twice",
+  duplicate: "deliver it now and keep a second copy waiting, to deliver later (or drop)",
   hold: "pin it: \u201cdeliver all\u201d leaves it waiting (unpin to let it go)",
 };
 
