@@ -2,7 +2,8 @@
 
 Columns: the orchestrator, then every gate, grouped and labelled by the host it runs on. Rows:
 the run's events in trace order (an order that respects happens-before), one row each, with
-the event's Lamport number beside its dot. An arrow per delivered copy of a message, from its
+the event's Lamport number beside its dot; a receipt goes a row or a few lower where its arrow
+would pass through another node's event or a fault's words on the way. An arrow per delivered copy of a message, from its
 send to its receipt: forward values and feeds green and labelled with the value, gradients
 and reports red and labelled with the gradient, probes and status answers grey. A second copy
 (a duplicate) is drawn in its own colour; a delayed message is visibly longer (its receipt
@@ -13,6 +14,7 @@ has a <title> with the whole message, every element a class (`msg forward`, `val
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,6 +33,14 @@ LEFT, TOP, BOTTOM = 30.0, 92.0, 88.0
 MAX_EVENTS = 5000
 PLACED_ARROWS = 400
 """Up to this many arrows (a circuit of about 30 gates), each arrow's number looks for a clear place."""
+CLEAR_ROWS = 0.3
+"""An arrow passing a lifeline nearer than this to one of its events looks as if it touched it."""
+MAX_GAPS = 3
+"""Rows a receipt may go lower to keep its arrow clear of the events it passes."""
+WORDED = frozenset({"drop", "duplicate", "delay", "reorder", "timeout", "host_lost"})
+"""Events drawn with words right of their line."""
+WORDS = (0.05, 0.55)
+"""Where those words are, in columns right of their line."""
 
 COLOURS = {"feed": GREEN, "forward": GREEN, "backward": RED, "report": RED, "error": ERROR}
 STYLE = f"""
@@ -96,13 +106,15 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     if len(events) > MAX_EVENTS:
         raise DrawError(f"run {chosen} has {len(events)} events; the diagram stays readable up to {MAX_EVENTS}")
     columns, hosts = _columns(trace, events)
-    where = {id(e): _Place(LEFT + COLUMN * (columns[e.node] + 0.5), TOP + ROW * (i + 1)) for i, e in enumerate(events)}
-    bottom = TOP + ROW * (len(events) + 2)
+    rows = _rows(events, columns)
+    x_of = {node: LEFT + COLUMN * (column + 0.5) for node, column in columns.items()}
+    where = {id(e): _Place(x_of[e.node], TOP + ROW * row) for e, row in zip(events, rows, strict=True)}
+    bottom = TOP + ROW * (rows[-1] + 2)
     lost_at = {g: where[id(e)].y for e in events if e.type == "host_lost" for g in e.gates or ()}
     body: list[str] = [text(LEFT, 24, caption, "caption", anchor="start")]
     labels = {g.id: g.id if g.op in ("input", "const") else f"{g.id} {symbol(g)}" for g in trace.circuit.gates}
     body += _heads(columns, hosts, lost_at, bottom, labels)
-    crossed_at = _crossed_at(of_run)
+    crossed_at = _crossed_at(of_run, rows)
     arrows = _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at)
     arrows += _unsent(events, where, columns, crossed_at, set(lost_at))
     marks, covered = _dots(events, where, columns)
@@ -205,16 +217,71 @@ def _arrows(
     return out
 
 
-def _crossed_at(of_run: list[TraceEvent]) -> dict[str, float]:
+def _rows(events: list[TraceEvent], columns: dict[str, int]) -> list[int]:
+    """Each event's row: one after the other, from row 1, except that a receipt goes a row or
+    a few lower when its arrow would otherwise cross a lifeline right at one of that node's
+    events (and so look as if it came from there or went there) or run through a fault's words.
+    One pass, in trace order: an event's row depends only on the events before it, so a diagram
+    that grows keeps its rows."""
+    sent_at: dict[str, int] = {}
+    rows: list[int] = []
+    marks: dict[int, list[int]] = defaultdict(list)
+    """By column, the rows of its events so far (ascending)."""
+    words: dict[int, list[int]] = defaultdict(list)
+    """By column, the rows of its events with words beside them (a fault, a timeout, a lost host)."""
+    for e in events:
+        row = rows[-1] + 1 if rows else 1
+        send = sent_at.get(e.msg.id) if e.msg is not None and e.type == "receive" else None
+        if send is not None:
+            a, b = columns[events[send].node], columns[e.node]
+            row = max(
+                range(row, row + MAX_GAPS + 1),
+                key=lambda r: (*_clearance(rows[send], a, r, b, marks, words), -r),  # a mark matters most
+            )
+        elif e.msg is not None and e.type == "send":
+            sent_at.setdefault(e.msg.id, len(rows))
+        rows.append(row)
+        marks[columns[e.node]].append(row)
+        if e.type in WORDED:
+            words[columns[e.node]].append(row)
+    return rows
+
+
+def _clearance(
+    start: int, a: int, end: int, b: int, marks: dict[int, list[int]], words: dict[int, list[int]]
+) -> tuple[float, float]:
+    """How near (in rows, at most CLEAR_ROWS) an arrow from row `start` of column `a` to row
+    `end` of column `b` passes to an event of a column between them, and to the words beside one."""
+
+    def near(left: float, right: float, rows: list[int]) -> float:
+        """The nearest of `rows` to the arrow where it runs from column `left` to `right`."""
+        ys = [start + (end - start) * (column - a) / (b - a) for column in (left, right)]
+        low, high = min(ys), max(ys)
+        at = bisect.bisect_left(rows, low - CLEAR_ROWS)
+        found = rows[at : bisect.bisect_right(rows, high + CLEAR_ROWS)]
+        return min((max(low - row, row - high, 0.0) for row in found), default=CLEAR_ROWS)
+
+    to_mark = to_words = CLEAR_ROWS
+    for column in range(min(a, b), max(a, b)):
+        if column != min(a, b):
+            to_mark = min(to_mark, near(column, column, marks.get(column, [])))
+        if column != a:  # words sit right of their line: the sender's own are left behind at once
+            to_words = min(to_words, near(column + WORDS[0], column + WORDS[1], words.get(column, [])))
+    return to_mark, to_words
+
+
+def _crossed_at(of_run: list[TraceEvent], rows: list[int]) -> dict[str, float]:
     """By message id, the height at which the broker passed it on: between the rows of the
     events the trace has before and after its crossing."""
     found: dict[str, float] = {}
-    rows = 0
+    before = 0
     for e in of_run:
         if e.node != BROKER:
-            rows += 1
+            before += 1
         elif e.msg is not None:
-            found.setdefault(e.msg.id, TOP + ROW * (rows + 0.5))
+            above = rows[before - 1] if before else rows[0] - 1
+            below = rows[before] if before < len(rows) else above + 1
+            found.setdefault(e.msg.id, TOP + ROW * (above + below) / 2)
     return found
 
 

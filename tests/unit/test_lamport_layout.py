@@ -1,0 +1,61 @@
+"""A Lamport diagram's arrows pass clear of the events they are not about: one drawn through a
+node's dot reads as if that node sent or received the message."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from orchestrator.trace import read_trace
+from viz.lamport import draw_lamport
+
+SVG = "{http://www.w3.org/2000/svg}"
+FAULTY = Path(__file__).parents[2] / "docs" / "img" / "faulty.jsonl"
+CLEAR = 6.0
+"""Pixels between an arrow and a mark's centre where it crosses the mark's line: a dot has radius
+3, a line is 1.4 wide."""
+
+
+def marks(svg: ET.Element) -> list[tuple[float, float]]:
+    """The centre of every event's mark: dots, compute squares, fault diamonds."""
+    found = [(float(c.get("cx", "0")), float(c.get("cy", "0"))) for c in svg.iter(f"{SVG}circle")]
+    for rect in svg.iter(f"{SVG}rect"):
+        if "compute" in rect.get("class", ""):
+            found.append((float(rect.get("x", "0")) + 3, float(rect.get("y", "0")) + 3))
+    for path in svg.iter(f"{SVG}path"):
+        if path.get("class") == "cross" and (start := re.match(r"M([\d.]+),([\d.]+)", path.get("d", ""))):
+            found.append((float(start[1]) + 3, float(start[2])))
+    return found
+
+
+def arrows(svg: ET.Element) -> list[tuple[float, float, float, float]]:
+    return [
+        tuple(float(line.get(end, "0")) for end in ("x1", "y1", "x2", "y2"))  # type: ignore[misc]
+        for line in svg.iter(f"{SVG}line")
+        if "msg" in line.get("class", "").split()
+    ]
+
+
+def passes(arrow: tuple[float, float, float, float], mark: tuple[float, float]) -> float | None:
+    """How far the arrow is from `mark` where it crosses the mark's line, if it crosses it
+    between its ends (a mark on its own sender's or receiver's line is its own)."""
+    x1, y1, x2, y2 = arrow
+    x, y = mark
+    if not min(x1, x2) + 1 < x < max(x1, x2) - 1:
+        return None
+    return abs(y1 + (y2 - y1) * (x - x1) / (x2 - x1) - y)
+
+
+def test_no_arrow_passes_through_an_event_it_is_not_about() -> None:
+    svg = ET.fromstring(draw_lamport(read_trace(FAULTY)))
+    found_marks, found_arrows = marks(svg), arrows(svg)
+    assert len(found_marks) > 80
+    assert len(found_arrows) > 30
+    near = sorted(
+        (round(distance, 1), arrow, mark)
+        for arrow in found_arrows
+        for mark in found_marks
+        if (distance := passes(arrow, mark)) is not None and distance < CLEAR
+    )
+    assert near == []
