@@ -265,12 +265,16 @@ def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server:
     shot(page, "step-mode-partial")
     act(page, "feed orchestrator x")
     act(page, "forward x x")
-    act(page, "forward add_1 add_1")
+    act(page, "forward add_1 add_1", "duplicate")  # one copy now, the second waits for the student
     values_shown(page, {"-4.00", "5.00", "-2.00", "3.00"})
+    copy = page.locator('#pending li[data-key="forward add_1 add_1 #2"]')
+    expect(copy).to_contain_text("forward 3.00: add_1 \u2192 f (second copy)")
     eventually(lambda: _listed(page, "forward f f"))
     expect(page.locator('#pending li[data-key="forward f f"]')).to_contain_text("f \u2192 orchestrator")
     act(page, "forward f f")
     values_shown(page, {"-4.00", "5.00", "-2.00", "3.00", "-12.00"})
+    act(page, "forward add_1 add_1 #2")  # late: f has fired, and the copy changes nothing
+    eventually(lambda: _count_is(page.locator("#lamport svg line.msg.duplicate").count(), 1))
     assert {t for t in svg_texts(page, "circuit", "grad") if t} == set()  # no gradient delivered yet
     act(page, "backward orchestrator f 0")
     act(page, "backward f z 1")  # z's gradient before add_1's
