@@ -3,19 +3,19 @@
 Columns: the orchestrator, then every gate, grouped and labelled by the host it runs on. Rows:
 the run's events in trace order (an order that respects happens-before), one row each, with
 the event's Lamport number beside its dot; a receipt goes a row or a few lower where its arrow
-would pass through another node's event or a fault's words on the way. An arrow per delivered copy of a message, from its
-send to its receipt: forward values and feeds green and labelled with the value, gradients
-and reports red and labelled with the gradient, probes and status answers grey. A second copy
-(a duplicate) is drawn in its own colour; a delayed message is visibly longer (its receipt
-comes rows later) and its sender shows the delay; a dropped one is a dashed arrow ending in a
-cross; a host that is lost ends its gates' lines in a cross; a timeout is marked. Every arrow
-has a <title> with the whole message, every element a class (`msg forward`, `value`, `drop`).
+would pass through another node's event or a fault's words on the way. An arrow per delivered
+copy of a message, from its send to its receipt: forward values and feeds green and labelled
+with the value, gradients and reports red and labelled with the gradient, probes and status
+answers grey. A second copy (a duplicate) is drawn in its own colour; a delayed message is
+visibly longer (its receipt comes rows later) and its sender shows the delay; a dropped one is
+a dashed arrow ending in a cross; a host that is lost ends its gates' lines in a cross; a
+timeout is marked. Every arrow has a <title> with the whole message, every element a class
+(`msg forward`, `value`, `drop`).
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
@@ -25,7 +25,7 @@ from gates.trace_records import TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
-from viz.wire_labels import Box, Point, Spots, beside, choose
+from viz.wire_labels import Box, Point, Spots, beside, choose, up_normal
 
 COLUMN = 104.0
 ROW = 22.0
@@ -381,10 +381,7 @@ def _label_spot(arrow: _Arrow, t: float) -> tuple[Box, Point]:
     """An arrow's number `t` of the way along its line, above it and clear of it at its slope
     (just above a sloping line, the line's end beside the number read as a minus sign)."""
     (ax, ay), (bx, by) = (arrow.a.x, arrow.a.y), (arrow.b.x, arrow.b.y)
-    length = math.hypot(bx - ax, by - ay) or 1.0
-    normal = ((by - ay) / length, (ax - bx) / length)
-    if normal[1] > 0:
-        normal = (-normal[0], -normal[1])
+    normal = up_normal((ax, ay), (bx, by))
     return beside((ax + (bx - ax) * t, ay + (by - ay) * t), normal, 1.0, len(arrow.label) * 6.4 + 4)
 
 

@@ -210,9 +210,12 @@ def along(points: list[Point], fraction: float) -> tuple[Point, Point]:
     for (ax, ay), (bx, by) in itertools.pairwise(found):
         lengths.append(lengths[-1] + math.hypot(bx - ax, by - ay))
     index = max(1, next(i for i, length in enumerate(lengths) if length >= fraction * lengths[-1]))
-    (ax, ay), (bx, by) = found[index - 1], found[index]
-    norm = math.hypot(bx - ax, by - ay) or 1.0
-    nx, ny = (by - ay) / norm, -(bx - ax) / norm
-    if ny > 0:
-        nx, ny = -nx, -ny
-    return found[index], (nx, ny)
+    return found[index], up_normal(found[index - 1], found[index])
+
+
+def up_normal(a: Point, b: Point) -> Point:
+    """The unit normal of the line from `a` to `b` that points up (the side a number goes)."""
+    (ax, ay), (bx, by) = a, b
+    length = math.hypot(bx - ax, by - ay) or 1.0
+    nx, ny = (by - ay) / length, (ax - bx) / length
+    return (-nx, -ny) if ny > 0 else (nx, ny)
