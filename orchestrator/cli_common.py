@@ -33,8 +33,23 @@ from orchestrator.errors import BrokerError, CompileError, GatemeshError, InputE
 from orchestrator.placement import STRATEGIES
 from orchestrator.result import RunResult
 
-out = Console()
-err = Console(stderr=True)
+
+class _Console(Console):
+    """A rich Console that falls silent when its reader goes (`gatemesh run --explain | head`).
+
+    rich's own raises SystemExit, and from a line told while a run is under way (a callback of
+    the event loop) that tore the loop down mid-run: some 70 lines of tracebacks. This one sends
+    the rest of its output to /dev/null and lets the run end as it would."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.file.fileno())
+        os.close(devnull)
+
+
+out = _Console()
+err = _Console(stderr=True)
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 

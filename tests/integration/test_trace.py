@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -33,7 +35,7 @@ from orchestrator.trace import (
     read_trace,
     write_trace,
 )
-from tests.processes import GateHostProcess, gatemesh
+from tests.processes import GateHostProcess, clean_env, gatemesh
 from tests.shiviz_rules import validate
 from tests.unit.test_reference import NEURON, NEURON_GRADS
 from viz.circuit import caption, draw_circuit, state_at
@@ -257,6 +259,23 @@ def test_the_neuron_and_a_two_run_file_open_in_shiviz(mosquitto_url: str, tmp_pa
     texts_ = [event for events in executions.values() for _, _, event in events]
     assert any(t.startswith("receive report") for t in texts_)
     assert any(t.startswith("compute forward") for t in texts_)
+
+
+def test_explain_piped_into_a_reader_that_stops_early_ends_quietly() -> None:
+    """`gatemesh run --explain | head -2`: the reader goes mid-run (on the embedded broker, in
+    this process). rich's SystemExit from a line told in a callback tore the event loop down:
+    some 70 lines of tracebacks on stderr."""
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "run", QF, "x=-2", "y=5", "z=-4"]
+    with subprocess.Popen(
+        [*command, "--explain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
+    ) as running:
+        assert running.stdout is not None
+        assert running.stderr is not None
+        assert running.stdout.readline().strip() == "1. the orchestrator feeds input x = -2"
+        running.stdout.close()  # what `head -1` does once it has its line
+        said = running.stderr.read()
+        assert running.wait(timeout=60) == 0
+    assert said == ""
 
 
 def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -> None:
