@@ -129,6 +129,8 @@ def load_circuit(source: str, output: str | None = None) -> Circuit:
             raise InputError("--output applies to expressions; a circuit file names its own output")
         return circuit
     suffixes = ", ".join(CIRCUIT_SUFFIXES)
+    if source.lower().endswith(".jsonl") and _names_a(source, Path.is_file):
+        raise InputError(f"{source}: a trace, not a circuit; `gatemesh draw circuit --trace {source}` draws it")
     if ("/" in source or "." in source) and _names_a(source, Path.is_file):  # `a/b` is an expression too
         raise InputError(f"{source}: a circuit file's name ends in {suffixes}")
     if ("/" in source or "." in source) and _names_a(source, Path.is_dir):

@@ -19,7 +19,7 @@ from broker.security import SecureDir
 from gates.faults import Faults
 from gates.transport import BrokerAddress
 from orchestrator.api import broker_url, deployed
-from orchestrator.circuit import Circuit
+from orchestrator.circuit import CIRCUIT_SUFFIXES, Circuit
 from orchestrator.cli_common import (
     DASH_FIRST,
     DEFAULT_BROKER,
@@ -124,6 +124,8 @@ def run(
     if deployed_name is not None:
         if hosts is not None:
             raise InputError("--deployed runs where the deployment already is; drop --hosts")
+        if output is not None:
+            raise InputError("--output: a deployment keeps the output it was deployed with; drop --output")
         target = deployed_name
         inputs = parse_assignments(given)
     else:
@@ -211,8 +213,14 @@ def compile_command(
     output: OutputOption = None,
     name: Annotated[str, typer.Option(help="the circuit's name")] = "circuit",
 ) -> None:
-    """Compile SOURCE into a circuit file that `gatemesh run FILE` runs."""
-    circuit = compile_warned(source, output=output, name=name)
+    """Compile SOURCE into a circuit file that `gatemesh run FILE` runs (or write a circuit file
+    in the other format: .json to .yaml, or back)."""
+    if source.lower().endswith(CIRCUIT_SUFFIXES):
+        if name != "circuit":
+            raise InputError("--name applies to expressions; a circuit file names its own circuit")
+        circuit = load_circuit(source, output)
+    else:
+        circuit = compile_warned(source, output=output, name=name)
     circuit.dump(output_file)
     err.print(f"wrote {len(circuit.gates)} gates to {output_file} (inputs: {', '.join(circuit.inputs)})")
 

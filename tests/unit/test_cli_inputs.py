@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.circuit import Circuit
 from orchestrator.cli_common import check_writable, load_circuit, parse_assignments
 from orchestrator.errors import InputError
+from tests.processes import gatemesh
 
 
 def test_input_names_are_read_as_python_reads_the_expressions_names() -> None:
@@ -54,3 +56,31 @@ def test_a_file_to_write_is_checked_before_anything_runs(tmp_path: Path) -> None
     with pytest.raises(InputError, match=r"cannot write in .*missing.* \(missing, or not writable\)"):
         check_writable("-o", tmp_path / "missing" / "c.svg", (".svg",))
     check_writable("-o", tmp_path / "c.svg", (".svg",))
+
+
+def test_a_trace_given_as_a_circuit_says_how_to_draw_it(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    trace.write_text("{}\n")
+    with pytest.raises(
+        InputError, match=r"run\.jsonl: a trace, not a circuit; `gatemesh draw circuit --trace .*run\.jsonl`"
+    ):
+        load_circuit(str(trace))
+
+
+def test_compile_writes_a_circuit_file_in_the_other_format(tmp_path: Path) -> None:
+    as_json, as_yaml = tmp_path / "neuron.json", tmp_path / "neuron.yaml"
+    assert gatemesh("compile", "sigmoid(w0*x0 + w1*x1 + w2)", "-o", str(as_json)).returncode == 0
+    converted = gatemesh("compile", str(as_json), "-o", str(as_yaml))
+    assert converted.returncode == 0, converted.stderr
+    assert Circuit.load(as_yaml) == Circuit.load(as_json)
+    renamed = gatemesh("compile", str(as_json), "-o", str(as_yaml), "--name", "other")
+    assert renamed.stderr.strip() == "error: --name applies to expressions; a circuit file names its own circuit"
+
+
+def test_a_deployment_keeps_its_output() -> None:
+    """`--output q` on a deployed run printed f's value and exit 0: a deployment's output is fixed."""
+    done = gatemesh("run", "--deployed", "qf", "x=1", "y=2", "z=3", "--output", "q")
+    assert (done.returncode, done.stderr.strip()) == (
+        1,
+        "error: --output: a deployment keeps the output it was deployed with; drop --output",
+    )
