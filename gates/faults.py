@@ -68,12 +68,14 @@ class Faults(BaseModel):
             given.add(key)
             try:
                 if key in ("drop", "dup") and sep:
-                    fields[key] = float(value)
+                    fields[key] = _probability(value)
                 elif key == "delay" and sep:
                     fields["delay_ms"] = _delay(value)
                 elif key == "reorder" and not sep:
                     fields["reorder"] = True
                 elif key == "seed" and sep:
+                    if re.fullmatch(r"\s*-?\d+\s*", value) is None:
+                        raise ValueError("a seed is a whole number, like seed=7")
                     fields["seed"] = int(value)
                 else:
                     raise ValueError("use drop=P, dup=P, delay=A-Bms, reorder or seed=N")
@@ -84,6 +86,16 @@ class Faults(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"--faults {text!r}: {problems}") from None
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("a probability is a number from 0 to 1, like 0.1 (parts are separated by commas)") from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"a probability is a number from 0 to 1, not {text}")
+    return value
 
 
 def _delay(text: str) -> tuple[float, float]:

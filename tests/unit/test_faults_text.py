@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gates.faults import Faults
@@ -27,3 +29,22 @@ def test_a_fault_given_twice_is_refused_not_overwritten() -> None:
         Faults.parse("drop=0.1,drop=0.2")
     with pytest.raises(ValueError, match=r"reorder is given twice"):
         Faults.parse("reorder,seed=1,reorder")
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("drop=0.1,seed=x", "--faults 'seed=x': a seed is a whole number, like seed=7"),
+        (
+            "dup=0.1;seed=2",
+            "--faults 'dup=0.1;seed=2': a probability is a number from 0 to 1, like 0.1 "
+            "(parts are separated by commas)",
+        ),
+        ("drop=2", "--faults 'drop=2': a probability is a number from 0 to 1, not 2"),
+        ("dup=nan", "--faults 'dup=nan': a probability is a number from 0 to 1, not nan"),
+    ],
+)
+def test_a_bad_fault_is_told_in_the_options_words(given: str, said: str) -> None:
+    """Not Python's (`invalid literal for int() with base 10`) nor pydantic's (`Input should be ...`)."""
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+        Faults.parse(given)
