@@ -132,6 +132,30 @@ def _parse(source: str) -> ast.Module:
         raise CompileError(f"cannot parse: {exc}") from exc
 
 
+UNSUPPORTED = {
+    "Attribute": "an attribute (a.b)",
+    "Compare": "a comparison (<, ==, ...)",
+    "IfExp": "a conditional (a if c else b)",
+    "BoolOp": "and / or",
+    "Subscript": "indexing (a[i])",
+    "Lambda": "a lambda",
+    "Tuple": "a tuple",
+    "List": "a list",
+    "Dict": "a dict",
+    "Set": "a set",
+    "Starred": "*a",
+    "NamedExpr": ":=",
+    "JoinedStr": "an f-string",
+    "Await": "await",
+    "Yield": "yield",
+    "ListComp": "a comprehension",
+    "GeneratorExp": "a comprehension",
+    "SetComp": "a comprehension",
+    "DictComp": "a comprehension",
+}
+"""Python syntax a circuit has no gate for, in words (else the parser's own name for it)."""
+
+
 def _targets(stmt: ast.stmt) -> list[ast.expr]:
     """What a statement assigns to: `q = ...` and `f += ...` one name, an expression none."""
     if isinstance(stmt, ast.Assign):
@@ -330,7 +354,9 @@ class _Builder:
                 return self._plan_call(node, hint)
             case ast.Constant(value=constant):
                 raise _fail(node, f"unsupported constant {constant!r}; only numbers")
-        raise _fail(node, f"unsupported syntax: {type(node).__name__}")
+        kind = type(node).__name__
+        usable = f"numbers, names, {' '.join(INFIX)} **, and the functions {', '.join(FUNCTIONS)}"
+        raise _fail(node, f"unsupported syntax: {UNSUPPORTED.get(kind, kind)}; use {usable}")
 
     def _plan_call(self, node: ast.Call, hint: str | None) -> tuple[list[ast.expr], Emit]:
         if not isinstance(node.func, ast.Name):
