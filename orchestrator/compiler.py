@@ -239,9 +239,10 @@ class _Builder:
         used = {source for gate in circuit.gates for source in gate.inputs} | {out}
         read = self._read_later(output)
         sentences = []
+        by_id = output is not None and output not in self.bound  # `output="f.2"`: a gate id, not a name
         for stmt, name, gate_id in self.bindings:
             left_out = gate_id not in used and gate_id not in circuit.inputs
-            if id(stmt) in read and not left_out:
+            if (id(stmt) in read or (by_id and gate_id == out)) and not left_out:
                 continue
             where = f"line {stmt.lineno}, column {stmt.col_offset + 1}: the value given to {name} here is never read"
             sentences.append(f"{where} by the output; its gates are left out" if left_out else where)
@@ -265,8 +266,12 @@ class _Builder:
                     if target.id in live or (output is None and index == len(body) - 1):
                         read.add(id(stmt))
                     live.discard(target.id)
+            nodes = list(ast.walk(stmt))
+            called = {id(node.func) for node in nodes if isinstance(node, ast.Call)}  # exp(y) reads no exp
             loads = {
-                node.id for node in ast.walk(stmt) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+                node.id
+                for node in nodes
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and id(node) not in called
             }
             if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
                 loads.add(stmt.target.id)  # `f += z` reads f

@@ -80,6 +80,11 @@ def test_a_name_nothing_reads_is_told_even_when_its_value_is_another_names() -> 
         "line 2, column 1: the value given to b here is never read",
     )
     assert compile_program("a = x; a = a * 2; a").warnings == ()  # the second assignment reads the first
+    assert compile_program("f = x * y\nf += z", output="f.2").warnings == ()  # the output named by its gate id
+    assert compile_program("exp = x\nf = exp(y)").warnings == (  # a call reads the function, not the name
+        "line 1, column 1: the value given to exp here is never read",
+        "x stays an input, with gradient 0",
+    )
     assert compile_program("a = x; f = x * y", output="a").warnings == (
         "line 1, column 8: the value given to f here is never read by the output; its gates are left out",
         "y stays an input, with gradient 0",
