@@ -135,7 +135,7 @@ class Explainer:
                 gone = join([self.label(g) for g in event.gates or ()] or ["no gate"])
                 sentence = f"the orchestrator hears that {event.note}: {gone} went with it, and their state"
             case "timeout":
-                sentence = f"the run is late: {event.note}"
+                sentence = f"the orchestrator stops waiting: {event.note}"
             case _:
                 sentence = f"{event.type} at {self.label(event.node)}" + (f": {event.note}" if event.note else "")
         return self._numbered(event.node, sentence + self._late(event.run, ids, late))
@@ -186,7 +186,7 @@ class Explainer:
             case "status":
                 return f"{self.label(sender)} answers the probe: {_STANDING.get(msg.note, msg.note)}"
             case "probe":
-                return f"{self.label(sender)} asks every gate where it stands in the run (a probe: the run is late)"
+                return f"{self.label(sender)} asks every gate where it stands (a probe: the run has not finished)"
             case "release":
                 return f"{self.label(sender)} tells every gate to forget the run (a release)"
         return f"{sender} sends a {msg.phase} message"

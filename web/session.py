@@ -260,6 +260,7 @@ class Session:
 
     def start(self, request: Run, replay: Sequence[Choice] = ()) -> None:
         """Stop the run in progress (or the watch), if any, and start this one."""
+        self.last = request  # at once: a Restart while the previous run still stops restarts this one
         self._follow(self._spawn(self._run(request, list(replay), set(self._running))))
 
     def watch(self, name: str) -> None:
@@ -301,7 +302,6 @@ class Session:
 
     async def _run(self, request: Run, replay: list[Choice], previous: set[asyncio.Task[None]]) -> None:
         await _stopped(previous)
-        self.last = request
         self._replaced = self.view.run or self._replaced  # its late messages may still cross: not this run's
         view = self.view = RunView(request=request, status="starting")
         self.stepper.arm(replay)

@@ -128,7 +128,7 @@ def test_a_dropped_message_and_the_probe_and_release_are_told() -> None:
     )
     probe = TraceMsg(id="orchestrator:9", src=ORCHESTRATOR, phase="probe", topic=topic("c", "control"))
     assert explainer.tell("r", probe).endswith(
-        "the orchestrator asks every gate where it stands in the run (a probe: the run is late)"
+        "the orchestrator asks every gate where it stands (a probe: the run has not finished)"
     )
     release = probe.model_copy(update={"id": "orchestrator:10", "phase": "release"})
     assert explainer.tell("r", release) == "  3. the orchestrator tells every gate to forget the run (a release)"
@@ -154,7 +154,7 @@ def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
         "and their state"
     )
     late = TraceEvent.model_validate({**at_orchestrator, "type": "timeout", "note": "no result after 1 s; probing"})
-    assert explainer.fault(late) == "  4. the run is late: no result after 1 s; probing"
+    assert explainer.fault(late) == "  4. the orchestrator stops waiting: no result after 1 s; probing"
     status = TraceMsg(id="z:9", src="z", dest=(ORCHESTRATOR,), phase="status", topic=topic("c", "status", "z"))
     assert explainer.tell("r", status.model_copy(update={"note": "unknown"})) == (
         "  5. z answers the probe: unknown: it holds nothing of this run (it never heard of it, or has forgotten it)"
