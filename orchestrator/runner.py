@@ -326,7 +326,12 @@ class Runner:
             why = "nothing is left to deliver" if pending.ended_early else f"no result after {timeout:g} s"
             self.recorder.timeout(run, f"{why}; probing the gates")
         await self.publish(self._traced(run, [(topic(self.deployment, "control"), probe)]))
-        await asyncio.sleep(self.probe_window)
+        try:
+            await asyncio.sleep(self.probe_window)
+        except asyncio.CancelledError:  # cancelled while probing (a Restart): the gates may still forget it
+            with contextlib.suppress(TransportError):
+                await self._release(run)
+            raise
         await self._release(run)
         stuck: list[str] = []
         described: list[tuple[int, str]] = []
