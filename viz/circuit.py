@@ -359,7 +359,7 @@ def formula(circuit: Circuit) -> str:
     def written(gate: str, depth: int) -> str:
         g = circuit.by_id[gate]
         if g.op == "input" or depth > 12 or (depth > 0 and gate in named):
-            return _as_typed(g.id)
+            return _as_typed(g.id, circuit)
         if g.op == "const":
             return _short(g.param)
         args = [written(source, depth + 1) for source in g.inputs]
@@ -371,17 +371,18 @@ def formula(circuit: Circuit) -> str:
             return f"-{args[0]}"
         return f"{g.op}({', '.join(_bare(arg) for arg in args)})"
 
-    text_ = "; ".join(f"{_as_typed(gate)} = {_bare(written(gate, 0))}" for gate in [*named, circuit.output])
+    text_ = "; ".join(f"{_as_typed(gate, circuit)} = {_bare(written(gate, 0))}" for gate in [*named, circuit.output])
     if len(text_) <= MAX_FORMULA:
         return text_
     name = "" if circuit.name == "circuit" else f" {circuit.name}"  # the name of every expression's circuit
     return f"{circuit.output} = the circuit{name} ({len(circuit.gates)} gates)"
 
 
-def _as_typed(gate: str) -> str:
-    """`a` for `a.2`: the compiler numbers a name given again (`a = a * a`); the program wrote `a`."""
+def _as_typed(gate: str, circuit: Circuit) -> str:
+    """`a` for `a.2`: the compiler numbers a name given again (`a = a * a`); the program wrote `a`.
+    Only where `a` is a gate too: a circuit file may name gates `h.1` and `h.2` itself."""
     name, dot, version = gate.rpartition(".")
-    return name if dot and version.isdigit() else gate
+    return name if dot and version.isdigit() and name in circuit.by_id else gate
 
 
 def _named(g: GateDef) -> bool:

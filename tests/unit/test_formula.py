@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from viz.circuit import formula
 
@@ -26,3 +27,13 @@ def test_a_formula_keeps_the_stages_a_program_named(source: str, written: str) -
 def test_a_long_formula_gives_way_to_the_circuits_size() -> None:
     circuit = compile_source(" + ".join(f"w{i} * x{i}" for i in range(12)))
     assert formula(circuit) == f"f = the circuit ({len(circuit.gates)} gates)"
+
+
+def test_a_circuit_files_own_dotted_ids_stay_as_they_are() -> None:
+    """`h.1` and `h.2` in a circuit file are two gates: the caption read both as h."""
+    circuit = Circuit.parse(
+        '{"gates": [{"id": "x.1", "op": "input"}, {"id": "x.2", "op": "input"},'
+        ' {"id": "h.1", "op": "mul", "inputs": ["x.1", "x.2"]}, {"id": "h.2", "op": "add", "inputs": ["x.1", "x.2"]},'
+        ' {"id": "f", "op": "mul", "inputs": ["h.1", "h.2"]}], "output": "f"}'
+    )
+    assert formula(circuit) == "h.1 = x.1 * x.2; h.2 = x.1 + x.2; f = h.1 * h.2"
