@@ -265,7 +265,7 @@ class Stepper:
             return
         if action != "drop":
             session = self._session
-            if session is None:
+            if session is None or session.lost.done():  # its publish would be queued on a dead connection
                 raise ConnectionLost(f"the stepper is not connected to the broker at {self.broker}")
             session.publish(held.topic, held.payload)
         del self.pending[held.id]
