@@ -114,7 +114,11 @@ class Targets:
         try:
             target = await ready
         except BaseException:
-            task.cancel()
+            # not cancelled: a deploy cut short would undeploy while the next target deploys (its
+            # ACL written from a view without the new gates); `_hold` ends itself once it sees
+            # `ready` cancelled, and the next target waits for it
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
             raise
         target.task = task
         return target
