@@ -347,8 +347,9 @@ class Session:
         if sum(given) != 1:
             raise ValueError("say what to run: a source, an example or a deployment (exactly one)")
         if request.deployment is not None:
+            head = self.cluster.deployments.get(request.deployment)
             return (
-                Place("deployment", deployment=request.deployment),
+                Place("deployment", deployment=request.deployment, circuit_id=head.circuit_id if head else ""),
                 request.inputs,
                 f"deployment {request.deployment}",
             )

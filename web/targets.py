@@ -38,13 +38,17 @@ class Place:
     deployment: str = ""
     faults: str = ""
     hosts: tuple[str, ...] = ()
+    circuit_id: str = ""
+    """A deployment's id as the broker's records say it (blank: not heard of): a deployment
+    undeployed and deployed again under its name is another one."""
 
     def same(self, other: Place) -> bool:
         return (
-            (self.kind, self.deployment, self.faults, self.hosts)
+            (self.kind, self.deployment, self.circuit_id, self.faults, self.hosts)
             == (
                 other.kind,
                 other.deployment,
+                other.circuit_id,
                 other.faults,
                 other.hosts,
             )
