@@ -237,12 +237,11 @@ class _Builder:
         nothing reads at all: `a = x` with a never used leaves no gate out, but its name is idle.
         Then one for the inputs only such assignments read."""
         used = {source for gate in circuit.gates for source in gate.inputs} | {out}
-        read = self._read_later(output)
+        read = self._read_later(output, out)
         sentences = []
-        by_id = output is not None and output not in self.bound  # `output="f.2"`: a gate id, not a name
         for stmt, name, gate_id in self.bindings:
             left_out = gate_id not in used and gate_id not in circuit.inputs
-            if (id(stmt) in read or (by_id and gate_id == out)) and not left_out:
+            if id(stmt) in read and not left_out:
                 continue
             where = f"line {stmt.lineno}, column {stmt.col_offset + 1}: the value given to {name} here is never read"
             sentences.append(f"{where} by the output; its gates are left out" if left_out else where)
@@ -252,9 +251,10 @@ class _Builder:
             sentences.append(f"{stays}, with gradient 0")
         return tuple(sentences)
 
-    def _read_later(self, output: str | None) -> frozenset[int]:
+    def _read_later(self, output: str | None, out: str) -> frozenset[int]:
         """The assignments (by id of their statement) whose value is read: by a later statement
-        before the name is assigned again, or as the output. One walk backwards over the program."""
+        before the name is assigned again, or as the output (gate `out`). One walk backwards over
+        the program."""
         body = self.tree.body
         live = {output} if output is not None else set()
         read: set[int] = set()
@@ -276,6 +276,8 @@ class _Builder:
             if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
                 loads.add(stmt.target.id)  # `f += z` reads f
             live |= loads
+        if output is not None and output not in self.bound:  # `output="f.2"`: a gate id, not a name
+            read |= {id(stmt) for stmt, _, gate_id in self.bindings if gate_id == out}
         return frozenset(read)
 
     def _statement(self, stmt: ast.stmt, *, is_last: bool) -> None:

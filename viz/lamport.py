@@ -107,8 +107,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
         raise DrawError(f"run {chosen} has {len(events)} events; the diagram stays readable up to {MAX_EVENTS}")
     columns, hosts = _columns(trace, events)
     rows = _rows(events, columns)
-    x_of = {node: LEFT + COLUMN * (column + 0.5) for node, column in columns.items()}
-    where = {id(e): _Place(x_of[e.node], TOP + ROW * row) for e, row in zip(events, rows, strict=True)}
+    where = {id(e): _Place(_x(columns[e.node]), TOP + ROW * row) for e, row in zip(events, rows, strict=True)}
     bottom = TOP + ROW * (rows[-1] + 2)
     lost_at = {g: where[id(e)].y for e in events if e.type == "host_lost" for g in e.gates or ()}
     body: list[str] = [text(LEFT, 24, caption, "caption", anchor="start")]
@@ -118,7 +117,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     arrows = _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at)
     arrows += _unsent(events, where, columns, crossed_at, set(lost_at))
     marks, covered = _dots(events, where, columns)
-    lifelines = [LEFT + COLUMN * (column + 0.5) for column in columns.values()]
+    lifelines = [_x(column) for column in columns.values()]
     places = _label_places(arrows, covered, lifelines)
     body += [arrow.svg(at) for arrow, at in zip(arrows, places, strict=True)]
     body += marks
@@ -126,6 +125,11 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     body += _legend(bottom + 22)
     width = max(width, 700, 2 * LEFT + 7.0 * len(caption))  # the legend, and the caption on one line
     return document(width, bottom + BOTTOM, STYLE, body, caption or f"run {chosen}")
+
+
+def _x(column: int) -> float:
+    """Where column `column`'s line is drawn."""
+    return LEFT + COLUMN * (column + 0.5)
 
 
 def _columns(trace: Trace, events: list[TraceEvent]) -> tuple[dict[str, int], list[tuple[str, list[str]]]]:
@@ -158,7 +162,7 @@ def _heads(
         out.append(f'<rect class="host-box" x="{x0:.1f}" y="40" width="{x1 - x0:.1f}" height="22" rx="4"/>')
         out.append(text((x0 + x1) / 2, 55, host, "host"))
         for node in nodes:
-            x = LEFT + COLUMN * (columns[node] + 0.5)
+            x = _x(columns[node])
             end = lost_at.get(node, bottom)
             out.append(text(x, 80, labels.get(node, node), "node"))
             out.append(f'<line class="lifeline" x1="{x:.1f}" y1="86" x2="{x:.1f}" y2="{end:.1f}"/>')
@@ -203,7 +207,7 @@ def _arrows(
         for node in send.msg.dest:
             if node in seen or node not in columns:
                 continue
-            x = LEFT + COLUMN * (columns[node] + 0.5)
+            x = _x(columns[node])
             proof = shown_received.get((msg_id, node))
             if dropped is not None:
                 out.append(_dropped(send, shown, start, x, where[id(dropped)].y))
@@ -300,7 +304,7 @@ def _unsent(
         m = receipt.msg
         if receipt.type != "receive" or m is None or m.id in sent or m.id not in crossed_at or m.src not in lost:
             continue
-        a = _Place(LEFT + COLUMN * (columns[m.src] + 0.5), crossed_at[m.id])
+        a = _Place(_x(columns[m.src]), crossed_at[m.id])
         hover = (
             f"{dumps_msg(receipt)}\nits send is not in the trace ({m.src}'s events were lost): drawn from "
             f"where it crossed the broker\nreceived by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
