@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+from gates.errors import NotAuthorised
 from gates.faults import Faults
 from gates.host import GateHost, HostNameTaken, default_name
 from gates.lifecycle import cancel_until_done
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m gates") -> None:
         asyncio.run(run_host(host))
     except (ValueError, HostNameTaken) as exc:  # an invalid --name (InvalidHostName) among them
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except NotAuthorised as exc:
+        print(f"error: {exc}; check the user name and password in --broker (or $GATEMESH_BROKER)", file=sys.stderr)
         raise SystemExit(1) from None
 
 

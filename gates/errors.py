@@ -4,6 +4,7 @@ TransportError          the broker cannot be used; catch this to catch them all
 ├── ConnectionLost      no connection could be made, it broke, or the broker stopped answering
 │                       (every timeout waiting for the broker is one of these)
 ├── Refused             the broker answered no: a CONNACK refusal, a SUBACK failure code
+│   ├── NotAuthorised   a CONNACK refusing the client's credentials: asking again will not help
 │   └── SubscriptionRefused   a SUBACK's failure codes, naming the filters refused
 ├── ProtocolViolation   the bytes from the broker are not MQTT 3.1.1 as the session speaks it:
 │                       a malformed or oversized packet, QoS 2 or 3, a short acknowledgement
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConnectionLost",
+    "NotAuthorised",
     "ProtocolViolation",
     "Refused",
     "SubscriptionRefused",
@@ -38,6 +40,11 @@ class ConnectionLost(TransportError):
 
 class Refused(TransportError):
     """The broker refused a connection or a subscription (credentials, an ACL)."""
+
+
+class NotAuthorised(Refused):
+    """The broker refused the client's user name and password (CONNACK 4 or 5). A broker that
+    is not up yet is worth waiting for; one that said no to these credentials is not."""
 
 
 class SubscriptionRefused(Refused):

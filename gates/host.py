@@ -32,9 +32,9 @@ import aiomqtt
 from pydantic import BaseModel, ValidationError
 
 from gates.actor import GateActor
-from gates.errors import ConnectionLost, TransportError
+from gates.errors import ConnectionLost, NotAuthorised, TransportError
 from gates.faults import Faults
-from gates.lifecycle import Backoff, cancel_and_wait
+from gates.lifecycle import Backoff, cancel_and_wait, first_failure
 from gates.mqtt311 import QoS, Session
 from gates.mux import SUBSCRIBE_BATCH, SharedConnection
 from gates.protocol import (
@@ -131,6 +131,8 @@ class GateHost:
         """Gates whose retained assignment must be read before acting on them (see _on_assignment)."""
         self._follower: asyncio.Task[None] | None = None
         self._started_or_stopped = 0
+        self._was_online = False
+        """Online once at least: from then on a refusal is retried (the broker's accounts may be changing)."""
         """Gates started or stopped so far: the follower settles memory after a change (`_settle`)."""
 
     def presence(self, state: str, reason: str = "") -> HostPresence:
@@ -152,7 +154,16 @@ class GateHost:
         return sorted(self._gates)
 
     async def serve(self) -> NoReturn:
-        """Announce, serve assignments, reconnect after a lost connection; on cancel say goodbye."""
+        """Announce, serve assignments, reconnect after a lost connection; on cancel say goodbye.
+
+        Raises NotAuthorised if the broker refuses this host's credentials before it was ever
+        online: a wrong password is said once, not retried forever."""
+        try:
+            await self._serve()
+        except BaseExceptionGroup as group:
+            raise first_failure(group) from group
+
+    async def _serve(self) -> NoReturn:
         await self._refuse_a_taken_name()
         async with asyncio.TaskGroup() as group:
             if self.shared is not None:
@@ -163,6 +174,8 @@ class GateHost:
                     try:
                         await self._session(group)
                     except TransportError as exc:
+                        if isinstance(exc, NotAuthorised) and not self._was_online:
+                            raise
                         delay = backoff.next()
                         log.warning("host %s: no broker connection (%s); retrying in %g s", self.name, exc, delay)
                         await asyncio.sleep(delay)
@@ -172,6 +185,8 @@ class GateHost:
     async def _refuse_a_taken_name(self) -> None:
         try:
             retained = await read_retained(self.broker, [host_topic(self.name)])
+        except NotAuthorised:
+            raise
         except TransportError:
             return  # no broker yet: the session loop reports and retries
         # only this name's own topic: amqtt 0.12 may also hand a new subscriber retained messages of
@@ -194,6 +209,7 @@ class GateHost:
             self._recheck_running(group)
             await publish_all(mqtt, [(host_topic(self.name), self.presence("online"))], retain=True)
             log.info("host %s (incarnation %s) online at %s", self.name, self.incarnation, self.broker)
+            self._was_online = True
             try:
                 async for name, payload in incoming(mqtt):
                     self._on_assignment(group, name, payload)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import NoReturn, Protocol, TypeVar
 
-from gates.errors import TransportError
+from gates.errors import NotAuthorised, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ async def stay_connected(
     - `down(connection, error)` runs as each attempt ends, before any waiting: `connection` is
       None if none was made, `error` None if the task is being cancelled.
     - A first connection that fails raises its TransportError if not `retry_first` (a caller
-      that needs the broker now); else every failure is retried (a host that starts first).
+      that needs the broker now); else every failure is retried (a host that starts first),
+      except a first one refused for its credentials (NotAuthorised): the broker is there, and
+      asking again with the same password will not help.
     """
     backoff = Backoff()
     was_up = False
@@ -122,7 +124,7 @@ async def stay_connected(
             down(connection, error)
             if connection is not None:
                 connection.close()
-        if not (retry_first or was_up):
+        if not was_up and (not retry_first or isinstance(error, NotAuthorised)):
             raise error
         delay = backoff.next()
         log.warning("%s: %s; reconnecting in %g s", name, error, delay)

@@ -25,7 +25,14 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field
 
-from gates.errors import ConnectionLost, Refused, SubscriptionRefused, TransportError, UnsupportedBroker
+from gates.errors import (
+    ConnectionLost,
+    NotAuthorised,
+    Refused,
+    SubscriptionRefused,
+    TransportError,
+    UnsupportedBroker,
+)
 
 QOS = 1
 """Every gate message is sent at least once; duplicates are harmless by design."""
@@ -125,6 +132,11 @@ def client(
     return mqtt
 
 
+_CREDENTIALS_REFUSED = (4, 5, 134, 135)
+"""A CONNACK refusing the credentials: MQTT 3.1.1's codes 4 and 5, as paho may report them
+(its reason codes "bad user name or password" and "not authorized")."""
+
+
 @contextlib.contextmanager
 def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
     """Inside the block, aiomqtt's errors and timeouts become TransportErrors (httpx's pattern).
@@ -137,7 +149,8 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
         yield
     except MqttConnectError as exc:
         msg = f"{where} refused the connection: {exc}"
-        raise Refused(msg) from exc
+        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+        raise (NotAuthorised(msg) if code in _CREDENTIALS_REFUSED else Refused(msg)) from exc
     except aiomqtt.MqttError as exc:
         msg = f"{where}: {exc}"
         raise ConnectionLost(msg) from exc

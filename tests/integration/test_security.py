@@ -228,6 +228,21 @@ async def test_the_data_plane_session_is_refused_without_its_account_and_serves_
             serving.cancel()
 
 
+def test_a_host_refused_for_its_password_says_so_and_stops(accounts: SecureDir) -> None:
+    """A broker that refuses a host's credentials answers for good: the host says so and exits,
+    for its shared connection and for per-gate connections, instead of retrying forever."""
+    with mosquitto(secure_dir=accounts.directory) as url:
+        wrong = url.replace("://", f"://{host_user('h0')}:guess@")
+        for connections in ("shared", "per-gate"):
+            stopped = gatemesh("host", "--broker", wrong, "--name", "h0", "--connections", connections, timeout=30)
+            assert stopped.returncode == 1, stopped.stderr
+            assert stopped.stderr.endswith(
+                "refused the connection: [code:135] Not authorized; check the user name and password in --broker "
+                "(or $GATEMESH_BROKER)\n"
+            ), stopped.stderr
+            assert "Traceback" not in stopped.stderr
+
+
 def test_secure_init_keeps_a_directorys_accounts_unless_forced_and_checks_host_names(tmp_path: Path) -> None:
     directory = tmp_path / "secure"
     made = gatemesh("secure", "init", str(directory), "--hosts", "h1,h2")
