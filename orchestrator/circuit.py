@@ -172,11 +172,17 @@ class Circuit(BaseModel):
 
     @classmethod
     def parse(cls, text: str, *, source: str = "<circuit>", yaml_syntax: bool = False) -> Circuit:
+        if not text.strip():
+            return cls.from_data(None, source=source)
         data = _parse_yaml(text, source) if yaml_syntax else _parse_json(text, source)
         return cls.from_data(data, source=source, yaml_syntax=yaml_syntax)
 
     @classmethod
     def from_data(cls, data: Any, *, source: str = "<circuit>", yaml_syntax: bool = False) -> Circuit:
+        if not isinstance(data, dict):
+            raise CircuitError(
+                f"{source}: invalid circuit: a circuit is one mapping (gates, output, a name); this file {_holds(data)}"
+            )
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -187,6 +193,15 @@ class Circuit(BaseModel):
             if yaml_syntax and any(e["type"] == "string_type" and isinstance(e["input"], bool) for e in errors[:5]):
                 problems += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
             raise CircuitError(f"{source}: invalid circuit: {problems}") from exc
+
+
+def _holds(data: Any) -> str:
+    """What a file that is not a mapping holds, in words."""
+    if data is None or data == "":
+        return "is empty"
+    if isinstance(data, list):
+        return "holds a list"
+    return f"holds only {data!r}"
 
 
 def _said(error: ErrorDetails) -> str:

@@ -26,7 +26,7 @@ from orchestrator.circuit import CIRCUIT_SUFFIXES
 from orchestrator.cli_common import DEFAULT_BROKER, broker_address, check_writable, host_choice, parse_faults, seconds
 from orchestrator.errors import DeployError, InputError
 from orchestrator.tensor_circuit import TensorCircuit
-from orchestrator.train import Engine, ReferenceEngine, Schedule, StepRecord, Training, train
+from orchestrator.train import Engine, ReferenceEngine, Schedule, StepRecord, Training, fit, train
 
 out = Console()
 err = Console(stderr=True)
@@ -81,6 +81,11 @@ def train_command(
     schedule.check(len(points))
     if resume and checkpoint_file is None:
         raise InputError("--resume needs --checkpoint FILE to resume from")
+    if checkpoint_file is not None and not resume and checkpoint_file.exists():
+        raise InputError(
+            f"--checkpoint {checkpoint_file}: the file exists; add --resume to go on from it, "
+            "or remove it to start over"
+        )
     check_writable("--checkpoint", checkpoint_file)  # before training, not after its first step
     check_writable("--plot", plot, (".png", ".svg", ".pdf"))  # nor after its last (the summary is printed after it)
     if engine == "reference" and (hosts is not None or faults):
@@ -119,17 +124,21 @@ def train_command(
         training = asyncio.run(run(on_step))
     if plot is not None:
         boundary.draw(plot, training.params or start.params, points, f"gatemesh train {model}: {where}")
-    result = summary(training, schedule, start, where, len(circuit.gates))
+    result = summary(training, schedule, start, where, len(circuit.gates), points)
     if as_json:
         print(json.dumps(result))
     else:
         print_summary(console, result, plot)
 
 
-def summary(training: Training, schedule: Schedule, start: Checkpoint, where: str, gates: int) -> dict[str, Any]:
-    """What --json prints: every step taken here, seconds per step, and the final state."""
-    last = training.records[-1] if training.records else None
+def summary(
+    training: Training, schedule: Schedule, start: Checkpoint, where: str, gates: int, points: moons.Points
+) -> dict[str, Any]:
+    """What --json prints: every step taken here (each with its loss before its update, as
+    micrograd prints it), seconds per step, and the final parameters with their loss and accuracy
+    on all the points."""
     params = training.params or start.params
+    loss, right = fit(params, points)
     return {
         "steps": [
             {"step": r.step, "loss": r.loss, "accuracy": r.accuracy, "lr": r.lr, "seconds": r.seconds}
@@ -138,8 +147,9 @@ def summary(training: Training, schedule: Schedule, start: Checkpoint, where: st
         "seconds_per_step": training.seconds_per_step,
         "final": {
             "step": schedule.steps,
-            "loss": last.loss if last else None,
-            "accuracy": last.accuracy if last else None,
+            "loss": loss,
+            "accuracy": right,
+            "points": len(points),
             "engine": where,
             "gates": gates,
             "params": {name: value.tolist() for name, value in params.items()},
@@ -150,13 +160,13 @@ def summary(training: Training, schedule: Schedule, start: Checkpoint, where: st
 def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -> None:
     final = result["final"]
     taken = len(result["steps"])
-    if final["loss"] is None:
-        console.print(f"nothing to do: the checkpoint is at step {final['step']} already", highlight=False)
+    fitted = f"loss {final['loss']:.6g}, accuracy {final['accuracy']:.0%} on all {final['points']} points"
+    if not taken:
+        console.print(f"nothing to do: the checkpoint is at step {final['step']} already ({fitted})", highlight=False)
         return
     console.print(
         f"trained {taken} step(s) to step {final['step']} on {final['engine']} ({final['gates']} gates): "
-        f"loss {final['loss']:.6g}, accuracy {final['accuracy']:.0%}, "
-        f"{result['seconds_per_step'] * 1000:.2f} ms per step",
+        f"{fitted}, {result['seconds_per_step'] * 1000:.2f} ms per step",
         highlight=False,
         soft_wrap=True,
     )

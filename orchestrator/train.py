@@ -25,10 +25,10 @@ import numpy as np
 from gates.tensor_ops import Array
 from orchestrator.checkpoint import Checkpoint, save
 from orchestrator.errors import InputError
-from orchestrator.mlp import batch_indices, make_batch
+from orchestrator.mlp import batch_indices, build, make_batch
 from orchestrator.moons import Points
 from orchestrator.tensor_circuit import TensorCircuit
-from orchestrator.tensor_reference import ReferenceDomainError, forward_backward, sgd
+from orchestrator.tensor_reference import ReferenceDomainError, evaluate, forward_backward, sgd
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,16 @@ def accuracy(scores: Array, labels: Array) -> float:
     """The share of points whose score has the label's sign, as the demo counts it."""
     right = (labels > 0) == (scores > 0)
     return int(right.sum()) / len(right)
+
+
+def fit(params: Mapping[str, Array], data: Points) -> tuple[float, float]:
+    """The loss and accuracy of `params` on every point of `data`, by the numpy reference: what
+    a training ends with. A step's record cannot say it: its loss is taken before its update."""
+    circuit = build(len(data))
+    batch = make_batch(data, np.arange(len(data), dtype=np.intp), 1)
+    values = evaluate(circuit, params, batch.feeds)
+    scores = np.concatenate([values[name].reshape(-1) for name in circuit.observe])
+    return float(values[circuit.output]), accuracy(scores, batch.labels)
 
 
 @dataclass(frozen=True)

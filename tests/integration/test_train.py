@@ -197,10 +197,23 @@ def test_the_cli_trains_prints_json_plots_and_resumes(mosquitto_url: str, tmp_pa
     ]
     assert result["seconds_per_step"] > 0
     assert result["final"]["params"]["W1"] == ref.params["W1"].tolist()
+    # "final" is the trained parameters' fit on all the points: micrograd's loss one step later
+    _, net = micrograd_oracle.train(moons.load(), 2, 4)
+    data = moons.load()
+    after = micrograd_oracle.demo_step(net, data.X.tolist(), data.y.tolist(), 4, 4)
+    assert result["final"]["loss"] == pytest.approx(after.loss, rel=1e-9)
+    assert (result["final"]["accuracy"], result["final"]["points"]) == (after.accuracy, 100)
+    assert result["final"]["loss"] != result["steps"][-1]["loss"]
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    kept = saved.read_bytes()
+    overwrite = gatemesh(*args, "--checkpoint", str(saved))  # without --resume: the saved steps stay
+    assert overwrite.returncode == 1
+    assert f"--checkpoint {saved}: the file exists; add --resume to go on from it, or remove it" in overwrite.stderr
+    assert saved.read_bytes() == kept
     again = gatemesh(*args, "--checkpoint", str(saved), "--resume")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["steps"] == []
+    assert json.loads(again.stdout)["final"]["loss"] == result["final"]["loss"]
     wrong = gatemesh("train", "moons", "--engine", "reference", "--steps", "5", "--checkpoint", str(saved), "--resume")
     assert wrong.returncode == 1
     assert "resume with the same schedule" in wrong.stderr

@@ -52,7 +52,8 @@ Y = {"id": "y", "op": "input"}
         ),
         (gates(X, {"id": "f", "op": "const", "param": "inf"}), "gates[1] (id 'f').param"),
         ({"gates": [], "output": "f"}, "gates: Tuple should have at least 1 item"),
-        ([1, 2], "circuit: Input should be a valid dictionary"),
+        ([1, 2], "a circuit is one mapping (gates, output, a name); this file holds a list"),
+        (7, "this file holds only 7"),
     ],
 )
 def test_invalid_circuits_are_named(data: Any, says: str) -> None:
@@ -68,6 +69,20 @@ def test_file_round_trip(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"c{suffix}"
     circuit.dump(path)
     assert Circuit.load(path) == circuit
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix"), [("", ".json"), ("  \n", ".json"), ("", ".yaml"), ("# a comment only\n", ".yaml")]
+)
+def test_an_empty_file_is_called_empty(tmp_path: Path, text: str, suffix: str) -> None:
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(CircuitError) as caught:
+        Circuit.load(path)
+    assert (
+        str(caught.value)
+        == f"{path}: invalid circuit: a circuit is one mapping (gates, output, a name); this file is empty"
+    )
 
 
 def test_bad_files(tmp_path: Path) -> None:
