@@ -77,22 +77,26 @@ class Circuit(BaseModel):
         return [g.id for g in self.gates if OPS[g.op].leaf]
 
     @cached_property
+    def edges_out(self) -> dict[str, tuple[tuple[str, int], ...]]:
+        """The (consumer, port) edges that read each gate's value, in circuit order: `x*x` reads
+        x by two. The output's last edge is the orchestrator's (port 0): it sends the seed."""
+        edges: dict[str, list[tuple[str, int]]] = {g.id: [] for g in self.gates}
+        for g in self.gates:
+            for port, source in enumerate(g.inputs):
+                edges[source].append((g.id, port))
+        edges[self.output].append((ORCHESTRATOR, 0))
+        return {gate: tuple(found) for gate, found in edges.items()}
+
+    @cached_property
     def consumers(self) -> dict[str, int]:
-        """How many (consumer, port) edges read each gate; the output counts the seed edge."""
-        edges = Counter(source for g in self.gates for source in g.inputs)
-        edges[self.output] += 1
-        return {g.id: edges[g.id] for g in self.gates}
+        """How many edges read each gate (its gradient is the sum of as many parts)."""
+        return {gate: len(edges) for gate, edges in self.edges_out.items()}
 
     @cached_property
     def readers(self) -> dict[str, tuple[str, ...]]:
         """Who reads each gate's forward value, once each: the gates it feeds and, for the
         output, the orchestrator."""
-        read_by: dict[str, dict[str, None]] = {g.id: {} for g in self.gates}
-        for g in self.gates:
-            for source in g.inputs:
-                read_by[source][g.id] = None
-        read_by[self.output][ORCHESTRATOR] = None
-        return {gate: tuple(names) for gate, names in read_by.items()}
+        return {gate: tuple(dict.fromkeys(reader for reader, _ in edges)) for gate, edges in self.edges_out.items()}
 
     @cached_property
     def order(self) -> list[GateDef]:

@@ -51,10 +51,6 @@ class Explainer:
         """Who makes second copies: the fault injector, or also a student in step mode."""
         self.placement = placement or {}
         """gate -> host: when given, each line starts with where its sender runs."""
-        self.readers: dict[str, list[str]] = defaultdict(list)
-        for g in circuit.gates:
-            for source in dict.fromkeys(g.inputs):
-                self.readers[source].append(g.id)
         self.count = 0
         self._values: dict[str, dict[str, float]] = defaultdict(dict)
         self._grads_in: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
@@ -194,9 +190,7 @@ class Explainer:
     def _forward(self, run: str, sender: str, value: float) -> str:
         self._values[run][sender] = value
         g = self.circuit.by_id[sender]
-        to = [self.label(r) for r in self.readers[sender]]
-        if sender == self.circuit.output:
-            to.append("the orchestrator")
+        to = [self.label(r) for r in self.circuit.readers[sender]]
         where = f"to {join(to)}" if to else "to no one (nothing reads it)"
         if not g.inputs:
             return f"{self.label(sender)} sends its value {num(value)} forward {where}"

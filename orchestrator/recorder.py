@@ -178,12 +178,7 @@ class Recorder:
         self.deployment = deployment
         self.placement = {g.id: placement.get(g.id, "local") for g in circuit.gates}
         self.nodes = circuit.nodes
-        readers: dict[str, list[str]] = {g.id: [] for g in circuit.gates}
-        for g in circuit.gates:
-            for source in dict.fromkeys(g.inputs):
-                readers[source].append(g.id)
-        readers[circuit.output].append(ORCHESTRATOR)
-        self._readers = {gate: tuple(r) for gate, r in readers.items()}
+        self._readers = circuit.readers
 
     def dest(self, topic_name: str) -> tuple[str, ...]:
         """Every node a message on `topic_name` is delivered to."""

@@ -70,9 +70,7 @@ class WireState:
 
     def total(self, circuit: Circuit, gate: str) -> float | None:
         """The gate's gradient: the sum over every edge that reads it, once all have arrived."""
-        edges = [(c.id, port) for c in circuit.gates for port, source in enumerate(c.inputs) if source == gate]
-        if gate == circuit.output:
-            edges.append((ORCHESTRATOR, 0))
+        edges = circuit.edges_out[gate]
         found = [self.parts.get((gate, consumer, port)) for consumer, port in edges]
         if not edges or any(part is None for part in found):
             return None
@@ -159,12 +157,9 @@ def _layout(circuit: Circuit) -> dict[str, object]:
 
 
 def _readers(circuit: Circuit) -> dict[str, list[tuple[str, int]]]:
-    """gate -> the (consumer, port) edges that read it, in circuit order."""
-    readers: dict[str, list[tuple[str, int]]] = {g.id: [] for g in circuit.gates}
-    for g in circuit.gates:
-        for port, source in enumerate(g.inputs):
-            readers[source].append((g.id, port))
-    return readers
+    """gate -> the (consumer, port) edges of gates that read it: the output's own wire to the
+    orchestrator is drawn apart, as its sink."""
+    return {gate: [edge for edge in edges if edge[0] != ORCHESTRATOR] for gate, edges in circuit.edges_out.items()}
 
 
 def _fork(gate: str) -> str:
