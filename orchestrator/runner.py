@@ -270,12 +270,10 @@ class Runner:
             raise ConnectionLost(f"run {run}: the connection to the broker at {self.broker} broke: {exc}", run) from exc
         except RunError as exc:
             self._trace_end(run, error=exc)
-            with contextlib.suppress(TransportError):
-                await self._release(run)
+            await self._release(run, lost_is_fine=True)
             raise
         except asyncio.CancelledError:  # nobody waits for it: the gates may forget it (a publish never waits)
-            with contextlib.suppress(TransportError):
-                await self._release(run)
+            await self._release(run, lost_is_fine=True)
             raise
         finally:
             del self._pending[run]
@@ -315,9 +313,15 @@ class Runner:
             )
         return feeds
 
-    async def _release(self, run: str) -> None:
+    async def _release(self, run: str, *, lost_is_fine: bool = False) -> None:
+        """Tell the gates to forget the run. `lost_is_fine`: the run has failed or was cancelled,
+        and a connection lost meanwhile must not hide that (gates evict old runs on their own)."""
         release = Release(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
-        await self.publish(self._traced(run, [(topic(self.deployment, "control"), release)]))
+        try:
+            await self.publish(self._traced(run, [(topic(self.deployment, "control"), release)]))
+        except TransportError:
+            if not lost_is_fine:
+                raise
 
     async def _timed_out(self, run: str, pending: _Pending, timeout: float) -> RunTimeout:
         """Ask the gates where the run stands, free their state, and say who it waits on."""
@@ -329,8 +333,7 @@ class Runner:
         try:
             await asyncio.sleep(self.probe_window)
         except asyncio.CancelledError:  # cancelled while probing (a Restart): the gates may still forget it
-            with contextlib.suppress(TransportError):
-                await self._release(run)
+            await self._release(run, lost_is_fine=True)
             raise
         await self._release(run)
         stuck: list[str] = []
