@@ -216,20 +216,21 @@ class Stepper:
         gate = real.rsplit("/", 1)[1]
         to = "orchestrator" if phase == "report" else gate if phase != "forward" else self._read_by(gate)
         base = f"{phase} {sender} {gate} {port if port is not None else ''}".strip()
-        held = Held("", base, real, payload, run, phase, sender, to, number, port)
+        held = Held(*self._new_id_and_key(base), real, payload, run, phase, sender, to, number, port)
         self._list(held)
         if self.replay:
             self._advance_replay()
         elif self.auto:
             self._act("deliver", held)
 
-    def _list(self, held: Held) -> None:
-        """Add `held` to what waits, under a fresh id and a key that tells it from the messages
-        listed before it with the same phase, sender, topic and port (`#2`, `#3`...)."""
-        base = held.key
+    def _new_id_and_key(self, base: str) -> tuple[str, str]:
+        """A fresh id, and a key that tells a message from those listed before it with the same
+        `base`: phase, sender, topic and port (`#2`, `#3`...). A key names the message in the
+        recorded choices that a replay applies again."""
         self._seen[base] += 1
-        held.id = f"m{next(self._ids)}"
-        held.key = base if self._seen[base] == 1 else f"{base} #{self._seen[base]}"
+        return f"m{next(self._ids)}", base if self._seen[base] == 1 else f"{base} #{self._seen[base]}"
+
+    def _list(self, held: Held) -> None:
         self.pending[held.id] = held
         self._touch()
 
@@ -271,8 +272,8 @@ class Stepper:
         del self.pending[held.id]
         self.history.append(Choice(action, held.key, f"{action} {held.label}"))
         if action == "duplicate":
-            base = held.key.split(" #", 1)[0]
-            self._list(replace(held, key=base, since=time.monotonic(), pinned=False, copy=True))
+            message_id, key = self._new_id_and_key(held.key.split(" #", 1)[0])
+            self._list(replace(held, id=message_id, key=key, since=time.monotonic(), pinned=False, copy=True))
         else:
             self._touch()
 
