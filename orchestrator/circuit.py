@@ -143,10 +143,14 @@ class Circuit(BaseModel):
             depth[g.id] = 1 + max((depth[s] for s in g.inputs), default=0)
         return depth[self.output]
 
-    def messages_per_pass(self) -> int:
-        """Messages one run publishes: feeds, forwards, backward contributions + seed, reports."""
+    def messages_by_phase(self) -> dict[str, int]:
+        """Messages one run publishes, by phase: a feed per leaf, a forward per gate, a backward
+        per edge and the seed, a gradient report per leaf."""
         leaves = len(self.leaves)
-        return leaves + len(self.gates) + sum(len(g.inputs) for g in self.gates) + 1 + leaves
+        return {"feed": leaves, "forward": len(self.gates), "backward": sum(self.consumers.values()), "report": leaves}
+
+    def messages_per_pass(self) -> int:
+        return sum(self.messages_by_phase().values())
 
     # -- files ----------------------------------------------------------------------------
 

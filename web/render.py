@@ -31,9 +31,7 @@ class Progress:
 
     @classmethod
     def of(cls, circuit: Circuit) -> Progress:
-        leaves = len(circuit.leaves)
-        edges = sum(len(g.inputs) for g in circuit.gates)
-        return cls({"feed": leaves, "forward": len(circuit.gates), "backward": edges + 1, "report": leaves})
+        return cls(circuit.messages_by_phase())
 
     def view(self) -> dict[str, object]:
         """Each phase up to what a pass sends; what crossed beyond that is second copies (duplicates)."""
