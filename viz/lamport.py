@@ -60,6 +60,7 @@ STYLE = f"""
 .msg.drop {{ stroke-dasharray: 5 4; }}
 .msg.undelivered {{ stroke-dasharray: 2 3; }}
 .msg.unsent, .msg.unrecorded {{ stroke-dasharray: 8 3 2 3; }}
+.msg.unsent.undelivered {{ stroke-dasharray: 2 3; }}
 .value {{ font-size: 11px; fill: {GREEN}; font-weight: 600; }}
 .grad {{ font-size: 11px; fill: {RED}; font-weight: 600; }}
 .value, .grad, .fault, .note {{ paint-order: stroke; stroke: white; stroke-width: 3px; }}
@@ -115,7 +116,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
     body += _heads(columns, hosts, lost_at, bottom, labels)
     crossed_at = _crossed_at(of_run, rows)
     arrows = _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at)
-    arrows += _unsent(events, where, columns, crossed_at, set(lost_at))
+    arrows += _unsent(of_run, where, columns, crossed_at, lost_at, bottom)
     marks, covered = _dots(events, where, columns)
     lifelines = [_x(column) for column in columns.values()]
     places = _label_places(arrows, covered, lifelines)
@@ -290,26 +291,48 @@ def _crossed_at(of_run: list[TraceEvent], rows: list[int]) -> dict[str, float]:
 
 
 def _unsent(
-    events: list[TraceEvent],
+    of_run: list[TraceEvent],
     where: dict[int, _Place],
     columns: dict[str, int],
     crossed_at: dict[str, float],
-    lost: set[str],
+    lost_at: dict[str, float],
+    bottom: float,
 ) -> list[_Arrow]:
-    """Arrows of messages received whose send the trace lacks (its sender's host was lost with
-    the events it had not sent yet): drawn from where they crossed the broker."""
+    """Arrows of messages that crossed the broker but whose send the trace lacks (its sender's
+    host was lost with the events it had not sent yet): drawn from where they crossed, to each
+    receipt, or, for a reader with none, as an undelivered message is."""
+    events = [e for e in of_run if e.node != BROKER]
     sent = {e.msg.id for e in events if e.type == "send" and e.msg is not None}
+    received: set[tuple[str, str]] = set()
     out = []
     for receipt in events:
         m = receipt.msg
-        if receipt.type != "receive" or m is None or m.id in sent or m.id not in crossed_at or m.src not in lost:
+        if receipt.type != "receive" or m is None or m.id in sent or m.id not in crossed_at or m.src not in lost_at:
             continue
+        received.add((m.id, receipt.node))
         a = _Place(_x(columns[m.src]), crossed_at[m.id])
         hover = (
             f"{dumps_msg(receipt)}\nits send is not in the trace ({m.src}'s events were lost): drawn from "
             f"where it crossed the broker\nreceived by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
         )
         out.append(_drawn(receipt, "unsent", f"msg {m.phase} unsent", m.phase, a, where[id(receipt)], hover))
+    for crossing in of_run:
+        m = crossing.msg
+        if crossing.type != "cross" or m is None or m.id in sent or m.src not in lost_at or m.src not in columns:
+            continue
+        a = _Place(_x(columns[m.src]), crossed_at[m.id])
+        for node in m.dest:
+            if (m.id, node) in received or node not in columns:
+                continue
+            received.add((m.id, node))  # a second crossing (a duplicate) is not drawn again
+            end = lost_at.get(node, bottom - ROW / 2)
+            b = _Place(_x(columns[node]), end if end > a.y else a.y + ROW)
+            lost_too = ": its receiver's host was lost too" if node in lost_at else ""
+            hover = (
+                f"{dumps_msg(crossing)}\nits send is not in the trace ({m.src}'s events were lost): drawn from "
+                f"where it crossed the broker\nno receipt by {node} in the trace{lost_too}"
+            )
+            out.append(_drawn(crossing, "unsent", f"msg {m.phase} unsent undelivered", "", a, b, hover))
     return out
 
 
@@ -339,14 +362,14 @@ def _arrow(
 
 def _drawn(event: TraceEvent, kind: str, css: str, marker: str, a: _Place, b: _Place, hover: str) -> _Arrow:
     """An arrow from `a` to `b` for the message of `event`: its group (class `arrow [kind]
-    phase`), its line (class `css`, head `marker`), its hover text and its number."""
+    phase`), its line (class `css`, head `marker`, none for ""), its hover text and its number."""
     assert event.msg is not None
     label, label_css = _label(event)
     group = " ".join(filter(None, ("arrow", kind, event.msg.phase)))
+    head = f' marker-end="url(#head-{marker})"' if marker else ""
     return _Arrow(
         f"<g class={attr(group)}><title>{escape(hover)}</title>"
-        f'<line class={attr(css)} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" y2="{b.y:.1f}" '
-        f'marker-end="url(#head-{marker})"/>',
+        f'<line class={attr(css)} x1="{a.x:.1f}" y1="{a.y:.1f}" x2="{b.x:.1f}" y2="{b.y:.1f}"{head}/>',
         label,
         label_css,
         a,

@@ -413,6 +413,28 @@ def test_a_message_whose_send_was_lost_with_its_host_is_drawn_from_its_crossing(
     assert by_class(late, "unsent") == by_class(late, "unrecorded") == []
 
 
+def test_a_message_that_crossed_but_whose_sender_and_reader_were_lost_is_drawn_undelivered() -> None:
+    """add_1 and f on one lost host: add_1's value to f and f's gradient to add_1 crossed the
+    broker, but neither their sends nor their receipts are in the trace. Each is drawn from its
+    crossing to its reader's line, with its number and without a head: nothing shows it arrived."""
+    trace = read_trace(IMG / "qf.jsonl")
+    lost = without_events_of(without_events_of(trace, "f", host_lost=False), "add_1", host_lost=True)
+    lost = lost.model_copy(
+        update={"events": (*lost.events[:-1], lost.events[-1].model_copy(update={"gates": ("add_1", "f")}))}
+    )
+    svg = draw_lamport(lost)
+    drawn = by_class(svg, "arrow unsent")
+    undelivered = [g for g in drawn if "undelivered" in (g[1].get("class") or "")]
+    numbers = sorted(t.text or "" for g in undelivered for t in g if t.get("class") in ("value", "grad"))
+    assert numbers == ["-4.00", "3.00"]  # q = 3 to f, and dq = z = -4 back to add_1
+    assert all(g[1].get("marker-end") is None for g in undelivered)
+    assert {g[0].text.split("\n")[-1] for g in undelivered} == {
+        "no receipt by f in the trace: its receiver's host was lost too",
+        "no receipt by add_1 in the trace: its receiver's host was lost too",
+    }
+    assert len(drawn) - len(undelivered) == 4  # received by x, y, z and the orchestrator, drawn as before
+
+
 def test_what_a_gate_on_a_lost_host_received_is_shown_by_what_it_sent() -> None:
     """add_1's host is lost with add_1's events: its receipts of x's and y's values and of f's
     gradient are not in the trace, but its own value and gradients crossed the broker after
