@@ -94,8 +94,9 @@ class Explainer:
         return self._numbered(msg.src, self._sentence(run, msg))
 
     def dropped(self, msg: TraceMsg, run: str = "", late: float | None = None) -> str:
-        """The next numbered sentence, for a message the fault injector dropped (a forward
-        value's with the step that computed it: no crossing tells that step). `late`: as fault's."""
+        """The next numbered sentence, for a message the fault injector dropped, with the step
+        that made it if no crossing has told that step yet (a forward value's never is: it is
+        the step's only message). `late`: as fault's."""
         self.count += 1
         to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
         dropped = f"the fault injector drops {self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}"
@@ -106,6 +107,9 @@ class Explainer:
             self._told[run, msg.id] = self.count
             assert msg.value is not None
             step = self._forward(run, msg.src, msg.value).partition("; sends ")[0]
+            return self._numbered(msg.src, f"{step}; {dropped}: it never reaches the broker{told_late}")
+        if msg.phase == "backward" and gate is not None and gate.inputs and (run, msg.src) not in self._told_backward:
+            step = self._backward_step(run, msg.src)  # else the drop would be told before the step that made it
             return self._numbered(msg.src, f"{step}; {dropped}: it never reaches the broker{told_late}")
         return self._numbered(msg.src, f"{dropped}: it never reaches the broker{told_late}")
 
@@ -210,6 +214,11 @@ class Explainer:
         self._grads_in[run][target].append((sender, grad))
         if (run, sender) in self._told_backward:
             return f"{self.label(sender)} sends its gradient {num(grad)} to {self.label(target)} (same step as above)"
+        return self._backward_step(run, sender)
+
+    def _backward_step(self, run: str, sender: str) -> str:
+        """A gate's backward step, told once: with the first of its gradients to cross, or to be dropped."""
+        g = self.circuit.by_id[sender]
         self._told_backward.add((run, sender))
         values = [self._values[run].get(s, float("nan")) for s in g.inputs]
         out = self._values[run].get(sender, float("nan"))

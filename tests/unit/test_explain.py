@@ -122,9 +122,11 @@ def test_a_duplicated_gradient_is_told_as_a_copy_and_counted_once() -> None:
 def test_a_dropped_message_and_the_probe_and_release_are_told() -> None:
     circuit = compile_source("q = x + y; f = q * z")
     explainer = Explainer(circuit)
-    dropped = TraceMsg(id="q:7", src="q", dest=("x",), phase="backward", topic=topic("c", "grad", "x"), grad=-4.0)
+    dropped = TraceMsg(
+        id="x:7", src="x", dest=(ORCHESTRATOR,), phase="report", topic=topic("c", "report", "x"), grad=-4.0
+    )
     assert explainer.dropped(dropped) == (
-        "  1. the fault injector drops add(q)'s backward message (q:7) to x: it never reaches the broker"
+        "  1. the fault injector drops x's report message (x:7) to the orchestrator: it never reaches the broker"
     )
     probe = TraceMsg(id="orchestrator:9", src=ORCHESTRATOR, phase="probe", topic=topic("c", "control"))
     assert explainer.tell("r", probe).endswith(
@@ -195,6 +197,30 @@ def test_a_second_copy_in_step_mode_may_be_the_students() -> None:
     report = TraceMsg(id="x:4", src="x", dest=(ORCHESTRATOR,), phase="report", topic=topic("c", "report", "x"))
     explainer.tell("r", report)
     assert "(you, in step mode, or the fault injector duplicated it)" in explainer.tell("r", report)
+
+
+def test_a_dropped_gradient_is_told_with_its_step_unless_a_crossing_told_it() -> None:
+    """q's gradient to x is dropped before its gradient to y crosses (a delay held it back):
+    the drop tells q's step, and the crossing after it says it is the same step."""
+    circuit = compile_source("q = x + y; f = q * z")
+    carried = one_pass(circuit, {"x": -2, "y": 5, "z": -4})
+    explainer = Explainer(circuit)
+    first_of_q = next(i for i, (_, m) in enumerate(carried) if isinstance(m, Backward) and m.sender == "q")
+    for name, message in carried[:first_of_q]:
+        explainer.explain(name, message)
+    dropped = TraceMsg(id="q:9", src="q", dest=("x",), phase="backward", topic=topic("c", "grad", "x"), grad=-4.0)
+    assert explainer.dropped(dropped, "r") == (
+        f"{first_of_q + 1:>3}. add(q) got grad -4 from mul(f); local grads [1, 1]; sends -4 to x and -4 to y; "
+        "the fault injector drops add(q)'s backward message (q:9) to x: it never reaches the broker"
+    )
+    to_y = next(m for _, m in carried if isinstance(m, Backward) and m.sender == "q" and m.port == 1)
+    assert explainer.explain(topic("c", "grad", "y"), to_y).endswith(
+        "add(q) sends its gradient -4 to y (same step as above)"
+    )
+    again = dropped.model_copy(update={"id": "q:10"})  # a gradient dropped after its step was told
+    assert explainer.dropped(again, "r").endswith(
+        ". the fault injector drops add(q)'s backward message (q:10) to x: it never reaches the broker"
+    )
 
 
 def test_a_dropped_forward_value_is_told_with_the_step_that_computed_it() -> None:
