@@ -245,6 +245,11 @@ class _Builder:
                 continue
             where = f"line {stmt.lineno}, column {stmt.col_offset + 1}: the value given to {name} here is never read"
             sentences.append(f"{where} by the output; its gates are left out" if left_out else where)
+        final = self.tree.body[-1]
+        if isinstance(final, ast.Expr) and self.last != out:  # `output=` names another value
+            left_out = self.last not in used and self.last not in circuit.inputs
+            where = f"line {final.lineno}, column {final.col_offset + 1}: the final expression is never read"
+            sentences.append(f"{where}: the output is {output}" + ("; its gates are left out" if left_out else ""))
         idle = [name for name in circuit.inputs if name not in used]
         if sentences and idle:
             stays = f"{idle[0]} stays an input" if len(idle) == 1 else f"{', '.join(idle)} stay inputs"

@@ -91,6 +91,21 @@ def test_a_name_nothing_reads_is_told_even_when_its_value_is_another_names() -> 
     )
 
 
+def test_a_final_expression_that_output_passes_over_is_told() -> None:
+    assert compile_program("q = x + y; f = q * z; q * 2", output="f").warnings == (
+        "line 1, column 23: the final expression is never read: the output is f; its gates are left out",
+    )
+    assert compile_program("q = x + y\nf = q * z\nexp(w)", output="f").warnings == (
+        "line 3, column 1: the final expression is never read: the output is f; its gates are left out",
+        "w stays an input, with gradient 0",
+    )
+    assert compile_program("q = x + y\nf = q * z\nq", output="f").warnings == (  # q's gate stays: f reads it
+        "line 3, column 1: the final expression is never read: the output is f",
+    )
+    assert compile_program("q = x + y; q * z", output="f").circuit.output == "f"  # the expression is the output
+    assert compile_program("q = x + y; q * z", output="f").warnings == ()
+
+
 def test_one_over_x_is_the_inverse_gate_and_constants_are_shared() -> None:
     ops = [g.op for g in compile_source("1/(1+exp(-(w*x)))").gates]
     assert "inv" in ops
