@@ -30,6 +30,9 @@ def check_inputs(circuit: Circuit, inputs: Mapping[str, float]) -> None:
     unknown = sorted(set(inputs) - set(circuit.inputs))
     if missing:
         also = f"; not inputs of this circuit: {_some(unknown)}" if unknown else ""
+        unread = [name for name in missing if not circuit.readers[name]]
+        if unread:
+            also += f"; nothing reads {_some(unread)}: any value will do, and its gradient is 0"
         raise InputError(f"no value for input(s): {_some(missing)} (give them as name=value){also}")
     if unknown:
         raise InputError(f"not inputs of this circuit: {_some(unknown)}; inputs: {_some(circuit.inputs)}")

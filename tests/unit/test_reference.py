@@ -114,3 +114,10 @@ def test_inputs_are_checked() -> None:
         evaluate(circuit, {"x": 1, "Y": 2})  # the real mistake is the name given
     with pytest.raises(InputError, match="finite"):
         evaluate(circuit, {"x": math.inf, "y": 2})
+    unread = compile_source("q = x + y; f = q * z; exp(w)", output="f")  # w stays an input nothing reads
+    with pytest.raises(InputError) as caught:
+        evaluate(unread, {"x": 1, "y": 2, "z": 3})
+    assert str(caught.value) == (
+        "no value for input(s): w (give them as name=value); nothing reads w: any value will do, and its gradient is 0"
+    )
+    assert evaluate(unread, {"x": 1, "y": 2, "z": 3, "w": 0}).grads["w"] == 0
