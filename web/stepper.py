@@ -4,7 +4,8 @@ In a held run (gates/held.py) every data message is published to its held topic
 `gatemesh/C/held/<kind>/<gate>`, which no gate reads. The Stepper subscribes to them, lists
 what waits there, and does what the page says with each message:
 
-    deliver    publish its exact payload to the real topic, once
+    deliver    publish its exact payload to the real topic, once (if the connection goes
+               before the broker acknowledges it, it waits again, to be delivered again)
     drop       forget it (the run then waits forever: the page names who waits)
     duplicate  publish it once now and list a second copy, to deliver (or drop) whenever the
                student likes: late, after other messages (the receiver keeps the first copy; the
@@ -149,16 +150,19 @@ class Stepper:
                 self._session = session
                 self.connected.set()
                 backoff.reset()
+                if self.auto:  # what waits again after a lost connection (_unless_confirmed)
+                    self.deliver_all()
                 raise await session.lost
             except TransportError as exc:
-                delay = backoff.next()
-                log.warning("stepper: lost the broker at %s (%s); reconnecting in %g s", self.broker, exc, delay)
-                await asyncio.sleep(delay)
-            finally:
+                lost = exc
+            finally:  # at once: a delivery meanwhile is refused, not queued on the dead session
                 self.connected.clear()
                 self._session = None
                 if session is not None:
                     session.close()
+            delay = backoff.next()
+            log.warning("stepper: lost the broker at %s (%s); reconnecting in %g s", self.broker, lost, delay)
+            await asyncio.sleep(delay)
 
     async def watch(self, circuit_id: str, readers: Mapping[str, Sequence[str]]) -> None:
         """Hear the held messages of deployment `circuit_id` (subscribed when this returns), and
@@ -264,18 +268,31 @@ class Stepper:
             self.history.append(Choice("hold", held.key, label, held.pinned))
             self._touch()
             return
+        choice = Choice(action, held.key, f"{action} {held.label}")
         if action != "drop":
             session = self._session
             if session is None or session.lost.done():  # its publish would be queued on a dead connection
                 raise ConnectionLost(f"the stepper is not connected to the broker at {self.broker}")
-            session.publish(held.topic, held.payload)
+            confirmed = session.publish(held.topic, held.payload, confirm=True)
+            assert confirmed is not None, "the stepper's session is QoS 1"
+            confirmed.add_done_callback(lambda done: self._unless_confirmed(done, held, choice))
         del self.pending[held.id]
-        self.history.append(Choice(action, held.key, f"{action} {held.label}"))
+        self.history.append(choice)
         if action == "duplicate":
             message_id, key = self._new_id_and_key(held.key.split(" #", 1)[0])
             self._list(replace(held, id=message_id, key=key, since=time.monotonic(), pinned=False, copy=True))
         else:
             self._touch()
+
+    def _unless_confirmed(self, done: asyncio.Future[None], held: Held, choice: Choice) -> None:
+        """A delivery the broker did not acknowledge before the connection went: it may never
+        have arrived, so it waits again (and its choice is forgotten), to be delivered again.
+        At worst a gate gets it twice, which changes nothing (gates/core.py)."""
+        if done.cancelled() or done.exception() is None or held.run != self.run:
+            return
+        self.history = [c for c in self.history if c is not choice]
+        self.pending[held.id] = held
+        self._touch()
 
     def _advance_replay(self) -> None:
         """Apply the recorded choices, in order, as their messages turn up."""

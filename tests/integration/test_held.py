@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gates.errors import ConnectionLost
 from gates.transport import BrokerAddress
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import in_process
 from orchestrator.errors import RunTimeout
 from orchestrator.runner import Runner
 from tests.integration.test_trace import QF, QF_INPUTS, QF_RESULT
+from tests.proxy import relay
 from viz.circuit import state_at
 from web.recording import WebRecorder
 from web.stepper import Stepper
@@ -44,9 +46,10 @@ class Held:
 
 
 @contextlib.asynccontextmanager
-async def held_qf(url: str) -> AsyncIterator[Held]:
+async def held_qf(url: str, stepper_url: str | None = None) -> AsyncIterator[Held]:
+    """(x+y)*z deployed with a stepper, which reaches the broker at `stepper_url` if given."""
     broker = BrokerAddress.parse(url)
-    stepper = Stepper(broker, lambda: None)
+    stepper = Stepper(BrokerAddress.parse(stepper_url or url), lambda: None)
     recorder = WebRecorder(hold=True, on_begin=stepper.begin)
     async with asyncio.TaskGroup() as group:
         serving = group.create_task(stepper.serve())
@@ -161,3 +164,31 @@ async def test_the_stepper_hears_only_the_deployment_it_watches_last(mosquitto_u
         await waiting(held.stepper, "feed orchestrator x")
         held.stepper.deliver_all()
         assert await second == QF_RESULT
+
+
+async def test_a_delivery_the_broker_never_acknowledged_waits_again(mosquitto_url: str) -> None:
+    """The stepper's link goes silent, a delivery leaves into it, and the link is cut before any
+    PUBACK: the message may never have reached the broker, so it waits again and its choice is
+    forgotten. Delivered again on the next connection, the run ends as it should."""
+    broker = BrokerAddress.parse(mosquitto_url)
+    async with relay(broker.host, broker.port) as link, held_qf(mosquitto_url, f"mqtt://127.0.0.1:{link.port}") as held:
+        run = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
+        z = await waiting(held.stepper, "feed orchestrator z")
+        link.silent = True
+        held.stepper.act("deliver", z)
+        assert z not in held.stepper.pending
+        assert [c.action for c in held.stepper.history] == ["deliver"]
+        link.silent = False  # for the next connection; what was swallowed stays swallowed
+        link.cut()
+        assert await waiting(held.stepper, "feed orchestrator z") == z
+        assert held.stepper.history == []
+        async with asyncio.timeout(10):  # refused until the stepper has connected again
+            while True:
+                try:
+                    held.stepper.act("deliver", z)
+                    break
+                except ConnectionLost:
+                    await asyncio.sleep(0.05)
+        await waiting(held.stepper, "forward z z")  # z got its feed this time
+        held.stepper.deliver_all()
+        assert await run == QF_RESULT
