@@ -17,7 +17,8 @@ from orchestrator.cli_common import DASH_FIRST, check_writable, err, load_circui
 from orchestrator.errors import InputError
 from orchestrator.recorder import Recorder
 from orchestrator.trace import Trace, read_trace
-from viz.circuit import MAX_GATES, caption, check_size, draw_circuit, formula, state_at
+from viz.caption import caption, formula
+from viz.circuit import MAX_GATES, check_size, draw_circuit, state_at
 from viz.lamport import draw_lamport
 from viz.shiviz import export
 from viz.svg import DrawError

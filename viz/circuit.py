@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from gates.protocol import ORCHESTRATOR
 from gates.trace_records import TraceMsg
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.trace import Trace
-from viz.svg import GREEN, GREY, RED, DrawError, attr, document, num, text
+from viz.svg import GREEN, GREY, RED, DrawError, attr, document, num, short, text
 from viz.wire_labels import FRACTIONS, Box, Point, Wire, along, place
 
 MAX_GATES = 60
@@ -112,15 +111,10 @@ def _delivered(trace: Trace, state: WireState, m: TraceMsg, reader: str) -> None
             state.seed = m.grad
 
 
-def _short(value: float | None) -> str:
-    """-2 rather than -2.00, 0.5 rather than 0.50."""
-    return f"{value:g}" if value is not None else ""
-
-
 def symbol(g: GateDef) -> str:
     """The operator drawn in the gate's circle: the op table's symbol (pow shows its exponent)."""
     if g.op == "pow":
-        return f"x^{_short(g.param)}"
+        return f"x^{short(g.param)}"
     written = OPS[g.op].symbol
     return "\u2212x" if g.op == "neg" else "1/x" if g.op == "inv" else written.replace("-", "\u2212")
 
@@ -340,85 +334,3 @@ def _path(points: list[Point]) -> str:
 def _spline(pos: str) -> list[Point]:
     """dot's `pos` of an edge: its B-spline's control points (the arrowheads' end points left out)."""
     return [(float(x), float(y)) for x, y in (p.split(",")[:2] for p in pos.split() if not p.startswith(("e,", "s,")))]
-
-
-INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-MAX_FORMULA = 80
-
-
-def formula(circuit: Circuit) -> str:
-    """`f = (x + y) * z`: the circuit written out, its named stages as the program named them
-    (`q = x + y; f = q * z`), or its name if that gets long."""
-    named = [g.id for g in circuit.order if _named(g) and g.id != circuit.output]
-
-    def written(gate: str, depth: int) -> str:
-        g = circuit.by_id[gate]
-        if g.op == "input" or depth > 12 or (depth > 0 and gate in named):
-            return _as_typed(g.id, circuit)
-        if g.op == "const":
-            return _short(g.param)
-        args = [written(source, depth + 1) for source in g.inputs]
-        if g.op in INFIX:
-            return f"({args[0]} {INFIX[g.op]} {args[1]})"
-        if g.op == "pow":
-            return f"{args[0]}**{_short(g.param)}"
-        if g.op == "neg":
-            return f"-{args[0]}"
-        return f"{g.op}({', '.join(_bare(arg) for arg in args)})"
-
-    text_ = "; ".join(f"{_as_typed(gate, circuit)} = {_bare(written(gate, 0))}" for gate in [*named, circuit.output])
-    if len(text_) <= MAX_FORMULA:
-        return text_
-    name = "" if circuit.name == "circuit" else f" {circuit.name}"  # the name of every expression's circuit
-    return f"{circuit.output} = the circuit{name} ({len(circuit.gates)} gates)"
-
-
-def _as_typed(gate: str, circuit: Circuit) -> str:
-    """`a` for `a.2`: the compiler numbers a name given again (`a = a * a`); the program wrote `a`.
-    Only where `a` is a gate too: a circuit file may name gates `h.1` and `h.2` itself."""
-    name, dot, version = gate.rpartition(".")
-    return name if dot and version.isdigit() and name in circuit.by_id else gate
-
-
-def _named(g: GateDef) -> bool:
-    """A gate a program named (`q = x + y`), not one the compiler numbered (`add_1`)."""
-    return not OPS[g.op].fed and re.fullmatch(rf"{g.op}_\d+", g.id) is None
-
-
-def _bare(written: str) -> str:
-    """`a + b` for `(a + b)`: the outer brackets of a whole argument or formula say nothing."""
-    if written.startswith("(") and written.endswith(")"):
-        depth = 0
-        for i, char in enumerate(written):
-            depth += {"(": 1, ")": -1}.get(char, 0)
-            if depth == 0 and i < len(written) - 1:
-                return written
-        return written[1:-1]
-    return written
-
-
-def caption(trace: Trace, run: str | None = None, step: int | None = None) -> str:
-    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events` (what the figure shows),
-    with which run it is when the trace has several, and why it failed if it did."""
-    chosen = trace.run_id(run)
-    runs = trace.header.runs
-    record = next((r for r in runs if r.run == chosen), None)
-    inputs = record.inputs if record is not None else trace.header.inputs
-    given = ", ".join(f"{k}={_short(v)}" for k, v in inputs.items())
-    which = ""
-    if len(runs) > 1 and record is not None:
-        which = f" (run {runs.index(record) + 1} of {len(runs)}, {chosen})"
-    faults = f"; faults {trace.header.faults}" if trace.header.faults else ""
-    failed = f"; the run failed: {failure(record.error, chosen)}" if record is not None and record.error else ""
-    when = f"; after {step} of {len(trace.events)} events" if step is not None else ""
-    seqs = [e.seq for e in trace.events if e.run == chosen]
-    if when and which and seqs:  # --step counts the whole trace's events
-        when += f" (this run's events are among {seqs[0]} to {seqs[-1]})"
-    return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + which + faults + failed + when
-
-
-def failure(error: str, run: str) -> str:
-    """A run's error, short: without its run id, up to its first ';' (a timeout goes on to list
-    every gate still waiting)."""
-    short = error.replace(f" failed run {run}:", ":").replace(f"run {run}", "").lstrip(": ")
-    return short.split(";")[0].strip()

@@ -38,6 +38,11 @@ def num(value: float | None) -> str:
     return f"{value:.2g}" if abs(value) >= 1e-4 else f"{value:.1e}"
 
 
+def short(value: float | None) -> str:
+    """A number as typed: -2 rather than -2.00, 0.5 rather than 0.50; '' for none."""
+    return f"{value:g}" if value is not None else ""
+
+
 def text(
     x: float, y: float, content: str, css: str, *, anchor: str = "middle", title: str = "", centred: bool = False
 ) -> str:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from orchestrator.circuit import Circuit
 from orchestrator.trace import Trace
-from viz.circuit import MAX_GATES, caption, draw_circuit, state_at
+from viz.caption import caption
+from viz.circuit import MAX_GATES, draw_circuit, state_at
 from viz.lamport import draw_lamport
 from viz.svg import DrawError
 

@@ -36,7 +36,7 @@ from orchestrator.explain import Explainer
 from orchestrator.recorder import explain_to
 from orchestrator.records import DeploymentHead
 from orchestrator.runner import REDEPLOY, Observer
-from viz.circuit import formula
+from viz.caption import formula
 from web import render
 from web.commands import PUBLISHING, Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel, Watch
 from web.hosts import ClusterWatch, HostProcesses, broker_url_for

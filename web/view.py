@@ -14,7 +14,7 @@ from orchestrator.compiler import Compiled, compile_program
 from orchestrator.errors import CompileError
 from orchestrator.recorder import Recorder
 from orchestrator.result import RunResult
-from viz.circuit import formula
+from viz.caption import formula
 from web import render
 from web.commands import Run
 

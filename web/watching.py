@@ -24,7 +24,7 @@ from orchestrator.errors import RunError
 from orchestrator.recorder import Listener, explain_to
 from orchestrator.runner import Observer, connected
 from orchestrator.watch import Watcher, WatchRecorder
-from viz.circuit import formula
+from viz.caption import formula
 from web import render
 from web.view import RunView
 

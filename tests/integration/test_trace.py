@@ -38,7 +38,8 @@ from orchestrator.trace import (
 from tests.processes import GateHostProcess, clean_env, gatemesh
 from tests.shiviz_rules import validate
 from tests.unit.test_reference import NEURON, NEURON_GRADS
-from viz.circuit import caption, draw_circuit, state_at
+from viz.caption import caption
+from viz.circuit import draw_circuit, state_at
 from viz.lamport import COLUMN, draw_lamport
 from viz.shiviz import export
 from viz.svg import DrawError
@@ -428,7 +429,7 @@ def test_a_message_that_crossed_but_whose_sender_and_reader_were_lost_is_drawn_u
     numbers = sorted(t.text or "" for g in undelivered for t in g if t.get("class") in ("value", "grad"))
     assert numbers == ["-4.00", "3.00"]  # q = 3 to f, and dq = z = -4 back to add_1
     assert all(g[1].get("marker-end") is None for g in undelivered)
-    assert {g[0].text.split("\n")[-1] for g in undelivered} == {
+    assert {(g[0].text or "").split("\n")[-1] for g in undelivered} == {
         "no receipt by f in the trace: its receiver's host was lost too",
         "no receipt by add_1 in the trace: its receiver's host was lost too",
     }

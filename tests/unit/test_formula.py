@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
-from viz.circuit import formula
+from viz.caption import formula
 
 
 @pytest.mark.parametrize(
