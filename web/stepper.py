@@ -266,6 +266,9 @@ class Stepper:
             held.pinned = not held.pinned if pin is None else pin
             label = ("pin " if held.pinned else "unpin ") + held.label
             self.history.append(Choice("hold", held.key, label, held.pinned))
+            if self.auto and not held.pinned:  # "deliver all" holds only what is pinned
+                self._act("deliver", held)
+                return
             self._touch()
             return
         choice = Choice(action, held.key, f"{action} {held.label}")
