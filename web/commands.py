@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from gates.faults import Faults
 from gates.protocol import Finite, Name
 
 MAX_SOURCE = 200_000
@@ -26,19 +27,23 @@ class FaultRates(_Request):
 
     drop: Annotated[float, Field(ge=0, le=1)] = 0.0
     dup: Annotated[float, Field(ge=0, le=1)] = 0.0
+    delay_from_ms: Annotated[float, Field(ge=0, le=5000)] = 0.0
     delay_ms: Annotated[float, Field(ge=0, le=5000)] = 0.0
+    """Each message waits from `delay_from_ms` to `delay_ms` (a random time in between)."""
+    reorder: bool = False
     seed: Annotated[int, Field(ge=0, le=2**31)] = 0
 
-    @property
-    def active(self) -> bool:
-        return self.drop > 0 or self.dup > 0 or self.delay_ms > 0
+    @model_validator(mode="after")
+    def _ordered(self) -> FaultRates:
+        if self.delay_from_ms > self.delay_ms:
+            raise ValueError(f"a delay from {self.delay_from_ms:g} ms to {self.delay_ms:g} ms: give the shorter first")
+        return self
 
     def text(self) -> str:
-        """The `--faults` spelling (gates/faults.py), '' for none."""
-        if not self.active:
-            return ""
-        parts = [f"drop={self.drop:g}", f"dup={self.dup:g}", f"delay=0-{self.delay_ms:g}ms", f"seed={self.seed}"]
-        return ",".join(parts)
+        """The `--faults` spelling of what is on (gates/faults.py), '' for none."""
+        delay = (self.delay_from_ms, self.delay_ms)
+        faults = Faults(drop=self.drop, dup=self.dup, delay_ms=delay, reorder=self.reorder, seed=self.seed)
+        return faults.text if faults.active else ""
 
 
 class Compile(_Request):
@@ -61,7 +66,8 @@ class Run(_Request):
     step: bool = False
     where: Literal["here", "hosts"] = "here"
     faults: FaultRates = FaultRates()
-    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    timeout: Annotated[float, Field(gt=0, le=600)] | None = None
+    """Seconds the pass may take; None: RUN_TIMEOUT, and RUN_TIMEOUT_PER_GATE more a gate."""
 
 
 class Restart(_Request):

@@ -53,6 +53,10 @@ RENDER_INTERVAL = 0.25
 QUIET = 0.8
 """Seconds a stepped run may have nothing to deliver before the gates are asked who waits."""
 STEP_TIMEOUT = 3600.0
+RUN_TIMEOUT = 10.0
+RUN_TIMEOUT_PER_GATE = 0.05
+"""A pass's default timeout grows with its circuit: on a busy 2-core machine a 1,200-gate pass
+took 27 s, and the page's runs go up to a deployment's 65,000 gates."""
 MAX_DEPLOY = 10_000
 """Gates the page may deploy itself (a live deployment may be any size)."""
 TRACE_LIMIT = 200
@@ -356,7 +360,8 @@ class Session:
         inputs: Mapping[str, float] = request.inputs
         if request.example is not None:
             if request.example >= len(EXAMPLES):
-                raise ValueError(f"example {request.example}: there are {len(EXAMPLES)} (0 to {len(EXAMPLES) - 1})")
+                shown = request.example + 1  # the page and its links count from 1
+                raise ValueError(f"example {shown}: there are {len(EXAMPLES)} worked examples (1 to {len(EXAMPLES)})")
             example = EXAMPLES[request.example]
             source, inputs = example.source, request.inputs or example.inputs
         else:
@@ -421,7 +426,8 @@ class Session:
         self._dirty.set()
         self.touch("run")
         try:
-            view.result = await runner.run(inputs, timeout=STEP_TIMEOUT if request.step else request.timeout)
+            timeout = request.timeout or RUN_TIMEOUT + RUN_TIMEOUT_PER_GATE * len(circuit.gates)
+            view.result = await runner.run(inputs, timeout=STEP_TIMEOUT if request.step else timeout)
             view.status = "done"
         finally:
             if view.recorder is not None:

@@ -137,6 +137,17 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     expect(page.locator("#where-label")).to_contain_text("dup=1,delay=0-20ms", timeout=WAIT)
     expect(page.locator("#dup")).to_have_value("1")
     expect(page.locator("#delay")).to_have_value("20")
+    page.goto(server.url + "?example=1&faults=dup%3D0.25%2Cdelay%3D5-15ms%2Creorder%2Cseed%3D2&run=1")
+    expect(page.locator("#where-label")).to_contain_text("faults dup=0.25,delay=5-15ms,reorder,seed=2", timeout=WAIT)
+    expect(page.locator("#delay-from")).to_have_value("5")  # every part of the spec, none dropped
+    expect(page.locator("#reorder")).to_be_checked()
+    for link, where, said in (
+        ("?example=99&run=1", "#error", "example 99: there are 8 worked examples (1 to 8)"),  # as the link counts
+        ("?example=0&run=1", "#problem", "example=0: give the number of a worked example, from 1"),
+        ("?example=1&faults=dup%3D1%2Closs%3D2&run=1", "#problem", "faults: loss=2: the page knows drop=P, dup=P"),
+    ):
+        page.goto(server.url + link)
+        expect(page.locator(where)).to_contain_text(said, timeout=WAIT)
 
 
 def _sorted_equal(got: list[str], expected: list[str]) -> None:

@@ -7,10 +7,11 @@ import re
 import pytest
 from pydantic import BaseModel
 
+from gates.faults import Faults
 from gates.held import HELD_KEY, held_filter, held_topic, hold, is_held, real_topic
 from gates.protocol import Backward, ErrorCode, ErrorReport, Feed, Forward, GradReport, topic
 from gates.transport import encode
-from web.commands import Act, BadRequest, Run, parse_request
+from web.commands import Act, BadRequest, FaultRates, Run, parse_request
 from web.stepper import describe
 
 
@@ -79,3 +80,16 @@ def test_requests_are_validated_and_errors_name_the_field() -> None:
     ):
         with pytest.raises(BadRequest, match=rf"^bad request: .*{re.escape(said)}"):
             parse_request(bad)
+
+
+def test_the_pages_faults_are_spelled_as_faults_writes_them() -> None:
+    """What the page's run label and link say: only the faults that are on, `--faults`'s way,
+    which reads them back the same (a delay from A to B ms, a reorder)."""
+    assert FaultRates().text() == ""
+    assert FaultRates(drop=0.1, seed=7).text() == "drop=0.1,seed=7"  # not "dup=0,delay=0-0ms"
+    spelled = FaultRates(dup=0.25, delay_from_ms=5, delay_ms=15, reorder=True, seed=2).text()
+    assert spelled == "dup=0.25,delay=5-15ms,reorder,seed=2"
+    assert Faults.parse(spelled) == Faults(dup=0.25, delay_ms=(5, 15), reorder=True, seed=2)
+    assert FaultRates(reorder=True).text() == "reorder"
+    with pytest.raises(BadRequest, match=r"a delay from 20 ms to 5 ms: give the shorter first"):
+        parse_request('{"type": "run", "faults": {"delay_from_ms": 20, "delay_ms": 5}}')

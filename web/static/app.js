@@ -5,7 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "", readonly: "" };
-const PUBLISHING = ["run", "restart", "attach", "deliver-all", "step", "where", "drop", "dup", "delay", "seed"];
+const PUBLISHING = ["run", "restart", "attach", "deliver-all", "step", "where", "drop", "dup", "delay-from", "delay", "reorder", "seed"];
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -309,7 +309,14 @@ function inputs() {
 }
 
 function faults() {
-  return { drop: Number($("drop").value) || 0, dup: Number($("dup").value) || 0, delay_ms: Number($("delay").value) || 0, seed: Number($("seed").value) || 0 };
+  return {
+    drop: Number($("drop").value) || 0,
+    dup: Number($("dup").value) || 0,
+    delay_from_ms: Number($("delay-from").value) || 0,
+    delay_ms: Number($("delay").value) || 0,
+    reorder: $("reorder").checked,
+    seed: Number($("seed").value) || 0,
+  };
 }
 
 function formProblem() {
@@ -323,8 +330,11 @@ function formProblem() {
     const p = Number($(id).value || 0);
     if (!(p >= 0 && p <= 1)) return `${id}: give a probability from 0 to 1`;
   }
-  const delay = Number($("delay").value || 0);
-  if (!(delay >= 0 && delay <= 5000)) return "delay: give milliseconds from 0 to 5000";
+  const [from, to] = [Number($("delay-from").value || 0), Number($("delay").value || 0)];
+  if (!(from >= 0 && from <= 5000 && to >= 0 && to <= 5000)) return "delay: give milliseconds from 0 to 5000";
+  if (from > to) return `delay: from ${from} ms to ${to} ms; give the shorter first`;
+  const seed = Number($("seed").value || 0);
+  if (!(Number.isInteger(seed) && seed >= 0 && seed <= 2 ** 31)) return "seed: give a whole number from 0";
   return "";
 }
 
@@ -338,7 +348,8 @@ function faultsText() {
   const parts = [];
   if (f.drop) parts.push(`drop=${f.drop}`);
   if (f.dup) parts.push(`dup=${f.dup}`);
-  if (f.delay_ms) parts.push(`delay=0-${f.delay_ms}ms`);  // the page's delay is up to that many ms
+  if (f.delay_ms) parts.push(f.delay_from_ms === f.delay_ms ? `delay=${f.delay_ms}ms` : `delay=${f.delay_from_ms}-${f.delay_ms}ms`);
+  if (f.reorder) parts.push("reorder");
   if (f.seed) parts.push(`seed=${f.seed}`);
   return parts.join(",");
 }
@@ -368,15 +379,24 @@ function fromLink() {
   for (const [name, value] of params) if (!reserved.has(name)) state.values[name] = value;
   if (params.get("step") === "1") $("step").checked = true;
   if (params.get("where") === "hosts") $("where").value = "hosts";
-  const fields = { drop: "drop", dup: "dup", delay: "delay", seed: "seed" };
-  for (const part of (params.get("faults") || "").split(",")) {
+  const unknown = [];
+  for (const part of (params.get("faults") || "").split(",").filter(Boolean)) {  // as --faults writes them
     const [key, value] = part.split("=");
-    const number = key === "delay" ? (/^(?:[\d.]+-)?([\d.]+)ms$/.exec(value || "") || [])[1] : value;
-    if (fields[key] && number !== undefined) $(fields[key]).value = String(parseFloat(number) || 0);
+    const delay = key === "delay" ? /^(?:([\d.]+)-)?([\d.]+)ms$/.exec(value || "") : null;
+    if (delay) [$("delay-from").value, $("delay").value] = [delay[1] ?? delay[2], delay[2]];
+    else if (key === "reorder" && value === undefined) $("reorder").checked = true;
+    else if (["drop", "dup", "seed"].includes(key) && value !== undefined && Number.isFinite(Number(value))) $(key).value = value;
+    else unknown.push(part);
+  }
+  if (unknown.length) {
+    return handlers.problem({ message: `faults: ${unknown.join(", ")}: the page knows drop=P, dup=P, delay=A-Bms, reorder and seed=N` });
   }
   const expr = params.get("expr");
   const example = params.get("example");
   if (expr === null && example === null) return;
+  if (expr === null && !/^[1-9]\d*$/.test(example)) {
+    return handlers.problem({ message: `example=${example}: give the number of a worked example, from 1` });
+  }
   if (expr !== null) $("source").value = expr;
   else state.linkExample = Number(example) - 1;  // shown once the examples arrive
   if (params.get("run") === "1") {
@@ -420,7 +440,7 @@ function wire() {
     const e = state.examples[Number($("example").value)];
     if (e) showExample(e);
   });
-  for (const id of ["where", "drop", "dup", "delay", "seed"]) $(id).addEventListener("change", updateShare);
+  for (const id of ["where", "drop", "dup", "delay-from", "delay", "reorder", "seed"]) $(id).addEventListener("change", updateShare);
 }
 
 function showExample(e) {
