@@ -40,6 +40,10 @@ EventType = Literal[
     "send", "receive", "compute", "drop", "duplicate", "delay", "reorder", "cross", "host_lost", "timeout"
 ]
 Phase = Literal["feed", "forward", "backward", "report", "probe", "release", "status", "error"]
+ENDED_EARLY = "nothing is left to deliver"
+"""How a timeout event's note begins when a stepped run's wait ended before its time: not a timeout."""
+STEP_MODE_DROP = "dropped in step mode"
+"""The note of a drop a student made: the orchestrator's event, as the gates never hear of it."""
 
 
 UNSEEN = "its crossing was not seen"

@@ -93,13 +93,15 @@ class Explainer:
             self._told[run, msg.id] = self.count
         return self._numbered(msg.src, self._sentence(run, msg))
 
-    def dropped(self, msg: TraceMsg, run: str = "", late: float | None = None) -> str:
+    def dropped(self, msg: TraceMsg, run: str = "", late: float | None = None, *, by_student: bool = False) -> str:
         """The next numbered sentence, for a message the fault injector dropped, with the step
         that made it if no crossing has told that step yet (a forward value's never is: it is
         the step's only message). `late`: as fault's."""
         self.count += 1
         to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
-        dropped = f"the fault injector drops {self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}"
+        what = f"{self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}"
+        dropped = f"you drop {what} in step mode" if by_student else f"the fault injector drops {what}"
+        never = "it is never delivered" if by_student else "it never reaches the broker"
         gate = self.circuit.by_id.get(msg.src)
         computed = msg.phase == "forward" and msg.value is not None and gate is not None and gate.inputs
         told_late = self._late(run, (), late)
@@ -107,11 +109,11 @@ class Explainer:
             self._told[run, msg.id] = self.count
             assert msg.value is not None
             step = self._forward(run, msg.src, msg.value).partition("; sends ")[0]
-            return self._numbered(msg.src, f"{step}; {dropped}: it never reaches the broker{told_late}")
+            return self._numbered(msg.src, f"{step}; {dropped}: {never}{told_late}")
         if msg.phase == "backward" and gate is not None and gate.inputs and (run, msg.src) not in self._told_backward:
             step = self._backward_step(run, msg.src)  # else the drop would be told before the step that made it
-            return self._numbered(msg.src, f"{step}; {dropped}: it never reaches the broker{told_late}")
-        return self._numbered(msg.src, f"{dropped}: it never reaches the broker{told_late}")
+            return self._numbered(msg.src, f"{step}; {dropped}: {never}{told_late}")
+        return self._numbered(msg.src, f"{dropped}: {never}{told_late}")
 
     def fault(self, event: TraceEvent, late: float | None = None) -> str:
         """The next numbered sentence, for what went wrong without a message crossing: a delay or

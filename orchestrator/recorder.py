@@ -44,6 +44,7 @@ from gates.protocol import (
 )
 from gates.trace_records import (
     CLOCK_KEY,
+    STEP_MODE_DROP,
     UNSEEN,
     EventType,
     TraceBatch,
@@ -242,6 +243,14 @@ class Recorder:
             clock = self._clocks.get(run)
             if clock is not None:
                 self._local("host_lost", run, clock.tick(), gates=gates, note=f"host {host} {reason}")
+
+    def dropped(self, run: str, topic_name: str, message: Message) -> None:
+        """A student dropped `message` in step mode (web/stepper.py): the gates never hear of
+        it, so the orchestrator records the drop, as an injector's drop is recorded at its gate."""
+        clock = self._clocks.get(run)
+        fields = msg_fields(topic_name, message, self.dest(topic_name))
+        if clock is not None and fields is not None:
+            self._local("drop", run, clock.tick(), msg=fields, note=STEP_MODE_DROP)
 
     def _local(self, kind: EventType, run: str, stamp: Stamp, **fields: object) -> None:
         event: _Local = {"t_ns": time.time_ns(), "type": kind, "run": run, "node": ORCHESTRATOR, "host": self.host}
@@ -534,7 +543,7 @@ def explain_to(recorder: Recorder, say: Callable[[str], None], duplicated_by: st
         here = event.node != ORCHESTRATOR and event.host == "local"
         late = (time.time_ns() - event.t_ns) / 1e9 if here else None
         if event.type == "drop" and event.msg is not None:
-            say(explainer.dropped(event.msg, event.run, late))
+            say(explainer.dropped(event.msg, event.run, late, by_student=event.note == STEP_MODE_DROP))
         elif event.type in ("delay", "reorder", "host_lost", "timeout"):
             say(explainer.fault(event, late))
 

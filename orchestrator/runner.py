@@ -44,6 +44,7 @@ from gates.protocol import (
     parse_topic,
     topic,
 )
+from gates.trace_records import ENDED_EARLY
 from gates.transport import BrokerAddress, encode
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import host_problem
@@ -327,7 +328,7 @@ class Runner:
         """Ask the gates where the run stands, free their state, and say who it waits on."""
         probe = Probe(circuit=self.deployment, sender=ORCHESTRATOR, run=run)
         if self.recorder is not None:
-            why = "nothing is left to deliver" if pending.ended_early else f"no result after {timeout:g} s"
+            why = ENDED_EARLY if pending.ended_early else f"no result after {timeout:g} s"
             self.recorder.timeout(run, f"{why}; probing the gates")
         await self.publish(self._traced(run, [(topic(self.deployment, "control"), probe)]))
         try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from gates.protocol import BROKER, ORCHESTRATOR
-from gates.trace_records import TraceEvent
+from gates.trace_records import ENDED_EARLY, TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
@@ -494,12 +494,15 @@ def _dots(events: list[TraceEvent], where: dict[int, _Place], columns: dict[str,
                 )
                 covered.append((p.x + 6, p.y - 6, p.x + 8 + 5.5 * len(word), p.y + 4))
             case "timeout":
+                word = "stops waiting" if e.note.startswith(ENDED_EARLY) else "timeout"  # a stepped run, stuck
+                width = max(60.0, 12 + 6.0 * len(word))
                 out.append(
                     f'<g class="timeout"><title>{escape(_describe(e))}</title>'
-                    f'<rect class="timeout-box" x="{p.x + 4:.1f}" y="{p.y - 8:.1f}" width="60" height="16" rx="3"/>'
-                    f"{text(p.x + 34, p.y + 4, 'timeout', 'fault')}</g>"
+                    f'<rect class="timeout-box" x="{p.x + 4:.1f}" y="{p.y - 8:.1f}" width="{width:g}" height="16" '
+                    'rx="3"/>'
+                    f"{text(p.x + 4 + width / 2, p.y + 4, word, 'fault')}</g>"
                 )
-                covered.append((p.x + 4, p.y - 8, p.x + 64, p.y + 8))
+                covered.append((p.x + 4, p.y - 8, p.x + 4 + width, p.y + 8))
             case "host_lost":
                 out.append(
                     f'<g class="host-lost"><title>{escape(_describe(e))}</title>{_cross(p.x, p.y, "lost", 6)}'

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from broker.security import SecureDir
 from gates.errors import TransportError
 from gates.lifecycle import cancel_and_wait
-from gates.protocol import Message
+from gates.protocol import MESSAGE_ADAPTER, Message
 from gates.trace_records import TraceEvent
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
@@ -41,7 +41,7 @@ from web import render
 from web.commands import PUBLISHING, Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel, Watch
 from web.hosts import ClusterWatch, HostProcesses, broker_url_for
 from web.recording import WebRecorder
-from web.stepper import PHASES, Choice, Stepper
+from web.stepper import PHASES, Choice, Held, Stepper
 from web.targets import Place, Target, Targets
 from web.view import Client, RunView, compile_alone, compiled, stuck_message
 from web.watching import DeploymentWatch, Stage
@@ -95,7 +95,7 @@ class Session:
         self.view = RunView()
         self.versions = dict.fromkeys(PARTS, 1)
         self.clients: set[Client] = set()
-        self.stepper = Stepper(broker, lambda: self.touch("step"))
+        self.stepper = Stepper(broker, lambda: self.touch("step"), self._dropped)
         self.cluster = ClusterWatch(self.watch_broker, lambda: self.touch("cluster"))
         accounts = (lambda name: broker_url_for(broker, secure, name)) if secure is not None else None
         self.hosts = HostProcesses(broker, list(hosts), lambda: self.touch("cluster"), accounts) if hosts else None
@@ -241,10 +241,7 @@ class Session:
                     raise ValueError(f"step {index}: the run has {len(history)} choices")
                 self.start(self.last, replay=history[:index])
             case Act(type=action, id=message_id):
-                held = self.stepper.pending.get(message_id)
                 self.stepper.act(action, message_id)
-                if held is not None and action == "drop":  # the gates never hear of it: say it here
-                    self._say(f"you drop {held.label} in step mode: it is never delivered")
             case DeliverAll():
                 self.stepper.deliver_all()
             case HostAction(type="kill_host", name=name):
@@ -477,6 +474,12 @@ class Session:
             view.progress.crossed[event.msg.phase] += 1
             self.touch("progress")
         self._dirty.set()
+
+    def _dropped(self, held: Held) -> None:
+        """A message the student dropped: into the run's trace (and so its sentence and pictures)."""
+        recorder = self.view.recorder
+        if recorder is not None and held.run == self.stepper.run:
+            recorder.dropped(held.run, held.topic, MESSAGE_ADAPTER.validate_json(held.payload))
 
     def _say(self, sentence: str) -> None:
         self.view.say(sentence)

@@ -119,9 +119,13 @@ def describe(held_name: str, payload: bytes) -> tuple[str, str, str, str, float 
 class Stepper:
     """Holds the messages of the current held run; `serve()` keeps its connection."""
 
-    def __init__(self, broker: BrokerAddress, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, broker: BrokerAddress, on_change: Callable[[], None], on_drop: Callable[[Held], None] = lambda held: None
+    ) -> None:
         self.broker = broker
         self.on_change = on_change
+        self.on_drop = on_drop
+        """Told of every message dropped (by the student or a replay of their choices): no gate hears of it."""
         self.pending: dict[str, Held] = {}
         self.history: list[Choice] = []
         self.run: str | None = None
@@ -281,6 +285,8 @@ class Stepper:
             confirmed.add_done_callback(lambda done: self._unless_confirmed(done, held, choice))
         del self.pending[held.id]
         self.history.append(choice)
+        if action == "drop":
+            self.on_drop(held)
         if action == "duplicate":
             message_id, key = self._new_id_and_key(held.key.split(" #", 1)[0])
             self._list(replace(held, id=message_id, key=key, since=time.monotonic(), pinned=False, copy=True))

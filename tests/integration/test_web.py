@@ -332,8 +332,15 @@ def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hos
     expect(error).to_contain_text("nothing is left to deliver")
     expect(error).to_contain_text("mul(f) waits for input(s) add_1")
     log = page.locator("#log li")
-    expect(log.filter(has_text="you drop forward 3.00: add_1 \u2192 f in step mode")).to_have_count(1)
+    dropped = re.compile(
+        r"computes -2 \+ 5 = 3; you drop add\(add_1\)'s forward message \(add_1:\d+\) to mul\(f\) in step mode: "
+        r"it is never delivered$"
+    )
+    expect(log.filter(has_text=dropped)).to_have_count(1)  # with the step that computed it, as a fault's drop
     expect(log.filter(has_text="nothing is left to deliver; probing the gates")).to_have_count(1)
+    # drawn as dropped (a cross), and the end of the wait is not called a timeout
+    expect(page.locator("#lamport svg g.arrow.dropped")).to_have_count(1)
+    expect(page.locator("#lamport svg g.timeout text")).to_have_text("stops waiting")
     shot(page, "dropped-message")
 
 
