@@ -338,6 +338,9 @@ class Session:
             view.error = f"the server could not run that: {exc}"
         finally:
             if view is self.view and view.status != "stepping":  # a newer run's stepper is its own
+                left = [held.label for held in self.stepper.pending.values()]
+                if left and view.status == "done":  # a pinned second copy, say: it will never arrive
+                    self._say(f"the run is over; never delivered: {'; '.join(left)}")
                 self.stepper.close()  # over: what still waits can change nothing (the choices stay)
             self.touch("run")
             self.touch("step")

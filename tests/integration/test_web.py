@@ -367,6 +367,20 @@ def test_time_travel_replays_the_choices_up_to_a_step_then_lets_you_choose_again
     expect(page.locator('#deployment option[value^="run-"]')).to_have_count(0)  # the page's own is no live one
 
 
+def test_a_second_copy_pinned_to_the_end_is_said_never_delivered(page: Page, server: ServeProcess) -> None:
+    page.goto(server.url + QF_LINK + "&step=1")
+    expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
+    act(page, "feed orchestrator x", "duplicate")
+    eventually(lambda: _listed(page, "feed orchestrator x #2"))
+    pin = page.locator('#pending li[data-key="feed orchestrator x #2"] button.hold')
+    pin.click()  # pinned: it stays, and goes nowhere
+    expect(pin).to_have_text("unpin")
+    page.locator("#deliver-all").click()
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    never = "the run is over; never delivered: feed -2.00: orchestrator \u2192 x (second copy)"
+    expect(page.locator("#log li").filter(has_text=never)).to_have_count(1)
+
+
 def test_faults_from_the_page_apply_to_the_next_runs(page: Page, server: ServeProcess) -> None:
     page.goto(server.url + QF_LINK.replace("&run=1", ""))
     expect(page.locator("#inputs input[data-name=z]")).to_have_value("-4", timeout=WAIT)
