@@ -23,7 +23,7 @@ from xml.sax.saxutils import escape
 from gates.protocol import BROKER, ORCHESTRATOR
 from gates.trace_records import ENDED_EARLY, TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
-from viz.circuit import symbol
+from viz.circuit import MAX_GATES, symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
 from viz.wire_labels import Box, Point, Spots, beside, choose, up_normal
 
@@ -106,6 +106,11 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
         raise DrawError(f"run {chosen} has no events in this trace")
     if len(events) > MAX_EVENTS:
         raise DrawError(f"run {chosen} has {len(events)} events; the diagram stays readable up to {MAX_EVENTS}")
+    if len(trace.circuit.gates) > MAX_GATES:
+        raise DrawError(
+            f"{len(trace.circuit.gates)} gates: the diagram stays readable up to {MAX_GATES} (a line each); "
+            "`gatemesh export shiviz` writes the run for ShiViz, which shows any size"
+        )
     columns, hosts = _columns(trace, events)
     rows = _rows(events, columns)
     where = {id(e): _Place(_x(columns[e.node]), TOP + ROW * row) for e, row in zip(events, rows, strict=True)}
