@@ -309,7 +309,7 @@ def test_a_lamport_diagram_too_wide_to_read_is_refused_with_where_to_look_instea
     trace = read_trace(IMG / "qf.jsonl")
     wide = compile_source(" + ".join(f"x{i}" for i in range(31)))  # 61 gates: 31 inputs, 30 adds
     with pytest.raises(DrawError, match=r"^61 gates: the diagram stays readable up to 60 .*`gatemesh export shiviz`"):
-        draw_lamport(trace.model_copy(update={"circuit": wide}))
+        draw_lamport(trace.model_copy(update={"header": trace.header.model_copy(update={"circuit": wide})}))
 
 
 def test_events_of_another_trace_are_refused_and_a_run_without_events_is_not_drawn(
