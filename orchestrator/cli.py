@@ -8,6 +8,8 @@ status), `cli_secure` (secure ...), with what they share in `cli_common`.
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 
 import typer
 
@@ -34,5 +36,25 @@ app.add_typer(export_app, name="export")
 def main() -> None:
     """Entry point: gatemesh errors become one clear line on stderr and exit status 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:]
+    taken = _expression_taken_for_an_option(args)
+    if taken is not None:
+        mended = shlex.join(["gatemesh", *args[:taken], "--", *args[taken:]])
+        print(
+            f"error: {args[taken]} reads as an option; put -- before an expression that starts with '-': {mended}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     with one_error_path():
         app()
+
+
+def _expression_taken_for_an_option(args: list[str]) -> int | None:
+    """Where `-x*y` or `-(x+y)` comes before any `--`: the option parser would say "No such
+    option: -x"."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return None
+        if arg.startswith("-") and not arg.startswith("--") and any(c in arg for c in "*+/()"):
+            return i
+    return None

@@ -94,6 +94,16 @@ def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: st
     assert "Traceback" not in done.stderr
 
 
+def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
+    done = gatemesh("run", "-x*y", "x=1", "y=2")
+    assert done.returncode == 2  # a usage error, as the option parser's own
+    assert done.stderr == (
+        "error: -x*y reads as an option; put -- before an expression that starts with '-': "
+        "gatemesh run -- '-x*y' x=1 y=2\n"
+    )
+    assert gatemesh("run", "--", "-x*y", "x=1", "y=2", "--broker", "mqtt://127.0.0.1:1").stderr.count("-x*y") == 0
+
+
 def test_a_batch_too_wide_for_a_frame_is_refused_before_training(tmp_path: Path) -> None:
     """16 x 8,193 numbers leave the first layer of one copy: more than a frame carries."""
     data = tmp_path / "wide.csv"
