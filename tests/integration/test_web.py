@@ -212,10 +212,22 @@ def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServePro
     page.locator("#inputs input[data-name=y]").fill("abc")
     page.locator("#run").click()
     expect(page.locator("#problem")).to_have_text("y: abc is not a number", timeout=WAIT)
+    page.locator("#inputs input[data-name=y]").fill("1e400")
+    page.locator("#run").click()
+    expect(page.locator("#problem")).to_have_text("y: 1e400 is too large (a value must be finite)", timeout=WAIT)
     page.locator("#inputs input[data-name=y]").fill("3")
     page.locator("#drop").fill("2")
     page.locator("#run").click()
     expect(page.locator("#problem")).to_have_text("drop: give a probability from 0 to 1", timeout=WAIT)
+    page.locator("#drop").fill("0")
+    page.locator("#seed").fill("2.5")
+    page.locator("#run").click()
+    expect(page.locator("#problem")).to_have_text("seed: give a whole number from 0", timeout=WAIT)
+    page.locator("#seed").fill("0")
+    page.locator("#delay-from").fill("20")
+    page.locator("#delay").fill("5")
+    page.locator("#run").click()
+    expect(page.locator("#problem")).to_have_text("delay: from 20 ms to 5 ms; give the shorter first", timeout=WAIT)
 
 
 def test_a_page_of_another_origin_may_not_connect(server: ServeProcess) -> None:

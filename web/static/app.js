@@ -324,7 +324,9 @@ function formProblem() {
   for (const input of $("inputs").querySelectorAll("input")) {
     const name = input.dataset.name;
     if (input.value.trim() === "") return `give ${name} a value (every input needs one, even one the output never reads)`;
-    if (!Number.isFinite(Number(input.value))) return `${name}: ${input.value.trim()} is not a finite number`;
+    const number = Number(input.value);
+    if (Number.isNaN(number)) return `${name}: ${input.value.trim()} is not a number`;
+    if (!Number.isFinite(number)) return `${name}: ${input.value.trim()} is too large (a value must be finite)`;
   }
   for (const id of ["drop", "dup"]) {
     const p = Number($(id).value || 0);
