@@ -141,6 +141,9 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     expect(page.locator("#where-label")).to_contain_text("faults dup=0.25,delay=5-15ms,reorder,seed=2", timeout=WAIT)
     expect(page.locator("#delay-from")).to_have_value("5")  # every part of the spec, none dropped
     expect(page.locator("#reorder")).to_be_checked()
+    page.goto(server.url + "?expr=step*x&in%3Astep=2&x=3&run=1")  # an input named like one of the link's words
+    expect(page.locator("#value")).to_have_text("6", timeout=WAIT)
+    expect(page.locator("#share")).to_have_attribute("href", re.compile(r"[?&]in%3Astep=2&x=3&run=1$"))
     for link, where, said in (
         ("?example=99&run=1", "#error", "example 99: there are 8 worked examples (1 to 8)"),  # as the link counts
         ("?example=0&run=1", "#problem", "example=0: give the number of a worked example, from 1"),

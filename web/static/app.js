@@ -356,10 +356,17 @@ function faultsText() {
   return parts.join(",");
 }
 
+const LINK_WORDS = new Set(["expr", "run", "step", "where", "example", "faults"]);
+const INPUT_PREFIX = "in:";  // an input named like one of the link's own words: in:step=2 (no name has a ':')
+
 function updateShare() {
+  const share = $("share").parentElement;
+  share.hidden = $("source").value.trim() === "";  // a live deployment's run, say: no exercise to share
   const params = new URLSearchParams();
   params.set("expr", $("source").value);
-  for (const [name, value] of Object.entries(inputs())) params.set(name, String(value));
+  for (const [name, value] of Object.entries(inputs())) {
+    params.set(LINK_WORDS.has(name) ? INPUT_PREFIX + name : name, String(value));
+  }
   if ($("step").checked) params.set("step", "1");
   if ($("where").value === "hosts") params.set("where", "hosts");
   if (faultsText()) params.set("faults", faultsText());  // as --faults writes them
@@ -377,8 +384,10 @@ function compileSoon() {
 
 function fromLink() {
   const params = new URLSearchParams(location.search);
-  const reserved = new Set(["expr", "run", "step", "where", "example", "faults"]);
-  for (const [name, value] of params) if (!reserved.has(name)) state.values[name] = value;
+  for (const [name, value] of params) {
+    if (name.startsWith(INPUT_PREFIX)) state.values[name.slice(INPUT_PREFIX.length)] = value;
+    else if (!LINK_WORDS.has(name)) state.values[name] = value;
+  }
   if (params.get("step") === "1") $("step").checked = true;
   if (params.get("where") === "hosts") $("where").value = "hosts";
   const unknown = [];
