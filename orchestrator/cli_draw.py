@@ -96,8 +96,14 @@ def _circuit_svg(trace: Trace, run: str | None, step: int | None, max_gates: int
     chosen = trace.run_id(run)
     if not any(e.run == chosen for e in trace.events):  # (a live view draws a run before its first event)
         raise DrawError(f"run {chosen} has no events in this trace: nothing to draw")
+    _warn_if_cut_short(trace, chosen)
     state = state_at(trace, run, step)
     return draw_circuit(trace.circuit, state, caption=caption(trace, run, step), max_gates=max_gates)
+
+
+def _warn_if_cut_short(trace: Trace, run: str) -> None:
+    if why := trace.cut_short(run):
+        err.print(f"warning: {why}", highlight=False, soft_wrap=True)
 
 
 @draw_app.command("lamport")
@@ -110,6 +116,7 @@ def draw_lamport_command(
     check_writable("-o", output_file, (".svg",))
     recorded = read_trace(trace)
     chosen = recorded.run_id(run)
+    _warn_if_cut_short(recorded, chosen)
     title = caption(recorded, chosen)
     _write(output_file, draw_lamport(recorded, chosen, caption=title), "the Lamport diagram")
 

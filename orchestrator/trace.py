@@ -85,6 +85,23 @@ class Trace(BaseModel):
             raise TraceError(f"run {chosen!r} is not in this trace (runs: {', '.join(self.runs())})")
         return chosen
 
+    def cut_short(self, run: str | None = None) -> str:
+        """Why the events of a run the header says finished look incomplete ('' if they do not):
+        every leaf's gradient report reaches the orchestrator before a run finishes, so a file
+        without them was cut (by `head`, say) and its pictures would show the pass unfinished."""
+        chosen = self.run_id(run)
+        record = next((r for r in self.header.runs if r.run == chosen), None)
+        if record is None or record.result is None:
+            return ""
+        reported = {e.msg.src for e in self.of_run(chosen) if e.type == "receive" and e.msg and e.msg.phase == "report"}
+        leaves = len(self.circuit.leaves)
+        if len(reported) >= leaves:
+            return ""
+        return (
+            f"run {chosen} finished (value {record.result.value:g}), but this trace holds {len(reported)} of its "
+            f"{leaves} gradient reports: the file looks cut short, and the picture shows only what it holds"
+        )
+
     def runs(self) -> list[str]:
         return [r.run for r in self.header.runs] or list(dict.fromkeys(e.run for e in self.events))
 

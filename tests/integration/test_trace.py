@@ -295,6 +295,13 @@ def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -
     done = gatemesh("draw", "circuit", "--trace", str(path), "--step", "999", "-o", str(tmp_path / "x.svg"))
     assert done.returncode == 1
     assert "--step 999: the trace has 58 events" in done.stderr
+    (tmp_path / "cut.jsonl").write_text("".join(path.read_text().splitlines(keepends=True)[:5]))  # `head -5`
+    done = gatemesh("draw", "lamport", str(tmp_path / "cut.jsonl"), "-o", str(tmp_path / "cut.svg"))
+    assert done.returncode == 0, done.stderr
+    assert "finished (value -12), but this trace holds 0 of its 3 gradient reports: the file looks cut short" in (
+        " ".join(done.stderr.split())
+    )
+    assert "cut short" not in gatemesh("draw", "lamport", str(path), "-o", str(tmp_path / "whole.svg")).stderr
     (tmp_path / "bad.jsonl").write_text(path.read_text().replace('"lamport":', '"lamport":"x",', 1))
     done = gatemesh("export", "shiviz", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "x.log"))
     assert done.returncode == 1
