@@ -47,6 +47,16 @@ class NotAuthorised(Refused):
     is not up yet is worth waiting for; one that said no to these credentials is not."""
 
 
+CREDENTIALS_REFUSED = frozenset({4, 5, 134, 135})
+"""CONNACK codes that refuse the credentials: MQTT 3.1.1's 4 and 5, and paho's reason codes for
+them ("bad user name or password", "not authorized")."""
+
+
+def connack_refusal(message: str, code: int | None) -> Refused:
+    """The error for a CONNACK that said no with `code`: NotAuthorised for the credentials."""
+    return NotAuthorised(message) if code in CREDENTIALS_REFUSED else Refused(message)
+
+
 class SubscriptionRefused(Refused):
     """A SUBACK refused some of a SUBSCRIBE's filters (`filters`); the others were granted."""
 

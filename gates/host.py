@@ -131,9 +131,9 @@ class GateHost:
         """Gates whose retained assignment must be read before acting on them (see _on_assignment)."""
         self._follower: asyncio.Task[None] | None = None
         self._started_or_stopped = 0
+        """Gates started or stopped so far: the follower settles memory after a change (`_settle`)."""
         self._was_online = False
         """Online once at least: from then on a refusal is retried (the broker's accounts may be changing)."""
-        """Gates started or stopped so far: the follower settles memory after a change (`_settle`)."""
 
     def presence(self, state: str, reason: str = "") -> HostPresence:
         return HostPresence.model_validate(

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from gates.errors import ConnectionLost, NotAuthorised, ProtocolViolation, Refused, TransportError
+from gates.errors import ConnectionLost, ProtocolViolation, TransportError, connack_refusal
 from gates.mqtt_codec import (
     CONNACK,
     DISCONNECT,
@@ -61,8 +61,6 @@ CONNACK_REFUSALS = {
     4: "bad user name or password",
     5: "not authorised",
 }
-CREDENTIALS_REFUSED = (4, 5)
-"""The CONNACK codes that refuse the client's credentials (NotAuthorised)."""
 
 QoS = Literal[0, 1]
 Publication = tuple[str, bytes, bool]
@@ -163,7 +161,7 @@ class Session(asyncio.Protocol):
         if body[1] != 0:  # its size was checked on arrival
             session.close()
             msg = f"{broker} refused the connection: {CONNACK_REFUSALS.get(body[1], f'code {body[1]}')}"
-            raise NotAuthorised(msg) if body[1] in CREDENTIALS_REFUSED else Refused(msg)
+            raise connack_refusal(msg, body[1])
         session._ping = loop.call_later(keepalive, session._keep_alive)
         return session
 

@@ -27,11 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gates.errors import (
     ConnectionLost,
-    NotAuthorised,
-    Refused,
     SubscriptionRefused,
     TransportError,
     UnsupportedBroker,
+    connack_refusal,
 )
 
 QOS = 1
@@ -132,11 +131,6 @@ def client(
     return mqtt
 
 
-_CREDENTIALS_REFUSED = (4, 5, 134, 135)
-"""A CONNACK refusing the credentials: MQTT 3.1.1's codes 4 and 5, as paho may report them
-(its reason codes "bad user name or password" and "not authorized")."""
-
-
 @contextlib.contextmanager
 def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
     """Inside the block, aiomqtt's errors and timeouts become TransportErrors (httpx's pattern).
@@ -149,8 +143,7 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
         yield
     except MqttConnectError as exc:
         msg = f"{where} refused the connection: {exc}"
-        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
-        raise (NotAuthorised(msg) if code in _CREDENTIALS_REFUSED else Refused(msg)) from exc
+        raise connack_refusal(msg, exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc) from exc
     except aiomqtt.MqttError as exc:
         msg = f"{where}: {exc}"
         raise ConnectionLost(msg) from exc

@@ -94,9 +94,9 @@ class Explainer:
         return self._numbered(msg.src, self._sentence(run, msg))
 
     def dropped(self, msg: TraceMsg, run: str = "", late: float | None = None, *, by_student: bool = False) -> str:
-        """The next numbered sentence, for a message the fault injector dropped, with the step
-        that made it if no crossing has told that step yet (a forward value's never is: it is
-        the step's only message). `late`: as fault's."""
+        """The next numbered sentence, for a message the fault injector (or, `by_student`, a
+        student in step mode) dropped, with the step that made it if no crossing has told that
+        step yet (a forward value's never is: it is the step's only message). `late`: as fault's."""
         self.count += 1
         to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
         what = f"{self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}"

@@ -157,7 +157,6 @@ class Recorder:
         self.lost_hosts: set[str] = set()
         self._clocks: dict[str, Clock] = {}
         self._runs: dict[str, RunRecord] = {}
-        self._readers: dict[str, tuple[str, ...]] = {}
         self._received: set[tuple[str, str]] = set()
         self._ended: set[str] = set()
         self._dests: dict[str, tuple[str, ...]] = {}
@@ -179,7 +178,6 @@ class Recorder:
         self.deployment = deployment
         self.placement = {g.id: placement.get(g.id, "local") for g in circuit.gates}
         self.nodes = circuit.nodes
-        self._readers = circuit.readers
 
     def dest(self, topic_name: str) -> tuple[str, ...]:
         """Every node a message on `topic_name` is delivered to."""
@@ -196,7 +194,7 @@ class Recorder:
         if kind == "control":
             return tuple(g.id for g in self.circuit.gates)
         if kind == "fwd" and gate is not None:
-            return self._readers.get(gate, ())
+            return self.circuit.readers.get(gate, ())
         if kind in ("feed", "grad") and gate is not None:
             return (gate,)
         return (ORCHESTRATOR,)
