@@ -479,7 +479,12 @@ class Session:
         self._dirty.set()
 
     def _dropped(self, held: Held) -> None:
-        """A message the student dropped: into the run's trace (and so its sentence and pictures)."""
+        """A message the student dropped: into the run's trace (and so its sentence and pictures).
+        A duplicate's second copy is only said: the first was delivered, so the message was not
+        lost, and nothing a gate or the trace knows of changes."""
+        if held.copy:
+            self._say(f"you drop the second copy of {held.message}: the receiver keeps the first")
+            return
         recorder = self.view.recorder
         if recorder is not None and held.run == self.stepper.run:
             recorder.dropped(held.run, held.topic, MESSAGE_ADAPTER.validate_json(held.payload))
@@ -545,10 +550,11 @@ class Session:
 
     def stepped_run_is_stuck(self) -> bool:
         """The shown run is stepped and nothing can move it on: nothing waits to be delivered or
-        replayed, every message delivered has been received (a gate may be slow to handle one:
-        what it sends is still to come), and nothing changed for QUIET seconds."""
+        replayed or waits for the broker's acknowledgement, every message delivered has been
+        received (a gate may be slow to handle one: what it sends is still to come), and nothing
+        changed for QUIET seconds."""
         view, stepper = self.view, self.stepper
-        if view.status != "stepping" or not view.run or stepper.pending or stepper.replay:
+        if view.status != "stepping" or not view.run or not stepper.idle:
             return False
         if time.monotonic() - max(stepper.last_change, self._last_event) <= QUIET:
             return False

@@ -76,10 +76,15 @@ class Held:
     """The second copy a "duplicate" left waiting."""
 
     @property
-    def label(self) -> str:
+    def message(self) -> str:
+        """What the message is and where it goes, the same for both copies of a duplicate."""
         what = f"{self.phase} {num(self.number)}" if self.number is not None else self.phase
         port = f" (port {self.port})" if self.port is not None and self.phase == "backward" else ""
-        return f"{what}: {self.src} \u2192 {self.to}{port}" + (" (second copy)" if self.copy else "")
+        return f"{what}: {self.src} \u2192 {self.to}{port}"
+
+    @property
+    def label(self) -> str:
+        return self.message + (" (second copy)" if self.copy else "")
 
     def view(self) -> dict[str, object]:
         return {
@@ -92,6 +97,11 @@ class Held:
             "label": self.label,
             "pinned": self.pinned,
         }
+
+
+def _base(key: str) -> str:
+    """A key without its copy number: "forward add_1 add_1 #2" is a copy of "forward add_1 add_1"."""
+    return key.split(" #", 1)[0]
 
 
 def describe(held_name: str, payload: bytes) -> tuple[str, str, str, str, float | None, int | None] | None:
@@ -136,6 +146,8 @@ class Stepper:
         self.last_change = time.monotonic()
         self._ids = itertools.count(1)
         self._seen: Counter[str] = Counter()
+        self._unacknowledged = 0
+        """Deliveries the broker has not acknowledged yet: each may come back to wait again."""
         self._filters: set[str] = set()
         self._readers: Mapping[str, Sequence[str]] = {}
         self._session: Session | None = None
@@ -242,6 +254,12 @@ class Stepper:
         self.pending[held.id] = held
         self._touch()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits here, nothing is left to replay, and the broker has acknowledged every
+        delivery: only then can nothing the stepper does move the run on."""
+        return not self.pending and not self.replay and self._unacknowledged == 0
+
     def _read_by(self, gate: str) -> str:
         readers = self._readers.get(gate)
         return ", ".join(readers) if readers else f"the readers of {gate}"
@@ -276,30 +294,42 @@ class Stepper:
             self._touch()
             return
         choice = Choice(action, held.key, f"{action} {held.label}")
+        copy = None
+        if action == "duplicate":
+            message_id, key = self._new_id_and_key(_base(held.key))
+            copy = replace(held, id=message_id, key=key, since=time.monotonic(), pinned=False, copy=True)
         if action != "drop":
             session = self._session
             if session is None or session.lost.done():  # its publish would be queued on a dead connection
                 raise ConnectionLost(f"the stepper is not connected to the broker at {self.broker}")
             confirmed = session.publish(held.topic, held.payload, confirm=True)
             assert confirmed is not None, "the stepper's session is QoS 1"
-            confirmed.add_done_callback(lambda done: self._unless_confirmed(done, held, choice))
+            self._unacknowledged += 1
+            confirmed.add_done_callback(lambda done: self._unless_confirmed(done, held, choice, copy))
         del self.pending[held.id]
         self.history.append(choice)
         if action == "drop":
             self.on_drop(held)
-        if action == "duplicate":
-            message_id, key = self._new_id_and_key(held.key.split(" #", 1)[0])
-            self._list(replace(held, id=message_id, key=key, since=time.monotonic(), pinned=False, copy=True))
+        if copy is not None:
+            self._list(copy)
         else:
             self._touch()
 
-    def _unless_confirmed(self, done: asyncio.Future[None], held: Held, choice: Choice) -> None:
+    def _unless_confirmed(self, done: asyncio.Future[None], held: Held, choice: Choice, copy: Held | None) -> None:
         """A delivery the broker did not acknowledge before the connection went: it may never
         have arrived, so it waits again (and its choice is forgotten), to be delivered again.
+        A duplicate's second copy is taken back with it (and so is what was done with the copy).
         At worst a gate gets it twice, which changes nothing (gates/core.py)."""
+        self._unacknowledged -= 1
         if done.cancelled() or done.exception() is None or held.run != self.run:
             return
+        if not any(c is choice for c in self.history):
+            return  # forgotten already: a copy whose original was taken back
         self.history = [c for c in self.history if c is not choice]
+        if copy is not None:
+            self.pending.pop(copy.id, None)
+            self.history = [c for c in self.history if c.key != copy.key]
+            self._seen[_base(copy.key)] -= 1
         self.pending[held.id] = held
         self._touch()
 

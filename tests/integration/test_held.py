@@ -192,3 +192,39 @@ async def test_a_delivery_the_broker_never_acknowledged_waits_again(mosquitto_ur
         await waiting(held.stepper, "forward z z")  # z got its feed this time
         held.stepper.deliver_all()
         assert await run == QF_RESULT
+
+
+async def test_an_unacknowledged_duplicate_is_taken_back_with_its_copy(mosquitto_url: str) -> None:
+    """Into a silent link, a delivery is unacknowledged: until the broker says, the stepper is
+    not idle (the page would have called the run stuck and ended it). Cut, a duplicate waits
+    again and the second copy it listed goes too, what was done with the copy included (a replay
+    would have waited for that copy), and a new duplicate's copy is `#2` again."""
+    broker = BrokerAddress.parse(mosquitto_url)
+    async with relay(broker.host, broker.port) as link, held_qf(mosquitto_url, f"mqtt://127.0.0.1:{link.port}") as held:
+        run = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
+        z = await waiting(held.stepper, "feed orchestrator z")
+        link.silent = True
+        held.stepper.act("duplicate", z)
+        copy = await waiting(held.stepper, "feed orchestrator z #2")
+        held.stepper.act("deliver", copy)
+        await held.do("feed orchestrator x", "drop")
+        await held.do("feed orchestrator y", "drop")
+        assert held.stepper.pending == {}
+        assert not held.stepper.idle  # two deliveries await their PUBACK
+        link.silent = False
+        link.cut()
+        assert await waiting(held.stepper, "feed orchestrator z") == z
+        await settle()
+        assert [h.key for h in held.stepper.pending.values()] == ["feed orchestrator z"]
+        assert [c.label.split()[0] for c in held.stepper.history] == ["drop", "drop"]
+        async with asyncio.timeout(10):  # refused until the stepper has connected again
+            while True:
+                try:
+                    held.stepper.act("duplicate", z)
+                    break
+                except ConnectionLost:
+                    await asyncio.sleep(0.05)
+        assert [h.key for h in held.stepper.pending.values()] == ["feed orchestrator z #2"]
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run

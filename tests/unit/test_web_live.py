@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import pytest
 from pydantic import BaseModel
@@ -70,7 +71,7 @@ class SteppedRun:
         y, add = circuit.spec(circuit.by_id["y"]), circuit.spec(circuit.by_id["add_1"])
         self.y = GateCore(y, "c"), GateTracer("y", y.index, y.inputs, "c", "h1")
         self.add = GateCore(add, "c"), GateTracer("add_1", add.index, add.inputs, "c", "h1")
-        self.forward_topic, self.forward = "", b""
+        self.forward_topic, self.forward, self.held_topic = "", b"", ""
 
     def y_hears_its_feed(self) -> None:
         """The stepper delivered the feed; y sends its value to the held topic, then its events."""
@@ -85,6 +86,7 @@ class SteppedRun:
         )
         [(held_topic, forward)] = hold(sent)  # as a gate's HeldLink sends it
         self.forward_topic, self.forward = real_topic(held_topic) or "", encode(forward)
+        self.held_topic = held_topic
         self._publish(tracer.batch("r", facts))
 
     def stepper_delivers_y(self) -> None:
@@ -165,3 +167,27 @@ def test_second_copies_are_counted_apart_from_the_pass() -> None:
         {"phase": "report", "crossed": 3, "expected": 3},
     ]
     assert (seen["crossed"], seen["expected"], seen["copies"]) == (16, 16, 5)
+
+
+def test_dropping_a_second_copy_is_said_and_leaves_the_message_delivered() -> None:
+    """The first copy of a duplicate was delivered: dropping the second loses nothing. It was
+    recorded as a drop of the message itself, and told as "it is never delivered"."""
+    run = SteppedRun()
+    stepper = run.session.stepper
+    stepper.begin("r")
+    stepper._readers = run.circuit.readers  # what watching the deployment sets
+    run.y_hears_its_feed()
+    stepper._on_message(run.held_topic, run.forward)  # the stepper lists y's value
+    (first,) = stepper.pending.values()
+    copy = replace(first, id="m-copy", key=f"{first.key} #2", copy=True)  # what a duplicate lists
+    stepper.pending[copy.id] = copy
+    stepper.act("drop", copy.id)
+    assert (
+        run.session.view.sentences[-1]
+        == "you drop the second copy of forward 5.00: y \u2192 add_1: the receiver keeps the first"
+    )
+    assert [e for e in run.recorder.trace().events if e.type == "drop"] == []
+    stepper.act("drop", first.id)  # the message itself: into the trace, as the drop it is
+    (dropped,) = [e for e in run.recorder.trace().events if e.type == "drop"]
+    assert dropped.msg is not None
+    assert (dropped.msg.src, dropped.msg.value) == ("y", 5.0)
