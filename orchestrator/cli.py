@@ -39,9 +39,9 @@ def main() -> None:
     args = sys.argv[1:]
     taken = _expression_taken_for_an_option(args)
     if taken is not None:
-        mended = shlex.join(["gatemesh", *args[:taken], "--", *args[taken:]])
+        mended = shlex.join(["gatemesh", *args[:taken], f"({args[taken]})", *args[taken + 1 :]])
         print(
-            f"error: {args[taken]} reads as an option; put -- before an expression that starts with '-': {mended}",
+            f"error: {args[taken]} reads as an option; put an expression that starts with '-' in parentheses: {mended}",
             file=sys.stderr,
         )
         raise SystemExit(2)
@@ -50,11 +50,38 @@ def main() -> None:
 
 
 def _expression_taken_for_an_option(args: list[str]) -> int | None:
-    """Where `-x*y` or `-(x+y)` comes before any `--`: the option parser would say "No such
-    option: -x"."""
+    """Where an expression such as `-x*y`, `-x` or `-(x+y)` comes before any `--`: the option
+    parser would say "No such option: -x". Negative numbers (an option's value) and the
+    short options themselves (`-o FILE`, `-ofile`) are left to the parser."""
     for i, arg in enumerate(args):
         if arg == "--":
             return None
-        if arg.startswith("-") and not arg.startswith("--") and any(c in arg for c in "*+/()"):
-            return i
+        if not arg.startswith("-") or arg.startswith("--") or len(arg) < 2 or _is_number(arg):
+            continue
+        shorts = _short_options()
+        if arg in shorts or (arg[:2] in shorts and not any(c in arg for c in "*+-/()")):
+            continue
+        return i
     return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _short_options() -> set[str]:
+    """Every one-letter option of every command (`-b`, `-o`)."""
+    found: set[str] = set()
+    commands = [typer.main.get_command(app)]
+    while commands:
+        command = commands.pop()
+        for param in command.params:
+            found.update(
+                o for o in (*param.opts, *param.secondary_opts) if o.startswith("-") and not o.startswith("--")
+            )
+        commands.extend(getattr(command, "commands", {}).values())
+    return found

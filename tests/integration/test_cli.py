@@ -95,13 +95,22 @@ def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: st
 
 
 def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
-    done = gatemesh("run", "-x*y", "x=1", "y=2")
+    """The parser took `-x*y` for an option. The suggestion keeps every other argument where it
+    was, so an option after the expression stays an option (with `--` in front of the
+    expression, `--broker` became an argument)."""
+    down = ["--broker", "mqtt://127.0.0.1:1"]
+    done = gatemesh("run", "-x*y", "x=1", "y=2", *down)
     assert done.returncode == 2  # a usage error, as the option parser's own
     assert done.stderr == (
-        "error: -x*y reads as an option; put -- before an expression that starts with '-': "
-        "gatemesh run -- '-x*y' x=1 y=2\n"
+        "error: -x*y reads as an option; put an expression that starts with '-' in parentheses: "
+        "gatemesh run '(-x*y)' x=1 y=2 --broker mqtt://127.0.0.1:1\n"
     )
-    assert gatemesh("run", "--", "-x*y", "x=1", "y=2", "--broker", "mqtt://127.0.0.1:1").stderr.count("-x*y") == 0
+    followed = gatemesh("run", "(-x*y)", "x=1", "y=2", *down)
+    assert "cannot connect to mqtt://127.0.0.1:1" in followed.stderr  # compiled, and --broker read as one
+    for expression in ("-x", "-x-y"):
+        assert f"gatemesh run '({expression})' x=1" in gatemesh("run", expression, "x=1", "y=2", *down).stderr
+    negative = gatemesh("run", "x*y", "x=-1", "y=2", "--timeout", "-1", *down)
+    assert "reads as an option" not in negative.stderr  # a negative number is an option's value
 
 
 def test_a_batch_too_wide_for_a_frame_is_refused_before_training(tmp_path: Path) -> None:
