@@ -16,6 +16,8 @@ from gates.protocol import Finite, Name
 MAX_SOURCE = 200_000
 """Characters of source a request may carry (a 1,000-gate expression is ~10,000)."""
 MAX_INPUTS = 10_000
+MAX_RUN_TIMEOUT = 600.0
+"""The longest a pass from the page may take: given, or grown with its circuit (web/session.py)."""
 
 
 class _Request(BaseModel):
@@ -66,8 +68,8 @@ class Run(_Request):
     step: bool = False
     where: Literal["here", "hosts"] = "here"
     faults: FaultRates = FaultRates()
-    timeout: Annotated[float, Field(gt=0, le=600)] | None = None
-    """Seconds the pass may take; None: RUN_TIMEOUT, and RUN_TIMEOUT_PER_GATE more a gate."""
+    timeout: Annotated[float, Field(gt=0, le=MAX_RUN_TIMEOUT)] | None = None
+    """Seconds the pass may take; None: grown with the circuit (web/session.run_timeout)."""
 
 
 class Restart(_Request):

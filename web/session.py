@@ -38,7 +38,20 @@ from orchestrator.records import DeploymentHead
 from orchestrator.runner import REDEPLOY, Observer
 from viz.caption import formula
 from web import render
-from web.commands import PUBLISHING, Act, Compile, DeliverAll, HostAction, Refresh, Request, Restart, Run, Travel, Watch
+from web.commands import (
+    MAX_RUN_TIMEOUT,
+    PUBLISHING,
+    Act,
+    Compile,
+    DeliverAll,
+    HostAction,
+    Refresh,
+    Request,
+    Restart,
+    Run,
+    Travel,
+    Watch,
+)
 from web.hosts import ClusterWatch, HostProcesses, broker_url_for
 from web.recording import WebRecorder
 from web.stepper import PHASES, Choice, Held, Stepper
@@ -426,7 +439,7 @@ class Session:
         self._dirty.set()
         self.touch("run")
         try:
-            timeout = request.timeout or RUN_TIMEOUT + RUN_TIMEOUT_PER_GATE * len(circuit.gates)
+            timeout = request.timeout or run_timeout(len(circuit.gates))
             view.result = await runner.run(inputs, timeout=STEP_TIMEOUT if request.step else timeout)
             view.status = "done"
         finally:
@@ -559,6 +572,11 @@ class Session:
         if time.monotonic() - max(stepper.last_change, self._last_event) <= QUIET:
             return False
         return view.recorder is None or view.recorder.in_flight(view.run) == 0
+
+
+def run_timeout(gates: int) -> float:
+    """A pass's timeout when the page gives none: it grows with the circuit, up to MAX_RUN_TIMEOUT."""
+    return min(MAX_RUN_TIMEOUT, RUN_TIMEOUT + RUN_TIMEOUT_PER_GATE * gates)
 
 
 async def _stopped(tasks: set[asyncio.Task[None]]) -> None:

@@ -191,3 +191,9 @@ def test_dropping_a_second_copy_is_said_and_leaves_the_message_delivered() -> No
     (dropped,) = [e for e in run.recorder.trace().events if e.type == "drop"]
     assert dropped.msg is not None
     assert (dropped.msg.src, dropped.msg.value) == ("y", 5.0)
+
+
+def test_a_pass_from_the_page_waits_longer_for_a_bigger_circuit_but_not_forever() -> None:
+    assert web.session.run_timeout(3) == 10.15
+    assert web.session.run_timeout(1200) == 70.0
+    assert web.session.run_timeout(65_000) == 600.0  # as long as a timeout given may be (web/commands.py)
