@@ -60,7 +60,7 @@ class Run(_Request):
 
     type: Literal["run"]
     source: Annotated[str | None, Field(max_length=MAX_SOURCE)] = None
-    example: Annotated[int | None, Field(ge=0, le=100)] = None
+    example: Annotated[int | None, Field(ge=0)] = None
     deployment: Name | None = None
     inputs: Annotated[dict[Name, Finite], Field(max_length=MAX_INPUTS)] = Field(default_factory=dict)
     fill: Finite | None = None

@@ -130,6 +130,12 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     page.locator("#seed").dispatch_event("change")
     shared = re.compile(r"&where=hosts&faults=drop%3D0\.1%2Cseed%3D7&run=1$")  # how the exercise runs, too
     expect(page.locator("#share")).to_have_attribute("href", shared)
+    page.locator("#drop").fill("0")
+    page.locator("#drop").dispatch_event("change")  # a seed alone changes nothing: not in the link
+    expect(page.locator("#share")).to_have_attribute("href", re.compile(r"&where=hosts&run=1$"))
+    page.goto(server.url)
+    expect(page.locator("#example option")).not_to_have_count(0, timeout=WAIT)
+    expect(page.locator("#share")).to_be_hidden()  # nothing to share yet
     page.goto(server.url + "?example=1")  # an example by its number: shown, ready to run
     expect(page.locator("#example")).to_have_value("0", timeout=WAIT)
     expect(page.locator("#source")).to_have_value("x * y")
@@ -145,7 +151,7 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     expect(page.locator("#value")).to_have_text("6", timeout=WAIT)
     expect(page.locator("#share")).to_have_attribute("href", re.compile(r"[?&]in%3Astep=2&x=3&run=1$"))
     for link, where, said in (
-        ("?example=99&run=1", "#error", "example 99: there are 8 worked examples (1 to 8)"),  # as the link counts
+        ("?example=102&run=1", "#error", "example 102: there are 8 worked examples (1 to 8)"),  # as the link counts
         ("?example=0&run=1", "#problem", "example=0: give the number of a worked example, from 1"),
         ("?example=1&faults=dup%3D1%2Closs%3D2&run=1", "#problem", "faults: loss=2: the page knows drop=P, dup=P"),
     ):

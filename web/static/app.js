@@ -352,7 +352,7 @@ function faultsText() {
   if (f.dup) parts.push(`dup=${f.dup}`);
   if (f.delay_ms) parts.push(f.delay_from_ms === f.delay_ms ? `delay=${f.delay_ms}ms` : `delay=${f.delay_from_ms}-${f.delay_ms}ms`);
   if (f.reorder) parts.push("reorder");
-  if (f.seed) parts.push(`seed=${f.seed}`);
+  if (f.seed && parts.length) parts.push(`seed=${f.seed}`);  // with no fault on, a seed changes nothing
   return parts.join(",");
 }
 
