@@ -27,6 +27,7 @@ draw_app = typer.Typer(help="Pictures of a run (SVG): the CS231n circuit figure 
 export_app = typer.Typer(help="A traced run in other tools' formats.")
 
 OutOption = Annotated[Path, typer.Option("-o", "--out", help="the file to write")]
+MaxGatesOption = Annotated[int, typer.Option("--max-gates", min=1, help="refuse circuits larger than this")]
 RunOption = Annotated[str | None, typer.Option("--run", help="the run to show (default: the trace's last run)")]
 
 
@@ -55,7 +56,7 @@ def draw_circuit_command(
     broker: Annotated[
         str | None, typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="broker for a run (with inputs)")
     ] = None,
-    max_gates: Annotated[int, typer.Option("--max-gates", min=1, help="refuse circuits larger than this")] = MAX_GATES,
+    max_gates: MaxGatesOption = MAX_GATES,
 ) -> None:
     """The circuit as the CS231n notes draw it: values green above each wire, gradients red below.
 
@@ -111,6 +112,7 @@ def draw_lamport_command(
     trace: Annotated[Path, typer.Argument(help="a trace file (gatemesh run ... --trace FILE)")],
     output_file: OutOption = Path("run.svg"),
     run: RunOption = None,
+    max_gates: MaxGatesOption = MAX_GATES,
 ) -> None:
     """The space-time diagram: a line per gate (grouped by host), an arrow per message, faults marked."""
     check_writable("-o", output_file, (".svg",))
@@ -118,7 +120,7 @@ def draw_lamport_command(
     chosen = recorded.run_id(run)
     _warn_if_cut_short(recorded, chosen)
     title = caption(recorded, chosen)
-    _write(output_file, draw_lamport(recorded, chosen, caption=title), "the Lamport diagram")
+    _write(output_file, draw_lamport(recorded, chosen, caption=title, max_gates=max_gates), "the Lamport diagram")
 
 
 @export_app.command("shiviz")

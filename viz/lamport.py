@@ -97,7 +97,7 @@ class _Arrow:
         return f"{self.group}{text(at[0], at[1], self.label, self.label_css) if self.label else ''}</g>"
 
 
-def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> str:
+def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "", max_gates: int = MAX_GATES) -> str:
     """The diagram of `run` (the trace's last run by default) as a standalone SVG document."""
     chosen = trace.run_id(run)
     of_run = [e for e in trace.events if e.run == chosen]
@@ -106,10 +106,11 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "") -> 
         raise DrawError(f"run {chosen} has no events in this trace")
     if len(events) > MAX_EVENTS:
         raise DrawError(f"run {chosen} has {len(events)} events; the diagram stays readable up to {MAX_EVENTS}")
-    if len(trace.circuit.gates) > MAX_GATES:
+    if len(trace.circuit.gates) > max_gates:
         raise DrawError(
-            f"{len(trace.circuit.gates)} gates: the diagram stays readable up to {MAX_GATES} (a line each); "
-            "`gatemesh export shiviz` writes the run for ShiViz, which shows any size"
+            f"{len(trace.circuit.gates)} gates: the diagram stays readable up to {max_gates} (a line each); "
+            "`gatemesh export shiviz` writes the run for ShiViz, which shows any size (or raise the limit "
+            "with --max-gates)"
         )
     columns, hosts = _columns(trace, events)
     rows = _rows(events, columns)

@@ -319,6 +319,23 @@ def test_a_lamport_diagram_too_wide_to_read_is_refused_with_where_to_look_instea
         draw_lamport(trace.model_copy(update={"header": trace.header.model_copy(update={"circuit": wide})}))
 
 
+def test_a_lamport_diagram_past_the_limit_is_drawn_when_the_limit_is_raised(mosquitto_url: str, tmp_path: Path) -> None:
+    path, out = tmp_path / "wide.jsonl", tmp_path / "wide.svg"
+    wide = " + ".join(f"x{i}" for i in range(31))  # 61 gates: 31 inputs, 30 adds
+    done = gatemesh("run", wide, *(f"x{i}=1" for i in range(31)), "--broker", mosquitto_url, "--trace", str(path))
+    assert done.returncode == 0, done.stderr
+    refused = gatemesh("draw", "lamport", str(path), "-o", str(out))
+    assert refused.returncode == 1
+    assert "or raise the limit with --max-gates" in " ".join(refused.stderr.split())
+    drawn = gatemesh("draw", "lamport", str(path), "-o", str(out), "--max-gates", "61")
+    assert drawn.returncode == 0, drawn.stderr
+    arrows = [e for e in ET.fromstring(out.read_text()).iter() if {"msg", "forward"} <= set(e.get("class", "").split())]
+    crossed = [
+        e for e in read_trace(path).events if e.type == "cross" and e.msg is not None and e.msg.phase == "forward"
+    ]
+    assert len(arrows) == len(crossed) == 61  # every gate's value (the last add's to the orchestrator)
+
+
 def test_events_of_another_trace_are_refused_and_a_run_without_events_is_not_drawn(
     mosquitto_url: str, tmp_path: Path
 ) -> None:
