@@ -35,11 +35,17 @@ def formula(circuit: Circuit) -> str:
             return f"-{args[0]}"
         return f"{g.op}({', '.join(_bare(arg) for arg in args)})"
 
-    text_ = "; ".join(f"{_as_typed(gate, circuit)} = {_bare(written(gate, 0))}" for gate in [*named, circuit.output])
-    if len(text_) <= MAX_FORMULA:
-        return text_
-    name = "" if circuit.name == "circuit" else f" {circuit.name}"  # the name of every expression's circuit
-    return f"{circuit.output} = the circuit{name} ({len(circuit.gates)} gates)"
+    lines = [f"{_as_typed(gate, circuit)} = {_bare(written(gate, 0))}" for gate in [*named, circuit.output]]
+    whole = "; ".join(lines)
+    if len(whole) <= MAX_FORMULA:
+        return whole
+    size = f"{len(circuit.gates)} gates"
+    last = lines[-1]
+    if named and len(last) <= MAX_FORMULA:
+        stages = f"{len(named)} named stage{'s' if len(named) > 1 else ''}"
+        return f"{last}, after {stages} ({size})"
+    cut = last[: MAX_FORMULA - len(size) - 5].rsplit(" ", 1)[0]  # at a space: no name cut in two
+    return f"{cut} \u2026 ({size})"
 
 
 def _as_typed(gate: str, circuit: Circuit) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
+from orchestrator.examples import EXAMPLES
 from viz.caption import formula
 
 
@@ -24,9 +25,17 @@ def test_a_formula_keeps_the_stages_a_program_named(source: str, written: str) -
     assert formula(compile_source(source)) == written
 
 
-def test_a_long_formula_gives_way_to_the_circuits_size() -> None:
+def test_a_long_formula_is_cut_at_a_space_and_gives_the_circuits_size() -> None:
     circuit = compile_source(" + ".join(f"w{i} * x{i}" for i in range(12)))
-    assert formula(circuit) == f"f = the circuit ({len(circuit.gates)} gates)"
+    written = formula(circuit)
+    assert written == "f = (((((((((((w0 * x0) + (w1 * x1)) + (w2 * x2)) + (w3 * x3)) + \u2026 (47 gates)"
+    assert len(written) <= 80
+
+
+def test_a_long_program_shows_its_last_stage_and_how_many_came_before() -> None:
+    """The staged example read "f = the circuit (17 gates)": nothing of what it computes."""
+    circuit = compile_source(EXAMPLES[5].source)
+    assert formula(circuit) == "f = num * invden, after 7 named stages (17 gates)"
 
 
 def test_a_circuit_files_own_dotted_ids_stay_as_they_are() -> None:
