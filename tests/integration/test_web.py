@@ -136,6 +136,13 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     page.goto(server.url)
     expect(page.locator("#example option")).not_to_have_count(0, timeout=WAIT)
     expect(page.locator("#share")).to_be_hidden()  # nothing to share yet
+    page.goto(server.url + "?expr=x+y%20*%202&x=1&y=3&run=1")  # typed by hand: a plus is a plus
+    expect(page.locator("#value")).to_have_text("7", timeout=WAIT)
+    expect(page.locator("#share")).to_have_attribute("href", re.compile(r"^/\?expr=x%2By%20\*%202&x=1&y=3&run=1$"))
+    page.goto(server.url + "?example=5&run=1")  # the sigmoid neuron: a number as the sentences write it
+    expect(page.locator("#value")).to_have_text("0.731059", timeout=WAIT)
+    expect(page.locator("#value")).to_have_attribute("title", "0.7310585786300049")  # the exact one on hover
+    expect(page.locator('#grads tr[data-input="w0"] td.grad')).to_have_text("-0.196612")
     page.goto(server.url + "?example=1")  # an example by its number: shown, ready to run
     expect(page.locator("#example")).to_have_value("0", timeout=WAIT)
     expect(page.locator("#source")).to_have_value("x * y")

@@ -228,16 +228,21 @@ function showSvg(id, svg, note) {
 const MAX_GRAD_ROWS = 24;  // a 65,000-gate deployment may have thousands of inputs
 const MAX_INPUT_FIELDS = 40;  // past this, a deployment's inputs all take the "blank inputs" value
 
+function shown(number) {
+  // six significant digits, as the sentences write a number (%g); the exact one on hover
+  return typeof number === "number" ? String(Number(number.toPrecision(6))) : String(number);
+}
+
 function showResult(result) {
   const box = $("result");
   box.hidden = !result;
   if (!result) return box.replaceChildren();
   const grads = Object.entries(result.grads);
   const rows = grads.slice(0, MAX_GRAD_ROWS).map(([name, grad]) =>
-    el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), el("td", { class: "grad" }, String(grad))));
+    el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), el("td", { class: "grad", title: String(grad) }, shown(grad))));
   const more = grads.length > MAX_GRAD_ROWS ? [el("p", { class: "hint" }, `and ${grads.length - MAX_GRAD_ROWS} more gradients (gatemesh run --json prints them all)`)] : [];
   box.replaceChildren(
-    el("div", {}, "value = ", el("span", { class: "value", id: "value" }, String(result.value))),
+    el("div", {}, "value = ", el("span", { class: "value", id: "value", title: String(result.value) }, shown(result.value))),
     el("table", { id: "grads" }, el("tbody", {}, ...rows)),
     ...more,
   );
@@ -371,8 +376,9 @@ function updateShare() {
   if ($("where").value === "hosts") params.set("where", "hosts");
   if (faultsText()) params.set("faults", faultsText());  // as --faults writes them
   params.set("run", "1");
-  $("share").href = "/?" + params.toString();
-  const link = location.origin + "/?" + params.toString();
+  const query = params.toString().replaceAll("+", "%20");  // a space as %20: a '+' in a link is a '+' (fromLink)
+  $("share").href = "/?" + query;
+  const link = location.origin + "/?" + query;
   $("share").textContent = link.length > 90 ? link.slice(0, 87) + "…" : link;
 }
 
@@ -383,7 +389,8 @@ function compileSoon() {
 }
 
 function fromLink() {
-  const params = new URLSearchParams(location.search);
+  // ?expr=x+y means x+y, as typed (a form would have meant "x y"): the page's links write a space as %20
+  const params = new URLSearchParams(location.search.replaceAll("+", "%2B"));
   for (const [name, value] of params) {
     if (name.startsWith(INPUT_PREFIX)) state.values[name.slice(INPUT_PREFIX.length)] = value;
     else if (!LINK_WORDS.has(name)) state.values[name] = value;
