@@ -143,6 +143,8 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     expect(page.locator("#value")).to_have_text("0.731059", timeout=WAIT)
     expect(page.locator("#value")).to_have_attribute("title", "0.7310585786300049")  # the exact one on hover
     expect(page.locator('#grads tr[data-input="w0"] td.grad')).to_have_text("-0.196612")
+    page.goto(server.url + "?example=8&run=1")  # x * x
+    expect(page.locator("#summary")).to_contain_text("2 gates (input 1, mul 1), 2 edges, 1 input, in", timeout=WAIT)
     page.goto(server.url + "?example=1")  # an example by its number: shown, ready to run
     expect(page.locator("#example")).to_have_value("0", timeout=WAIT)
     expect(page.locator("#source")).to_have_value("x * y")
@@ -391,7 +393,7 @@ def test_time_travel_replays_the_choices_up_to_a_step_then_lets_you_choose_again
     shot(page, "time-travel")
     page.locator("#deliver-all").click()
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
-    expect(page.locator("#cluster-hosts")).to_contain_text("2 host(s) online")
+    expect(page.locator("#cluster-hosts")).to_contain_text("2 hosts online")
     expect(page.locator('#deployment option[value^="run-"]')).to_have_count(0)  # the page's own is no live one
 
 
@@ -517,7 +519,7 @@ def test_a_big_live_deployment_shows_a_summary_and_progress_not_every_gate(
         expect(page.locator("#summary")).to_contain_text(
             "5,000 gates (input 2,000, mul 1,000, tanh 1,000, add 999, sigmoid 1), 4,999 edges, 2,000 inputs"
         )
-        expect(page.locator("#summary")).to_contain_text(f"on 2 host(s): web{port}-h1 2,500, web{port}-h2 2,500")
+        expect(page.locator("#summary")).to_contain_text(f"on 2 hosts: web{port}-h1 2,500, web{port}-h2 2,500")
         expect(page.locator("#progress")).to_contain_text("14000 of 14000 messages", timeout=WAIT)
         expect(page.locator("#circuit-note")).to_contain_text("5000 gates")
         assert page.locator("#circuit svg, #lamport svg").count() == 0

@@ -145,7 +145,7 @@ const handlers = {
     if (!m.pending.length) list.append(el("li", { class: "empty hint" }, m.auto ? "delivering everything as it comes" : "nothing waits right now"));
     const replay = $("replaying");
     replay.hidden = !m.replaying.length;
-    replay.textContent = m.replaying.length ? `replaying: ${m.replaying.length} earlier choice(s) still to come, next: ${m.replaying[0]}` : "";
+    replay.textContent = m.replaying.length ? `replaying: ${counted(m.replaying.length, "earlier choice")} still to come, next: ${m.replaying[0]}` : "";
     const history = $("history");
     history.parentElement.hidden = !m.history.length;  // nothing to go back to outside step mode
     const told = JSON.stringify(m.history);
@@ -176,7 +176,7 @@ const handlers = {
     const online = m.hosts.filter((h) => h.state.startsWith("online"));
     $("cluster-hosts").replaceChildren(
       ...online.map((h) => el("li", {}, el("span", {}, h.name), el("span", { class: "state-online" }, h.state))),
-      el("li", { class: "hint" }, `${online.length} host(s) online on the broker, ${m.hosts.length - online.length} offline` + (m.error ? `; ${m.error}` : "")),
+      el("li", { class: "hint" }, `${counted(online.length, "host")} online on the broker, ${m.hosts.length - online.length} offline` + (m.error ? `; ${m.error}` : "")),
     );
     const select = $("deployment");
     const chosen = select.value;
@@ -222,7 +222,10 @@ function showSvg(id, svg, note) {
     box.innerHTML = svg.replace(/^<\?xml[^>]*>\s*/, "");  // made by viz/ on the server: no scripts
     box.scrollTop = keep;
   } else box.replaceChildren();
-  $(id + "-note").textContent = note || "";
+  const more = box.scrollHeight > box.clientHeight + 1 || box.scrollWidth > box.clientWidth + 1;
+  box.classList.toggle("more", more);
+  const scroll = more ? "scroll inside the box for the rest of the diagram" : "";
+  $(id + "-note").textContent = [note, scroll].filter(Boolean).join("; ");
 }
 
 const MAX_GRAD_ROWS = 24;  // a 65,000-gate deployment may have thousands of inputs
@@ -248,6 +251,11 @@ function showResult(result) {
   );
 }
 
+function counted(n, noun) {
+  // "1 input", "2 inputs", "65,000 gates"
+  return `${n.toLocaleString("en")} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 function showSummary(summary) {
   const box = $("summary");
   box.hidden = !summary;
@@ -256,9 +264,9 @@ function showSummary(summary) {
   const ops = Object.entries(summary.ops).map(([op, n]) => `${op} ${count(n)}`).join(", ");
   const hosts = Object.entries(summary.hosts);
   const where = hosts.length === 1 && hosts[0][0] === "local" ? "in the server's process"
-    : `on ${hosts.length} host(s): ` + hosts.map(([h, n]) => `${h} ${count(n)}`).join(", ");
-  box.textContent = `${count(summary.gates)} gates (${ops}), ${count(summary.edges)} edges, ${count(summary.inputs)} inputs, ` +
-    `${where}; ${count(summary.messages)} messages a pass`;
+    : `on ${counted(hosts.length, "host")}: ` + hosts.map(([h, n]) => `${h} ${count(n)}`).join(", ");
+  box.textContent = `${counted(summary.gates, "gate")} (${ops}), ${counted(summary.edges, "edge")}, ${counted(summary.inputs, "input")}, ` +
+    `${where}; ${counted(summary.messages, "message")} a pass`;
 }
 
 function showDeploymentInputs(deployment) {
