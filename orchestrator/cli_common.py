@@ -118,6 +118,11 @@ def seconds(value: float) -> float:
     return value
 
 
+TimeoutOption = Annotated[
+    float, typer.Option(callback=seconds, help="seconds before a run fails, naming the gates it waits on")
+]
+
+
 # -- checking what was given --------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from orchestrator.cli_common import (
     FaultsOption,
     OutputOption,
     PlacementOption,
+    TimeoutOption,
     broker_address,
     check_writable,
     compile_warned,
@@ -38,7 +39,6 @@ from orchestrator.cli_common import (
     parse_faults,
     print_line,
     print_result,
-    seconds,
     secure_dir,
 )
 from orchestrator.compiler import compile_source
@@ -73,9 +73,7 @@ def run(
         ),
     ] = None,
     output: OutputOption = None,
-    timeout: Annotated[
-        float, typer.Option(callback=seconds, help="seconds before a run fails, naming the gates it waits on")
-    ] = 10.0,
+    timeout: TimeoutOption = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help='print only {"value": ..., "grads": {...}}')] = False,
     deployed_name: Annotated[
         str | None, typer.Option("--deployed", help="run on this deployment (see `gatemesh deploy`); no SOURCE")
@@ -225,7 +223,7 @@ def compile_command(
     err.print(f"wrote {len(circuit.gates)} gates to {output_file} (inputs: {', '.join(circuit.inputs)})")
 
 
-def demo(broker: BrokerOption = None, timeout: float = 10.0) -> None:
+def demo(broker: BrokerOption = None, timeout: TimeoutOption = 10.0) -> None:
     """Run the CS231n notes' worked examples through the mesh, one after another."""
 
     async def all_examples() -> None:
