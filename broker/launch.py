@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
-from broker import security
+from broker import security, subscriptions
 
 MOSQUITTO_CONF = Path(__file__).with_name("mosquitto.conf")
 RELOAD_POLL = 0.05
@@ -172,19 +172,6 @@ def _reload_on_change(process: subprocess.Popen[bytes], watched: Path, stop: thr
             process.send_signal(signal.SIGHUP)
 
 
-class _Snapshots(dict[str, Any]):
-    """amqtt 0.12's table of subscriptions, iterated over a copy of its keys: the broker awaits
-    inside its loops over the table (sending a connecting client the retained messages of every
-    filter), so a client that subscribes meanwhile made it raise "dictionary changed size during
-    iteration" and drop the connecting client: a gate host under `gatemesh serve --hosts`."""
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(super().__iter__()))
-
-    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
-        return list(super().items())
-
-
 def _amqtt_config(host: str, port: int) -> dict[str, Any]:
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
@@ -200,7 +187,7 @@ async def embedded(port: int = 0, host: str = "127.0.0.1") -> AsyncIterator[str]
     for name in ("amqtt", "transitions"):  # its warnings are its own bookkeeping (a PUBACK it lost track of
         logging.getLogger(name).setLevel(logging.ERROR)  # under dup=1), which a learner takes for a failure
     broker = Broker(_amqtt_config(host, port))
-    broker._subscriptions = _Snapshots(broker._subscriptions)
+    subscriptions.adapt(broker)
     try:
         await broker.start()
     except Exception as exc:
