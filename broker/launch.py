@@ -180,14 +180,17 @@ def _amqtt_config(host: str, port: int) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def embedded(port: int = 0, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run the amqtt broker inside this event loop (MQTT 3.1.1); yields its URL."""
+async def embedded(port: int = 0, host: str = "127.0.0.1", *, mended: bool = True) -> AsyncIterator[str]:
+    """Run the amqtt broker inside this event loop (MQTT 3.1.1); yields its URL.
+
+    `mended`: with broker/subscriptions.py's mends (False: amqtt as it is, for bench/embedded.py)."""
     from amqtt.broker import Broker  # imported here: only the embedded path pays for it
 
     for name in ("amqtt", "transitions"):  # its warnings are its own bookkeeping (a PUBACK it lost track of
         logging.getLogger(name).setLevel(logging.ERROR)  # under dup=1), which a learner takes for a failure
     broker = Broker(_amqtt_config(host, port))
-    subscriptions.adapt(broker)
+    if mended:
+        subscriptions.adapt(broker)
     try:
         await broker.start()
     except Exception as exc:
