@@ -25,7 +25,7 @@ from gates.trace_records import ENDED_EARLY, TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import MAX_GATES, symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
-from viz.wire_labels import Box, Point, Spots, beside, choose, up_normal
+from viz.wire_labels import Box, Point, Spots, beside, choose, crossings, up_normal
 
 COLUMN = 104.0
 ROW = 22.0
@@ -123,7 +123,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "", max
     crossed_at = _crossed_at(of_run, rows)
     arrows = _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at)
     arrows += _unsent(of_run, where, columns, crossed_at, lost_at, bottom)
-    marks, covered = _dots(events, where, columns)
+    marks, covered = _dots(events, where, columns, [((a.a.x, a.a.y), (a.b.x, a.b.y)) for a in arrows])
     lifelines = [_x(column) for column in columns.values()]
     places = _label_places(arrows, covered, lifelines)
     body += [arrow.svg(at) for arrow, at in zip(arrows, places, strict=True)]
@@ -467,8 +467,11 @@ def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool)
     )
 
 
-def _dots(events: list[TraceEvent], where: dict[int, _Place], columns: dict[str, int]) -> tuple[list[str], list[Box]]:
-    """Each event's mark and Lamport number, and what they cover (an arrow's number keeps off)."""
+def _dots(
+    events: list[TraceEvent], where: dict[int, _Place], columns: dict[str, int], lines: list[tuple[Point, Point]]
+) -> tuple[list[str], list[Box]]:
+    """Each event's mark and Lamport number, and what they cover (an arrow's number keeps off).
+    A fault's words go on the side of its line that fewer arrows (`lines`) cross."""
     sent_from = {e.msg.id: e.node for e in events if e.type == "send" and e.msg is not None}
     out: list[str] = []
     covered: list[Box] = []
@@ -492,13 +495,13 @@ def _dots(events: list[TraceEvent], where: dict[int, _Place], columns: dict[str,
             case "drop" | "duplicate" | "delay" | "reorder":
                 words = {"drop": "drop", "duplicate": "dup \u00d72", "reorder": "reorder"}
                 word = f"+{e.delay_ms:.1f} ms" if e.type == "delay" and e.delay_ms is not None else words[e.type]
+                words_at, box = _words_beside(p, word, 7, lines)
                 out.append(
                     f"<g class={attr(f'fault {e.type}')}><title>{escape(_describe(e))}</title>"
                     f'<path class="cross" d="M{p.x - 3:.1f},{p.y:.1f} L{p.x:.1f},{p.y - 3:.1f} '
-                    f'L{p.x + 3:.1f},{p.y:.1f} L{p.x:.1f},{p.y + 3:.1f} Z"/>'
-                    f"{text(p.x + 7, p.y + 3, word, 'fault', anchor='start')}</g>"
+                    f'L{p.x + 3:.1f},{p.y:.1f} L{p.x:.1f},{p.y + 3:.1f} Z"/>{words_at}</g>'
                 )
-                covered.append((p.x + 6, p.y - 6, p.x + 8 + 5.5 * len(word), p.y + 4))
+                covered.append(box)
             case "timeout":
                 word = "stops waiting" if e.note.startswith(ENDED_EARLY) else "timeout"  # a stepped run, stuck
                 width = max(60.0, 12 + 6.0 * len(word))
@@ -510,12 +513,24 @@ def _dots(events: list[TraceEvent], where: dict[int, _Place], columns: dict[str,
                 )
                 covered.append((p.x + 4, p.y - 8, p.x + 4 + width, p.y + 8))
             case "host_lost":
+                words_at, box = _words_beside(p, e.note, 9, lines)
                 out.append(
                     f'<g class="host-lost"><title>{escape(_describe(e))}</title>{_cross(p.x, p.y, "lost", 6)}'
-                    f"{text(p.x + 9, p.y + 4, e.note, 'fault', anchor='start')}</g>"
+                    f"{words_at}</g>"
                 )
-                covered.append((p.x + 8, p.y - 5, p.x + 10 + 5.5 * len(e.note), p.y + 5))
+                covered.append(box)
     return out, covered
+
+
+def _words_beside(p: _Place, words: str, gap: float, lines: list[tuple[Point, Point]]) -> tuple[str, Box]:
+    """`words` right of an event's mark, or left of it if fewer arrows cross them there (a little
+    lower: the event's Lamport number sits above on the left): their <text> and their box."""
+    width = 5.5 * len(words) + 2
+    right = (p.x + gap - 1, p.y - 6, p.x + gap + width, p.y + 4)
+    left = (p.x - gap - width, p.y - 3, p.x - gap + 1, p.y + 7)
+    if crossings(left, lines) < crossings(right, lines):
+        return text(p.x - gap, p.y + 6, words, "fault", anchor="end"), left
+    return text(p.x + gap, p.y + 3, words, "fault", anchor="start"), right
 
 
 def _lamport(e: TraceEvent, p: _Place, columns: dict[str, int], sent_from: dict[str, str]) -> tuple[str, Box]:

@@ -170,6 +170,11 @@ class _Segments:
         return sum(_crosses(a, b, box) for a, b in near)
 
 
+def crossings(box: Box, segments: Iterable[tuple[Point, Point]]) -> int:
+    """How many of `segments` pass through `box`."""
+    return sum(_crosses(a, b, box) for a, b in segments)
+
+
 def _crosses(a: Point, b: Point, box: Box) -> bool:
     """Whether segment a-b passes through `box` (Liang and Barsky's clipping)."""
     low, high = 0.0, 1.0

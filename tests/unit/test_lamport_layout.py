@@ -9,6 +9,7 @@ from pathlib import Path
 
 from orchestrator.trace import read_trace
 from viz.lamport import draw_lamport
+from viz.wire_labels import crossings
 
 SVG = "{http://www.w3.org/2000/svg}"
 FAULTY = Path(__file__).parents[2] / "docs" / "img" / "faulty.jsonl"
@@ -59,3 +60,24 @@ def test_no_arrow_passes_through_an_event_it_is_not_about() -> None:
         if (distance := passes(arrow, mark)) is not None and distance < CLEAR
     )
     assert near == []
+
+
+def fault_words(svg: ET.Element) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """Each fault's words and their box (5.5 px a character, 10 px high over the baseline)."""
+    found = []
+    for t in svg.iter(f"{SVG}text"):
+        if t.get("class") == "fault" and t.text:
+            x, y, width = float(t.get("x", "0")), float(t.get("y", "0")), 5.5 * len(t.text)
+            left = x - width if t.get("text-anchor") == "end" else x
+            found.append((t.text, (left, y - 8, left + width, y)))
+    return found
+
+
+def test_no_arrow_crosses_the_words_of_a_fault() -> None:
+    """A delay's "+10.5 ms" was struck through by the arrows that pass its event: the words now
+    go on the side of the line that no arrow crosses (here, for every one of them)."""
+    svg = ET.fromstring(draw_lamport(read_trace(FAULTY)))
+    words = fault_words(svg)
+    assert len(words) >= 15
+    lines = [((x1, y1), (x2, y2)) for x1, y1, x2, y2 in arrows(svg)]
+    assert [text for text, box in words if crossings(box, lines)] == []
