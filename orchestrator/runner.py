@@ -58,6 +58,11 @@ log = logging.getLogger(__name__)
 
 PROBE_WINDOW = 0.5
 """Seconds a timed-out run waits for the gates' Status answers before naming them."""
+PROBE_WAIT_PER_GATE = 0.002
+"""Seconds more, a gate, it waits for those that have not answered yet (a big circuit on a slow
+broker: 1,200 gates on the embedded one answered after the window, and were said not to)."""
+SILENT_NAMED = 3
+"""Gates that did not answer a probe named one by one; more are counted in one line."""
 HOSTS_PREFIX = host_topic("")
 
 
@@ -70,6 +75,8 @@ class _Pending:
     waiting_for: set[str]
     grads: dict[str, float] = field(default_factory=dict)
     statuses: dict[str, Status] = field(default_factory=dict)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    """Every gate has answered the probe."""
     deadline: asyncio.Timeout | None = None
     ended_early: bool = False
     """Its wait was ended before its timeout (expire: a stepped run nothing is left to deliver to)."""
@@ -333,26 +340,14 @@ class Runner:
         await self.publish(self._traced(run, [(topic(self.deployment, "control"), probe)]))
         try:
             await asyncio.sleep(self.probe_window)
+            with contextlib.suppress(TimeoutError):  # the gates that have not answered: a while longer
+                async with asyncio.timeout(PROBE_WAIT_PER_GATE * len(self.circuit.gates)):
+                    await pending.answered.wait()
         except asyncio.CancelledError:  # cancelled while probing (a Restart): the gates may still forget it
             await self._release(run, lost_is_fine=True)
             raise
         await self._release(run)
-        stuck: list[str] = []
-        described: list[tuple[int, str]] = []
-        for g in self.circuit.order:
-            status = pending.statuses.get(g.id)
-            if status is not None and status.state == "finished":
-                if g.id in pending.waiting_for:  # done at the gate; its report is what went missing
-                    stuck.append(g.id)
-                    described.append((3, f"{g.op}({g.id}) finished, but its gradient report never arrived"))
-                continue
-            stuck.append(g.id)
-            described.append(
-                (_TELLING.get(status.state if status else None, 0), f"{g.op}({g.id}) {describe_status(status)}")
-            )
-        described.sort(key=lambda told: told[0])  # where the pass stopped first, then what waits on it
-        shown = "; ".join(text for _, text in described[:8])
-        shown += f"; and {len(described) - 8} more" if len(described) > 8 else ""
+        stuck, shown = _standing(self.circuit, pending)
         return RunTimeout(f"run {run} did not finish within {timeout:g} s; not finished: {shown}", run, stuck)
 
     # -- incoming messages ----------------------------------------------------------------
@@ -488,7 +483,10 @@ class Runner:
                 if not pending.waiting_for and not pending.done.done():
                     pending.done.set_result(None)
             case Status(run=run) if run in self._pending:
-                self._pending[run].statuses[message.sender] = message
+                statuses = self._pending[run].statuses
+                statuses[message.sender] = message
+                if len(statuses) == len(self.circuit.gates):
+                    self._pending[run].answered.set()
             case ErrorReport(run=run) if run in self._pending and message.code in RUN_FAILING_CODES:
                 self._pending[run].fail(
                     GateFailed(
@@ -506,6 +504,34 @@ _TELLING: dict[str | None, int] = {None: 0, "waiting_inputs": 1, "unknown": 2, "
 answer, then one still waiting for a value (it names the input that did not come); a gate that
 never heard of the run is often only downstream of it; a lost report (3); the gates that wait
 for gradients are only waiting for the rest of the pass."""
+
+
+def _standing(circuit: Circuit, pending: _Pending) -> tuple[list[str], str]:
+    """The gates a timed-out run waits on (in the circuit's order), and where they stand in words:
+    where the pass stopped first, then what waits on it, at most eight."""
+    stuck: list[str] = []
+    described: list[tuple[int, str]] = []
+    silent = [g for g in circuit.order if g.id not in pending.statuses]
+    grouped = len(silent) > SILENT_NAMED  # answers lost (a fault injector's), not a dead gate each: one line
+    if grouped:
+        named = ", ".join(f"{g.op}({g.id})" for g in silent[:SILENT_NAMED])
+        described.append((0, f"{len(silent)} gates did not answer ({named} and {len(silent) - SILENT_NAMED} more)"))
+    for g in circuit.order:
+        status = pending.statuses.get(g.id)
+        if status is not None and status.state == "finished":
+            if g.id in pending.waiting_for:  # done at the gate; its report is what went missing
+                stuck.append(g.id)
+                described.append((3, f"{g.op}({g.id}) finished, but its gradient report never arrived"))
+            continue
+        stuck.append(g.id)
+        if status is None and grouped:
+            continue
+        described.append(
+            (_TELLING.get(status.state if status else None, 0), f"{g.op}({g.id}) {describe_status(status)}")
+        )
+    described.sort(key=lambda told: told[0])
+    shown = "; ".join(text for _, text in described[:8])
+    return stuck, shown + (f"; and {len(described) - 8} more" if len(described) > 8 else "")
 
 
 def describe_status(status: Status | None) -> str:

@@ -15,6 +15,7 @@ import pytest
 
 from gates.faults import Faults
 from gates.transport import BrokerAddress, client
+from orchestrator import runner as runner_module
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
 from orchestrator.errors import RunTimeout
@@ -187,3 +188,20 @@ async def test_hosts_with_faults_give_identical_results(mosquitto_url: str) -> N
         for host in hosts:
             host.stop()
     assert all(result == evaluate(circuit, case) for case, result in zip(cases, results, strict=True))
+
+
+async def test_gates_that_answer_the_probe_late_are_waited_for(
+    mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every gate's messages wait 400 ms, its answer to the probe too: past the 0.1 s window,
+    the runner waits on for the gates that have not answered (here up to 0.3 s a gate), so the
+    timeout says where each stands instead of "did not answer" (1,200 gates on the embedded
+    broker answered after the window)."""
+    monkeypatch.setattr(runner_module, "PROBE_WAIT_PER_GATE", 0.3)
+    broker = BrokerAddress.parse(mosquitto_url)
+    async with in_process(compile_source("q = x + y; f = q * z"), broker, faults=Faults.parse("delay=400ms")) as runner:
+        runner.probe_window = 0.1
+        with pytest.raises(RunTimeout) as failed:
+            await runner.run({"x": -2, "y": 5, "z": -4}, timeout=0.2)
+    assert "did not answer" not in str(failed.value)
+    assert "mul(f) has not heard of the run" in str(failed.value)
