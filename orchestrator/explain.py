@@ -55,6 +55,8 @@ class Explainer:
         self._values: dict[str, dict[str, float]] = defaultdict(dict)
         self._grads_in: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
         self._told_backward: set[tuple[str, str]] = set()
+        self._told_reports: set[tuple[str, str]] = set()
+        """(run, gate) whose report's step a fault told before the report crossed."""
         self._told: dict[tuple[str, str], int] = {}
         """(run, message id) of every message told -> its sentence's number: a second copy is told
         as one, and counts for nothing; a fault told after its message says so."""
@@ -127,12 +129,15 @@ class Explainer:
             case "delay" if msg is not None:
                 copy = f", {event.note}" if event.note else ""  # which copy of a duplicated message
                 sentence = (
-                    f"the fault injector holds {self.label(msg.src)}'s {msg.phase} message ({msg.id}{copy}) back "
-                    f"{event.delay_ms or 0:.1f} ms before sending it"
+                    f"{self._untold_step(event.run, msg)}the fault injector holds {self.label(msg.src)}'s {msg.phase} "
+                    f"message ({msg.id}{copy}) back {event.delay_ms or 0:.1f} ms before sending it"
                 )
             case "reorder":
                 order = join(list(event.order or ("(none)",)))
-                sentence = f"the fault injector sends {self.label(event.node)}'s messages in another order: {order}"
+                step = self._untold_backward(event.run, event.node)
+                sentence = (
+                    f"{step}the fault injector sends {self.label(event.node)}'s messages in another order: {order}"
+                )
             case "host_lost":
                 gone = join([self.label(g) for g in event.gates or ()] or ["no gate"])
                 sentence = f"the orchestrator hears that {event.note}: {gone} went with it, and their state"
@@ -141,6 +146,23 @@ class Explainer:
             case _:
                 sentence = f"{event.type} at {self.label(event.node)}" + (f": {event.note}" if event.note else "")
         return self._numbered(event.node, sentence + self._late(event.run, ids, late))
+
+    def _untold_step(self, run: str, msg: TraceMsg) -> str:
+        """The step that made a gradient or a report held back before its crossing told that step
+        (a gate's last step: its events come right after it, before what it held back), with "; "."""
+        if msg.phase == "report" and (run, msg.src) not in self._told_reports and (run, msg.id) not in self._told:
+            self._told_reports.add((run, msg.src))
+            return f"{self._report(run, msg.src, msg.grad or 0.0)}; "
+        if msg.phase == "backward":
+            return self._untold_backward(run, msg.src)
+        return ""
+
+    def _untold_backward(self, run: str, gate: str) -> str:
+        """A gate's backward step if it has had gradients and no crossing has told the step, with "; "."""
+        g = self.circuit.by_id.get(gate)
+        if g is None or not g.inputs or (run, gate) in self._told_backward or not self._grads_in[run].get(gate):
+            return ""
+        return f"{self._backward_step(run, gate)}; "
 
     def _late(self, run: str, ids: Sequence[str], late: float | None) -> str:
         """Why a gate's fault is told after sentences it came before: its events reach the
@@ -179,9 +201,12 @@ class Explainer:
                 )
             case "backward" if known:
                 return self._backward(run, sender, msg.port or 0, grad)
+            case "report" if (run, sender) in self._told_reports:
+                out = self.circuit.output
+                reports = f"reports d{out}/d{sender} = {num(grad)} to the orchestrator"
+                return f"{self.label(sender)} {reports} (same step as above)"
             case "report":
-                got, out = self._got(run, sender), self.circuit.output
-                return f"{self.label(sender)} got {got}; reports d{out}/d{sender} = {num(grad)} to the orchestrator"
+                return self._report(run, sender, grad)
             case "error":
                 code, _, reason = msg.note.partition(": ")
                 return f"{self.label(sender)} reports an error ({code}): {reason}"
@@ -192,6 +217,10 @@ class Explainer:
             case "release":
                 return f"{self.label(sender)} tells every gate to forget the run (a release)"
         return f"{sender} sends a {msg.phase} message"
+
+    def _report(self, run: str, sender: str, grad: float) -> str:
+        got, out = self._got(run, sender), self.circuit.output
+        return f"{self.label(sender)} got {got}; reports d{out}/d{sender} = {num(grad)} to the orchestrator"
 
     def _forward(self, run: str, sender: str, value: float) -> str:
         self._values[run][sender] = value

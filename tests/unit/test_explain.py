@@ -7,7 +7,7 @@ from collections import deque
 from pydantic import BaseModel
 
 from gates.core import GateCore
-from gates.protocol import ORCHESTRATOR, Backward, Feed, Forward, Message, topic
+from gates.protocol import ORCHESTRATOR, Backward, Feed, Forward, GradReport, Message, topic
 from gates.trace_records import TraceEvent, TraceMsg, msg_fields
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
@@ -233,4 +233,39 @@ def test_a_dropped_forward_value_is_told_with_the_step_that_computed_it() -> Non
     assert explainer.dropped(dropped, "r") == (
         "  6. add(q) got -2 from x and 5 from y; computes -2 + 5 = 3; "
         "the fault injector drops add(q)'s forward message (q:7) to mul(f): it never reaches the broker"
+    )
+
+
+def test_a_gradient_or_a_report_held_back_is_told_with_the_step_that_made_it() -> None:
+    """A gate's events come right after its last step, before what the injector held back: the
+    delay was told before the step that made the message ("holds mul(f)'s backward message back",
+    then "mul(f) got grad 1 ..."). The delay now tells the step, and the crossing after it says
+    it is the same step."""
+    circuit = compile_source("q = x + y; f = q * z")
+    carried = one_pass(circuit, {"x": -2, "y": 5, "z": -4})
+    explainer = Explainer(circuit)
+    first_of_f = next(i for i, (_, m) in enumerate(carried) if isinstance(m, Backward) and m.sender == "f")
+    for name, message in carried[:first_of_f]:
+        explainer.explain(name, message)
+    at = {"t_ns": 1, "run": "r", "host": "local", "lamport": 9, "vc": {"f": 9}}
+    to_z = TraceMsg(id="f:9", src="f", dest=("z",), phase="backward", topic=topic("c", "grad", "z"), grad=3.0, port=1)
+    held = TraceEvent.model_validate({**at, "node": "f", "type": "delay", "msg": to_z, "delay_ms": 13.3})
+    assert explainer.fault(held) == (
+        f"{first_of_f + 1:>3}. mul(f) got grad 1 from the orchestrator; local grads [-4, 3]; sends -4 to add(q) "
+        "and 3 to z; the fault injector holds mul(f)'s backward message (f:9) back 13.3 ms before sending it"
+    )
+    rest = carried[first_of_f:]
+    for name, message in rest[:2]:  # f's two gradients cross
+        assert explainer.explain(name, message).endswith("(same step as above)")
+    report = next(m for _, m in rest if isinstance(m, GradReport) and m.sender == "z")
+    sent = msg_fields(topic("c", "report", "z"), report, stamped=False)
+    assert sent is not None
+    late_report = TraceMsg.model_validate({**sent, "id": "z:12"})
+    z_held = TraceEvent.model_validate({**at, "node": "z", "type": "delay", "msg": late_report, "delay_ms": 12.3})
+    assert explainer.fault(z_held).endswith(
+        ". z got grad 3 from mul(f); reports df/dz = 3 to the orchestrator; "
+        "the fault injector holds z's report message (z:12) back 12.3 ms before sending it"
+    )
+    assert explainer.explain(topic("c", "report", "z"), report).endswith(
+        ". z reports df/dz = 3 to the orchestrator (same step as above)"
     )
