@@ -52,6 +52,7 @@ from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLos
 from orchestrator.recorder import Recorder
 from orchestrator.reference import check_inputs
 from orchestrator.result import RunResult
+from orchestrator.standing import standing
 from orchestrator.tap import Tap
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,6 @@ PROBE_WINDOW = 0.5
 PROBE_WAIT_PER_GATE = 0.002
 """Seconds more, a gate, it waits for those that have not answered yet (a big circuit on a slow
 broker: 1,200 gates on the embedded one answered after the window, and were said not to)."""
-SILENT_NAMED = 3
-"""Gates that did not answer a probe named one by one; more are counted in one line."""
 HOSTS_PREFIX = host_topic("")
 
 
@@ -347,7 +346,7 @@ class Runner:
             await self._release(run, lost_is_fine=True)
             raise
         await self._release(run)
-        stuck, shown = _standing(self.circuit, pending)
+        stuck, shown = standing(self.circuit, pending.statuses, pending.waiting_for)
         return RunTimeout(f"run {run} did not finish within {timeout:g} s; not finished: {shown}", run, stuck)
 
     # -- incoming messages ----------------------------------------------------------------
@@ -499,50 +498,6 @@ class Runner:
 
 REDEPLOY = "; redeploy with `gatemesh deploy` onto live hosts"
 """What a lost host's error advises at a terminal (the web page has its own way back)."""
-_TELLING: dict[str | None, int] = {None: 0, "waiting_inputs": 1, "unknown": 2, "waiting_grads": 4}
-"""How much a gate's standing says about where a run stopped (less first): a gate that did not
-answer, then one still waiting for a value (it names the input that did not come); a gate that
-never heard of the run is often only downstream of it; a lost report (3); the gates that wait
-for gradients are only waiting for the rest of the pass."""
-
-
-def _standing(circuit: Circuit, pending: _Pending) -> tuple[list[str], str]:
-    """The gates a timed-out run waits on (in the circuit's order), and where they stand in words:
-    where the pass stopped first, then what waits on it, at most eight."""
-    stuck: list[str] = []
-    described: list[tuple[int, str]] = []
-    silent = [g for g in circuit.order if g.id not in pending.statuses]
-    grouped = len(silent) > SILENT_NAMED  # answers lost (a fault injector's), not a dead gate each: one line
-    if grouped:
-        named = ", ".join(f"{g.op}({g.id})" for g in silent[:SILENT_NAMED])
-        described.append((0, f"{len(silent)} gates did not answer ({named} and {len(silent) - SILENT_NAMED} more)"))
-    for g in circuit.order:
-        status = pending.statuses.get(g.id)
-        if status is not None and status.state == "finished":
-            if g.id in pending.waiting_for:  # done at the gate; its report is what went missing
-                stuck.append(g.id)
-                described.append((3, f"{g.op}({g.id}) finished, but its gradient report never arrived"))
-            continue
-        stuck.append(g.id)
-        if status is None and grouped:
-            continue
-        described.append(
-            (_TELLING.get(status.state if status else None, 0), f"{g.op}({g.id}) {describe_status(status)}")
-        )
-    described.sort(key=lambda told: told[0])
-    shown = "; ".join(text for _, text in described[:8])
-    return stuck, shown + (f"; and {len(described) - 8} more" if len(described) > 8 else "")
-
-
-def describe_status(status: Status | None) -> str:
-    """Where a gate stands in a run, from its answer to a probe (None: it did not answer)."""
-    if status is None:
-        return "did not answer"
-    if status.state == "waiting_inputs":
-        return f"waits for input(s) {', '.join(status.missing_inputs)}"
-    if status.state == "waiting_grads":
-        return f"has {status.grads_received} of {status.grads_expected} gradient(s)"
-    return "has not heard of the run"
 
 
 @contextlib.asynccontextmanager

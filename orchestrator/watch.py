@@ -30,7 +30,8 @@ from orchestrator.cluster import DeploymentRecord
 from orchestrator.errors import RunError
 from orchestrator.recorder import Recorder
 from orchestrator.result import RunResult
-from orchestrator.runner import Runner, _Pending, describe_status
+from orchestrator.runner import Runner, _Pending
+from orchestrator.standing import describe_status
 
 WATCHED = 8
 """Runs followed at once, at most: when another starts, the oldest is forgotten."""

@@ -13,7 +13,8 @@ from gates.protocol import Status
 from gates.transport import BrokerAddress
 from orchestrator.compiler import compile_source
 from orchestrator.errors import ConnectionLost
-from orchestrator.runner import Runner, _Pending, _standing
+from orchestrator.runner import Runner
+from orchestrator.standing import standing
 
 
 class SilentSession:
@@ -46,28 +47,20 @@ def test_a_connection_lost_during_the_probe_is_a_lost_connection() -> None:
     assert isinstance(lost, ConnectionLost), repr(lost)
 
 
-def _pending(answers: dict[str, Status]) -> _Pending:
-    loop = asyncio.new_event_loop()
-    try:
-        pending = _Pending(loop.create_future(), loop.create_future(), {"x0", "x1", "x2", "x3", "x4"})
-    finally:
-        loop.close()
-    pending.statuses.update(answers)
-    return pending
-
-
 def test_many_gates_that_did_not_answer_are_one_line_and_where_the_pass_stopped_still_shows() -> None:
     """Under drop faults a 1,200-gate run's timeout listed eight lost probe answers and nothing of
     where the pass stopped. Past three they are counted in one line."""
     circuit = compile_source("x0 + x1 + x2 + x3 + x4")  # add_1, add_2, add_3, f: chained
     status = partial(Status, circuit="d1", run="r1")
     waits = status(sender="add_2", state="waiting_inputs", missing_inputs=("x2",))
-    pending = _pending({"add_2": waits, "add_1": status(sender="add_1", state="waiting_grads", grads_expected=1)})
-    stuck, shown = _standing(circuit, pending)
+    answers = {"add_2": waits, "add_1": status(sender="add_1", state="waiting_grads", grads_expected=1)}
+    stuck, shown = standing(circuit, answers, set(circuit.leaves))
     assert stuck == [g.id for g in circuit.order]  # every gate, in the circuit's order
     assert shown == (
         "7 gates did not answer (input(x0), input(x1), input(x2) and 4 more); add(add_2) waits for input(s) x2; "
         "add(add_1) has 0 of 1 gradient(s)"
     )
-    few = _pending({g.id: waits for g in circuit.gates if g.id not in ("x0", "f")})
-    assert _standing(circuit, few)[1].startswith("input(x0) did not answer; add(f) did not answer; ")
+    few = {g.id: waits for g in circuit.gates if g.id not in ("x0", "f")}
+    assert standing(circuit, few, set(circuit.leaves))[1].startswith(
+        "input(x0) did not answer; add(f) did not answer; "
+    )
