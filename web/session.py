@@ -495,11 +495,13 @@ class Session:
         """A message the student dropped: into the run's trace (and so its sentence and pictures).
         A duplicate's second copy is only said: the first was delivered, so the message was not
         lost, and nothing a gate or the trace knows of changes."""
+        if held.run != self.stepper.run:
+            return
         if held.copy:
             self._say(f"you drop the second copy of {held.message}: the receiver keeps the first")
             return
         recorder = self.view.recorder
-        if recorder is not None and held.run == self.stepper.run:
+        if recorder is not None:
             recorder.dropped(held.run, held.topic, MESSAGE_ADAPTER.validate_json(held.payload))
 
     def _say(self, sentence: str) -> None:

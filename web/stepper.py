@@ -146,6 +146,8 @@ class Stepper:
         self.last_change = time.monotonic()
         self._ids = itertools.count(1)
         self._seen: Counter[str] = Counter()
+        self._copied_from: dict[str, str] = {}
+        """The key of each copy a duplicate listed -> the key of the message it copies."""
         self._unacknowledged = 0
         """Deliveries the broker has not acknowledged yet: each may come back to wait again."""
         self._filters: set[str] = set()
@@ -211,6 +213,7 @@ class Stepper:
         self.auto = False
         self.replay = deque(replay)
         self._seen.clear()
+        self._copied_from.clear()
         self._touch()
 
     def begin(self, run: str) -> None:
@@ -295,13 +298,14 @@ class Stepper:
             return
         choice = Choice(action, held.key, f"{action} {held.label}")
         copy = None
-        if action == "duplicate":
-            message_id, key = self._new_id_and_key(_base(held.key))
-            copy = replace(held, id=message_id, key=key, since=time.monotonic(), pinned=False, copy=True)
         if action != "drop":
             session = self._session
             if session is None or session.lost.done():  # its publish would be queued on a dead connection
                 raise ConnectionLost(f"the stepper is not connected to the broker at {self.broker}")
+            if action == "duplicate":  # numbered once the publish is sure to be made: a refusal takes no number
+                message_id, key = self._new_id_and_key(_base(held.key))
+                copy = replace(held, id=message_id, key=key, since=time.monotonic(), pinned=False, copy=True)
+                self._copied_from[key] = held.key
             confirmed = session.publish(held.topic, held.payload, confirm=True)
             assert confirmed is not None, "the stepper's session is QoS 1"
             self._unacknowledged += 1
@@ -318,7 +322,6 @@ class Stepper:
     def _unless_confirmed(self, done: asyncio.Future[None], held: Held, choice: Choice, copy: Held | None) -> None:
         """A delivery the broker did not acknowledge before the connection went: it may never
         have arrived, so it waits again (and its choice is forgotten), to be delivered again.
-        A duplicate's second copy is taken back with it (and so is what was done with the copy).
         At worst a gate gets it twice, which changes nothing (gates/core.py)."""
         self._unacknowledged -= 1
         if done.cancelled() or done.exception() is None or held.run != self.run:
@@ -327,11 +330,22 @@ class Stepper:
             return  # forgotten already: a copy whose original was taken back
         self.history = [c for c in self.history if c is not choice]
         if copy is not None:
-            self.pending.pop(copy.id, None)
-            self.history = [c for c in self.history if c.key != copy.key]
-            self._seen[_base(copy.key)] -= 1
+            self._take_back(copy.key)
         self.pending[held.id] = held
         self._touch()
+
+    def _take_back(self, key: str) -> None:
+        """Forget the copy `key` an unacknowledged duplicate listed, every copy made of it, and what
+        was done with them; number the next copies as a replay of the history left would. (The
+        broker acknowledges in order, so what is taken back holds the highest numbers.)"""
+        gone = {key}
+        while more := {k for k, source in self._copied_from.items() if source in gone} - gone:
+            gone |= more
+        self.pending = {i: h for i, h in self.pending.items() if h.key not in gone}
+        self.history = [c for c in self.history if c.key not in gone]
+        for k in gone:
+            del self._copied_from[k]
+        self._seen[_base(key)] -= len(gone)
 
     def _advance_replay(self) -> None:
         """Apply the recorded choices, in order, as their messages turn up."""
