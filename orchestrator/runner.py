@@ -61,7 +61,9 @@ PROBE_WINDOW = 0.5
 """Seconds a timed-out run waits for the gates' Status answers before naming them."""
 PROBE_WAIT_PER_GATE = 0.002
 """Seconds more, a gate, it waits for those that have not answered yet (a big circuit on a slow
-broker: 1,200 gates on the embedded one answered after the window, and were said not to)."""
+broker: 1,200 gates on the embedded one answered after the window, and were said not to)..."""
+PROBE_WAIT_MAX = 5.0
+"""...and at most this long (an answer a fault dropped, or a dead host's, never comes)."""
 HOSTS_PREFIX = host_topic("")
 
 
@@ -340,7 +342,7 @@ class Runner:
         try:
             await asyncio.sleep(self.probe_window)
             with contextlib.suppress(TimeoutError):  # the gates that have not answered: a while longer
-                async with asyncio.timeout(PROBE_WAIT_PER_GATE * len(self.circuit.gates)):
+                async with asyncio.timeout(min(PROBE_WAIT_MAX, PROBE_WAIT_PER_GATE * len(self.circuit.gates))):
                     await pending.answered.wait()
         except asyncio.CancelledError:  # cancelled while probing (a Restart): the gates may still forget it
             await self._release(run, lost_is_fine=True)
