@@ -190,7 +190,10 @@ async def embedded(port: int = 0, host: str = "127.0.0.1", *, mended: bool = Tru
         logging.getLogger(name).setLevel(logging.ERROR)  # under dup=1), which a learner takes for a failure
     broker = Broker(_amqtt_config(host, port))
     if mended:
-        subscriptions.adapt(broker)
+        try:
+            subscriptions.adapt(broker)
+        except RuntimeError as exc:  # another amqtt than the one pinned
+            raise BrokerStartError(str(exc)) from exc
     try:
         await broker.start()
     except Exception as exc:

@@ -17,7 +17,8 @@ MAX_FORMULA = 80
 
 def formula(circuit: Circuit) -> str:
     """`f = (x + y) * z`: the circuit written out, its named stages as the program named them
-    (`q = x + y; f = q * z`), or its name if that gets long."""
+    (`q = x + y; f = q * z`); if that gets long, its last stage and how many came before, or
+    the start of its expression, with its size."""
     named = [g.id for g in circuit.order if _named(g) and g.id != circuit.output]
 
     def written(gate: str, depth: int) -> str:
@@ -41,9 +42,9 @@ def formula(circuit: Circuit) -> str:
         return whole
     size = f"{len(circuit.gates)} gates"
     last = lines[-1]
-    if named and len(last) <= MAX_FORMULA:
-        stages = f"{len(named)} named stage{'s' if len(named) > 1 else ''}"
-        return f"{last}, after {stages} ({size})"
+    stages = f"{last}, after {len(named)} named stage{'s' if len(named) > 1 else ''} ({size})"
+    if named and len(stages) <= MAX_FORMULA:
+        return stages
     cut = last[: MAX_FORMULA - len(size) - 5].rsplit(" ", 1)[0]  # at a space: no name cut in two
     return f"{cut} \u2026 ({size})"
 
