@@ -7,6 +7,7 @@ status), `cli_secure` (secure ...), with what they share in `cli_common`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import sys
@@ -58,8 +59,7 @@ def _expression_taken_for_an_option(args: list[str]) -> int | None:
             return None
         if not arg.startswith("-") or arg.startswith("--") or len(arg) < 2 or _is_number(arg):
             continue
-        shorts = _short_options()
-        if arg in shorts or (arg[:2] in shorts and not any(c in arg for c in "*+-/()")):
+        if arg[:2] in _short_options():  # `-o FILE`, `-ofile`, `-bmqtt://h:1883`
             continue
         return i
     return None
@@ -73,7 +73,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _short_options() -> set[str]:
+@functools.cache
+def _short_options() -> frozenset[str]:
     """Every one-letter option of every command (`-b`, `-o`)."""
     found: set[str] = set()
     commands = [typer.main.get_command(app)]
@@ -84,4 +85,4 @@ def _short_options() -> set[str]:
                 o for o in (*param.opts, *param.secondary_opts) if o.startswith("-") and not o.startswith("--")
             )
         commands.extend(getattr(command, "commands", {}).values())
-    return found
+    return frozenset(found)

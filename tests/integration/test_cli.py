@@ -111,6 +111,8 @@ def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
         assert f"gatemesh run '({expression})' x=1" in gatemesh("run", expression, "x=1", "y=2", *down).stderr
     negative = gatemesh("run", "x*y", "x=-1", "y=2", "--timeout", "-1", *down)
     assert "reads as an option" not in negative.stderr  # a negative number is an option's value
+    glued = gatemesh("compile", "x*y", "-o/nonexistent/c.json")  # a short option with its value glued on
+    assert "/nonexistent/c.json: cannot write the circuit file" in glued.stderr
 
 
 def test_a_batch_too_wide_for_a_frame_is_refused_before_training(tmp_path: Path) -> None:
