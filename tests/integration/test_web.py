@@ -139,6 +139,8 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     page.goto(server.url + "?expr=x+y%20*%202&x=1&y=3&run=1")  # typed by hand: a plus is a plus
     expect(page.locator("#value")).to_have_text("7", timeout=WAIT)
     expect(page.locator("#share")).to_have_attribute("href", re.compile(r"^/\?expr=x%2By%20\*%202&x=1&y=3&run=1$"))
+    page.goto(server.url + "?expr=%28x%2By%29+*+z&x=-2&y=5&z=-4&run=1")  # an older link: '+' a space, %2B a plus
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
     page.goto(server.url + "?example=5&run=1")  # the sigmoid neuron: a number as the sentences write it
     expect(page.locator("#value")).to_have_text("0.731059", timeout=WAIT)
     expect(page.locator("#value")).to_have_attribute("title", "0.7310585786300049")  # the exact one on hover

@@ -232,8 +232,16 @@ const MAX_GRAD_ROWS = 24;  // a 65,000-gate deployment may have thousands of inp
 const MAX_INPUT_FIELDS = 40;  // past this, a deployment's inputs all take the "blank inputs" value
 
 function shown(number) {
-  // six significant digits, as the sentences write a number (%g); the exact one on hover
-  return typeof number === "number" ? String(Number(number.toPrecision(6))) : String(number);
+  // as the sentences write a number (Python's %.6g: 0.731059, -12, 1.23457e+06, 4.5e-06); the exact one on hover
+  if (typeof number !== "number" || !Number.isFinite(number)) return String(number);
+  if (number === 0) return "0";
+  const trim = (digits) => (digits.includes(".") ? digits.replace(/0+$/, "").replace(/\.$/, "") : digits);
+  const [mantissa, power] = number.toExponential(5).split("e");
+  const exponent = Number(power);
+  if (exponent < -4 || exponent >= 6) {
+    return `${trim(mantissa)}e${exponent < 0 ? "-" : "+"}${String(Math.abs(exponent)).padStart(2, "0")}`;
+  }
+  return trim(number.toFixed(5 - exponent));
 }
 
 function showResult(result) {
@@ -397,8 +405,10 @@ function compileSoon() {
 }
 
 function fromLink() {
-  // ?expr=x+y means x+y, as typed (a form would have meant "x y"): the page's links write a space as %20
-  const params = new URLSearchParams(location.search.replaceAll("+", "%2B"));
+  // ?expr=x+y means x+y, as typed (a form would have meant "x y"): the page's links write a space
+  // as %20. A link that writes a plus as %2B and has a bare '+' is an older link's: '+' a space.
+  const older = location.search.includes("%2B") && location.search.includes("+");
+  const params = new URLSearchParams(older ? location.search : location.search.replaceAll("+", "%2B"));
   for (const [name, value] of params) {
     if (name.startsWith(INPUT_PREFIX)) state.values[name.slice(INPUT_PREFIX.length)] = value;
     else if (!LINK_WORDS.has(name)) state.values[name] = value;
