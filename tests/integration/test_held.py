@@ -13,12 +13,13 @@ from gates.transport import BrokerAddress
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import in_process
 from orchestrator.errors import RunTimeout
+from orchestrator.result import RunResult
 from orchestrator.runner import Runner
 from tests.integration.test_trace import QF, QF_INPUTS, QF_RESULT
-from tests.proxy import relay
+from tests.proxy import Relay, relay
 from viz.circuit import state_at
 from web.recording import WebRecorder
-from web.stepper import Stepper
+from web.stepper import Action, Stepper
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +32,17 @@ async def waiting(stepper: Stepper, key: str, timeout: float = 5.0) -> str:
             if found:
                 return found[0]
             await asyncio.sleep(0.01)
+
+
+async def once_connected(stepper: Stepper, action: Action, message_id: str) -> None:
+    """Do `action` as soon as the stepper takes it: it refuses while it connects again."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                stepper.act(action, message_id)
+                return
+            except ConnectionLost:
+                await asyncio.sleep(0.05)
 
 
 async def settle(seconds: float = 0.3) -> None:
@@ -166,14 +178,21 @@ async def test_the_stepper_hears_only_the_deployment_it_watches_last(mosquitto_u
         assert await second == QF_RESULT
 
 
+@contextlib.asynccontextmanager
+async def behind_a_relay(url: str) -> AsyncIterator[tuple[Relay, Held, asyncio.Task[RunResult], str]]:
+    """(x+y)*z held, its stepper reaching the broker through a TCP relay, a run started, and the
+    id of z's feed once it waits."""
+    broker = BrokerAddress.parse(url)
+    async with relay(broker.host, broker.port) as link, held_qf(url, f"mqtt://127.0.0.1:{link.port}") as held:
+        run = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
+        yield link, held, run, await waiting(held.stepper, "feed orchestrator z")
+
+
 async def test_a_delivery_the_broker_never_acknowledged_waits_again(mosquitto_url: str) -> None:
     """The stepper's link goes silent, a delivery leaves into it, and the link is cut before any
     PUBACK: the message may never have reached the broker, so it waits again and its choice is
     forgotten. Delivered again on the next connection, the run ends as it should."""
-    broker = BrokerAddress.parse(mosquitto_url)
-    async with relay(broker.host, broker.port) as link, held_qf(mosquitto_url, f"mqtt://127.0.0.1:{link.port}") as held:
-        run = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
-        z = await waiting(held.stepper, "feed orchestrator z")
+    async with behind_a_relay(mosquitto_url) as (link, held, run, z):
         link.silent = True
         held.stepper.act("deliver", z)
         assert z not in held.stepper.pending
@@ -182,13 +201,7 @@ async def test_a_delivery_the_broker_never_acknowledged_waits_again(mosquitto_ur
         link.cut()
         assert await waiting(held.stepper, "feed orchestrator z") == z
         assert held.stepper.history == []
-        async with asyncio.timeout(10):  # refused until the stepper has connected again
-            while True:
-                try:
-                    held.stepper.act("deliver", z)
-                    break
-                except ConnectionLost:
-                    await asyncio.sleep(0.05)
+        await once_connected(held.stepper, "deliver", z)
         await waiting(held.stepper, "forward z z")  # z got its feed this time
         held.stepper.deliver_all()
         assert await run == QF_RESULT
@@ -200,10 +213,7 @@ async def test_an_unacknowledged_duplicate_is_taken_back_with_its_copy(mosquitto
     again and the second copy it listed goes too, with the copy made of that copy and what was
     done with them (a replay would have waited for those copies), and a new duplicate's copy is
     `#2` again, however often the stepper refused it while it reconnected."""
-    broker = BrokerAddress.parse(mosquitto_url)
-    async with relay(broker.host, broker.port) as link, held_qf(mosquitto_url, f"mqtt://127.0.0.1:{link.port}") as held:
-        run = asyncio.create_task(held.runner.run(QF_INPUTS, timeout=60))
-        z = await waiting(held.stepper, "feed orchestrator z")
+    async with behind_a_relay(mosquitto_url) as (link, held, run, z):
         link.silent = True
         held.stepper.act("duplicate", z)
         copy = await waiting(held.stepper, "feed orchestrator z #2")
@@ -219,13 +229,7 @@ async def test_an_unacknowledged_duplicate_is_taken_back_with_its_copy(mosquitto
         await settle()
         assert [h.key for h in held.stepper.pending.values()] == ["feed orchestrator z"]
         assert [c.label.split()[0] for c in held.stepper.history] == ["drop", "drop"]
-        async with asyncio.timeout(10):  # refused until the stepper has connected again
-            while True:
-                try:
-                    held.stepper.act("duplicate", z)
-                    break
-                except ConnectionLost:
-                    await asyncio.sleep(0.05)
+        await once_connected(held.stepper, "duplicate", z)
         assert [h.key for h in held.stepper.pending.values()] == ["feed orchestrator z #2"]
         run.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -136,6 +136,18 @@ def test_a_dropped_message_and_the_probe_and_release_are_told() -> None:
     assert explainer.tell("r", release) == "  3. the orchestrator tells every gate to forget the run (a release)"
 
 
+def told_up_to_the_first_gradient_of(gate: str) -> tuple[Explainer, list[tuple[str, Message]], int]:
+    """q = x + y; f = q * z at -2, 5, -4: an explainer that has told every message before
+    `gate`'s first gradient, the pass's messages, and that gradient's place among them."""
+    circuit = compile_source("q = x + y; f = q * z")
+    carried = one_pass(circuit, {"x": -2, "y": 5, "z": -4})
+    explainer = Explainer(circuit)
+    first = next(i for i, (_, m) in enumerate(carried) if isinstance(m, Backward) and m.sender == gate)
+    for name, message in carried[:first]:
+        explainer.explain(name, message)
+    return explainer, carried, first
+
+
 def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
     circuit = compile_source("q = x + y; f = q * z")
     explainer = Explainer(circuit)
@@ -202,12 +214,7 @@ def test_a_second_copy_in_step_mode_may_be_the_students() -> None:
 def test_a_dropped_gradient_is_told_with_its_step_unless_a_crossing_told_it() -> None:
     """q's gradient to x is dropped before its gradient to y crosses (a delay held it back):
     the drop tells q's step, and the crossing after it says it is the same step."""
-    circuit = compile_source("q = x + y; f = q * z")
-    carried = one_pass(circuit, {"x": -2, "y": 5, "z": -4})
-    explainer = Explainer(circuit)
-    first_of_q = next(i for i, (_, m) in enumerate(carried) if isinstance(m, Backward) and m.sender == "q")
-    for name, message in carried[:first_of_q]:
-        explainer.explain(name, message)
+    explainer, carried, first_of_q = told_up_to_the_first_gradient_of("q")
     dropped = TraceMsg(id="q:9", src="q", dest=("x",), phase="backward", topic=topic("c", "grad", "x"), grad=-4.0)
     assert explainer.dropped(dropped, "r") == (
         f"{first_of_q + 1:>3}. add(q) got grad -4 from mul(f); local grads [1, 1]; sends -4 to x and -4 to y; "
@@ -241,12 +248,7 @@ def test_a_gradient_or_a_report_held_back_is_told_with_the_step_that_made_it() -
     delay was told before the step that made the message ("holds mul(f)'s backward message back",
     then "mul(f) got grad 1 ..."). The delay now tells the step, and the crossing after it says
     it is the same step."""
-    circuit = compile_source("q = x + y; f = q * z")
-    carried = one_pass(circuit, {"x": -2, "y": 5, "z": -4})
-    explainer = Explainer(circuit)
-    first_of_f = next(i for i, (_, m) in enumerate(carried) if isinstance(m, Backward) and m.sender == "f")
-    for name, message in carried[:first_of_f]:
-        explainer.explain(name, message)
+    explainer, carried, first_of_f = told_up_to_the_first_gradient_of("f")
     at = {"t_ns": 1, "run": "r", "host": "local", "lamport": 9, "vc": {"f": 9}}
     to_z = TraceMsg(id="f:9", src="f", dest=("z",), phase="backward", topic=topic("c", "grad", "z"), grad=3.0, port=1)
     held = TraceEvent.model_validate({**at, "node": "f", "type": "delay", "msg": to_z, "delay_ms": 13.3})
