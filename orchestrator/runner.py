@@ -348,7 +348,8 @@ class Runner:
             await self._release(run, lost_is_fine=True)
             raise
         await self._release(run)
-        stuck, shown = standing(self.circuit, pending.statuses, pending.waiting_for)
+        arrived = pending.value.done() and not pending.value.cancelled() and pending.value.exception() is None
+        stuck, shown = standing(self.circuit, pending.statuses, pending.waiting_for, value_arrived=arrived)
         return RunTimeout(f"run {run} did not finish within {timeout:g} s; not finished: {shown}", run, stuck)
 
     # -- incoming messages ----------------------------------------------------------------

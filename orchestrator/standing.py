@@ -23,11 +23,25 @@ never heard of the run is often only downstream of it; a lost report (3); the ga
 for gradients are only waiting for the rest of the pass."""
 
 
-def standing(circuit: Circuit, statuses: Mapping[str, Status], waiting_for: Set[str]) -> tuple[list[str], str]:
+def standing(
+    circuit: Circuit, statuses: Mapping[str, Status], waiting_for: Set[str], *, value_arrived: bool = True
+) -> tuple[list[str], str]:
     """The gates a timed-out run waits on (in the circuit's order), and where they stand in words:
-    where the pass stopped first, then what waits on it, at most eight."""
+    where the pass stopped first, then what waits on it, at most eight. `value_arrived`: the
+    orchestrator has the output's value (else, if the output gate sent it, it was lost on the
+    way, and every gate waits for a backward pass that never began)."""
     stuck: list[str] = []
     described: list[tuple[int, str]] = []
+    output = circuit.by_id[circuit.output]
+    sent = statuses.get(output.id)
+    if not value_arrived and sent is not None and sent.state in ("waiting_grads", "finished"):
+        described.append(
+            (
+                -1,
+                f"the orchestrator never got the value of {output.op}({output.id}), which computed and sent it: "
+                "lost on its way, so the backward pass never began",
+            )
+        )
     silent = [g for g in circuit.order if g.id not in statuses]
     grouped = len(silent) > SILENT_NAMED  # answers lost (a fault injector's), not a dead gate each: one line
     if grouped:

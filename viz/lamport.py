@@ -475,9 +475,10 @@ def _dots(
     sent_from = {e.msg.id: e.node for e in events if e.type == "send" and e.msg is not None}
     out: list[str] = []
     covered: list[Box] = []
-    for e in events:
+    numbers = [_lamport(e, where[id(e)], columns, sent_from) for e in events]
+    taken = [box for _, box in numbers]  # a fault's words keep off every event's number
+    for e, (number, number_box) in zip(events, numbers, strict=True):
         p = where[id(e)]
-        number, number_box = _lamport(e, p, columns, sent_from)
         out.append(number)
         covered += [number_box, (p.x - 4, p.y - 4, p.x + 4, p.y + 4)]
         match e.type:
@@ -495,7 +496,7 @@ def _dots(
             case "drop" | "duplicate" | "delay" | "reorder":
                 words = {"drop": "drop", "duplicate": "dup \u00d72", "reorder": "reorder"}
                 word = f"+{e.delay_ms:.1f} ms" if e.type == "delay" and e.delay_ms is not None else words[e.type]
-                words_at, box = _words_beside(p, word, 7, lines)
+                words_at, box = _words_beside(p, word, 7, lines, taken)
                 out.append(
                     f"<g class={attr(f'fault {e.type}')}><title>{escape(_describe(e))}</title>"
                     f'<path class="cross" d="M{p.x - 3:.1f},{p.y:.1f} L{p.x:.1f},{p.y - 3:.1f} '
@@ -513,7 +514,7 @@ def _dots(
                 )
                 covered.append((p.x + 4, p.y - 8, p.x + 4 + width, p.y + 8))
             case "host_lost":
-                words_at, box = _words_beside(p, e.note, 9, lines)
+                words_at, box = _words_beside(p, e.note, 9, lines, taken)
                 out.append(
                     f'<g class="host-lost"><title>{escape(_describe(e))}</title>{_cross(p.x, p.y, "lost", 6)}'
                     f"{words_at}</g>"
@@ -522,15 +523,26 @@ def _dots(
     return out, covered
 
 
-def _words_beside(p: _Place, words: str, gap: float, lines: list[tuple[Point, Point]]) -> tuple[str, Box]:
-    """`words` right of an event's mark, or left of it if fewer arrows cross them there (a little
-    lower: the event's Lamport number sits above on the left): their <text> and their box."""
+def _words_beside(
+    p: _Place, words: str, gap: float, lines: list[tuple[Point, Point]], numbers: list[Box]
+) -> tuple[str, Box]:
+    """`words` right of an event's mark, or left of it (a little lower: the event's Lamport number
+    sits above on the left) if there they cross fewer arrows and cover fewer Lamport numbers
+    and fit in the picture: their <text> and their box."""
     width = 5.5 * len(words) + 2
     right = (p.x + gap - 1, p.y - 6, p.x + gap + width, p.y + 4)
     left = (p.x - gap - width, p.y - 3, p.x - gap + 1, p.y + 7)
-    if crossings(left, lines) < crossings(right, lines):
+
+    def cost(box: Box) -> int:
+        return crossings(box, lines) + sum(_overlap(box, number) for number in numbers)
+
+    if left[0] >= 2 and cost(left) < cost(right):
         return text(p.x - gap, p.y + 6, words, "fault", anchor="end"), left
     return text(p.x + gap, p.y + 3, words, "fault", anchor="start"), right
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _lamport(e: TraceEvent, p: _Place, columns: dict[str, int], sent_from: dict[str, str]) -> tuple[str, Box]:

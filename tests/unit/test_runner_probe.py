@@ -64,3 +64,16 @@ def test_many_gates_that_did_not_answer_are_one_line_and_where_the_pass_stopped_
     assert standing(circuit, few, set(circuit.leaves))[1].startswith(
         "input(x0) did not answer; add(f) did not answer; "
     )
+
+
+def test_a_value_lost_on_its_way_to_the_orchestrator_is_named_first() -> None:
+    """f's value was dropped on its way to the orchestrator: every gate then waits for a
+    gradient, and the timeout named them all ("has 0 of 1 gradient(s)") but not what was lost."""
+    circuit = compile_source("q = x + y; f = q * z")
+    waiting = {g.id: Status(circuit="d1", sender=g.id, run="r1", state="waiting_grads") for g in circuit.gates}
+    _, shown = standing(circuit, waiting, set(circuit.leaves), value_arrived=False)
+    assert shown.startswith(
+        "the orchestrator never got the value of mul(f), which computed and sent it: lost on its way, "
+        "so the backward pass never began; input(x) has 0 of 0 gradient(s)"
+    )
+    assert "never got" not in standing(circuit, waiting, set(circuit.leaves))[1]
