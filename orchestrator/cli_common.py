@@ -126,6 +126,10 @@ TimeoutOption = Annotated[
 # -- checking what was given --------------------------------------------------------------
 
 
+_INPUT_VALUE = re.compile(r"\s*[A-Za-z_]\w*\s*=\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+"""`x=-2`: what an input's value looks like (a program of a single constant would, too: no one writes that)."""
+
+
 def load_circuit(source: str, output: str | None = None) -> Circuit:
     """A circuit file (.json/.yaml/.yml) if SOURCE names one, else an expression or program."""
     if source.lower().endswith(CIRCUIT_SUFFIXES):
@@ -140,6 +144,11 @@ def load_circuit(source: str, output: str | None = None) -> Circuit:
         raise InputError(f"{source}: a circuit file's name ends in {suffixes}")
     if ("/" in source or "." in source) and _names_a(source, Path.is_dir):
         raise InputError(f"{source}: a directory; give a circuit file ({suffixes}) or an expression")
+    if _INPUT_VALUE.fullmatch(source):  # `gatemesh run x=-2 y=5`: the expression left out
+        raise InputError(
+            f"{source} reads as an input's value, and there is no expression before it: "
+            f'give the expression first, then the values: "(x+y)*z" {source}'
+        )
     try:
         return compile_warned(source, output=output)
     except CompileError as exc:
