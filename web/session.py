@@ -410,8 +410,8 @@ class Session:
             )
         view.circuit = circuit
         view.where = target.place.label()
-        if request.deployment is not None:
-            view.title = f"{formula(circuit)} on {target.place.label()}"
+        if request.deployment is not None:  # "on deployment NAME" is the where-label's
+            view.title = formula(circuit)
         view.progress = render.Progress.of(circuit)
         self.touch("progress")
         view.summary = render.summary(circuit, runner.placement)

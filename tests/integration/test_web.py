@@ -469,11 +469,16 @@ def test_a_live_deployment_runs_with_its_hosts_shown(
     deployed = gatemesh("deploy", QF, "--name", "live-qf", "--hosts", ",".join(hosts), "--broker", mosquitto_url)
     assert deployed.returncode == 0, deployed.stderr
     try:
+        page.goto(hosts_server.url)
+        expect(page.locator("#deployment option[value=live-qf]")).to_have_count(1, timeout=WAIT)
+        page.locator("#attach").click()  # no values yet: its fields are shown, to fill first (it ran with none)
+        expect(page.locator("#problem")).to_contain_text("give live-qf's inputs their values above", timeout=WAIT)
         page.goto(hosts_server.url + "?x=-2&y=5&z=-4")
         expect(page.locator("#deployment option[value=live-qf]")).to_have_count(1, timeout=WAIT)
         page.locator("#deployment").select_option("live-qf")
         page.locator("#attach").click()
         expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+        expect(page.locator("#title")).to_have_text("f = (x + y) * z")  # "on deployment live-qf" once: the label's
         expect(page.locator("#where-label")).to_contain_text("deployment live-qf")
         for host in hosts:
             expect(page.locator("#cluster-hosts")).to_contain_text(host)

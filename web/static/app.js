@@ -279,6 +279,7 @@ function showSummary(summary) {
 
 function showDeploymentInputs(deployment) {
   // A deployment with many inputs gets no field per input: each takes the "blank inputs" value.
+  state.inputsOf = deployment.name;
   const many = deployment.input_count > MAX_INPUT_FIELDS || deployment.inputs.length < deployment.input_count;
   showInputs(many ? [] : deployment.inputs);
   $("fill-note").textContent = many
@@ -463,7 +464,13 @@ function wire() {
     const name = $("deployment").value;
     if (!name) return handlers.problem({ message: "no live deployment to run on: deploy one with `gatemesh deploy`" });
     const deployment = (state.deployments || []).find((d) => d.name === name);
-    if (deployment) showDeploymentInputs(deployment);
+    if (deployment && state.inputsOf !== name) {  // its fields are not shown yet: show them, to be filled first
+      showDeploymentInputs(deployment);
+      const empty = [...$("inputs").querySelectorAll("input")].some((field) => field.value.trim() === "");
+      if (empty && fill() === null) {
+        return handlers.problem({ message: `give ${name}'s inputs their values above (or a "blank inputs" value), then press Run on it` });
+      }
+    }
     send({ type: "run", deployment: name, inputs: inputs(), fill: fill(), step: $("step").checked, faults: faults() });
   });
   $("watch").addEventListener("click", () => {
