@@ -104,6 +104,7 @@ class Explainer:
         what = f"{self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}"
         dropped = f"you drop {what} in step mode" if by_student else f"the fault injector drops {what}"
         never = "it is never delivered" if by_student else "it never reaches the broker"
+        where = ORCHESTRATOR if by_student else msg.src  # a student drops at the stepper, not at the gate
         gate = self.circuit.by_id.get(msg.src)
         computed = msg.phase == "forward" and msg.value is not None and gate is not None and gate.inputs
         told_late = self._late(run, (), late)
@@ -111,11 +112,11 @@ class Explainer:
             self._told[run, msg.id] = self.count
             assert msg.value is not None
             step = self._forward(run, msg.src, msg.value).partition("; sends ")[0]
-            return self._numbered(msg.src, f"{step}; {dropped}: {never}{told_late}")
+            return self._numbered(where, f"{step}; {dropped}: {never}{told_late}")
         if msg.phase == "backward" and gate is not None and gate.inputs and (run, msg.src) not in self._told_backward:
             step = self._backward_step(run, msg.src)  # else the drop would be told before the step that made it
-            return self._numbered(msg.src, f"{step}; {dropped}: {never}{told_late}")
-        return self._numbered(msg.src, f"{dropped}: {never}{told_late}")
+            return self._numbered(where, f"{step}; {dropped}: {never}{told_late}")
+        return self._numbered(where, f"{dropped}: {never}{told_late}")
 
     def fault(self, event: TraceEvent, late: float | None = None) -> str:
         """The next numbered sentence, for what went wrong without a message crossing: a delay or

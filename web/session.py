@@ -422,7 +422,9 @@ class Session:
             recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=faults)
             recorder.attach(circuit, runner.deployment, runner.placement)
             recorder.listeners.append(self._on_event)
-            copies = "you, in step mode, or the fault injector" if request.step else "the fault injector"
+            injector = bool(faults) or target.place.kind == "deployment"  # a deployment's hosts may inject faults
+            copies = "the fault injector" if not request.step else "you, in step mode, or the fault injector"
+            copies = copies if injector or not request.step else "you, in step mode,"
             explain_to(recorder, self._say, copies)
             runner.recorder, runner.observer, runner.tally, view.recorder = recorder, None, None, recorder
         elif len(circuit.gates) <= EXPLAIN_LIMIT:  # a vector clock per message grows with the circuit

@@ -318,6 +318,7 @@ def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server:
     values_shown(page, {"-4.00", "5.00", "-2.00", "3.00", "-12.00"})
     act(page, "forward add_1 add_1 #2")  # late: f has fired, and the copy changes nothing
     eventually(lambda: _count_is(page.locator("#lamport svg line.msg.duplicate").count(), 1))
+    expect(page.locator("#log")).to_contain_text("(you, in step mode, duplicated it)")  # no injector: only you
     assert {t for t in svg_texts(page, "circuit", "grad") if t} == set()  # no gradient delivered yet
     act(page, "backward orchestrator f 0")
     act(page, "backward f z 1")  # z's gradient before add_1's

@@ -271,3 +271,13 @@ def test_a_gradient_or_a_report_held_back_is_told_with_the_step_that_made_it() -
     assert explainer.explain(topic("c", "report", "z"), report).endswith(
         ". z reports df/dz = 3 to the orchestrator (same step as above)"
     )
+
+
+def test_a_students_drop_is_told_where_the_student_drops_it() -> None:
+    """A drop in step mode is the stepper's, beside the orchestrator: its line named the
+    sender's host, as if the gate had dropped it."""
+    circuit = compile_source("x * y")
+    explainer = Explainer(circuit, {"x": "h1", "y": "h1", "f": "h2"})
+    value = TraceMsg(id="x:2", src="x", dest=("f",), phase="forward", topic=topic("c", "fwd", "x"), value=3.0)
+    assert explainer.dropped(value, "r", by_student=True).startswith("  1. orchestrator | you drop x's forward message")
+    assert explainer.dropped(value, "r").startswith("  2. h1           | the fault injector drops x's forward message")
