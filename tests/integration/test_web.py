@@ -165,9 +165,15 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
         ("?example=102&run=1", "#error", "example 102: there are 8 worked examples (1 to 8)"),  # as the link counts
         ("?example=0&run=1", "#problem", "example=0: give the number of a worked example, from 1"),
         ("?example=1&faults=dup%3D1%2Closs%3D2&run=1", "#problem", "faults: loss=2: the page knows drop=P, dup=P"),
+        ("?example=9", "#problem", "example 9: there are 8 worked examples (1 to 8)"),  # shown, not run: said too
     ):
         page.goto(server.url + link)
         expect(page.locator(where)).to_contain_text(said, timeout=WAIT)
+    expect(page.locator("#source")).to_have_value("")
+    page.goto(server.url + "?expr=x*y&x=2&y=3&faults=drop%3Dbanana&run=1")  # the rest of the link still opens
+    expect(page.locator("#problem")).to_contain_text("faults: drop=banana", timeout=WAIT)
+    expect(page.locator("#source")).to_have_value("x*y")
+    expect(page.locator("#status")).not_to_have_text("done")  # not run: not with faults it cannot read
 
 
 def _sorted_equal(got: list[str], expected: list[str]) -> None:

@@ -56,8 +56,11 @@ const handlers = {
     if (state.linkExample !== undefined && state.examples[state.linkExample]) {  // ?example=N: show what runs
       select.value = String(state.linkExample);
       showExample(state.examples[state.linkExample]);
-      state.linkExample = undefined;
+    } else if (state.linkExample !== undefined) {  // as the server says it of a link that runs
+      const count = state.examples.length;
+      handlers.problem({ message: `example ${state.linkExample + 1}: there are ${count} worked examples (1 to ${count})` });
     }
+    state.linkExample = undefined;
     if (!m.hosts.length) {
       $("where").querySelector('option[value="hosts"]').disabled = true;
       $("where").title = "start the server with --hosts N to run on gate host processes";
@@ -425,8 +428,9 @@ function fromLink() {
     else if (["drop", "dup", "seed"].includes(key) && value !== undefined && Number.isFinite(Number(value))) $(key).value = value;
     else unknown.push(part);
   }
-  if (unknown.length) {
-    return handlers.problem({ message: `faults: ${unknown.join(", ")}: the page knows drop=P, dup=P, delay=A-Bms, reorder and seed=N` });
+  if (unknown.length) {  // said, and the rest of the link still opens: it does not run with faults it cannot read
+    handlers.problem({ message: `faults: ${unknown.join(", ")}: the page knows drop=P, dup=P, delay=A-Bms, reorder and seed=N` });
+    params.delete("run");
   }
   const expr = params.get("expr");
   const example = params.get("example");
