@@ -494,7 +494,8 @@ def _dots(
                     f"<title>{escape(_describe(e))}</title></rect>"
                 )
             case "drop" | "duplicate" | "delay" | "reorder":
-                words = {"drop": "drop", "duplicate": "dup \u00d72", "reorder": "reorder"}
+                copies = e.note if e.type == "duplicate" and e.note.endswith(" copies") else "2 copies"
+                words = {"drop": "drop", "duplicate": f"sent as {copies}", "reorder": "reorder"}  # not "x2 more"
                 word = f"+{e.delay_ms:.1f} ms" if e.type == "delay" and e.delay_ms is not None else words[e.type]
                 words_at, box = _words_beside(p, word, 7, lines, taken)
                 out.append(
