@@ -495,7 +495,7 @@ def _dots(
                 )
             case "drop" | "duplicate" | "delay" | "reorder":
                 copies = e.note if e.type == "duplicate" and e.note.endswith(" copies") else "2 copies"
-                words = {"drop": "drop", "duplicate": f"sent as {copies}", "reorder": "reorder"}  # not "x2 more"
+                words = {"drop": "drop", "duplicate": copies, "reorder": "reorder"}  # not "dup x2": two more?
                 word = f"+{e.delay_ms:.1f} ms" if e.type == "delay" and e.delay_ms is not None else words[e.type]
                 words_at, box = _words_beside(p, word, 7, lines, taken)
                 out.append(
