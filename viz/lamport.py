@@ -25,7 +25,7 @@ from gates.trace_records import ENDED_EARLY, TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import MAX_GATES, symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
-from viz.wire_labels import Box, Point, Spots, beside, choose, crossings, up_normal
+from viz.wire_labels import Box, Point, Spots, beside, choose, crossings, overlaps, up_normal
 
 COLUMN = 104.0
 ROW = 22.0
@@ -494,8 +494,8 @@ def _dots(
                     f"<title>{escape(_describe(e))}</title></rect>"
                 )
             case "drop" | "duplicate" | "delay" | "reorder":
-                copies = e.note if e.type == "duplicate" and e.note.endswith(" copies") else "2 copies"
-                words = {"drop": "drop", "duplicate": copies, "reorder": "reorder"}  # not "dup x2": two more?
+                copies = e.note or "2 copies"  # the injector's note says how many (not "dup x2": two more?)
+                words = {"drop": "drop", "duplicate": copies, "reorder": "reorder"}
                 word = f"+{e.delay_ms:.1f} ms" if e.type == "delay" and e.delay_ms is not None else words[e.type]
                 words_at, box = _words_beside(p, word, 7, lines, taken)
                 out.append(
@@ -535,15 +535,11 @@ def _words_beside(
     left = (p.x - gap - width, p.y - 3, p.x - gap + 1, p.y + 7)
 
     def cost(box: Box) -> int:
-        return crossings(box, lines) + sum(_overlap(box, number) for number in numbers)
+        return crossings(box, lines) + overlaps(box, numbers)
 
     if left[0] >= 2 and cost(left) < cost(right):
         return text(p.x - gap, p.y + 6, words, "fault", anchor="end"), left
     return text(p.x + gap, p.y + 3, words, "fault", anchor="start"), right
-
-
-def _overlap(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _lamport(e: TraceEvent, p: _Place, columns: dict[str, int], sent_from: dict[str, str]) -> tuple[str, Box]:

@@ -144,9 +144,7 @@ class _Boxes:
 
     def count(self, box: Box) -> int:
         """How many boxes `box` overlaps."""
-        left, top, right, bottom = box
-        near = {b for cell in _cells(box) for boxes in self.cells.get(cell, {}).values() for b in boxes}
-        return sum(left < b[2] and b[0] < right and top < b[3] and b[1] < bottom for b in near)
+        return overlaps(box, {b for cell in _cells(box) for boxes in self.cells.get(cell, {}).values() for b in boxes})
 
 
 class _Segments:
@@ -166,8 +164,13 @@ class _Segments:
 
     def count(self, box: Box) -> int:
         """How many segments pass through `box`."""
-        near = {segment for cell in _cells(box, SEGMENT_CELL) for segment in self.cells.get(cell, ())}
-        return sum(_crosses(a, b, box) for a, b in near)
+        return crossings(box, {segment for cell in _cells(box, SEGMENT_CELL) for segment in self.cells.get(cell, ())})
+
+
+def overlaps(box: Box, boxes: Iterable[Box]) -> int:
+    """How many of `boxes` `box` overlaps."""
+    left, top, right, bottom = box
+    return sum(left < b[2] and b[0] < right and top < b[3] and b[1] < bottom for b in boxes)
 
 
 def crossings(box: Box, segments: Iterable[tuple[Point, Point]]) -> int:

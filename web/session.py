@@ -423,8 +423,10 @@ class Session:
             recorder.attach(circuit, runner.deployment, runner.placement)
             recorder.listeners.append(self._on_event)
             injector = bool(faults) or target.place.kind == "deployment"  # a deployment's hosts may inject faults
-            copies = "the fault injector" if not request.step else "you, in step mode, or the fault injector"
-            copies = copies if injector or not request.step else "you, in step mode,"
+            if not request.step:
+                copies = "the fault injector"
+            else:
+                copies = "you, in step mode, or the fault injector" if injector else "you, in step mode,"
             explain_to(recorder, self._say, copies)
             runner.recorder, runner.observer, runner.tally, view.recorder = recorder, None, None, recorder
         elif len(circuit.gates) <= EXPLAIN_LIMIT:  # a vector clock per message grows with the circuit
