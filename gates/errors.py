@@ -19,6 +19,9 @@ module sees, or catches, an aiomqtt error. The orchestrator maps them to its own
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 __all__ = [
     "ConnectionLost",
     "NotAuthorised",
@@ -71,3 +74,14 @@ class ProtocolViolation(TransportError):
 
 class UnsupportedBroker(TransportError):
     """The broker speaks MQTT but lacks a behaviour gatemesh relies on; the message names it."""
+
+
+def unreachable(exc: OSError) -> str:
+    """Why a broker could not be reached, in words a user can act on."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing is listening there (connection refused); is a broker running at that address?"
+    if isinstance(exc, socket.gaierror):
+        return f"no such host ({exc.strerror})"
+    if isinstance(exc, ssl.SSLError):
+        return f"the TLS handshake failed ({exc})"
+    return exc.strerror or str(exc)

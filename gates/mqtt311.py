@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from gates.errors import ConnectionLost, ProtocolViolation, TransportError, connack_refusal
+from gates.errors import ConnectionLost, ProtocolViolation, TransportError, connack_refusal, unreachable
 from gates.mqtt_codec import (
     CONNACK,
     DISCONNECT,
@@ -153,8 +153,7 @@ class Session(asyncio.Protocol):
             msg = f"no CONNACK from {broker} within {timeout:g} s"
             raise ConnectionLost(msg) from None
         except OSError as exc:  # refused, unreachable, or a TLS failure (ssl.SSLError)
-            msg = f"cannot connect to {broker}: {exc}"
-            raise ConnectionLost(msg) from exc
+            raise ConnectionLost(f"cannot connect to the broker at {broker}: {unreachable(exc)}") from exc
         except BaseException:  # a TransportError, or cancelled while it connected: no socket is left open
             session.close()
             raise

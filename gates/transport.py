@@ -31,6 +31,7 @@ from gates.errors import (
     TransportError,
     UnsupportedBroker,
     connack_refusal,
+    unreachable,
 )
 
 QOS = 1
@@ -145,7 +146,8 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
         msg = f"{where} refused the connection: {exc}"
         raise connack_refusal(msg, exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc) from exc
     except aiomqtt.MqttError as exc:
-        msg = f"{where}: {exc}"
+        cause = exc.__cause__ or exc.__context__
+        msg = f"cannot connect to {where}: {unreachable(cause)}" if isinstance(cause, OSError) else f"{where}: {exc}"
         raise ConnectionLost(msg) from exc
     except TimeoutError as exc:
         msg = f"{where} did not answer in time"

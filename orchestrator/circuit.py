@@ -197,7 +197,10 @@ class Circuit(BaseModel):
             errors = exc.errors(include_url=False)
             # pydantic adds "too short" for a list whose items failed: noise beside the real cause
             errors = [e for e in errors if e["type"] != "too_short"] or errors
-            problems = "; ".join(f"{_location(e['loc'], data)}: {_said(e)}" for e in errors[:5])
+            said = [_problem(e, data) for e in errors[:5]]
+            problems = "; ".join(text for text, _ in said)
+            if hints := list(dict.fromkeys(hint for _, hint in said if hint)):
+                problems += f" ({'; '.join(hints)})"
             if yaml_syntax and any(e["type"] == "string_type" and isinstance(e["input"], bool) for e in errors[:5]):
                 problems += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
             raise CircuitError(f"{source}: invalid circuit: {problems}") from exc
@@ -273,6 +276,21 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise CircuitError(f"{source}: not valid YAML: {exc}") from exc
 
 
+def _problem(error: ErrorDetails, data: Any) -> tuple[str, str | None]:
+    """One validation error: where (nothing for the circuit as a whole) and what, and for a
+    field missing or unknown, which fields there are (said once however many are)."""
+    where = _location(error["loc"], data)
+    if error["type"] in ("missing", "extra_forbidden"):
+        level = tuple(key for key in error["loc"][:-1] if isinstance(key, str))
+        what = "missing" if error["type"] == "missing" else "not a field"
+        return f"{where}: {what}", {(): _FIELDS, ("gates",): _GATE_FIELDS}.get(level)
+    return (f"{where}: {_said(error)}" if where else _said(error)), None
+
+
+_FIELDS = "a circuit has gates, output and, optionally, name"
+_GATE_FIELDS = "a gate has id, op and, as its op needs, inputs and param"
+
+
 def _location(loc: tuple[int | str, ...], data: Any) -> str:
     """'gates[3] (id 'f').op' rather than pydantic's bare 'gates.3.op'."""
     parts: list[str] = []
@@ -282,7 +300,7 @@ def _location(loc: tuple[int | str, ...], data: Any) -> str:
             parts.append(f"[{key}]" + (f" (id {gate_id!r})" if gate_id else ""))
         else:
             parts.append(("." if parts else "") + str(key))
-    return "".join(parts) or "circuit"
+    return "".join(parts)
 
 
 def _gate_id(data: Any, index: int) -> str | None:

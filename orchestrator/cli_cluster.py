@@ -34,7 +34,7 @@ from orchestrator.cli_common import (
 )
 from orchestrator.cluster import ClusterView, read_cluster
 from orchestrator.deploy import deploy_to_hosts, undeploy
-from orchestrator.errors import BrokerError, InputError
+from orchestrator.errors import InputError, broker_failed
 
 TRANSPORT_ERRORS = (TransportError, TimeoutError, OSError)
 """What reading the broker can fail with when the broker, not the request, is the problem."""
@@ -115,7 +115,7 @@ def status(
     try:
         view = asyncio.run(read_cluster(address, with_ready=True))
     except TRANSPORT_ERRORS as exc:
-        raise BrokerError(f"cannot read the cluster's state from {address}: {exc}") from exc
+        raise broker_failed(address, exc, "cannot read the cluster's state") from exc
     state = cluster_state(view)
     if name is not None and name not in state["deployments"]:
         raise InputError(f"no deployment named {name!r} (deployments: {', '.join(state['deployments']) or 'none'})")

@@ -12,9 +12,20 @@ from typing import Annotated
 
 import typer
 
+from gates.faults import Faults
 from orchestrator.api import run_circuit
-from orchestrator.cli_common import DASH_FIRST, check_writable, err, load_circuit, parse_assignments
-from orchestrator.errors import InputError
+from orchestrator.cli_common import (
+    DASH_FIRST,
+    BrokerOption,
+    FaultsOption,
+    TimeoutOption,
+    check_writable,
+    err,
+    load_circuit,
+    parse_assignments,
+    parse_faults,
+)
+from orchestrator.errors import InputError, RunError
 from orchestrator.recorder import Recorder
 from orchestrator.trace import Trace, read_trace
 from viz.caption import caption, formula
@@ -109,18 +120,63 @@ def _warn_if_cut_short(trace: Trace, run: str) -> None:
 
 @draw_app.command("lamport")
 def draw_lamport_command(
-    trace: Annotated[Path, typer.Argument(help="a trace file (gatemesh run ... --trace FILE)")],
+    arguments: Annotated[
+        list[str],
+        typer.Argument(
+            help="a trace file (gatemesh run ... --trace FILE), or SOURCE (an expression, a program or a "
+            f"circuit file {DASH_FIRST}) and input values x=-2 y=5: run once, traced, and drawn"
+        ),
+    ],
     output_file: OutOption = Path("run.svg"),
     run: RunOption = None,
+    broker: BrokerOption = None,
+    faults: FaultsOption = "",
+    timeout: TimeoutOption = 10.0,
     max_gates: MaxGatesOption = MAX_GATES,
 ) -> None:
-    """The space-time diagram: a line per gate (grouped by host), an arrow per message, faults marked."""
+    """The space-time diagram: a line per gate (grouped by host), an arrow per message, faults marked.
+
+    Given SOURCE and input values, the circuit is run once through the broker (with --faults, if
+    given) and that run is drawn, even one the faults made fail.
+    """
     check_writable("-o", output_file, (".svg",))
-    recorded = read_trace(trace)
+    first, *values = arguments
+    if not values and Path(first).is_file():
+        if faults or broker is not None or timeout != 10.0:
+            raise InputError(
+                f"{first}: a trace file is drawn as it is; --faults, --broker and --timeout apply to a run "
+                "(SOURCE and input values)"
+            )
+        recorded = read_trace(Path(first))
+    elif run is not None:
+        raise InputError("--run picks a run of a trace file; SOURCE and input values make one run, drawn as it is")
+    else:
+        recorded = _traced_run(first, values, broker, parse_faults(faults), timeout, max_gates)
     chosen = recorded.run_id(run)
     _warn_if_cut_short(recorded, chosen)
     title = caption(recorded, chosen)
     _write(output_file, draw_lamport(recorded, chosen, caption=title, max_gates=max_gates), "the Lamport diagram")
+
+
+def _traced_run(
+    source: str, values: list[str], broker: str | None, faults: Faults | None, timeout: float, max_gates: int
+) -> Trace:
+    """SOURCE run once with these inputs, traced: its trace, also when the run failed (a fault
+    can make it), with a warning that says how."""
+    if not values:
+        raise InputError(
+            f"no trace file {source!r}: give a trace (gatemesh run ... --trace FILE), "
+            "or SOURCE and input values (x=-2 y=5) to run it once and draw that run"
+        )
+    circuit = load_circuit(source)
+    inputs = parse_assignments(values)
+    check_size(circuit, max_gates)  # before a run, not after it
+    recorder = Recorder(faults=faults)
+    try:
+        asyncio.run(run_circuit(circuit, inputs, broker=broker, trace=recorder, faults=faults, timeout=timeout))
+    except RunError as exc:
+        err.print(f"warning: the run failed: {exc}", highlight=False, soft_wrap=True)
+    return recorder.trace()
 
 
 @export_app.command("shiviz")

@@ -109,19 +109,20 @@ def _on_deep_stack(work: Callable[[], Compiled]) -> Compiled:
 def _compile(source: str, output: str | None, name: str) -> Compiled:
     if len(source) > MAX_SOURCE_CHARS:
         raise CompileError(f"source is {len(source)} characters; the limit is {MAX_SOURCE_CHARS}")
-    tree = _parse(source)
+    stripped = source.strip()
+    blank = source[: len(source) - len(source.lstrip())].count("\n")  # lines before the first: kept
+    text = "\n" * blank + stripped
+    tree = _parse(text)
     if not tree.body:
         raise CompileError("nothing to compile: the source has no expression")
-    return _Builder(tree, name).build(output)
+    return _Builder(tree, name, text.splitlines()).build(output)
 
 
-def _parse(source: str) -> ast.Module:
+def _parse(text: str) -> ast.Module:
     try:
         with warnings.catch_warnings():  # e.g. "invalid decimal literal" for 1x: the error below says it better
             warnings.simplefilter("ignore", SyntaxWarning)
-            stripped = source.strip()
-            blank = source[: len(source) - len(source.lstrip())].count("\n")  # lines before the first: kept
-            return ast.parse("\n" * blank + stripped, mode="exec")
+            return ast.parse(text, mode="exec")
     except SyntaxError as exc:
         raise CompileError(f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1) from exc
     except (RecursionError, MemoryError) as exc:
@@ -191,9 +192,11 @@ def _number(node: ast.expr) -> float | None:
 class _Builder:
     """Turns one parsed module into gates, one statement at a time."""
 
-    def __init__(self, tree: ast.Module, name: str) -> None:
+    def __init__(self, tree: ast.Module, name: str, lines: list[str]) -> None:
         self.tree = tree
         self.name = name
+        self.lines = lines
+        """The text parsed, by line: where an operator stands (the tree gives only its operands' places)."""
         self.gates: list[GateDef] = []
         self.ids: set[str] = set()
         self.bound: dict[str, str] = {}  # program name -> id of the gate that holds its value
@@ -219,6 +222,19 @@ class _Builder:
         return first
 
     # -- statements -----------------------------------------------------------------------
+
+    def _operator_at(self, node: ast.BinOp) -> tuple[int, int]:
+        """The 1-based line and column of a binary operator: the first character after its left
+        operand (and any spaces or closing parentheses) that is not a comment."""
+        line, column = node.left.end_lineno or node.lineno, node.left.end_col_offset or 0
+        while line <= len(self.lines):
+            text = self.lines[line - 1].encode()  # the tree's columns count UTF-8 bytes
+            rest = text[column:]
+            skipped = len(rest) - len(rest.lstrip(b" \t)"))
+            if rest[skipped:] and not rest[skipped:].startswith(b"#"):
+                return line, len(text[: column + skipped].decode(errors="replace")) + 1
+            line, column = line + 1, 0
+        return _where(node)
 
     def build(self, output: str | None) -> Compiled:
         body = self.tree.body
@@ -361,7 +377,8 @@ class _Builder:
                 return [left, right], lambda ids: self._gate(infix.name, ids, hint)
             case ast.BinOp(op=op):
                 symbol = SYNTAX.get(type(op), type(op).__name__)  # every other operator
-                raise _fail(node, f"unsupported operator {symbol!r}; use {' '.join(INFIX)} or ** with a constant")
+                reason = f"unsupported operator {symbol!r}; use {' '.join(INFIX)} or ** with a constant"
+                raise CompileError(reason, *self._operator_at(node))
             case ast.Call():
                 return self._plan_call(node, hint)
             case ast.Constant(value=constant):

@@ -33,7 +33,7 @@ from gates.protocol import ORCHESTRATOR, Assignment, deployment_topic, topic
 from gates.transport import BrokerAddress, encode, read_retained
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import DEPLOYMENT_NAME_PATTERN, ClusterView, DeploymentRecord, read_cluster
-from orchestrator.errors import BrokerError, DeployError
+from orchestrator.errors import BrokerError, DeployError, broker_failed
 from orchestrator.placement import place
 from orchestrator.recorder import Recorder
 from orchestrator.records import (
@@ -325,7 +325,7 @@ async def _delete_found(broker: BrokerAddress, head: DeploymentHead) -> None:
     try:
         found = await read_retained(broker, filters)
     except TransportError as exc:
-        raise BrokerError(f"cannot read the broker at {broker}: {exc}") from exc
+        raise broker_failed(broker, exc, "cannot read what the deployment left") from exc
     async with _retainer(broker) as send:
         await send([(deployment_topic(head.name), None)])
         await send([(name, None) for name in found])
@@ -361,4 +361,4 @@ async def _read(broker: BrokerAddress, records: Collection[str] | None) -> Clust
     except UnsupportedBroker as exc:
         raise BrokerError(str(exc)) from exc
     except TransportError as exc:
-        raise BrokerError(f"cannot read the cluster's state from the broker at {broker}: {exc}") from exc
+        raise broker_failed(broker, exc, "cannot read the cluster's state") from exc

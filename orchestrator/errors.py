@@ -44,6 +44,16 @@ class BrokerError(GatemeshError):
     """The broker could not be reached or started, or cannot carry gatemesh (from a gates.errors.TransportError)."""
 
 
+def broker_failed(broker: object, exc: BaseException, doing: str | None = None) -> BrokerError:
+    """`doing` (None: connecting) failed at the broker at `broker` with `exc`, the broker named
+    once: the transport's own errors name it already ("cannot connect to the broker at ...")."""
+    said = str(exc)
+    named = str(broker) in said
+    if doing is None:
+        return BrokerError(said if named else f"cannot connect to the broker at {broker}: {said}")
+    return BrokerError(f"{doing}: {said}" if named else f"{doing} from the broker at {broker}: {said}")
+
+
 class DeployError(GatemeshError):
     """A deployment that cannot be made, found or used; the message says what is missing."""
 

@@ -48,7 +48,16 @@ from gates.trace_records import ENDED_EARLY
 from gates.transport import BrokerAddress, encode
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import host_problem
-from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunError, RunTimeout, unwrap
+from orchestrator.errors import (
+    BrokerError,
+    ConnectionLost,
+    GateFailed,
+    HostLost,
+    RunError,
+    RunTimeout,
+    broker_failed,
+    unwrap,
+)
 from orchestrator.recorder import Recorder
 from orchestrator.reference import check_inputs
 from orchestrator.result import RunResult
@@ -375,7 +384,7 @@ class Runner:
         try:
             await self.tap.hold(started)
         except TransportError as exc:  # only the first connection is not retried
-            raise BrokerError(f"cannot connect the trace tap to the broker at {self.broker}: {exc}") from exc
+            raise broker_failed(self.broker, exc, "the trace tap could not connect") from exc
 
     async def _stay_connected(self, started: asyncio.Future[None] | None) -> NoReturn:
         try:
@@ -388,7 +397,7 @@ class Runner:
                 name=f"the broker at {self.broker}",
             )
         except TransportError as exc:  # only the first connection is not retried
-            raise BrokerError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
+            raise broker_failed(self.broker, exc) from exc
 
     async def _up(self, session: Session) -> None:
         await session.subscribe(self.subscriptions())

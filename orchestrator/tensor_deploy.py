@@ -30,7 +30,7 @@ from gates.tensor_protocol import TensorAssignment
 from gates.transport import BrokerAddress
 from orchestrator.cluster import read_cluster
 from orchestrator.deploy import HostChoice, wait_for_hosts
-from orchestrator.errors import BrokerError, DeployError, GatemeshError
+from orchestrator.errors import DeployError, GatemeshError, broker_failed
 from orchestrator.placement import place
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.tensor_mesh import MeshEngine, open_engine
@@ -109,7 +109,7 @@ async def on_hosts(
     try:
         view = await read_cluster(broker, records=())  # its hosts only
     except (TransportError, TimeoutError) as exc:
-        raise BrokerError(f"cannot read the cluster's state from the broker at {broker}: {exc}") from exc
+        raise broker_failed(broker, exc, "cannot read the cluster's state") from exc
     mapping = place_tensor(circuit, names, placement)
     used = sorted(set(mapping.values()), key=names.index)
     incarnations = {h: view.hosts[h].incarnation for h in used}

@@ -46,7 +46,7 @@ from gates.tensor_ops import Array
 from gates.transport import BrokerAddress
 from gates.transport import encode as encode_json
 from orchestrator.cluster import host_problem
-from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunTimeout
+from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunTimeout, broker_failed
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import StepOutcome
 
@@ -358,7 +358,7 @@ async def open_engine(
         session = await Session.open(broker, engine.on_message)
         await session.subscribe(engine.subscriptions())
     except TransportError as exc:
-        raise BrokerError(f"cannot connect to the broker at {broker}: {exc}") from exc
+        raise broker_failed(broker, exc) from exc
     engine.attach(session)
     try:
         yield engine

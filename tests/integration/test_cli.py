@@ -107,7 +107,7 @@ def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
         "gatemesh run '(-x*y)' x=1 y=2 --broker mqtt://127.0.0.1:1\n"
     )
     followed = gatemesh("run", "(-x*y)", "x=1", "y=2", *down)
-    assert "cannot connect to mqtt://127.0.0.1:1" in followed.stderr  # compiled, and --broker read as one
+    assert "cannot connect to the broker at mqtt://127.0.0.1:1" in followed.stderr  # compiled, and --broker read as one
     for expression in ("-x", "-x-y"):
         assert f"gatemesh run '({expression})' x=1" in gatemesh("run", expression, "x=1", "y=2", *down).stderr
     negative = gatemesh("run", "x*y", "x=-1", "y=2", "--timeout", "-1", *down)
@@ -153,18 +153,20 @@ def test_run_and_demo_fail_by_the_same_path() -> None:
     run = gatemesh("run", "x", "x=1", "--broker", nowhere)
     demo = gatemesh("demo", "--broker", nowhere)
     assert run.returncode == demo.returncode == 1
-    said = f"error: cannot connect to the broker at {nowhere}: "
+    said = f"error: cannot connect to the broker at {nowhere}: nothing is listening there (connection refused); "
     assert [line for line in run.stderr.splitlines() if line.startswith("error:")] == [
         line for line in demo.stderr.splitlines() if line.startswith("error:")
     ]
     assert run.stderr.startswith(said), run.stderr
+    assert run.stderr.count(nowhere) == 1  # the broker named once
     assert "Traceback" not in run.stderr + demo.stderr
 
 
 def test_status_names_a_broker_it_cannot_read() -> None:
     done = gatemesh("status", "--broker", "mqtt://127.0.0.1:1")
     assert done.returncode == 1
-    assert done.stderr.startswith("error: cannot read the cluster's state from mqtt://127.0.0.1:1: "), done.stderr
+    said = "error: cannot read the cluster's state: cannot connect to the broker at mqtt://127.0.0.1:1: nothing is"
+    assert done.stderr.startswith(said), done.stderr
 
 
 def test_gatemesh_host_and_python_m_gates_have_one_set_of_options() -> None:

@@ -583,3 +583,31 @@ def test_a_gate_with_500_consumers_is_traced_whole(mosquitto_url: str) -> None:
         send = sends[receipt.msg.id]
         assert all(count <= receipt.vc.get(node, 0) for node, count in send.vc.items()), receipt.msg.id
     assert max(len(e.vc) for e in trace.events) == len(circuit.gates) + 1  # every gate, and the orchestrator
+
+
+def test_draw_lamport_runs_a_source_with_inputs_and_draws_that_run_even_when_its_faults_fail_it(
+    mosquitto_url: str, tmp_path: Path
+) -> None:
+    """`draw lamport SOURCE x=.. --faults ..` runs the circuit once, traced, and draws that run:
+    here every message a gate sends is dropped, so the run times out and the diagram shows why."""
+    out = tmp_path / "dropped.svg"
+    broker = ["--broker", mosquitto_url]
+    done = gatemesh(
+        "draw", "lamport", QF, "x=-2", "y=5", "z=-4", "--faults", "drop=1", "--timeout", "1", *broker, "-o", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: the run failed: run " in done.stderr
+    classes = [e.get("class", "") for e in ET.fromstring(out.read_text()).iter()]
+    assert classes.count("msg forward drop") == 3  # the three inputs' values, each dropped
+    assert classes.count("cross drop-mark") == 3 + 5  # and the five gates' answers to the probe
+    assert classes.count("msg feed") == 3
+    assert "timeout" in classes
+    alone = gatemesh("draw", "lamport", QF, "-o", str(out))
+    assert alone.returncode == 1
+    assert "no trace file '(x+y)*z': give a trace (gatemesh run ... --trace FILE), or SOURCE and input values" in (
+        " ".join(alone.stderr.split())
+    )
+    trace = IMG / "qf.jsonl"
+    mixed = gatemesh("draw", "lamport", str(trace), "--faults", "drop=1", "-o", str(out))
+    assert mixed.returncode == 1
+    assert "a trace file is drawn as it is; --faults, --broker and --timeout apply to a run" in mixed.stderr

@@ -27,7 +27,7 @@ Y = {"id": "y", "op": "input"}
         (gates(X, {"id": "f", "op": "mull", "inputs": ["x", "x"]}), "gates[1] (id 'f'): unknown op 'mull'"),
         (gates(X, {"id": "f", "op": "mul", "inputs": ["x"]}), "gates[1] (id 'f'): op 'mul' takes 2 input(s), got 1"),
         (gates(X, {"id": "f", "op": "mul", "inputs": ["x", "w"]}), "input 'w' is not a gate"),
-        (gates(X, X, output="x"), "ids must be unique; repeated: 'x'"),
+        (gates(X, X, output="x"), "c.json: invalid circuit: gate ids must be unique; repeated: 'x'"),  # no "circuit:"
         (gates(X, {"id": "f", "op": "pow", "inputs": ["x"]}), "op 'pow' needs a numeric 'param'"),
         (gates(X, {"id": "f", "op": "neg", "inputs": ["x"], "param": 2}), "op 'neg' takes no 'param'"),
         (gates(X, output="nope"), "output 'nope' is not a gate"),
@@ -48,7 +48,13 @@ Y = {"id": "y", "op": "input"}
         ),
         (
             gates(X, {"id": "f", "op": "neg", "inputs": ["x"], "colour": "red"}),
-            "gates[1] (id 'f').colour: Extra inputs",
+            "gates[1] (id 'f').colour: not a field (a gate has id, op and, as its op needs, inputs and param)",
+        ),
+        (
+            {"circuit": "c", "gates": [{"op": "input"}, {"op": "input"}]},
+            "invalid circuit: gates[0].id: missing; gates[1].id: missing; output: missing; circuit: not a field "
+            "(a gate has id, op and, as its op needs, inputs and param; a circuit has gates, output and, optionally, "
+            "name)",
         ),
         (gates(X, {"id": "f", "op": "const", "param": "inf"}), "gates[1] (id 'f').param"),
         ({"gates": [], "output": "f"}, "gates: Tuple should have at least 1 item"),
