@@ -174,6 +174,11 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     expect(page.locator("#problem")).to_contain_text("faults: drop=banana", timeout=WAIT)
     expect(page.locator("#source")).to_have_value("x*y")
     expect(page.locator("#status")).not_to_have_text("done")  # not run: not with faults it cannot read
+    page.goto(server.url + "?expr=x*y&x=2&y=3&where=mars&step=yes&run=1")  # words it cannot read: said, not run
+    said = "step=yes: give step=0 or 1; where=mars: give where=here or hosts (not run)"
+    expect(page.locator("#problem")).to_have_text(said, timeout=WAIT)
+    expect(page.locator("#source")).to_have_value("x*y")
+    expect(page.locator("#status")).not_to_have_text("done")
 
 
 def _sorted_equal(got: list[str], expected: list[str]) -> None:

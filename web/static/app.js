@@ -417,6 +417,11 @@ function fromLink() {
     if (name.startsWith(INPUT_PREFIX)) state.values[name.slice(INPUT_PREFIX.length)] = value;
     else if (!LINK_WORDS.has(name)) state.values[name] = value;
   }
+  const unread = [];  // what the link says that the page cannot do: said, and the link opens without running
+  for (const [word, known] of [["step", ["0", "1"]], ["where", ["here", "hosts"]], ["run", ["0", "1"]]]) {
+    const value = params.get(word);
+    if (value !== null && !known.includes(value)) unread.push(`${word}=${value}: give ${word}=${known.join(" or ")}`);
+  }
   if (params.get("step") === "1") $("step").checked = true;
   if (params.get("where") === "hosts") $("where").value = "hosts";
   const unknown = [];
@@ -428,8 +433,9 @@ function fromLink() {
     else if (["drop", "dup", "seed"].includes(key) && value !== undefined && Number.isFinite(Number(value))) $(key).value = value;
     else unknown.push(part);
   }
-  if (unknown.length) {  // said, and the rest of the link still opens: it does not run with faults it cannot read
-    handlers.problem({ message: `faults: ${unknown.join(", ")}: the page knows drop=P, dup=P, delay=A-Bms, reorder and seed=N` });
+  if (unknown.length) unread.push(`faults: ${unknown.join(", ")}: the page knows drop=P, dup=P, delay=A-Bms, reorder and seed=N`);
+  if (unread.length) {  // the rest of the link still opens; it does not run what it cannot read
+    handlers.problem({ message: unread.join("; ") + (params.get("run") === "1" ? " (not run)" : "") });
     params.delete("run");
   }
   const expr = params.get("expr");
