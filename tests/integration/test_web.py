@@ -185,6 +185,34 @@ def _sorted_equal(got: list[str], expected: list[str]) -> None:
     assert sorted(got) == sorted(expected), got
 
 
+def test_a_picture_shrunk_to_a_small_screen_can_be_seen_at_its_own_size(page: Page, server: ServeProcess) -> None:
+    """At 1024x768 (a classroom projector) the neuron's figure is shrunk to the page; "actual
+    size" shows it as drawn, with scrollbars, and "fit to width" shrinks it again."""
+    page.set_viewport_size({"width": 1024, "height": 768})
+    page.goto(server.url + "?expr=sigmoid(w0*x0%20%2B%20w1*x1%20%2B%20w2)&w0=2&x0=-1&w1=-3&x1=-2&w2=-3&run=1")
+    expect(page.locator("#status")).to_have_text("done", timeout=WAIT)
+    svg, button, note = (
+        page.locator("#circuit svg"),
+        page.locator('.zoom[data-for="circuit"]'),
+        page.locator("#circuit-note"),
+    )
+    drawn = float(svg.get_attribute("width") or 0)
+    expect(button).to_have_text("actual size")
+    expect(note).to_contain_text("shrunk to fit the page")
+    assert svg.bounding_box()["width"] < drawn - 50  # type: ignore[index]
+    button.click()
+    expect(button).to_have_text("fit to width")
+    expect(note).to_contain_text("scroll inside the box for the rest of the diagram")
+    assert svg.bounding_box()["width"] == pytest.approx(drawn, abs=1)  # type: ignore[index]
+    shot(page, "circuit-actual-size")
+    button.click()
+    expect(note).to_contain_text("shrunk to fit the page")
+    assert svg.bounding_box()["width"] < drawn - 50  # type: ignore[index]
+    page.set_viewport_size({"width": 1600, "height": 1000})  # room enough: shown as drawn, nothing to switch
+    expect(note).not_to_contain_text("shrunk")
+    assert svg.bounding_box()["width"] == pytest.approx(drawn, abs=1)  # type: ignore[index]
+
+
 def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProcess) -> None:
     page.goto(server.url)
     page.locator("#source").fill("r = w * 2\ny = x * 3")

@@ -225,10 +225,30 @@ function showSvg(id, svg, note) {
     box.innerHTML = svg.replace(/^<\?xml[^>]*>\s*/, "");  // made by viz/ on the server: no scripts
     box.scrollTop = keep;
   } else box.replaceChildren();
+  box.dataset.note = note || "";
+  describeSvg(id);
+}
+
+function describeSvg(id) {
+  // what the note under a picture says, and whether its zoom button has anything to switch
+  const box = $(id);
+  const actual = box.classList.contains("scroll");
   const more = box.scrollHeight > box.clientHeight + 1 || box.scrollWidth > box.clientWidth + 1;
   box.classList.toggle("more", more);
-  const scroll = more ? "scroll inside the box for the rest of the diagram" : "";
-  $(id + "-note").textContent = [note, scroll].filter(Boolean).join("; ");
+  const picture = box.querySelector("svg");
+  const shrunk = picture !== null && !actual && picture.getBoundingClientRect().width < Number(picture.getAttribute("width")) - 1;
+  const zoom = document.querySelector(`.zoom[data-for="${id}"]`);
+  zoom.hidden = !(shrunk || (actual && box.scrollWidth > box.clientWidth + 1) || zoom.dataset.chosen);
+  const said = more ? "scroll inside the box for the rest of the diagram" : shrunk ? "shrunk to fit the page: \u201cactual size\u201d shows it as drawn" : "";
+  $(id + "-note").textContent = [box.dataset.note, said].filter(Boolean).join("; ");
+}
+
+function zoom(button) {
+  // a picture shrunk to the page's width, or as drawn with scrollbars: the teacher's choice, kept for later runs
+  const actual = $(button.dataset.for).classList.toggle("scroll");
+  button.textContent = actual ? "fit to width" : "actual size";
+  button.dataset.chosen = "1";
+  describeSvg(button.dataset.for);
 }
 
 const MAX_GRAD_ROWS = 24;  // a 65,000-gate deployment may have thousands of inputs
@@ -458,6 +478,8 @@ function fromLink() {
 
 function wire() {
   $("source").addEventListener("input", compileSoon);
+  for (const button of document.querySelectorAll(".zoom")) button.addEventListener("click", () => zoom(button));
+  window.addEventListener("resize", () => { describeSvg("circuit"); describeSvg("lamport"); });
   $("step").addEventListener("change", updateShare);
   $("run").addEventListener("click", () => {
     const wrong = formProblem();
