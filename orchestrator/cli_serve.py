@@ -54,6 +54,7 @@ def serve(
     """Open the live view: watch a pass, step through its messages, break it, in the browser."""
     from broker.security import ORCHESTRATOR_USER
     from web.app import LOOPBACK_NAMES, make_app  # here: only `serve` pays for Starlette and uvicorn
+    from web.rooms import Rooms
     from web.session import Session
 
     if watch_only and secure is None:
@@ -111,8 +112,11 @@ def serve(
             if watch_only:
                 url = watching
             session = Session(url, hosts=names, secure=accounts, watcher=watching, readonly=watch_only)
+            rooms = Rooms(
+                session, lambda name: Session(url, secure=accounts, watcher=watching, readonly=watch_only, room=name)
+            )
             async with asyncio.TaskGroup() as group:
-                serving = group.create_task(session.serve())
+                serving = group.create_task(rooms.serve())
                 await session.ready.wait()
                 host, bound = listener.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
@@ -120,7 +124,7 @@ def serve(
                 said = f"gatemesh serve: open http://{shown}:{bound}/  (broker {url}, {mode}pid {os.getpid()})"
                 print(said, flush=True)
                 config = uvicorn.Config(
-                    make_app(session, LOOPBACK_NAMES | {bind} if address.is_loopback else None),
+                    make_app(rooms, LOOPBACK_NAMES | {bind} if address.is_loopback else None),
                     log_level="warning",
                     ws_max_size=1 << 20,
                     lifespan="off",

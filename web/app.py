@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gates.errors import TransportError
 from orchestrator.errors import GatemeshError
 from web.commands import BadRequest, parse_request
+from web.rooms import Rooms
 from web.session import Session
 from web.view import Client
 
@@ -69,9 +70,10 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 """The host names a page of a server on loopback is reached by."""
 
 
-def make_app(session: Session, names: frozenset[str] | None) -> Starlette:
+def make_app(rooms: Rooms, names: frozenset[str] | None) -> Starlette:
     """The server's routes. `names`: the host names a page may reach it by (None: any, for a
-    server bound where anyone may reach it anyway)."""
+    server bound where anyone may reach it anyway). A page's WebSocket joins the room its
+    address names (/ws?room=NAME; none: the shared room)."""
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
@@ -81,6 +83,12 @@ def make_app(session: Session, names: frozenset[str] | None) -> Starlette:
             await websocket.close(code=1008, reason="cross-origin connections are refused")
             return
         await websocket.accept()
+        try:
+            session = await rooms.enter(websocket.query_params.get("room"))
+        except ValueError as exc:  # said on the page, which then stays unconnected (no retry loop)
+            await websocket.send_json({"type": "problem", "message": str(exc), "final": True})
+            await websocket.close(code=1008, reason="no such room")
+            return
         client = session.connect()
         try:
             async with asyncio.TaskGroup() as group:

@@ -1,7 +1,8 @@
 """What the page drives: one run at a time, its trace, its pictures, its held messages.
 
-A Session lives as long as `gatemesh serve`. Every page connected to it sees the same run
-(a teacher projects it, a student clicks). Requests come from web/app.py already validated
+The shared Session lives as long as `gatemesh serve`; a room's (web/rooms.py) as long as
+pages use it. Every page connected to one sees the same run (a teacher projects it, a student
+clicks). Requests come from web/app.py already validated
 (web/commands.py); what the page shows is pushed as parts (`run`, `progress`, `log`,
 `pictures`, `step`, `cluster`), each with a version, so a client sends only what changed, and
 at most a few times a second however many messages cross the broker.
@@ -86,11 +87,12 @@ PARTS = ("run", "progress", "log", "pictures", "step", "cluster")
 
 
 class Session:
-    """The server's one session; `serve()` runs its background tasks.
+    """A room's runs, pictures and step mode; `serve()` runs its background tasks.
 
     `watcher`: the address everything that only watches connects with (the cluster, a watched
     deployment): with --secure, the read-only account. `readonly`: the session has no other
-    (--watch-only), so every request that would publish is refused.
+    (--watch-only), so every request that would publish is refused. `room`: the name pages
+    join it by ("": the shared room, the only one with gate hosts).
     """
 
     def __init__(
@@ -101,8 +103,10 @@ class Session:
         *,
         watcher: BrokerAddress | None = None,
         readonly: bool = False,
+        room: str = "",
     ) -> None:
         self.broker = broker
+        self.room = room
         self.watch_broker = watcher or broker
         self.readonly = readonly
         self.view = RunView()
@@ -191,7 +195,8 @@ class Session:
             for i, e in enumerate(EXAMPLES)
         ]
         hosts = self.hosts.names if self.hosts else []
-        return {"type": "choices", "examples": examples, "hosts": hosts, "readonly": READ_ONLY if self.readonly else ""}
+        readonly = READ_ONLY if self.readonly else ""
+        return {"type": "choices", "examples": examples, "hosts": hosts, "readonly": readonly, "room": self.room}
 
     def part(self, name: str) -> dict[str, object]:
         view = self.view
@@ -388,6 +393,8 @@ class Session:
             )
         faults = request.faults.text()
         if request.where == "hosts":
+            if self.hosts is None and self.room:
+                raise ValueError(f"room {self.room} has no gate hosts: they are the shared room's (leave ?room out)")
             if self.hosts is None:
                 raise ValueError("no gate hosts: start the server with --hosts N to run on host processes")
             if faults != self.hosts.started_with:

@@ -138,7 +138,10 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     expect(page.locator("#share")).to_be_hidden()  # nothing to share yet
     page.goto(server.url + "?expr=x+y%20*%202&x=1&y=3&run=1")  # typed by hand: a plus is a plus
     expect(page.locator("#value")).to_have_text("7", timeout=WAIT)
-    expect(page.locator("#share")).to_have_attribute("href", re.compile(r"^/\?expr=x%2By%20\*%202&x=1&y=3&run=1$"))
+    expect(page.locator("#share")).to_have_attribute(
+        "href",
+        re.compile(r"^/\?room=own&expr=x%2By%20\*%202&x=1&y=3&run=1$"),  # each opener alone
+    )
     page.goto(server.url + "?expr=%28x%2By%29+*+z&x=-2&y=5&z=-4&run=1")  # an older link: '+' a space, %2B a plus
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
     page.goto(server.url + "?example=5&run=1")  # the sigmoid neuron: a number as the sentences write it
@@ -211,6 +214,38 @@ def test_a_picture_shrunk_to_a_small_screen_can_be_seen_at_its_own_size(page: Pa
     page.set_viewport_size({"width": 1600, "height": 1000})  # room enough: shown as drawn, nothing to switch
     expect(note).not_to_contain_text("shrunk")
     assert svg.bounding_box()["width"] == pytest.approx(drawn, abs=1)  # type: ignore[index]
+
+
+def test_a_shared_exercise_gives_each_who_opens_it_a_room_of_their_own(page: Page, server: ServeProcess) -> None:
+    """The shared room is what every page at the plain address sees; a page in a room of its
+    own runs what no other page sees or replaces, and its share link gives each opener one."""
+    page.goto(server.url + "?expr=x*y&x=2&y=3&run=1")  # the shared room
+    expect(page.locator("#value")).to_have_text("6", timeout=WAIT)
+    expect(page.locator("#room")).to_be_hidden()
+    student = page.context.new_page()
+    student.goto(server.url + "?room=own&" + QF_LINK[1:])
+    expect(student.locator("#value")).to_have_text("-12", timeout=WAIT)
+    room = re.fullmatch(r".*[?&]room=(r[0-9a-z]+)&.*", student.url)
+    assert room is not None, student.url  # kept in the address: a reload finds the same room
+    expect(student.locator("#room")).to_have_text(f"room {room.group(1)}")
+    expect(student.locator("#share")).to_have_attribute("href", re.compile(r"^/\?room=own&expr="))
+    expect(student.locator("#where option[value=hosts]")).to_be_disabled()  # the shared room's hosts
+    page.wait_for_timeout(500)
+    expect(page.locator("#value")).to_have_text("6")  # the shared room's run stands
+    pair = page.context.new_page()
+    pair.goto(server.url + f"?room={room.group(1)}")  # a second page naming the room joins it
+    expect(pair.locator("#value")).to_have_text("-12", timeout=WAIT)
+    student.locator("#share-own").uncheck()
+    expect(student.locator("#share")).to_have_attribute("href", re.compile(rf"^/\?room={room.group(1)}&expr="))
+    shot(student, "room-of-my-own")
+    refused = page.context.new_page()
+    refused.goto(server.url + "?room=no%20room")
+    expect(refused.locator("#problem")).to_have_text(
+        "room 'no room': a room's name is letters, digits, '_' and '-', 40 at most", timeout=WAIT
+    )
+    expect(refused.locator("#connection")).to_have_text("not connected")
+    for opened in (student, pair, refused):
+        opened.close()
 
 
 def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProcess) -> None:

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "", readonly: "" };
+const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "", readonly: "", room: "", refused: false };
 const PUBLISHING = ["run", "restart", "attach", "deliver-all", "step", "where", "drop", "dup", "delay-from", "delay", "reorder", "seed"];
 
 function el(tag, attrs = {}, ...children) {
@@ -24,15 +24,27 @@ function send(request) {
   else state.queued.push(text);
 }
 
+function ownRoom() {
+  // ?room=own (a shared exercise's link): a room of this page's own, kept in its address for a reload
+  const params = new URLSearchParams(location.search);
+  state.room = params.get("room") || "";
+  if (state.room !== "own") return;
+  const digits = crypto.getRandomValues(new Uint32Array(2));
+  state.room = "r" + [...digits].map((d) => d.toString(36)).join("").slice(0, 10);
+  params.set("room", state.room);
+  history.replaceState(null, "", "/?" + params.toString().replaceAll("+", "%20"));
+}
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  const socket = new WebSocket(scheme + location.host + "/ws");
+  const socket = new WebSocket(scheme + location.host + "/ws" + (state.room ? "?room=" + encodeURIComponent(state.room) : ""));
   state.socket = socket;
   socket.onopen = () => {
     $("connection").textContent = "connected";
     for (const text of state.queued.splice(0)) socket.send(text);
   };
   socket.onclose = () => {
+    if (state.refused) return void ($("connection").textContent = "not connected");  // said why; trying again changes nothing
     $("connection").textContent = "disconnected: reconnecting…";
     setTimeout(connect, 1000);
   };
@@ -63,8 +75,10 @@ const handlers = {
     state.linkExample = undefined;
     if (!m.hosts.length) {
       $("where").querySelector('option[value="hosts"]').disabled = true;
-      $("where").title = "start the server with --hosts N to run on gate host processes";
+      $("where").title = m.room ? "gate hosts are the shared room's: open this server's address without ?room to run on them"
+        : "start the server with --hosts N to run on gate host processes";
     }
+    showRoom(m.room);
     state.readonly = m.readonly;
     document.body.dataset.readonly = m.readonly ? "1" : "";
     const notice = $("readonly");
@@ -93,6 +107,7 @@ const handlers = {
     showInputs(m.inputs);
   },
   problem(m) {
+    if (m.final) state.refused = true;
     const box = $("problem");
     box.hidden = false;
     box.textContent = m.message;
@@ -216,6 +231,19 @@ function travelButton(index) {
   button.dataset.index = String(index);
   button.addEventListener("click", () => send({ type: "travel", index }));
   return button;
+}
+
+function showRoom(room) {
+  // which room this page is in: the shared one (every page at the plain address) or its own
+  const pill = $("room");
+  pill.hidden = !room;
+  pill.textContent = room ? "room " + room : "";
+  pill.title = room ? "every page that opens this address is in this room and sees its runs; no other page does" : "";
+  const link = $("room-link");
+  link.textContent = room ? "the shared room" : "a room of my own";
+  link.href = room ? "/" : "/?room=own";
+  link.title = room ? "the room every page at the plain address shares (its gate hosts too)"
+    : "runs that no other page sees or replaces";
 }
 
 function showSvg(id, svg, note) {
@@ -401,13 +429,15 @@ function faultsText() {
   return parts.join(",");
 }
 
-const LINK_WORDS = new Set(["expr", "run", "step", "where", "example", "faults"]);
+const LINK_WORDS = new Set(["expr", "run", "step", "where", "example", "faults", "room"]);
 const INPUT_PREFIX = "in:";  // an input named like one of the link's own words: in:step=2 (no name has a ':')
 
 function updateShare() {
   const share = $("share").parentElement;
   share.hidden = $("source").value.trim() === "";  // a live deployment's run, say: no exercise to share
   const params = new URLSearchParams();
+  if ($("share-own").checked) params.set("room", "own");  // a class at one link: each student alone
+  else if (state.room) params.set("room", state.room);  // a pair at one exercise: this room
   params.set("expr", $("source").value);
   for (const [name, value] of Object.entries(inputs())) {
     params.set(LINK_WORDS.has(name) ? INPUT_PREFIX + name : name, String(value));
@@ -515,7 +545,7 @@ function wire() {
     const e = state.examples[Number($("example").value)];
     if (e) showExample(e);
   });
-  for (const id of ["where", "drop", "dup", "delay-from", "delay", "reorder", "seed"]) $(id).addEventListener("change", updateShare);
+  for (const id of ["where", "drop", "dup", "delay-from", "delay", "reorder", "seed", "share-own"]) $(id).addEventListener("change", updateShare);
 }
 
 function showExample(e) {
@@ -526,6 +556,7 @@ function showExample(e) {
   compileSoon();
 }
 
+ownRoom();
 wire();
 fromLink();
 connect();
