@@ -141,8 +141,7 @@ def run(
 
     # --explain tells the trace's crossings, so sentences, trace file and pictures share one source
     recorder = Recorder(faults=fault_plan, faults_text=faults) if trace or explain else None
-    if recorder is not None and explain:
-        explain_to(recorder, narrate)
+    id_note = explain_to(recorder, narrate) if recorder is not None and explain else None
 
     async def one_run() -> RunResult:
         here = isinstance(target, Circuit) and hosts is None
@@ -158,7 +157,11 @@ def run(
                     if trace is not None:
                         recorder.write(trace)
 
-    result = asyncio.run(one_run())
+    try:
+        result = asyncio.run(one_run())
+    finally:
+        if id_note is not None and (note := id_note()):
+            narrate(note)
     if as_json:
         print(result.model_dump_json())
     else:

@@ -10,6 +10,7 @@ the gates use) and where the results went.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -40,6 +41,10 @@ TOLD_LATE = 0.1
 """Seconds after which a gate's fault is told as late (its sentence comes after later ones)."""
 
 
+_MESSAGE_ID = re.compile(r"\(([A-Za-z_][\w.\-]*:\d+)[,)]")
+"""A message's id in a sentence, "(x:4)" or "(x:4, copy 1)": trace_records.message_id."""
+
+
 class Explainer:
     """Turns the messages of runs over one circuit into numbered sentences, in arrival order."""
 
@@ -57,6 +62,8 @@ class Explainer:
         self._told_backward: set[tuple[str, str]] = set()
         self._told_reports: set[tuple[str, str]] = set()
         """(run, gate) whose report's step a fault told before the report crossed."""
+        self.first_id = ""
+        """The first message id a sentence showed ("x:4"): `id_note` says what one is."""
         self._told: dict[tuple[str, str], int] = {}
         """(run, message id) of every message told -> its sentence's number: a second copy is told
         as one, and counts for nothing; a fault told after its message says so."""
@@ -176,7 +183,16 @@ class Explainer:
             return f" (told late: it happened {late:.1f} s ago, and the gate has only now sent its events)"
         return ""
 
+    def id_note(self) -> str:
+        """What a message id is, once a sentence has shown one ("" before): said under the sentences."""
+        if not self.first_id:
+            return ""
+        sender, lamport = self.first_id.split(":")
+        return f"({self.first_id}) names a message: its sender, {sender}, and the Lamport clock of its send, {lamport}"
+
     def _numbered(self, sender: str, sentence: str) -> str:
+        if not self.first_id and (named := _MESSAGE_ID.search(sentence)):
+            self.first_id = named.group(1)
         if not self.placement:
             return f"{self.count:>3}. {sentence}"
         where = self.placement.get(sender, "orchestrator")

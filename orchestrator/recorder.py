@@ -517,12 +517,15 @@ class Recorder:
 _TOLD = frozenset({"cross", "drop", "delay", "reorder", "host_lost", "timeout"})
 
 
-def explain_to(recorder: Recorder, say: Callable[[str], None], duplicated_by: str = "the fault injector") -> None:
+def explain_to(
+    recorder: Recorder, say: Callable[[str], None], duplicated_by: str = "the fault injector"
+) -> Callable[[], str]:
     """--explain from the trace: one sentence per crossing, per fault (a drop, a delay, a
     reorder), per host lost and per timeout, as the recorder records them (a gate's faults are
     told when its events arrive, after the messages it sent).
 
-    The sentences, the trace file and the pictures are then made from the same events.
+    The sentences, the trace file and the pictures are then made from the same events. Returns
+    what to say under them: what a message id is, once one was shown (Explainer.id_note).
     """
     explainer: Explainer | None = None
 
@@ -546,3 +549,4 @@ def explain_to(recorder: Recorder, say: Callable[[str], None], duplicated_by: st
             say(explainer.fault(event, late))
 
     recorder.listeners.append(listen)
+    return lambda: explainer.id_note() if explainer is not None else ""

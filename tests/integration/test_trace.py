@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import secrets
 import subprocess
 import sys
@@ -277,6 +278,23 @@ def test_explain_piped_into_a_reader_that_stops_early_ends_quietly() -> None:
         said = running.stderr.read()
         assert running.wait(timeout=60) == 0
     assert said == ""
+
+
+def test_explain_says_under_its_sentences_what_a_message_id_is(mosquitto_url: str) -> None:
+    """A second copy is told by its message's id (x:4); the first id shown is explained once, under the sentences."""
+    done = gatemesh("run", QF, "x=-2", "y=5", "z=-4", "--broker", mosquitto_url, "--faults", "dup=1", "--explain")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    notes = [i for i, line in enumerate(lines) if " names a message: its sender, " in line]
+    assert len(notes) == 1, done.stdout
+    note = re.fullmatch(
+        r"\((\w+):(\d+)\) names a message: its sender, (\w+), and the Lamport clock of its send, (\d+)", lines[notes[0]]
+    )
+    assert note is not None, lines[notes[0]]
+    assert note.group(1, 2) == note.group(3, 4)
+    first = next(line for line in lines if re.search(r"\(\w+:\d+[,)]", line))
+    assert f"({note.group(1)}:{note.group(2)})" in first  # the first id a sentence showed
+    assert lines[notes[0] + 1].startswith("value = -12")  # under the sentences, above the result
 
 
 def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -> None:

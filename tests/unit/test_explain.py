@@ -125,9 +125,11 @@ def test_a_dropped_message_and_the_probe_and_release_are_told() -> None:
     dropped = TraceMsg(
         id="x:7", src="x", dest=(ORCHESTRATOR,), phase="report", topic=topic("c", "report", "x"), grad=-4.0
     )
+    assert explainer.id_note() == ""  # no id shown yet: nothing to say of one
     assert explainer.dropped(dropped) == (
         "  1. the fault injector drops x's report message (x:7) to the orchestrator: it never reaches the broker"
     )
+    assert explainer.id_note() == "(x:7) names a message: its sender, x, and the Lamport clock of its send, 7"
     probe = TraceMsg(id="orchestrator:9", src=ORCHESTRATOR, phase="probe", topic=topic("c", "control"))
     assert explainer.tell("r", probe).endswith(
         "the orchestrator asks every gate where it stands (a probe: the run has not finished)"
