@@ -29,7 +29,7 @@ from gates.trace_records import TraceMsg
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.trace import Trace
 from viz.svg import GREEN, GREY, RED, DrawError, attr, document, num, short, text
-from viz.wire_labels import FRACTIONS, Box, Point, Wire, along, place
+from viz.wire_labels import Box, Point, Wire, place
 
 MAX_GATES = 60
 """Past this many gates the figure is a hairball: `draw_circuit` refuses and says what to do."""
@@ -234,13 +234,22 @@ def _plan(circuit: Circuit) -> _Plan:
     branches: Counter[tuple[str, str]] = Counter()
     """Branches drawn so far from a fork to a reader: `x*x` reads x twice, by two branches."""
     ports: list[tuple[int | None, int]] = []
-    for tail, head, _ in drawn:
+    sides: list[tuple[tuple[float, float], ...]] = []
+    for i, (tail, head, points) in enumerate(drawn):
         fed = [port for reader, port in readers[tail.removesuffix(" fork")] if reader == head]
-        ports.append((fed[branches[tail, head]], len(fed)) if tail.endswith(" fork") else (None, 0))
+        k = branches[tail, head]
         branches[tail, head] += 1
-    to_label = [
-        Wire(tuple(points), _label_sides(points, *fed)) for (_, _, points), fed in zip(drawn, ports, strict=True)
-    ]
+        if not tail.endswith(" fork"):  # a gate's own wire, or the output's: its value above, its gradient below
+            ports.append((None, 0))
+            sides.append(((1.0, LABEL_WIDTH), (-1.0, LABEL_WIDTH)))
+            continue
+        ports.append((fed[k], len(fed)))
+        if len(fed) > 1:
+            r = float(nodes[head]["width"]) * SCALE / 2
+            drawn[i] = (tail, head, _branch(points[0], at(*map(float, nodes[head]["pos"].split(","))), r, k, len(fed)))
+        above = len(fed) > 1 and k == 0  # a branch's part below it; the top one of several into one gate above
+        sides.append(((1.0 if above else -1.0, PART_WIDTH),))
+    to_label = [Wire(tuple(points), side) for (_, _, points), side in zip(drawn, sides, strict=True)]
     baselines = place(to_label, [_covers(circuit, name, node, at) for name, node in nodes.items()])
     return _Plan(
         width=bb[2] - bb[0] + 2 * SIDE,
@@ -259,16 +268,6 @@ def _plan(circuit: Circuit) -> _Plan:
 LABEL_WIDTH, PART_WIDTH = 44.0, 34.0
 """A wire label's room: wide enough for "-0.123" (13px bold), or a branch's part (11px). Fixed,
 not measured: the numbers fill in during a pass, and must not move as they do."""
-
-
-def _label_sides(points: list[Point], port: int | None, ports: int) -> tuple[tuple[float, float], ...]:
-    """A wire's labels as (side, width): a value above and a gradient below, or a branch's part below
-    (above, inside the loop, for branches that meet again, like `x*x`'s)."""
-    if port is None:
-        return ((1.0, LABEL_WIDTH), (-1.0, LABEL_WIDTH))
-    middle, normal = along(points, FRACTIONS[0])
-    inside = ports > 1 and normal[1] * (points[0][1] - middle[1]) > 0
-    return ((1.0 if inside else -1.0, PART_WIDTH),)
 
 
 def _labels(circuit: Circuit, state: WireState, wire: _Labelled) -> list[str]:
@@ -319,6 +318,16 @@ def _node(circuit: Circuit, name: str, node: dict[str, str], at: Callable[[float
         f'<g class={attr("gate-group op-" + g.op)}>{hover}<circle class="gate" cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}"/>'
         f"{text(x, y, symbol(g), 'symbol', centred=True)}{text(x, y + r + 13, g.id, 'name')}</g>"
     )
+
+
+def _branch(fork: Point, centre: Point, r: float, k: int, n: int) -> list[Point]:
+    """The k-th of n branches from a fork to one gate that takes the value n times (`x + x`): a
+    curve of its own into the gate's left side, the first highest. dot bundles such edges and
+    sends them around the gate, across the branches to its neighbours."""
+    angle = math.radians(45) * (1 - 2 * k / (n - 1))  # from 45 degrees above the middle to 45 below
+    end = (centre[0] - r * math.cos(angle), centre[1] - r * math.sin(angle))
+    span = max(end[0] - fork[0], 1.0)
+    return [fork, (fork[0] + span * 0.3, end[1]), (end[0] - span * 0.4, end[1]), end]  # out of the fork, then level
 
 
 def _path(points: list[Point]) -> str:

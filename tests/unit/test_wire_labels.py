@@ -3,6 +3,7 @@ and a number on another reads as neither."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -22,6 +23,9 @@ CHAIN = (
     {"x0": 1, "y0": -0.5, "x1": 2, "y1": -1.75, "x2": 3, "y2": -3.6, "x3": -4, "y3": 2.75},
 )
 FORKS = "a = x*y; b = a + x; c = sigmoid(a) * b + x*a", {"x": 1.5, "y": -2}
+TWICE = "(x + x) + (x * x)", {"x": 3}
+"""Gates that take one value twice, side by side: dot bundled such branches around each gate,
+across its neighbour's."""
 
 
 def wire_points(svg: ET.Element) -> list[tuple[float, float]]:
@@ -60,7 +64,36 @@ def label_boxes(svg: ET.Element) -> list[tuple[str, tuple[float, float, float, f
     return boxes
 
 
-@pytest.mark.parametrize("case", [NEURON, CHAIN, FORKS], ids=["neuron", "chain", "forks"])
+def wire_paths(svg: ET.Element) -> list[list[tuple[float, float]]]:
+    """Each wire as a polyline, a point every pixel or so."""
+    return [wire_points(ET.fromstring(ET.tostring(path).decode())) for path in svg.iter(f"{SVG}path")]
+
+
+def _cross(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float], d: tuple[float, float]) -> bool:
+    def side(p: tuple[float, float], q: tuple[float, float], r: tuple[float, float]) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+
+
+@pytest.mark.parametrize("source", [TWICE[0], "(x + x) + (x + x)", "q = x*x; f = q + x"])
+def test_the_branches_of_a_value_a_gate_takes_twice_cross_no_wire(source: str) -> None:
+    """Wires meet only where they end (a fork, a gate): the branches of a value a gate takes
+    twice come into it one above the other, not around it."""
+    paths = wire_paths(ET.fromstring(draw_circuit(compile_source(source))))
+    crossing = []
+    for i, one in enumerate(paths):
+        for other in paths[i + 1 :]:
+            ends = [one[0], one[-1], other[0], other[-1]]
+            for a, b in itertools.pairwise(one[::3]):
+                if any(abs(a[0] - e[0]) + abs(a[1] - e[1]) < 6 for e in ends):
+                    continue  # where two wires leave one fork or meet at one gate
+                if any(_cross(a, b, c, d) for c, d in itertools.pairwise(other[::3])):
+                    crossing.append((a, b))
+    assert crossing == []
+
+
+@pytest.mark.parametrize("case", [NEURON, CHAIN, FORKS, TWICE], ids=["neuron", "chain", "forks", "twice"])
 def test_no_wire_runs_through_a_number(case: tuple[str, dict[str, float]]) -> None:
     source, inputs = case
     circuit = compile_source(source)
