@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape
 
 from gates.protocol import BROKER, ORCHESTRATOR
@@ -206,10 +206,12 @@ def _arrows(
         delayed = ("delay", msg_id) in faults
         shown = as_sent(trace, send)  # what crossed the broker, for the hover text
         seen: set[str] = set()
+        fanned = len(out)
         for receipt in receipts.get(msg_id, []):
             copy = receipt.node in seen
             seen.add(receipt.node)
             out.append(_arrow(send, shown, start, where[id(receipt)], receipt, copy=copy, delayed=delayed))
+        _one_word(out, fanned)
         dropped = faults.get(("drop", msg_id))
         for node in send.msg.dest:
             if node in seen or node not in columns:
@@ -226,6 +228,17 @@ def _arrows(
                 end = end if end > start.y else start.y + ROW  # sent after its receiver was gone
                 out.append(_undelivered(send, shown, start, _Place(x, end), node in lost_at))
     return out
+
+
+def _one_word(arrows: list[_Arrow], first: int) -> None:
+    """A probe or a release reaches every gate: its word goes on its longest arrow only (five
+    "release"s fanned out from one point pile up where the arrows start)."""
+    fan = arrows[first:]
+    if len(fan) > 1 and all(arrow.label_css == "note" for arrow in fan):
+        longest = max(range(len(fan)), key=lambda i: abs(fan[i].b.x - fan[i].a.x))
+        for i, arrow in enumerate(fan):
+            if i != longest:
+                arrows[first + i] = replace(arrow, label="")
 
 
 def _rows(events: list[TraceEvent], columns: dict[str, int]) -> list[int]:
