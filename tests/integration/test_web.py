@@ -248,6 +248,20 @@ def test_a_shared_exercise_gives_each_who_opens_it_a_room_of_their_own(page: Pag
         opened.close()
 
 
+def test_a_pass_may_be_given_its_timeout_on_the_page_and_in_a_link(page: Page, server: ServeProcess) -> None:
+    """Every message dropped: the pass fails after the timeout the link gives, naming who waits,
+    and the page's own link keeps that timeout."""
+    page.goto(server.url + "?expr=x*y&x=2&y=3&faults=drop%3D1&timeout=0.5&run=1")
+    expect(page.locator("#timeout")).to_have_value("0.5")
+    expect(page.locator("#error")).to_contain_text("did not finish within 0.5 s", timeout=WAIT)
+    expect(page.locator("#share")).to_have_attribute("href", re.compile(r"&faults=drop%3D1&timeout=0\.5&run=1$"))
+    page.locator("#timeout").fill("0")
+    page.locator("#run").click()
+    expect(page.locator("#problem")).to_have_text("timeout: give seconds above 0, up to 600 (or leave it blank)")
+    page.goto(server.url + "?expr=x*y&x=2&y=3&timeout=forever&run=1")
+    expect(page.locator("#problem")).to_have_text("timeout=forever: give seconds above 0, up to 600 (not run)")
+
+
 def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProcess) -> None:
     page.goto(server.url)
     page.locator("#source").fill("r = w * 2\ny = x * 3")

@@ -5,7 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "", readonly: "", room: "", refused: false };
-const PUBLISHING = ["run", "restart", "attach", "deliver-all", "step", "where", "drop", "dup", "delay-from", "delay", "reorder", "seed"];
+const PUBLISHING = ["run", "restart", "attach", "deliver-all", "step", "where", "timeout", "drop", "dup", "delay-from", "delay", "reorder", "seed"];
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -410,12 +410,20 @@ function formProblem() {
   if (from > to) return `delay: from ${from} ms to ${to} ms; give the shorter first`;
   const seed = Number($("seed").value || 0);
   if (!(Number.isInteger(seed) && seed >= 0 && seed <= 2 ** 31)) return "seed: give a whole number from 0";
+  const limit = timeout();
+  if (limit !== null && !(limit > 0 && limit <= 600)) return "timeout: give seconds above 0, up to 600 (or leave it blank)";
   return "";
+}
+
+function timeout() {
+  // seconds a pass may take before it fails naming who waits; null: the server's, grown with the circuit
+  const text = $("timeout").value.trim();
+  return text === "" ? null : Number(text);
 }
 
 function runRequest() {
   $("problem").hidden = true;
-  return { type: "run", source: $("source").value, inputs: inputs(), step: $("step").checked, where: $("where").value, faults: faults() };
+  return { type: "run", source: $("source").value, inputs: inputs(), step: $("step").checked, where: $("where").value, faults: faults(), timeout: timeout() };
 }
 
 function faultsText() {
@@ -429,7 +437,7 @@ function faultsText() {
   return parts.join(",");
 }
 
-const LINK_WORDS = new Set(["expr", "run", "step", "where", "example", "faults", "room"]);
+const LINK_WORDS = new Set(["expr", "run", "step", "where", "example", "faults", "room", "timeout"]);
 const INPUT_PREFIX = "in:";  // an input named like one of the link's own words: in:step=2 (no name has a ':')
 
 function updateShare() {
@@ -445,6 +453,7 @@ function updateShare() {
   if ($("step").checked) params.set("step", "1");
   if ($("where").value === "hosts") params.set("where", "hosts");
   if (faultsText()) params.set("faults", faultsText());  // as --faults writes them
+  if (timeout() !== null) params.set("timeout", String(timeout()));
   params.set("run", "1");
   const query = params.toString().replaceAll("+", "%20");  // a space as %20: a '+' in a link is a '+' (fromLink)
   $("share").href = "/?" + query;
@@ -474,6 +483,9 @@ function fromLink() {
   }
   if (params.get("step") === "1") $("step").checked = true;
   if (params.get("where") === "hosts") $("where").value = "hosts";
+  const limit = params.get("timeout");
+  if (limit !== null && Number(limit) > 0 && Number(limit) <= 600) $("timeout").value = limit;
+  else if (limit !== null) unread.push(`timeout=${limit}: give seconds above 0, up to 600`);
   const unknown = [];
   for (const part of (params.get("faults") || "").split(",").filter(Boolean)) {  // as --faults writes them
     const [key, value] = part.split("=");
@@ -533,7 +545,9 @@ function wire() {
         return handlers.problem({ message: `give ${name}'s inputs their values above (or a "blank inputs" value), then press Run on it` });
       }
     }
-    send({ type: "run", deployment: name, inputs: inputs(), fill: fill(), step: $("step").checked, faults: faults() });
+    const wrong = formProblem();
+    if (wrong) return handlers.problem({ message: wrong });
+    send({ type: "run", deployment: name, inputs: inputs(), fill: fill(), step: $("step").checked, faults: faults(), timeout: timeout() });
   });
   $("watch").addEventListener("click", () => {
     $("problem").hidden = true;
@@ -545,7 +559,7 @@ function wire() {
     const e = state.examples[Number($("example").value)];
     if (e) showExample(e);
   });
-  for (const id of ["where", "drop", "dup", "delay-from", "delay", "reorder", "seed", "share-own"]) $(id).addEventListener("change", updateShare);
+  for (const id of ["where", "timeout", "drop", "dup", "delay-from", "delay", "reorder", "seed", "share-own"]) $(id).addEventListener("change", updateShare);
 }
 
 function showExample(e) {
