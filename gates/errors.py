@@ -84,4 +84,4 @@ def unreachable(exc: OSError) -> str:
         return f"no such host ({exc.strerror})"
     if isinstance(exc, ssl.SSLError):
         return f"the TLS handshake failed ({exc})"
-    return exc.strerror or str(exc)
+    return exc.strerror or str(exc) or type(exc).__name__

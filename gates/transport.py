@@ -147,7 +147,10 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
         raise connack_refusal(msg, exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc) from exc
     except aiomqtt.MqttError as exc:
         cause = exc.__cause__ or exc.__context__
-        msg = f"cannot connect to {where}: {unreachable(cause)}" if isinstance(cause, OSError) else f"{where}: {exc}"
+        if isinstance(cause, ConnectionRefusedError | socket.gaierror):  # connecting: said as the session says it
+            msg = f"cannot connect to {where}: {unreachable(cause)}"
+        else:
+            msg = f"{where}: {exc}"
         raise ConnectionLost(msg) from exc
     except TimeoutError as exc:
         msg = f"{where} did not answer in time"

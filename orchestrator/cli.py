@@ -35,6 +35,29 @@ app.command("serve")(serve)
 app.add_typer(export_app, name="export")
 
 
+def _short_helps(commands: typer.Typer) -> None:
+    """Each command's first paragraph as its short help: click cuts a command's help to fit a
+    listing ("Run one forward and backward pass through the broker and..."), a short help it wraps."""
+    for command in commands.registered_commands:
+        if command.short_help is None and command.callback is not None:
+            command.short_help = _first_paragraph(command.help if isinstance(command.help, str) else None)
+            command.short_help = command.short_help or _first_paragraph(command.callback.__doc__)
+    for group in commands.registered_groups:
+        if group.typer_instance is None:
+            continue
+        told = group.help if isinstance(group.help, str) else group.typer_instance.info.help
+        if not isinstance(group.short_help, str):
+            group.short_help = _first_paragraph(told if isinstance(told, str) else None)
+        _short_helps(group.typer_instance)
+
+
+def _first_paragraph(text: str | None) -> str | None:
+    return " ".join(text.strip().split("\n\n")[0].split()) if text else None
+
+
+_short_helps(app)
+
+
 def main() -> None:
     """Entry point: gatemesh errors become one clear line on stderr and exit status 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -14,6 +14,7 @@ import typer
 
 from gates.faults import Faults
 from orchestrator.api import run_circuit
+from orchestrator.circuit import CIRCUIT_SUFFIXES
 from orchestrator.cli_common import (
     DASH_FIRST,
     BrokerOption,
@@ -25,7 +26,7 @@ from orchestrator.cli_common import (
     parse_assignments,
     parse_faults,
 )
-from orchestrator.errors import InputError, RunError
+from orchestrator.errors import GatemeshError, InputError, RunError
 from orchestrator.recorder import Recorder
 from orchestrator.trace import Trace, read_trace
 from viz.caption import caption, formula
@@ -38,6 +39,7 @@ draw_app = typer.Typer(help="Pictures of a run (SVG): the CS231n circuit figure 
 export_app = typer.Typer(help="A traced run in other tools' formats.")
 
 OutOption = Annotated[Path, typer.Option("-o", "--out", help="the file to write")]
+RUN_TIMEOUT = 10.0
 MaxGatesOption = Annotated[int, typer.Option("--max-gates", min=1, help="refuse circuits larger than this")]
 RunOption = Annotated[str | None, typer.Option("--run", help="the run to show (default: the trace's last run)")]
 
@@ -124,14 +126,16 @@ def draw_lamport_command(
         list[str],
         typer.Argument(
             help="a trace file (gatemesh run ... --trace FILE), or SOURCE (an expression, a program or a "
-            f"circuit file {DASH_FIRST}) and input values x=-2 y=5: run once, traced, and drawn"
+            f"circuit file {DASH_FIRST}) and input values x=-2 y=5: run once, traced, and drawn",
+            metavar="TRACE | SOURCE [NAME=VALUE ...]",
+            show_default=False,
         ),
     ],
     output_file: OutOption = Path("run.svg"),
     run: RunOption = None,
     broker: BrokerOption = None,
     faults: FaultsOption = "",
-    timeout: TimeoutOption = 10.0,
+    timeout: TimeoutOption = RUN_TIMEOUT,
     max_gates: MaxGatesOption = MAX_GATES,
 ) -> None:
     """The space-time diagram: a line per gate (grouped by host), an arrow per message, faults marked.
@@ -141,8 +145,8 @@ def draw_lamport_command(
     """
     check_writable("-o", output_file, (".svg",))
     first, *values = arguments
-    if not values and Path(first).is_file():
-        if faults or broker is not None or timeout != 10.0:
+    if not values and Path(first).is_file() and not first.lower().endswith(CIRCUIT_SUFFIXES):
+        if faults or broker is not None or timeout != RUN_TIMEOUT:
             raise InputError(
                 f"{first}: a trace file is drawn as it is; --faults, --broker and --timeout apply to a run "
                 "(SOURCE and input values)"
@@ -163,13 +167,20 @@ def _traced_run(
 ) -> Trace:
     """SOURCE run once with these inputs, traced: its trace, also when the run failed (a fault
     can make it), with a warning that says how."""
-    if not values:
+    is_file = source.lower().endswith(CIRCUIT_SUFFIXES)
+    try:
+        circuit = load_circuit(source)
+    except GatemeshError as exc:
+        if values or is_file:
+            raise
         raise InputError(
             f"no trace file {source!r}: give a trace (gatemesh run ... --trace FILE), "
             "or SOURCE and input values (x=-2 y=5) to run it once and draw that run"
-        )
-    circuit = load_circuit(source)
+        ) from exc
     inputs = parse_assignments(values)
+    if not values and circuit.inputs:  # a circuit with no inputs (2*3) runs as it is
+        named = " ".join(f"{name}=..." for name in circuit.inputs)
+        raise InputError(f"{source}: give its input values to run it once and draw that run: {named}")
     check_size(circuit, max_gates)  # before a run, not after it
     recorder = Recorder(faults=faults)
     try:

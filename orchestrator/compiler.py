@@ -115,7 +115,7 @@ def _compile(source: str, output: str | None, name: str) -> Compiled:
     tree = _parse(text)
     if not tree.body:
         raise CompileError("nothing to compile: the source has no expression")
-    return _Builder(tree, name, text.splitlines()).build(output)
+    return _Builder(tree, name, text.split("\n")).build(output)  # the parser's lines: not str.splitlines()'s
 
 
 def _parse(text: str) -> ast.Module:
@@ -225,12 +225,12 @@ class _Builder:
 
     def _operator_at(self, node: ast.BinOp) -> tuple[int, int]:
         """The 1-based line and column of a binary operator: the first character after its left
-        operand (and any spaces or closing parentheses) that is not a comment."""
+        operand (and any spaces, closing parentheses or line continuations) that is not a comment."""
         line, column = node.left.end_lineno or node.lineno, node.left.end_col_offset or 0
         while line <= len(self.lines):
             text = self.lines[line - 1].encode()  # the tree's columns count UTF-8 bytes
             rest = text[column:]
-            skipped = len(rest) - len(rest.lstrip(b" \t)"))
+            skipped = len(rest) - len(rest.lstrip(b" \t\f\r)\\"))
             if rest[skipped:] and not rest[skipped:].startswith(b"#"):
                 return line, len(text[: column + skipped].decode(errors="replace")) + 1
             line, column = line + 1, 0

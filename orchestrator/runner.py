@@ -384,7 +384,7 @@ class Runner:
         try:
             await self.tap.hold(started)
         except TransportError as exc:  # only the first connection is not retried
-            raise broker_failed(self.broker, exc, "the trace tap could not connect") from exc
+            raise broker_failed(self.broker, exc, "cannot record the run's trace") from exc
 
     async def _stay_connected(self, started: asyncio.Future[None] | None) -> NoReturn:
         try:

@@ -199,7 +199,7 @@ def _arrows(
         elif e.type in ("drop", "duplicate", "delay"):
             faults.setdefault((e.type, e.msg.id), e)
     shown_received = trace.shown_received(run)
-    out = []
+    out: list[_Arrow] = []
     for msg_id, send in sends.items():
         assert send.msg is not None
         start = where[id(send)]

@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gates.errors import TransportError
 from orchestrator.errors import GatemeshError
 from web.commands import BadRequest, parse_request
-from web.rooms import Rooms
+from web.rooms import BadRoomName, Rooms
 from web.session import Session
 from web.view import Client
 
@@ -85,9 +85,9 @@ def make_app(rooms: Rooms, names: frozenset[str] | None) -> Starlette:
         await websocket.accept()
         try:
             session = await rooms.enter(websocket.query_params.get("room"))
-        except ValueError as exc:  # said on the page, which then stays unconnected (no retry loop)
-            await websocket.send_json({"type": "problem", "message": str(exc), "final": True})
-            await websocket.close(code=1008, reason="no such room")
+        except ValueError as exc:  # said on the page; it tries again later, unless the name itself is wrong
+            await websocket.send_json({"type": "problem", "message": str(exc), "final": isinstance(exc, BadRoomName)})
+            await websocket.close(code=1008 if isinstance(exc, BadRoomName) else 1013, reason="no room")
             return
         client = session.connect()
         try:
@@ -132,6 +132,9 @@ async def _push(websocket: WebSocket, session: Session, client: Client) -> None:
         client.wake.clear()
         for message in session.changes(client):
             await websocket.send_json(message)
+        if client.gone:  # its room is over: the page connects again, to a room that works
+            await websocket.close(code=1012, reason="the room closed")
+            return
         await asyncio.sleep(PUSH_INTERVAL)
 
 

@@ -58,10 +58,17 @@ class Client:
         self.sent: dict[str, int] = {}
         self.wake = asyncio.Event()
         self.replies: list[dict[str, object]] = []
+        self.gone = ""
+        """Why the session this page is in is over (its room closed): said, then the socket closes."""
 
     def reply(self, message: dict[str, object]) -> None:
         self.replies.append(message)
         self.wake.set()
+
+    def leave(self, why: str) -> None:
+        """The page's session is over: tell it why and close its socket (it connects again)."""
+        self.gone = why
+        self.reply({"type": "problem", "message": why})
 
 
 def compile_alone(source: str) -> Compiled:

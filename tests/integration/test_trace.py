@@ -622,9 +622,14 @@ def test_draw_lamport_runs_a_source_with_inputs_and_draws_that_run_even_when_its
     assert "timeout" in classes
     alone = gatemesh("draw", "lamport", QF, "-o", str(out))
     assert alone.returncode == 1
-    assert "no trace file '(x+y)*z': give a trace (gatemesh run ... --trace FILE), or SOURCE and input values" in (
-        " ".join(alone.stderr.split())
+    assert "(x+y)*z: give its input values to run it once and draw that run: x=... y=... z=..." in alone.stderr
+    missing = gatemesh("draw", "lamport", str(tmp_path / "run.jsonl"), "-o", str(out))  # a trace not there
+    assert "no trace file" in missing.stderr
+    assert "give a trace (gatemesh run ... --trace FILE), or SOURCE and input values" in " ".join(
+        missing.stderr.split()
     )
+    constant = gatemesh("draw", "lamport", "2*3", *broker, "-o", str(out))  # no inputs: it runs as it is
+    assert constant.returncode == 0, constant.stderr
     trace = IMG / "qf.jsonl"
     mixed = gatemesh("draw", "lamport", str(trace), "--faults", "drop=1", "-o", str(out))
     assert mixed.returncode == 1

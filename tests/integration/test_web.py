@@ -244,8 +244,16 @@ def test_a_shared_exercise_gives_each_who_opens_it_a_room_of_their_own(page: Pag
         "room 'no room': a room's name is letters, digits, '_' and '-', 40 at most", timeout=WAIT
     )
     expect(refused.locator("#connection")).to_have_text("not connected")
-    for opened in (student, pair, refused):
+    typed = page.context.new_page()
+    typed.goto(server.url + "?room=own&expr=x*y+z&x=1&y=2&z=3&run=1")  # a '+' typed by hand stays a plus
+    expect(typed.locator("#value")).to_have_text("5", timeout=WAIT)
+    expect(typed.locator("#source")).to_have_value("x*y+z")
+    assert re.fullmatch(r".*\?room=r[0-9a-z]+&expr=x\*y\+z&x=1&y=2&z=3&run=1", typed.url), typed.url
+    for opened in (student, pair, refused, typed):
         opened.close()
+    page.locator("#where").select_option("hosts")  # gate hosts are the shared room's: its link opens there
+    expect(page.locator("#share")).to_have_attribute("href", re.compile(r"^/\?expr=x\*y&x=2&y=3&where=hosts&run=1$"))
+    expect(page.locator("#share-own")).to_be_disabled()
 
 
 def test_a_pass_may_be_given_its_timeout_on_the_page_and_in_a_link(page: Page, server: ServeProcess) -> None:

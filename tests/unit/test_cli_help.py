@@ -39,6 +39,8 @@ def test_help_is_wrapped_at_the_terminal_width(path: tuple[str, ...]) -> None:
     cut short with an ellipsis (`train --faults`' example once was)."""
     text = _help(path)
     assert "…" not in text
+    cut = [line for line in text.splitlines() if line.rstrip().endswith("...") and not line.startswith("Usage:")]
+    assert cut == []  # click cuts a command's listing short with three dots
     lines = text.splitlines()
     assert all(len(line) <= WIDTH for line in lines), [line for line in lines if len(line) > WIDTH]
     description = lines[1 : next(i for i, line in enumerate(lines) if line in ("Arguments:", "Options:", "Commands:"))]

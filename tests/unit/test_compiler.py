@@ -138,6 +138,8 @@ def test_max_min_fold_many_arguments() -> None:
         ("(x + y) ^ z", 1, 9, "unsupported operator '^'"),
         ("q = x\nf = (q  # a comment\n  ) | y", 3, 5, "unsupported operator '|'"),
         ("exp(x) + x ^ 2  # é", 1, 12, "unsupported operator '^'"),
+        ("a \\\n % b", 2, 2, "unsupported operator '%'"),  # after a line continuation
+        ("# a\u2028b\nz = a % b\nz", 2, 7, "unsupported operator '%'"),  # U+2028 ends no line for the parser
         ("import os", 1, 1, "unsupported statement: Import"),
         ("__import__('os').system('true')", 1, 1, "only plain function calls"),
         ("x.real", 1, 1, "unsupported syntax: an attribute (a.b); use numbers, names, + - * / **, and the functions"),

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gates import mqtt311
-from gates.errors import ConnectionLost, ProtocolViolation
+from gates.errors import ConnectionLost, ProtocolViolation, unreachable
 from gates.mqtt311 import Session
 from gates.mqtt_codec import (
     MAX_PACKET,
@@ -417,3 +418,16 @@ async def test_a_publish_sent_later_rides_the_next_write_or_goes_alone_after_a_w
     assert writes[1].endswith(b"more")
     assert list(session.unacked) == [1, 2, 3]
     session.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), "nothing is listening there (connection refused)"),
+        (socket.gaierror(-2, "Name or service not known"), "no such host (Name or service not known)"),
+        (TimeoutError(), "TimeoutError"),  # no words of its own: never an empty reason
+        (OSError(113, "No route to host"), "No route to host"),
+    ],
+)
+def test_why_a_broker_cannot_be_reached_is_said_in_words(error: OSError, said: str) -> None:
+    assert unreachable(error).startswith(said)

@@ -26,13 +26,12 @@ function send(request) {
 
 function ownRoom() {
   // ?room=own (a shared exercise's link): a room of this page's own, kept in its address for a reload
-  const params = new URLSearchParams(location.search);
-  state.room = params.get("room") || "";
+  state.room = new URLSearchParams(location.search).get("room") || "";
   if (state.room !== "own") return;
   const digits = crypto.getRandomValues(new Uint32Array(2));
   state.room = "r" + [...digits].map((d) => d.toString(36)).join("").slice(0, 10);
-  params.set("room", state.room);
-  history.replaceState(null, "", "/?" + params.toString().replaceAll("+", "%20"));
+  // only the room's word changes: the rest of the address stays as typed (a '+' in it a plus: fromLink)
+  history.replaceState(null, "", location.search.replace(/([?&])room=own(?=&|$)/, `$1room=${state.room}`));
 }
 
 function connect() {
@@ -444,8 +443,11 @@ function updateShare() {
   const share = $("share").parentElement;
   share.hidden = $("source").value.trim() === "";  // a live deployment's run, say: no exercise to share
   const params = new URLSearchParams();
-  if ($("share-own").checked) params.set("room", "own");  // a class at one link: each student alone
-  else if (state.room) params.set("room", state.room);  // a pair at one exercise: this room
+  const hosts = $("where").value === "hosts";  // gate hosts are the shared room's: such a link opens there
+  $("share-own").disabled = hosts;
+  $("share-own").parentElement.title = hosts ? "a run on gate hosts happens in the shared room: its link opens there" : "";
+  if ($("share-own").checked && !hosts) params.set("room", "own");  // a class at one link: each student alone
+  else if (state.room && !hosts) params.set("room", state.room);  // a pair at one exercise: this room
   params.set("expr", $("source").value);
   for (const [name, value] of Object.entries(inputs())) {
     params.set(LINK_WORDS.has(name) ? INPUT_PREFIX + name : name, String(value));
