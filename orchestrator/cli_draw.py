@@ -7,6 +7,7 @@ which holds the only drawing code; these commands only parse arguments and write
 from __future__ import annotations
 
 import asyncio
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -180,7 +181,11 @@ def _traced_run(
     inputs = parse_assignments(values)
     if not values and circuit.inputs:  # a circuit with no inputs (2*3) runs as it is
         named = " ".join(f"{name}=..." for name in circuit.inputs)
-        raise InputError(f"{source}: give its input values to run it once and draw that run: {named}")
+        what = "not a trace but a circuit file" if is_file else "not a trace file but a circuit"
+        raise InputError(
+            f"{source}: {what}; give its input values to run it once and draw that run ({named}), "
+            f"or draw the circuit itself with `gatemesh draw circuit {shlex.quote(source)}`"
+        )
     check_size(circuit, max_gates)  # before a run, not after it
     recorder = Recorder(faults=faults)
     try:

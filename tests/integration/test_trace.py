@@ -327,7 +327,11 @@ def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -
     (tmp_path / "circuit.json").write_text(compile_source(QF).model_dump_json(indent=2))
     done = gatemesh("draw", "lamport", str(tmp_path / "circuit.json"), "-o", str(tmp_path / "x.svg"))
     assert done.returncode == 1
-    assert "circuit.json: not a trace but a circuit file (draw it with `gatemesh draw circuit FILE`)" in done.stderr
+    said = " ".join(done.stderr.split())
+    assert (
+        "circuit.json: not a trace but a circuit file; give its input values to run it once and draw that run" in said
+    )
+    assert "(x=... y=... z=...), or draw the circuit itself with `gatemesh draw circuit " in said
 
 
 def test_a_lamport_diagram_too_wide_to_read_is_refused_with_where_to_look_instead() -> None:
@@ -622,7 +626,9 @@ def test_draw_lamport_runs_a_source_with_inputs_and_draws_that_run_even_when_its
     assert "timeout" in classes
     alone = gatemesh("draw", "lamport", QF, "-o", str(out))
     assert alone.returncode == 1
-    assert "(x+y)*z: give its input values to run it once and draw that run: x=... y=... z=..." in alone.stderr
+    said = " ".join(alone.stderr.split())
+    assert "(x+y)*z: not a trace file but a circuit; give its input values to run it once and draw that run" in said
+    assert "or draw the circuit itself with `gatemesh draw circuit '(x+y)*z'`" in said
     missing = gatemesh("draw", "lamport", str(tmp_path / "run.jsonl"), "-o", str(out))  # a trace not there
     assert "no trace file" in missing.stderr
     assert "give a trace (gatemesh run ... --trace FILE), or SOURCE and input values" in " ".join(
