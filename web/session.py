@@ -177,7 +177,7 @@ class Session:
     def connect(self) -> Client:
         client = Client()
         self.clients.add(client)
-        client.reply(self.choices())
+        client.reply({**self.choices(), "you": client.token})
         return client
 
     def changes(self, client: Client) -> list[dict[str, object]]:
@@ -208,6 +208,8 @@ class Session:
                     "where": view.where,
                     "run": view.run,
                     "step": bool(view.request and view.request.step),
+                    "request": view.request.model_dump() if view.request else None,
+                    "by": view.by,
                     "inputs": view.inputs,
                     "result": view.result.model_dump() if view.result else None,
                     "error": view.error,
@@ -246,18 +248,18 @@ class Session:
             case Compile(source=source):
                 client.reply(await compiled(source))
             case Run():
-                self.start(request)
+                self.start(request, by=client.token)
             case Restart():
                 if self.last is None:
                     raise ValueError("nothing to restart: run something first")
-                self.start(self.last)
+                self.start(self.last, by=client.token)
             case Travel(index=index):
                 if self.last is None or not self.last.step:
                     raise ValueError("time travel replays a stepped run: run one in step mode first")
                 history = self.stepper.history
                 if index > len(history):
                     raise ValueError(f"step {index}: the run has {len(history)} choices")
-                self.start(self.last, replay=history[:index])
+                self.start(self.last, replay=history[:index], by=client.token)
             case Act(type=action, id=message_id):
                 self.stepper.act(action, message_id)
             case DeliverAll():
@@ -277,10 +279,10 @@ class Session:
             raise ValueError(f"host {name} was not started by this server (gatemesh serve --hosts N starts some)")
         return self.hosts
 
-    def start(self, request: Run, replay: Sequence[Choice] = ()) -> None:
-        """Stop the run in progress (or the watch), if any, and start this one."""
+    def start(self, request: Run, replay: Sequence[Choice] = (), by: str = "") -> None:
+        """Stop the run in progress (or the watch), if any, and start this one (`by`: the page that asked)."""
         self.last = request  # at once: a Restart while the previous run still stops restarts this one
-        self._follow(self._spawn(self._run(request, list(replay), set(self._running))))
+        self._follow(self._spawn(self._run(request, list(replay), set(self._running), by)))
 
     def watch(self, name: str) -> None:
         """Stop the run in progress, if any, and show the runs others make on deployment `name`."""
@@ -319,10 +321,10 @@ class Session:
 
     # -- one run --------------------------------------------------------------------------
 
-    async def _run(self, request: Run, replay: list[Choice], previous: set[asyncio.Task[None]]) -> None:
+    async def _run(self, request: Run, replay: list[Choice], previous: set[asyncio.Task[None]], by: str) -> None:
         await _stopped(previous)
         self._replaced = self.view.run or self._replaced  # its late messages may still cross: not this run's
-        view = self.view = RunView(request=request, status="starting")
+        view = self.view = RunView(request=request, status="starting", by=by)
         self.stepper.arm(replay)
         self.touch("run")
         self.touch("progress")

@@ -4,6 +4,7 @@ answers that need no run: a compile check, a stuck stepped run said as what it i
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
 from collections import deque
@@ -38,6 +39,8 @@ class RunView:
     result: RunResult | None = None
     error: str = ""
     compile_error: dict[str, object] | None = None
+    by: str = ""
+    """The page that started the run (Client.token): the others' forms follow it."""
     stuck: bool = False
     sentences: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     said: int = 0
@@ -58,6 +61,8 @@ class Client:
         self.sent: dict[str, int] = {}
         self.wake = asyncio.Event()
         self.replies: list[dict[str, object]] = []
+        self.token = secrets.token_hex(6)
+        """Names the page to itself: a run it started is not one to follow."""
         self.gone = ""
         """Why the session this page is in is over (its room closed): said, then the socket closes."""
 

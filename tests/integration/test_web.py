@@ -134,8 +134,9 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     page.locator("#drop").dispatch_event("change")  # a seed alone changes nothing: not in the link
     expect(page.locator("#share")).to_have_attribute("href", re.compile(r"&where=hosts&run=1$"))
     page.goto(server.url)
-    expect(page.locator("#example option")).not_to_have_count(0, timeout=WAIT)
-    expect(page.locator("#share")).to_be_hidden()  # nothing to share yet
+    expect(page.locator("#source")).to_have_value("(x+y)*z", timeout=WAIT)  # the room's last run, in the form
+    page.locator("#source").fill("")
+    expect(page.locator("#share")).to_be_hidden()  # nothing to share
     page.goto(server.url + "?expr=x+y%20*%202&x=1&y=3&run=1")  # typed by hand: a plus is a plus
     expect(page.locator("#value")).to_have_text("7", timeout=WAIT)
     expect(page.locator("#share")).to_have_attribute(
@@ -235,6 +236,19 @@ def test_a_shared_exercise_gives_each_who_opens_it_a_room_of_their_own(page: Pag
     pair = page.context.new_page()
     pair.goto(server.url + f"?room={room.group(1)}")  # a second page naming the room joins it
     expect(pair.locator("#value")).to_have_text("-12", timeout=WAIT)
+    expect(pair.locator("#source")).to_have_value("(x+y)*z")  # its form shows what ran, ready to run again
+    expect(pair.locator('#inputs input[data-name="y"]')).to_have_value("5")
+    expect(student.locator("#our-hosts")).to_contain_text("they are the shared room's")
+    pair.locator("#source").fill("x - y")
+    expect(pair.locator('#inputs input[data-name="z"]')).to_have_count(0, timeout=WAIT)  # compiled: x and y
+    pair.locator('#inputs input[data-name="x"]').fill("10")
+    pair.locator('#inputs input[data-name="y"]').fill("4")
+    pair.locator("#run").click()
+    expect(student.locator("#value")).to_have_text("6", timeout=WAIT)  # the other page's run, and its form:
+    expect(student.locator("#source")).to_have_value("x - y")  # Run, Restart and the link do what is shown
+    expect(student.locator('#inputs input[data-name="x"]')).to_have_value("10")
+    expect(student.locator("#share")).to_have_attribute("href", re.compile(r"expr=x%20-%20y&x=10&y=4&run=1$"))
+    expect(pair.locator("#source")).to_have_value("x - y")  # the page that ran it keeps its own form
     student.locator("#share-own").uncheck()
     expect(student.locator("#share")).to_have_attribute("href", re.compile(rf"^/\?room={room.group(1)}&expr="))
     shot(student, "room-of-my-own")
@@ -245,7 +259,7 @@ def test_a_shared_exercise_gives_each_who_opens_it_a_room_of_their_own(page: Pag
     )
     expect(refused.locator("#connection")).to_have_text("not connected")
     typed = page.context.new_page()
-    typed.goto(server.url + "?room=own&expr=x*y+z&x=1&y=2&z=3&run=1")  # a '+' typed by hand stays a plus
+    typed.goto(server.url + "?room=Own&expr=x*y+z&x=1&y=2&z=3&run=1")  # a '+' typed by hand stays a plus
     expect(typed.locator("#value")).to_have_text("5", timeout=WAIT)
     expect(typed.locator("#source")).to_have_value("x*y+z")
     assert re.fullmatch(r".*\?room=r[0-9a-z]+&expr=x\*y\+z&x=1&y=2&z=3&run=1", typed.url), typed.url
@@ -254,6 +268,9 @@ def test_a_shared_exercise_gives_each_who_opens_it_a_room_of_their_own(page: Pag
     page.locator("#where").select_option("hosts")  # gate hosts are the shared room's: its link opens there
     expect(page.locator("#share")).to_have_attribute("href", re.compile(r"^/\?expr=x\*y&x=2&y=3&where=hosts&run=1$"))
     expect(page.locator("#share-own")).to_be_disabled()
+    expect(page.locator("#share-own")).not_to_be_checked()  # as the link is made: no room of one's own
+    page.locator("#where").select_option("here")
+    expect(page.locator("#share-own")).to_be_checked()
 
 
 def test_a_pass_may_be_given_its_timeout_on_the_page_and_in_a_link(page: Page, server: ServeProcess) -> None:
@@ -271,7 +288,8 @@ def test_a_pass_may_be_given_its_timeout_on_the_page_and_in_a_link(page: Page, s
 
 
 def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProcess) -> None:
-    page.goto(server.url)
+    room = "?room=compiling"
+    page.goto(server.url + room)  # a room of its own: no run another test starts fills its form
     page.locator("#source").fill("r = w * 2\ny = x * 3")
     warning = page.locator("#compile-warning")
     expect(warning).to_have_text(
@@ -285,25 +303,25 @@ def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProce
     expect(problem).to_contain_text("line 2, column", timeout=WAIT)
     expect(problem).to_contain_text("@")
     expect(warning).to_be_hidden()
-    page.goto(server.url + QF_LINK)
+    page.goto(server.url + room + "&" + QF_LINK[1:])
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
     projector = page.context.new_page()  # a second page, connected all along, typing nothing
-    projector.goto(server.url)
+    projector.goto(server.url + room)
     expect(projector.locator("#circuit svg")).to_have_count(1, timeout=WAIT)
-    page.goto(server.url + "?expr=(x%2B&x=1&run=1")  # the same through a link that runs
+    page.goto(server.url + room + "&expr=(x%2B&x=1&run=1")  # the same through a link that runs
     expect(page.locator("#error")).to_contain_text("line 1, column", timeout=WAIT)
     expect(page.locator("#status")).to_have_text("failed")
     shot(page, "bad-expression")
     expect(projector.locator("#compile-error")).to_contain_text("line 1, column", timeout=WAIT)
     expect(projector.locator("#circuit svg")).to_have_count(0)  # not the last run's circuit and values
-    page.goto(server.url + QF_LINK)  # a good run, from the other page, clears the run's error here
+    page.goto(server.url + room + "&" + QF_LINK[1:])  # a good run, from the other page, clears the run's error here
     expect(projector.locator("#value")).to_have_text("-12", timeout=WAIT)
     expect(projector.locator("#compile-error")).to_be_hidden()
     projector.close()
 
 
 def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServeProcess) -> None:
-    page.goto(server.url)
+    page.goto(server.url + "?room=checks")  # a room of its own: no run another test starts fills its form
     expect(page.locator("#connection")).to_have_text("connected", timeout=WAIT)
     page.evaluate(
         "() => { const ws = new WebSocket('ws://' + location.host + '/ws'); "

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "", readonly: "", room: "", refused: false };
+const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "", readonly: "", room: "", refused: false, me: "", shownRun: "" };
 const PUBLISHING = ["run", "restart", "attach", "deliver-all", "step", "where", "timeout", "drop", "dup", "delay-from", "delay", "reorder", "seed"];
 
 function el(tag, attrs = {}, ...children) {
@@ -27,11 +27,11 @@ function send(request) {
 function ownRoom() {
   // ?room=own (a shared exercise's link): a room of this page's own, kept in its address for a reload
   state.room = new URLSearchParams(location.search).get("room") || "";
-  if (state.room !== "own") return;
+  if (state.room.toLowerCase() !== "own") return;
   const digits = crypto.getRandomValues(new Uint32Array(2));
   state.room = "r" + [...digits].map((d) => d.toString(36)).join("").slice(0, 10);
   // only the room's word changes: the rest of the address stays as typed (a '+' in it a plus: fromLink)
-  history.replaceState(null, "", location.search.replace(/([?&])room=own(?=&|$)/, `$1room=${state.room}`));
+  history.replaceState(null, "", location.search.replace(/([?&])room=own(?=&|$)/i, `$1room=${state.room}`));
 }
 
 function connect() {
@@ -61,6 +61,7 @@ function connect() {
 const handlers = {
   choices(m) {
     state.examples = m.examples;
+    state.me = m.you;  // this page, as the runs it starts are marked
     const select = $("example");
     select.replaceChildren(el("option", { value: "" }, "choose one…"));
     for (const e of m.examples) select.append(el("option", { value: String(e.index) }, `${e.index + 1}. ${e.title}`));
@@ -112,6 +113,11 @@ const handlers = {
     box.textContent = m.message;
   },
   run(m) {
+    if (m.run && m.run !== state.shownRun) {  // a new run in this room
+      const before = state.shownRun === "";  // there when this page came: followed only into an empty form
+      state.shownRun = m.run;
+      if (m.by !== state.me && (!before || $("source").value.trim() === "")) followRun(m);  // the form shows what ran
+    }
     state.run = m;
     const status = $("status");
     status.textContent = m.status;
@@ -189,7 +195,9 @@ const handlers = {
         return el("li", { "data-host": h.name }, el("span", {}, h.name + " "), el("span", { class: `host-state state-${h.state.split(" ")[0]}` }, h.state), kill, start);
       }),
     );
-    if (!m.ours.length) ours.append(el("li", { class: "hint" }, "none started here (gatemesh serve --hosts N)"));
+    const none = state.room ? "they are the shared room's: open this server's plain address to run on them or kill one"
+      : "none started here (gatemesh serve --hosts N)";
+    if (!m.ours.length) ours.append(el("li", { class: "hint" }, none));
     const online = m.hosts.filter((h) => h.state.startsWith("online"));
     $("cluster-hosts").replaceChildren(
       ...online.map((h) => el("li", {}, el("span", {}, h.name), el("span", { class: "state-online" }, h.state))),
@@ -444,6 +452,8 @@ function updateShare() {
   share.hidden = $("source").value.trim() === "";  // a live deployment's run, say: no exercise to share
   const params = new URLSearchParams();
   const hosts = $("where").value === "hosts";  // gate hosts are the shared room's: such a link opens there
+  if (hosts && !$("share-own").disabled) [state.shareOwn, $("share-own").checked] = [$("share-own").checked, false];
+  else if (!hosts && $("share-own").disabled) $("share-own").checked = state.shareOwn;
   $("share-own").disabled = hosts;
   $("share-own").parentElement.title = hosts ? "a run on gate hosts happens in the shared room: its link opens there" : "";
   if ($("share-own").checked && !hosts) params.set("room", "own");  // a class at one link: each student alone
@@ -562,6 +572,27 @@ function wire() {
     if (e) showExample(e);
   });
   for (const id of ["where", "timeout", "drop", "dup", "delay-from", "delay", "reorder", "seed", "share-own"]) $(id).addEventListener("change", updateShare);
+}
+
+function followRun(m) {
+  // the form takes the run another page of this room started, so that Run, Restart and the share
+  // link do what is shown; a run on a live deployment has no source to show
+  const request = m.request;
+  if (!request || request.deployment) return;
+  const example = request.example !== null ? state.examples[request.example] : null;
+  const source = example ? example.source : request.source;
+  if (source === null || source === undefined) return;
+  for (const [name, value] of Object.entries(m.inputs || {})) state.values[name] = String(value);
+  $("source").value = source;
+  $("inputs").replaceChildren();  // so that showInputs takes the run's values, not the old fields'
+  $("step").checked = request.step;
+  if (!$("where").querySelector(`option[value="${request.where}"]`).disabled) $("where").value = request.where;
+  const f = request.faults;
+  [$("drop").value, $("dup").value, $("delay-from").value, $("delay").value, $("seed").value] =
+    [f.drop, f.dup, f.delay_from_ms, f.delay_ms, f.seed].map(String);
+  $("reorder").checked = f.reorder;
+  $("timeout").value = request.timeout === null ? "" : String(request.timeout);
+  compileSoon();
 }
 
 function showExample(e) {
