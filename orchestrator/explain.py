@@ -59,8 +59,9 @@ class Explainer:
         self.count = 0
         self._values: dict[str, dict[str, float]] = defaultdict(dict)
         self._grads_in: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
-        self._told_backward: set[tuple[str, str]] = set()
-        self._told_reports: set[tuple[str, str]] = set()
+        self._told_backward: dict[tuple[str, str], int] = {}
+        """(run, gate) whose backward step a sentence told -> that sentence's number."""
+        self._told_reports: dict[tuple[str, str], int] = {}
         """(run, gate) whose report's step a fault told before the report crossed."""
         self.first_id = ""
         """The first message id a sentence showed ("x:4"): `id_note` says what one is."""
@@ -159,7 +160,7 @@ class Explainer:
         """The step that made a gradient or a report held back before its crossing told that step
         (a gate's last step: its events come right after it, before what it held back), with "; "."""
         if msg.phase == "report" and (run, msg.src) not in self._told_reports and (run, msg.id) not in self._told:
-            self._told_reports.add((run, msg.src))
+            self._told_reports[run, msg.src] = self.count
             return f"{self._report(run, msg.src, msg.grad or 0.0)}; "
         if msg.phase == "backward":
             return self._untold_backward(run, msg.src)
@@ -180,7 +181,10 @@ class Explainer:
             line = crossed[0]
             return f" (told late: the message crossed at line {line}; a gate sends its events once its part is over)"
         if late is not None and late >= TOLD_LATE:
-            return f" (told late: it happened {late:.1f} s ago, and the gate has only now sent its events)"
+            return (
+                f" (told late: it happened {late:.1f} s ago; a gate tells what its fault injector did once its "
+                "part of the run is over, or when the orchestrator asks where it stands)"
+            )
         return ""
 
     def id_note(self) -> str:
@@ -221,7 +225,7 @@ class Explainer:
             case "report" if (run, sender) in self._told_reports:
                 out = self.circuit.output
                 reports = f"reports d{out}/d{sender} = {num(grad)} to the orchestrator"
-                return f"{self.label(sender)} {reports} (same step as above)"
+                return f"{self.label(sender)} {reports} {self._same_step(self._told_reports[run, sender])}"
             case "report":
                 return self._report(run, sender, grad)
             case "error":
@@ -261,13 +265,18 @@ class Explainer:
         target = g.inputs[port]
         self._grads_in[run][target].append((sender, grad))
         if (run, sender) in self._told_backward:
-            return f"{self.label(sender)} sends its gradient {num(grad)} to {self.label(target)} (same step as above)"
+            step = self._same_step(self._told_backward[run, sender])
+            return f"{self.label(sender)} sends its gradient {num(grad)} to {self.label(target)} {step}"
         return self._backward_step(run, sender)
+
+    def _same_step(self, line: int) -> str:
+        """Where the step a message came from was told: the line right above, or which."""
+        return "(same step as above)" if line == self.count - 1 else f"(same step as line {line})"
 
     def _backward_step(self, run: str, sender: str) -> str:
         """A gate's backward step, told once: with the first of its gradients to cross, or to be dropped."""
         g = self.circuit.by_id[sender]
-        self._told_backward.add((run, sender))
+        self._told_backward[run, sender] = self.count
         values = [self._values[run].get(s, float("nan")) for s in g.inputs]
         out = self._values[run].get(sender, float("nan"))
         try:

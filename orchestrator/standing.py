@@ -46,7 +46,13 @@ def standing(
     grouped = len(silent) > SILENT_NAMED  # answers lost (a fault injector's), not a dead gate each: one line
     if grouped:
         named = ", ".join(f"{g.op}({g.id})" for g in silent[:SILENT_NAMED])
-        described.append((0, f"{len(silent)} gates did not answer ({named} and {len(silent) - SILENT_NAMED} more)"))
+        described.append(
+            (
+                0,
+                f"{len(silent)} gates did not answer the probe ({named} and {len(silent) - SILENT_NAMED} more: "
+                "a fault injector that drops their messages drops these answers too, and a lost host takes its gates)",
+            )
+        )
     for g in circuit.order:
         status = statuses.get(g.id)
         if status is not None and status.state == "finished":

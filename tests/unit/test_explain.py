@@ -259,8 +259,9 @@ def test_a_gradient_or_a_report_held_back_is_told_with_the_step_that_made_it() -
         "and 3 to z; the fault injector holds mul(f)'s backward message (f:9) back 13.3 ms before sending it"
     )
     rest = carried[first_of_f:]
-    for name, message in rest[:2]:  # f's two gradients cross
-        assert explainer.explain(name, message).endswith("(same step as above)")
+    for i, (name, message) in enumerate(rest[:2]):  # f's two gradients cross; the second names its step's line
+        same = "(same step as above)" if i == 0 else f"(same step as line {first_of_f + 1})"
+        assert explainer.explain(name, message).endswith(same)
     report = next(m for _, m in rest if isinstance(m, GradReport) and m.sender == "z")
     sent = msg_fields(topic("c", "report", "z"), report, stamped=False)
     assert sent is not None

@@ -230,7 +230,10 @@ def test_explain_tells_a_fault_a_gate_reports_late_as_late() -> None:
     recorder.on_trace(json.dumps(batch).encode())
     (told,) = said
     assert told.startswith("  1. the fault injector drops x's forward message (x:2) to mul(f): it never reaches")
-    assert told.endswith("(told late: it happened 2.0 s ago, and the gate has only now sent its events)")
+    assert told.endswith(
+        "(told late: it happened 2.0 s ago; a gate tells what its fault injector did once its part of the run is "
+        "over, or when the orchestrator asks where it stands)"
+    )
 
 
 def test_the_recorder_ignores_a_batch_whose_clock_names_a_node_it_lacks(caplog: pytest.LogCaptureFixture) -> None:
