@@ -40,8 +40,8 @@ def _short_helps(commands: typer.Typer) -> None:
     listing ("Run one forward and backward pass through the broker and..."), a short help it wraps."""
     for command in commands.registered_commands:
         if command.short_help is None and command.callback is not None:
-            command.short_help = _first_paragraph(command.help if isinstance(command.help, str) else None)
-            command.short_help = command.short_help or _first_paragraph(command.callback.__doc__)
+            told = command.help if isinstance(command.help, str) else command.callback.__doc__
+            command.short_help = _first_paragraph(told)
     for group in commands.registered_groups:
         if group.typer_instance is None:
             continue

@@ -118,6 +118,8 @@ def seconds(value: float) -> float:
     return value
 
 
+RUN_TIMEOUT = 10.0
+"""Seconds a command's run may take unless --timeout says otherwise."""
 TimeoutOption = Annotated[
     float, typer.Option(callback=seconds, help="seconds before a run fails, naming the gates it waits on")
 ]

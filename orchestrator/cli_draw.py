@@ -18,6 +18,7 @@ from orchestrator.api import run_circuit
 from orchestrator.circuit import CIRCUIT_SUFFIXES
 from orchestrator.cli_common import (
     DASH_FIRST,
+    RUN_TIMEOUT,
     BrokerOption,
     FaultsOption,
     TimeoutOption,
@@ -40,7 +41,6 @@ draw_app = typer.Typer(help="Pictures of a run (SVG): the CS231n circuit figure 
 export_app = typer.Typer(help="A traced run in other tools' formats.")
 
 OutOption = Annotated[Path, typer.Option("-o", "--out", help="the file to write")]
-RUN_TIMEOUT = 10.0
 MaxGatesOption = Annotated[int, typer.Option("--max-gates", min=1, help="refuse circuits larger than this")]
 RunOption = Annotated[str | None, typer.Option("--run", help="the run to show (default: the trace's last run)")]
 

@@ -23,6 +23,7 @@ from orchestrator.circuit import CIRCUIT_SUFFIXES, Circuit
 from orchestrator.cli_common import (
     DASH_FIRST,
     DEFAULT_BROKER,
+    RUN_TIMEOUT,
     BrokerOption,
     FaultsOption,
     OutputOption,
@@ -73,7 +74,7 @@ def run(
         ),
     ] = None,
     output: OutputOption = None,
-    timeout: TimeoutOption = 10.0,
+    timeout: TimeoutOption = RUN_TIMEOUT,
     as_json: Annotated[bool, typer.Option("--json", help='print only {"value": ..., "grads": {...}}')] = False,
     deployed_name: Annotated[
         str | None, typer.Option("--deployed", help="run on this deployment (see `gatemesh deploy`); no SOURCE")
@@ -226,7 +227,7 @@ def compile_command(
     err.print(f"wrote {len(circuit.gates)} gates to {output_file} (inputs: {', '.join(circuit.inputs)})")
 
 
-def demo(broker: BrokerOption = None, timeout: TimeoutOption = 10.0) -> None:
+def demo(broker: BrokerOption = None, timeout: TimeoutOption = RUN_TIMEOUT) -> None:
     """Run the CS231n notes' worked examples through the mesh, one after another."""
 
     async def all_examples() -> None:

@@ -10,7 +10,6 @@ the gates use) and where the results went.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -39,10 +38,6 @@ _STANDING = {
 
 TOLD_LATE = 0.1
 """Seconds after which a gate's fault is told as late (its sentence comes after later ones)."""
-
-
-_MESSAGE_ID = re.compile(r"\(([A-Za-z_][\w.\-]*:\d+)[,)]")
-"""A message's id in a sentence, "(x:4)" or "(x:4, copy 1)": trace_records.message_id."""
 
 
 class Explainer:
@@ -96,7 +91,7 @@ class Explainer:
             )
             return self._numbered(
                 msg.src,
-                f"a second copy of {self.label(msg.src)}'s {msg.phase} message ({msg.id}) crosses the broker "
+                f"a second copy of {self.label(msg.src)}'s {msg.phase} message ({self._id(msg.id)}) crosses the broker "
                 f"({self.duplicated_by} duplicated it); it changes nothing: {rule}",
             )
         if msg.id:
@@ -109,7 +104,7 @@ class Explainer:
         step yet (a forward value's never is: it is the step's only message). `late`: as fault's."""
         self.count += 1
         to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
-        what = f"{self.label(msg.src)}'s {msg.phase} message ({msg.id}){to}"
+        what = f"{self.label(msg.src)}'s {msg.phase} message ({self._id(msg.id)}){to}"
         dropped = f"you drop {what} in step mode" if by_student else f"the fault injector drops {what}"
         never = "it is never delivered" if by_student else "it never reaches the broker"
         where = ORCHESTRATOR if by_student else msg.src  # a student drops at the stepper, not at the gate
@@ -139,7 +134,7 @@ class Explainer:
                 copy = f", {event.note}" if event.note else ""  # which copy of a duplicated message
                 sentence = (
                     f"{self._untold_step(event.run, msg)}the fault injector holds {self.label(msg.src)}'s {msg.phase} "
-                    f"message ({msg.id}{copy}) back {event.delay_ms or 0:.1f} ms before sending it"
+                    f"message ({self._id(msg.id)}{copy}) back {event.delay_ms or 0:.1f} ms before sending it"
                 )
             case "reorder":
                 order = join(list(event.order or ("(none)",)))
@@ -187,6 +182,11 @@ class Explainer:
             )
         return ""
 
+    def _id(self, msg_id: str) -> str:
+        """A message id as a sentence shows it; the first one shown is what `id_note` explains."""
+        self.first_id = self.first_id or msg_id
+        return msg_id
+
     def id_note(self) -> str:
         """What a message id is, once a sentence has shown one ("" before): said under the sentences."""
         if not self.first_id:
@@ -195,8 +195,6 @@ class Explainer:
         return f"({self.first_id}) names a message: its sender, {sender}, and the Lamport clock of its send, {lamport}"
 
     def _numbered(self, sender: str, sentence: str) -> str:
-        if not self.first_id and (named := _MESSAGE_ID.search(sentence)):
-            self.first_id = named.group(1)
         if not self.placement:
             return f"{self.count:>3}. {sentence}"
         where = self.placement.get(sender, "orchestrator")

@@ -246,7 +246,7 @@ def _plan(circuit: Circuit) -> _Plan:
         ports.append((fed[k], len(fed)))
         if len(fed) > 1:
             r = float(nodes[head]["width"]) * SCALE / 2
-            drawn[i] = (tail, head, _branch(points[0], at(*map(float, nodes[head]["pos"].split(","))), r, k, len(fed)))
+            drawn[i] = (tail, head, _branch(points[0], _centre(nodes[head], at), r, k, len(fed)))
         above = len(fed) > 1 and k == 0  # a branch's part below it; the top one of several into one gate above
         sides.append(((1.0 if above else -1.0, PART_WIDTH),))
     to_label = [Wire(tuple(points), side) for (_, _, points), side in zip(drawn, sides, strict=True)]
@@ -289,9 +289,15 @@ def _labels(circuit: Circuit, state: WireState, wire: _Labelled) -> list[str]:
     ]
 
 
+def _centre(node: dict[str, str], at: Callable[[float, float], Point]) -> Point:
+    """Where dot put a node, in the picture's pixels."""
+    x, y = map(float, node["pos"].split(","))
+    return at(x, y)
+
+
 def _covers(circuit: Circuit, name: str, node: dict[str, str], at: Callable[[float, float], Point]) -> Box:
     """What a node covers: a gate's circle and the name below it, a leaf's or the output's name."""
-    x, y = at(*map(float, node["pos"].split(",")))
+    x, y = _centre(node, at)
     if name.endswith(" fork"):
         return (x - 3, y - 3, x + 3, y + 3)
     if name.endswith(" output") or circuit.by_id[name].op in ("input", "const"):
@@ -303,7 +309,7 @@ def _covers(circuit: Circuit, name: str, node: dict[str, str], at: Callable[[flo
 
 
 def _node(circuit: Circuit, name: str, node: dict[str, str], at: Callable[[float, float], Point]) -> str:
-    x, y = at(*map(float, node["pos"].split(",")))
+    x, y = _centre(node, at)
     if name.endswith(" fork"):
         return f'<circle class="fork" cx="{x:.1f}" cy="{y:.1f}" r="3"/>'
     if name.endswith(" output"):
