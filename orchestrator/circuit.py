@@ -269,11 +269,41 @@ def _parse_yaml(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise CircuitError(f"{source}: {where}not valid YAML: {exc.problem}") from exc
+        mark, problem = _yaml_problem(exc)
+        where = f"{_at(mark)}: " if mark else ""
+        raise CircuitError(f"{source}: {where}not valid YAML: {problem}") from exc
     except (yaml.YAMLError, RecursionError) as exc:
         raise CircuitError(f"{source}: not valid YAML: {exc}") from exc
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
+    """Where PyYAML's error is and what it means, in words its author can act on: PyYAML speaks
+    of its parser ("expected <block end>, but found '?'"), and most of its errors are indentation."""
+    problem, context, opened = exc.problem or "", exc.context or "", exc.context_mark
+    if "'\\t'" in problem:
+        return exc.problem_mark, "a tab: YAML indents with spaces only"
+    if problem.startswith("expected <block end>"):
+        return exc.problem_mark, (
+            "this line's indentation does not fit the lines above it (the keys of one mapping start in"
+            " one column, and every item of a list starts with '-' in that list's column)"
+        )
+    if problem == "mapping values are not allowed here":
+        return exc.problem_mark, (
+            "a ':' where no key can start (a line indented deeper than the key above it,"
+            " or a value holding ': ' that needs quotes)"
+        )
+    if problem == "could not find expected ':'" and opened is not None:
+        return opened, "this line is not 'key: value' (a key needs ': ' after it)"
+    if context.startswith("while parsing a flow") and opened is not None:
+        bracket, closing = ("[", "]") if "sequence" in context else ("{", "}")
+        return exc.problem_mark, f"the '{bracket}' at {_at(opened)} is not closed by '{closing}' before this"
+    if context == "while scanning a quoted scalar" and opened is not None:
+        return exc.problem_mark, f"the quoted text that starts at {_at(opened)} has no closing quote"
+    return exc.problem_mark, problem or str(exc)
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
 def _problem(error: ErrorDetails, data: Any) -> tuple[str, str | None]:

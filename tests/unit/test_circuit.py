@@ -131,6 +131,44 @@ def test_a_key_given_twice_is_refused_not_overwritten(tmp_path: Path) -> None:
     assert Circuit.load(once).output == "x"
 
 
+_GATES = "name: qf\ngates:\n  - id: x\n    op: input\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            _GATES + "  - id: q\n    op: add\n     inputs: [x, x]\noutput: q\n",
+            "line 7, column 12: not valid YAML: a ':' where no key can start (a line indented deeper than"
+            " the key above it, or a value holding ': ' that needs quotes)",
+        ),
+        (
+            _GATES + "  - id: q\n  op: add\n    inputs: [x, x]\noutput: q\n",
+            "line 6, column 3: not valid YAML: this line's indentation does not fit the lines above it (the"
+            " keys of one mapping start in one column, and every item of a list starts with '-' in that list's column)",
+        ),
+        (_GATES.replace("    op", "\top"), "line 4, column 1: not valid YAML: a tab: YAML indents with spaces only"),
+        (
+            _GATES + "  - id: q\n    op: add\n    inputs: [x, x\noutput: q\n",
+            "line 8, column 7: not valid YAML: the '[' at line 7, column 13 is not closed by ']' before this",
+        ),
+        (
+            'name: "qf\n' + _GATES.removeprefix("name: qf\n"),
+            "line 5, column 1: not valid YAML: the quoted text that starts at line 1, column 7 has no closing quote",
+        ),
+        (
+            _GATES.replace("op: input", "op input"),
+            "line 4, column 5: not valid YAML: this line is not 'key: value' (a key needs ': ' after it)",
+        ),
+    ],
+    ids=["deeper", "shallower", "tab", "unclosed-bracket", "unclosed-quote", "no-colon"],
+)
+def test_a_yaml_syntax_error_says_what_to_fix_where(tmp_path: Path, text: str, said: str) -> None:
+    """PyYAML speaks of its parser ("expected <block end>, but found '?'"): a circuit's author
+    needs to hear which line is wrong and what YAML wants there."""
+    assert _refusal(tmp_path / "bad.yaml", text) == f"{tmp_path / 'bad.yaml'}: {said}"
+
+
 def test_a_name_yaml_reads_as_a_boolean_or_a_number_is_explained(tmp_path: Path) -> None:
     """YAML 1.1 reads an unquoted `on` as True and `1` as 1: the name the user typed is gone."""
     boolean = tmp_path / "on.yaml"
