@@ -34,7 +34,14 @@ __all__ = [
 
 
 class TransportError(Exception):
-    """The broker cannot be used; the message says which broker and why."""
+    """The broker cannot be used; the message says why, and which broker where it knows.
+
+    `broker`: the broker's address if the message names it (a wrapper that adds what it was
+    doing names the broker only when this is None: orchestrator.errors.broker_failed)."""
+
+    def __init__(self, message: str, *, broker: str | None = None) -> None:
+        super().__init__(message)
+        self.broker = broker
 
 
 class ConnectionLost(TransportError):
@@ -55,9 +62,11 @@ CREDENTIALS_REFUSED = frozenset({4, 5, 134, 135})
 them ("bad user name or password", "not authorized")."""
 
 
-def connack_refusal(message: str, code: int | None) -> Refused:
-    """The error for a CONNACK that said no with `code`: NotAuthorised for the credentials."""
-    return NotAuthorised(message) if code in CREDENTIALS_REFUSED else Refused(message)
+def connack_refusal(message: str, code: int | None, broker: str | None) -> Refused:
+    """The error for a CONNACK that said no with `code` (`broker`: as TransportError's):
+    NotAuthorised for the credentials."""
+    refusal = NotAuthorised if code in CREDENTIALS_REFUSED else Refused
+    return refusal(message, broker=broker)
 
 
 class SubscriptionRefused(Refused):

@@ -85,15 +85,17 @@ class Session(asyncio.Protocol):
         qos: QoS,
         *,
         max_packet: int = MAX_PACKET,
-        peer: str = "the broker",
+        peer: str | None = None,
     ) -> None:
         self.on_message = on_message
         self.qos = qos
         self.keepalive = keepalive
         self.timeout = timeout
         self.max_packet = max_packet
-        self.peer = peer
-        """Who is at the other end, for messages: the broker's URL once `open` made the connection."""
+        self.address = peer
+        """The broker's URL once `open` made the connection (None: a session given its transport)."""
+        self.peer = peer or "the broker"
+        """Who is at the other end, for messages."""
         self.loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[TransportError] = self.loop.create_future()
         """Resolves (with the error to raise) when the connection ends."""
@@ -151,16 +153,17 @@ class Session(asyncio.Protocol):
         except TimeoutError:
             session.close()
             msg = f"no CONNACK from {broker} within {timeout:g} s"
-            raise ConnectionLost(msg) from None
+            raise ConnectionLost(msg, broker=str(broker)) from None
         except OSError as exc:  # refused, unreachable, or a TLS failure (ssl.SSLError)
-            raise ConnectionLost(f"cannot connect to the broker at {broker}: {unreachable(exc)}") from exc
+            msg = f"cannot connect to the broker at {broker}: {unreachable(exc)}"
+            raise ConnectionLost(msg, broker=str(broker)) from exc
         except BaseException:  # a TransportError, or cancelled while it connected: no socket is left open
             session.close()
             raise
         if body[1] != 0:  # its size was checked on arrival
             session.close()
             msg = f"{broker} refused the connection: {CONNACK_REFUSALS.get(body[1], f'code {body[1]}')}"
-            raise connack_refusal(msg, body[1])
+            raise connack_refusal(msg, body[1], str(broker))
         session._ping = loop.call_later(keepalive, session._keep_alive)
         return session
 
@@ -239,9 +242,9 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
-            self._fail(ConnectionLost(f"the connection to {self.peer} broke: {exc}"))
+            self._fail(ConnectionLost(f"the connection to {self.peer} broke: {exc}", broker=self.address))
         else:
-            self._fail(ConnectionLost(f"the connection to {self.peer} closed"))
+            self._fail(ConnectionLost(f"the connection to {self.peer} closed", broker=self.address))
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -260,14 +263,14 @@ class Session(asyncio.Protocol):
         try:
             packets = split_packets(self._buffer, self.max_packet)
         except ProtocolViolation as exc:
-            self._abort(ProtocolViolation(f"{self.peer}: {exc}"))
+            self._abort(ProtocolViolation(f"{self.peer}: {exc}", broker=self.address))
             return
         for first, body in packets:
             if self._error is not None:  # aborted by an earlier packet of this read
                 return
             problem = malformed(first, body)
             if problem is not None:
-                self._abort(ProtocolViolation(f"{self.peer} sent {problem}"))
+                self._abort(ProtocolViolation(f"{self.peer} sent {problem}", broker=self.address))
                 return
             kind = first & 0xF0
             if kind == PUBLISH:
@@ -288,7 +291,7 @@ class Session(asyncio.Protocol):
         try:
             name, packet_id, payload = published(first, body)
         except UnicodeDecodeError:
-            self._abort(ProtocolViolation(f"{self.peer} sent a PUBLISH whose topic is not UTF-8"))
+            self._abort(ProtocolViolation(f"{self.peer} sent a PUBLISH whose topic is not UTF-8", broker=self.address))
             return
         if packet_id:
             self._send(bytes((PUBACK, 2)) + packet_id)
@@ -364,7 +367,7 @@ class Session(asyncio.Protocol):
             async with asyncio.timeout(self.timeout):
                 return await waiting
         except TimeoutError:
-            self._abort(ConnectionLost(f"no {kind} from {self.peer} within {self.timeout:g} s"))
+            self._abort(ConnectionLost(f"no {kind} from {self.peer} within {self.timeout:g} s", broker=self.address))
             raise self._ended() from None
         finally:
             self._replies.pop(packet_id, None)
@@ -381,7 +384,8 @@ class Session(asyncio.Protocol):
         behind (`gatemesh serve` hearing a 65,000-gate pass's 190,000 messages) reads its PINGRESP
         only after the messages the broker queued before it, and its link is alive all along."""
         if not self._pong and not self._heard:
-            self._abort(ConnectionLost(f"no PINGRESP from {self.peer} within {self.keepalive:g} s: the link is dead"))
+            msg = f"no PINGRESP from {self.peer} within {self.keepalive:g} s: the link is dead"
+            self._abort(ConnectionLost(msg, broker=self.address))
             return
         self._pong = self._heard = False
         self._send(bytes((PINGREQ, 0)))

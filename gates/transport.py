@@ -140,21 +140,22 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
     operation that timed out) and a TimeoutError are ConnectionLost.
     """
     where = f"the broker at {broker}" if broker is not None else "the broker"
+    named = str(broker) if broker is not None else None
     try:
         yield
     except MqttConnectError as exc:
         msg = f"{where} refused the connection: {exc}"
-        raise connack_refusal(msg, exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc) from exc
+        raise connack_refusal(msg, exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc, named) from exc
     except aiomqtt.MqttError as exc:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, ConnectionRefusedError | socket.gaierror):  # connecting: said as the session says it
             msg = f"cannot connect to {where}: {unreachable(cause)}"
         else:
             msg = f"{where}: {exc}"
-        raise ConnectionLost(msg) from exc
+        raise ConnectionLost(msg, broker=named) from exc
     except TimeoutError as exc:
         msg = f"{where} did not answer in time"
-        raise ConnectionLost(msg) from exc
+        raise ConnectionLost(msg, broker=named) from exc
 
 
 @contextlib.asynccontextmanager
@@ -354,7 +355,7 @@ async def check_retained_reads(broker: BrokerAddress, *, timeout: float = 10.0) 
         "(retained messages read through wildcards, in order). RabbitMQ's MQTT plugin and aedes behave so; "
         "use Mosquitto 2 or amqtt (`python -m broker mosquitto`, or `python -m broker embedded`)"
     )
-    raise UnsupportedBroker(msg)
+    raise UnsupportedBroker(msg, broker=str(broker))
 
 
 async def _heard(mqtt: aiomqtt.Client, name: str, seconds: float) -> bool:

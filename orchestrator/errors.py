@@ -15,6 +15,7 @@ GatemeshError
 
 from __future__ import annotations
 
+from gates.errors import TransportError
 from gates.lifecycle import leaves
 
 
@@ -46,9 +47,9 @@ class BrokerError(GatemeshError):
 
 def broker_failed(broker: object, exc: BaseException, doing: str | None = None) -> BrokerError:
     """`doing` (None: connecting) failed at the broker at `broker` with `exc`, the broker named
-    once: the transport's own errors name it already ("cannot connect to the broker at ...")."""
+    once: a transport error may name it already ("cannot connect to the broker at ...")."""
     said = str(exc)
-    named = str(broker) in said
+    named = isinstance(exc, TransportError) and exc.broker is not None
     if doing is None:
         return BrokerError(said if named else f"cannot connect to the broker at {broker}: {said}")
     return BrokerError(f"{doing}: {said}" if named else f"{doing} from the broker at {broker}: {said}")

@@ -421,7 +421,7 @@ class Runner:
         session = self._session
         if session is None or not self.connected.is_set():
             message = f"not connected to the broker at {self.broker}"
-            raise transport_errors.ConnectionLost(message)
+            raise transport_errors.ConnectionLost(message, broker=str(self.broker))
         waiting = [session.publish(name, encode(message), retain, confirm=confirm) for name, message in batch]
         limit = session.timeout + 0.001 * len(batch)
         try:
@@ -431,7 +431,7 @@ class Runner:
                         await confirmation
         except TimeoutError:
             message = f"the broker at {self.broker} acknowledged no publish within {limit:g} s"
-            raise transport_errors.ConnectionLost(message) from None
+            raise transport_errors.ConnectionLost(message, broker=str(self.broker)) from None
 
     def on_message(self, name: str, raw: bytes) -> None:
         """Route every incoming message to the run (or the readiness check) it belongs to."""

@@ -301,7 +301,8 @@ class Stepper:
         if action != "drop":
             session = self._session
             if session is None or session.lost.done():  # its publish would be queued on a dead connection
-                raise ConnectionLost(f"the stepper is not connected to the broker at {self.broker}")
+                msg = f"the stepper is not connected to the broker at {self.broker}"
+                raise ConnectionLost(msg, broker=str(self.broker))
             if action == "duplicate":  # numbered once the publish is sure to be made: a refusal takes no number
                 message_id, key = self._new_id_and_key(_base(held.key))
                 copy = replace(held, id=message_id, key=key, since=time.monotonic(), pinned=False, copy=True)

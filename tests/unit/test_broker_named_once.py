@@ -1,0 +1,61 @@
+"""An error at the broker names it once: the transport's errors say whether they name it.
+
+A command that wraps a transport error ("cannot read the cluster's state from the broker at
+...") adds the broker's address only when the error has not named it; the transport says so
+in `TransportError.broker` rather than leaving the wrapper to search its text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from broker.launch import free_port
+from gates import transport
+from gates.errors import ConnectionLost, SubscriptionRefused, TransportError
+from gates.mqtt311 import Session
+from gates.transport import BrokerAddress
+from orchestrator.errors import broker_failed
+
+REFUSED = "nothing is listening there (connection refused); is a broker running at that address?"
+
+
+async def _refused_by_session(broker: BrokerAddress) -> TransportError:
+    with pytest.raises(TransportError) as caught:
+        await Session.open(broker, lambda topic, payload: None, timeout=5)
+    return caught.value
+
+
+async def _refused_by_aiomqtt(broker: BrokerAddress) -> TransportError:
+    with pytest.raises(TransportError) as caught:
+        async with transport.connect(broker, timeout=5):
+            pass
+    return caught.value
+
+
+@pytest.mark.parametrize("connect", [_refused_by_session, _refused_by_aiomqtt], ids=["session", "aiomqtt"])
+async def test_a_refused_connection_names_its_broker_once(
+    connect: Callable[[BrokerAddress], Awaitable[TransportError]],
+) -> None:
+    broker = BrokerAddress(host="127.0.0.1", port=free_port())  # nothing listens there
+    error = await connect(broker)
+    assert isinstance(error, ConnectionLost)
+    assert error.broker == str(broker)
+    assert str(broker_failed(broker, error)) == f"cannot connect to the broker at {broker}: {REFUSED}"
+    assert str(broker_failed(broker, error, "cannot read the cluster's state")) == (
+        f"cannot read the cluster's state: cannot connect to the broker at {broker}: {REFUSED}"
+    )
+
+
+def test_an_error_that_does_not_name_its_broker_gets_it_added() -> None:
+    broker = BrokerAddress(host="broker.example", port=1883)
+    refused = SubscriptionRefused("the broker refused the subscription(s) gatemesh/#", ("gatemesh/#",))
+    assert refused.broker is None
+    assert str(broker_failed(broker, refused, "cannot read the cluster's state")) == (
+        "cannot read the cluster's state from the broker at mqtt://broker.example:1883:"
+        " the broker refused the subscription(s) gatemesh/#"
+    )
+    # an address in the text is not the error naming its broker (a topic may hold anything)
+    ended = ConnectionLost("mqtt://broker.example:1883 was the message stream's topic")
+    assert str(broker_failed(broker, ended)).startswith("cannot connect to the broker at mqtt://broker.example:1883: ")
