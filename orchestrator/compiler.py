@@ -124,7 +124,7 @@ def _parse(text: str) -> ast.Module:
             warnings.simplefilter("ignore", SyntaxWarning)
             return ast.parse(text, mode="exec")
     except SyntaxError as exc:
-        raise CompileError(f"syntax error: {exc.msg}", exc.lineno or 1, exc.offset or 1) from exc
+        raise _syntax_error(exc, text.split("\n")) from exc
     except (RecursionError, MemoryError) as exc:
         raise CompileError(
             "expression is nested too deeply for the parser; split it into assignments (q = ...; f = q * z)"
@@ -187,6 +187,40 @@ def _number(node: ast.expr) -> float | None:
             raise _fail(node, "number is too large for a float")
         return value
     return None
+
+
+_PYTHON_ADVICE = re.compile(r"\. (Maybe|Perhaps|Did) you .*$")
+"""CPython's suggestions ("Maybe you meant '==' or ':='"): Python's syntax, which gatemesh does not take."""
+_NUMBER_THEN_NAME = re.compile(r"(\d[\d.]*)([A-Za-z_]\w*)")
+_ENDS_A_VALUE = re.compile(r"[\w)]$")
+
+
+def _syntax_error(exc: SyntaxError, lines: list[str]) -> CompileError:
+    """CPython's syntax error without its advice for Python, with gatemesh's where the slip is a
+    common one: `2x`, `(x+y)z`, assignments separated by commas, a function defined."""
+    line, column = exc.lineno or 1, exc.offset or 1
+    reason = _PYTHON_ADVICE.sub("", exc.msg)
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    hint = _syntax_hint(reason, text, column)
+    return CompileError(f"syntax error: {reason}" + (f"; {hint}" if hint else ""), line, column)
+
+
+def _syntax_hint(reason: str, text: str, column: int) -> str:
+    if reason == "invalid decimal literal":
+        for found in _NUMBER_THEN_NAME.finditer(text):
+            if found.end() >= column:  # CPython points into the literal, not always at its start
+                return f"write {found[1]}*{found[2]} to multiply"
+    if reason.startswith("cannot assign to function call"):
+        return "a function cannot be defined: assign a name, like f = x * x"
+    if reason.startswith("cannot assign to"):
+        return "only a name can be assigned: name = expression"
+    if reason == "invalid syntax":
+        if "," in text and text.count("=") > 1:
+            return "separate assignments with ';' or a new line"
+        before, after = text[: column - 1].rstrip(), text[column - 1 : column]
+        if _ENDS_A_VALUE.search(before) and (after.isalnum() or after in "_("):
+            return "two values side by side: write * between them to multiply, or name(...) to call a function"
+    return ""
 
 
 class _Builder:

@@ -166,6 +166,41 @@ def test_errors_name_line_column_and_reason(source: str, line: int, column: int,
     assert (caught.value.line, caught.value.column) == (line, column)
 
 
+@pytest.mark.parametrize(
+    ("source", "column", "reason"),
+    [
+        ("2x + y", 1, "syntax error: invalid decimal literal; write 2*x to multiply"),
+        ("y + 3.5x", 7, "syntax error: invalid decimal literal; write 3.5*x to multiply"),
+        ("x2 + 3y", 6, "syntax error: invalid decimal literal; write 3*y to multiply"),
+        (
+            "(x+y)z",
+            6,
+            "syntax error: invalid syntax; two values side by side: write * between them to multiply,"
+            " or name(...) to call a function",
+        ),
+        ("q = x + y, f = q * z", 1, "syntax error: invalid syntax; separate assignments with ';' or a new line"),
+        (
+            "f(x) = x*x",
+            1,
+            "syntax error: cannot assign to function call here; a function cannot be defined: assign a name,"
+            " like f = x * x",
+        ),
+        (
+            "x + y = 3",
+            1,
+            "syntax error: cannot assign to expression here; only a name can be assigned: name = expression",
+        ),
+        ("x = = 1", 5, "syntax error: invalid syntax"),
+    ],
+)
+def test_a_syntax_error_gives_gatemesh_advice_not_pythons(source: str, column: int, reason: str) -> None:
+    """CPython suggests '==' and ':=', which gatemesh does not take; a student's usual slips
+    (2x, (x+y)z, commas between assignments) get what to write instead."""
+    with pytest.raises(CompileError) as caught:
+        compile_source(source)
+    assert (caught.value.reason, caught.value.line, caught.value.column) == (reason, 1, column)
+
+
 def test_unknown_output_name() -> None:
     with pytest.raises(CompileError, match="output 'w' is not a name"):
         compile_source("f = x * y", output="w")
