@@ -11,6 +11,7 @@ import functools
 import logging
 import shlex
 import sys
+from typing import Any
 
 import typer
 
@@ -70,8 +71,38 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    misread = _inputs_misread(args)
+    if misread is not None:
+        print(f"error: {misread}", file=sys.stderr)
+        raise SystemExit(2)
     with one_error_path():
         app()
+
+
+def _inputs_misread(args: list[str]) -> str | None:
+    """Input values the option parser would misread (before any `--`): `x = -2`, three words
+    to the shell, or `-2` without its name, which the parser would call "No such option: -2"."""
+    words = args[: args.index("--")] if "--" in args else args
+    if any(word == "=" or (word.endswith("=") and not word.startswith("-")) for word in words):
+        mended = shlex.join(["gatemesh", *_joined(words), *args[len(words) :]])
+        spaces = "with no spaces around '=' (the shell splits x = -2 into three words)"
+        return f"give each input as name=value, {spaces}: {mended}"
+    for before, word in zip(["", *words], words, strict=False):
+        after_option = before.startswith("-") and before not in _flags()  # `--timeout -1`: its value
+        if _is_number(word) and word.startswith("-") and not after_option:
+            return f"{word} reads as an option: give each input with its name, as name=value, like x={word}"
+    return None
+
+
+def _joined(words: list[str]) -> list[str]:
+    """`x = -2`, `x= -2` and `x =-2` as `x=-2`."""
+    out: list[str] = []
+    for word in words:
+        if out and (word.startswith("=") or out[-1].endswith("=")) and not out[-1].startswith("-"):
+            out[-1] += word
+        else:
+            out.append(word)
+    return out
 
 
 def _expression_taken_for_an_option(args: list[str]) -> int | None:
@@ -98,15 +129,33 @@ def _is_number(text: str) -> bool:
 
 
 @functools.cache
-def _short_options() -> frozenset[str]:
-    """Every one-letter option of every command (`-b`, `-o`)."""
-    found: set[str] = set()
+def _flags() -> frozenset[str]:
+    """Every option, long or short, that takes no value (`--explain`, `--json`)."""
+    return frozenset(
+        name
+        for param in _every_param()
+        if getattr(param, "is_flag", False) or getattr(param, "count", False)
+        for name in (*param.opts, *param.secondary_opts)
+    )
+
+
+def _every_param() -> list[Any]:
+    """Every parameter of every command (click's, as typer carries it)."""
+    found: list[Any] = []
     commands = [typer.main.get_command(app)]
     while commands:
         command = commands.pop()
-        for param in command.params:
-            found.update(
-                o for o in (*param.opts, *param.secondary_opts) if o.startswith("-") and not o.startswith("--")
-            )
+        found.extend(command.params)
         commands.extend(getattr(command, "commands", {}).values())
-    return frozenset(found)
+    return found
+
+
+@functools.cache
+def _short_options() -> frozenset[str]:
+    """Every one-letter option of every command (`-b`, `-o`)."""
+    return frozenset(
+        o
+        for param in _every_param()
+        for o in (*param.opts, *param.secondary_opts)
+        if o.startswith("-") and not o.startswith("--")
+    )

@@ -179,6 +179,10 @@ def _names_a(name: str, kind: Callable[[Path], bool]) -> bool:
 def parse_assignments(assignments: list[str]) -> dict[str, float]:
     """['x=-2', 'y=5'] -> {'x': -2.0, 'y': 5.0}, with errors that name the bad argument."""
     values: dict[str, float] = {}
+    if any(text == "=" or text.endswith("=") or text.startswith("=") for text in assignments):
+        raise InputError(
+            "give each input as name=value, with no spaces around '=' (the shell splits x = -2 into three words)"
+        )
     for text in assignments:
         name, sep, number = text.partition("=")
         name = unicodedata.normalize("NFKC", name)  # as Python reads the names of an expression

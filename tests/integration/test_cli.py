@@ -116,6 +116,23 @@ def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
     assert "/nonexistent/c.json: cannot write the circuit file" in glued.stderr
 
 
+def test_inputs_typed_with_spaces_or_without_names_are_shown_how_to_give() -> None:
+    """`x = -2` is three words to the shell, and `-2` alone reads as an option: the option
+    parser said "No such option: -2", nothing about inputs."""
+    spaced = gatemesh("run", "(x+y)*z", "x", "=", "-2", "y=", "5", "z", "=-4")
+    assert spaced.returncode == 2
+    assert spaced.stderr == (
+        "error: give each input as name=value, with no spaces around '=' (the shell splits x = -2 into three"
+        " words): gatemesh run '(x+y)*z' x=-2 y=5 z=-4\n"
+    )
+    for given in (["-2", "5", "-4"], ["--explain", "-2", "y=5", "z=-4"]):
+        bare = gatemesh("run", "(x+y)*z", *given)
+        assert bare.returncode == 2
+        assert bare.stderr == "error: -2 reads as an option: give each input with its name, as name=value, like x=-2\n"
+    after_dashes = gatemesh("run", "--", "(x+y)*z", "x", "=", "2")
+    assert "error: give each input as name=value, with no spaces around '='" in after_dashes.stderr
+
+
 def test_a_batch_too_wide_for_a_frame_is_refused_before_training(tmp_path: Path) -> None:
     """16 x 8,193 numbers leave the first layer of one copy: more than a frame carries."""
     data = tmp_path / "wide.csv"
