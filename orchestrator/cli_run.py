@@ -44,7 +44,7 @@ from orchestrator.cli_common import (
 )
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import on_deployment, on_hosts
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, RunTimeout
 from orchestrator.examples import EXAMPLES
 from orchestrator.recorder import Recorder, explain_to
 from orchestrator.result import RunResult
@@ -160,6 +160,15 @@ def run(
 
     try:
         result = asyncio.run(one_run())
+    except RunTimeout as exc:
+        told = (
+            _faults_told(fault_plan, target, timeout, retries=retries)
+            if fault_plan and isinstance(target, Circuit)
+            else ""
+        )
+        if not told:
+            raise
+        raise RunTimeout(f"{exc}; under --faults {faults}: {told}", exc.run, exc.waiting_on) from exc
     finally:
         if id_note is not None and (note := id_note()):
             narrate(note)
@@ -167,6 +176,23 @@ def run(
         print(result.model_dump_json())
     else:
         print_result(result)
+
+
+def _faults_told(faults: Faults, circuit: Circuit, timeout: float, *, retries: int = 0) -> str:
+    """What the faults a run was given may have done to make it time out ("" if they cannot have):
+    a timeout's standing names the gates that wait, not the message lost or late on the way."""
+    told = []
+    if faults.drop > 0:
+        again = "" if retries else "; --retries N runs again"
+        told.append(f"drops {faults.drop:.0%} of messages (--explain says which{again})")
+    hops = 2 * (circuit.critical_path() + 1)  # feed, forward, value; seed, backward, report
+    longest = faults.delay_ms[1] / 1000 * hops
+    if longest >= timeout:
+        told.append(
+            f"delays a message by up to {faults.delay_ms[1]:g} ms, and a pass's {hops} messages in a row can add "
+            f"up to {longest:g} s, more than the {timeout:g} s timeout (a longer --timeout lets them arrive)"
+        )
+    return "the fault injector " + "; it also ".join(told) if told else ""
 
 
 @contextlib.asynccontextmanager

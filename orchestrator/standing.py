@@ -50,7 +50,8 @@ def standing(
             (
                 0,
                 f"{len(silent)} gates did not answer the probe ({named} and {len(silent) - SILENT_NAMED} more: "
-                "a fault injector that drops their messages drops these answers too, and a lost host takes its gates)",
+                "answers travel like any message, so a fault injector drops and delays them too, and a lost host "
+                "takes its gates)",
             )
         )
     for g in circuit.order:

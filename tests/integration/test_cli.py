@@ -133,6 +133,26 @@ def test_inputs_typed_with_spaces_or_without_names_are_shown_how_to_give() -> No
     assert "error: give each input as name=value, with no spaces around '='" in after_dashes.stderr
 
 
+def test_a_timeout_under_faults_says_what_the_faults_may_have_done() -> None:
+    """A timeout names the gates that wait, not the message lost or late on its way: under
+    --faults it says what the injector may have done (a delay longer than the timeout is not a drop)."""
+    inputs = ["x=-2", "y=5", "z=-4"]
+    late = gatemesh("run", "(x+y)*z", *inputs, "--faults", "delay=2000ms", "--timeout", "0.5")
+    assert late.returncode == 1
+    assert late.stderr.rstrip().endswith(
+        "; under --faults delay=2000ms: the fault injector delays a message by up to 2000 ms, and a pass's 8 messages"
+        " in a row can add up to 16 s, more than the 0.5 s timeout (a longer --timeout lets them arrive)"
+    ), late.stderr
+    lost = gatemesh("run", "(x+y)*z", *inputs, "--faults", "drop=1", "--timeout", "0.5")
+    assert lost.returncode == 1
+    assert lost.stderr.rstrip().endswith(
+        "; under --faults drop=1: the fault injector drops 100% of messages"
+        " (--explain says which; --retries N runs again)"
+    ), lost.stderr
+    arrives = gatemesh("run", "(x+y)*z", *inputs, "--faults", "delay=10ms", "--timeout", "5")
+    assert arrives.returncode == 0, arrives.stderr  # a delay the timeout covers: nothing to tell
+
+
 def test_a_batch_too_wide_for_a_frame_is_refused_before_training(tmp_path: Path) -> None:
     """16 x 8,193 numbers leave the first layer of one copy: more than a frame carries."""
     data = tmp_path / "wide.csv"

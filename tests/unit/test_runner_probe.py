@@ -57,8 +57,9 @@ def test_many_gates_that_did_not_answer_are_one_line_and_where_the_pass_stopped_
     stuck, shown = standing(circuit, answers, set(circuit.leaves))
     assert stuck == [g.id for g in circuit.order]  # every gate, in the circuit's order
     assert shown == (
-        "7 gates did not answer the probe (input(x0), input(x1), input(x2) and 4 more: a fault injector that drops "
-        "their messages drops these answers too, and a lost host takes its gates); add(add_2) waits for input(s) x2; "
+        "7 gates did not answer the probe (input(x0), input(x1), input(x2) and 4 more: answers travel like any "
+        "message, so a fault injector drops and delays them too, and a lost host takes its gates); "
+        "add(add_2) waits for input(s) x2; "
         "add(add_1) has 0 of 1 gradient(s)"
     )
     few = {g.id: waits for g in circuit.gates if g.id not in ("x0", "f")}
