@@ -79,8 +79,12 @@ def draw_circuit_command(
     """
     check_writable("-o", output_file, (".svg",))
     given = list(arguments or [])
+    if trace is None and given and _names_a_trace(given[0]):  # as `draw lamport` takes it
+        trace, given = Path(given[0]), given[1:]
     if trace is not None:
         recorded = read_trace(trace)
+        if given and "=" in given[0]:
+            raise InputError(f"{trace} is drawn with the inputs it recorded: drop the name=value arguments")
         if given:
             circuit = load_circuit(given[0])
             if circuit.model_dump() != recorded.circuit.model_dump():
@@ -107,6 +111,11 @@ def draw_circuit_command(
     _write(output_file, svg, "the circuit figure")
 
 
+def _names_a_trace(name: str) -> bool:
+    """A file that is not a circuit file: a trace (read_trace says so if it is not one)."""
+    return Path(name).is_file() and not name.lower().endswith(CIRCUIT_SUFFIXES)
+
+
 def _circuit_svg(trace: Trace, run: str | None, step: int | None, max_gates: int) -> str:
     chosen = trace.run_id(run)
     if not any(e.run == chosen for e in trace.events):  # (a live view draws a run before its first event)
@@ -124,14 +133,17 @@ def _warn_if_cut_short(trace: Trace, run: str) -> None:
 @draw_app.command("lamport")
 def draw_lamport_command(
     arguments: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="a trace file (gatemesh run ... --trace FILE), or SOURCE (an expression, a program or a "
             f"circuit file {DASH_FIRST}) and input values x=-2 y=5: run once, traced, and drawn",
             metavar="TRACE | SOURCE [NAME=VALUE ...]",
             show_default=False,
         ),
-    ],
+    ] = None,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="the trace file to draw (as `draw circuit --trace` takes it)")
+    ] = None,
     output_file: OutOption = Path("run.svg"),
     run: RunOption = None,
     broker: BrokerOption = None,
@@ -145,8 +157,17 @@ def draw_lamport_command(
     given) and that run is drawn, even one the faults made fail.
     """
     check_writable("-o", output_file, (".svg",))
-    first, *values = arguments
-    if not values and Path(first).is_file() and not first.lower().endswith(CIRCUIT_SUFFIXES):
+    given = list(arguments or [])
+    if trace is not None:
+        if given:
+            raise InputError(
+                f"--trace {trace} draws a recorded run; SOURCE and input values make a new one: give one or the other"
+            )
+        given = [str(trace)]
+    if not given:
+        raise InputError("give a trace file, or SOURCE and input values to run it once and draw that run")
+    first, *values = given
+    if not values and _names_a_trace(first):
         if faults or broker is not None or timeout != RUN_TIMEOUT:
             raise InputError(
                 f"{first}: a trace file is drawn as it is; --faults, --broker and --timeout apply to a run "

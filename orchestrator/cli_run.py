@@ -126,6 +126,10 @@ def run(
         if output is not None:
             raise InputError("--output: a deployment keeps the output it was deployed with; drop --output")
         target = deployed_name
+        if given and "=" not in given[0]:
+            raise InputError(
+                f"--deployed runs the circuit deployed as {deployed_name}: give no source, only its inputs"
+            )
         inputs = parse_assignments(given)
     else:
         if not given:

@@ -153,6 +153,12 @@ def test_a_timeout_under_faults_says_what_the_faults_may_have_done() -> None:
     assert arrives.returncode == 0, arrives.stderr  # a delay the timeout covers: nothing to tell
 
 
+def test_a_source_given_with_deployed_is_said_to_be_the_deployments() -> None:
+    done = gatemesh("run", "(x+y)*z", "--deployed", "nosuch", "x=1")
+    assert done.returncode == 1
+    assert done.stderr == "error: --deployed runs the circuit deployed as nosuch: give no source, only its inputs\n"
+
+
 def test_a_batch_too_wide_for_a_frame_is_refused_before_training(tmp_path: Path) -> None:
     """16 x 8,193 numbers leave the first layer of one copy: more than a frame carries."""
     data = tmp_path / "wide.csv"

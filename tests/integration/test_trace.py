@@ -334,6 +334,28 @@ def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -
     assert "(x=... y=... z=...), or draw the circuit itself with `gatemesh draw circuit " in said
 
 
+def test_both_draw_commands_take_a_trace_both_ways(tmp_path: Path) -> None:
+    """`draw circuit --trace FILE` and `draw lamport FILE`: a student who types one form for the
+    other gets the same picture, and inputs given with a trace are said to be the trace's."""
+    qf = str(IMG / "qf.jsonl")
+    for command in ("circuit", "lamport"):
+        drawn = []
+        for form in (["--trace", qf], [qf]):
+            out = tmp_path / f"{command}-{len(form)}.svg"
+            done = gatemesh("draw", command, *form, "-o", str(out))
+            assert done.returncode == 0, done.stderr
+            drawn.append(out.read_text())
+        assert drawn[0] == drawn[1]
+    inputs = gatemesh("draw", "circuit", "--trace", qf, "x=1", "-o", str(tmp_path / "x.svg"))
+    assert inputs.returncode == 1
+    assert f"{qf} is drawn with the inputs it recorded: drop the name=value arguments" in " ".join(
+        inputs.stderr.split()
+    )
+    both = gatemesh("draw", "lamport", "--trace", qf, "(x+y)*z", "x=1", "-o", str(tmp_path / "x.svg"))
+    assert both.returncode == 1
+    assert "SOURCE and input values make a new one: give one or the other" in " ".join(both.stderr.split())
+
+
 def test_a_lamport_diagram_too_wide_to_read_is_refused_with_where_to_look_instead() -> None:
     trace = read_trace(IMG / "qf.jsonl")
     wide = compile_source(" + ".join(f"x{i}" for i in range(31)))  # 61 gates: 31 inputs, 30 adds
