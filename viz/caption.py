@@ -74,7 +74,8 @@ def _bare(written: str) -> str:
 
 
 def caption(trace: Trace, run: str | None = None, step: int | None = None) -> str:
-    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events` (what the figure shows),
+    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events (5 of the 16 messages crossed)`
+    (what the figure shows; --explain numbers the crossings),
     with which run it is when the trace has several, and why it failed if it did."""
     chosen = trace.run_id(run)
     runs = trace.header.runs
@@ -86,8 +87,12 @@ def caption(trace: Trace, run: str | None = None, step: int | None = None) -> st
         which = f" (run {runs.index(record) + 1} of {len(runs)}, {chosen})"
     faults = f"; faults {trace.header.faults}" if trace.header.faults else ""
     failed = f"; the run failed: {failure(record.error, chosen)}" if record is not None and record.error else ""
-    when = f"; after {step} of {len(trace.events)} events" if step is not None else ""
+    when = ""
     seqs = [e.seq for e in trace.events if e.run == chosen]
+    if step is not None:  # events are sends, crossings, receipts, computes: --explain tells the crossings
+        crossings = [e.seq for e in trace.events if e.run == chosen and e.type == "cross"]
+        crossed = sum(1 for seq in crossings if seq <= step)
+        when = f"; after {step} of {len(trace.events)} events ({crossed} of the {len(crossings)} messages crossed)"
     if when and which and seqs:  # --step counts the whole trace's events
         when += f" (this run's events are among {seqs[0]} to {seqs[-1]})"
     return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + which + faults + failed + when

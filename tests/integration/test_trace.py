@@ -594,7 +594,9 @@ def test_a_caption_says_which_run_and_why_it_failed() -> None:
         "f = (x + y) * z at x=-2, y=5, z=-4; faults drop=0.08,dup=0.25,delay=0-15ms,reorder,seed=2; "
         "the run failed: did not finish within 1 s"
     )
-    assert caption(read_trace(IMG / "qf.jsonl"), step=5) == "f = (x + y) * z at x=-2, y=5, z=-4; after 5 of 58 events"
+    assert caption(read_trace(IMG / "qf.jsonl"), step=5) == (
+        "f = (x + y) * z at x=-2, y=5, z=-4; after 5 of 58 events (2 of the 16 messages crossed)"
+    )
 
 
 FAN_OUT = 500
