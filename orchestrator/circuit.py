@@ -222,7 +222,15 @@ def _said(error: ErrorDetails) -> str:
     if error["type"] == "string_type" and isinstance(error["input"], bool | int | float):
         kind = "boolean" if isinstance(error["input"], bool) else "number"
         return f"give a string, not the {kind} {error['input']!r}"
+    if error["type"] in ("tuple_type", "list_type"):
+        what = _LISTS.get(str(error["loc"][-1]), "a list")
+        return f"give {what}, not {error['input']!r}"
+    if error["type"] in ("float_type", "float_parsing"):
+        return f"give a number, not {error['input']!r}"
     return error["msg"].removeprefix("Value error, ")
+
+
+_LISTS = {"inputs": "a list of gate ids, like [x, y]", "gates": "a list of gates, each with an id and an op"}
 
 
 class DuplicateKey(ValueError):
@@ -260,7 +268,13 @@ def _parse_json(text: str, source: str) -> Any:
     except DuplicateKey as exc:
         raise CircuitError(f"{source}: not valid: {exc}") from exc
     except json.JSONDecodeError as exc:
-        raise CircuitError(f"{source}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from exc
+        said, line, column = exc.msg, exc.lineno, exc.colno
+        before = text[: exc.pos].rstrip()
+        if before.endswith(",") and text[exc.pos : exc.pos + 1] in ("]", "}"):  # at the comma, not after it
+            said = "a comma after the last item (JSON allows none before ']' or '}')"
+            comma = len(before) - 1
+            line, column = text.count("\n", 0, comma) + 1, comma - text.rfind("\n", 0, comma)
+        raise CircuitError(f"{source}: line {line}, column {column}: not valid JSON: {said}") from exc
     except RecursionError as exc:
         raise CircuitError(f"{source}: JSON nested too deeply") from exc
 

@@ -169,6 +169,39 @@ def test_a_yaml_syntax_error_says_what_to_fix_where(tmp_path: Path, text: str, s
     assert _refusal(tmp_path / "bad.yaml", text) == f"{tmp_path / 'bad.yaml'}: {said}"
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            '{"gates": [{"id": "x", "op": "input"}, {"id": "f", "op": "exp", "inputs": "x"}], "output": "f"}',
+            "invalid circuit: gates[1] (id 'f').inputs: give a list of gate ids, like [x, y], not 'x'",
+        ),
+        (
+            '{"gates": [{"id": "x", "op": "input"}, {"id": "f", "op": "pow", "inputs": ["x"], "param": "two"}],'
+            ' "output": "f"}',
+            "invalid circuit: gates[1] (id 'f').param: give a number, not 'two'",
+        ),
+        (
+            '{"gates": {"id": "x", "op": "input"}, "output": "x"}',
+            "invalid circuit: gates: give a list of gates, each with an id and an op, not {'id': 'x', 'op': 'input'}",
+        ),
+        (
+            '{"gates": [\n  {"id": "x", "op": "input"},\n  ],\n "output": "x"}',
+            "line 2, column 29: not valid JSON: a comma after the last item (JSON allows none before ']' or '}')",
+        ),
+        (
+            '{"gates": [{"id": "x", "op": "input"}], "output": "x",}',
+            "line 1, column 54: not valid JSON: a comma after the last item (JSON allows none before ']' or '}')",
+        ),
+    ],
+    ids=["inputs-not-a-list", "param-not-a-number", "gates-not-a-list", "comma-before-bracket", "comma-before-brace"],
+)
+def test_a_field_of_the_wrong_kind_says_what_to_give(tmp_path: Path, text: str, said: str) -> None:
+    """pydantic says "Input should be a valid tuple" and json "Expecting value": the author needs
+    to hear what the field holds and what to write."""
+    assert _refusal(tmp_path / "bad.json", text) == f"{tmp_path / 'bad.json'}: {said}"
+
+
 def test_a_name_yaml_reads_as_a_boolean_or_a_number_is_explained(tmp_path: Path) -> None:
     """YAML 1.1 reads an unquoted `on` as True and `1` as 1: the name the user typed is gone."""
     boolean = tmp_path / "on.yaml"
