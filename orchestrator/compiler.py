@@ -289,12 +289,14 @@ class _Builder:
         used = {source for gate in circuit.gates for source in gate.inputs} | {out}
         read = self._read_later(output, out)
         sentences = []
+        shown = output or next((name for _, name, gate_id in reversed(self.bindings) if gate_id == out), None)
+        named = f"the output ({shown})" if shown else "the output"
         for stmt, name, gate_id in self.bindings:
             left_out = gate_id not in used and gate_id not in circuit.inputs
             if id(stmt) in read and not left_out:
                 continue
             where = f"line {stmt.lineno}, column {stmt.col_offset + 1}: the value given to {name} here is never read"
-            sentences.append(f"{where} by the output; its gates are left out" if left_out else where)
+            sentences.append(f"{where} by {named}; its gates are left out" if left_out else where)
         final = self.tree.body[-1]
         if isinstance(final, ast.Expr) and self.last != out:  # `output=` names another value
             left_out = self.last not in used and self.last not in circuit.inputs

@@ -293,7 +293,7 @@ def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProce
     page.locator("#source").fill("r = w * 2\ny = x * 3")
     warning = page.locator("#compile-warning")
     expect(warning).to_have_text(
-        "line 1, column 1: the value given to r here is never read by the output; its gates are left out\n"
+        "line 1, column 1: the value given to r here is never read by the output (y); its gates are left out\n"
         "w stays an input, with gradient 0",
         timeout=WAIT,
     )

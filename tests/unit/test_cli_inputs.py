@@ -41,7 +41,7 @@ def test_an_assignment_the_output_never_reads_is_warned_about(capsys: pytest.Cap
     circuit = load_circuit("r = w * 2; y = x * 3")
     assert circuit.output == "y"
     assert capsys.readouterr().err.splitlines() == [
-        "warning: line 1, column 1: the value given to r here is never read by the output; its gates are left out",
+        "warning: line 1, column 1: the value given to r here is never read by the output (y); its gates are left out",
         "warning: w stays an input, with gradient 0",
     ]
 

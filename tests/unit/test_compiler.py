@@ -52,22 +52,26 @@ def test_output_option_and_pruning() -> None:
 
 
 def test_an_assignment_the_output_never_reads_is_left_out_with_a_warning() -> None:
+    shadowed = compile_program("q = x + y; f = q * z; q = 2*q")  # the last name assigned is q, not f
+    assert shadowed.warnings[0] == (
+        "line 1, column 12: the value given to f here is never read by the output (q); its gates are left out"
+    )
     compiled = compile_program("r = w * 2\ny = x * 3")
     assert {g.id for g in compiled.circuit.gates} == {"w", "x", "const_2", "y"}
-    assert compiled.warnings == (
-        "line 1, column 1: the value given to r here is never read by the output; its gates are left out",
+    assert compiled.warnings == (  # the output named: the student may think r is it
+        "line 1, column 1: the value given to r here is never read by the output (y); its gates are left out",
         "w stays an input, with gradient 0",
     )
     overwritten = compile_program("q = x + y; f = q * z; q = x * 2; f += q")
     assert overwritten.warnings == ()  # every value given is read
     assert compile_program("q = x + y; q = z * 2").warnings == (
-        "line 1, column 1: the value given to q here is never read by the output; its gates are left out",
+        "line 1, column 1: the value given to q here is never read by the output (q); its gates are left out",
         "x, y stay inputs, with gradient 0",
     )
     assert compile_program("q = x + y; f = q * z").warnings == ()
     assert compile_program("\n\nr = w * 2\nf = x * y").warnings[0].startswith("line 3, column 1:")  # blank lines count
     assert compile_program("q = x + y; f = q * z; g = f * 2", output="f").warnings == (
-        "line 1, column 23: the value given to g here is never read by the output; its gates are left out",
+        "line 1, column 23: the value given to g here is never read by the output (f); its gates are left out",
     )
 
 
@@ -86,7 +90,7 @@ def test_a_name_nothing_reads_is_told_even_when_its_value_is_another_names() -> 
         "x stays an input, with gradient 0",
     )
     assert compile_program("a = x; f = x * y", output="a").warnings == (
-        "line 1, column 8: the value given to f here is never read by the output; its gates are left out",
+        "line 1, column 8: the value given to f here is never read by the output (a); its gates are left out",
         "y stays an input, with gradient 0",
     )
 
