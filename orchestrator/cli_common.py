@@ -12,7 +12,7 @@ import math
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -253,14 +253,18 @@ def host_choice(hosts: str | None) -> HostChoice:
 # -- output -------------------------------------------------------------------------------
 
 
-def print_result(result: RunResult, title: str | None = None) -> None:
-    """The value in bold, then one row per input with its gradient."""
+def print_result(result: RunResult, title: str | None = None, given: Sequence[str] = ()) -> None:
+    """The value in bold, then one row per input with its gradient: the inputs `given` in the
+    order they were given (x=3 y=-4), then the rest in the circuit's."""
+    out.print(f"value = [bold]{result.value:.10g}[/bold]")
+    if not result.grads:
+        out.print("(no inputs: no gradients)")
+        return
     table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("input")
     table.add_column("gradient", justify="right")
-    for name, grad in result.grads.items():
-        table.add_row(name, f"{grad:.10g}")
-    out.print(f"value = [bold]{result.value:.10g}[/bold]")
+    for name in dict.fromkeys([*(n for n in given if n in result.grads), *result.grads]):
+        table.add_row(name, f"{result.grads[name]:.10g}")
     out.print(table)
 
 

@@ -179,7 +179,7 @@ def run(
     if as_json:
         print(result.model_dump_json())
     else:
-        print_result(result)
+        print_result(result, given=list(inputs))
 
 
 def _faults_told(faults: Faults, circuit: Circuit, timeout: float, *, retries: int = 0) -> str:
@@ -274,7 +274,7 @@ def demo(broker: BrokerOption = None, timeout: TimeoutOption = RUN_TIMEOUT) -> N
                 out.print(
                     f"{len(circuit.gates)} gate actors, {circuit.messages_per_pass()} messages through the broker"
                 )
-                print_result(result)
+                print_result(result, given=list(example.inputs))
                 out.print(f"[dim]{example.lesson}[/dim]\n")
 
     asyncio.run(all_examples())

@@ -159,6 +159,18 @@ def test_a_source_given_with_deployed_is_said_to_be_the_deployments() -> None:
     assert done.stderr == "error: --deployed runs the circuit deployed as nosuch: give no source, only its inputs\n"
 
 
+def test_the_gradients_are_listed_in_the_order_the_inputs_were_given(mosquitto_url: str) -> None:
+    """The circuit numbers its inputs as the source reads them (y first in 1/(1+exp(-y)) + x):
+    the table follows what the user typed, and a circuit with no inputs says it has no gradients."""
+    done = gatemesh("run", "exp(y) + x*y", "x=3", "y=-4", "--broker", mosquitto_url)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[0] for line in done.stdout.splitlines() if "│" in line]
+    assert rows == ["x", "y"]
+    constant = gatemesh("run", "3", "--broker", mosquitto_url)
+    assert constant.returncode == 0, constant.stderr
+    assert constant.stdout == "value = 3\n(no inputs: no gradients)\n"
+
+
 def test_a_batch_too_wide_for_a_frame_is_refused_before_training(tmp_path: Path) -> None:
     """16 x 8,193 numbers leave the first layer of one copy: more than a frame carries."""
     data = tmp_path / "wide.csv"
