@@ -280,6 +280,11 @@ def test_a_pass_may_be_given_its_timeout_on_the_page_and_in_a_link(page: Page, s
     expect(page.locator("#timeout")).to_have_value("0.5")
     expect(page.locator("#error")).to_contain_text("did not finish within 0.5 s", timeout=WAIT)
     expect(page.locator("#share")).to_have_attribute("href", re.compile(r"&faults=drop%3D1&timeout=0\.5&run=1$"))
+    page.locator('#inputs input[data-name="x"]').fill("abc")  # the link carries what was typed, not NaN
+    expect(page.locator("#share")).to_have_attribute(
+        "href", re.compile(r"x=abc&y=3&faults=drop%3D1&timeout=0\.5&run=1$")
+    )
+    page.locator('#inputs input[data-name="x"]').fill("2")
     page.locator("#timeout").fill("0")
     page.locator("#run").click()
     expect(page.locator("#problem")).to_have_text("timeout: give seconds above 0, up to 600 (or leave it blank)")

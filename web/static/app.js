@@ -459,13 +459,14 @@ function updateShare() {
   if ($("share-own").checked && !hosts) params.set("room", "own");  // a class at one link: each student alone
   else if (state.room && !hosts) params.set("room", state.room);  // a pair at one exercise: this room
   params.set("expr", $("source").value);
-  for (const [name, value] of Object.entries(inputs())) {
-    params.set(LINK_WORDS.has(name) ? INPUT_PREFIX + name : name, String(value));
+  for (const input of $("inputs").querySelectorAll("input")) {  // as typed: `abc` stays `abc`, not NaN
+    const [name, value] = [input.dataset.name, input.value.trim()];
+    if (value !== "") params.set(LINK_WORDS.has(name) ? INPUT_PREFIX + name : name, value);
   }
   if ($("step").checked) params.set("step", "1");
   if ($("where").value === "hosts") params.set("where", "hosts");
   if (faultsText()) params.set("faults", faultsText());  // as --faults writes them
-  if (timeout() !== null) params.set("timeout", String(timeout()));
+  if ($("timeout").value.trim() !== "") params.set("timeout", $("timeout").value.trim());
   params.set("run", "1");
   const query = params.toString().replaceAll("+", "%20");  // a space as %20: a '+' in a link is a '+' (fromLink)
   $("share").href = "/?" + query;
