@@ -368,4 +368,5 @@ class Stepper:
             "history": [{"action": c.action, "label": c.label} for c in self.history],
             "replaying": [c.label for c in self.replay],
             "auto": self.auto,
+            "stepping": self.run is not None,
         }

@@ -529,6 +529,8 @@ def test_a_second_copy_pinned_to_the_end_is_said_never_delivered(page: Page, ser
     expect(pin).to_have_text("unpin")
     page.locator("#deliver-all").click()
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    expect(page.locator("#deliver-all")).to_be_disabled()  # the run is over: nothing is left to deliver
+    expect(page.locator("#pending li.empty")).to_have_text("no run in step mode (tick step mode, then Run)")
     never = "the run is over; never delivered: feed -2.00: orchestrator \u2192 x (second copy)"
     expect(page.locator("#log li").filter(has_text=never)).to_have_count(1)
 

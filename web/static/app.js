@@ -165,7 +165,9 @@ const handlers = {
       row.className = `${p.phase}${p.pinned ? " pinned" : ""}`;
       row.querySelector("button.hold").textContent = p.pinned ? "unpin" : "pin";
     }
-    if (!m.pending.length) list.append(el("li", { class: "empty hint" }, m.auto ? "delivering everything as it comes" : "nothing waits right now"));
+    const idle = m.stepping ? "nothing waits right now" : "no run in step mode (tick step mode, then Run)";
+    if (!m.pending.length) list.append(el("li", { class: "empty hint" }, m.auto ? "delivering everything as it comes" : idle));
+    $("deliver-all").disabled = Boolean(state.readonly) || !m.stepping || m.auto;  // nothing it could deliver
     const replay = $("replaying");
     replay.hidden = !m.replaying.length;
     replay.textContent = m.replaying.length ? `replaying: ${counted(m.replaying.length, "earlier choice")} still to come, next: ${m.replaying[0]}` : "";
