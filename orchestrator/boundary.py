@@ -42,11 +42,32 @@ def draw(path: Path, params: Mapping[str, Array], data: Points, title: str) -> N
     y_min, y_max = data.X[:, 1].min() - 1, data.X[:, 1].max() + 1
     xx, yy = np.meshgrid(np.arange(x_min, x_max, STEP), np.arange(y_min, y_max, STEP))
     positive = (scores(params, np.c_[xx.ravel(), yy.ravel()]) > 0).reshape(xx.shape)
+    from matplotlib.patches import Patch
+
     figure, axes = plt.subplots(figsize=(6, 5))
-    axes.contourf(xx, yy, positive, cmap=plt.cm.Spectral, alpha=0.8)
-    axes.scatter(data.X[:, 0], data.X[:, 1], c=data.y, s=40, cmap=plt.cm.Spectral, edgecolors="k", linewidths=0.5)
+    colour = plt.cm.Spectral
+    below, above = colour(0.3), colour(0.7)  # the regions lighter than the points of their label
+    axes.contourf(xx, yy, positive, levels=[-0.5, 0.5, 1.5], colors=[below, above], alpha=0.8)
+    for label, shade in ((1, 1.0), (-1, 0.0)):
+        chosen = data.X[data.y == label]
+        axes.scatter(
+            chosen[:, 0],
+            chosen[:, 1],
+            color=colour(shade),
+            s=40,
+            edgecolors="k",
+            linewidths=0.5,
+            label=f"label {label}",
+        )
+    regions = [
+        Patch(color=above, alpha=0.8, label="score > 0"),
+        Patch(color=below, alpha=0.8, label="score <= 0"),
+    ]
+    axes.legend(handles=[*axes.get_legend_handles_labels()[0], *regions], loc="upper right", fontsize="small")
     axes.set_xlim(xx.min(), xx.max())
     axes.set_ylim(yy.min(), yy.max())
+    axes.set_xlabel("x1")
+    axes.set_ylabel("x2")
     axes.set_title(title)
     try:
         figure.savefig(path, dpi=100, bbox_inches="tight")

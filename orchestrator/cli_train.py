@@ -26,7 +26,7 @@ from orchestrator.circuit import CIRCUIT_SUFFIXES
 from orchestrator.cli_common import DEFAULT_BROKER, broker_address, check_writable, host_choice, parse_faults, seconds
 from orchestrator.errors import DeployError, InputError
 from orchestrator.tensor_circuit import TensorCircuit
-from orchestrator.train import Engine, ReferenceEngine, Schedule, StepRecord, Training, fit, train
+from orchestrator.train import Engine, ReferenceEngine, Schedule, StepRecord, Training, check_start, fit, train
 
 out = Console()
 err = Console(stderr=True)
@@ -61,7 +61,9 @@ def train_command(
     ),
     data: Annotated[Path | None, typer.Option(help="a CSV of x1,x2,label (-1/1); default: the built-in moons")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the steps and the result as JSON")] = False,
-    plot: Annotated[Path | None, typer.Option(help="draw the decision boundary to this PNG")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="draw the decision boundary to this file (.png, .svg or .pdf)")
+    ] = None,
     checkpoint_file: Annotated[
         Path | None, typer.Option("--checkpoint", help="write the parameters here (.npz) after every step")
     ] = None,
@@ -111,6 +113,7 @@ def train_command(
     if resume:
         assert checkpoint_file is not None
         start = checkpoint.load(checkpoint_file, circuit.param_shapes)
+        check_start(schedule, start, points)
     else:
         start = Checkpoint(mlp.micrograd_init(seed), 0, seed, schedule.steps, schedule.batch)
     console = err if as_json else out
@@ -164,8 +167,11 @@ def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -
     if not taken:
         console.print(f"nothing to do: the checkpoint is at step {final['step']} already ({fitted})", highlight=False)
         return
+    steps = f"trained {taken} step{'s' if taken != 1 else ''}"
+    if final["step"] != taken:  # resumed from a checkpoint
+        steps += f", steps {final['step'] - taken + 1} to {final['step']},"
     console.print(
-        f"trained {taken} step(s) to step {final['step']} on {final['engine']} ({final['gates']} gates): "
+        f"{steps} on {final['engine']} ({final['gates']} gates): "
         f"{fitted}, {result['seconds_per_step'] * 1000:.2f} ms per step",
         highlight=False,
         soft_wrap=True,

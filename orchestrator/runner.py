@@ -501,7 +501,7 @@ class Runner:
             case ErrorReport(run=run) if run in self._pending and message.code in RUN_FAILING_CODES:
                 self._pending[run].fail(
                     GateFailed(
-                        f"gate {message.sender} failed run {run}: {message.message}", run, message.sender, message.code
+                        f"run {run}: gate {message.sender} failed: {message.message}", run, message.sender, message.code
                     )
                 )
             case ErrorReport(run=run) if run is None or run in self._pending:

@@ -134,17 +134,9 @@ class Training:
         return sum(r.seconds for r in self.records) / len(self.records) if self.records else 0.0
 
 
-async def train(
-    engine: Engine,
-    circuit: TensorCircuit,
-    data: Points,
-    schedule: Schedule,
-    start: Checkpoint,
-    *,
-    checkpoint: Path | None = None,
-    on_step: Callable[[StepRecord], None] | None = None,
-) -> Training:
-    """Take steps start.step .. schedule.steps - 1 from the start's parameters."""
+def check_start(schedule: Schedule, start: Checkpoint, data: Points) -> None:
+    """InputError unless `start` (a checkpoint resumed) continues this schedule on this data:
+    said before training begins, not after its progress bar has been drawn."""
     schedule.check(len(data))
     made = (start.seed, start.steps, start.batch)
     if made != (schedule.seed, schedule.steps, schedule.batch) or start.step > schedule.steps:
@@ -159,6 +151,21 @@ async def train(
             f"the starting point was trained on another data set (fingerprint {start.data}, this one's "
             f"{fingerprint}); resume with the same --data"
         )
+
+
+async def train(
+    engine: Engine,
+    circuit: TensorCircuit,
+    data: Points,
+    schedule: Schedule,
+    start: Checkpoint,
+    *,
+    checkpoint: Path | None = None,
+    on_step: Callable[[StepRecord], None] | None = None,
+) -> Training:
+    """Take steps start.step .. schedule.steps - 1 from the start's parameters."""
+    check_start(schedule, start, data)
+    fingerprint = data.fingerprint()
     await engine.load(start.params, start.step)
     done = Training()
     for k in range(start.step, schedule.steps):

@@ -101,5 +101,5 @@ def caption(trace: Trace, run: str | None = None, step: int | None = None) -> st
 def failure(error: str, run: str) -> str:
     """A run's error, short: without its run id, up to its first ';' (a timeout goes on to list
     every gate still waiting)."""
-    short = error.replace(f" failed run {run}:", ":").replace(f"run {run}", "").lstrip(": ")
+    short = error.replace(f"run {run}", "").lstrip(": ")
     return short.split(";")[0].strip()

@@ -74,7 +74,7 @@ def test_random_expressions_agree_with_reference(mosquitto_url: str, source: str
 
 
 async def test_domain_error_fails_the_run_clearly(broker_url: str) -> None:
-    with pytest.raises(GateFailed, match=r"gate l failed run \w+: output of log\(-1\) is undefined") as caught:
+    with pytest.raises(GateFailed, match=r"run \w+: gate l failed: output of log\(-1\) is undefined") as caught:
         await run_circuit("l = log(x); f = l * 2", {"x": -1}, broker=broker_url)
     assert caught.value.gate == "l"
     assert caught.value.code == "domain"

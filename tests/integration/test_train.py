@@ -217,6 +217,7 @@ def test_the_cli_trains_prints_json_plots_and_resumes(mosquitto_url: str, tmp_pa
     wrong = gatemesh("train", "moons", "--engine", "reference", "--steps", "5", "--checkpoint", str(saved), "--resume")
     assert wrong.returncode == 1
     assert "resume with the same schedule" in wrong.stderr
+    assert wrong.stdout == ""  # said before training: no progress bar drawn first
 
 
 def test_the_scalar_gate_mesh_trains_as_micrograd_does(mosquitto_url: str) -> None:

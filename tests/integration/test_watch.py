@@ -95,7 +95,7 @@ async def test_a_watched_run_fails_as_its_orchestrator_sees_it_fail(mosquitto_ur
         async with connected(watcher):
             with pytest.raises(GateFailed) as failed:
                 await runner.run({"x": -1, "y": 2})
-            with pytest.raises(GateFailed, match=f"gate {failed.value.gate} failed run "):
+            with pytest.raises(GateFailed, match=f"gate {failed.value.gate} failed: "):
                 await watcher.follow(await watcher.started.get())
 
     async with in_process(compile_source("(x+y)*z"), broker) as runner:

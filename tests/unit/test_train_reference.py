@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from orchestrator import checkpoint, mlp, moons
 from orchestrator.checkpoint import Checkpoint
+from orchestrator.cli_train import print_summary
 from orchestrator.errors import InputError
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import ReferenceEngine, Schedule, StepRecord, Training, train
@@ -103,3 +105,18 @@ def test_a_resume_under_another_schedule_is_refused() -> None:
     circuit = mlp.build(100)
     with pytest.raises(InputError, match="resume with the same schedule"):
         asyncio.run(train(ReferenceEngine(circuit), circuit, moons.load(), Schedule(steps=50, seed=1), start))
+
+
+def test_the_summary_says_which_steps_a_resumed_training_took() -> None:
+    def said(steps: int, final_step: int) -> str:
+        console = Console(record=True, width=400)
+        final = {"step": final_step, "loss": 0.5, "accuracy": 0.75, "points": 100, "engine": "numpy", "gates": 29}
+        result = {"final": final, "steps": [{}] * steps, "seconds_per_step": 0.002}
+        print_summary(console, result, None)
+        return console.export_text().strip()
+
+    assert (
+        said(4, 4) == "trained 4 steps on numpy (29 gates): loss 0.5, accuracy 75% on all 100 points, 2.00 ms per step"
+    )
+    assert said(1, 1).startswith("trained 1 step on numpy")
+    assert said(3, 10).startswith("trained 3 steps, steps 8 to 10, on numpy (29 gates)")
