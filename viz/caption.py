@@ -11,32 +11,41 @@ from orchestrator.circuit import Circuit, GateDef
 from orchestrator.trace import Trace
 from viz.svg import short
 
-INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2), "div": ("/", 2)}
+"""An infix gate's operator and how tightly it binds (Python's order: + - below * /)."""
+NEG, POW, ATOM = 2.5, 3, 4
+"""How tightly -a, a**k and a name, number or call bind: -x**2 is -(x**2), as Python reads it."""
 MAX_FORMULA = 80
 
 
 def formula(circuit: Circuit) -> str:
-    """`f = (x + y) * z`: the circuit written out, its named stages as the program named them
+    """`f = (x + y) * z`: the circuit written out with the brackets its order needs and no more
+    (`sigmoid(w0 * x0 + w1 * x1 + w2)`), its named stages as the program named them
     (`q = x + y; f = q * z`); if that gets long, its last stage and how many came before, or
     the start of its expression, with its size."""
     named = [g.id for g in circuit.order if _named(g) and g.id != circuit.output]
 
-    def written(gate: str, depth: int) -> str:
+    def written(gate: str, depth: int) -> tuple[str, float]:
+        """The gate's value written out, and how tightly its outermost operator binds."""
         g = circuit.by_id[gate]
         if g.op == "input" or depth > 12 or (depth > 0 and gate in named):
-            return _as_typed(g.id, circuit)
+            return _as_typed(g.id, circuit), ATOM
         if g.op == "const":
-            return short(g.param)
+            return short(g.param), NEG if (g.param or 0) < 0 else ATOM
         args = [written(source, depth + 1) for source in g.inputs]
         if g.op in INFIX:
-            return f"({args[0]} {INFIX[g.op]} {args[1]})"
+            symbol, binds = INFIX[g.op]
+            left, right = _operand(args[0], binds - 0.5), _operand(args[1], binds)  # a - (b - c): as the gates are
+            return f"{left} {symbol} {right}", binds
         if g.op == "pow":
-            return f"{args[0]}**{short(g.param)}"
+            return f"{_operand(args[0], POW)}**{short(g.param)}", POW
         if g.op == "neg":
-            return f"-{args[0]}"
-        return f"{g.op}({', '.join(_bare(arg) for arg in args)})"
+            return f"-{_operand(args[0], NEG)}", NEG
+        if g.op == "inv":  # the compiler's gate for 1/a: written as typed
+            return f"1 / {_operand(args[0], INFIX['div'][1])}", INFIX["div"][1]
+        return f"{g.op}({', '.join(text for text, _ in args)})", ATOM
 
-    lines = [f"{_as_typed(gate, circuit)} = {_bare(written(gate, 0))}" for gate in [*named, circuit.output]]
+    lines = [f"{_as_typed(gate, circuit)} = {written(gate, 0)[0]}" for gate in [*named, circuit.output]]
     whole = "; ".join(lines)
     if len(whole) <= MAX_FORMULA:
         return whole
@@ -61,16 +70,10 @@ def _named(g: GateDef) -> bool:
     return not OPS[g.op].fed and re.fullmatch(rf"{g.op}_\d+", g.id) is None
 
 
-def _bare(written: str) -> str:
-    """`a + b` for `(a + b)`: the outer brackets of a whole argument or formula say nothing."""
-    if written.startswith("(") and written.endswith(")"):
-        depth = 0
-        for i, char in enumerate(written):
-            depth += {"(": 1, ")": -1}.get(char, 0)
-            if depth == 0 and i < len(written) - 1:
-                return written
-        return written[1:-1]
-    return written
+def _operand(written: tuple[str, float], up_to: float) -> str:
+    """An operand's text, in brackets unless its operator binds more tightly than `up_to`."""
+    text, binds = written
+    return text if binds > up_to else f"({text})"
 
 
 def caption(trace: Trace, run: str | None = None, step: int | None = None) -> str:

@@ -122,7 +122,7 @@ def symbol(g: GateDef) -> str:
 def _layout(circuit: Circuit) -> dict[str, object]:
     """dot's layout of the circuit, as its JSON output."""
     dot = graphviz.Digraph(
-        graph_attr={"rankdir": "LR", "ranksep": "1.3", "nodesep": "0.75", "splines": "spline"},
+        graph_attr={"rankdir": "LR", "ranksep": "1.3", "nodesep": "1.0", "splines": "spline"},
         node_attr={"fontname": "Helvetica", "fontsize": "14"},
         edge_attr={"arrowhead": "none"},
     )
@@ -235,7 +235,7 @@ def _plan(circuit: Circuit) -> _Plan:
     """Branches drawn so far from a fork to a reader: `x*x` reads x twice, by two branches."""
     ports: list[tuple[int | None, int]] = []
     sides: list[tuple[tuple[float, float], ...]] = []
-    for i, (tail, head, points) in enumerate(drawn):
+    for i, (tail, head, _) in enumerate(drawn):
         fed = [port for reader, port in readers[tail.removesuffix(" fork")] if reader == head]
         k = branches[tail, head]
         branches[tail, head] += 1
@@ -246,7 +246,8 @@ def _plan(circuit: Circuit) -> _Plan:
         ports.append((fed[k], len(fed)))
         if len(fed) > 1:
             r = float(nodes[head]["width"]) * SCALE / 2
-            drawn[i] = (tail, head, _branch(points[0], _centre(nodes[head], at), r, k, len(fed)))
+            fork = _centre(nodes[tail], at)  # not where dot clipped each edge: the branches would cross there
+            drawn[i] = (tail, head, _branch(fork, _centre(nodes[head], at), r, k, len(fed)))
         above = len(fed) > 1 and k == 0  # a branch's part below it; the top one of several into one gate above
         sides.append(((1.0 if above else -1.0, PART_WIDTH),))
     to_label = [Wire(tuple(points), side) for (_, _, points), side in zip(drawn, sides, strict=True)]

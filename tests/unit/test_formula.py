@@ -7,6 +7,7 @@ import pytest
 from orchestrator.circuit import Circuit
 from orchestrator.compiler import compile_source
 from orchestrator.examples import EXAMPLES
+from orchestrator.reference import evaluate
 from viz.caption import formula
 
 
@@ -14,10 +15,12 @@ from viz.caption import formula
     ("source", "written"),
     [
         ("(x+y)*z", "f = (x + y) * z"),
-        ("sigmoid(w0*x0 + w1*x1 + w2)", "f = sigmoid(((w0 * x0) + (w1 * x1)) + w2)"),
+        ("sigmoid(w0*x0 + w1*x1 + w2)", "f = sigmoid(w0 * x0 + w1 * x1 + w2)"),  # no brackets the order needs not
+        ("1/(1 + exp(-(w0*x0 + w2)))", "f = 1 / (1 + exp(-(w0 * x0 + w2)))"),  # the compiler's inv, as typed
+        ("x - (y - z) + (x*y)**2 - -x**2", "f = x - (y - z) + (x * y)**2 - -x**2"),
         ("q = x + y; f = q * z", "q = x + y; f = q * z"),
         ("a = x*y; b = a + x; c = a*b", "a = x * y; b = a + x; c = a * b"),  # not c = (x * y) * ((x * y) + x)
-        ("a = x*y; c = sigmoid(a) * 2 + a", "a = x * y; c = (sigmoid(a) * 2) + a"),
+        ("a = x*y; c = sigmoid(a) * 2 + a", "a = x * y; c = sigmoid(a) * 2 + a"),
         ("a = x*y; a = a*a; a", "a = x * y; a = a * a"),  # as typed: not the compiler's a.2
     ],
 )
@@ -28,7 +31,7 @@ def test_a_formula_keeps_the_stages_a_program_named(source: str, written: str) -
 def test_a_long_formula_is_cut_at_a_space_and_gives_the_circuits_size() -> None:
     circuit = compile_source(" + ".join(f"w{i} * x{i}" for i in range(12)))
     written = formula(circuit)
-    assert written == "f = (((((((((((w0 * x0) + (w1 * x1)) + (w2 * x2)) + (w3 * x3)) + \u2026 (47 gates)"
+    assert written == "f = w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3 + w4 * x4 + w5 * x5 + w6 \u2026 (47 gates)"
     assert len(written) <= 80
 
 
@@ -46,3 +49,24 @@ def test_a_circuit_files_own_dotted_ids_stay_as_they_are() -> None:
         ' {"id": "f", "op": "mul", "inputs": ["h.1", "h.2"]}], "output": "f"}'
     )
     assert formula(circuit) == "h.1 = x.1 * x.2; h.2 = x.1 + x.2; f = h.1 * h.2"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "x - (y - z)",
+        "x / (y / z) * w",
+        "-(x + y) ** 2 + (-x) ** 3 - -x ** 2",
+        "1 / (x * y) + 1 / -x",
+        "(x - y) * -(z - w) / (x + 2) ** -1",
+        "max(x - y, -z) * tanh(x / y - z)",
+    ],
+)
+def test_a_formula_computes_what_its_circuit_does(source: str) -> None:
+    """Brackets left out where the order of operations makes them unneeded, never where it does:
+    the formula, compiled again, gives the circuit's value (at inputs where every gate is defined)."""
+    circuit = compile_source(source)
+    again = compile_source(formula(circuit).removeprefix("f = "))
+    given = {"x": 1.7, "y": -0.6, "z": 2.3, "w": 0.9}
+    inputs = {name: given[name] for name in circuit.inputs}
+    assert evaluate(again, inputs) == evaluate(circuit, inputs)
