@@ -60,6 +60,8 @@ class Explainer:
         """(run, gate) whose report's step a fault told before the report crossed."""
         self.first_id = ""
         """The first message id a sentence showed ("x:4"): `id_note` says what one is."""
+        self._late_said = False
+        """Why a fault is told late has been said once: the later ones only say that they are."""
         self._told: dict[tuple[str, str], int] = {}
         """(run, message id) of every message told -> its sentence's number: a second copy is told
         as one, and counts for nothing; a fault told after its message says so."""
@@ -173,13 +175,20 @@ class Explainer:
         orchestrator once its part of the run is over, after its messages have crossed."""
         crossed = sorted(self._told[run, i] for i in ids if (run, i) in self._told)
         if crossed:
-            line = crossed[0]
-            return f" (told late: the message crossed at line {line}; a gate sends its events once its part is over)"
+            why = "" if self._late_said else "; a gate tells what its fault injector did once its part is over"
+            self._late_said = True
+            return f" (told late: the message crossed at line {crossed[0]}{why})"
         if late is not None and late >= TOLD_LATE:
-            return (
-                f" (told late: it happened {late:.1f} s ago; a gate tells what its fault injector did once its "
-                "part of the run is over, or when the orchestrator asks where it stands)"
+            why = (
+                ""
+                if self._late_said
+                else (
+                    "; a gate tells what its fault injector did once its part of the run is over, or when the "
+                    "orchestrator asks where it stands"
+                )
             )
+            self._late_said = True
+            return f" (told late: it happened {late:.1f} s ago{why})"
         return ""
 
     def _id(self, msg_id: str) -> str:
