@@ -8,6 +8,7 @@ status), `cli_secure` (secure ...), with what they share in `cli_common`.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import shlex
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 import typer
 
 from orchestrator import cli_cluster, cli_run, cli_secure, cli_train
-from orchestrator.cli_common import one_error_path
+from orchestrator.cli_common import SPACED, is_assignment, one_error_path
 from orchestrator.cli_draw import draw_app, export_app
 from orchestrator.cli_serve import serve
 
@@ -79,29 +80,67 @@ def main() -> None:
         app()
 
 
+INPUT_COMMANDS = (("run",), ("draw", "circuit"), ("draw", "lamport"))
+"""The commands that take a source and input values (name=value)."""
+SOURCE_COMMANDS = (*INPUT_COMMANDS, ("compile",), ("deploy",))
+"""The commands that take a source."""
+
+
 def _inputs_misread(args: list[str]) -> str | None:
     """Input values the option parser would misread (before any `--`): `x = -2`, three words
-    to the shell, or `-2` without its name, which the parser would call "No such option: -2"."""
-    words = args[: args.index("--")] if "--" in args else args
-    if any(word == "=" or (word.endswith("=") and not word.startswith("-")) for word in words):
-        mended = shlex.join(["gatemesh", *_joined(words), *args[len(words) :]])
-        spaces = "with no spaces around '=' (the shell splits x = -2 into three words)"
-        return f"give each input as name=value, {spaces}: {mended}"
-    for before, word in zip(["", *words], words, strict=False):
-        after_option = before.startswith("-") and before not in _flags()  # `--timeout -1`: its value
-        if _is_number(word) and word.startswith("-") and not after_option:
-            return f"{word} reads as an option: give each input with its name, as name=value, like x={word}"
+    to the shell, or `-2` without its name, which the parser would call "No such option: -2";
+    a source `-2` is told to go in parentheses, as `-x` is."""
+    command = next((c for c in SOURCE_COMMANDS if tuple(args[: len(c)]) == c), None)
+    if command is None:
+        return None
+    inputs = command in INPUT_COMMANDS
+    rest = args[len(command) :]
+    words = rest[: rest.index("--")] if "--" in rest else rest
+    at = _positionals(words, _flags(command))
+    if not at:
+        return None
+    source = at[0] if not is_assignment(words[at[0]]) else None
+    joined = _joined(words, at) if inputs else words
+    if joined != words:
+        mended = shlex.join(["gatemesh", *command, *joined, *rest[len(words) :]])
+        return f"{SPACED}: {mended}"
+    for i in at:
+        word = words[i]
+        if not (_is_number(word) and word.startswith("-")):
+            continue
+        if i == source:
+            mended = shlex.join(["gatemesh", *args[: len(command) + i], f"({word})", *rest[i + 1 :]])
+            return f"{word} reads as an option; put an expression that starts with '-' in parentheses: {mended}"
+        if inputs:
+            return f"{word} reads as an option; give each input with its name, as name=value, like x={word}"
     return None
 
 
-def _joined(words: list[str]) -> list[str]:
-    """`x = -2`, `x= -2` and `x =-2` as `x=-2`."""
-    out: list[str] = []
-    for word in words:
-        if out and (word.startswith("=") or out[-1].endswith("=")) and not out[-1].startswith("-"):
-            out[-1] += word
+def _positionals(words: list[str], flags: frozenset[str]) -> list[int]:
+    """Where the words the user meant as arguments are (a negative number among them): not
+    options, nor the value after an option that takes one (`--timeout 1`, `-o out=`)."""
+    at: list[int] = []
+    value_next = False
+    for i, word in enumerate(words):
+        if value_next:
+            value_next = False
+        elif word.startswith("--"):
+            value_next = "=" not in word and word not in flags  # `--timeout=1` carries its value
+        elif word.startswith("-") and not _is_number(word):
+            value_next = len(word) == 2 and word not in flags  # `-ofile` carries its value
         else:
-            out.append(word)
+            at.append(i)
+    return at
+
+
+def _joined(words: list[str], at: list[int]) -> list[str]:
+    """The words with `x = -2`, `x =-2` and `x= -2` (of the arguments at `at`) as `x=-2`; an
+    `x=` with no number after it is left as it is (its missing value is said when it is read)."""
+    out = list(words)
+    for i, j in reversed(list(itertools.pairwise(at))):
+        left, right = out[i], out[j]
+        if j == i + 1 and (right.startswith("=") or (left.endswith("=") and _is_number(right))):
+            out[i : j + 1] = [left + right]
     return out
 
 
@@ -129,33 +168,29 @@ def _is_number(text: str) -> bool:
 
 
 @functools.cache
-def _flags() -> frozenset[str]:
-    """Every option, long or short, that takes no value (`--explain`, `--json`)."""
+def _flags(path: tuple[str, ...]) -> frozenset[str]:
+    """The options of command `path` (`("draw", "circuit")`) that take no value (`--explain`)."""
+    command: Any = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
     return frozenset(
         name
-        for param in _every_param()
+        for param in command.params
         if getattr(param, "is_flag", False) or getattr(param, "count", False)
         for name in (*param.opts, *param.secondary_opts)
     )
 
 
-def _every_param() -> list[Any]:
-    """Every parameter of every command (click's, as typer carries it)."""
-    found: list[Any] = []
-    commands = [typer.main.get_command(app)]
-    while commands:
-        command = commands.pop()
-        found.extend(command.params)
-        commands.extend(getattr(command, "commands", {}).values())
-    return found
-
-
 @functools.cache
 def _short_options() -> frozenset[str]:
     """Every one-letter option of every command (`-b`, `-o`)."""
-    return frozenset(
-        o
-        for param in _every_param()
-        for o in (*param.opts, *param.secondary_opts)
-        if o.startswith("-") and not o.startswith("--")
-    )
+    found: set[str] = set()
+    commands = [typer.main.get_command(app)]
+    while commands:
+        command = commands.pop()
+        for param in command.params:
+            found.update(
+                o for o in (*param.opts, *param.secondary_opts) if o.startswith("-") and not o.startswith("--")
+            )
+        commands.extend(getattr(command, "commands", {}).values())
+    return frozenset(found)

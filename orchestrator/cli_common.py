@@ -176,13 +176,20 @@ def _names_a(name: str, kind: Callable[[Path], bool]) -> bool:
         return False
 
 
+SPACED = "give each input as name=value, with no spaces around '=' (the shell splits x = -2 into three words)"
+
+
+def is_assignment(word: str) -> bool:
+    """`x=-2`: a name, then '=' (a program's `q = x + y` has spaces: the shell gave it as one word)."""
+    name, sep, _ = word.partition("=")
+    return bool(sep) and unicodedata.normalize("NFKC", name).isidentifier()
+
+
 def parse_assignments(assignments: list[str]) -> dict[str, float]:
     """['x=-2', 'y=5'] -> {'x': -2.0, 'y': 5.0}, with errors that name the bad argument."""
     values: dict[str, float] = {}
-    if any(text == "=" or text.endswith("=") or text.startswith("=") for text in assignments):
-        raise InputError(
-            "give each input as name=value, with no spaces around '=' (the shell splits x = -2 into three words)"
-        )
+    if any(text.startswith("=") for text in assignments):  # `x = 2` after `--` (main() mends it before)
+        raise InputError(SPACED)
     for text in assignments:
         name, sep, number = text.partition("=")
         name = unicodedata.normalize("NFKC", name)  # as Python reads the names of an expression

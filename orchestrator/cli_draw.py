@@ -24,6 +24,7 @@ from orchestrator.cli_common import (
     TimeoutOption,
     check_writable,
     err,
+    is_assignment,
     load_circuit,
     parse_assignments,
     parse_faults,
@@ -83,7 +84,7 @@ def draw_circuit_command(
         trace, given = Path(given[0]), given[1:]
     if trace is not None:
         recorded = read_trace(trace)
-        if given and "=" in given[0]:
+        if given and is_assignment(given[0]):
             raise InputError(f"{trace} is drawn with the inputs it recorded: drop the name=value arguments")
         if given:
             circuit = load_circuit(given[0])
@@ -92,13 +93,13 @@ def draw_circuit_command(
                     f"{given[0]!r} is not the circuit recorded in {trace}; drop SOURCE to draw the trace's"
                 )
             if given[1:]:
-                raise InputError("with --trace the inputs are the trace's; drop the name=value arguments")
+                raise InputError(f"{trace} is drawn with the inputs it recorded: drop the name=value arguments")
         svg = _circuit_svg(recorded, run, step, max_gates)
     else:
         if not given:
-            raise InputError("give a SOURCE (and input values), or --trace FILE")
+            raise InputError("give a SOURCE (and input values), or a trace file")
         if step is not None or run is not None:
-            raise InputError("--step and --run read a trace: give --trace FILE")
+            raise InputError("--step and --run read a trace: give a trace file")
         circuit = load_circuit(given[0])
         inputs = parse_assignments(given[1:])
         check_size(circuit, max_gates)  # before a run, not after it

@@ -34,6 +34,7 @@ from orchestrator.cli_common import (
     compile_warned,
     err,
     host_choice,
+    is_assignment,
     load_circuit,
     out,
     parse_assignments,
@@ -126,7 +127,7 @@ def run(
         if output is not None:
             raise InputError("--output: a deployment keeps the output it was deployed with; drop --output")
         target = deployed_name
-        if given and "=" not in given[0]:
+        if given and not is_assignment(given[0]):
             raise InputError(
                 f"--deployed runs the circuit deployed as {deployed_name}: give no source, only its inputs"
             )

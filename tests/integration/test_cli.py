@@ -128,9 +128,19 @@ def test_inputs_typed_with_spaces_or_without_names_are_shown_how_to_give() -> No
     for given in (["-2", "5", "-4"], ["--explain", "-2", "y=5", "z=-4"]):
         bare = gatemesh("run", "(x+y)*z", *given)
         assert bare.returncode == 2
-        assert bare.stderr == "error: -2 reads as an option: give each input with its name, as name=value, like x=-2\n"
+        assert bare.stderr == "error: -2 reads as an option; give each input with its name, as name=value, like x=-2\n"
     after_dashes = gatemesh("run", "--", "(x+y)*z", "x", "=", "2")
     assert "error: give each input as name=value, with no spaces around '='" in after_dashes.stderr
+    source = gatemesh("run", "-2")  # a constant, not an input
+    assert source.stderr == (
+        "error: -2 reads as an option; put an expression that starts with '-' in parentheses: gatemesh run '(-2)'\n"
+    )
+    missing = gatemesh("run", "x*y", "x=", "y=2")  # no value, not a space: said as such, never mended to x=y=2
+    assert missing.stderr == "error: 'x=': '' is not a number\n"
+    for valid in (["compile", "x*y", "-o", "out="], ["run", "x*y", "--timeout", "-1", "x=1", "y=2"]):
+        said = gatemesh(*valid).stderr  # the command's own answer, not the inputs' advice
+        assert "reads as an option" not in said, said
+        assert "no spaces" not in said, said
 
 
 def test_a_timeout_under_faults_says_what_the_faults_may_have_done() -> None:

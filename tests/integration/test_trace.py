@@ -351,6 +351,8 @@ def test_both_draw_commands_take_a_trace_both_ways(tmp_path: Path) -> None:
     assert f"{qf} is drawn with the inputs it recorded: drop the name=value arguments" in " ".join(
         inputs.stderr.split()
     )
+    program = gatemesh("draw", "circuit", "--trace", qf, "q = x + y; f = q * z", "-o", str(tmp_path / "x.svg"))
+    assert "'q = x + y; f = q * z' is not the circuit recorded in" in program.stderr  # a program, not inputs
     both = gatemesh("draw", "lamport", "--trace", qf, "(x+y)*z", "x=1", "-o", str(tmp_path / "x.svg"))
     assert both.returncode == 1
     assert "SOURCE and input values make a new one: give one or the other" in " ".join(both.stderr.split())
