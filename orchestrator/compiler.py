@@ -191,7 +191,8 @@ def _number(node: ast.expr) -> float | None:
 
 _PYTHON_ADVICE = re.compile(r"\. (Maybe|Perhaps|Did) you .*$")
 """CPython's suggestions ("Maybe you meant '==' or ':='"): Python's syntax, which gatemesh does not take."""
-_NUMBER_THEN_NAME = re.compile(r"(\d[\d.]*)([A-Za-z_]\w*)")
+_NUMBER_THEN_NAME = re.compile(r"(?<![\w.])((?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)([A-Za-z_]\w*)")
+"""A Python number written against a name: `2x`, `.5x`, `2e-3x`."""
 _ENDS_A_VALUE = re.compile(r"[\w)]$")
 
 
@@ -205,6 +206,16 @@ def _syntax_error(exc: SyntaxError, lines: list[str]) -> CompileError:
     return CompileError(f"syntax error: {reason}" + (f"; {hint}" if hint else ""), line, column)
 
 
+def _outside_brackets(text: str) -> str:
+    """`text` without what its brackets hold: `q = max(x, y)` has no comma of its own."""
+    kept, depth = [], 0
+    for char in text:
+        depth += (char in "([{") - (char in ")]}")
+        if depth == 0 and char not in ")]}":
+            kept.append(char)
+    return "".join(kept)
+
+
 def _syntax_hint(reason: str, text: str, column: int) -> str:
     if reason == "invalid decimal literal":
         for found in _NUMBER_THEN_NAME.finditer(text):
@@ -215,10 +226,10 @@ def _syntax_hint(reason: str, text: str, column: int) -> str:
     if reason.startswith("cannot assign to"):
         return "only a name can be assigned: name = expression"
     if reason == "invalid syntax":
-        if "," in text and text.count("=") > 1:
+        if ";" not in text and text.count("=") > 1 and "," in _outside_brackets(text):
             return "separate assignments with ';' or a new line"
         before, after = text[: column - 1].rstrip(), text[column - 1 : column]
-        if _ENDS_A_VALUE.search(before) and (after.isalnum() or after in "_("):
+        if _ENDS_A_VALUE.search(before) and after and (after.isalnum() or after in "_("):
             return "two values side by side: write * between them to multiply, or name(...) to call a function"
     return ""
 

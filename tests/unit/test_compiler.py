@@ -195,6 +195,10 @@ def test_errors_name_line_column_and_reason(source: str, line: int, column: int,
             "syntax error: cannot assign to expression here; only a name can be assigned: name = expression",
         ),
         ("x = = 1", 5, "syntax error: invalid syntax"),
+        ("2e-3x", 4, "syntax error: invalid decimal literal; write 2e-3*x to multiply"),  # the whole number
+        (".5x + 1_000y", 2, "syntax error: invalid decimal literal; write .5*x to multiply"),
+        ("f = x and", 10, "syntax error: invalid syntax"),  # nothing after: no values side by side
+        ("q = max(x, y); f = q +* z", 23, "syntax error: invalid syntax"),  # separated: the comma is max's
     ],
 )
 def test_a_syntax_error_gives_gatemesh_advice_not_pythons(source: str, column: int, reason: str) -> None:
