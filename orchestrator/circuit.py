@@ -9,6 +9,7 @@ order, so a circuit can be evaluated, deployed or drawn by walking the list once
 from __future__ import annotations
 
 import json
+import reprlib
 from collections import Counter, deque
 from collections.abc import Hashable, Iterator
 from functools import cached_property
@@ -224,10 +225,23 @@ def _said(error: ErrorDetails) -> str:
         return f"give a string, not the {kind} {error['input']!r}"
     if error["type"] in ("tuple_type", "list_type"):
         what = _LISTS.get(str(error["loc"][-1]), "a list")
-        return f"give {what}, not {error['input']!r}"
+        return f"give {what}, not {_given(error['input'])}"
     if error["type"] in ("float_type", "float_parsing"):
-        return f"give a number, not {error['input']!r}"
+        return f"give a number, not {_given(error['input'])}"
+    if error["type"] == "finite_number":
+        return f"give a finite number, not {_given(error['input'])}"
+    if error["type"] == "string_type":
+        return f"give a string, not {_given(error['input'])}"
     return error["msg"].removeprefix("Value error, ")
+
+
+def _given(value: object) -> str:
+    """What a field held, short: a mapping or a list by its size (one may hold a whole circuit)."""
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} key(s)" if value else "an empty mapping"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)" if value else "an empty list"
+    return reprlib.repr(value)
 
 
 _LISTS = {"inputs": "a list of gate ids, like [x, y]", "gates": "a list of gates, each with an id and an op"}
@@ -295,7 +309,7 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
     of its parser ("expected <block end>, but found '?'"), and most of its errors are indentation."""
     problem, context, opened = exc.problem or "", exc.context or "", exc.context_mark
     if "'\\t'" in problem:
-        return exc.problem_mark, "a tab: YAML indents with spaces only"
+        return exc.problem_mark, "a tab: YAML indents, and separates a key's ':' from its value, with spaces only"
     if problem.startswith("expected <block end>"):
         return exc.problem_mark, (
             "this line's indentation does not fit the lines above it (the keys of one mapping start in"
@@ -303,14 +317,18 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
         )
     if problem == "mapping values are not allowed here":
         return exc.problem_mark, (
-            "a ':' where no key can start (a line indented deeper than the key above it,"
-            " or a value holding ': ' that needs quotes)"
+            "a ':' where no key can start (a line indented deeper than the key above it, a key above"
+            " with no space after its ':', or a value holding ': ' that needs quotes)"
         )
     if problem == "could not find expected ':'" and opened is not None:
         return opened, "this line is not 'key: value' (a key needs ': ' after it)"
-    if context.startswith("while parsing a flow") and opened is not None:
+    if context == "while parsing a flow node":
+        return exc.problem_mark, "an empty item: two commas in a row, or a comma right after the bracket"
+    if context in ("while parsing a flow sequence", "while parsing a flow mapping") and opened is not None:
         bracket, closing = ("[", "]") if "sequence" in context else ("{", "}")
-        return exc.problem_mark, f"the '{bracket}' at {_at(opened)} is not closed by '{closing}' before this"
+        if "<stream end>" in problem or exc.problem_mark is None or exc.problem_mark.line > opened.line:
+            return exc.problem_mark, f"the '{bracket}' at {_at(opened)} is not closed by '{closing}' before this"
+        return exc.problem_mark, f"a ',' or '{closing}' was expected here, in the '{bracket}' at {_at(opened)}"
     if context == "while scanning a quoted scalar" and opened is not None:
         return exc.problem_mark, f"the quoted text that starts at {_at(opened)} has no closing quote"
     return exc.problem_mark, problem or str(exc)

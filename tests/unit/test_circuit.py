@@ -140,14 +140,18 @@ _GATES = "name: qf\ngates:\n  - id: x\n    op: input\n"
         (
             _GATES + "  - id: q\n    op: add\n     inputs: [x, x]\noutput: q\n",
             "line 7, column 12: not valid YAML: a ':' where no key can start (a line indented deeper than"
-            " the key above it, or a value holding ': ' that needs quotes)",
+            " the key above it, a key above with no space after its ':', or a value holding ': ' that needs quotes)",
         ),
         (
             _GATES + "  - id: q\n  op: add\n    inputs: [x, x]\noutput: q\n",
             "line 6, column 3: not valid YAML: this line's indentation does not fit the lines above it (the"
             " keys of one mapping start in one column, and every item of a list starts with '-' in that list's column)",
         ),
-        (_GATES.replace("    op", "\top"), "line 4, column 1: not valid YAML: a tab: YAML indents with spaces only"),
+        (
+            _GATES.replace("    op", "\top"),
+            "line 4, column 1: not valid YAML: a tab: YAML indents, and separates a key's ':' from its value,"
+            " with spaces only",
+        ),
         (
             _GATES + "  - id: q\n    op: add\n    inputs: [x, x\noutput: q\n",
             "line 8, column 7: not valid YAML: the '[' at line 7, column 13 is not closed by ']' before this",
@@ -160,8 +164,16 @@ _GATES = "name: qf\ngates:\n  - id: x\n    op: input\n"
             _GATES.replace("op: input", "op input"),
             "line 4, column 5: not valid YAML: this line is not 'key: value' (a key needs ': ' after it)",
         ),
+        (
+            _GATES + "  - {id: q, op: add, inputs: [x,, x]}\noutput: q\n",
+            "line 5, column 33: not valid YAML: an empty item: two commas in a row, or a comma right after the bracket",
+        ),
+        (  # closed, but two items without a comma: not an unclosed bracket
+            _GATES + '  - {id: q, op: add, inputs: [x, "x" x]}\noutput: q\n',
+            "line 5, column 38: not valid YAML: a ',' or ']' was expected here, in the '[' at line 5, column 30",
+        ),
     ],
-    ids=["deeper", "shallower", "tab", "unclosed-bracket", "unclosed-quote", "no-colon"],
+    ids=["deeper", "shallower", "tab", "unclosed-bracket", "unclosed-quote", "no-colon", "empty-item", "no-comma"],
 )
 def test_a_yaml_syntax_error_says_what_to_fix_where(tmp_path: Path, text: str, said: str) -> None:
     """PyYAML speaks of its parser ("expected <block end>, but found '?'"): a circuit's author
@@ -183,7 +195,7 @@ def test_a_yaml_syntax_error_says_what_to_fix_where(tmp_path: Path, text: str, s
         ),
         (
             '{"gates": {"id": "x", "op": "input"}, "output": "x"}',
-            "invalid circuit: gates: give a list of gates, each with an id and an op, not {'id': 'x', 'op': 'input'}",
+            "invalid circuit: gates: give a list of gates, each with an id and an op, not a mapping of 2 key(s)",
         ),
         (
             '{"gates": [\n  {"id": "x", "op": "input"},\n  ],\n "output": "x"}',
