@@ -60,8 +60,8 @@ class Explainer:
         """(run, gate) whose report's step a fault told before the report crossed."""
         self.first_id = ""
         """The first message id a sentence showed ("x:4"): `id_note` says what one is."""
-        self._late_said = False
-        """Why a fault is told late has been said once: the later ones only say that they are."""
+        self._late_said: set[str] = set()
+        """The reasons for telling a fault late said so far: each is said once, then only that it is late."""
         self._told: dict[tuple[str, str], int] = {}
         """(run, message id) of every message told -> its sentence's number: a second copy is told
         as one, and counts for nothing; a fault told after its message says so."""
@@ -175,21 +175,22 @@ class Explainer:
         orchestrator once its part of the run is over, after its messages have crossed."""
         crossed = sorted(self._told[run, i] for i in ids if (run, i) in self._told)
         if crossed:
-            why = "" if self._late_said else "; a gate tells what its fault injector did once its part is over"
-            self._late_said = True
+            why = self._why_late("; a gate tells what its fault injector did once its part is over")
             return f" (told late: the message crossed at line {crossed[0]}{why})"
         if late is not None and late >= TOLD_LATE:
-            why = (
-                ""
-                if self._late_said
-                else (
-                    "; a gate tells what its fault injector did once its part of the run is over, or when the "
-                    "orchestrator asks where it stands"
-                )
+            why = self._why_late(
+                "; a gate tells what its fault injector did once its part of the run is over, or when the "
+                "orchestrator asks where it stands"
             )
-            self._late_said = True
             return f" (told late: it happened {late:.1f} s ago{why})"
         return ""
+
+    def _why_late(self, why: str) -> str:
+        """`why`, the first time it would be said; "" after: once is enough for a reader."""
+        if why in self._late_said:
+            return ""
+        self._late_said.add(why)
+        return why
 
     def _id(self, msg_id: str) -> str:
         """A message id as a sentence shows it; the first one shown is what `id_note` explains."""

@@ -77,7 +77,7 @@ def _operand(written: tuple[str, float], up_to: float) -> str:
 
 
 def caption(trace: Trace, run: str | None = None, step: int | None = None) -> str:
-    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events (5 of the 16 messages crossed)`
+    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events, 5 of its 16 messages crossed`
     (what the figure shows; --explain numbers the crossings),
     with which run it is when the trace has several, and why it failed if it did."""
     chosen = trace.run_id(run)
@@ -95,9 +95,10 @@ def caption(trace: Trace, run: str | None = None, step: int | None = None) -> st
     if step is not None:  # events are sends, crossings, receipts, computes: --explain tells the crossings
         crossings = [e.seq for e in trace.events if e.run == chosen and e.type == "cross"]
         crossed = sum(1 for seq in crossings if seq <= step)
-        when = f"; after {step} of {len(trace.events)} events ({crossed} of the {len(crossings)} messages crossed)"
-    if when and which and seqs:  # --step counts the whole trace's events
-        when += f" (this run's events are among {seqs[0]} to {seqs[-1]})"
+        when = f"; after {step} of {len(trace.events)} events"
+        if which and seqs:  # --step counts the whole trace's events
+            when += f" (this run's are {seqs[0]} to {seqs[-1]})"
+        when += f", {crossed} of its {len(crossings)} messages crossed"
     return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + which + faults + failed + when
 
 

@@ -597,7 +597,7 @@ def test_a_caption_says_which_run_and_why_it_failed() -> None:
         "the run failed: did not finish within 1 s"
     )
     assert caption(read_trace(IMG / "qf.jsonl"), step=5) == (
-        "f = (x + y) * z at x=-2, y=5, z=-4; after 5 of 58 events (2 of the 16 messages crossed)"
+        "f = (x + y) * z at x=-2, y=5, z=-4; after 5 of 58 events, 2 of its 16 messages crossed"
     )
 
 

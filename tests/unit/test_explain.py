@@ -203,6 +203,11 @@ def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
     )
     other = TraceEvent.model_validate({**at_z, "type": "delay", "msg": sent.model_copy(update={"id": "z:7"})})
     assert explainer.fault(other, late=0.01).endswith("before sending it")  # its message has not crossed yet
+    aged = TraceEvent.model_validate({**at_z, "type": "delay", "msg": sent.model_copy(update={"id": "z:8"})})
+    assert explainer.fault(aged, late=2.0).endswith(  # another reason: said once too
+        "(told late: it happened 2.0 s ago; a gate tells what its fault injector did once its part of the run is"
+        " over, or when the orchestrator asks where it stands)"
+    )
 
 
 def test_a_second_copy_in_step_mode_may_be_the_students() -> None:
