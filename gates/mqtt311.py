@@ -94,8 +94,6 @@ class Session(asyncio.Protocol):
         self.max_packet = max_packet
         self.address = peer
         """The broker's URL once `open` made the connection (None: a session given its transport)."""
-        self.peer = peer or "the broker"
-        """Who is at the other end, for messages."""
         self.loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[TransportError] = self.loop.create_future()
         """Resolves (with the error to raise) when the connection ends."""
@@ -125,6 +123,11 @@ class Session(asyncio.Protocol):
         self.retained_copy = False
         """While `on_message` runs: whether the broker flagged the message as a retained copy sent for a
         new subscription (MQTT-3.3.1-8), not a live one (a host reading assignments back needs this)."""
+
+    @property
+    def peer(self) -> str:
+        """Who is at the other end, for messages."""
+        return self.address or "the broker"
 
     @classmethod
     async def open(

@@ -48,7 +48,7 @@ class BrokerError(GatemeshError):
 def broker_failed(broker: object, exc: BaseException, doing: str | None = None) -> BrokerError:
     """`doing` (None: connecting) failed at the broker at `broker` with `exc`, the broker named
     once: a transport error may name it already ("cannot connect to the broker at ...")."""
-    said = str(exc)
+    said = str(exc) or ("it did not answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__)
     named = isinstance(exc, TransportError) and exc.broker is not None
     if doing is None:
         return BrokerError(said if named else f"cannot connect to the broker at {broker}: {said}")

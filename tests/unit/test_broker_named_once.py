@@ -59,3 +59,12 @@ def test_an_error_that_does_not_name_its_broker_gets_it_added() -> None:
     # an address in the text is not the error naming its broker (a topic may hold anything)
     ended = ConnectionLost("mqtt://broker.example:1883 was the message stream's topic")
     assert str(broker_failed(broker, ended)).startswith("cannot connect to the broker at mqtt://broker.example:1883: ")
+
+
+def test_a_timeout_without_words_is_not_an_empty_reason() -> None:
+    broker = BrokerAddress(host="broker.example", port=1883)
+    said = str(broker_failed(broker, TimeoutError(), "cannot read the cluster's state"))
+    assert (
+        said
+        == "cannot read the cluster's state from the broker at mqtt://broker.example:1883: it did not answer in time"
+    )
