@@ -290,6 +290,11 @@ def test_a_pass_may_be_given_its_timeout_on_the_page_and_in_a_link(page: Page, s
     expect(page.locator("#problem")).to_have_text("timeout: give seconds above 0, up to 600 (or leave it blank)")
     page.goto(server.url + "?expr=x*y&x=2&y=3&timeout=forever&run=1")
     expect(page.locator("#problem")).to_have_text("timeout=forever: give seconds above 0, up to 600 (not run)")
+    page.goto(server.url + "?expr=x*y&x=abc&y=3&run=1")  # said as the Run button says it, not as a bad request
+    expect(page.locator("#problem")).to_have_text("x=abc: abc is not a number (not run)")
+    page.locator('#inputs input[data-name="x"]').fill("0x10")  # a number to JavaScript, not to the command line
+    page.locator("#run").click()
+    expect(page.locator("#problem")).to_have_text("x: 0x10 is not a number")
 
 
 def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProcess) -> None:
@@ -530,9 +535,24 @@ def test_a_second_copy_pinned_to_the_end_is_said_never_delivered(page: Page, ser
     page.locator("#deliver-all").click()
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
     expect(page.locator("#deliver-all")).to_be_disabled()  # the run is over: nothing is left to deliver
-    expect(page.locator("#pending li.empty")).to_have_text("no run in step mode (tick step mode, then Run)")
+    expect(page.locator("#pending li.empty")).to_have_text("the run is over: Run or Restart to step through it again")
     never = "the run is over; never delivered: feed -2.00: orchestrator \u2192 x (second copy)"
     expect(page.locator("#log li").filter(has_text=never)).to_have_count(1)
+
+
+def test_deliver_all_says_the_run_waits_on_what_is_pinned(page: Page, server: ServeProcess) -> None:
+    page.goto(server.url + QF_LINK + "&step=1&room=pinned")
+    expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
+    eventually(lambda: _listed(page, "feed orchestrator z"))
+    pin = page.locator('#pending li[data-key="feed orchestrator z"] button.hold')
+    pin.click()
+    expect(pin).to_have_text("unpin")
+    page.locator("#deliver-all").click()
+    waits = "pinned: they wait until you unpin or deliver them, and the run with them"
+    expect(page.locator("#pending li.empty")).to_have_text(waits, timeout=WAIT)
+    expect(page.locator("#status")).to_have_text("stepping")
+    pin.click()  # unpinned: delivered with everything else
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
 
 
 def test_faults_from_the_page_apply_to_the_next_runs(page: Page, server: ServeProcess) -> None:

@@ -165,8 +165,12 @@ const handlers = {
       row.className = `${p.phase}${p.pinned ? " pinned" : ""}`;
       row.querySelector("button.hold").textContent = p.pinned ? "unpin" : "pin";
     }
-    const idle = m.stepping ? "nothing waits right now" : "no run in step mode (tick step mode, then Run)";
+    const over = $("step").checked ? "the run is over: Run or Restart to step through it again" : "no run in step mode (tick step mode, then Run)";
+    const idle = m.stepping ? "nothing waits right now" : over;
     if (!m.pending.length) list.append(el("li", { class: "empty hint" }, m.auto ? "delivering everything as it comes" : idle));
+    else if (m.stepping && m.auto && m.pending.every((p) => p.pinned)) {  // "deliver all" leaves pinned ones: the run waits on them
+      list.append(el("li", { class: "empty hint" }, "pinned: they wait until you unpin or deliver them, and the run with them"));
+    }
     $("deliver-all").disabled = Boolean(state.readonly) || !m.stepping || m.auto;  // nothing it could deliver
     const replay = $("replaying");
     replay.hidden = !m.replaying.length;
@@ -382,10 +386,18 @@ function showInputs(names) {
   updateShare();
 }
 
+const NUMBER = /^[+-]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?$/;
+
+function readNumber(text) {
+  // a number as the command line reads one (Python's float): 1_000 and 2e-3, not 0x10 (JavaScript's Number would take it)
+  const written = text.trim();
+  return NUMBER.test(written) ? Number(written.replaceAll("_", "")) : NaN;
+}
+
 function inputs() {
   const values = {};
   for (const input of $("inputs").querySelectorAll("input")) {
-    if (input.value.trim() !== "") values[input.dataset.name] = Number(input.value);
+    if (input.value.trim() !== "") values[input.dataset.name] = readNumber(input.value);
   }
   return values;
 }
@@ -406,7 +418,7 @@ function formProblem() {
   for (const input of $("inputs").querySelectorAll("input")) {
     const name = input.dataset.name;
     if (input.value.trim() === "") return `give ${name} a value (every input needs one, even one the output never reads)`;
-    const number = Number(input.value);
+    const number = readNumber(input.value);
     if (Number.isNaN(number)) return `${name}: ${input.value.trim()} is not a number`;
     if (!Number.isFinite(number)) return `${name}: ${input.value.trim()} is too large (a value must be finite)`;
   }
@@ -496,6 +508,9 @@ function fromLink() {
     const value = params.get(word);
     if (value !== null && !known.includes(value)) unread.push(`${word}=${value}: give ${word}=${known.join(" or ")}`);
   }
+  for (const [name, value] of Object.entries(state.values)) {
+    if (Number.isNaN(readNumber(value))) unread.push(`${name}=${value}: ${value} is not a number`);
+  }
   if (params.get("step") === "1") $("step").checked = true;
   if (params.get("where") === "hosts") $("where").value = "hosts";
   const limit = params.get("timeout");
@@ -526,7 +541,7 @@ function fromLink() {
   if (params.get("run") === "1") {
     const request = runRequest();
     request.inputs = {};
-    for (const [name, value] of Object.entries(state.values)) request.inputs[name] = Number(value);
+    for (const [name, value] of Object.entries(state.values)) request.inputs[name] = readNumber(value);
     if (expr === null) { delete request.source; request.example = Number(example) - 1; request.inputs = {}; }
     send(request);
   }
