@@ -147,9 +147,10 @@ def load_circuit(source: str, output: str | None = None) -> Circuit:
     if ("/" in source or "." in source) and _names_a(source, Path.is_dir):
         raise InputError(f"{source}: a directory; give a circuit file ({suffixes}) or an expression")
     if _INPUT_VALUE.fullmatch(source):  # `gatemesh run x=-2 y=5`: the expression left out
+        value = "".join(source.split())  # as a value is given: `x = 2` with spaces is refused
         raise InputError(
             f"{source} reads as an input's value, and there is no expression before it: "
-            f'give the expression first, then the values: "(x+y)*z" {source}'
+            f'give the expression first, then the values: "(x+y)*z" {value}'
         )
     try:
         return compile_warned(source, output=output)

@@ -60,6 +60,7 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
         (["run", "log(x)", "x=-1"], "output of log(-1) is undefined"),
         (["run", "missing.json", "x=1"], "missing.json: cannot read circuit file"),
         (["run", "x=-2", "y=5"], "x=-2 reads as an input's value, and there is no expression before it"),  # ran x = -2
+        (["run", "x = 2", "x=5"], 'the values: "(x+y)*z" x=2'),  # the example as a value is given: no spaces
         (["run", "x", "x=1", "--broker", "mqtt://127.0.0.1:1"], "cannot connect to the broker"),
         (
             ["run", "x", "x=1", "--broker", "mqtts://127.0.0.1:1?ca=/nonexistent/ca.pem"],
