@@ -290,6 +290,8 @@ def test_a_pass_may_be_given_its_timeout_on_the_page_and_in_a_link(page: Page, s
     expect(page.locator("#problem")).to_have_text("timeout: give seconds above 0, up to 600 (or leave it blank)")
     page.goto(server.url + "?expr=x*y&x=2&y=3&timeout=forever&run=1")
     expect(page.locator("#problem")).to_have_text("timeout=forever: give seconds above 0, up to 600 (not run)")
+    page.goto(server.url + "?expr=x%20%3D%202&run=1")  # a constant: a value and no gradients, said
+    expect(page.locator("#no-grads")).to_contain_text("(no inputs: no gradients", timeout=WAIT)
     page.goto(server.url + "?expr=x*y&x=abc&y=3&run=1")  # said as the Run button says it, not as a bad request
     expect(page.locator("#problem")).to_have_text("x=abc: abc is not a number (not run)")
     page.locator('#inputs input[data-name="x"]').fill("0x10")  # a number to JavaScript, not to the command line

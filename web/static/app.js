@@ -316,6 +316,7 @@ function showResult(result) {
   const rows = grads.slice(0, MAX_GRAD_ROWS).map(([name, grad]) =>
     el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), el("td", { class: "grad", title: String(grad) }, shown(grad))));
   const more = grads.length > MAX_GRAD_ROWS ? [el("p", { class: "hint" }, `and ${grads.length - MAX_GRAD_ROWS} more gradients (gatemesh run --json prints them all)`)] : [];
+  if (!grads.length) more.push(el("p", { class: "hint", id: "no-grads" }, "(no inputs: no gradients; a name given a number, x = 2, is a constant, not an input)"));
   box.replaceChildren(
     el("div", {}, "value = ", el("span", { class: "value", id: "value", title: String(result.value) }, shown(result.value))),
     el("table", { id: "grads" }, el("tbody", {}, ...rows)),
