@@ -321,8 +321,9 @@ def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProce
     projector.goto(server.url + room)
     expect(projector.locator("#circuit svg")).to_have_count(1, timeout=WAIT)
     page.goto(server.url + room + "&expr=(x%2B&x=1&run=1")  # the same through a link that runs
-    expect(page.locator("#error")).to_contain_text("line 1, column", timeout=WAIT)
+    expect(page.locator("#compile-error")).to_contain_text("line 1, column", timeout=WAIT)
     expect(page.locator("#status")).to_have_text("failed")
+    expect(page.locator("#error")).to_have_text("the source does not compile: the box under it says where")
     shot(page, "bad-expression")
     expect(projector.locator("#compile-error")).to_contain_text("line 1, column", timeout=WAIT)
     expect(projector.locator("#circuit svg")).to_have_count(0)  # not the last run's circuit and values

@@ -127,7 +127,8 @@ const handlers = {
     $("where-label").textContent = m.where ? "on " + m.where : "";
     const error = $("error");
     error.hidden = !m.error;
-    error.textContent = m.error;
+    // a compile error is said once, in the box under the source, where it is wrong
+    error.textContent = m.compile_error ? "the source does not compile: the box under it says where" : m.error;
     const compileError = $("compile-error");
     if (m.compile_error) {
       compileError.hidden = false;
