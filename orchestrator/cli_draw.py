@@ -33,7 +33,7 @@ from orchestrator.errors import GatemeshError, InputError, RunError
 from orchestrator.recorder import Recorder
 from orchestrator.trace import Trace, read_trace
 from viz.caption import caption, formula
-from viz.circuit import MAX_GATES, check_size, draw_circuit, state_at
+from viz.circuit import MAX_GATES, check_size, draw_circuit, state_at, step_of_message
 from viz.lamport import draw_lamport
 from viz.shiviz import export
 from viz.svg import DrawError
@@ -67,6 +67,14 @@ def draw_circuit_command(
     step: Annotated[
         int | None, typer.Option("--step", min=0, help="show the wires after the trace's first K events")
     ] = None,
+    message: Annotated[
+        int | None,
+        typer.Option(
+            "--message",
+            min=1,
+            help="show the wires once the run's K-th message has been delivered (counted as --explain numbers them)",
+        ),
+    ] = None,
     run: RunOption = None,
     broker: Annotated[
         str | None, typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="broker for a run (with inputs)")
@@ -79,6 +87,8 @@ def draw_circuit_command(
     run once through the broker, traced, and drawn; with neither, the bare circuit.
     """
     check_writable("-o", output_file, (".svg",))
+    if step is not None and message is not None:
+        raise InputError("--step counts events, --message messages: give one of them")
     given = list(arguments or [])
     if trace is None and given and _names_a_trace(given[0]):  # as `draw lamport` takes it
         trace, given = Path(given[0]), given[1:]
@@ -94,12 +104,14 @@ def draw_circuit_command(
                 )
             if given[1:]:
                 raise InputError(f"{trace} is drawn with the inputs it recorded: drop the name=value arguments")
-        svg = _circuit_svg(recorded, run, step, max_gates)
+        svg = _circuit_svg(
+            recorded, run, step if message is None else step_of_message(recorded, run, message), max_gates
+        )
     else:
         if not given:
             raise InputError("give a SOURCE (and input values), or a trace file")
-        if step is not None or run is not None:
-            raise InputError("--step and --run read a trace: give a trace file")
+        if step is not None or message is not None or run is not None:
+            raise InputError("--step, --message and --run read a trace: give a trace file")
         circuit = load_circuit(given[0])
         inputs = parse_assignments(given[1:])
         check_size(circuit, max_gates)  # before a run, not after it

@@ -99,6 +99,24 @@ def state_at(trace: Trace, run: str | None = None, step: int | None = None) -> W
     return state
 
 
+def step_of_message(trace: Trace, run: str | None, k: int) -> int:
+    """The events up to the delivery of the run's k-th message (from 1, in the order the messages
+    crossed the broker: --explain's lines, where no fault adds its own): its first receipt's, or
+    its crossing's where no receipt was recorded."""
+    chosen = trace.run_id(run)
+    crossings = [e for e in trace.events if e.run == chosen and e.type == "cross" and e.msg is not None]
+    if not 1 <= k <= len(crossings):
+        raise DrawError(f"--message {k}: run {chosen} has {len(crossings)} messages; give 1 to {len(crossings)}")
+    crossed = crossings[k - 1]
+    assert crossed.msg is not None
+    received = (
+        e.seq
+        for e in trace.events
+        if e.run == chosen and e.type == "receive" and e.msg is not None and e.msg.id == crossed.msg.id
+    )
+    return next(received, crossed.seq)
+
+
 def _delivered(trace: Trace, state: WireState, m: TraceMsg, reader: str) -> None:
     """`reader` has message `m`: its number goes on the wire."""
     if m.phase == "forward" and m.value is not None:

@@ -40,7 +40,7 @@ from tests.processes import GateHostProcess, clean_env, gatemesh
 from tests.shiviz_rules import validate
 from tests.unit.test_reference import NEURON, NEURON_GRADS
 from viz.caption import caption
-from viz.circuit import draw_circuit, state_at
+from viz.circuit import draw_circuit, state_at, step_of_message
 from viz.lamport import COLUMN, draw_lamport
 from viz.shiviz import export
 from viz.svg import DrawError
@@ -588,6 +588,20 @@ def test_a_dropped_message_ends_between_two_lifelines() -> None:
         (line,) = [e for e in drop if e.tag == f"{SVG}line"]
         end = float(line.get("x2", "0"))
         assert min(abs(end - x) for x in lines) == COLUMN / 2
+
+
+def test_message_k_shows_the_wires_as_explain_line_k_tells_them() -> None:
+    """--step counts events (sends, crossings, receipts, computes); a student counts messages, as
+    --explain numbers them: line 7 is add's 3 sent to mul, line 8 mul's -12 sent to the orchestrator."""
+    trace = read_trace(IMG / "qf.jsonl")
+    seventh = state_at(trace, None, step_of_message(trace, None, 7))
+    assert (seventh.values.get("add_1"), seventh.output_value) == (3.0, None)
+    eighth = state_at(trace, None, step_of_message(trace, None, 8))
+    assert (eighth.output_value, eighth.parts) == (-12.0, {})
+    last = state_at(trace, None, step_of_message(trace, None, 16))
+    assert last.parts == state_at(trace).parts  # every gradient delivered
+    with pytest.raises(DrawError, match=r"--message 17: run \w+ has 16 messages; give 1 to 16"):
+        step_of_message(trace, None, 17)
 
 
 def test_a_caption_says_which_run_and_why_it_failed() -> None:
