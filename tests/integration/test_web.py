@@ -173,6 +173,8 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     ):
         page.goto(server.url + link)
         expect(page.locator(where)).to_contain_text(said, timeout=WAIT)
+        if where == "#error":
+            expect(page.locator("#problem")).to_be_hidden()  # said once
     expect(page.locator("#source")).to_have_value("")
     page.goto(server.url + "?expr=x*y&x=2&y=3&faults=drop%3Dbanana&run=1")  # the rest of the link still opens
     expect(page.locator("#problem")).to_contain_text("faults: drop=banana", timeout=WAIT)
@@ -183,6 +185,17 @@ def test_a_shareable_link_runs_at_once_and_shows_the_numbers(page: Page, server:
     expect(page.locator("#problem")).to_have_text(said, timeout=WAIT)
     expect(page.locator("#source")).to_have_value("x*y")
     expect(page.locator("#status")).not_to_have_text("done")
+
+
+def test_an_edited_source_is_no_longer_the_example(page: Page, server: ServeProcess) -> None:
+    """The example and its lesson stayed above a source edited into something else."""
+    page.goto(server.url + "?room=examples")
+    expect(page.locator("#example option")).to_have_count(9, timeout=WAIT)
+    page.locator("#example").select_option("1")
+    expect(page.locator("#lesson")).not_to_be_empty()
+    page.locator("#source").fill("x * y + z")
+    expect(page.locator("#example")).to_have_value("")
+    expect(page.locator("#lesson")).to_be_empty()
 
 
 def _sorted_equal(got: list[str], expected: list[str]) -> None:

@@ -68,7 +68,7 @@ const handlers = {
     if (state.linkExample !== undefined && state.examples[state.linkExample]) {  // ?example=N: show what runs
       select.value = String(state.linkExample);
       showExample(state.examples[state.linkExample]);
-    } else if (state.linkExample !== undefined) {  // as the server says it of a link that runs
+    } else if (state.linkExample !== undefined && !state.linkRuns) {  // a link that runs hears it from the server
       const count = state.examples.length;
       handlers.problem({ message: `example ${state.linkExample + 1}: there are ${count} worked examples (1 to ${count})` });
     }
@@ -491,6 +491,7 @@ function updateShare() {
 }
 
 function compileSoon() {
+  matchExample();
   clearTimeout(state.compileTimer);
   state.compileTimer = setTimeout(() => send({ type: "compile", source: $("source").value }), 250);
   updateShare();
@@ -532,6 +533,7 @@ function fromLink() {
     handlers.problem({ message: unread.join("; ") + (params.get("run") === "1" ? " (not run)" : "") });
     params.delete("run");
   }
+  state.linkRuns = params.get("run") === "1";
   const expr = params.get("expr");
   const example = params.get("example");
   if (expr === null && example === null) return;
@@ -613,6 +615,13 @@ function followRun(m) {
   $("reorder").checked = f.reorder;
   $("timeout").value = request.timeout === null ? "" : String(request.timeout);
   compileSoon();
+}
+
+function matchExample() {
+  // the example (and its lesson) shown only while the source is that example's: an edited one is not
+  const index = (state.examples || []).findIndex((e) => e.source.trim() === $("source").value.trim());
+  $("example").value = index >= 0 ? String(index) : "";
+  $("lesson").textContent = index >= 0 ? state.examples[index].lesson : "";
 }
 
 function showExample(e) {
