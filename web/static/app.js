@@ -202,7 +202,7 @@ const handlers = {
         return el("li", { "data-host": h.name }, el("span", {}, h.name + " "), el("span", { class: `host-state state-${h.state.split(" ")[0]}` }, h.state), kill, start);
       }),
     );
-    const none = state.room ? "they are the shared room's: open this server's plain address to run on them or kill one"
+    const none = state.room && m.hosts.length ? "they are the shared room's: open this server's plain address to run on them or kill one"
       : "none started here (gatemesh serve --hosts N)";
     if (!m.ours.length) ours.append(el("li", { class: "hint" }, none));
     const online = m.hosts.filter((h) => h.state.startsWith("online"));
