@@ -619,7 +619,9 @@ function followRun(m) {
 
 function matchExample() {
   // the example (and its lesson) shown only while the source is that example's: an edited one is not
-  const index = (state.examples || []).findIndex((e) => e.source.trim() === $("source").value.trim());
+  const source = $("source").value.trim();
+  const chosen = (state.examples || [])[Number($("example").value || -1)];
+  const index = chosen && chosen.source.trim() === source ? chosen.index : (state.examples || []).findIndex((e) => e.source.trim() === source);
   $("example").value = index >= 0 ? String(index) : "";
   $("lesson").textContent = index >= 0 ? state.examples[index].lesson : "";
 }
