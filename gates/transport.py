@@ -144,9 +144,11 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
     try:
         yield
     except MqttConnectError as exc:
+        _go_on_cancelling(exc)
         msg = f"{where} refused the connection: {exc}"
         raise connack_refusal(msg, exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc, named) from exc
     except aiomqtt.MqttError as exc:
+        _go_on_cancelling(exc)
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, ConnectionRefusedError | socket.gaierror):  # connecting: said as the session says it
             msg = f"cannot connect to {where}: {unreachable(cause)}"
@@ -154,8 +156,19 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
             msg = f"{where}: {exc}"
         raise ConnectionLost(msg, broker=named) from exc
     except TimeoutError as exc:
+        _go_on_cancelling(exc)
         msg = f"{where} did not answer in time"
         raise ConnectionLost(msg, broker=named) from exc
+
+
+def _go_on_cancelling(exc: BaseException) -> None:
+    """CancelledError if this task is being cancelled: aiomqtt's `__aexit__` waits for the
+    broker's answer to DISCONNECT and turns a timeout into MqttError, which, as a TransportError,
+    a reconnecting loop would catch, and the cancellation would be lost (a room's cluster watch
+    went on for good after its room closed)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 @contextlib.asynccontextmanager
