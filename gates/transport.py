@@ -187,7 +187,15 @@ async def connect(
 
 
 async def incoming(mqtt: aiomqtt.Client) -> AsyncGenerator[tuple[str, bytes], None]:
-    """Every message the client receives, as (topic, payload); ConnectionLost when the connection ends."""
+    """Every message the client receives, as (topic, payload); ConnectionLost when the connection ends.
+
+    CancelledError first if the task is being cancelled: Python 3.11's `asyncio.wait_for`, which
+    aiomqtt awaits to connect and subscribe, returns its future's result instead of raising when
+    the cancellation comes as the future completes (CPython gh-86296, fixed in 3.12); the loop
+    would then read messages for good (a closed room's cluster watch did)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
     async with contextlib.aclosing(_messages(mqtt)) as messages:
         async for message in messages:
             yield message.topic.value, _payload(message)

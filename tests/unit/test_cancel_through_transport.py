@@ -13,7 +13,7 @@ import aiomqtt
 import pytest
 
 from gates.errors import ConnectionLost
-from gates.transport import map_exceptions
+from gates.transport import BrokerAddress, client, incoming, map_exceptions
 
 
 async def _disconnect_unanswered_while_cancelled() -> None:
@@ -33,3 +33,22 @@ async def test_an_error_raised_while_the_task_is_cancelled_is_the_cancellation()
 async def test_an_error_of_a_task_not_cancelled_is_the_transports() -> None:
     with pytest.raises(ConnectionLost, match="the broker: Operation timed out"), map_exceptions():
         raise aiomqtt.MqttError("Operation timed out")
+
+
+async def test_a_cancellation_wait_for_swallowed_stops_a_reading_loop() -> None:
+    """On Python 3.11, `asyncio.wait_for` (aiomqtt's, awaiting CONNACK) returns its result when the
+    cancellation comes as the result does: the task, still cancelling, must not go on to read."""
+    connack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    mqtt = client(BrokerAddress(host="127.0.0.1", port=1))  # never connected: nothing to read
+
+    async def watch() -> None:
+        await asyncio.wait_for(connack, 10)
+        async for _ in incoming(mqtt):
+            pass
+
+    async with asyncio.timeout(5), asyncio.TaskGroup() as group:  # without the check: read for good
+        task = group.create_task(watch())
+        await asyncio.sleep(0)
+        connack.set_result(None)
+        task.cancel()
+    assert task.cancelled()
