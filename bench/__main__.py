@@ -75,7 +75,7 @@ async def suite(url: str, quick: bool) -> Table:
     for source, inputs in ((mesh.QF, mesh.QF_INPUTS), (mesh.NEURON, mesh.NEURON_INPUTS)):
         for connections in CONNECTIONS:
             samples = await mesh.pass_latency(broker, source, inputs, passes, connections)
-            hops = mesh.pass_hops(compile_source(source))
+            hops = compile_source(source).pass_hops()
             ratio = statistics.median(samples) / (hops * hop1)
             floor = statistics.median(samples) / (hops * session_hop1)
             verdict = "met" if ratio <= 1.25 else "not met"

@@ -34,12 +34,6 @@ NEURON = "sigmoid(w0*x0 + w1*x1 + w2)"
 NEURON_INPUTS = {"w0": 2.0, "x0": -1.0, "w1": -3.0, "x1": -2.0, "w2": -3.0}
 
 
-def pass_hops(circuit: Circuit) -> int:
-    """Broker hops on a pass's critical path: feed, each gate's forward up the longest chain and the
-    value to the orchestrator; then the seed, each backward step down the chain and the report."""
-    return 2 * (circuit.critical_path() + 1)
-
-
 async def pass_latency(
     broker: BrokerAddress, source: str, inputs: dict[str, float], passes: int, connections: Connections = "per-gate"
 ) -> list[float]:

@@ -161,11 +161,11 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
         raise ConnectionLost(msg, broker=named) from exc
 
 
-def _go_on_cancelling(exc: BaseException) -> None:
-    """CancelledError if this task is being cancelled: aiomqtt's `__aexit__` waits for the
-    broker's answer to DISCONNECT and turns a timeout into MqttError, which, as a TransportError,
-    a reconnecting loop would catch, and the cancellation would be lost (a room's cluster watch
-    went on for good after its room closed)."""
+def _go_on_cancelling(exc: BaseException | None) -> None:
+    """CancelledError if this task is being cancelled (`exc`: the error it stands in for). aiomqtt
+    can lose a cancellation: its `__aexit__` turns an unanswered DISCONNECT into MqttError, which a
+    reconnecting loop would catch as a TransportError, and see `incoming` for Python 3.11's
+    `wait_for` (a room's cluster watch went on for good after its room closed)."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc
@@ -193,9 +193,7 @@ async def incoming(mqtt: aiomqtt.Client) -> AsyncGenerator[tuple[str, bytes], No
     aiomqtt awaits to connect and subscribe, returns its future's result instead of raising when
     the cancellation comes as the future completes (CPython gh-86296, fixed in 3.12); the loop
     would then read messages for good (a closed room's cluster watch did)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    _go_on_cancelling(None)
     async with contextlib.aclosing(_messages(mqtt)) as messages:
         async for message in messages:
             yield message.topic.value, _payload(message)

@@ -144,6 +144,11 @@ class Circuit(BaseModel):
             depth[g.id] = 1 + max((depth[s] for s in g.inputs), default=0)
         return depth[self.output]
 
+    def pass_hops(self) -> int:
+        """Broker hops on a pass's critical path: feed, each gate's forward up the longest chain and
+        the value to the orchestrator; then the seed, each backward step down the chain and the report."""
+        return 2 * (self.critical_path() + 1)
+
     def messages_by_phase(self) -> dict[str, int]:
         """Messages one run publishes, by phase: a feed per leaf, a forward per gate, a backward
         per edge and the seed, a gradient report per leaf."""

@@ -190,7 +190,7 @@ def _faults_told(faults: Faults, circuit: Circuit, timeout: float, *, retries: i
     if faults.drop > 0:
         again = "" if retries else "; --retries N runs again"
         told.append(f"drops {faults.drop:.0%} of messages (--explain says which{again})")
-    hops = 2 * (circuit.critical_path() + 1)  # feed, forward, value; seed, backward, report
+    hops = circuit.pass_hops()
     longest = faults.delay_ms[1] / 1000 * hops
     if longest >= timeout:
         told.append(
