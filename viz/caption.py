@@ -45,7 +45,12 @@ def formula(circuit: Circuit) -> str:
             return f"1 / {_operand(args[0], INFIX['div'][1])}", INFIX["div"][1]
         return f"{g.op}({', '.join(text for text, _ in args)})", ATOM
 
-    lines = [f"{_as_typed(gate, circuit)} = {written(gate, 0)[0]}" for gate in [*named, circuit.output]]
+    def name(gate: str) -> str:
+        """What the stage is called: an output that is an input or a constant has no name of its own (`f = x`)."""
+        bare = gate == circuit.output and circuit.by_id[gate].op in ("input", "const")
+        return "f" if bare else _as_typed(gate, circuit)
+
+    lines = [f"{name(gate)} = {written(gate, 0)[0]}" for gate in [*named, circuit.output]]
     whole = "; ".join(lines)
     if len(whole) <= MAX_FORMULA:
         return whole

@@ -21,6 +21,9 @@ from viz.caption import formula
         ("a = x*y; b = a + x; c = a*b", "a = x * y; b = a + x; c = a * b"),  # not c = (x * y) * ((x * y) + x)
         ("a = x*y; c = sigmoid(a) * 2 + a", "a = x * y; c = sigmoid(a) * 2 + a"),
         ("a = x*y; a = a*a; a", "a = x * y; a = a * a"),  # as typed: not the compiler's a.2
+        ("x", "f = x"),  # the page's title read "x = x"
+        ("2", "f = 2"),  # and "const_1 = 2"
+        ("y = 2; y", "f = 2"),
     ],
 )
 def test_a_formula_keeps_the_stages_a_program_named(source: str, written: str) -> None:
