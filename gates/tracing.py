@@ -269,7 +269,9 @@ class GateTracer:
                 )
             for copy, delay in enumerate(delays, 1):
                 if delay > 0:
-                    extra = {"delay_ms": delay * 1000, "note": f"copy {copy}"}
+                    extra: Event = {"delay_ms": delay * 1000}
+                    if len(delays) > 1:  # which of a duplicated message's copies
+                        extra["note"] = f"copy {copy} of {len(delays)}"
                     facts.append(self._note("delay", state, clock.advance(), now, fields, extra))
         return facts
 

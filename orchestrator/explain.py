@@ -129,14 +129,16 @@ class Explainer:
         seconds ago it happened, where this process's clock can tell (a gate in this process)."""
         self.count += 1
         msg = event.msg
-        first_copy = not event.note or event.note == "copy 1"  # a second copy's crossing may come later
+        copy = event.note.removeprefix("copy ").partition(" of ")[0]  # "copy 2 of 2": a duplicated message's
+        first_copy = copy in ("", "1")  # a second copy's crossing may come later
         ids = ((msg.id,) if first_copy else ()) if event.type == "delay" and msg is not None else event.order or ()
         match event.type:
             case "delay" if msg is not None:
-                copy = f", {event.note}" if event.note else ""  # which copy of a duplicated message
+                to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
+                which = "" if event.note in ("", "copy 1") else f", {event.note}"  # older traces: "copy 1" always
                 sentence = (
                     f"{self._untold_step(event.run, msg)}the fault injector holds {self.label(msg.src)}'s {msg.phase} "
-                    f"message ({self._id(msg.id)}{copy}) back {event.delay_ms or 0:.1f} ms before sending it"
+                    f"message{to} ({self._id(msg.id)}{which}) back {event.delay_ms or 0:.1f} ms before sending it"
                 )
             case "reorder":
                 order = join(list(event.order or ("(none)",)))

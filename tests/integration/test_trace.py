@@ -230,6 +230,15 @@ def test_a_seeded_faulty_run_makes_the_same_choices_again(mosquitto_url: str) ->
     choices = fault_choices(first)
     assert sum(1 for made in choices.values() for c in made if c[0] == "duplicate") >= 1
     assert choices == fault_choices(second)
+    copies = {e.msg.id: e.note for e in first.events if e.type == "duplicate" and e.msg is not None}
+    delays = [e for e in first.events if e.type == "delay" and e.msg is not None]
+    held = {e.msg.id for e in delays if e.msg is not None}
+    assert held & set(copies), "a duplicated message held back"
+    assert held - set(copies), "a single message held back"
+    for e in delays:  # which copy is said of a duplicated message only
+        assert e.msg is not None
+        n = copies.get(e.msg.id, "").removesuffix(" copies")
+        assert e.note == "" if not n else re.fullmatch(rf"copy [1-{n}] of {n}", e.note), (e.msg.id, e.note)
     other = asyncio.run(traced(QF, QF_INPUTS, mosquitto_url, faults.replace("seed=3", "seed=4")))
     assert fault_choices(other) != choices
 
