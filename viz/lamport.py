@@ -121,7 +121,9 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "", max
     labels = {g.id: g.id if g.op in ("input", "const") else f"{g.id} {symbol(g)}" for g in trace.circuit.gates}
     body += _heads(columns, hosts, lost_at, bottom, labels)
     crossed_at = _crossed_at(of_run, rows)
-    arrows = _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at)
+    record = next((r for r in trace.header.runs if r.run == chosen), None)
+    going_on = record is not None and record.result is None and not record.error  # a step-mode pass, say
+    arrows = _arrows(trace, chosen, events, where, columns, lost_at, bottom, crossed_at, going_on)
     arrows += _unsent(of_run, where, columns, crossed_at, lost_at, bottom)
     marks, covered = _dots(events, where, columns, [((a.a.x, a.a.y), (a.b.x, a.b.y)) for a in arrows])
     lifelines = [_x(column) for column in columns.values()]
@@ -129,7 +131,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "", max
     body += [arrow.svg(at) for arrow, at in zip(arrows, places, strict=True)]
     body += marks
     width = LEFT * 2 + COLUMN * len(columns)
-    body += _legend(bottom + 22)
+    body += _legend(bottom + 22, "no receipt yet" if going_on else "no receipt in the trace")
     width = max(width, 700, 2 * LEFT + 7.0 * len(caption))  # the legend, and the caption on one line
     return document(width, bottom + BOTTOM, STYLE, body, caption or f"run {chosen}")
 
@@ -187,6 +189,7 @@ def _arrows(
     lost_at: dict[str, float],
     bottom: float,
     crossed_at: dict[str, float],
+    going_on: bool,
 ) -> list[_Arrow]:
     sends = {e.msg.id: e for e in events if e.type == "send" and e.msg is not None}
     receipts: dict[str, list[TraceEvent]] = defaultdict(list)
@@ -226,7 +229,7 @@ def _arrows(
             else:
                 end = lost_at.get(node, bottom - ROW / 2)
                 end = end if end > start.y else start.y + ROW  # sent after its receiver was gone
-                out.append(_undelivered(send, shown, start, _Place(x, end), node in lost_at))
+                out.append(_undelivered(send, shown, start, _Place(x, end), node in lost_at, going_on))
     return out
 
 
@@ -463,10 +466,16 @@ def _received_unrecorded(send: TraceEvent, shown: str, a: _Place, b: _Place, nod
     return _drawn(send, "unrecorded", f"msg {phase} unrecorded", phase, a, b, hover)
 
 
-def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool) -> _Arrow:
+def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool, going_on: bool) -> _Arrow:
+    """A message its reader has no receipt of: lost with the reader's host, not delivered yet
+    (a run going on: in step mode it waits for the student), or neither, as far as the trace knows."""
     assert send.msg is not None
-    lost_too = ": its receiver's host was lost, with the events it had not sent"
-    why = "no receipt in the trace" + (lost_too if lost else "")
+    if lost:
+        why = "no receipt in the trace: its receiver's host was lost, with the events it had not sent"
+    elif going_on:
+        why = "not delivered yet: the run goes on (in step mode it waits for you)"
+    else:
+        why = "no receipt in the trace"
     hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; {why}"
     return _Arrow(
         f'<g class="arrow undelivered"><title>{escape(hover)}</title>'
@@ -595,7 +604,8 @@ def _cross(x: float, y: float, css: str, size: float, colour: str = "") -> str:
     )
 
 
-def _legend(y: float) -> list[str]:
+def _legend(y: float, undelivered: str) -> list[str]:
+    """The key; `undelivered`: what a dotted arrow means (a run over, or one going on)."""
     heads = "".join(
         f'<marker id="head-{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
         f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>'
@@ -627,7 +637,7 @@ def _legend(y: float) -> list[str]:
     # have (tests count those)
     y += 18
     out += _key(LEFT, y, _cross(LEFT + 6, y - 4, "key", 4, ERROR), "dropped")
-    out += _key(LEFT + 90, y, _swatch(LEFT + 90, y, GREEN, "2 3"), "no receipt in the trace")
+    out += _key(LEFT + 90, y, _swatch(LEFT + 90, y, GREEN, "2 3"), undelivered)
     out += _key(LEFT + 260, y, _cross(LEFT + 266, y - 4, "key", 4, "#b91c1c"), "host lost")
     out += _key(LEFT + 350, y, _swatch(LEFT + 350, y, ERROR), "error report")
     out += _key(LEFT + 460, y, _swatch(LEFT + 460, y, GREEN, "8 3 2 3"), "send or receipt lost with its host")

@@ -522,6 +522,26 @@ def test_a_message_that_crossed_but_whose_sender_and_reader_were_lost_is_drawn_u
     assert len(drawn) - len(undelivered) == 4  # received by x, y, z and the orchestrator, drawn as before
 
 
+def test_a_message_not_yet_delivered_in_a_run_going_on_is_drawn_as_waiting() -> None:
+    """In step mode the page draws a pass while messages wait for the student: such a message
+    has no receipt yet, which is not the same as none at all."""
+    trace = read_trace(IMG / "qf.jsonl")
+    first_feed = next(i for i, e in enumerate(trace.events) if e.type == "send" and e.msg and e.msg.phase == "feed")
+    (record,) = trace.header.runs
+    early = trace.model_copy(update={"events": trace.events[: first_feed + 1]})  # the first feed sent, not received
+    going_on = early.model_copy(
+        update={"header": early.header.model_copy(update={"runs": (record.model_copy(update={"result": None}),)})}
+    )
+    for shown, why, key in (
+        (early, "no receipt in the trace", "no receipt in the trace"),
+        (going_on, "not delivered yet: the run goes on (in step mode it waits for you)", "no receipt yet"),
+    ):
+        svg = draw_lamport(shown)
+        (waiting,) = by_class(svg, "arrow undelivered")
+        assert (waiting[0].text or "").split("\n")[-1] == f"sent by orchestrator at lamport 1; {why}"
+        assert key in texts(svg, "legend")
+
+
 def test_what_a_gate_on_a_lost_host_received_is_shown_by_what_it_sent() -> None:
     """add_1's host is lost with add_1's events: its receipts of x's and y's values and of f's
     gradient are not in the trace, but its own value and gradients crossed the broker after
