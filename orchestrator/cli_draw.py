@@ -94,16 +94,11 @@ def draw_circuit_command(
         trace, given = Path(given[0]), given[1:]
     if trace is not None:
         recorded = read_trace(trace)
-        if given and is_assignment(given[0]):
+        source, values = (given[0], given[1:]) if given and not is_assignment(given[0]) else (None, given)
+        if values:
             raise InputError(f"{trace} is drawn with the inputs it recorded: drop the name=value arguments")
-        if given:
-            circuit = load_circuit(given[0])
-            if circuit.model_dump() != recorded.circuit.model_dump():
-                raise InputError(
-                    f"{given[0]!r} is not the circuit recorded in {trace}; drop SOURCE to draw the trace's"
-                )
-            if given[1:]:
-                raise InputError(f"{trace} is drawn with the inputs it recorded: drop the name=value arguments")
+        if source is not None and load_circuit(source).model_dump() != recorded.circuit.model_dump():
+            raise InputError(f"{source!r} is not the circuit recorded in {trace}; drop SOURCE to draw the trace's")
         svg = _circuit_svg(
             recorded, run, step if message is None else step_of_message(recorded, run, message), max_gates
         )
