@@ -7,6 +7,7 @@ which holds the only drawing code; these commands only parse arguments and write
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -96,7 +97,7 @@ def draw_circuit_command(
         recorded = read_trace(trace)
         source, values = (given[0], given[1:]) if given and not is_assignment(given[0]) else (None, given)
         if values:
-            raise InputError(f"{trace} is drawn with the inputs it recorded: drop the name=value arguments")
+            raise _with_inputs(trace)
         if source is not None and load_circuit(source).model_dump() != recorded.circuit.model_dump():
             raise InputError(f"{source!r} is not the circuit recorded in {trace}; drop SOURCE to draw the trace's")
         svg = _circuit_svg(
@@ -175,8 +176,12 @@ def draw_lamport_command(
     if not given:
         raise InputError("give a trace file, or SOURCE and input values to run it once and draw that run")
     first, *values = given
+    if values and _names_a_trace(first) and all(is_assignment(value) for value in values):
+        raise _with_inputs(first)
     if not values and _names_a_trace(first):
-        if faults or broker is not None or timeout != RUN_TIMEOUT:
+        # GATEMESH_BROKER, exported for a cluster, is no reason to refuse to draw a file
+        typed_broker = broker is not None and broker != os.environ.get("GATEMESH_BROKER")
+        if faults or typed_broker or timeout != RUN_TIMEOUT:
             raise InputError(
                 f"{first}: a trace file is drawn as it is; --faults, --broker and --timeout apply to a run "
                 "(SOURCE and input values)"
@@ -190,6 +195,10 @@ def draw_lamport_command(
     _warn_if_cut_short(recorded, chosen)
     title = caption(recorded, chosen)
     _write(output_file, draw_lamport(recorded, chosen, caption=title, max_gates=max_gates), "the Lamport diagram")
+
+
+def _with_inputs(trace: Path | str) -> InputError:
+    return InputError(f"{trace} is drawn with the inputs it recorded: drop the name=value arguments")
 
 
 def _traced_run(

@@ -21,9 +21,11 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "GATEMESH_BROKER"}
 
 
-def gatemesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def gatemesh(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`gatemesh ARGS` in a process of its own; `env`: variables set for it (GATEMESH_BROKER, say)."""
     command = [sys.executable, "-c", "from orchestrator.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=clean_env())
+    environment = {**clean_env(), **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=environment)
 
 
 def presence(url: str, name: str) -> HostPresence | None:

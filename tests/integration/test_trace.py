@@ -355,11 +355,15 @@ def test_both_draw_commands_take_a_trace_both_ways(tmp_path: Path) -> None:
             assert done.returncode == 0, done.stderr
             drawn.append(out.read_text())
         assert drawn[0] == drawn[1]
-    inputs = gatemesh("draw", "circuit", "--trace", qf, "x=1", "-o", str(tmp_path / "x.svg"))
-    assert inputs.returncode == 1
-    assert f"{qf} is drawn with the inputs it recorded: drop the name=value arguments" in " ".join(
-        inputs.stderr.split()
-    )
+        # a broker exported for a cluster (README, "Gate hosts") is not a --broker given to a file
+        exported = gatemesh("draw", command, qf, "-o", str(tmp_path / "e.svg"), env={"GATEMESH_BROKER": "mqtt://h:1"})
+        assert exported.returncode == 0, exported.stderr
+    for drawing in (("circuit", "--trace"), ("lamport",)):  # lamport sent a student to `draw circuit`
+        inputs = gatemesh("draw", *drawing, qf, "x=1", "-o", str(tmp_path / "x.svg"))
+        assert inputs.returncode == 1
+        assert f"{qf} is drawn with the inputs it recorded: drop the name=value arguments" in " ".join(
+            inputs.stderr.split()
+        )
     program = gatemesh("draw", "circuit", "--trace", qf, "q = x + y; f = q * z", "-o", str(tmp_path / "x.svg"))
     assert "'q = x + y; f = q * z' is not the circuit recorded in" in program.stderr  # a program, not inputs
     both = gatemesh("draw", "lamport", "--trace", qf, "(x+y)*z", "x=1", "-o", str(tmp_path / "x.svg"))
