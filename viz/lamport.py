@@ -32,6 +32,9 @@ ROW = 22.0
 LEFT, TOP, BOTTOM = 30.0, 92.0, 88.0
 MAX_EVENTS = 5000
 PLACED_ARROWS = 400
+DOT_CLEAR = 24
+"""How far to each side of an event an arrow's number keeps off (more pays than a line in its
+way): a number right beside another node's event reads as that node's message."""
 """Up to this many arrows (a circuit of about 30 gates), each arrow's number looks for a clear place."""
 CLEAR_ROWS = 0.3
 """An arrow passing a lifeline nearer than this to one of its events looks as if it touched it."""
@@ -417,7 +420,8 @@ def _label_places(arrows: list[_Arrow], covered: list[Box], lifelines: list[floa
     numbers: only a later mark or line in the way moves one). Past the first PLACED_ARROWS, each
     simply takes its first place: the search grows with the diagram, drawn again as a pass grows."""
     candidates: list[list[Spots]] = [
-        [[_label_spot(arrow, t)] for t in arrow.fractions] if arrow.label else [[]] for arrow in arrows
+        [[_label_spot(arrow, t, side)] for side in (1.0, -1.0) for t in arrow.fractions] if arrow.label else [[]]
+        for arrow in arrows
     ]
     placed = arrows[:PLACED_ARROWS]
     lines = [((arrow.a.x, arrow.a.y), (arrow.b.x, arrow.b.y)) for arrow in placed]
@@ -426,12 +430,13 @@ def _label_places(arrows: list[_Arrow], covered: list[Box], lifelines: list[floa
     return [spots[0][1] if (spots := candidates[i][k]) else (0.0, 0.0) for i, k in enumerate(chosen)]
 
 
-def _label_spot(arrow: _Arrow, t: float) -> tuple[Box, Point]:
-    """An arrow's number `t` of the way along its line, above it and clear of it at its slope
-    (just above a sloping line, the line's end beside the number read as a minus sign)."""
+def _label_spot(arrow: _Arrow, t: float, side: float) -> tuple[Box, Point]:
+    """An arrow's number `t` of the way along its line, above it (side 1; below: -1, where
+    every place above runs into something) and clear of it at its slope (just above a sloping
+    line, the line's end beside the number read as a minus sign)."""
     (ax, ay), (bx, by) = (arrow.a.x, arrow.a.y), (arrow.b.x, arrow.b.y)
     normal = up_normal((ax, ay), (bx, by))
-    return beside((ax + (bx - ax) * t, ay + (by - ay) * t), normal, 1.0, len(arrow.label) * 6.4 + 4)
+    return beside((ax + (bx - ax) * t, ay + (by - ay) * t), normal, side, len(arrow.label) * 6.4 + 4)
 
 
 def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault_y: float) -> _Arrow:
@@ -502,7 +507,7 @@ def _dots(
     for e, (number, number_box) in zip(events, numbers, strict=True):
         p = where[id(e)]
         out.append(number)
-        covered += [number_box, (p.x - 4, p.y - 4, p.x + 4, p.y + 4)]
+        covered += [number_box, (p.x - DOT_CLEAR, p.y - 4, p.x + DOT_CLEAR, p.y + 4)]
         match e.type:
             case "send" | "receive":
                 extra = " duplicate" if e.note == "duplicate" else ""

@@ -111,11 +111,9 @@ def test_no_wire_runs_through_a_number(case: tuple[str, dict[str, float]]) -> No
     assert crossed == []
 
 
-def test_a_lamport_diagrams_numbers_overlap_no_other_words() -> None:
-    """The README's faulty run: a message's number once sat on a delay's "+10.7 ms" and on
-    Lamport numbers; each now goes where along its arrow it covers no other words."""
-    trace = read_trace(Path(__file__).parents[2] / "docs" / "img" / "faulty.jsonl")
-    svg = ET.fromstring(draw_lamport(trace))
+def lamport_words(trace_file: Path) -> list[tuple[str, set[str], tuple[float, float, float, float]]]:
+    """Every word of the trace's Lamport diagram but its caption, key and heads: (text, classes, box)."""
+    svg = ET.fromstring(draw_lamport(read_trace(trace_file)))
     words = []
     for node in svg.iter(f"{SVG}text"):
         classes = set(node.get("class", "").split())
@@ -127,17 +125,38 @@ def test_a_lamport_diagrams_numbers_overlap_no_other_words() -> None:
         anchor = node.get("text-anchor", "middle")
         left = x - width / 2 if anchor == "middle" else x - width if anchor == "end" else x
         words.append((shown, classes, (left + 1, y - 7, left + width - 1, y - 1)))
+    return words
+
+
+def clashes(words: list[tuple[str, set[str], tuple[float, float, float, float]]]) -> list[tuple[str, str]]:
+    """The arrows' words that overlap another word."""
     numbers = [w for w in words if w[1] & {"value", "grad", "note"}]
-    assert len(numbers) >= 24  # every value and gradient; a probe's and a release's word once each
-    said = [w[0] for w in numbers]
-    assert (said.count("probe"), said.count("release")) == (1, 1)  # five of each piled up where the arrows start
-    clashes = [
+    return [
         (a[0], b[0])
         for a in numbers
         for b in words
         if a is not b and a[2][0] < b[2][2] and b[2][0] < a[2][2] and a[2][1] < b[2][3] and b[2][1] < a[2][3]
     ]
-    assert clashes == []
+
+
+def test_a_lamport_diagrams_numbers_overlap_no_other_words() -> None:
+    """The README's faulty run: a message's number once sat on a delay's "+10.7 ms" and on
+    Lamport numbers; each now goes where along its arrow it covers no other words."""
+    words = lamport_words(Path(__file__).parents[2] / "docs" / "img" / "faulty.jsonl")
+    said = [w[0] for w in words if w[1] & {"value", "grad", "note"}]
+    assert len(said) >= 24  # every value and gradient; a probe's and a release's word once each
+    assert (said.count("probe"), said.count("release")) == (1, 1)  # five of each piled up where the arrows start
+    assert clashes(words) == []
+
+
+def test_a_short_dropped_arrows_number_goes_below_it_when_every_place_above_is_taken() -> None:
+    """`draw lamport "(x+y)*z" x=-2 y=5 z=-4 --faults drop=0.3,seed=1 --timeout 1`: add_1's
+    dropped 3.00 to f runs beside z's -4.00 to f, and every place above it sat on that number:
+    they read "3.00 4.00", z's value positive."""
+    words = lamport_words(Path(__file__).parents[1] / "data" / "dropped-beside.jsonl")
+    values = sorted(w[0] for w in words if "value" in w[1])
+    assert values == ["-2.00", "-2.00", "-4.00", "-4.00", "3.00", "5.00", "5.00"]  # fed, sent on, dropped
+    assert clashes(words) == []
 
 
 def test_a_line_that_clips_a_corner_of_a_label_counts() -> None:
