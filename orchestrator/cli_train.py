@@ -127,7 +127,7 @@ def train_command(
         training = asyncio.run(run(on_step))
     if plot is not None:
         boundary.draw(plot, training.params or start.params, points, f"gatemesh train {model}: {where}")
-    result = summary(training, schedule, start, where, len(circuit.gates), points)
+    result = summary(training, schedule, start, where, len(circuit.gates) if engine == "mesh" else 0, points)
     if as_json:
         print(json.dumps(result))
     else:
@@ -170,9 +170,9 @@ def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -
     steps = f"trained {taken} step{'s' if taken != 1 else ''}"
     if final["step"] != taken:  # resumed from a checkpoint
         steps += f", steps {final['step'] - taken + 1} to {final['step']},"
+    gates = f" ({final['gates']} gates)" if final["gates"] else ""  # the numpy reference has none
     console.print(
-        f"{steps} on {final['engine']} ({final['gates']} gates): "
-        f"{fitted}, {result['seconds_per_step'] * 1000:.2f} ms per step",
+        f"{steps} on {final['engine']}{gates}: {fitted}, {result['seconds_per_step'] * 1000:.2f} ms per step",
         highlight=False,
         soft_wrap=True,
     )

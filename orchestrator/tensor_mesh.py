@@ -101,6 +101,8 @@ class MeshEngine:
         self.step_timeout = step_timeout
         self.lost: dict[str, str] = {}
         """host -> what happened to it."""
+        self.host_faults: dict[str, str] = {}
+        """host -> the faults its fault injector injects (`gatemesh host --faults`), as it announces them."""
         self._session: Session | None = None
         self._broken: BaseException | None = None
         self._not_ready = {g.id for g in circuit.gates}
@@ -186,7 +188,12 @@ class MeshEngine:
                     self._reported.clear()
                     await self._reported.wait()
         except TimeoutError:
-            raise RunTimeout(f"parameter(s) {', '.join(missing)} did not take their values", run, missing) from None
+            by_host: dict[str, list[str]] = {}
+            for p in missing:
+                by_host.setdefault(self.placement.get(p, ""), []).append(p)
+            shown = "; ".join(", ".join(ps) + (f" on {host}" if host else "") for host, ps in by_host.items())
+            message = f"parameter(s) {shown} did not take their values within {self.step_timeout:g} s"
+            raise RunTimeout(message + self._faulty(missing), run, missing) from None
 
     def params(self) -> dict[str, Array]:
         return {name: self._values[name][2] for name in self.circuit.params}
@@ -246,7 +253,16 @@ class MeshEngine:
             f"step {pending.step} (run {pending.run}) did not finish within {self.step_timeout:g} s; "
             f"not heard from: {', '.join(waiting)}" + (f"; {'; '.join(stuck[:8])}" if stuck else "")
         )
-        return RunTimeout(message, pending.run, waiting)
+        return RunTimeout(message + self._faulty(self.placement), pending.run, waiting)
+
+    def _faulty(self, gates: Iterable[str]) -> str:
+        """The faults of the hosts `gates` run on, with "; " (or ""): a drop fails a step."""
+        hosts = sorted({self.placement[g] for g in gates if g in self.placement} & self.host_faults.keys())
+        if not hosts:
+            return ""
+        told = "; ".join(f"host {host} injects faults {self.host_faults[host]}" for host in hosts)
+        dropping = any("drop=" in self.host_faults[host] for host in hosts)
+        return f"; {told}" + (": a lost message fails its step (training does not retry)" if dropping else "")
 
     def _control(self, kind: type[Probe] | type[Release], run: str) -> BaseModel:
         return kind(circuit=self.circuit_id, sender=ORCHESTRATOR, run=run)
@@ -317,6 +333,8 @@ class MeshEngine:
         expected = self.hosts.get(presence.host)
         if expected is None:
             return
+        if presence.faults:
+            self.host_faults[presence.host] = presence.faults
         problem = host_problem(expected, presence)
         if problem is None:
             self.lost.pop(presence.host, None)

@@ -185,6 +185,24 @@ def test_a_killed_host_fails_the_step_by_name_and_resuming_ends_where_an_unbroke
     assert_same_bits(checkpoint.load(saved, circuit.param_shapes).params, ref.params)
 
 
+def test_a_step_lost_to_a_hosts_faults_names_the_host_and_its_faults(mosquitto_url: str) -> None:
+    """A host that drops messages: the error said only "parameter(s) W1, b2, W3, b3 did not take
+    their values", nothing of where they were or why."""
+    name = f"drops-{secrets.token_hex(3)}"
+    dropping = GateHostProcess(
+        mosquitto_url, name, argv=["--broker", mosquitto_url, "--name", name, "--faults", "drop=1"]
+    )
+    try:
+        dropping.wait_online()
+        done = gatemesh("train", "--steps", "1", "--hosts", name, "--timeout", "2", "--broker", mosquitto_url)
+    finally:
+        dropping.stop()
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())
+    assert f"parameter(s) W1, b1, W2, b2, W3, b3 on {name} did not take their values within 2 s" in said, said
+    assert f"host {name} injects faults drop=1: a lost message fails its step (training does not retry)" in said
+
+
 def test_the_cli_trains_prints_json_plots_and_resumes(mosquitto_url: str, tmp_path: Path) -> None:
     saved, picture = tmp_path / "c.npz", tmp_path / "boundary.png"
     args = ["train", "moons", "--broker", mosquitto_url, "--steps", "4", "--seed", "2", "--json"]
@@ -218,6 +236,9 @@ def test_the_cli_trains_prints_json_plots_and_resumes(mosquitto_url: str, tmp_pa
     assert wrong.returncode == 1
     assert "resume with the same schedule" in wrong.stderr
     assert wrong.stdout == ""  # said before training: no progress bar drawn first
+    numpy = gatemesh("train", "moons", "--engine", "reference", "--steps", "2")
+    assert numpy.returncode == 0, numpy.stderr
+    assert "trained 2 steps on the numpy reference in this process: loss " in numpy.stdout  # no "(29 gates)"
 
 
 def test_the_scalar_gate_mesh_trains_as_micrograd_does(mosquitto_url: str) -> None:
