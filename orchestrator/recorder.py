@@ -528,6 +528,8 @@ def explain_to(
     what to say under them: what a message id is, once one was shown (Explainer.id_note).
     """
     explainer: Explainer | None = None
+    runs: list[str] = []
+    """The runs told, in the order their first sentence came (--retries makes several)."""
 
     def listen(event: TraceEvent) -> None:
         nonlocal explainer
@@ -537,6 +539,10 @@ def explain_to(
             hosts = set(recorder.placement.values())
             placement = None if hosts <= {"local"} else recorder.placement
             explainer = Explainer(recorder.circuit, placement, duplicated_by)
+        if event.run and event.run not in runs:
+            runs.append(event.run)
+            if len(runs) > 1:  # a retry: its sentences go on numbering, as lines name earlier lines
+                say(f"     run {len(runs)} ({event.run}): the same inputs again, under a fresh run id")
         if event.type == "cross" and event.msg is not None:
             say(explainer.tell(event.run, event.msg))
             return

@@ -211,6 +211,20 @@ def test_a_run_that_needed_retries_says_so(mosquitto_url: str) -> None:
     assert said == ["retry: attempt 1 of 4 failed", "retry: attempt 2 of 4 failed"]
 
 
+def test_explain_says_where_each_retry_begins(mosquitto_url: str) -> None:
+    """The same three attempts, told: each retry's sentences followed the last attempt's with
+    nothing on stdout to say a new run began (only stderr's "retry:")."""
+    faults = ["--faults", "drop=0.1,seed=4", "--timeout", "0.5", "--retries", "3"]
+    done = gatemesh("run", "(x+y)*z", "x=-2", "y=5", "z=-4", *faults, "--explain", "--broker", mosquitto_url)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    begins = [i for i, line in enumerate(lines) if "the same inputs again, under a fresh run id" in line]
+    assert [lines[i].split()[:2] for i in begins] == [["run", "2"], ["run", "3"]]
+    feeds = [i for i, line in enumerate(lines) if line.endswith("the orchestrator feeds input x = -2")]
+    assert len(feeds) == 3
+    assert feeds[0] < begins[0] < feeds[1] < begins[1] < feeds[2]
+
+
 @pytest.mark.parametrize("timeout", ["nan", "-1", "0", "inf"])
 def test_a_timeout_is_a_number_of_seconds_above_0(timeout: str) -> None:
     done = gatemesh("run", "x*y", "x=1", "y=2", "--timeout", timeout)
