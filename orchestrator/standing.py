@@ -45,11 +45,12 @@ def standing(
     silent = [g for g in circuit.order if g.id not in statuses]
     grouped = len(silent) > SILENT_NAMED  # answers lost (a fault injector's), not a dead gate each: one line
     if grouped:
-        named = ", ".join(f"{g.op}({g.id})" for g in silent[:SILENT_NAMED])
+        names = [f"{g.op}({g.id})" for g in silent]
+        rest = f"{len(silent) - SILENT_NAMED} more" if len(silent) > SILENT_NAMED + 1 else names[-1]  # not "1 more"
         described.append(
             (
                 0,
-                f"{len(silent)} gates did not answer the probe ({named} and {len(silent) - SILENT_NAMED} more: "
+                f"{len(silent)} gates did not answer the probe ({', '.join(names[:SILENT_NAMED])} and {rest}: "
                 "answers travel like any message, so a fault injector drops and delays them too, and a lost host "
                 "takes its gates)",
             )

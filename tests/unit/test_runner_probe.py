@@ -62,6 +62,10 @@ def test_many_gates_that_did_not_answer_are_one_line_and_where_the_pass_stopped_
         "add(add_2) waits for input(s) x2; "
         "add(add_1) has 0 of 1 gradient(s)"
     )
+    four = {g.id: waits for g in circuit.gates if g.id not in ("x0", "x1", "x2", "f")}
+    assert standing(circuit, four, set(circuit.leaves))[1].startswith(  # a fourth is named: not "and 1 more"
+        "4 gates did not answer the probe (input(x0), input(x1), input(x2) and add(f): "
+    )
     few = {g.id: waits for g in circuit.gates if g.id not in ("x0", "f")}
     assert standing(circuit, few, set(circuit.leaves))[1].startswith(
         "input(x0) did not answer; add(f) did not answer; "
