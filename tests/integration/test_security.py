@@ -284,6 +284,10 @@ def test_run_and_status_connect_with_the_orchestrators_account(accounts: SecureD
             anonymous = gatemesh("run", "--deployed", "qf", "x=-2", "y=5", "z=-4", "--broker", url)
             assert anonymous.returncode == 1
             assert "refused the connection: [code:135] Not authorized" in anonymous.stderr
+            assert (  # what to do about it
+                "this broker wants an account: give --secure DIR (the accounts `gatemesh secure init` made for it) "
+                "or mqtt://user:password@host:port" in " ".join(anonymous.stderr.split())
+            )
             state = gatemesh("status", "qf", "--json", "--broker", url, *secure)
             assert state.returncode == 0, state.stderr
             assert json.loads(state.stdout)["deployments"]["qf"]["state"] == "ready"
