@@ -66,7 +66,7 @@ STYLE = f"""
 .msg.unsent.undelivered {{ stroke-dasharray: 2 3; }}
 .value {{ font-size: 11px; fill: {GREEN}; font-weight: 600; }}
 .grad {{ font-size: 11px; fill: {RED}; font-weight: 600; }}
-.value, .grad, .fault, .note {{ paint-order: stroke; stroke: white; stroke-width: 3px; }}
+.value, .grad, .fault, .note, .lamport {{ paint-order: stroke; stroke: white; stroke-width: 3px; }}
 .fault {{ font-size: 10px; fill: {ERROR}; }}
 .cross {{ stroke: {ERROR}; stroke-width: 2.2; }}
 .lost {{ stroke: #b91c1c; stroke-width: 2.6; }}

@@ -164,3 +164,12 @@ def test_a_line_that_clips_a_corner_of_a_label_counts() -> None:
     between two of its sample points was missed, and a number could be placed on it."""
     candidates = [[[((100.0, 100.0, 115.0, 115.0), (107.5, 115.0))], [((300.0, 300.0, 320.0, 320.0), (310.0, 320.0))]]]
     assert choose(candidates, [], [((100.0, 130.0), (130.0, 100.0))], rounds=1) == [1]
+
+
+def test_every_word_an_arrow_may_cross_is_drawn_on_a_halo() -> None:
+    """A status arrow ran through x's Lamport number 10, which read "0": words an arrow may
+    cross (numbers, faults, notes, Lamport numbers) are drawn over a white outline of themselves."""
+    svg = draw_lamport(read_trace(Path(__file__).parents[2] / "docs" / "img" / "faulty.jsonl"))
+    haloed = re.search(r"\n([^\n{]*)\{ paint-order: stroke; stroke: white;", svg)
+    assert haloed is not None
+    assert {".value", ".grad", ".fault", ".note", ".lamport"} <= {c.strip() for c in haloed[1].split(",")}
