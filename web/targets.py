@@ -101,7 +101,11 @@ class Targets:
     async def get(self, place: Place) -> Target:
         async with self._lock:
             current = self.current
-            if current is not None and current.place.same(place) and not current.broken and not current.runner.lost:
+            # a seeded fault injector's choices go on from run to run: with the page's faults each
+            # run gets gates of its own, so that running again repeats them (as `gatemesh run` does)
+            fresh = place.kind == "here" and bool(place.faults)
+            stale = fresh or (current is not None and (current.broken != "" or bool(current.runner.lost)))
+            if current is not None and current.place.same(place) and not stale:
                 return current
             await self.close()
             try:

@@ -589,6 +589,43 @@ def test_faults_from_the_page_apply_to_the_next_runs(page: Page, server: ServePr
     shot(page, "faults")
 
 
+FAULT_SAID = re.compile(
+    r"holds (\S+)'s (\w+) message to (.+?) \(.*?\) back ([\d.]+) ms|a second copy of (\S+)'s (\w+) message"
+)
+
+
+def fault_choices(page: Page) -> list[tuple[str, ...]]:
+    """What the injectors did, as the sentences tell it: which gate's message to whom, held how
+    long, and which were copied (message ids and line numbers depend on the order of arrival)."""
+    said = page.locator("#log li").all_inner_texts()
+    return sorted(tuple(g or "" for g in found.groups()) for line in said for found in FAULT_SAID.finditer(line))
+
+
+def test_a_seeded_run_with_faults_shows_the_same_faults_when_run_again(page: Page, server: ServeProcess) -> None:
+    """The page reused a run's gates for the next, and their seeded injectors went on where they
+    were: Run again, with the same seed, told another story."""
+    page.goto(server.url + QF_LINK.replace("&run=1", "&faults=dup%3D0.5%2Cdelay%3D0-10ms%2Creorder%2Cseed%3D3&run=1"))
+    told: list[list[tuple[str, ...]]] = []
+    runs: list[str] = []
+
+    def a_new_run_done() -> None:
+        run = page.evaluate("() => state.shownRun")
+        assert run, "no run shown yet"
+        assert run not in runs, run
+        assert page.locator("#status").inner_text() == "done", run
+        runs.append(run)
+
+    for again in (True, False):
+        eventually(a_new_run_done)
+        expect(page.locator("#value")).to_have_text("-12")
+        time.sleep(1)  # a gate's faults are told when its events come, after the result
+        told.append(fault_choices(page))
+        if again:
+            page.locator("#run").click()
+    assert len(told[0]) >= 4, told[0]
+    assert told[1] == told[0]
+
+
 def _count_is(got: int, wanted: int) -> None:
     assert got == wanted, got
 

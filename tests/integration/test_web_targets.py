@@ -42,3 +42,18 @@ async def test_a_close_cancelled_while_it_waits_lets_the_target_finish_undeployi
             await asyncio.wait([target.task])
         assert not target.task.cancelled()
         assert closing.cancelled()
+
+
+async def test_a_run_with_the_pages_faults_gets_gates_of_its_own(mosquitto_url: str) -> None:
+    """A seeded injector's choices go on from run to run: on reused gates, running again with the
+    same seed showed other faults. Without faults the gates are reused."""
+    circuit = compile_source("x * 2")
+    async with asyncio.TaskGroup() as group:
+        targets = Targets(BrokerAddress.parse(mosquitto_url), spawn=group.create_task)
+        plain = await targets.get(Place("here", circuit))
+        assert await targets.get(Place("here", circuit)) is plain
+        faulty = await targets.get(Place("here", circuit, faults="dup=0.5,seed=3"))
+        again = await targets.get(Place("here", circuit, faults="dup=0.5,seed=3"))
+        assert again is not faulty
+        assert again.runner.deployment != faulty.runner.deployment
+        await targets.close()
