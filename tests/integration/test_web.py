@@ -338,6 +338,14 @@ def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProce
     expect(page.locator("#status")).to_have_text("failed")
     expect(page.locator("#error")).to_have_text("the source does not compile: the box under it says where")
     shot(page, "bad-expression")
+    page.locator("#source").fill("x * y")  # mended: the run's error was of the source before
+    expect(page.locator("#compile-error")).to_be_hidden(timeout=WAIT)
+    expect(page.locator("#error")).to_be_hidden()
+    page.locator("#run").click()  # y is blank: the form says so, alone
+    expect(page.locator("#problem")).to_contain_text("give y a value", timeout=WAIT)
+    expect(page.locator("#error")).to_be_hidden()
+    page.locator("#source").fill("x * y)")  # another edit: what the form said is of the last source
+    expect(page.locator("#problem")).to_be_hidden(timeout=WAIT)
     expect(projector.locator("#compile-error")).to_contain_text("line 1, column", timeout=WAIT)
     expect(projector.locator("#circuit svg")).to_have_count(0)  # not the last run's circuit and values
     page.goto(server.url + room + "&" + QF_LINK[1:])  # a good run, from the other page, clears the run's error here

@@ -90,6 +90,7 @@ const handlers = {
     }
   },
   compiled(m) {
+    if (m.ok && state.run && state.run.compile_error) $("error").hidden = true;  // said of a source now mended
     const box = $("compile-error");
     if (!m.ok) {
       $("compile-warning").hidden = true;
@@ -111,6 +112,7 @@ const handlers = {
     const box = $("problem");
     box.hidden = false;
     box.textContent = m.message;
+    box.dataset.from = m.form ? "form" : "server";  // the form's check is about what is typed: an edit clears it
   },
   run(m) {
     if (m.run && m.run !== state.shownRun) {  // a new run in this room
@@ -492,6 +494,7 @@ function updateShare() {
 
 function compileSoon() {
   matchExample();
+  if ($("problem").dataset.from === "form") $("problem").hidden = true;  // said of what was typed before
   clearTimeout(state.compileTimer);
   state.compileTimer = setTimeout(() => send({ type: "compile", source: $("source").value }), 250);
   updateShare();
@@ -559,7 +562,7 @@ function wire() {
   $("step").addEventListener("change", updateShare);
   $("run").addEventListener("click", () => {
     const wrong = formProblem();
-    if (wrong) return handlers.problem({ message: wrong });
+    if (wrong) return handlers.problem({ message: wrong, form: true });
     send(runRequest());
   });
   $("restart").addEventListener("click", () => send({ type: "restart" }));
@@ -580,7 +583,7 @@ function wire() {
       }
     }
     const wrong = formProblem();
-    if (wrong) return handlers.problem({ message: wrong });
+    if (wrong) return handlers.problem({ message: wrong, form: true });
     send({ type: "run", deployment: name, inputs: inputs(), fill: fill(), step: $("step").checked, faults: faults(), timeout: timeout() });
   });
   $("watch").addEventListener("click", () => {
