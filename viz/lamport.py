@@ -70,6 +70,7 @@ STYLE = f"""
 .fault {{ font-size: 10px; fill: {ERROR}; }}
 .cross {{ stroke: {ERROR}; stroke-width: 2.2; }}
 .lost {{ stroke: #b91c1c; stroke-width: 2.6; }}
+.event.heard-lost {{ fill: white; stroke: #b91c1c; stroke-width: 2; }}
 .timeout-box {{ fill: #fff7ed; stroke: {ERROR}; }}
 .note {{ font-size: 10px; fill: #374151; }}
 .caption {{ font-size: 13px; fill: #111827; }}
@@ -542,10 +543,12 @@ def _dots(
                 )
                 covered.append((p.x + 4, p.y - 8, p.x + 4 + width, p.y + 8))
             case "host_lost":
-                words_at, box = _words_beside(p, e.note, 9, lines, taken)
+                # what the orchestrator heard: a mark of its own (a cross on its line read as the
+                # orchestrator dying), its words below the lost gates' crosses (7 px each way) on its row
+                words_at, box = _words_beside(_Place(p.x, p.y + 13), e.note, 9, lines, taken)
                 out.append(
-                    f'<g class="host-lost"><title>{escape(_describe(e))}</title>{_cross(p.x, p.y, "lost", 6)}'
-                    f"{words_at}</g>"
+                    f'<g class="host-lost"><title>{escape(_describe(e))}</title>'
+                    f'<circle class="event heard-lost" cx="{p.x:.1f}" cy="{p.y:.1f}" r="4"/>{words_at}</g>'
                 )
                 covered.append(box)
     return out, covered

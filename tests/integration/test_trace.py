@@ -490,6 +490,34 @@ def without_events_of(trace: Trace, gate: str, *, host_lost: bool) -> Trace:
     return trace.model_copy(update={"events": (*kept, lost)})
 
 
+def test_the_orchestrator_hearing_of_a_lost_host_is_not_drawn_as_its_own_death() -> None:
+    """The orchestrator's host_lost event had the lost gates' red cross on its own line, and its
+    words ran over those gates' crosses, on the same row."""
+    trace = read_trace(IMG / "qf.jsonl")
+    heard = next(e for e in reversed(trace.events) if e.node == ORCHESTRATOR)
+    lost = heard.model_copy(
+        update={
+            "seq": trace.events[-1].seq + 1,
+            "type": "host_lost",
+            "msg": None,
+            "gates": ("add_1", "f"),
+            "note": "host h2 went offline (connection lost)",
+            "lamport": heard.lamport + 1,
+        }
+    )
+    gone = without_events_of(trace, "add_1", host_lost=False)
+    svg = draw_lamport(gone.model_copy(update={"events": (*gone.events, lost)}))
+    (group,) = by_class(svg, "host-lost")
+    (mark,) = [e for e in group if "heard-lost" in e.get("class", "")]
+    crosses = by_class(svg, "lost")
+    assert len(crosses) == 2  # add_1's line and f's: not the orchestrator's
+    cross_bottom = max(float(n) for c in crosses for n in re.findall(r"[\d.]+,([\d.]+)", c.get("d", "")))
+    (words,) = [e for e in group if e.tag == f"{SVG}text"]
+    assert words.text == "host h2 went offline (connection lost)"
+    assert float(words.get("y", "0")) - 8 > cross_bottom  # below the crosses (10 px letters), not over them
+    assert float(mark.get("cy", "0")) < cross_bottom
+
+
 def test_a_message_whose_send_was_lost_with_its_host_is_drawn_from_its_crossing() -> None:
     """A killed host takes with it the events its gates had not sent yet; the messages they
     sent still crossed the broker and were received: drawn from the crossing, with the number."""
