@@ -291,6 +291,7 @@ class Runner:
             await self._release(run, lost_is_fine=True)
             raise
         except asyncio.CancelledError:  # nobody waits for it: the gates may forget it (a publish never waits)
+            self._interrupted(run)
             await self._release(run, lost_is_fine=True)
             raise
         finally:
@@ -314,6 +315,10 @@ class Runner:
     def _traced(self, run: str, batch: Sequence[tuple[str, BaseModel]]) -> list[tuple[str, BaseModel]]:
         """The batch, stamped with the orchestrator's clocks when this run is traced (else as it is)."""
         return self.recorder.stamp(run, batch) if self.recorder is not None else list(batch)
+
+    def _interrupted(self, run: str) -> None:
+        """A run cancelled before it ended (Ctrl-C, a Restart): its trace says so, not that it goes on."""
+        self._trace_end(run, error=RunError(f"run {run} was interrupted before it finished", run))
 
     def _trace_end(self, run: str, result: RunResult | None = None, error: BaseException | None = None) -> None:
         if self.recorder is not None:
@@ -354,6 +359,7 @@ class Runner:
                 async with asyncio.timeout(min(PROBE_WAIT_MAX, PROBE_WAIT_PER_GATE * len(self.circuit.gates))):
                     await pending.answered.wait()
         except asyncio.CancelledError:  # cancelled while probing (a Restart): the gates may still forget it
+            self._interrupted(run)
             await self._release(run, lost_is_fine=True)
             raise
         await self._release(run)

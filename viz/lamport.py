@@ -32,10 +32,10 @@ ROW = 22.0
 LEFT, TOP, BOTTOM = 30.0, 92.0, 88.0
 MAX_EVENTS = 5000
 PLACED_ARROWS = 400
+"""Up to this many arrows (a circuit of about 30 gates), each arrow's number looks for a clear place."""
 DOT_CLEAR = 24
 """How far to each side of an event an arrow's number keeps off (more pays than a line in its
 way): a number right beside another node's event reads as that node's message."""
-"""Up to this many arrows (a circuit of about 30 gates), each arrow's number looks for a clear place."""
 CLEAR_ROWS = 0.3
 """An arrow passing a lifeline nearer than this to one of its events looks as if it touched it."""
 MAX_GAPS = 3
@@ -136,7 +136,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "", max
     body += marks
     width = LEFT * 2 + COLUMN * len(columns)
     body += _legend(bottom + 22, "no receipt yet" if going_on else "no receipt in the trace")
-    width = max(width, 700, 2 * LEFT + 7.0 * len(caption))  # the legend, and the caption on one line
+    width = max(width, 740, 2 * LEFT + 7.0 * len(caption))  # the legend, and the caption on one line
     return document(width, bottom + BOTTOM, STYLE, body, caption or f"run {chosen}")
 
 
@@ -275,6 +275,8 @@ def _rows(events: list[TraceEvent], columns: dict[str, int]) -> list[int]:
         marks[columns[e.node]].append(row)
         if e.type in WORDED:
             words[columns[e.node]].append(row)
+            if e.type == "host_lost":  # its words go below the lost gates' crosses, into the next row
+                words[columns[e.node]].append(row + 1)
     return rows
 
 
@@ -544,8 +546,8 @@ def _dots(
                 covered.append((p.x + 4, p.y - 8, p.x + 4 + width, p.y + 8))
             case "host_lost":
                 # what the orchestrator heard: a mark of its own (a cross on its line read as the
-                # orchestrator dying), its words below the lost gates' crosses (7 px each way) on its row
-                words_at, box = _words_beside(_Place(p.x, p.y + 13), e.note, 9, lines, taken)
+                # orchestrator dying), its words below the lost gates' crosses on its row (7 px down)
+                words_at, box = _words_beside(_Place(p.x, p.y + 15), e.note, 9, lines, taken)
                 out.append(
                     f'<g class="host-lost"><title>{escape(_describe(e))}</title>'
                     f'<circle class="event heard-lost" cx="{p.x:.1f}" cy="{p.y:.1f}" r="4"/>{words_at}</g>'
@@ -655,6 +657,8 @@ def _legend(y: float, undelivered: str) -> list[str]:
     square = f'<rect x="{LEFT + 273:.1f}" y="{y - 7:.1f}" width="6" height="6" fill="#9ca3af"/>'
     out += _key(LEFT + 270, y, square, "compute")
     out.append(text(LEFT + 360, y, "small numbers: Lamport clock", "legend", anchor="start"))
+    heard = f'<circle cx="{LEFT + 575:.1f}" cy="{y - 4:.1f}" r="4" fill="white" stroke="#b91c1c" stroke-width="2"/>'
+    out += _key(LEFT + 570, y, heard, "host lost (as heard)")
     return out
 
 

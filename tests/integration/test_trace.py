@@ -490,6 +490,32 @@ def without_events_of(trace: Trace, gate: str, *, host_lost: bool) -> Trace:
     return trace.model_copy(update={"events": (*kept, lost)})
 
 
+def test_a_run_interrupted_before_it_ended_is_not_drawn_as_going_on(mosquitto_url: str) -> None:
+    """Ctrl-C (or the page's Restart) cancels a run: its trace had no result and no error, as a
+    step-mode pass that goes on has, and its messages in flight read "not delivered yet"."""
+
+    async def interrupted() -> Trace:
+        recorder = Recorder()
+        slow = Faults.parse("delay=3000ms")  # every gate's message held back 3 s: in flight when cancelled
+        async with in_process(
+            compile_source(QF), BrokerAddress.parse(mosquitto_url), recorder=recorder, faults=slow
+        ) as runner:
+            run = asyncio.create_task(runner.run(QF_INPUTS, timeout=30))
+            await asyncio.sleep(0.5)
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            await recorder.drain(1.0)
+        return recorder.trace()
+
+    trace = asyncio.run(interrupted())
+    (record,) = trace.header.runs
+    assert record.error == f"run {record.run} was interrupted before it finished"
+    svg = draw_lamport(trace)
+    assert by_class(svg, "arrow undelivered")  # x's, y's and z's values, held back
+    assert "no receipt in the trace" in texts(svg, "legend")
+
+
 def test_the_orchestrator_hearing_of_a_lost_host_is_not_drawn_as_its_own_death() -> None:
     """The orchestrator's host_lost event had the lost gates' red cross on its own line, and its
     words ran over those gates' crosses, on the same row."""
@@ -516,6 +542,7 @@ def test_the_orchestrator_hearing_of_a_lost_host_is_not_drawn_as_its_own_death()
     assert words.text == "host h2 went offline (connection lost)"
     assert float(words.get("y", "0")) - 8 > cross_bottom  # below the crosses (10 px letters), not over them
     assert float(mark.get("cy", "0")) < cross_bottom
+    assert "host lost (as heard)" in texts(svg, "legend")
 
 
 def test_a_message_whose_send_was_lost_with_its_host_is_drawn_from_its_crossing() -> None:

@@ -157,6 +157,14 @@ def test_a_short_dropped_arrows_number_goes_below_it_when_every_place_above_is_t
     values = sorted(w[0] for w in words if "value" in w[1])
     assert values == ["-2.00", "-2.00", "-4.00", "-4.00", "3.00", "5.00", "5.00"]  # fed, sent on, dropped
     assert clashes(words) == []
+    svg = ET.fromstring(draw_lamport(read_trace(Path(__file__).parents[1] / "data" / "dropped-beside.jsonl")))
+    (dropped,) = [g for g in svg.iter(f"{SVG}g") if g.get("class") == "arrow dropped" and "add_1" in (g[0].text or "")]
+    line = next(e for e in dropped if e.tag == f"{SVG}line")
+    number = next(e for e in dropped if e.tag == f"{SVG}text")
+    (x1, y1, x2, y2) = (float(line.get(k, "0")) for k in ("x1", "y1", "x2", "y2"))
+    x, y = float(number.get("x", "0")), float(number.get("y", "0"))
+    assert number.text == "3.00"
+    assert y - 8 > y1 + (y2 - y1) * (x - x1) / (x2 - x1)  # its letters below the line where they stand
 
 
 def test_a_line_that_clips_a_corner_of_a_label_counts() -> None:
