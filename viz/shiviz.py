@@ -56,7 +56,8 @@ def event_text(e: TraceEvent) -> str:
         case "duplicate":
             return f"DUPLICATED {what}: {e.note} (fault injector)"
         case "delay":
-            return f"DELAYED {what} by {e.delay_ms or 0:.1f} ms, {e.note} (fault injector)"
+            copy = f", {e.note}" if e.note else ""  # which copy, of a duplicated message
+            return f"DELAYED {what} by {e.delay_ms or 0:.1f} ms{copy} (fault injector)"
     return f"{e.type} {what}"
 
 
