@@ -1,6 +1,7 @@
 """Where the page's runs happen: gates in the server's process, on the hosts it started, or on a
 live deployment. A target stays deployed from one run to the next, until the page asks for
-another circuit, other faults or another place.
+another circuit, other faults or another place; a run with the page's faults gets a target of
+its own (a seeded fault injector's choices go on from run to run: fresh gates repeat them).
 
 Each target's deployment is an async context (deploy.in_process, deploy.on_hosts,
 deploy.on_deployment) held open by a task of its own, so a run can come and go without
@@ -102,8 +103,9 @@ class Targets:
         async with self._lock:
             current = self.current
             # a seeded fault injector's choices go on from run to run: with the page's faults each
-            # run gets gates of its own, so that running again repeats them (as `gatemesh run` does)
-            fresh = place.kind == "here" and bool(place.faults)
+            # run gets gates of its own, so that running again repeats them (as `gatemesh run` does);
+            # on hosts too, started with the page's faults (a deployment's faults are its hosts' own)
+            fresh = place.kind in ("here", "hosts") and bool(place.faults)
             stale = fresh or (current is not None and (current.broken != "" or bool(current.runner.lost)))
             if current is not None and current.place.same(place) and not stale:
                 return current

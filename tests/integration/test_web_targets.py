@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import pytest
 
 from gates.transport import BrokerAddress
 from orchestrator.compiler import compile_source
+from tests.processes import GateHostProcess
 from web.targets import Place, Targets
 
 
@@ -57,3 +59,14 @@ async def test_a_run_with_the_pages_faults_gets_gates_of_its_own(mosquitto_url: 
         assert again is not faulty
         assert again.runner.deployment != faulty.runner.deployment
         await targets.close()
+    host = GateHostProcess(mosquitto_url, f"fresh-{secrets.token_hex(3)}")
+    try:
+        await asyncio.to_thread(host.wait_online)
+        async with asyncio.TaskGroup() as group:  # on hosts, started with the page's faults: the same
+            targets = Targets(BrokerAddress.parse(mosquitto_url), spawn=group.create_task)
+            on_hosts = Place("hosts", circuit, hosts=(host.name,), faults="dup=0.5,seed=3")
+            first = await targets.get(on_hosts)
+            assert (await targets.get(on_hosts)).runner.deployment != first.runner.deployment
+            await targets.close()
+    finally:
+        host.stop()
