@@ -530,19 +530,27 @@ def explain_to(
     explainer: Explainer | None = None
     runs: list[str] = []
     """The runs told, in the order their first sentence came (--retries makes several)."""
+    told = ""
+    """The run the last sentence was of: a sentence of another run comes under a line naming it."""
 
     def listen(event: TraceEvent) -> None:
-        nonlocal explainer
+        nonlocal explainer, told
         if event.type not in _TOLD or recorder.circuit is None:
             return
         if explainer is None:
             hosts = set(recorder.placement.values())
             placement = None if hosts <= {"local"} else recorder.placement
             explainer = Explainer(recorder.circuit, placement, duplicated_by)
-        if event.run and event.run not in runs:
-            runs.append(event.run)
-            if len(runs) > 1:  # a retry: its sentences go on numbering, as lines name earlier lines
-                say(f"     run {len(runs)} ({event.run}): the same inputs again, under a fresh run id")
+        if event.run and event.run != told:
+            if event.run not in runs:
+                runs.append(event.run)
+                if len(runs) > 1:  # a retry: its sentences go on numbering, as lines name earlier lines
+                    say(f"     run {len(runs)} ({event.run}): the same inputs again, under a fresh run id")
+            elif event.run == runs[-1]:
+                say(f"     run {len(runs)} ({event.run}) goes on:")
+            else:  # an earlier run's late news (a gate's faults, told when its part was over)
+                say(f"     run {runs.index(event.run) + 1} ({event.run}), told late:")
+            told = event.run
         if event.type == "cross" and event.msg is not None:
             say(explainer.tell(event.run, event.msg))
             return

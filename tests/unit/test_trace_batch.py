@@ -236,6 +236,36 @@ def test_explain_tells_a_fault_a_gate_reports_late_as_late() -> None:
     )
 
 
+def test_explain_says_which_run_a_sentence_is_of_when_runs_take_turns() -> None:
+    """--retries: a retry's sentences start under a line naming it, and a first attempt's fault
+    told after the retry began is not left under the retry's line."""
+    recorder = Recorder()
+    said: list[str] = []
+    explain_to(recorder, said.append)
+    recorder.attach(compile_source("x*y"), "c", {})
+    x = recorder.nodes.index("x")
+
+    def dropped(run: str, lamport: int) -> None:
+        fwd = {"id": f"x:{lamport}", "src": "x", "phase": "forward", "topic": topic("c", "fwd", "x"), "value": 3.0}
+        events = [["drop", time.time_ns(), lamport, [0] * x + [lamport], True, fwd, None]]
+        batch = {"type": "trace", "circuit": "c", "sender": "x", "run": run, "host": "local", "events": events}
+        recorder.on_trace(json.dumps(batch).encode())
+
+    recorder.begin("r1", {"x": 3.0, "y": -2.0})
+    dropped("r1", 2)
+    recorder.begin("r2", {"x": 3.0, "y": -2.0})
+    dropped("r2", 2)
+    dropped("r1", 3)  # the first attempt's, late
+    dropped("r2", 3)
+    heads = [line for line in said if not line.lstrip()[0].isdigit()]
+    assert heads == [
+        "     run 2 (r2): the same inputs again, under a fresh run id",
+        "     run 1 (r1), told late:",
+        "     run 2 (r2) goes on:",
+    ]
+    assert [said.index(head) for head in heads] == [1, 3, 5]
+
+
 def test_the_recorder_ignores_a_batch_whose_clock_names_a_node_it_lacks(caplog: pytest.LogCaptureFixture) -> None:
     recorder = Recorder()
     recorder.attach(compile_source("x*y"), "c", {})  # orchestrator, x, y and the product: nodes 0-3
