@@ -32,7 +32,7 @@ from orchestrator.cli_common import (
 )
 from orchestrator.errors import GatemeshError, InputError, RunError
 from orchestrator.recorder import Recorder
-from orchestrator.trace import Trace, read_trace
+from orchestrator.trace import Trace, TraceError, read_trace
 from viz.caption import caption, formula
 from viz.circuit import MAX_GATES, check_size, draw_circuit, state_at, step_of_message
 from viz.lamport import draw_lamport
@@ -177,7 +177,12 @@ def draw_lamport_command(
         raise InputError("give a trace file, or SOURCE and input values to run it once and draw that run")
     first, *values = given
     if values and _names_a_trace(first) and all(is_assignment(value) for value in values):
-        raise _with_inputs(first)
+        try:
+            read_trace(Path(first))
+        except TraceError:
+            pass  # no trace: what it is not is said below (a circuit file's name, say, mistyped)
+        else:
+            raise _with_inputs(first)
     if not values and _names_a_trace(first):
         # GATEMESH_BROKER, exported for a cluster, is no reason to refuse to draw a file
         typed_broker = broker is not None and broker != os.environ.get("GATEMESH_BROKER")

@@ -364,6 +364,10 @@ def test_both_draw_commands_take_a_trace_both_ways(tmp_path: Path) -> None:
         assert f"{qf} is drawn with the inputs it recorded: drop the name=value arguments" in " ".join(
             inputs.stderr.split()
         )
+    typo = tmp_path / "square.jsn"  # a circuit file, its name mistyped: not told to drop its inputs
+    typo.write_text('{"gates": [{"id": "x", "op": "input"}, {"id": "f", "op": "mul", "inputs": ["x", "x"]}]}')
+    misnamed = gatemesh("draw", "lamport", str(typo), "x=1", "-o", str(tmp_path / "x.svg"))
+    assert f"{typo}: a circuit file's name ends in .json, .yaml, .yml" in misnamed.stderr, misnamed.stderr
     program = gatemesh("draw", "circuit", "--trace", qf, "q = x + y; f = q * z", "-o", str(tmp_path / "x.svg"))
     assert "'q = x + y; f = q * z' is not the circuit recorded in" in program.stderr  # a program, not inputs
     both = gatemesh("draw", "lamport", "--trace", qf, "(x+y)*z", "x=1", "-o", str(tmp_path / "x.svg"))
