@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from gates.errors import NotAuthorised, TransportError
 from gates.lifecycle import leaves
+from gates.transport import BrokerAddress
 
 
 class GatemeshError(Exception):
@@ -45,26 +46,30 @@ class BrokerError(GatemeshError):
     """The broker could not be reached or started, or cannot carry gatemesh (from a gates.errors.TransportError)."""
 
 
-def broker_failed(broker: object, exc: BaseException, doing: str | None = None) -> BrokerError:
+def broker_failed(broker: BrokerAddress, exc: BaseException, doing: str | None = None) -> BrokerError:
     """`doing` (None: connecting) failed at the broker at `broker` with `exc`, the broker named
     once: a transport error may name it already ("cannot connect to the broker at ...")."""
     said = str(exc) or ("it did not answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__)
     if isinstance(exc, NotAuthorised):
-        said += _account_hint(getattr(broker, "username", None))
+        said += _account_hint(broker)
     named = isinstance(exc, TransportError) and exc.broker is not None
     if doing is None:
         return BrokerError(said if named else f"cannot connect to the broker at {broker}: {said}")
     return BrokerError(f"{doing}: {said}" if named else f"{doing} from the broker at {broker}: {said}")
 
 
-def _account_hint(user: str | None) -> str:
+def _account_hint(broker: BrokerAddress) -> str:
     """What to do about a broker that refused the connection's credentials (or their absence)."""
-    if user is None:
+    if broker.username is None:
+        scheme = "mqtts" if broker.tls else "mqtt"
         return (
             "; this broker wants an account: give --secure DIR (the accounts `gatemesh secure init` made "
-            "for it) or mqtt://user:password@host:port"
+            f"for it) or {scheme}://user:password@host:port"
         )
-    return f"; it refused user {user!r}: check the password, and that the broker's password file has this account"
+    return (
+        f"; it refused user {broker.username!r}: check the password, and that the broker's password file has "
+        "this account"
+    )
 
 
 class DeployError(GatemeshError):

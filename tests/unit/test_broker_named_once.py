@@ -13,7 +13,7 @@ import pytest
 
 from broker.launch import free_port
 from gates import transport
-from gates.errors import ConnectionLost, SubscriptionRefused, TransportError
+from gates.errors import ConnectionLost, NotAuthorised, SubscriptionRefused, TransportError
 from gates.mqtt311 import Session
 from gates.transport import BrokerAddress
 from orchestrator.errors import broker_failed
@@ -67,4 +67,21 @@ def test_a_timeout_without_words_is_not_an_empty_reason() -> None:
     assert (
         said
         == "cannot read the cluster's state from the broker at mqtt://broker.example:1883: it did not answer in time"
+    )
+
+
+def test_a_refusal_of_credentials_says_what_to_give() -> None:
+    """A broker that wants an account: without one, how to give it (in the scheme used); with a
+    user it refused, what to check."""
+    said = "the broker at {0} refused the connection: not authorised"
+    anonymous = BrokerAddress.parse("mqtts://broker.example:8883")
+    refused = NotAuthorised(said.format(anonymous), broker=str(anonymous))
+    assert str(broker_failed(anonymous, refused)) == (
+        f"{said.format(anonymous)}; this broker wants an account: give --secure DIR (the accounts "
+        "`gatemesh secure init` made for it) or mqtts://user:password@host:port"
+    )
+    named = BrokerAddress.parse("mqtt://h7:guess@broker.example:1883")
+    refused = NotAuthorised(said.format(named), broker=str(named))
+    assert str(broker_failed(named, refused, "cannot read the cluster's state")).endswith(
+        "not authorised; it refused user 'h7': check the password, and that the broker's password file has this account"
     )
