@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from gates.errors import TransportError
+from gates.faults import Faults
 from gates.frame import FrameError, FrameHeader, decode, encode
 from gates.mqtt311 import Session
 from gates.protocol import (
@@ -261,7 +262,7 @@ class MeshEngine:
         if not hosts:
             return ""
         told = "; ".join(f"host {host} injects faults {self.host_faults[host]}" for host in hosts)
-        dropping = any("drop=" in self.host_faults[host] for host in hosts)
+        dropping = any(_drops(self.host_faults[host]) for host in hosts)
         return f"; {told}" + (": a lost message fails its step (training does not retry)" if dropping else "")
 
     def _control(self, kind: type[Probe] | type[Release], run: str) -> BaseModel:
@@ -335,6 +336,8 @@ class MeshEngine:
             return
         if presence.faults:
             self.host_faults[presence.host] = presence.faults
+        else:  # started again without faults
+            self.host_faults.pop(presence.host, None)
         problem = host_problem(expected, presence)
         if problem is None:
             self.lost.pop(presence.host, None)
@@ -382,3 +385,11 @@ async def open_engine(
         yield engine
     finally:
         session.close()
+
+
+def _drops(faults: str) -> bool:
+    """Whether a host's faults (as it announces them) drop messages; faults it cannot read may."""
+    try:
+        return Faults.parse(faults).drop > 0
+    except ValueError:
+        return True
