@@ -138,7 +138,7 @@ class Explainer:
                 which = "" if event.note in ("", "copy 1") else f", {event.note}"  # older traces: "copy 1" always
                 sentence = (
                     f"{self._untold_step(event.run, msg)}the fault injector holds {self.label(msg.src)}'s {msg.phase} "
-                    f"message{to} ({self._id(msg.id)}{which}) back {event.delay_ms or 0:.1f} ms before sending it"
+                    f"message ({self._id(msg.id)}{which}){to} back {event.delay_ms or 0:.1f} ms before sending it"
                 )
             case "reorder":
                 order = join(list(event.order or ("(none)",)))

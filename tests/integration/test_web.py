@@ -598,7 +598,7 @@ def test_faults_from_the_page_apply_to_the_next_runs(page: Page, server: ServePr
 
 
 FAULT_SAID = re.compile(
-    r"holds (\S+)'s (\w+) message to (.+?) \(.*?\) back ([\d.]+) ms|a second copy of (\S+)'s (\w+) message"
+    r"holds (\S+)'s (\w+) message \(.*?\) to (.+?) back ([\d.]+) ms|a second copy of (\S+)'s (\w+) message"
 )
 
 
@@ -607,6 +607,20 @@ def fault_choices(page: Page) -> list[tuple[str, ...]]:
     long, and which were copied (message ids and line numbers depend on the order of arrival)."""
     said = page.locator("#log li").all_inner_texts()
     return sorted(tuple(g or "" for g in found.groups()) for line in said for found in FAULT_SAID.finditer(line))
+
+
+def settled_fault_choices(page: Page) -> list[tuple[str, ...]]:
+    """fault_choices once the sentences stop coming: a gate's faults are told when its events
+    come, after the result."""
+    seen = [fault_choices(page)]
+
+    def unchanged() -> None:
+        time.sleep(0.3)
+        seen.append(fault_choices(page))
+        assert seen[-1] == seen[-2], seen[-2:]
+
+    eventually(unchanged)
+    return seen[-1]
 
 
 def test_a_seeded_run_with_faults_shows_the_same_faults_when_run_again(page: Page, server: ServeProcess) -> None:
@@ -626,8 +640,7 @@ def test_a_seeded_run_with_faults_shows_the_same_faults_when_run_again(page: Pag
     for again in (True, False):
         eventually(a_new_run_done)
         expect(page.locator("#value")).to_have_text("-12")
-        time.sleep(1)  # a gate's faults are told when its events come, after the result
-        told.append(fault_choices(page))
+        told.append(settled_fault_choices(page))
         if again:
             page.locator("#run").click()
     assert len(told[0]) >= 4, told[0]

@@ -157,7 +157,7 @@ def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
     at_q = {"t_ns": 1, "run": "r", "node": "q", "host": "local", "lamport": 6, "vc": {"q": 6}}
     delay = TraceEvent.model_validate({**at_q, "type": "delay", "msg": sent, "delay_ms": 12.25})
     assert explainer.fault(delay) == (
-        "  1. the fault injector holds add(q)'s forward message to mul(f) (q:5) back 12.2 ms before sending it"
+        "  1. the fault injector holds add(q)'s forward message (q:5) to mul(f) back 12.2 ms before sending it"
     )
     reorder = TraceEvent.model_validate({**at_q, "type": "reorder", "order": ["q:8", "q:7"]})
     assert explainer.fault(reorder) == "  2. the fault injector sends add(q)'s messages in another order: q:8 and q:7"
@@ -181,10 +181,10 @@ def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
     assert copy.endswith("it changes nothing: the orchestrator takes the first copy of each message")
     second = delay.model_copy(update={"note": "copy 2 of 2"})  # a duplicated message's second copy, delayed
     assert explainer.fault(second).endswith(
-        "holds add(q)'s forward message to mul(f) (q:5, copy 2 of 2) back 12.2 ms before sending it"
+        "holds add(q)'s forward message (q:5, copy 2 of 2) to mul(f) back 12.2 ms before sending it"
     )
     older = delay.model_copy(update={"note": "copy 1"})  # a trace's gates once said so of every delayed message
-    assert explainer.fault(older).endswith("(q:5) back 12.2 ms before sending it")
+    assert explainer.fault(older).endswith("(q:5) to mul(f) back 12.2 ms before sending it")
 
 
 def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
@@ -196,7 +196,7 @@ def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
     at_z = {"t_ns": 1, "run": "r", "node": "z", "host": "local", "lamport": 6, "vc": {"z": 6}}
     delay = TraceEvent.model_validate({**at_z, "type": "delay", "msg": sent, "delay_ms": 5.4})
     assert explainer.fault(delay, late=0.01) == (
-        "  2. the fault injector holds z's forward message to mul(f) (z:6) back 5.4 ms before sending it "
+        "  2. the fault injector holds z's forward message (z:6) to mul(f) back 5.4 ms before sending it "
         "(told late: the message crossed at line 1; a gate tells what its fault injector did once its part is over)"
     )
     reorder = TraceEvent.model_validate({**at_z, "type": "reorder", "order": ["z:9", "z:6"]})
@@ -262,7 +262,7 @@ def test_a_gradient_or_a_report_held_back_is_told_with_the_step_that_made_it() -
     held = TraceEvent.model_validate({**at, "node": "f", "type": "delay", "msg": to_z, "delay_ms": 13.3})
     assert explainer.fault(held) == (
         f"{first_of_f + 1:>3}. mul(f) got grad 1 from the orchestrator; local grads [-4, 3]; sends -4 to add(q) "
-        "and 3 to z; the fault injector holds mul(f)'s backward message to z (f:9) back 13.3 ms before sending it"
+        "and 3 to z; the fault injector holds mul(f)'s backward message (f:9) to z back 13.3 ms before sending it"
     )
     rest = carried[first_of_f:]
     for i, (name, message) in enumerate(rest[:2]):  # f's two gradients cross; the second names its step's line
