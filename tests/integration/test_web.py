@@ -354,6 +354,23 @@ def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProce
     projector.close()
 
 
+def test_a_result_under_a_source_edited_since_says_it_is_the_last_runs(page: Page, server: ServeProcess) -> None:
+    """A run of 1/x, then q = x + y; f = q * z typed and refused for its blank inputs: "value =
+    0.333333" stood under the new source as if it were its value."""
+    page.goto(server.url + "?room=stale&expr=1%2Fx&x=3&run=1")
+    expect(page.locator("#value")).to_have_text("0.333333", timeout=WAIT)
+    expect(page.locator("#stale")).to_have_count(0)
+    page.locator("#source").fill("q = x + y; f = q * z")
+    expect(page.locator("#stale")).to_have_text(
+        "the last run's, of f = 1 / x: the source has changed since (Run runs it)", timeout=WAIT
+    )
+    expect(page.locator("#result")).to_have_class(re.compile(r"\bstale\b"))
+    shot(page, "stale-result")
+    page.locator("#source").fill("1/x")  # the source that ran, again
+    expect(page.locator("#stale")).to_have_count(0)
+    expect(page.locator("#result")).not_to_have_class(re.compile(r"\bstale\b"))
+
+
 def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServeProcess) -> None:
     page.goto(server.url + "?room=checks")  # a room of its own: no run another test starts fills its form
     expect(page.locator("#connection")).to_have_text("connected", timeout=WAIT)

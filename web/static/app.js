@@ -140,6 +140,7 @@ const handlers = {
       compileError.hidden = true;
     }
     showResult(m.result);
+    markStale();
     showSummary(m.summary);
     $("stepper").hidden = !m.step;
   },
@@ -327,6 +328,24 @@ function showResult(result) {
   );
 }
 
+function ranSource(m) {
+  // the source the shown run ran (null: none to compare, a run on a live deployment)
+  const request = m && m.request;
+  if (!request || request.deployment) return null;
+  const example = request.example !== null && request.example !== undefined ? state.examples[request.example] : null;
+  return example ? example.source : request.source ?? null;
+}
+
+function markStale() {
+  // a result under a source edited since is the last run's, not this source's: said, and greyed
+  const ran = ranSource(state.run);
+  const stale = Boolean(state.run && state.run.result) && ran !== null && ran.trim() !== $("source").value.trim();
+  $("result").classList.toggle("stale", stale);
+  const note = $("stale");
+  if (note) note.remove();
+  if (stale) $("result").prepend(el("p", { class: "hint", id: "stale" }, `the last run's, of ${state.run.title}: the source has changed since (Run runs it)`));
+}
+
 function counted(n, noun) {
   // "1 input", "2 inputs", "65,000 gates"
   return `${n.toLocaleString("en")} ${noun}${n === 1 ? "" : "s"}`;
@@ -494,6 +513,7 @@ function updateShare() {
 
 function compileSoon() {
   matchExample();
+  markStale();
   if ($("problem").dataset.from === "form") $("problem").hidden = true;  // said of what was typed before
   clearTimeout(state.compileTimer);
   state.compileTimer = setTimeout(() => send({ type: "compile", source: $("source").value }), 250);
