@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from broker.security import SecureDir
 from gates.faults import Faults
+from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
 from orchestrator.api import broker_url, deployed
 from orchestrator.circuit import CIRCUIT_SUFFIXES, Circuit
@@ -45,7 +46,7 @@ from orchestrator.cli_common import (
 )
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import on_deployment, on_hosts
-from orchestrator.errors import InputError, RunTimeout
+from orchestrator.errors import HostLost, InputError, RunTimeout
 from orchestrator.examples import EXAMPLES
 from orchestrator.recorder import Recorder, explain_to
 from orchestrator.result import RunResult
@@ -139,7 +140,10 @@ def run(
         inputs = parse_assignments(given[1:])
     console = err if as_json else out
 
+    narrated: list[str] = []
+
     def narrate(line: str) -> None:
+        narrated.append(line)
         print_line(line, console=console)
 
     def retried(said: str) -> None:
@@ -174,6 +178,13 @@ def run(
         if not told:
             raise
         raise RunTimeout(f"{exc}; under --faults {faults}: {told}", exc.run, exc.waiting_on) from exc
+    except (HostLost, BaseExceptionGroup) as exc:
+        found = [exc] if isinstance(exc, HostLost) else leaves(exc)
+        lost = next((e for e in found if isinstance(e, HostLost)), None)
+        if id_note is not None and lost is not None and not narrated:  # --explain, and not a word said yet
+            gone = ", ".join(lost.hosts)
+            narrate(f"  (nothing to tell: no message was sent, as the orchestrator knew that host(s) {gone} had gone)")
+        raise
     finally:
         if id_note is not None and (note := id_note()):
             narrate(note)

@@ -232,9 +232,14 @@ async def test_a_killed_host_fails_its_runs_by_name_and_a_redeploy_recovers(mosq
         view = await read_cluster(broker)
         restarted = "restarted: the new process does not run the old process's gates"
         assert view.lost_hosts(record) == {victim.name: restarted}
-        done = await asyncio.to_thread(gatemesh, "run", "--deployed", name, *_args(NEURON), "--broker", mosquitto_url)
+        done = await asyncio.to_thread(
+            gatemesh, "run", "--deployed", name, *_args(NEURON), "--explain", "--broker", mosquitto_url
+        )
         assert done.returncode == 1
         assert f"host {victim.name} restarted" in done.stderr
+        assert done.stdout == (  # --explain said nothing: nothing happened, and it says why
+            f"  (nothing to tell: no message was sent, as the orchestrator knew that host(s) {victim.name} had gone)\n"
+        )
 
         await deploy_to_hosts(circuit, name, broker, hosts=survivors)
         async with on_deployment(name, broker) as runner:
