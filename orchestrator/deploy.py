@@ -29,7 +29,7 @@ from gates.host import Connections
 from gates.lifecycle import cancel_and_wait
 from gates.mqtt311 import Session
 from gates.mux import SharedConnection
-from gates.protocol import ORCHESTRATOR, Assignment, deployment_topic, topic
+from gates.protocol import ORCHESTRATOR, Assignment, HostPresence, deployment_topic, topic
 from gates.transport import BrokerAddress, encode, read_retained
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import DEPLOYMENT_NAME_PATTERN, ClusterView, DeploymentRecord, read_cluster
@@ -109,23 +109,37 @@ async def in_process(
 
 async def wait_for_hosts(broker: BrokerAddress, wanted: HostChoice, timeout: float) -> list[str]:
     """The names of the hosts to deploy on, once they are online (waiting up to `timeout`)."""
-    online: list[str] = []
+    view = ClusterView()
     try:
         async with asyncio.timeout(timeout):
             while True:
-                online = (await _read(broker, ())).online
-                chosen = _choose(online, wanted)
+                view = await _read(broker, ())
+                chosen = _choose(view.online, wanted)
                 if chosen is not None:
                     return chosen
                 await asyncio.sleep(HOST_POLL)
     except TimeoutError:
+        online = ", ".join(view.online) or "none"
+        if isinstance(wanted, Sequence):  # named hosts: say which are missing, and how each stands
+            missing = [h for h in wanted if h not in view.online]
+            stands = [f"{h} ({_standing(view.hosts.get(h))})" for h in missing]
+            raise DeployError(
+                f"waited {timeout:g} s for the hosts {', '.join(wanted)} on {broker}; not online: "
+                f"{', '.join(stands)}; online: {online}. Start one with "
+                f"`gatemesh host --name {missing[0]} --broker {broker}`"
+            ) from None
         want = "a gate host" if wanted is None else f"{wanted} gate host(s)"
-        if isinstance(wanted, Sequence):
-            want = "the hosts " + ", ".join(wanted)
         raise DeployError(
-            f"waited {timeout:g} s for {want} on {broker}; online: {', '.join(online) or 'none'}. "
+            f"waited {timeout:g} s for {want} on {broker}; online: {online}. "
             f"Start hosts with `gatemesh host --broker {broker}`"
         ) from None
+
+
+def _standing(presence: HostPresence | None) -> str:
+    """How a host that is not online stands, as the broker has it."""
+    if presence is None:
+        return "never seen on this broker"
+    return f"offline: {presence.reason}" if presence.reason else "offline"
 
 
 def _choose(online: list[str], wanted: HostChoice) -> list[str] | None:

@@ -72,7 +72,10 @@ def checked(circuit: Graph, hosts: Sequence[str], data: Any, *, source: str) -> 
         raise DeployError(f"{source}: places no host for gate(s) {', '.join(missing[:10])}")
     offline = sorted(set(data.values()) - set(hosts))
     if offline:
-        raise DeployError(f"{source}: host(s) {', '.join(offline)} are not among the live hosts ({', '.join(hosts)})")
+        raise DeployError(
+            f"{source}: host(s) {', '.join(offline)} are not among the hosts to deploy on ({', '.join(hosts)}): "
+            "name them in --hosts too (started and online)"
+        )
     return {g.id: data[g.id] for g in circuit.gates}
 
 

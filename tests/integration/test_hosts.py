@@ -100,6 +100,24 @@ def test_deploy_run_status_undeploy_from_the_cli(mosquitto_url: str, three_hosts
     assert f"no deployment named {name!r}" in done.stderr
 
 
+def test_deploying_onto_hosts_that_are_not_online_names_them_and_how_they_stand(
+    mosquitto_url: str, three_hosts: list[str]
+) -> None:
+    """It said only "waited 0.5 s for the hosts h1, h9 ...; online: ...", not which was missing."""
+    ghost = f"ghost-{secrets.token_hex(3)}"
+    wanted = f"{three_hosts[0]},{ghost}"
+    done = gatemesh(
+        "deploy", "x * y", "--name", ghost, "--hosts", wanted, "--timeout", "0.5", "--broker", mosquitto_url
+    )
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())
+    assert (
+        f"waited 0.5 s for the hosts {three_hosts[0]}, {ghost} on {mosquitto_url}; not online: {ghost} (never seen"
+        in said
+    )
+    assert f"Start one with `gatemesh host --name {ghost} --broker {mosquitto_url}`" in said
+
+
 def test_explain_tells_each_message_in_order_with_its_host(mosquitto_url: str, three_hosts: list[str]) -> None:
     name = f"explained-{secrets.token_hex(3)}"
     broker = ["--broker", mosquitto_url]

@@ -38,7 +38,10 @@ def test_a_placement_file_must_place_every_gate_on_a_live_host(tmp_path: Path) -
     cases = {
         "missing.json": ('{"x": "h1"}', r"places no host for gate\(s\) y, q, z, f"),
         "unknown.json": ('{"x": "h1", "nope": "h1"}', "not gates of this circuit: nope"),
-        "offline.json": ('{"x": "h9", "y": "h1", "z": "h1", "q": "h1", "f": "h1"}', r"h9 are not among the live"),
+        "offline.json": (
+            '{"x": "h9", "y": "h1", "z": "h1", "q": "h1", "f": "h1"}',
+            r"h9 are not among the hosts to deploy on \(h1, h2, h3\): name them in --hosts too",
+        ),
         "shape.json": ('["h1"]', "a placement is a mapping of gate id to host name"),
         "syntax.json": ("{", "not a valid placement file"),
     }
