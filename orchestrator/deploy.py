@@ -197,7 +197,14 @@ async def deploy_to_hosts(
             await _delete(send, old)
         try:
             await send(_assignments(record))
-            await runner.wait_ready(timeout)
+            try:
+                await runner.wait_ready(timeout)
+            except BrokerError as exc:  # gates that never said Ready: taken back below
+                replaced = f" (the deployment it was to replace, {old.circuit_id}, is gone too)" if old else ""
+                raise DeployError(
+                    f"{exc}; nothing of deployment {name} is left on the hosts{replaced}; a host whose gates do not "
+                    "answer may be hung or overloaded: `gatemesh status` shows how each stands"
+                ) from exc
             messages = retained_messages(record)
             await send(messages[:-1])  # the parts, acknowledged before the head that points to them
             await send(messages[-1:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import secrets
 import signal
@@ -116,6 +117,27 @@ def test_deploying_onto_hosts_that_are_not_online_names_them_and_how_they_stand(
         in said
     )
     assert f"Start one with `gatemesh host --name {ghost} --broker {mosquitto_url}`" in said
+
+
+def test_a_deploy_whose_gates_never_say_ready_says_what_is_left_and_where_to_look(mosquitto_url: str) -> None:
+    """A host that is online but does not answer (stopped, here): the deploy said only "1 gate(s)
+    not ready after 1 s: x (on h)", not that it was taken back, nor what to look at."""
+    frozen = GateHostProcess(mosquitto_url, f"frozen-{secrets.token_hex(3)}")
+    name = f"unready-{secrets.token_hex(3)}"
+    try:
+        frozen.wait_online()
+        os.kill(frozen.process.pid, signal.SIGSTOP)
+        done = gatemesh(
+            "deploy", "x * 2", "--name", name, "--hosts", frozen.name, "--timeout", "1", "--broker", mosquitto_url
+        )
+    finally:
+        os.kill(frozen.process.pid, signal.SIGCONT)
+        frozen.stop()
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())
+    assert f"not ready after 1 s: const_1 (on {frozen.name}), f (on {frozen.name}), x (on {frozen.name})" in said, said
+    assert f"; nothing of deployment {name} is left on the hosts; a host whose gates do not answer may be hung" in said
+    assert name not in json.loads(gatemesh("status", "--json", "--broker", mosquitto_url).stdout)["deployments"]
 
 
 def test_explain_tells_each_message_in_order_with_its_host(mosquitto_url: str, three_hosts: list[str]) -> None:
