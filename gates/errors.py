@@ -91,6 +91,11 @@ def unreachable(exc: OSError) -> str:
         return "nothing is listening there (connection refused); is a broker running at that address?"
     if isinstance(exc, socket.gaierror):
         return f"no such host ({exc.strerror})"
+    plain_port = "an mqtts:// address on a port without TLS does this: is the scheme the port's?"
+    if isinstance(exc, ssl.SSLEOFError):  # the broker hung up on the TLS hello
+        return f"the broker closed the connection during the TLS handshake; {plain_port}"
     if isinstance(exc, ssl.SSLError):
         return f"the TLS handshake failed ({exc})"
+    if isinstance(exc, ConnectionResetError):  # what mosquitto does to a TLS hello on a plain port
+        return f"the connection was reset (Connection reset by peer); {plain_port}"
     return exc.strerror or str(exc) or type(exc).__name__

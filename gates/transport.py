@@ -152,6 +152,8 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, ConnectionRefusedError | socket.gaierror):  # connecting: said as the session says it
             msg = f"cannot connect to {where}: {unreachable(cause)}"
+        elif isinstance(cause, ConnectionResetError):
+            msg = f"{where}: {unreachable(cause)}"
         else:
             msg = f"{where}: {exc}"
         raise ConnectionLost(msg, broker=named) from exc

@@ -232,6 +232,16 @@ def test_a_timeout_is_a_number_of_seconds_above_0(timeout: str) -> None:
     assert "give a number of seconds above 0" in done.stderr
 
 
+def test_tls_asked_of_a_plain_port_says_the_scheme_may_be_wrong(mosquitto_url: str) -> None:
+    """mqtts:// to Mosquitto's plain listener: it said only "[Errno 104] Connection reset by peer"."""
+    tls = mosquitto_url.replace("mqtt://", "mqtts://")
+    hint = "an mqtts:// address on a port without TLS does this: is the scheme the port's?"
+    for command in (["run", "x*2", "x=1"], ["status"]):  # our session's connect, and aiomqtt's
+        done = gatemesh(*command, "--broker", tls)
+        assert done.returncode == 1
+        assert hint in " ".join(done.stderr.split()), done.stderr
+
+
 def test_run_and_demo_fail_by_the_same_path() -> None:
     """One error path: the same cause gives the same line and the same exit status."""
     nowhere = "mqtt://127.0.0.1:1"
