@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m gates") -> None:
         address = BrokerAddress.parse(args.broker)
         address.tls_context()  # a CA file that cannot be read: said now, not retried forever
         qos: QoS = 0 if args.qos == 0 else 1
-        host = GateHost(args.name or default_name(), address, faults=faults, connections=args.connections, qos=qos)
+        name = default_name() if args.name is None else args.name  # "" is no name: refused, not replaced
+        host = GateHost(name, address, faults=faults, connections=args.connections, qos=qos)
         asyncio.run(run_host(host))
     except (ValueError, HostNameTaken) as exc:  # an invalid --name (InvalidHostName) among them
         print(f"error: {exc}", file=sys.stderr)

@@ -105,3 +105,6 @@ def test_gatemesh_host_states_the_rule_too() -> None:
     done = gatemesh("host", "--name", "1h", "--broker", "mqtt://127.0.0.1:1")
     assert done.returncode == 1
     assert done.stderr == f"error: invalid host name '1h': a host name must be {NAME_RULE}\n"
+    empty = gatemesh("host", "--name", "", "--broker", "mqtt://127.0.0.1:1")  # was replaced by host-<machine>-<pid>
+    assert empty.returncode == 1
+    assert empty.stderr == f"error: invalid host name '': a host name must be {NAME_RULE}\n"
