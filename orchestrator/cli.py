@@ -148,6 +148,7 @@ def _expression_taken_for_an_option(args: list[str]) -> int | None:
     """Where an expression such as `-x*y`, `-x` or `-(x+y)` comes before any `--`: the option
     parser would say "No such option: -x". Negative numbers (an option's value) and the
     short options themselves (`-o FILE`, `-ofile`) are left to the parser."""
+    path = _command_path(args)
     for i, arg in enumerate(args):
         if arg == "--":
             return None
@@ -155,8 +156,24 @@ def _expression_taken_for_an_option(args: list[str]) -> int | None:
             continue
         if arg[:2] in _short_options():  # `-o FILE`, `-ofile`, `-bmqtt://h:1883`
             continue
+        before = args[i - 1] if i > len(path) else ""
+        if before.startswith("--") and "=" not in before and before not in _flags(path):
+            continue  # `--name -x`: the option's value, which the command judges (a name is no expression)
         return i
     return None
+
+
+def _command_path(args: list[str]) -> tuple[str, ...]:
+    """The command the arguments name (`("draw", "lamport")`), as far as they name one."""
+    command: Any = typer.main.get_command(app)
+    path: list[str] = []
+    for arg in args:
+        commands = getattr(command, "commands", None)
+        if not commands or arg not in commands:
+            break
+        command = commands[arg]
+        path.append(arg)
+    return tuple(path)
 
 
 def _is_number(text: str) -> bool:

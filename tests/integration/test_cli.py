@@ -115,6 +115,11 @@ def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
     assert "reads as an option" not in negative.stderr  # a negative number is an option's value
     glued = gatemesh("compile", "x*y", "-o/nonexistent/c.json")  # a short option with its value glued on
     assert "/nonexistent/c.json: cannot write the circuit file" in glued.stderr
+    named = gatemesh("deploy", "f = x * y", "--name", "-x", *down)  # an option's value: no expression in brackets
+    assert named.returncode == 1
+    assert named.stderr == (
+        "error: deployment name '-x': up to 100 letters, digits, '_' or '-', starting with a letter\n"
+    )
 
 
 def test_inputs_typed_with_spaces_or_without_names_are_shown_how_to_give() -> None:
