@@ -25,6 +25,7 @@ from orchestrator.cli_common import (
     PlacementOption,
     SecureOption,
     broker_address,
+    err,
     host_choice,
     load_circuit,
     out,
@@ -32,7 +33,7 @@ from orchestrator.cli_common import (
     seconds,
     secure_dir,
 )
-from orchestrator.cluster import ClusterView, read_cluster
+from orchestrator.cluster import ClusterView, DeploymentRecord, read_cluster
 from orchestrator.deploy import deploy_to_hosts, undeploy
 from orchestrator.errors import InputError, broker_failed
 
@@ -74,9 +75,25 @@ def deploy(
     accounts = secure_dir(secure)
     address = broker_address(broker, accounts)
     started = time.perf_counter()
+
+    def replacing(old: DeploymentRecord) -> None:
+        err.print(
+            f"replacing deployment {old.name} ({old.circuit_id}, {len(old.placement)} gates on "
+            f"{', '.join(old.hosts)}): its runs in flight fail",
+            highlight=False,
+            soft_wrap=True,
+        )
+
     record = asyncio.run(
         deploy_to_hosts(
-            circuit, name, address, hosts=host_choice(hosts), placement=placement, timeout=timeout, secure=accounts
+            circuit,
+            name,
+            address,
+            hosts=host_choice(hosts),
+            placement=placement,
+            timeout=timeout,
+            secure=accounts,
+            replacing=replacing,
         )
     )
     elapsed = time.perf_counter() - started

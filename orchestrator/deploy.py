@@ -160,8 +160,11 @@ async def deploy_to_hosts(
     timeout: float = 30.0,
     secure: SecureDir | None = None,
     part_gates: int = PART_GATES,
+    replacing: Callable[[DeploymentRecord], None] | None = None,
 ) -> DeploymentRecord:
     """Place the gates on live hosts, wait until every gate is ready, record the deployment.
+
+    `replacing` is told of a deployment of the same name before it is taken down.
 
     A deployment of the same name is replaced. If the gates are not all ready within
     `timeout`, or a host is lost meanwhile, everything published is deleted again. With
@@ -194,6 +197,8 @@ async def deploy_to_hosts(
     async with open_runner(circuit, record.circuit_id, broker, hosts=record.hosts, placement=mapping) as runner:
         send = functools.partial(runner.publish, retain=True, confirm=True)
         if old is not None:
+            if replacing is not None:
+                replacing(old)
             await _delete(send, old)
         try:
             await send(_assignments(record))

@@ -87,6 +87,13 @@ def test_deploy_run_status_undeploy_from_the_cli(mosquitto_url: str, three_hosts
         assert "no deployment named 'no-such' (deployments: " in missing.stderr  # json or not
         assert name in missing.stderr
 
+    again = gatemesh("deploy", STAGED_QF, "--name", name, "--hosts", ",".join(three_hosts), *broker)
+    assert again.returncode == 0, again.stderr
+    assert " ".join(again.stderr.split()) == (  # replaced: said, not silent
+        f"replacing deployment {name} ({deployment['circuit_id']}, 5 gates on {', '.join(three_hosts)}): "
+        "its runs in flight fail"
+    )
+    deployment = json.loads(gatemesh("status", name, "--json", *broker).stdout)["deployments"][name]
     circuit_id = deployment["circuit_id"]
     assert asyncio.run(_answers_to_a_feed(mosquitto_url, circuit_id, "x")) == [topic(circuit_id, "fwd", "x")]
     done = gatemesh("undeploy", name, *broker)
