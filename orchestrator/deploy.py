@@ -283,7 +283,6 @@ async def on_deployment(
         placement=record.placement,
         observer=observer(record) if observer else None,
         recorder=recorder,
-        record_name=record.name,
     ) as runner:
         runner.lost.update(view.lost_hosts(record))
         await runner.wait_ready(ready_timeout)

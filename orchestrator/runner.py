@@ -40,7 +40,6 @@ from gates.protocol import (
     Release,
     Status,
     TopicKind,
-    deployment_topic,
     host_topic,
     parse_topic,
     topic,
@@ -52,7 +51,6 @@ from orchestrator.cluster import host_problem
 from orchestrator.errors import (
     BrokerError,
     ConnectionLost,
-    DeploymentGone,
     GateFailed,
     HostLost,
     RunError,
@@ -61,7 +59,6 @@ from orchestrator.errors import (
     unwrap,
 )
 from orchestrator.recorder import Recorder
-from orchestrator.records import RETAINED_RECORD
 from orchestrator.reference import check_inputs
 from orchestrator.result import RunResult
 from orchestrator.standing import standing
@@ -129,16 +126,10 @@ class Runner:
         placement: Mapping[str, str] | None = None,
         observer: Observer | None = None,
         recorder: Recorder | None = None,
-        record_name: str | None = None,
     ) -> None:
         self.circuit = circuit
         self.deployment = deployment
         self.broker = broker
-        self.record_name = record_name
-        """The deployment's name on the broker, if it is a recorded one (`gatemesh deploy`): its
-        record is watched, and a run in flight fails at once when it is deleted or replaced."""
-        self.gone = ""
-        """How the deployment's record went away ("was undeployed"), once it has."""
         self._session: Session | None = None
         """The current connection (gates/mqtt311.py, the data plane's fast path); new after each reconnection."""
         self.connected = asyncio.Event()
@@ -172,8 +163,6 @@ class Runner:
     def subscriptions(self) -> list[str]:
         c = self.deployment
         hosts = [host_topic(h) for h in self.hosts]
-        if self.record_name is not None:
-            hosts.append(deployment_topic(self.record_name))
         wide = self.recorder is not None and self.tap is None
         if self.observer is not None or wide or self.tally is not None:  # everything
             return [f"{ROOT}/{c}/+/+", topic(c, "control"), *hosts]  # the control topic has one level fewer
@@ -215,30 +204,6 @@ class Runner:
             pending.fail(self.host_lost_error(run))
         self._ready_changed.set()
 
-    def _on_record(self, raw: bytes) -> None:
-        """The deployment's retained record changed: deleted (undeployed, or about to be replaced)
-        or another deployment's under the same name. Its gates are going: every run fails now."""
-        if raw:
-            try:
-                if RETAINED_RECORD.validate_json(raw).circuit_id == self.deployment:
-                    return  # still this deployment (its record as retained, heard on subscribing)
-            except ValidationError:
-                return  # not a record: said by `gatemesh status`, no reason to fail runs
-        if self.gone:
-            return
-        self.gone = "was replaced by another deployment of its name" if raw else "was undeployed (or is being replaced)"
-        log.info("deployment %s %s", self.record_name, self.gone)
-        for run, pending in self._pending.items():
-            pending.fail(self.gone_error(run))
-        self._ready_changed.set()
-
-    def gone_error(self, run: str = "") -> DeploymentGone:
-        message = (
-            f"deployment {self.record_name} ({self.deployment}) {self.gone}: its gates stop; "
-            "`gatemesh status` lists what is deployed"
-        )
-        return DeploymentGone(f"run {run}: {message}" if run else message, run)
-
     # -- readiness ------------------------------------------------------------------------
 
     async def wait_ready(self, timeout: float, gates: Iterable[str] | None = None) -> None:
@@ -247,8 +212,6 @@ class Runner:
         try:
             async with asyncio.timeout(timeout):
                 while self._awaited:
-                    if self.gone:
-                        raise self.gone_error()
                     if self.lost:
                         raise self.host_lost_error()
                     self._ready_changed.clear()
@@ -292,8 +255,6 @@ class Runner:
 
     async def _attempt(self, inputs: Mapping[str, float], timeout: float) -> RunResult:
         run = secrets.token_hex(8)
-        if self.gone:
-            raise self.gone_error(run)
         if self.lost:
             raise self.host_lost_error(run)
         loop = asyncio.get_running_loop()
@@ -480,9 +441,6 @@ class Runner:
 
     def on_message(self, name: str, raw: bytes) -> None:
         """Route every incoming message to the run (or the readiness check) it belongs to."""
-        if self.record_name is not None and name == deployment_topic(self.record_name):
-            self._on_record(raw)
-            return
         if not raw:
             return
         try:
@@ -570,19 +528,9 @@ async def open_runner(
     placement: Mapping[str, str] | None = None,
     observer: Observer | None = None,
     recorder: Recorder | None = None,
-    record_name: str | None = None,
 ) -> AsyncIterator[Runner]:
     """Connect a Runner to a deployment; its subscriptions are acknowledged before it is yielded."""
-    runner = Runner(
-        circuit,
-        deployment,
-        broker,
-        hosts=hosts,
-        placement=placement,
-        observer=observer,
-        recorder=recorder,
-        record_name=record_name,
-    )
+    runner = Runner(circuit, deployment, broker, hosts=hosts, placement=placement, observer=observer, recorder=recorder)
     async with connected(runner):
         yield runner
 
