@@ -140,10 +140,12 @@ def run(
         inputs = parse_assignments(given[1:])
     console = err if as_json else out
 
-    narrated: list[str] = []
+    narrated = False
+    """Whether --explain has said anything (a run that fails before any message says why not)."""
 
     def narrate(line: str) -> None:
-        narrated.append(line)
+        nonlocal narrated
+        narrated = True
         print_line(line, console=console)
 
     def retried(said: str) -> None:

@@ -623,10 +623,8 @@ function followRun(m) {
   // the form takes the run another page of this room started, so that Run, Restart and the share
   // link do what is shown; a run on a live deployment has no source to show
   const request = m.request;
-  if (!request || request.deployment) return;
-  const example = request.example !== null ? state.examples[request.example] : null;
-  const source = example ? example.source : request.source;
-  if (source === null || source === undefined) return;
+  const source = ranSource(m);
+  if (source === null) return;
   for (const [name, value] of Object.entries(m.inputs || {})) state.values[name] = String(value);
   $("source").value = source;
   $("inputs").replaceChildren();  // so that showInputs takes the run's values, not the old fields'
