@@ -125,12 +125,17 @@ def _positionals(words: list[str], flags: frozenset[str]) -> list[int]:
         if value_next:
             value_next = False
         elif word.startswith("--"):
-            value_next = "=" not in word and word not in flags  # `--timeout=1` carries its value
+            value_next = _takes_a_value(word, flags)
         elif word.startswith("-") and not _is_number(word):
             value_next = len(word) == 2 and word not in flags  # `-ofile` carries its value
         else:
             at.append(i)
     return at
+
+
+def _takes_a_value(word: str, flags: frozenset[str]) -> bool:
+    """Whether `word` is a long option whose value is the next word (`--timeout=1` carries its own)."""
+    return word.startswith("--") and "=" not in word and word not in flags
 
 
 def _joined(words: list[str], at: list[int]) -> list[str]:
@@ -157,7 +162,7 @@ def _expression_taken_for_an_option(args: list[str]) -> int | None:
         if arg[:2] in _short_options():  # `-o FILE`, `-ofile`, `-bmqtt://h:1883`
             continue
         before = args[i - 1] if i > len(path) else ""
-        if before.startswith("--") and "=" not in before and before not in _flags(path):
+        if _takes_a_value(before, _flags(path)):
             continue  # `--name -x`: the option's value, which the command judges (a name is no expression)
         return i
     return None
