@@ -45,7 +45,7 @@ from orchestrator.records import (
     retained_topics,
     with_parts,
 )
-from orchestrator.runner import Observer, Runner, open_runner
+from orchestrator.runner import Observer, RecordWatch, Runner, open_runner
 
 ObserverFor = Callable[[DeploymentRecord], Observer]
 """Makes the observer of a host deployment's runs once its record (and placement) is known."""
@@ -263,6 +263,25 @@ def _record(view: ClusterView, name: str, broker: BrokerAddress) -> DeploymentRe
     return record
 
 
+def _watch(name: str, circuit_id: str, broker: BrokerAddress) -> RecordWatch:
+    """How a runner on deployment `name` tells that it was undeployed or replaced meanwhile."""
+
+    async def check() -> str:
+        view = await _read(broker, ())  # the heads only
+        head = view.heads.get(name)
+        if head is None and deployment_topic(name) in view.unreadable:
+            return ""  # something unreadable is retained there: not a reason to fail a run
+        if head is None:
+            return "was undeployed (or is being replaced: a replacement deletes the old record first)"
+        return (
+            ""
+            if head.circuit_id == circuit_id
+            else f"was replaced by another deployment of its name ({head.circuit_id})"
+        )
+
+    return RecordWatch(name, check)
+
+
 @contextlib.asynccontextmanager
 async def on_deployment(
     name: str,
@@ -283,6 +302,7 @@ async def on_deployment(
         placement=record.placement,
         observer=observer(record) if observer else None,
         recorder=recorder,
+        record_watch=_watch(name, record.circuit_id, broker),
     ) as runner:
         runner.lost.update(view.lost_hosts(record))
         await runner.wait_ready(ready_timeout)

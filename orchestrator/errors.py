@@ -110,6 +110,10 @@ class HostLost(RunError):
         super().__init__(message, run)
 
 
+class DeploymentGone(RunError):
+    """The deployment a run was on was undeployed or replaced meanwhile: its gates are stopping."""
+
+
 def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error a user should see from a failed task group: the first GatemeshError in it, else the group."""
     for leaf in leaves(group):

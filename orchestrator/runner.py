@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
@@ -40,6 +40,7 @@ from gates.protocol import (
     Release,
     Status,
     TopicKind,
+    deployment_topic,
     host_topic,
     parse_topic,
     topic,
@@ -51,7 +52,9 @@ from orchestrator.cluster import host_problem
 from orchestrator.errors import (
     BrokerError,
     ConnectionLost,
+    DeploymentGone,
     GateFailed,
+    GatemeshError,
     HostLost,
     RunError,
     RunTimeout,
@@ -59,6 +62,7 @@ from orchestrator.errors import (
     unwrap,
 )
 from orchestrator.recorder import Recorder
+from orchestrator.records import RETAINED_RECORD
 from orchestrator.reference import check_inputs
 from orchestrator.result import RunResult
 from orchestrator.standing import standing
@@ -108,6 +112,20 @@ crosses costs next to nothing, however large the circuit (`gatemesh serve`'s pro
 TALLIED: frozenset[TopicKind] = frozenset(("feed", "fwd", "grad", "report"))
 
 
+@dataclass(frozen=True)
+class RecordWatch:
+    """A deployment made by `gatemesh deploy`: its name, and how to read its record again.
+
+    `check` returns "" while the record is still this deployment's, else how it went ("was
+    undeployed"). A message on the record's topic is only a reason to look: a live message
+    there, empty or another deployment's, need not be the record's deletion or replacement
+    (anyone may publish one), so the record itself is read again before any run fails.
+    """
+
+    name: str
+    check: Callable[[], Awaitable[str]]
+
+
 class Runner:
     """Runs passes over one deployment; create it with `open_runner`.
 
@@ -126,10 +144,16 @@ class Runner:
         placement: Mapping[str, str] | None = None,
         observer: Observer | None = None,
         recorder: Recorder | None = None,
+        record_watch: RecordWatch | None = None,
     ) -> None:
         self.circuit = circuit
         self.deployment = deployment
         self.broker = broker
+        self.record_watch = record_watch
+        self.gone = ""
+        """How the deployment's record went ("was undeployed"), once it has: every run fails then."""
+        self._doubt = asyncio.Event()
+        """Something on the record's topic was not this deployment's record: read it again."""
         self._session: Session | None = None
         """The current connection (gates/mqtt311.py, the data plane's fast path); new after each reconnection."""
         self.connected = asyncio.Event()
@@ -163,6 +187,8 @@ class Runner:
     def subscriptions(self) -> list[str]:
         c = self.deployment
         hosts = [host_topic(h) for h in self.hosts]
+        if self.record_watch is not None:
+            hosts.append(deployment_topic(self.record_watch.name))
         wide = self.recorder is not None and self.tap is None
         if self.observer is not None or wide or self.tally is not None:  # everything
             return [f"{ROOT}/{c}/+/+", topic(c, "control"), *hosts]  # the control topic has one level fewer
@@ -204,6 +230,42 @@ class Runner:
             pending.fail(self.host_lost_error(run))
         self._ready_changed.set()
 
+    # -- the deployment's record ------------------------------------------------------------
+
+    def _on_record(self, raw: bytes) -> None:
+        """A message on the deployment's record topic: its record as retained (heard on
+        subscribing), or a reason to read the record again."""
+        if raw:
+            try:
+                if RETAINED_RECORD.validate_json(raw).circuit_id == self.deployment:
+                    return
+            except ValidationError:
+                pass
+        self._doubt.set()
+
+    async def _watch_record(self, record: RecordWatch) -> None:
+        """Read the record again whenever there is a doubt; once it is gone, fail every run."""
+        while not self.gone:
+            await self._doubt.wait()
+            self._doubt.clear()
+            try:
+                gone = await record.check()
+            except (GatemeshError, TransportError) as exc:  # cannot tell: no reason to fail a run
+                log.info("could not read deployment %s's record again: %s", record.name, exc)
+                continue
+            if gone:
+                self.gone = gone
+                log.info("deployment %s %s", record.name, gone)
+                for run, pending in self._pending.items():
+                    pending.fail(self.gone_error(run))
+                self._ready_changed.set()
+
+    def gone_error(self, run: str = "") -> DeploymentGone:
+        name = self.record_watch.name if self.record_watch is not None else self.deployment
+        message = f"deployment {name} ({self.deployment}) {self.gone}: its gates stop"
+        message += "; `gatemesh status` lists what is deployed"
+        return DeploymentGone(f"run {run}: {message}" if run else message, run)
+
     # -- readiness ------------------------------------------------------------------------
 
     async def wait_ready(self, timeout: float, gates: Iterable[str] | None = None) -> None:
@@ -212,6 +274,8 @@ class Runner:
         try:
             async with asyncio.timeout(timeout):
                 while self._awaited:
+                    if self.gone:
+                        raise self.gone_error()
                     if self.lost:
                         raise self.host_lost_error()
                     self._ready_changed.clear()
@@ -255,6 +319,8 @@ class Runner:
 
     async def _attempt(self, inputs: Mapping[str, float], timeout: float) -> RunResult:
         run = secrets.token_hex(8)
+        if self.gone:
+            raise self.gone_error(run)
         if self.lost:
             raise self.host_lost_error(run)
         loop = asyncio.get_running_loop()
@@ -377,12 +443,15 @@ class Runner:
         breaks fail with ConnectionLost (they may be retried); a first connection that cannot
         be made is a BrokerError (in an exception group if it is the tap's: `connected` unwraps it).
         """
-        if self.tap is None:
+        if self.tap is None and self.record_watch is None:
             await self._stay_connected(started)
         async with asyncio.TaskGroup() as group:
-            tapped = asyncio.get_running_loop().create_future()
-            group.create_task(self._hold_tap(tapped))
-            await tapped
+            if self.record_watch is not None:
+                group.create_task(self._watch_record(self.record_watch))
+            if self.tap is not None:
+                tapped = asyncio.get_running_loop().create_future()
+                group.create_task(self._hold_tap(tapped))
+                await tapped
             await self._stay_connected(started)
 
     async def _hold_tap(self, started: asyncio.Future[None]) -> NoReturn:
@@ -441,6 +510,9 @@ class Runner:
 
     def on_message(self, name: str, raw: bytes) -> None:
         """Route every incoming message to the run (or the readiness check) it belongs to."""
+        if self.record_watch is not None and name == deployment_topic(self.record_watch.name):
+            self._on_record(raw)
+            return
         if not raw:
             return
         try:
@@ -528,9 +600,19 @@ async def open_runner(
     placement: Mapping[str, str] | None = None,
     observer: Observer | None = None,
     recorder: Recorder | None = None,
+    record_watch: RecordWatch | None = None,
 ) -> AsyncIterator[Runner]:
     """Connect a Runner to a deployment; its subscriptions are acknowledged before it is yielded."""
-    runner = Runner(circuit, deployment, broker, hosts=hosts, placement=placement, observer=observer, recorder=recorder)
+    runner = Runner(
+        circuit,
+        deployment,
+        broker,
+        hosts=hosts,
+        placement=placement,
+        observer=observer,
+        recorder=recorder,
+        record_watch=record_watch,
+    )
     async with connected(runner):
         yield runner
 

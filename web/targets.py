@@ -106,7 +106,9 @@ class Targets:
             # run gets gates of its own, so that running again repeats them (as `gatemesh run` does);
             # on hosts too, started with the page's faults (a deployment's faults are its hosts' own)
             fresh = place.kind in ("here", "hosts") and bool(place.faults)
-            stale = fresh or (current is not None and (current.broken != "" or bool(current.runner.lost)))
+            stale = fresh or (
+                current is not None and (current.broken != "" or bool(current.runner.lost) or current.runner.gone != "")
+            )
             if current is not None and current.place.same(place) and not stale:
                 return current
             await self.close()

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 import aiomqtt
 import pytest
 
-from gates.protocol import ORCHESTRATOR, Feed, topic
+from gates.protocol import ORCHESTRATOR, Feed, deployment_topic, topic
 from gates.transport import QOS, BrokerAddress, client, publish_all, read_retained
 from orchestrator.cluster import read_cluster
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, find, on_deployment, undeploy
-from orchestrator.errors import DeployError, HostLost
+from orchestrator.errors import DeployError, DeploymentGone, HostLost
+from orchestrator.records import head_of
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
 from tests.processes import GateHostProcess, clean_env, gatemesh, presence
@@ -124,6 +125,53 @@ def test_deploying_onto_hosts_that_are_not_online_names_them_and_how_they_stand(
         in said
     )
     assert f"Start one with `gatemesh host --name {ghost} --broker {mosquitto_url}`" in said
+
+
+async def test_a_run_on_a_deployment_undeployed_or_replaced_meanwhile_fails_at_once_saying_so(
+    mosquitto_url: str,
+) -> None:
+    """Undeploying or replacing a deployment while a run is in flight: the run waited out its
+    whole timeout, then blamed lost probe answers. Something else published on the record's
+    topic (an empty live message, another deployment's record) is not a deletion: the runner
+    reads the record again, and the run goes on."""
+    slow = GateHostProcess(mosquitto_url, None, argv=["--broker", mosquitto_url, "--faults", "delay=400ms"])
+    names = [f"going-{secrets.token_hex(3)}", f"replaced-{secrets.token_hex(3)}"]
+    broker = BrokerAddress.parse(mosquitto_url)
+    x_times_y = compile_source("x * y")
+    try:
+        await asyncio.to_thread(slow.wait_online)
+        other = await deploy_to_hosts(
+            compile_source("x + y"), f"other-{secrets.token_hex(3)}", broker, hosts=[slow.name]
+        )
+        for name in names:
+            await deploy_to_hosts(x_times_y, name, broker, hosts=[slow.name])
+            async with on_deployment(name, broker) as runner:
+                run = asyncio.create_task(runner.run({"x": 2.0, "y": 3.0}, timeout=30))
+                await asyncio.sleep(0.2)  # the gates hold each message back 0.4 s
+                async with client(broker) as mqtt:  # not the record's: live, not retained
+                    await mqtt.publish(deployment_topic(name), b"", qos=QOS)
+                    await mqtt.publish(deployment_topic(name), head_of(other).model_dump_json().encode(), qos=QOS)
+                assert (await run).grads == {"x": 3.0, "y": 2.0}
+                assert runner.gone == ""
+                run = asyncio.create_task(runner.run({"x": 2.0, "y": 3.0}, timeout=30))
+                await asyncio.sleep(0.2)
+                started = time.monotonic()
+                if name == names[0]:
+                    await undeploy(name, broker)
+                    said = f"deployment {name} .* was undeployed \\(or is being replaced"
+                else:
+                    await deploy_to_hosts(compile_source("x - y"), name, broker, hosts=[slow.name])
+                    said = (
+                        f"deployment {name} .* was (undeployed \\(or is being replaced|replaced by another deployment)"
+                    )
+                with pytest.raises(DeploymentGone, match=said) as gone:
+                    await run
+                assert time.monotonic() - started < 5  # at once, not after 30 s
+                assert gone.value.run in str(gone.value)
+                with pytest.raises(DeploymentGone, match=said):  # and every later run
+                    await runner.run({"x": 2.0, "y": 3.0}, timeout=30)
+    finally:
+        slow.stop()
 
 
 def test_a_deploy_whose_gates_never_say_ready_says_what_is_left_and_where_to_look(mosquitto_url: str) -> None:
