@@ -14,7 +14,7 @@ import sys
 
 from gates.errors import NotAuthorised
 from gates.faults import Faults
-from gates.host import GateHost, HostNameTaken, default_name
+from gates.host import GateHost, HostNameTaken, PresenceRefused, default_name
 from gates.lifecycle import cancel_until_done
 from gates.mqtt311 import QoS
 from gates.transport import BrokerAddress
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m gates") -> None:
         name = default_name() if args.name is None else args.name  # "" is no name: refused, not replaced
         host = GateHost(name, address, faults=faults, connections=args.connections, qos=qos)
         asyncio.run(run_host(host))
-    except (ValueError, HostNameTaken) as exc:  # an invalid --name (InvalidHostName) among them
+    except (ValueError, HostNameTaken, PresenceRefused) as exc:  # an invalid --name (InvalidHostName) among them
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     except NotAuthorised as exc:

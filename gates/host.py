@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
@@ -67,6 +68,11 @@ SETTLE = 0.5
 """Seconds without a new assignment notice after which a host whose gates changed settles (`_settle`)."""
 VERIFY_BATCH = 1000
 """Assignment topics read back per connection (see GateHost._follow_retained)."""
+CLOSED_AT_ONCE = 1.0
+"""Seconds: a connection the broker closes this soon after the host announced itself was closed
+because of it (an ACL that does not let the host's account publish its presence)."""
+CLOSED_AT_ONCE_TIMES = 3
+"""Such closings in a row, before the host was ever online for longer, after which it stops."""
 
 
 Connections = Literal["shared", "per-gate"]
@@ -79,6 +85,11 @@ AnyAssignment = Assignment | TensorAssignment
 
 class HostNameTaken(RuntimeError):
     """Another live host already announced this name."""
+
+
+class PresenceRefused(RuntimeError):
+    """The broker closes the host's connection each time it announces itself: its account may
+    not publish this name's presence. Retrying forever would only say "online" again and again."""
 
 
 class InvalidHostName(ValueError):
@@ -134,6 +145,12 @@ class GateHost:
         """Gates started or stopped so far: the follower settles memory after a change (`_settle`)."""
         self._was_online = False
         """Online once at least: from then on a refusal is retried (the broker's accounts may be changing)."""
+        self._online_at: float | None = None
+        """When this connection announced the host (time.monotonic()); None before it has."""
+        self._closed_at_once = 0
+        """Connections in a row the broker closed right after the host announced itself."""
+        self._stayed_online = False
+        """A connection outlived CLOSED_AT_ONCE after announcing the host: its account may do so."""
 
     def presence(self, state: str, reason: str = "") -> HostPresence:
         return HostPresence.model_validate(
@@ -176,11 +193,32 @@ class GateHost:
                     except TransportError as exc:
                         if isinstance(exc, NotAuthorised) and not self._was_online:
                             raise
+                        self._count_closed_at_once(exc)
                         delay = backoff.next()
                         log.warning("host %s: no broker connection (%s); retrying in %g s", self.name, exc, delay)
                         await asyncio.sleep(delay)
             finally:
                 await cancel_and_wait(running.task for running in self._gates.values())
+
+    def _count_closed_at_once(self, lost: TransportError) -> None:
+        """PresenceRefused once the broker has closed CLOSED_AT_ONCE_TIMES connections in a row
+        right after the host announced itself, and none ever stayed up longer: Mosquitto closes
+        a connection whose publish its ACL denies, and announcing is this connection's only one."""
+        online_at, self._online_at = self._online_at, None
+        if online_at is None or time.monotonic() - online_at > CLOSED_AT_ONCE:
+            self._stayed_online = self._stayed_online or online_at is not None
+            self._closed_at_once = 0
+            return
+        self._closed_at_once += 1
+        if self._closed_at_once < CLOSED_AT_ONCE_TIMES or self._stayed_online:
+            return
+        account = f"its account ({self.broker.username})" if self.broker.username else "it"
+        raise PresenceRefused(
+            f"the broker at {self.broker} closed this host's connection right after it announced itself as "
+            f"{self.name!r}, {self._closed_at_once} times in a row ({lost}): {account} may not publish "
+            f"{host_topic(self.name)}. With accounts and an ACL (`gatemesh secure init`), a host's account "
+            f"speaks for its own name only: give --name the host that account is for, or use {self.name}'s account"
+        )
 
     async def _refuse_a_taken_name(self) -> None:
         try:
@@ -210,6 +248,7 @@ class GateHost:
             await publish_all(mqtt, [(host_topic(self.name), self.presence("online"))], retain=True)
             log.info("host %s (incarnation %s) online at %s", self.name, self.incarnation, self.broker)
             self._was_online = True
+            self._online_at = time.monotonic()
             try:
                 async for name, payload in incoming(mqtt):
                     self._on_assignment(group, name, payload)

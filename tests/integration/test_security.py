@@ -243,6 +243,24 @@ def test_a_host_refused_for_its_password_says_so_and_stops(accounts: SecureDir) 
             assert "Traceback" not in stopped.stderr
 
 
+def test_a_host_started_with_another_hosts_account_says_so_and_stops(accounts: SecureDir) -> None:
+    """The ACL lets host h1's account announce h1 only: Mosquitto closed the connection after each
+    announcement of h0, and the host said "online" again and again, forever."""
+    with mosquitto(secure_dir=accounts.directory) as url:
+        stopped = gatemesh("host", "--broker", accounts.url(host_user("h1"), url), "--name", "h0", timeout=60)
+        assert stopped.returncode == 1, stopped.stderr
+        last = stopped.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: the broker at {url} closed this host's connection right after it announced "), (
+            last
+        )
+        assert last.endswith(
+            f"3 times in a row (the broker: Disconnected during message iteration): its account ({host_user('h1')}) "
+            "may not publish gatemesh-sys/hosts/h0. With accounts and an ACL (`gatemesh secure init`), a host's "
+            "account speaks for its own name only: give --name the host that account is for, or use h0's account"
+        ), last
+        assert "Traceback" not in stopped.stderr
+
+
 def test_secure_init_keeps_a_directorys_accounts_unless_forced_and_checks_host_names(tmp_path: Path) -> None:
     directory = tmp_path / "secure"
     made = gatemesh("secure", "init", str(directory), "--hosts", "h1,h2")
