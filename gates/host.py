@@ -197,6 +197,7 @@ class GateHost:
                         delay = backoff.next()
                         log.warning("host %s: no broker connection (%s); retrying in %g s", self.name, exc, delay)
                         await asyncio.sleep(delay)
+                        await self._refuse_a_taken_name(away=True)
             finally:
                 await cancel_and_wait(running.task for running in self._gates.values())
 
@@ -220,21 +221,30 @@ class GateHost:
             f"speaks for its own name only: give --name the host that account is for, or use {self.name}'s account"
         )
 
-    async def _refuse_a_taken_name(self) -> None:
+    async def _refuse_a_taken_name(self, *, away: bool = False) -> None:
+        """HostNameTaken if another process is online under this name: at start, or (`away`)
+        before reconnecting, since a host away long enough (paused, cut off) to be declared
+        offline may have been replaced meanwhile; announcing itself again would hide that one."""
         try:
             retained = await read_retained(self.broker, [host_topic(self.name)])
-        except NotAuthorised:
-            raise
-        except TransportError:
-            return  # no broker yet: the session loop reports and retries
+        except TransportError as exc:
+            if isinstance(exc, NotAuthorised) and not away:
+                raise
+            return  # no broker yet (or, once online, accounts changing): the session loop reports and retries
         # only this name's own topic: amqtt 0.12 may also hand a new subscriber retained messages of
         # topics that another client's wildcard covers (other hosts' presences)
         for payload in [retained[name] for name in retained if name == host_topic(self.name)]:
             with contextlib.suppress(ValidationError):
                 other = HostPresence.model_validate_json(payload)
-                if other.state == "online":
+                if other.state == "online" and other.incarnation != self.incarnation:
+                    who = f"(machine {other.machine}, pid {other.pid})"
+                    if away:
+                        raise HostNameTaken(
+                            f"while this host was away, another process took the name {self.name!r} {who}; "
+                            "this one stops, and its gates with it: that one serves the name now"
+                        )
                     raise HostNameTaken(
-                        f"a host named {self.name!r} is already online (machine {other.machine}, pid {other.pid}); "
+                        f"a host named {self.name!r} is already online {who}; "
                         "give this one another --name, or stop that one first"
                     )
 

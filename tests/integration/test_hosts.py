@@ -357,6 +357,40 @@ async def _answers_to_a_feed(url: str, circuit_id: str, leaf: str) -> list[str]:
         return [t for t in await _live_messages(mqtt, seconds=1.0) if "/feed/" not in t]
 
 
+def test_a_host_paused_until_replaced_under_its_name_stops_when_it_resumes(mosquitto_url: str) -> None:
+    """A host paused until the broker declared it offline, and a new process started under its
+    name meanwhile: the paused one, resumed, announced itself again over the new one's presence,
+    and two processes served one name, `gatemesh status` seeing only the last to speak."""
+    name = f"paused-{secrets.token_hex(3)}"
+    paused = GateHostProcess(mosquitto_url, name)
+    successor: GateHostProcess | None = None
+    try:
+        paused.wait_online()
+        os.kill(paused.process.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 30  # the broker declares it lost after 1.5 keep-alives
+        while (seen := presence(mosquitto_url, name)) is None or seen.state != "offline":
+            assert time.monotonic() < deadline, "the paused host was never declared offline"
+            time.sleep(0.2)
+        successor = GateHostProcess(mosquitto_url, name)
+        serving = successor.wait_online()
+        os.kill(paused.process.pid, signal.SIGCONT)
+        assert paused.process.wait(timeout=30) == 1
+        assert (
+            f"error: while this host was away, another process took the name {name!r} (machine "
+            f"{serving.machine}, pid {successor.process.pid}); this one stops, and its gates with it: "
+            "that one serves the name now"
+        ) in paused.stderr()
+        still = presence(mosquitto_url, name)
+        assert still is not None
+        assert (still.state, still.pid, still.incarnation) == ("online", successor.process.pid, serving.incarnation)
+    finally:
+        if paused.process.poll() is None:
+            os.kill(paused.process.pid, signal.SIGCONT)
+        paused.stop()
+        if successor is not None:
+            successor.stop()
+
+
 def test_gatemesh_host_announces_itself_refuses_a_taken_name_and_says_goodbye(mosquitto_url: str) -> None:
     name = f"cli-host-{secrets.token_hex(3)}"
     command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "host", "--name", name]
