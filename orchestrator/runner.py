@@ -150,6 +150,7 @@ class Runner:
         self.deployment = deployment
         self.broker = broker
         self.record_watch = record_watch
+        self._record_topic = deployment_topic(record_watch.name) if record_watch is not None else None
         self.gone = ""
         """How the deployment's record went ("was undeployed"), once it has: every run fails then."""
         self._doubt = asyncio.Event()
@@ -187,8 +188,8 @@ class Runner:
     def subscriptions(self) -> list[str]:
         c = self.deployment
         hosts = [host_topic(h) for h in self.hosts]
-        if self.record_watch is not None:
-            hosts.append(deployment_topic(self.record_watch.name))
+        if self._record_topic is not None:
+            hosts.append(self._record_topic)
         wide = self.recorder is not None and self.tap is None
         if self.observer is not None or wide or self.tally is not None:  # everything
             return [f"{ROOT}/{c}/+/+", topic(c, "control"), *hosts]  # the control topic has one level fewer
@@ -510,7 +511,7 @@ class Runner:
 
     def on_message(self, name: str, raw: bytes) -> None:
         """Route every incoming message to the run (or the readiness check) it belongs to."""
-        if self.record_watch is not None and name == deployment_topic(self.record_watch.name):
+        if name == self._record_topic:
             self._on_record(raw)
             return
         if not raw:
