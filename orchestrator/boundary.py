@@ -19,14 +19,31 @@ from orchestrator.moons import Points
 from orchestrator.tensor_reference import evaluate
 
 STEP = 0.05
-"""Grid spacing (the demo uses 0.25; finer draws a smoother edge)."""
+"""Grid spacing (the demo uses 0.25; finer draws a smoother edge), for data of the moons' size."""
+GRID_SIDE = 250
+"""At most this many grid steps along either axis: wider data gets a coarser grid, not a bigger one."""
+CHUNK = 16_384
+"""Points scored per forward pass: a pass's arrays must stay within what a frame may hold
+(gates/frame.py), however many points the grid has."""
 
 
 def scores(params: Mapping[str, Array], points: Array) -> Array:
-    """The network's score for each row of `points` (shape (N, 2))."""
-    circuit = mlp.build(len(points))
-    feeds = {"X": np.ascontiguousarray(points.T), "y": np.ones((1, len(points)))}
-    return evaluate(circuit, params, feeds)["score"].reshape(-1)
+    """The network's score for each row of `points` (shape (N, 2)), CHUNK rows per forward pass."""
+    found = []
+    for start in range(0, len(points), CHUNK):
+        chunk = points[start : start + CHUNK]
+        feeds = {"X": np.ascontiguousarray(chunk.T), "y": np.ones((1, len(chunk)))}
+        found.append(evaluate(mlp.build(len(chunk)), params, feeds)["score"].reshape(-1))
+    return np.concatenate(found) if found else np.empty(0)
+
+
+def grid(data: Points) -> tuple[Array, Array]:
+    """The grid the regions are painted on: the data's extent and 1 more each way, in steps of
+    STEP, or coarser for wide data (at most GRID_SIDE steps along an axis)."""
+    x_min, x_max = data.X[:, 0].min() - 1, data.X[:, 0].max() + 1
+    y_min, y_max = data.X[:, 1].min() - 1, data.X[:, 1].max() + 1
+    step = max(STEP, (x_max - x_min) / GRID_SIDE, (y_max - y_min) / GRID_SIDE)
+    return np.meshgrid(np.arange(x_min, x_max, step), np.arange(y_min, y_max, step))
 
 
 def draw(path: Path, params: Mapping[str, Array], data: Points, title: str) -> None:
@@ -38,9 +55,7 @@ def draw(path: Path, params: Mapping[str, Array], data: Points, title: str) -> N
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise InputError("--plot needs matplotlib: pip install 'gatemesh[plot]'") from exc
-    x_min, x_max = data.X[:, 0].min() - 1, data.X[:, 0].max() + 1
-    y_min, y_max = data.X[:, 1].min() - 1, data.X[:, 1].max() + 1
-    xx, yy = np.meshgrid(np.arange(x_min, x_max, STEP), np.arange(y_min, y_max, STEP))
+    xx, yy = grid(data)
     positive = (scores(params, np.c_[xx.ravel(), yy.ravel()]) > 0).reshape(xx.shape)
     from matplotlib.patches import Patch
 
