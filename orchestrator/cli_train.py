@@ -74,7 +74,7 @@ def train_command(
         float, typer.Option(callback=seconds, help="seconds a step (or the deployment) may take")
     ] = 30.0,
 ) -> None:
-    """Train micrograd's moons MLP; every step's loss and accuracy equal micrograd's own loop."""
+    """Train micrograd's moons MLP; at 100 steps (the default) each step's loss and accuracy equal micrograd's."""
     for name, value, known in (("model", model, MODELS), ("--engine", engine, ENGINES), ("--init", init, INITS)):
         if value not in known:
             raise InputError(f"{name} {value!r}: choose {' or '.join(known)}")
@@ -83,12 +83,12 @@ def train_command(
     schedule.check(len(points))
     if resume and checkpoint_file is None:
         raise InputError("--resume needs --checkpoint FILE to resume from")
+    check_writable("--checkpoint", checkpoint_file)  # before training, not after its first step
     if checkpoint_file is not None and not resume and checkpoint_file.exists():
         raise InputError(
             f"--checkpoint {checkpoint_file}: the file exists; add --resume to go on from it, "
             "or remove it to start over"
         )
-    check_writable("--checkpoint", checkpoint_file)  # before training, not after its first step
     check_writable("--plot", plot, (".png", ".svg", ".pdf"))  # nor after its last (the summary is printed after it)
     if engine == "reference" and (hosts is not None or faults):
         raise InputError("--engine reference trains in this process: drop --hosts and --faults")
@@ -132,6 +132,8 @@ def train_command(
         print(json.dumps(result))
     else:
         print_summary(console, result, plot)
+    if rose := loss_rose(result, points):
+        console.print(rose, highlight=False, soft_wrap=True)
 
 
 def summary(
@@ -163,7 +165,8 @@ def summary(
 def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -> None:
     final = result["final"]
     taken = len(result["steps"])
-    fitted = f"loss {final['loss']:.6g}, accuracy {final['accuracy']:.0%} on all {final['points']} points"
+    points = f"all {final['points']} points" if final["points"] != 1 else "its 1 point"
+    fitted = f"loss {final['loss']:.6g}, accuracy {final['accuracy']:.0%} on {points}"
     if not taken:
         console.print(f"nothing to do: the checkpoint is at step {final['step']} already ({fitted})", highlight=False)
         return
@@ -178,6 +181,27 @@ def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -
     )
     if plot is not None:
         console.print(f"decision boundary: {plot}", highlight=False)
+
+
+UNIT_SCALE = 5.0
+"""Coordinates beyond this are far from the moons' scale (-1.5 to 2.5), for which micrograd's
+learning rate is made."""
+
+
+def loss_rose(result: dict[str, Any], points: moons.Points) -> str:
+    """What to say when the trained parameters fit worse than the first step's: most often data
+    far from unit scale, where micrograd's learning rate diverges ("" when the loss fell)."""
+    steps, final = result["steps"], result["final"]
+    if len(steps) < 2 or not final["loss"] > steps[0]["loss"]:
+        return ""
+    rose = f"the loss rose, from {steps[0]['loss']:.6g} at step {steps[0]['step']} to {final['loss']:.6g}"
+    low, high = float(points.X.min()), float(points.X.max())
+    if max(-low, high) <= UNIT_SCALE:
+        return f"{rose}: fewer points a step (--batch) or more steps may help"
+    return (
+        f"{rose}: micrograd's learning rate (1.0, falling to 0.1) is made for inputs of about unit scale, "
+        f"and this data's coordinates run from {low:g} to {high:g}; scale them to about -2..2"
+    )
 
 
 def _where(engine: str, hosts: str | None, replicas: int) -> str:
@@ -204,10 +228,15 @@ def _progress(console: Console, total: int, done: int) -> Iterator[Callable[[Ste
 
         def on_step(record: StepRecord) -> None:
             progress.update(
-                task, completed=record.step + 1, loss=f"{record.loss:.4f}", accuracy=f"{record.accuracy:.0%}"
+                task, completed=record.step + 1, loss=_short(record.loss), accuracy=f"{record.accuracy:.0%}"
             )
 
         yield on_step
+
+
+def _short(loss: float) -> str:
+    """A loss for the bar: 4 decimals, as micrograd prints it, unless it has grown past reading so."""
+    return f"{loss:.4f}" if abs(loss) < 1e5 else f"{loss:.3g}"
 
 
 @contextlib.asynccontextmanager

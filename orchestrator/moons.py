@@ -52,16 +52,19 @@ def load(path: Path | None = None) -> Points:
     source = path or BUILTIN
     try:
         text = source.read_text(encoding="utf-8-sig")  # with or without the byte-order mark spreadsheets write
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{source}: not a CSV text file (byte {exc.start} is not UTF-8)") from None
+    except OSError as exc:
         raise InputError(f"{source}: cannot read the data file: {exc}") from exc
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or [cell.strip() for cell in rows[0]] != HEADER:
-        found = ",".join(rows[0])[:80] if rows else "nothing"
+    # blank lines (an editor's last newline, a gap) are no points; the others keep their numbers
+    rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1) if any(c.strip() for c in row)]
+    if not rows or [cell.strip() for cell in rows[0][1]] != HEADER:
+        found = ",".join(rows[0][1])[:80] if rows else "nothing"
         raise InputError(f"{source}: line 1 must be the header {','.join(HEADER)}, not {found!r}")
     if not 1 < len(rows) <= MAX_POINTS + 1:
         raise InputError(f"{source}: give between 1 and {MAX_POINTS} points, one per line")
     xs, ys = [], []
-    for number, row in enumerate(rows[1:], start=2):
+    for number, row in rows[1:]:
         if len(row) != 3:
             raise InputError(f"{source}: line {number}: expected x1,x2,label, got {len(row)} field(s)")
         try:

@@ -173,6 +173,7 @@ class MeshEngine:
         except TimeoutError:
             silent = sorted(self._not_ready)
             shown = ", ".join(f"{g} (on {self.placement[g]})" if g in self.placement else g for g in silent[:10])
+            shown += f" and {len(silent) - 10} more" if len(silent) > 10 else ""
             raise BrokerError(f"{len(silent)} tensor gate(s) not ready after {timeout:g} s: {shown}") from None
 
     async def load(self, params: Mapping[str, Array], step: int) -> None:

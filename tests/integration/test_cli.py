@@ -75,6 +75,10 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
             ["train", "moons", "--engine", "reference", "--checkpoint", "/nonexistent/c.npz"],
             "--checkpoint /nonexistent/c.npz: cannot write in /nonexistent",  # before training, not after a step
         ),
+        (
+            ["train", "moons", "--engine", "reference", "--checkpoint", gettempdir()],  # not "the file exists"
+            f"--checkpoint {gettempdir()}: a directory; give the name of a file to write",
+        ),
         (["compile", "x+y", "-o", "c.json", "--name", "a/b"], "circuit name 'a/b': a name is a letter or '_' followed"),
         (["train", "moons", "--placement", "by-layer"], "--placement places gates on gate hosts: give --hosts too"),
         (

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gates.faults import Faults
@@ -239,6 +240,39 @@ def test_the_cli_trains_prints_json_plots_and_resumes(mosquitto_url: str, tmp_pa
     numpy = gatemesh("train", "moons", "--engine", "reference", "--steps", "2")
     assert numpy.returncode == 0, numpy.stderr
     assert "trained 2 steps on the numpy reference in this process: loss " in numpy.stdout  # no "(29 gates)"
+    assert "the loss rose" not in numpy.stdout + numpy.stderr
+
+
+def test_data_far_from_unit_scale_is_said_to_diverge_and_still_plotted(tmp_path: Path) -> None:
+    """Points 0 to 20 apart: the loss grew to 1e9 in silence, and --plot then died with a
+    traceback (its grid, at the moons' spacing, was more than a frame may hold)."""
+    data, picture = tmp_path / "wide.csv", tmp_path / "wide.png"
+    rows = [f"{x:g},{20 - x:g},{1 if x > 10 else -1}" for x in np.linspace(0, 20, 50)]
+    data.write_text("x1,x2,label\n" + "\n".join(rows) + "\n")
+    done = gatemesh(
+        "train",
+        "moons",
+        "--engine",
+        "reference",
+        "--steps",
+        "20",
+        "--data",
+        str(data),
+        "--plot",
+        str(picture),
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    first, final = result["steps"][0], result["final"]
+    assert final["loss"] > 1000 * first["loss"]
+    said = " ".join(done.stderr.split())
+    assert (
+        f"the loss rose, from {first['loss']:.6g} at step 0 to {final['loss']:.6g}: micrograd's learning rate "
+        "(1.0, falling to 0.1) is made for inputs of about unit scale, and this data's coordinates run from 0 "
+        "to 20; scale them to about -2..2"
+    ) in said, said
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_scalar_gate_mesh_trains_as_micrograd_does(mosquitto_url: str) -> None:

@@ -177,3 +177,11 @@ def test_data_files_are_checked_line_by_line(tmp_path: Path) -> None:
         moons.load(path)
     path.write_bytes("\ufeffx1,x2,label\n0.5,1.0,1\n".encode())  # a spreadsheet's byte-order mark
     assert moons.load(path).y.tolist() == [1.0]
+    path.write_text("x1,x2,label\n0.5,1.0,1\n\n-0.5,2.0,-1\n\n")  # blank lines (an editor's last one) are no points
+    assert moons.load(path).y.tolist() == [1.0, -1.0]
+    path.write_text("x1,x2,label\n0.5,1.0,1\n\n0.5,2.0\n")  # the others keep their line numbers
+    with pytest.raises(InputError, match="line 4: expected x1,x2,label, got 2 field"):
+        moons.load(path)
+    path.write_bytes(b"PK\x03\x04\xfb\x00")  # a checkpoint, a zip: not text
+    with pytest.raises(InputError, match=r"points.csv: not a CSV text file \(byte 4 is not UTF-8\)"):
+        moons.load(path)
