@@ -138,18 +138,18 @@ def check_start(schedule: Schedule, start: Checkpoint, data: Points) -> None:
     """InputError unless `start` (a checkpoint resumed) continues this schedule on this data:
     said before training begins, not after its progress bar has been drawn."""
     schedule.check(len(data))
+    fingerprint = data.fingerprint()  # first: another data set also changes the default --batch (all its points)
+    if start.data and start.data != fingerprint:
+        raise InputError(
+            f"the starting point was trained on another data set (fingerprint {start.data}, this one's "
+            f"{fingerprint}); resume with the same --data"
+        )
     made = (start.seed, start.steps, start.batch)
     if made != (schedule.seed, schedule.steps, schedule.batch) or start.step > schedule.steps:
         made_by = f"--steps {start.steps} --batch {start.batch} --seed {start.seed}"
         asked = f"--steps {schedule.steps} --batch {schedule.batch} --seed {schedule.seed}"
         raise InputError(
             f"the starting point is step {start.step} of {made_by}; resume with the same schedule (asked: {asked})"
-        )
-    fingerprint = data.fingerprint()
-    if start.data and start.data != fingerprint:
-        raise InputError(
-            f"the starting point was trained on another data set (fingerprint {start.data}, this one's "
-            f"{fingerprint}); resume with the same --data"
         )
 
 

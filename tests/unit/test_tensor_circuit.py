@@ -140,6 +140,11 @@ def test_a_checkpoint_names_its_data_set_and_resuming_on_another_is_refused(tmp_
     assert resumed.data == fewer.fingerprint()
     with pytest.raises(InputError, match=f"another data set \\(fingerprint {fewer.fingerprint()}, this one's"):
         asyncio.run(train(ReferenceEngine(circuit), circuit, other, schedule, resumed))
+    more = moons.Points(moons_points.X[:30], moons_points.y[:30])  # its default --batch is 30, not 20
+    with pytest.raises(InputError, match=f"another data set \\(fingerprint {fewer.fingerprint()}, this one's"):
+        asyncio.run(
+            train(ReferenceEngine(mlp.build(30)), mlp.build(30), more, Schedule(steps=2, batch=30, seed=3), resumed)
+        )
 
 
 def test_replicas_past_the_gate_limit_and_batches_past_a_frame_are_refused_by_name() -> None:
