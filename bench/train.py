@@ -167,7 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__)
     parser.add_argument("--broker", default=None, help="mqtt://host:port (default: start a Mosquitto on loopback)")
     parser.add_argument("--steps", type=int, default=100, help="training steps on each engine")
-    parser.add_argument("--micrograd-steps", type=int, default=10, help="micrograd steps to time (each ~1 s)")
+    parser.add_argument("--micrograd-steps", type=int, default=10, help="micrograd steps to time (each 1-4 s)")
     parser.add_argument("--scalar", action="store_true", help="also one pass of the ~65,000-gate scalar network")
     args = parser.parse_args()
     data = moons.load()

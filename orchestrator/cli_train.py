@@ -99,6 +99,7 @@ def train_command(
         raise InputError(
             "--faults drop=...: a lost message fails its step (training does not retry); use dup, delay, reorder"
         )
+    host_choice(hosts)  # a bad --hosts is said now, not under a progress bar already drawn
     if hosts is None and placement != PLACEMENT:
         raise InputError("--placement places gates on gate hosts: give --hosts too")
     if not (placement in tensor_deploy.PLACEMENTS or placement.lower().endswith(CIRCUIT_SUFFIXES)):

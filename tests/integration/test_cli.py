@@ -80,6 +80,7 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
             f"--checkpoint {gettempdir()}: a directory; give the name of a file to write",
         ),
         (["compile", "x+y", "-o", "c.json", "--name", "a/b"], "circuit name 'a/b': a name is a letter or '_' followed"),
+        (["train", "moons", "--hosts", "0"], "--hosts: give at least 1"),
         (["train", "moons", "--placement", "by-layer"], "--placement places gates on gate hosts: give --hosts too"),
         (
             ["train", "moons", "--hosts", "1", "--placement", "by-replcia"],  # said before waiting for a host
@@ -98,6 +99,8 @@ def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: st
     assert done.returncode == 1
     assert says in done.stderr
     assert "Traceback" not in done.stderr
+    if args[0] == "train":
+        assert done.stdout == ""  # said before the progress bar is drawn
 
 
 def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
