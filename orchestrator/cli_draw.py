@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 
-from gates.faults import Faults
 from orchestrator.api import run_circuit
 from orchestrator.circuit import CIRCUIT_SUFFIXES
 from orchestrator.cli_common import (
@@ -195,7 +194,7 @@ def draw_lamport_command(
     elif run is not None:
         raise InputError("--run picks a run of a trace file; SOURCE and input values make one run, drawn as it is")
     else:
-        recorded = _traced_run(first, values, broker, parse_faults(faults), timeout, max_gates)
+        recorded = _traced_run(first, values, broker, faults, timeout, max_gates)
     chosen = recorded.run_id(run)
     _warn_if_cut_short(recorded, chosen)
     title = caption(recorded, chosen)
@@ -207,7 +206,7 @@ def _with_inputs(trace: Path | str) -> InputError:
 
 
 def _traced_run(
-    source: str, values: list[str], broker: str | None, faults: Faults | None, timeout: float, max_gates: int
+    source: str, values: list[str], broker: str | None, faults: str, timeout: float, max_gates: int
 ) -> Trace:
     """SOURCE run once with these inputs, traced: its trace, also when the run failed (a fault
     can make it), with a warning that says how."""
@@ -230,11 +229,13 @@ def _traced_run(
             f"or draw the circuit itself with `gatemesh draw circuit {shlex.quote(source)}`"
         )
     check_size(circuit, max_gates)  # before a run, not after it
-    recorder = Recorder(faults=faults)
+    plan = parse_faults(faults)
+    recorder = Recorder(faults=plan, faults_text=faults)  # the caption names the faults, as a run's trace does
     try:
-        asyncio.run(run_circuit(circuit, inputs, broker=broker, trace=recorder, faults=faults, timeout=timeout))
+        asyncio.run(run_circuit(circuit, inputs, broker=broker, trace=recorder, faults=plan, timeout=timeout))
     except RunError as exc:
-        err.print(f"warning: the run failed: {exc}", highlight=False, soft_wrap=True)
+        under = f" (under --faults {faults}: the diagram shows what they did)" if plan is not None else ""
+        err.print(f"warning: the run failed: {exc}{under}", highlight=False, soft_wrap=True)
     return recorder.trace()
 
 

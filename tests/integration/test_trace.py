@@ -751,6 +751,8 @@ def test_draw_lamport_runs_a_source_with_inputs_and_draws_that_run_even_when_its
     )
     assert done.returncode == 0, done.stderr
     assert "warning: the run failed: run " in done.stderr
+    assert "(under --faults drop=1: the diagram shows what they did)" in " ".join(done.stderr.split())
+    assert "f = (x + y) * z at x=-2, y=5, z=-4; faults drop=1; the run failed" in out.read_text()  # as a run's trace
     classes = [e.get("class", "") for e in ET.fromstring(out.read_text()).iter()]
     assert classes.count("msg forward drop") == 3  # the three inputs' values, each dropped
     assert classes.count("cross drop-mark") == 3 + 5  # and the five gates' answers to the probe
