@@ -89,6 +89,12 @@ class TraceEvent(BaseModel):
     order: tuple[str, ...] | None = None
     gates: tuple[str, ...] | None = None
     note: str = ""
+    line: int | None = Field(
+        default=None,
+        ge=1,
+        description="its number among --explain's sentences (messages that crossed and faults, in the order "
+        "the orchestrator learned of them): `draw circuit --message K` finds line K by it",
+    )
 
 
 class FactFields(BaseModel):

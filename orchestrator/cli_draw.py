@@ -72,7 +72,7 @@ def draw_circuit_command(
         typer.Option(
             "--message",
             min=1,
-            help="show the wires once the run's K-th message has been delivered (counted as --explain numbers them)",
+            help="show the wires as --explain's line K leaves them: its message delivered, or its fault done",
         ),
     ] = None,
     run: RunOption = None,

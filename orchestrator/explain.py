@@ -40,6 +40,14 @@ TOLD_LATE = 0.1
 """Seconds after which a gate's fault is told as late (its sentence comes after later ones)."""
 
 
+def numbered(event: TraceEvent) -> bool:
+    """Whether --explain gives `event` a numbered sentence: a message that crossed the broker, a
+    drop, a delay, a reorder, a host lost, a timeout (`draw circuit --message K` counts the same)."""
+    if event.type in ("cross", "drop"):
+        return event.msg is not None
+    return event.type in ("delay", "reorder", "host_lost", "timeout")
+
+
 class Explainer:
     """Turns the messages of runs over one circuit into numbered sentences, in arrival order."""
 

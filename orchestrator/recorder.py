@@ -59,7 +59,7 @@ from gates.trace_records import (
 )
 from gates.tracing import with_clock
 from orchestrator.circuit import Circuit
-from orchestrator.explain import Explainer
+from orchestrator.explain import Explainer, numbered
 from orchestrator.result import RunResult
 from orchestrator.tap import Tapped, TapStream
 from orchestrator.trace import RunRecord, Trace, TraceHeader, causal_order, write_trace
@@ -151,6 +151,8 @@ class Recorder:
         self._log: list[_Local | _Crossing | Tapped | bytes] = []
         self._stream = TapStream()
         self._events: list[TraceEvent] = []
+        self._lines = 0
+        """Events numbered so far as --explain numbers its sentences (TraceEvent.line)."""
         self._read = 0
         """Entries of _log already read into _events."""
         self.listeners: list[Listener] = []
@@ -329,7 +331,11 @@ class Recorder:
     def events(self) -> list[TraceEvent]:
         """Every event recorded so far, in the order the recorder learned of them."""
         for entry in self._log[self._read :]:
-            self._events += self._read_entry(entry)
+            for event in self._read_entry(entry):
+                if numbered(event):  # as --explain numbers its sentences, in this same order
+                    self._lines += 1
+                    event.line = self._lines
+                self._events.append(event)
         self._read = len(self._log)
         return self._events
 
@@ -421,6 +427,7 @@ class Recorder:
                     pass
         self._log.clear()
         self._events = []
+        self._lines = 0
         self._read = 0
         self._tally = _Tally()
         for run in self._ended:
@@ -514,9 +521,6 @@ class Recorder:
         return trace
 
 
-_TOLD = frozenset({"cross", "drop", "delay", "reorder", "host_lost", "timeout"})
-
-
 def explain_to(
     recorder: Recorder, say: Callable[[str], None], duplicated_by: str = "the fault injector"
 ) -> Callable[[], str]:
@@ -535,7 +539,7 @@ def explain_to(
 
     def listen(event: TraceEvent) -> None:
         nonlocal explainer, told
-        if event.type not in _TOLD or recorder.circuit is None:
+        if not numbered(event) or recorder.circuit is None:
             return
         if explainer is None:
             hosts = set(recorder.placement.values())

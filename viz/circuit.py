@@ -27,6 +27,7 @@ from gates.ops import OPS
 from gates.protocol import ORCHESTRATOR
 from gates.trace_records import TraceMsg
 from orchestrator.circuit import Circuit, GateDef
+from orchestrator.explain import numbered
 from orchestrator.trace import Trace
 from viz.svg import GREEN, GREY, RED, DrawError, attr, document, num, short, text
 from viz.wire_labels import Box, Point, Wire, place
@@ -100,21 +101,34 @@ def state_at(trace: Trace, run: str | None = None, step: int | None = None) -> W
 
 
 def step_of_message(trace: Trace, run: str | None, k: int) -> int:
-    """The events up to the delivery of the run's k-th message (from 1, in the order the messages
-    crossed the broker: --explain's lines, where no fault adds its own): its first receipt's, or
-    its crossing's where no receipt was recorded."""
+    """The events up to --explain's line k (from 1): its lines number, over every run of the trace,
+    each message that crossed the broker and each fault (orchestrator/explain.py, `numbered`), in
+    the order the orchestrator learned of them (TraceEvent.line). A message's line ends at its
+    delivery (its first receipt, or its crossing where no receipt was recorded), a fault's at
+    the fault."""
     chosen = trace.run_id(run)
-    crossings = [e for e in trace.events if e.run == chosen and e.type == "cross" and e.msg is not None]
-    if not 1 <= k <= len(crossings):
-        raise DrawError(f"--message {k}: run {chosen} has {len(crossings)} messages; give 1 to {len(crossings)}")
-    crossed = crossings[k - 1]
-    assert crossed.msg is not None
+    lines = [e for e in trace.events if e.line is not None]
+    if lines:  # in the order --explain told them, which the file's (causal) order need not be
+        lines.sort(key=lambda e: e.line or 0)
+    else:  # a trace written before events had their line: the file's order
+        lines = [e for e in trace.events if numbered(e)]
+    if not 1 <= k <= len(lines):
+        raise DrawError(
+            f"--message {k}: --explain tells this trace in {len(lines)} numbered lines; give 1 to {len(lines)}"
+        )
+    line = lines[k - 1]
+    if line.run != chosen:
+        own = [i for i, e in enumerate(lines, 1) if e.run == chosen]
+        these = f"run {chosen}'s are lines {own[0]} to {own[-1]}" if own else f"run {chosen} has none"
+        raise DrawError(f"--message {k}: --explain's line {k} is of run {line.run}; {these} (--run picks the run)")
+    if line.type != "cross" or line.msg is None:
+        return line.seq
     received = (
         e.seq
         for e in trace.events
-        if e.run == chosen and e.type == "receive" and e.msg is not None and e.msg.id == crossed.msg.id
+        if e.run == chosen and e.type == "receive" and e.msg is not None and e.msg.id == line.msg.id
     )
-    return next(received, crossed.seq)
+    return next(received, line.seq)
 
 
 def _delivered(trace: Trace, state: WireState, m: TraceMsg, reader: str) -> None:

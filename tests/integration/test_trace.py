@@ -692,8 +692,55 @@ def test_message_k_shows_the_wires_as_explain_line_k_tells_them() -> None:
     assert (eighth.output_value, eighth.parts) == (-12.0, {})
     last = state_at(trace, None, step_of_message(trace, None, 16))
     assert last.parts == state_at(trace).parts  # every gradient delivered
-    with pytest.raises(DrawError, match=r"--message 17: run \w+ has 16 messages; give 1 to 16"):
+    with pytest.raises(DrawError, match=r"--message 17: --explain tells this trace in 16 numbered lines; give 1 to 16"):
         step_of_message(trace, None, 17)
+
+
+FAULT_LINE = {
+    "the fault injector drops ": "drop",
+    "the fault injector holds ": "delay",
+    "'s messages in another order": "reorder",
+    "the orchestrator stops waiting": "timeout",
+}
+"""How --explain's sentence for each kind of fault begins or reads (any other numbered line tells a message)."""
+
+
+def test_message_k_is_explain_line_k_under_faults_and_retries(mosquitto_url: str, tmp_path: Path) -> None:
+    """Under faults, --explain numbers the faults too, in the order it learned of them, and
+    --retries runs go on numbering: --message K counted messages only, run by run, and showed
+    the state of another line than K's."""
+    path = tmp_path / "faulty.jsonl"
+    faults = "drop=0.08,dup=0.25,delay=0-15ms,reorder,seed=2"
+    args = ["run", QF, "x=-2", "y=5", "z=-4", "--faults", faults, "--timeout", "1", "--retries", "1"]
+    done = gatemesh(*args, "--explain", "--trace", str(path), "--broker", mosquitto_url)
+    told = [line for line in done.stdout.splitlines() if re.match(r"\s*\d+\. ", line)]
+    trace = read_trace(path)
+    assert len(trace.header.runs) == 2, done.stdout
+    by_seq = {e.seq: e for e in trace.events}
+    by_line = {e.line: e for e in trace.events if e.line is not None}
+    assert sorted(by_line) == list(range(1, len(told) + 1))
+    seen: Counter[str] = Counter()
+    for k, line in enumerate(told, 1):
+        assert line.lstrip().startswith(f"{k}. ")
+        event = by_seq[step_of_message(trace, by_line[k].run, k)]
+        kind = next((kind for words, kind in FAULT_LINE.items() if words in line), "cross")
+        if kind == "cross":  # a message's line ends at its delivery, or its crossing if none was recorded
+            assert event.type in ("receive", "cross"), (k, line, event)
+            crossed = by_line[k].msg
+            assert crossed is not None
+            assert event.msg is not None
+            assert event.msg.id == crossed.id
+        else:
+            assert event.type == kind, (k, line, event)
+            assert event is by_line[k]
+        seen[kind] += 1
+    assert seen["drop"] + seen["delay"] > 0, done.stdout  # this seed's faults are told, and counted
+    first, second = trace.header.runs[0].run, trace.header.runs[1].run
+    last_of_first = max(k for k, e in by_line.items() if e.run == first)
+    with pytest.raises(
+        DrawError, match=rf"--message {last_of_first}: --explain's line {last_of_first} is of run {first}"
+    ):
+        step_of_message(trace, second, last_of_first)
 
 
 def test_a_caption_says_which_run_and_why_it_failed() -> None:
