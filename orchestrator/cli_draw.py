@@ -97,6 +97,10 @@ def draw_circuit_command(
         source, values = (given[0], given[1:]) if given and not is_assignment(given[0]) else (None, given)
         if values:
             raise _with_inputs(trace)
+        if source is not None and _names_a_trace(source):
+            if Path(source).resolve() == trace.resolve():
+                raise InputError(f"{source} is given twice, as SOURCE and as --trace: give it once")
+            raise InputError(f"{source}: a second trace beside --trace {trace}; draw one trace at a time")
         if source is not None and load_circuit(source).model_dump() != recorded.circuit.model_dump():
             raise InputError(f"{source!r} is not the circuit recorded in {trace}; drop SOURCE to draw the trace's")
         svg = _circuit_svg(
@@ -245,7 +249,7 @@ def export_shiviz_command(
     output_file: OutOption = Path("runs.log"),
 ) -> None:
     """A ShiViz log (DistributedClocks/shiviz): open it there with "Choose File"."""
-    check_writable("-o", output_file)
+    check_writable("-o", output_file, (".log", ".txt"))  # a text log, not a picture nor a trace
     names = [path.name for path in traces]
     named = [
         (name if names.count(name) == 1 else str(path), read_trace(path))

@@ -12,6 +12,7 @@ import pytest
 
 from tests.processes import clean_env, gatemesh
 
+IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 pytestmark = pytest.mark.integration
 
 
@@ -70,6 +71,15 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
         (["run", "x", "x=1", "--trace", "qf-circuit.svg"], "--trace qf-circuit.svg: write it as .jsonl"),
         (["compile", "x+y", "-o", "/nonexistent/c.json"], "/nonexistent/c.json: cannot write the circuit file"),
         (["compile", "x+y", "-o", "c.txt"], "c.txt: a circuit file ends in .json, .yaml or .yml"),
+        (["export", "shiviz", f"{IMG}/qf.jsonl", "-o", "runs.svg"], "-o runs.svg: write it as .log, .txt"),
+        (
+            ["draw", "circuit", f"{IMG}/qf.jsonl", "--trace", f"{IMG}/qf.jsonl", "-o", f"{gettempdir()}/q.svg"],
+            f"{IMG}/qf.jsonl is given twice, as SOURCE and as --trace: give it once",  # it told to do just that
+        ),
+        (
+            ["draw", "circuit", f"{IMG}/qf.jsonl", "--trace", f"{IMG}/faulty.jsonl", "-o", f"{gettempdir()}/q.svg"],
+            f"{IMG}/qf.jsonl: a second trace beside --trace {IMG}/faulty.jsonl; draw one trace at a time",
+        ),
         (["train", "moons", "--engine", "reference", "--plot", "b.txt"], "--plot b.txt: write it as .png, .svg, .pdf"),
         (
             ["train", "moons", "--engine", "reference", "--checkpoint", "/nonexistent/c.npz"],
@@ -93,7 +103,7 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
     ],
 )
 def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: str) -> None:
-    if "--broker" not in args and args[0] != "compile":
+    if "--broker" not in args and args[0] not in ("compile", "export"):  # the commands that take one
         args = [*args, "--broker", mosquitto_url]
     done = gatemesh(*args)
     assert done.returncode == 1
