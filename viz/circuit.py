@@ -29,7 +29,7 @@ from gates.trace_records import TraceMsg
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.explain import numbered
 from orchestrator.trace import Trace
-from viz.svg import GREEN, GREY, RED, DrawError, attr, document, num, short, text
+from viz.svg import GREEN, GREY, RED, DrawError, attr, captioned, document, num, short, text
 from viz.wire_labels import Box, Point, Wire, place
 
 MAX_GATES = 60
@@ -214,13 +214,13 @@ def draw_circuit(
     state = state or WireState()
     plan = _plan(circuit)
     labels = [svg for wire in plan.labelled for svg in _labels(circuit, state, wire)]
-    width = max(plan.width, 2 * SIDE + 7.0 * len(caption), LEGEND_WIDTH)  # the caption and the legend on one line
+    width = max(plan.width, LEGEND_WIDTH)  # the legend on one line
     legend = [
         text(SIDE, plan.height - 12, "value (forward)", "legend value-key", anchor="start"),
         text(SIDE + 110, plan.height - 12, "gradient (backward)", "legend grad-key", anchor="start"),
     ]
-    body = [text(SIDE, 24, caption, "caption", anchor="start"), *plan.wires, *plan.shapes, *labels, *legend]
-    return document(width, plan.height, STYLE, body, caption or f"circuit {circuit.name}")
+    needed, added, body = captioned(caption, SIDE, width, [*plan.wires, *plan.shapes, *labels, *legend])
+    return document(max(width, needed), plan.height + added, STYLE, body, caption or f"circuit {circuit.name}")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from gates.protocol import BROKER, ORCHESTRATOR
 from gates.trace_records import ENDED_EARLY, TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import MAX_GATES, symbol
-from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, document, num, text
+from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, captioned, document, num, text
 from viz.wire_labels import Box, Point, Spots, beside, choose, crossings, overlaps, up_normal
 
 COLUMN = 104.0
@@ -121,7 +121,7 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "", max
     where = {id(e): _Place(_x(columns[e.node]), TOP + ROW * row) for e, row in zip(events, rows, strict=True)}
     bottom = TOP + ROW * (rows[-1] + 2)
     lost_at = {g: where[id(e)].y for e in events if e.type == "host_lost" for g in e.gates or ()}
-    body: list[str] = [text(LEFT, 24, caption, "caption", anchor="start")]
+    body: list[str] = []
     labels = {g.id: g.id if g.op in ("input", "const") else f"{g.id} {symbol(g)}" for g in trace.circuit.gates}
     body += _heads(columns, hosts, lost_at, bottom, labels)
     crossed_at = _crossed_at(of_run, rows)
@@ -134,10 +134,10 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "", max
     places = _label_places(arrows, covered, lifelines)
     body += [arrow.svg(at) for arrow, at in zip(arrows, places, strict=True)]
     body += marks
-    width = LEFT * 2 + COLUMN * len(columns)
     body += _legend(bottom + 22, "no receipt yet" if going_on else "no receipt in the trace")
-    width = max(width, 740, 2 * LEFT + 7.0 * len(caption))  # the legend, and the caption on one line
-    return document(width, bottom + BOTTOM, STYLE, body, caption or f"run {chosen}")
+    width = max(LEFT * 2 + COLUMN * len(columns), 740)  # the legend's width at least
+    needed, added, body = captioned(caption, LEFT, width, body)
+    return document(max(width, needed), bottom + BOTTOM + added, STYLE, body, caption or f"run {chosen}")
 
 
 def _x(column: int) -> float:

@@ -7,6 +7,7 @@ tests and stylesheets find numbers and colours by class, never by pixels.
 from __future__ import annotations
 
 import math
+import textwrap
 from xml.sax.saxutils import escape, quoteattr
 
 from orchestrator.errors import InputError
@@ -20,6 +21,12 @@ GREY = "#6b7280"
 DUPLICATE = "#7b1fa2"
 ERROR = "#e65100"
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+CAPTION_CHAR = 7.0
+"""Pixels a caption's character takes (13 px text), as the pictures reckon a caption's width."""
+CAPTION_LINE = 17.0
+"""Pixels from one line of a caption to the next."""
+CAPTION_CHARS = 60
+"""A caption's line holds at least this many characters, however narrow the picture."""
 
 
 class DrawError(InputError):
@@ -53,6 +60,33 @@ def text(
         f'<text class={quoteattr(css)} x="{x:.1f}" y="{y:.1f}"{shift} text-anchor="{anchor}">'
         f"{hover}{escape(content)}</text>"
     )
+
+
+def captioned(caption: str, x: float, width: float, body: list[str]) -> tuple[float, float, list[str]]:
+    """A picture's caption at its top left, cut into lines as wide as the picture (a long caption
+    made the picture as wide as itself: 1,770 px for a 420 px circuit), and `body` moved down
+    below the lines past the first. Returns (the width the lines need, the height they add, the
+    elements)."""
+    chars = max(CAPTION_CHARS, int((width - 2 * x) / CAPTION_CHAR))
+    lines = _lines(caption, chars) or [""]
+    heads = [text(x, 24 + CAPTION_LINE * i, line, "caption", anchor="start") for i, line in enumerate(lines)]
+    added = CAPTION_LINE * (len(lines) - 1)
+    moved = [f'<g transform="translate(0 {added:g})">', *body, "</g>"] if added else body
+    return 2 * x + CAPTION_CHAR * max(len(line) for line in lines), added, [*heads, *moved]
+
+
+def _lines(caption: str, chars: int) -> list[str]:
+    """`caption` in lines of at most `chars` characters, cut after a clause ("; ") where one
+    fits, else between words."""
+    lines: list[str] = []
+    for clause in caption.split("; "):
+        if lines and len(lines[-1]) + 2 + len(clause) <= chars:
+            lines[-1] += "; " + clause
+            continue
+        if lines:
+            lines[-1] += ";"
+        lines += textwrap.wrap(clause, chars, break_long_words=False, break_on_hyphens=False)
+    return lines
 
 
 def document(width: float, height: float, style: str, body: list[str], title: str) -> str:
