@@ -428,7 +428,7 @@ def _label_places(arrows: list[_Arrow], covered: list[Box], lifelines: list[floa
     ]
     placed = arrows[:PLACED_ARROWS]
     lines = [((arrow.a.x, arrow.a.y), (arrow.b.x, arrow.b.y)) for arrow in placed]
-    chosen = choose(candidates[:PLACED_ARROWS], covered, lines, rounds=1, verticals=lifelines)
+    chosen = choose(candidates[:PLACED_ARROWS], covered, lines, rounds=1, verticals=lifelines, own_lines=True)
     chosen += [0] * (len(arrows) - len(placed))
     return [spots[0][1] if (spots := candidates[i][k]) else (0.0, 0.0) for i, k in enumerate(chosen)]
 

@@ -30,6 +30,9 @@ LABEL_HEIGHT, LABEL_GAP, MARGIN = 9.5, 5.0, 8.0
 ON_LABEL, ON_MARK, ON_VERTICAL, ON_LINE = 30, 8, 4, 1
 """What a label's running into costs: another label (unreadable, both), a gate or an event's
 mark, a lifeline, a line through it (its own wire's too: the same for all its places)."""
+ON_OTHER_LINE, NEAR = 6, 2 * LABEL_GAP + 2
+"""What another thing's line within NEAR pixels of a label costs, where its own line is
+LABEL_GAP away (`choose`'s own_lines): the label is then as much that line's as its own."""
 CELL, SEGMENT_CELL = 32.0, 128.0
 """The squares labels and marks, and lines (long ones: a Lamport arrow), are bucketed by."""
 
@@ -58,16 +61,20 @@ Spots = list[tuple[Box, Point]]
 def choose(
     candidates: Sequence[Sequence[Spots]],
     obstacles: Iterable[Box],
-    lines: Iterable[Sequence[Point]],
+    lines: Sequence[Sequence[Point]],
     rounds: int,
     verticals: Sequence[float] = (),
+    *,
+    own_lines: bool = False,
 ) -> list[int]:
     """For each thing (a wire, an arrow), which of its candidate Spots runs into least: of the
     obstacles, the `lines` (polylines: each segment through a label counts), the `verticals`
     (the x of lines down the whole figure: a Lamport diagram's lifelines) and the labels
-    already placed. The first round places the things in order, each seeing those before it (a
-    diagram that grows keeps its first labels where they were); every later round places each
-    again among all the others."""
+    already placed. With `own_lines`, lines[i] is thing i's own (a Lamport arrow's): another
+    line as near a label as its own costs ON_OTHER_LINE, since the label then reads as that
+    line's. The first round places the things in order, each seeing those before it (a diagram
+    that grows keeps its first labels where they were); every later round places each again
+    among all the others."""
     fixed = _Boxes()
     for box in obstacles:
         fixed.add(-1, box)
@@ -78,15 +85,22 @@ def choose(
     for _ in range(rounds):
         for i, options in enumerate(candidates):
             placed.remove(i)
+            own = list(itertools.pairwise(lines[i])) if own_lines and i < len(lines) else []
 
-            def cost(spots: Spots) -> int:
-                return sum(
+            def cost(spots: Spots, own: list[tuple[Point, Point]] = own) -> int:
+                found = sum(
                     ON_LABEL * placed.count(b)
                     + ON_MARK * fixed.count(b)
                     + ON_VERTICAL * _between(columns, b[0], b[2])
-                    + ON_LINE * segments.count(b)
+                    + (0 if own_lines else ON_LINE * segments.count(b))
                     for b in _grown(spots)
                 )
+                if own_lines:  # the lines within NEAR (one count: a diagram is drawn again as it grows)
+                    for b in _grown(spots, NEAR):
+                        through = segments.count(b)
+                        others = through - sum(_crosses(p, q, b) for p, q in own)
+                        found += ON_LINE * through + ON_OTHER_LINE * others
+                return found
 
             chosen[i] = min(range(len(options)), key=lambda k: cost(options[k]))
             for box, _ in options[chosen[i]]:
@@ -99,8 +113,8 @@ def _between(sorted_xs: list[float], left: float, right: float) -> int:
     return bisect.bisect_left(sorted_xs, right) - bisect.bisect_right(sorted_xs, left)
 
 
-def _grown(spots: Spots) -> list[Box]:
-    return [(b[0] - MARGIN, b[1] - MARGIN, b[2] + MARGIN, b[3] + MARGIN) for b, _ in spots]
+def _grown(spots: Spots, margin: float = MARGIN) -> list[Box]:
+    return [(b[0] - margin, b[1] - margin, b[2] + margin, b[3] + margin) for b, _ in spots]
 
 
 def _spots(wire: Wire, fraction: float) -> Spots:
