@@ -203,20 +203,21 @@ class GateHost:
 
     def _count_closed_at_once(self, lost: TransportError) -> None:
         """PresenceRefused once the broker has closed CLOSED_AT_ONCE_TIMES connections in a row
-        right after the host announced itself, and none ever stayed up longer: Mosquitto closes
-        a connection whose publish its ACL denies, and announcing is this connection's only one."""
+        right after the host announced itself with an account, and none ever stayed up longer:
+        Mosquitto closes a connection whose publish its ACL denies (docs/PROTOCOL.md, the
+        watcher), and announcing is this connection's only one."""
         online_at, self._online_at = self._online_at, None
         if online_at is None or time.monotonic() - online_at > CLOSED_AT_ONCE:
             self._stayed_online = self._stayed_online or online_at is not None
             self._closed_at_once = 0
             return
         self._closed_at_once += 1
-        if self._closed_at_once < CLOSED_AT_ONCE_TIMES or self._stayed_online:
-            return
-        account = f"its account ({self.broker.username})" if self.broker.username else "it"
+        if self._closed_at_once < CLOSED_AT_ONCE_TIMES or self._stayed_online or not self.broker.username:
+            return  # without an account no ACL applies: another cause (a broker restarting), worth waiting out
         raise PresenceRefused(
             f"the broker at {self.broker} closed this host's connection right after it announced itself as "
-            f"{self.name!r}, {self._closed_at_once} times in a row ({lost}): {account} may not publish "
+            f"{self.name!r}, {self._closed_at_once} times in a row ({lost}): its account ({self.broker.username}) "
+            "may not publish "
             f"{host_topic(self.name)}. With accounts and an ACL (`gatemesh secure init`), a host's account "
             f"speaks for its own name only: give --name the host that account is for, or use {self.name}'s account"
         )
@@ -237,7 +238,7 @@ class GateHost:
             with contextlib.suppress(ValidationError):
                 other = HostPresence.model_validate_json(payload)
                 if other.state == "online" and other.incarnation != self.incarnation:
-                    who = f"(machine {other.machine}, pid {other.pid})"
+                    who = f"(machine {other.machine}, pid {other.pid}, incarnation {other.incarnation})"
                     if away:
                         raise HostNameTaken(
                             f"while this host was away, another process took the name {self.name!r} {who}; "

@@ -97,7 +97,7 @@ def draw_circuit_command(
         source, values = (given[0], given[1:]) if given and not is_assignment(given[0]) else (None, given)
         if values:
             raise _with_inputs(trace)
-        if source is not None and _names_a_trace(source):
+        if source is not None and ("/" in source or "." in source) and _names_a_trace(source):  # `f` is an expression
             if Path(source).resolve() == trace.resolve():
                 raise InputError(f"{source} is given twice, as SOURCE and as --trace: give it once")
             raise InputError(f"{source}: a second trace beside --trace {trace}; draw one trace at a time")

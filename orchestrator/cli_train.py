@@ -119,6 +119,7 @@ def train_command(
         start = Checkpoint(mlp.micrograd_init(seed), 0, seed, schedule.steps, schedule.batch)
     console = err if as_json else out
     where = _where(engine, hosts, replicas)
+    before, _ = fit(start.params, points)  # on all the points, as the trained parameters' fit is
 
     async def run(on_step: Callable[[StepRecord], None]) -> Training:
         async with _engine(engine, circuit, broker, hosts, placement, fault_plan, timeout) as chosen:
@@ -133,7 +134,7 @@ def train_command(
         print(json.dumps(result))
     else:
         print_summary(console, result, plot)
-    if rose := loss_rose(result, points):
+    if rose := loss_rose(before, result, points):
         console.print(rose, highlight=False, soft_wrap=True)
 
 
@@ -189,13 +190,14 @@ UNIT_SCALE = 5.0
 learning rate is made."""
 
 
-def loss_rose(result: dict[str, Any], points: moons.Points) -> str:
-    """What to say when the trained parameters fit worse than the first step's: most often data
-    far from unit scale, where micrograd's learning rate diverges ("" when the loss fell)."""
-    steps, final = result["steps"], result["final"]
-    if len(steps) < 2 or not final["loss"] > steps[0]["loss"]:
+def loss_rose(before: float, result: dict[str, Any], points: moons.Points) -> str:
+    """What to say when the trained parameters fit all the points worse than the starting ones
+    did (`before`): most often data far from unit scale, where micrograd's learning rate
+    diverges ("" when the loss fell, or no step was taken)."""
+    final = result["final"]
+    if not result["steps"] or not final["loss"] > before:
         return ""
-    rose = f"the loss rose, from {steps[0]['loss']:.6g} at step {steps[0]['step']} to {final['loss']:.6g}"
+    rose = f"the loss on all {final['points']} points rose, from {before:.6g} before training to {final['loss']:.6g}"
     low, high = float(points.X.min()), float(points.X.max())
     if max(-low, high) <= UNIT_SCALE:
         return f"{rose}: fewer points a step (--batch) or more steps may help"

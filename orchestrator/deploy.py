@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from broker.security import GateGrant, SecureDir
 from gates.actor import GateActor
@@ -30,7 +30,7 @@ from gates.lifecycle import cancel_and_wait
 from gates.mqtt311 import Session
 from gates.mux import SharedConnection
 from gates.protocol import ORCHESTRATOR, Assignment, HostPresence, deployment_topic, topic
-from gates.transport import BrokerAddress, encode, read_retained
+from gates.transport import BrokerAddress, check_retained_reads, encode, read_retained
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import DEPLOYMENT_NAME_PATTERN, ClusterView, DeploymentRecord, read_cluster
 from orchestrator.errors import BrokerError, DeployError, broker_failed
@@ -38,6 +38,7 @@ from orchestrator.placement import place
 from orchestrator.recorder import Recorder
 from orchestrator.records import (
     PART_GATES,
+    RETAINED_RECORD,
     DeploymentHead,
     head_of,
     part_topic,
@@ -267,17 +268,19 @@ def _watch(name: str, circuit_id: str, broker: BrokerAddress) -> RecordWatch:
     """How a runner on deployment `name` tells that it was undeployed or replaced meanwhile."""
 
     async def check() -> str:
-        view = await _read(broker, ())  # the heads only
-        head = view.heads.get(name)
-        if head is None and deployment_topic(name) in view.unreadable:
-            return ""  # something unreadable is retained there: not a reason to fail a run
-        if head is None:
+        try:
+            await check_retained_reads(broker)  # checked by on_deployment already: once per broker and process
+            retained = await read_retained(broker, [deployment_topic(name)])  # the head alone
+        except TransportError as exc:
+            raise broker_failed(broker, exc, f"cannot read deployment {name}'s record") from exc
+        payload = retained.get(deployment_topic(name))
+        if payload is None:
             return "was undeployed (or is being replaced: a replacement deletes the old record first)"
-        return (
-            ""
-            if head.circuit_id == circuit_id
-            else f"was replaced by another deployment of its name ({head.circuit_id})"
-        )
+        try:
+            found = RETAINED_RECORD.validate_json(payload).circuit_id
+        except ValidationError:
+            return ""  # something unreadable is retained there: not a reason to fail a run
+        return "" if found == circuit_id else f"was replaced by another deployment of its name ({found})"
 
     return RecordWatch(name, check)
 

@@ -9,6 +9,7 @@ GatemeshError
 └── RunError          a run that did not produce a result
     ├── GateFailed    a gate reported that the run cannot complete (e.g. log of -1)
     ├── HostLost      a gate host of the deployment died or restarted; names it and its gates
+    ├── DeploymentGone the deployment was undeployed or replaced while the runner was on it
     ├── ConnectionLost the orchestrator's connection to the broker broke during the run
     └── RunTimeout    the run did not finish in time; names the gates it waits on
 """

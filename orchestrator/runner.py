@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from gates import errors as transport_errors
 from gates.errors import TransportError
-from gates.lifecycle import cancel_and_wait, stay_connected
+from gates.lifecycle import Backoff, cancel_and_wait, stay_connected
 from gates.mqtt311 import Session
 from gates.protocol import (
     MESSAGE_ADAPTER,
@@ -245,15 +245,26 @@ class Runner:
         self._doubt.set()
 
     async def _watch_record(self, record: RecordWatch) -> None:
-        """Read the record again whenever there is a doubt; once it is gone, fail every run."""
+        """Read the record again whenever there is a doubt (and after every connection: a record
+        deleted while this runner was away sends nothing); once it is gone, fail every run."""
+        backoff = Backoff()
+        task = asyncio.current_task()
         while not self.gone:
             await self._doubt.wait()
             self._doubt.clear()
             try:
                 gone = await record.check()
-            except (GatemeshError, TransportError) as exc:  # cannot tell: no reason to fail a run
-                log.info("could not read deployment %s's record again: %s", record.name, exc)
+            except (GatemeshError, TransportError) as exc:  # cannot tell yet: look again, later
+                if task is not None and task.cancelling():  # aiomqtt can turn a cancellation into an error
+                    raise asyncio.CancelledError from exc
+                delay = backoff.next()
+                log.info("could not read deployment %s's record again (%s); again in %g s", record.name, exc, delay)
+                await asyncio.sleep(delay)
+                self._doubt.set()
                 continue
+            if task is not None and task.cancelling():  # ... or end its read as if it were not cancelled
+                raise asyncio.CancelledError
+            backoff.reset()
             if gone:
                 self.gone = gone
                 log.info("deployment %s %s", record.name, gone)
@@ -479,6 +490,8 @@ class Runner:
         await session.subscribe(self.subscriptions())
         self._session = session
         self.connected.set()
+        if self.record_watch is not None:  # deleted before this connection: no message says so
+            self._doubt.set()
 
     def _down(self, session: Session | None, error: TransportError | None) -> None:
         self.connected.clear()

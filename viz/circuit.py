@@ -107,18 +107,19 @@ def step_of_message(trace: Trace, run: str | None, k: int) -> int:
     delivery (its first receipt, or its crossing where no receipt was recorded), a fault's at
     the fault."""
     chosen = trace.run_id(run)
-    lines = [e for e in trace.events if e.line is not None]
-    if lines:  # in the order --explain told them, which the file's (causal) order need not be
-        lines.sort(key=lambda e: e.line or 0)
-    else:  # a trace written before events had their line: the file's order
-        lines = [e for e in trace.events if numbered(e)]
-    if not 1 <= k <= len(lines):
-        raise DrawError(
-            f"--message {k}: --explain tells this trace in {len(lines)} numbered lines; give 1 to {len(lines)}"
-        )
-    line = lines[k - 1]
+    # by their number: the order --explain told them, which the file's (causal) order need not be;
+    # a trace written before events had one is counted in the file's order
+    lines = {e.line: e for e in trace.events if e.line is not None}
+    if not lines:
+        lines = dict(enumerate((e for e in trace.events if numbered(e)), 1))
+    last = max(lines, default=0)
+    if not 1 <= k <= last:
+        raise DrawError(f"--message {k}: --explain tells this trace in {last} numbered lines; give 1 to {last}")
+    if k not in lines:
+        raise DrawError(f"--message {k}: this trace has no event of --explain's line {k} (a file cut short?)")
+    line = lines[k]
     if line.run != chosen:
-        own = [i for i, e in enumerate(lines, 1) if e.run == chosen]
+        own = sorted(i for i, e in lines.items() if e.run == chosen)
         these = f"run {chosen}'s are lines {own[0]} to {own[-1]}" if own else f"run {chosen} has none"
         raise DrawError(f"--message {k}: --explain's line {k} is of run {line.run}; {these} (--run picks the run)")
     if line.type != "cross" or line.msg is None:

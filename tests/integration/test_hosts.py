@@ -21,10 +21,11 @@ from gates.transport import QOS, BrokerAddress, client, publish_all, read_retain
 from orchestrator.cluster import read_cluster
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, find, on_deployment, undeploy
-from orchestrator.errors import DeployError, DeploymentGone, HostLost
+from orchestrator.errors import BrokerError, DeployError, DeploymentGone, HostLost
 from orchestrator.records import head_of
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
+from orchestrator.runner import RecordWatch, open_runner
 from tests.processes import GateHostProcess, clean_env, gatemesh, presence
 from tests.unit.test_reference import NEURON, NEURON_GRADS
 
@@ -172,6 +173,33 @@ async def test_a_run_on_a_deployment_undeployed_or_replaced_meanwhile_fails_at_o
                     await runner.run({"x": 2.0, "y": 3.0}, timeout=30)
     finally:
         slow.stop()
+
+
+async def test_a_runner_reads_its_deployments_record_on_connecting_and_again_after_a_failed_read(
+    mosquitto_url: str,
+) -> None:
+    """A record deleted while the runner was not connected sends it nothing, and a read that
+    failed (a slow or restarting broker) was not tried again: runs waited out their timeout."""
+    answers: list[str | Exception] = [BrokerError("the broker is restarting"), "was undeployed"]
+    asked = 0
+
+    async def check() -> str:
+        nonlocal asked
+        asked += 1
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    watch = RecordWatch("elsewhere", check)
+    circuit = compile_source("x * y")
+    async with open_runner(circuit, "elsewhere.0", BrokerAddress.parse(mosquitto_url), record_watch=watch) as runner:
+        async with asyncio.timeout(10):  # no message on the record's topic: it reads it as it connects
+            while not runner.gone:  # noqa: ASYNC110 (the runner's state, not an event of the test's)
+                await asyncio.sleep(0.05)
+        assert (asked, runner.gone) == (2, "was undeployed")  # the failed read, then one more
+        with pytest.raises(DeploymentGone, match=r"deployment elsewhere \(elsewhere.0\) was undeployed"):
+            await runner.run({"x": 2.0, "y": 3.0}, timeout=30)
 
 
 def test_a_deploy_whose_gates_never_say_ready_says_what_is_left_and_where_to_look(mosquitto_url: str) -> None:
@@ -377,7 +405,8 @@ def test_a_host_paused_until_replaced_under_its_name_stops_when_it_resumes(mosqu
         assert paused.process.wait(timeout=30) == 1
         assert (
             f"error: while this host was away, another process took the name {name!r} (machine "
-            f"{serving.machine}, pid {successor.process.pid}); this one stops, and its gates with it: "
+            f"{serving.machine}, pid {successor.process.pid}, incarnation {serving.incarnation}); this one stops, "
+            "and its gates with it: "
             "that one serves the name now"
         ) in paused.stderr()
         still = presence(mosquitto_url, name)

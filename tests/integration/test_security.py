@@ -261,6 +261,23 @@ def test_a_host_started_with_another_hosts_account_says_so_and_stops(accounts: S
         assert "Traceback" not in stopped.stderr
 
 
+async def test_a_runner_closed_while_it_reads_its_deployments_record_closes(accounts: SecureDir) -> None:
+    """A runner reads its deployment's record as it connects, on a connection of its own; closed
+    during that read (a pass on a secured broker is over first), aiomqtt lost the cancellation
+    and the runner never closed: `run --deployed` hung after printing its result."""
+    with mosquitto(secure_dir=accounts.directory) as url:
+        host = GateHostProcess(accounts.url(host_user("h0"), url), "h0")
+        address = BrokerAddress.parse(accounts.url(ORCHESTRATOR_USER, url))
+        try:
+            await asyncio.to_thread(host.wait_online)
+            await deploy_to_hosts(compile_source("(x+y)*z"), "qf", address, hosts=["h0"], secure=accounts)
+            for _ in range(20):  # it hung within 3 to 5 of these
+                async with asyncio.timeout(10), on_deployment("qf", address) as runner:
+                    assert await runner.run({"x": -2.0, "y": 5.0, "z": -4.0}) == QF
+        finally:
+            host.stop()
+
+
 def test_secure_init_keeps_a_directorys_accounts_unless_forced_and_checks_host_names(tmp_path: Path) -> None:
     directory = tmp_path / "secure"
     made = gatemesh("secure", "init", str(directory), "--hosts", "h1,h2")

@@ -705,6 +705,19 @@ FAULT_LINE = {
 """How --explain's sentence for each kind of fault begins or reads (any other numbered line tells a message)."""
 
 
+def test_message_k_finds_line_k_by_its_number_not_its_place() -> None:
+    """A trace without one of its lines (a file cut short) drew line 4 for --message 3."""
+    trace = read_trace(IMG / "qf.jsonl")
+    numbered_events = [e for e in trace.events if e.type == "cross"]
+    for line, event in enumerate(numbered_events, 1):
+        event.line = line
+    fourth = step_of_message(trace, None, 4)
+    gapped = trace.model_copy(update={"events": tuple(e for e in trace.events if e.line != 3)})
+    assert step_of_message(gapped, None, 4) == fourth
+    with pytest.raises(DrawError, match=r"--message 3: this trace has no event of --explain's line 3"):
+        step_of_message(gapped, None, 3)
+
+
 def test_message_k_is_explain_line_k_under_faults_and_retries(mosquitto_url: str, tmp_path: Path) -> None:
     """Under faults, --explain numbers the faults too, in the order it learned of them, and
     --retries runs go on numbering: --message K counted messages only, run by run, and showed
