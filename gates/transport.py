@@ -287,7 +287,9 @@ async def read_retained(broker: BrokerAddress, filters: Iterable[str], *, timeou
     """
     with map_exceptions(broker):
         async with asyncio.timeout(timeout), client(broker, timeout=timeout) as mqtt:
-            return await _read_until_marker(mqtt, list(filters))
+            found = await _read_until_marker(mqtt, list(filters))
+    _go_on_cancelling(None)  # aiomqtt can also end a cancelled read as if nothing had happened
+    return found
 
 
 async def read_retained_until(
@@ -314,9 +316,12 @@ async def read_retained_until(
                     else:
                         found.pop(message.topic.value, None)
                     if complete(found):
-                        return found
-    msg = "unreachable: incoming() ends only by raising"
-    raise AssertionError(msg)  # pragma: no cover
+                        break
+                else:
+                    msg = "unreachable: incoming() ends only by raising"
+                    raise AssertionError(msg)  # pragma: no cover
+    _go_on_cancelling(None)  # as in read_retained
+    return found
 
 
 async def _read_until_marker(mqtt: aiomqtt.Client, filters: list[str]) -> dict[str, bytes]:

@@ -29,19 +29,19 @@ def check_inputs(circuit: Circuit, inputs: Mapping[str, float]) -> None:
     missing = [name for name in circuit.inputs if name not in inputs]
     unknown = sorted(set(inputs) - set(circuit.inputs))
     if missing:
-        also = f"; not inputs of this circuit: {_some(unknown)}" if unknown else ""
+        also = f"; not inputs of this circuit: {listed(unknown)}" if unknown else ""
         unread = [name for name in missing if not circuit.readers[name]]
         if unread:
-            also += f"; nothing reads {_some(unread)}: any value will do, and its gradient is 0"
-        raise InputError(f"no value for input(s): {_some(missing)} (give them as name=value){also}")
+            also += f"; nothing reads {listed(unread)}: any value will do, and its gradient is 0"
+        raise InputError(f"no value for input(s): {listed(missing)} (give them as name=value){also}")
     if unknown:
-        raise InputError(f"not inputs of this circuit: {_some(unknown)}; inputs: {_some(circuit.inputs)}")
+        raise InputError(f"not inputs of this circuit: {listed(unknown)}; inputs: {listed(circuit.inputs)}")
     bad = [name for name, value in inputs.items() if not math.isfinite(value)]
     if bad:
         raise InputError(f"input values must be finite numbers: {', '.join(bad)}")
 
 
-def _some(names: list[str], shown: int = 20) -> str:
+def listed(names: list[str], shown: int = 20) -> str:
     """The names, the first `shown` of them and how many more (a circuit may have thousands)."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more

@@ -248,22 +248,17 @@ class Runner:
         """Read the record again whenever there is a doubt (and after every connection: a record
         deleted while this runner was away sends nothing); once it is gone, fail every run."""
         backoff = Backoff()
-        task = asyncio.current_task()
         while not self.gone:
             await self._doubt.wait()
             self._doubt.clear()
             try:
                 gone = await record.check()
             except (GatemeshError, TransportError) as exc:  # cannot tell yet: look again, later
-                if task is not None and task.cancelling():  # aiomqtt can turn a cancellation into an error
-                    raise asyncio.CancelledError from exc
                 delay = backoff.next()
                 log.info("could not read deployment %s's record again (%s); again in %g s", record.name, exc, delay)
                 await asyncio.sleep(delay)
                 self._doubt.set()
                 continue
-            if task is not None and task.cancelling():  # ... or end its read as if it were not cancelled
-                raise asyncio.CancelledError
             backoff.reset()
             if gone:
                 self.gone = gone

@@ -48,6 +48,7 @@ from gates.transport import BrokerAddress
 from gates.transport import encode as encode_json
 from orchestrator.cluster import host_problem
 from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunTimeout, broker_failed
+from orchestrator.reference import listed
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import StepOutcome
 
@@ -172,8 +173,7 @@ class MeshEngine:
                     await self._ready_changed.wait()
         except TimeoutError:
             silent = sorted(self._not_ready)
-            shown = ", ".join(f"{g} (on {self.placement[g]})" if g in self.placement else g for g in silent[:10])
-            shown += f" and {len(silent) - 10} more" if len(silent) > 10 else ""
+            shown = listed([f"{g} (on {self.placement[g]})" if g in self.placement else g for g in silent], 10)
             raise BrokerError(f"{len(silent)} tensor gate(s) not ready after {timeout:g} s: {shown}") from None
 
     async def load(self, params: Mapping[str, Array], step: int) -> None:
