@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from gates.host import default_name
 from gates.protocol import HostPresence, host_topic
@@ -21,11 +22,16 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "GATEMESH_BROKER"}
 
 
-def gatemesh(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`gatemesh ARGS` in a process of its own; `env`: variables set for it (GATEMESH_BROKER, say)."""
+def gatemesh(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gatemesh ARGS` in a process of its own; `env`: variables set for it (GATEMESH_BROKER, say);
+    `cwd`: the directory it runs in (a user's, with their files)."""
     command = [sys.executable, "-c", "from orchestrator.cli import main; main()", *args]
     environment = {**clean_env(), **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=environment)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, env=environment, cwd=cwd
+    )
 
 
 def presence(url: str, name: str) -> HostPresence | None:

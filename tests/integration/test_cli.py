@@ -113,6 +113,15 @@ def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: st
         assert done.stdout == ""  # said before the progress bar is drawn
 
 
+def test_an_expression_named_like_a_file_beside_it_is_not_taken_for_a_trace(tmp_path: Path) -> None:
+    """`draw circuit f --trace run.jsonl` where the user has a file called `f`: `f` is an
+    expression (the trace's output gate), compared with the recorded circuit, not a second trace."""
+    (tmp_path / "f").write_text("notes\n")
+    done = gatemesh("draw", "circuit", "f", "--trace", f"{IMG}/qf.jsonl", "-o", "c.svg", cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"'f' is not the circuit recorded in {IMG}/qf.jsonl" in done.stderr, done.stderr
+
+
 def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
     """The parser took `-x*y` for an option. The suggestion keeps every other argument where it
     was, so an option after the expression stays an option (with `--` in front of the

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import signal
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,7 +28,7 @@ from gates.tensor_ops import Array
 from gates.transport import BrokerAddress
 from orchestrator import checkpoint, deploy, mlp, mlp_scalar, moons, tensor_deploy
 from orchestrator.checkpoint import Checkpoint
-from orchestrator.errors import HostLost
+from orchestrator.errors import BrokerError, HostLost
 from orchestrator.moons import Points
 from orchestrator.result import RunResult
 from orchestrator.train import ReferenceEngine, Schedule, StepRecord, Training, train
@@ -143,6 +145,29 @@ def test_replicas_on_two_host_processes_add_their_gradients(mosquitto_url: str, 
     expected, _ = micrograd_oracle.train(moons.load(), 3, 5, batches)
     for theirs, ours in zip(expected, mesh.records, strict=True):
         assert ours.loss == pytest.approx(theirs.loss, rel=1e-9, abs=0)
+
+
+def test_tensor_gates_that_never_say_ready_are_named_ten_and_counted_beyond(
+    mosquitto_url: str, hosts: list[GateHostProcess]
+) -> None:
+    """A stopped host: all 29 gates of the training circuit stay silent; the error names the
+    first ten (sorted, each with its host) and counts the rest, not a line of 29 names."""
+    frozen = host(mosquitto_url, hosts)
+    circuit = mlp.build(40)
+    silent = sorted(g.id for g in circuit.gates)
+
+    async def deploy_on_it() -> None:
+        async with tensor_deploy.on_hosts(circuit, BrokerAddress.parse(mosquitto_url), hosts=[frozen.name], timeout=1):
+            raise AssertionError("a stopped host's gates said ready")
+
+    os.kill(frozen.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(BrokerError) as caught:
+            asyncio.run(deploy_on_it())
+    finally:
+        os.kill(frozen.process.pid, signal.SIGCONT)
+    shown = ", ".join(f"{g} (on {frozen.name})" for g in silent[:10])
+    assert str(caught.value) == f"29 tensor gate(s) not ready after 1 s: {shown} and 19 more"
 
 
 def test_a_killed_host_fails_the_step_by_name_and_resuming_ends_where_an_unbroken_run_does(
