@@ -25,24 +25,41 @@ LAMPORT_MAX_NODES = 40
 
 @dataclass
 class Progress:
-    """What crossed the broker so far in this run, by phase; what a pass will send in all."""
+    """What crossed the broker so far in this run, by phase; what a pass will send in all.
+
+    A message is counted once: a second copy of one (a duplicate's) is a copy, not a message of
+    the pass, so a dropped message is never made up for by another's copy. Where a message's
+    identity is not known (a counted run: its bytes are not decoded), what crossed beyond what
+    a phase sends is taken for copies."""
 
     expected: dict[str, int]
     crossed: Counter[str] = field(default_factory=Counter)
+    copies: int = 0
+    """Second copies of messages already counted."""
+    seen: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, circuit: Circuit) -> Progress:
         return cls(circuit.messages_by_phase())
 
+    def count(self, phase: str, message: str | None = None) -> None:
+        """A message of `phase` crossed; `message`: its identity, if known (a trace's message id)."""
+        if message is not None:
+            if message in self.seen:
+                self.copies += 1
+                return
+            self.seen.add(message)
+        self.crossed[phase] += 1
+
     def view(self) -> dict[str, object]:
-        """Each phase up to what a pass sends; what crossed beyond that is second copies (duplicates)."""
+        """Each phase up to what a pass sends, and the second copies."""
         total = sum(self.expected.values())
         done = {p: min(self.crossed[p], n) for p, n in self.expected.items()}
         return {
             "phases": [{"phase": p, "crossed": done[p], "expected": n} for p, n in self.expected.items()],
             "crossed": sum(done.values()),
             "expected": total,
-            "copies": sum(self.crossed[p] - done[p] for p in self.expected),
+            "copies": self.copies + sum(self.crossed[p] - done[p] for p in self.expected),
         }
 
 

@@ -471,7 +471,8 @@ class Session:
             view = self.view
             phase = phases.get(message.type)
             if phase is not None and view.progress is not None:
-                view.progress.crossed[phase] += 1
+                port = getattr(message, "port", "")
+                view.progress.count(phase, f"{topic_name} {message.sender} {port}")  # one of each a pass
                 self.touch("progress")
             self._say(explainer.explain(topic_name, message))
 
@@ -484,7 +485,7 @@ class Session:
             return
         if view.progress is not None:
             view.run = view.run or run
-            view.progress.crossed[PHASES[kind]] += 1  # the phase of each kind of topic
+            view.progress.count(PHASES[kind])  # the phase of each kind of topic
             self.touch("progress")
 
     def _begun(self, run: str) -> None:
@@ -500,7 +501,7 @@ class Session:
             return
         self._last_event = time.monotonic()
         if event.type == "cross" and event.msg is not None and view.progress is not None:
-            view.progress.crossed[event.msg.phase] += 1
+            view.progress.count(event.msg.phase, event.msg.id)
             self.touch("progress")
         self._dirty.set()
 

@@ -20,6 +20,7 @@ import web.session
 from gates.core import GateCore
 from gates.held import hold, real_topic
 from gates.protocol import Feed, topic
+from gates.trace_records import TraceEvent, TraceMsg
 from gates.tracing import GateTracer
 from gates.transport import BrokerAddress, encode
 from orchestrator.compiler import compile_source
@@ -167,6 +168,23 @@ def test_second_copies_are_counted_apart_from_the_pass() -> None:
         {"phase": "report", "crossed": 3, "expected": 3},
     ]
     assert (seen["crossed"], seen["expected"], seen["copies"]) == (16, 16, 5)
+
+
+def test_a_second_copy_does_not_make_up_for_a_dropped_message() -> None:
+    """add_1's gradient to y duplicated and its gradient to x dropped: the page said "backward
+    5/5", the copy's crossing counted in place of the lost message; told apart by the crossings'
+    message ids it is 4/5 and one second copy."""
+    session = Session(BrokerAddress(host="127.0.0.1", port=1))
+    session.view = RunView(status="stepping", run="r", progress=render.Progress.of(compile_source("(x+y)*z")))
+    for sender, lamport, dest in [("orchestrator", 5, "mul_1"), ("mul_1", 9, "add_1"), ("mul_1", 10, "z")] + [
+        ("add_1", 12, "y")
+    ] * 2:  # not add_1:11, to x
+        msg = TraceMsg(id=f"{sender}:{lamport}", src=sender, dest=(dest,), phase="backward", topic=f"c/grad/{dest}")
+        session._on_event(TraceEvent(t_ns=1, type="cross", run="r", node="broker", host="", lamport=0, vc={}, msg=msg))
+    assert session.view.progress is not None
+    seen = session.view.progress.view()
+    assert seen["phases"][2] == {"phase": "backward", "crossed": 4, "expected": 5}
+    assert (seen["crossed"], seen["copies"]) == (4, 1)
 
 
 def test_dropping_a_second_copy_is_said_and_leaves_the_message_delivered() -> None:
