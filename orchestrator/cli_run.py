@@ -179,7 +179,7 @@ def run(
         )
         if not told:
             raise
-        raise RunTimeout(f"{exc}; under --faults {faults}: {told}", exc.run, exc.waiting_on) from exc
+        raise RunTimeout(f"{exc}; under --faults {faults}: {told}", exc.run, exc.waiting_on, exc.arrived) from exc
     except (HostLost, BaseExceptionGroup) as exc:
         found = [exc] if isinstance(exc, HostLost) else leaves(exc)
         lost = next((e for e in found if isinstance(e, HostLost)), None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from gates.errors import NotAuthorised, TransportError
 from gates.lifecycle import leaves
 from gates.transport import BrokerAddress
+from orchestrator.result import Arrived
 
 
 class GatemeshError(Exception):
@@ -97,8 +98,10 @@ class GateFailed(RunError):
 class RunTimeout(RunError):
     """The run did not finish within its timeout."""
 
-    def __init__(self, message: str, run: str, waiting_on: list[str]) -> None:
+    def __init__(self, message: str, run: str, waiting_on: list[str], arrived: Arrived | None = None) -> None:
         self.waiting_on = waiting_on
+        self.arrived = arrived or Arrived()
+        """The value and the gradients that did arrive (the message says them too)."""
         super().__init__(message, run)
 
 

@@ -64,7 +64,7 @@ from orchestrator.errors import (
 from orchestrator.recorder import Recorder
 from orchestrator.records import RETAINED_RECORD
 from orchestrator.reference import check_inputs
-from orchestrator.result import RunResult
+from orchestrator.result import Arrived, RunResult
 from orchestrator.standing import standing
 from orchestrator.tap import Tap
 
@@ -438,7 +438,13 @@ class Runner:
         await self._release(run)
         arrived = pending.value.done() and not pending.value.cancelled() and pending.value.exception() is None
         stuck, shown = standing(self.circuit, pending.statuses, pending.waiting_for, value_arrived=arrived)
-        return RunTimeout(f"run {run} did not finish within {timeout:g} s; not finished: {shown}", run, stuck)
+        came = Arrived(
+            value=pending.value.result() if arrived else None,
+            grads={name: pending.grads[name] for name in self.circuit.inputs if name in pending.grads},
+        )
+        told = came.told(list(self.circuit.inputs))
+        message = f"run {run} did not finish within {timeout:g} s; not finished: {shown}"
+        return RunTimeout(message + (f"; arrived: {told}" if told else ""), run, stuck, came)
 
     # -- incoming messages ----------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from orchestrator.circuit import Circuit
 from orchestrator.compiler import Compiled, compile_program
 from orchestrator.errors import CompileError
 from orchestrator.recorder import Recorder
-from orchestrator.result import RunResult
+from orchestrator.result import Arrived, RunResult
 from viz.caption import formula
 from web import render
 from web.commands import Run
@@ -37,6 +37,8 @@ class RunView:
     circuit: Circuit | None = None
     recorder: Recorder | None = None
     result: RunResult | None = None
+    arrived: Arrived | None = None
+    """A failed run's value and gradients that did arrive."""
     error: str = ""
     compile_error: dict[str, object] | None = None
     by: str = ""

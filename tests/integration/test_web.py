@@ -542,6 +542,28 @@ def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hos
     shot(page, "dropped-message")
 
 
+def test_a_run_that_lost_one_gradient_shows_the_numbers_that_did_arrive(page: Page, server: ServeProcess) -> None:
+    """add_1's gradient to x dropped: the orchestrator had the value and df/dy, df/dz, but the
+    failed run hid them all behind its error. They are shown, and df/dx as never arrived."""
+    page.goto(server.url + QF_LINK + "&step=1&room=lost-gradient")
+    expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
+    for leaf in ("x", "y", "z"):
+        act(page, f"feed orchestrator {leaf}")
+        act(page, f"forward {leaf} {leaf}")
+    for key in ("forward add_1 add_1", "forward f f", "backward orchestrator f 0", "backward f add_1 0"):
+        act(page, key)
+    act(page, "backward add_1 x 0", "drop")
+    page.locator("#deliver-all").click()
+    expect(page.locator("#status")).to_have_text("failed", timeout=WAIT)
+    expect(page.locator("#error")).to_contain_text("arrived: value = -12, d/dy = -4, d/dz = 3 (not d/dx)")
+    expect(page.locator("#arrived")).to_have_text("the run failed; what reached the orchestrator before it did:")
+    expect(page.locator("#value")).to_have_text("-12")
+    grads = page.locator("#grads tr td:nth-child(2)")
+    expect(grads).to_have_text(["never arrived", "-4", "3"])
+    expect(page.locator('#grads tr[data-input="x"] td.missing')).to_have_count(1)
+    shot(page, "lost-gradient")
+
+
 def test_time_travel_replays_the_choices_up_to_a_step_then_lets_you_choose_again(
     page: Page, server: ServeProcess
 ) -> None:

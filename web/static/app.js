@@ -139,7 +139,7 @@ const handlers = {
     } else if (compileError.dataset.from === "run") {  // a later run (from any page) clears a run's error
       compileError.hidden = true;
     }
-    showResult(m.result);
+    showResult(m.result, m.arrived, m.inputs);
     markStale();
     showSummary(m.summary);
     $("stepper").hidden = !m.step;
@@ -312,17 +312,25 @@ function shown(number) {
   return trim(number.toFixed(5 - exponent));
 }
 
-function showResult(result) {
+function showResult(result, arrived, inputs) {
+  // a failed run shows what did arrive: a lost message loses one number, not the others
   const box = $("result");
-  box.hidden = !result;
-  if (!result) return box.replaceChildren();
-  const grads = Object.entries(result.grads);
+  const partial = !result && Boolean(arrived);
+  box.hidden = !result && !partial;
+  if (box.hidden) return box.replaceChildren();
+  const value = result ? result.value : arrived.value;
+  const grads = result ? Object.entries(result.grads) : Object.keys(inputs).map((name) => [name, arrived.grads[name] ?? null]);
+  const valueShown = value === null
+    ? el("span", { class: "missing", id: "value" }, "never arrived")
+    : el("span", { class: "value", id: "value", title: String(value) }, shown(value));
   const rows = grads.slice(0, MAX_GRAD_ROWS).map(([name, grad]) =>
-    el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), el("td", { class: "grad", title: String(grad) }, shown(grad))));
+    el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), el("td", { class: grad === null ? "missing" : "grad", title: String(grad) }, grad === null ? "never arrived" : shown(grad))));
   const more = grads.length > MAX_GRAD_ROWS ? [el("p", { class: "hint" }, `and ${grads.length - MAX_GRAD_ROWS} more gradients (gatemesh run --json prints them all)`)] : [];
   if (!grads.length) more.push(el("p", { class: "hint", id: "no-grads" }, "(no inputs: no gradients; a name given a number, x = 2, is a constant, not an input)"));
+  const head = partial ? [el("p", { class: "hint", id: "arrived" }, "the run failed; what reached the orchestrator before it did:")] : [];
   box.replaceChildren(
-    el("div", {}, "value = ", el("span", { class: "value", id: "value", title: String(result.value) }, shown(result.value))),
+    ...head,
+    el("div", {}, "value = ", valueShown),
     el("table", { id: "grads" }, el("tbody", {}, ...rows)),
     ...more,
   );
