@@ -17,6 +17,7 @@ from typing import Any
 import typer
 
 from orchestrator import cli_cluster, cli_run, cli_secure, cli_train
+from orchestrator.circuit import CIRCUIT_SUFFIXES
 from orchestrator.cli_common import SPACED, is_assignment, one_error_path
 from orchestrator.cli_draw import draw_app, export_app
 from orchestrator.cli_serve import serve
@@ -66,11 +67,14 @@ def main() -> None:
     args = sys.argv[1:]
     taken = _expression_taken_for_an_option(args)
     if taken is not None:
-        mended = shlex.join(["gatemesh", *args[:taken], f"({args[taken]})", *args[taken + 1 :]])
-        print(
-            f"error: {args[taken]} reads as an option; put an expression that starts with '-' in parentheses: {mended}",
-            file=sys.stderr,
-        )
+        word = args[taken]
+        if word.lower().endswith(CIRCUIT_SUFFIXES):  # a file's name: parentheses would make it an expression
+            mended = shlex.join(["gatemesh", *args[:taken], f"./{word}", *args[taken + 1 :]])
+            said = f"{word} reads as an option; give a file whose name starts with '-' by its path: {mended}"
+        else:
+            mended = shlex.join(["gatemesh", *args[:taken], f"({word})", *args[taken + 1 :]])
+            said = f"{word} reads as an option; put an expression that starts with '-' in parentheses: {mended}"
+        print(f"error: {said}", file=sys.stderr)
         raise SystemExit(2)
     misread = _inputs_misread(args)
     if misread is not None:
@@ -134,8 +138,10 @@ def _positionals(words: list[str], flags: frozenset[str]) -> list[int]:
 
 
 def _takes_a_value(word: str, flags: frozenset[str]) -> bool:
-    """Whether `word` is a long option whose value is the next word (`--timeout=1` carries its own)."""
-    return word.startswith("--") and "=" not in word and word not in flags
+    """Whether `word` is an option whose value is the next word (`--timeout=1` and `-ofile` carry their own)."""
+    if word.startswith("--"):
+        return "=" not in word and word not in flags
+    return word in _short_options() and word not in flags
 
 
 def _joined(words: list[str], at: list[int]) -> list[str]:

@@ -113,6 +113,23 @@ def test_errors_are_one_clear_line(args: list[str], says: str, mosquitto_url: st
         assert done.stdout == ""  # said before the progress bar is drawn
 
 
+def test_a_file_whose_name_starts_with_a_minus_is_a_file(tmp_path: Path) -> None:
+    """`-o -x.json` was told to write `-o '(-x.json)'` (the value of a short option taken for an
+    expression), and `run -x.json` to put the file's name in parentheses, which makes it an
+    expression; a file is named by its path."""
+    done = gatemesh("compile", "(x+y)*z", "-o", "-x.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "-x.json").is_file()
+    done = gatemesh("run", "-x.json", "x=1", "y=2", "z=3", "--broker", "mqtt://127.0.0.1:1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: -x.json reads as an option; give a file whose name starts with '-' by its path: "
+        "gatemesh run ./-x.json x=1 y=2 z=3 --broker mqtt://127.0.0.1:1\n"
+    )
+    followed = gatemesh("run", "./-x.json", "x=1", "y=2", "z=3", "--broker", "mqtt://127.0.0.1:1", cwd=tmp_path)
+    assert "cannot connect to the broker at mqtt://127.0.0.1:1" in followed.stderr  # the file was read
+
+
 def test_an_expression_named_like_a_file_beside_it_is_not_taken_for_a_trace(tmp_path: Path) -> None:
     """`draw circuit f --trace run.jsonl` where the user has a file called `f`: `f` is an
     expression (the trace's output gate), compared with the recorded circuit, not a second trace."""
