@@ -90,7 +90,8 @@ def draw_circuit_command(
     if step is not None and message is not None:
         raise InputError("--step counts events, --message messages: give one of them")
     given = list(arguments or [])
-    if trace is None and given and _names_a_trace(given[0]):  # as `draw lamport` takes it
+    positional = trace is None and bool(given) and _names_a_trace(given[0])
+    if positional:  # as `draw lamport` takes it
         trace, given = Path(given[0]), given[1:]
     if trace is not None:
         recorded = read_trace(trace)
@@ -98,6 +99,8 @@ def draw_circuit_command(
         if values:
             raise _with_inputs(trace)
         if source is not None and ("/" in source or "." in source) and _names_a_trace(source):  # `f` is an expression
+            if positional:
+                raise _one_trace([str(trace), source])
             if Path(source).resolve() == trace.resolve():
                 raise InputError(f"{source} is given twice, as SOURCE and as --trace: give it once")
             raise InputError(f"{source}: a second trace beside --trace {trace}; draw one trace at a time")
@@ -179,6 +182,8 @@ def draw_lamport_command(
     if not given:
         raise InputError("give a trace file, or SOURCE and input values to run it once and draw that run")
     first, *values = given
+    if values and _names_a_trace(first) and (more := [v for v in values if _names_a_trace(v)]):
+        raise _one_trace([first, *more])
     if values and _names_a_trace(first) and all(is_assignment(value) for value in values):
         try:
             read_trace(Path(first))
@@ -203,6 +208,12 @@ def draw_lamport_command(
     _warn_if_cut_short(recorded, chosen)
     title = caption(recorded, chosen)
     _write(output_file, draw_lamport(recorded, chosen, caption=title, max_gates=max_gates), "the Lamport diagram")
+
+
+def _one_trace(traces: list[str]) -> InputError:
+    return InputError(
+        f"{', '.join(traces)}: one trace a picture (--run picks a run of a trace); gatemesh export shiviz shows several"
+    )
 
 
 def _with_inputs(trace: Path | str) -> InputError:

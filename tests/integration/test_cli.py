@@ -80,6 +80,14 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
             ["draw", "circuit", f"{IMG}/qf.jsonl", "--trace", f"{IMG}/faulty.jsonl", "-o", f"{gettempdir()}/q.svg"],
             f"{IMG}/qf.jsonl: a second trace beside --trace {IMG}/faulty.jsonl; draw one trace at a time",
         ),
+        (
+            ["draw", "lamport", f"{IMG}/qf.jsonl", f"{IMG}/faulty.jsonl", "-o", f"{gettempdir()}/two.svg"],
+            f"{IMG}/qf.jsonl, {IMG}/faulty.jsonl: one trace a picture (--run",  # was "a trace, not a circuit"
+        ),
+        (
+            ["draw", "circuit", f"{IMG}/qf.jsonl", f"{IMG}/faulty.jsonl", "-o", f"{gettempdir()}/two.svg"],
+            f"{IMG}/qf.jsonl, {IMG}/faulty.jsonl: one trace a picture",  # not "beside --trace", which nobody typed
+        ),
         (["train", "moons", "--engine", "reference", "--plot", "b.txt"], "--plot b.txt: write it as .png, .svg, .pdf"),
         (
             ["train", "moons", "--engine", "reference", "--checkpoint", "/nonexistent/c.npz"],
