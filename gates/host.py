@@ -253,16 +253,23 @@ class GateHost:
         will = aiomqtt.Will(
             host_topic(self.name), self.presence("offline", "connection lost").model_dump_json(), qos=QOS, retain=True
         )
+        own = host_topic(self.name)
         async with connect(self.broker, will=will, keepalive=KEEPALIVE) as mqtt:
-            await subscribe_all(mqtt, [topic("+", "spec", "+")])
+            await subscribe_all(mqtt, [topic("+", "spec", "+"), own])  # own: to hear the announcement back
             self._recheck_running(group)
-            await publish_all(mqtt, [(host_topic(self.name), self.presence("online"))], retain=True)
-            log.info("host %s (incarnation %s) online at %s", self.name, self.incarnation, self.broker)
+            await publish_all(mqtt, [(own, self.presence("online"))], retain=True)
             self._was_online = True
             self._online_at = time.monotonic()
+            heard = False
             try:
                 async for name, payload in incoming(mqtt):
-                    self._on_assignment(group, name, payload)
+                    if name != own:
+                        self._on_assignment(group, name, payload)
+                    elif not heard and self._is_own_announcement(payload):
+                        # said once the broker delivers it: one whose ACL refuses the announcement
+                        # closes the connection instead, and the host is not online
+                        heard = True
+                        log.info("host %s (incarnation %s) online at %s", self.name, self.incarnation, self.broker)
             except asyncio.CancelledError:
                 goodbye = self.presence("offline", "stopped")
                 with contextlib.suppress(TransportError, TimeoutError):
@@ -270,6 +277,13 @@ class GateHost:
                         await publish_all(mqtt, [(host_topic(self.name), goodbye)], retain=True)
                 raise
         raise ConnectionLost("message stream ended")
+
+    def _is_own_announcement(self, payload: bytes) -> bool:
+        try:
+            presence = HostPresence.model_validate_json(payload)
+        except ValidationError:
+            return False
+        return presence.state == "online" and presence.incarnation == self.incarnation
 
     def _on_assignment(self, group: asyncio.TaskGroup, name: str, payload: bytes) -> None:
         """A message on an assignment topic is a notice, never an order (docs/PROTOCOL.md).

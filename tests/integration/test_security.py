@@ -245,7 +245,8 @@ def test_a_host_refused_for_its_password_says_so_and_stops(accounts: SecureDir) 
 
 def test_a_host_started_with_another_hosts_account_says_so_and_stops(accounts: SecureDir) -> None:
     """The ACL lets host h1's account announce h1 only: Mosquitto closed the connection after each
-    announcement of h0, and the host said "online" again and again, forever."""
+    announcement of h0, and the host said "online" again and again, forever (and three times
+    before it stopped: it is online once the broker delivers its announcement back to it)."""
     with mosquitto(secure_dir=accounts.directory) as url:
         stopped = gatemesh("host", "--broker", accounts.url(host_user("h1"), url), "--name", "h0", timeout=60)
         assert stopped.returncode == 1, stopped.stderr
@@ -259,6 +260,7 @@ def test_a_host_started_with_another_hosts_account_says_so_and_stops(accounts: S
             "account speaks for its own name only: give --name the host that account is for, or use h0's account"
         ), last
         assert "Traceback" not in stopped.stderr
+        assert " online at " not in stopped.stderr
 
 
 async def test_a_runner_closed_while_it_reads_its_deployments_record_closes(accounts: SecureDir) -> None:
