@@ -561,6 +561,9 @@ def test_a_run_that_lost_one_gradient_shows_the_numbers_that_did_arrive(page: Pa
     grads = page.locator("#grads tr td:nth-child(2)")
     expect(grads).to_have_text(["never arrived", "-4", "3"])
     expect(page.locator('#grads tr[data-input="x"] td.missing')).to_have_count(1)
+    # the Lamport diagram, taller than its box, followed the steps down to the newest events
+    end = "box => box.scrollHeight > box.clientHeight && box.scrollTop + box.clientHeight >= box.scrollHeight - 4"
+    eventually(lambda: _is_true(page.locator("#lamport").evaluate(end)))
     shot(page, "lost-gradient")
 
 
@@ -688,6 +691,10 @@ def test_a_seeded_run_with_faults_shows_the_same_faults_when_run_again(page: Pag
 
 def _count_is(got: int, wanted: int) -> None:
     assert got == wanted, got
+
+
+def _is_true(got: object) -> None:
+    assert got is True, got
 
 
 BIG = " + ".join(f"x*{i}" for i in range(1, 334))  # 999 gates, 2,998 messages a pass

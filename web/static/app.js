@@ -156,7 +156,8 @@ const handlers = {
   },
   pictures(m) {
     showSvg("circuit", m.circuit, m.circuit_note);
-    showSvg("lamport", m.lamport, m.lamport_note);
+    // while a student steps, the diagram follows the newest events (unless they scrolled away from them)
+    showSvg("lamport", m.lamport, m.lamport_note, Boolean(state.run && state.run.step));
   },
   step(m) {
     // Rows are kept, not redrawn: a click must land on the message it was aimed at, even while
@@ -263,12 +264,14 @@ function showRoom(room) {
     : "runs that no other page sees or replaces";
 }
 
-function showSvg(id, svg, note) {
+function showSvg(id, svg, note, follow = false) {
+  // `follow`: a box scrolled to its end stays at its end as the picture grows (time flows down)
   const box = $(id);
   if (svg) {
     const keep = box.scrollTop;
+    const atEnd = keep >= box.scrollHeight - box.clientHeight - 4;
     box.innerHTML = svg.replace(/^<\?xml[^>]*>\s*/, "");  // made by viz/ on the server: no scripts
-    box.scrollTop = keep;
+    box.scrollTop = follow && atEnd ? box.scrollHeight : keep;
   } else box.replaceChildren();
   box.dataset.note = note || "";
   describeSvg(id);
