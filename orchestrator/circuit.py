@@ -100,6 +100,12 @@ class Circuit(BaseModel):
         return {gate: tuple(dict.fromkeys(reader for reader, _ in edges)) for gate, edges in self.edges_out.items()}
 
     @cached_property
+    def read_twice(self) -> frozenset[tuple[str, str]]:
+        """(reader, gate) where the reader takes the gate at more than one port (x*x): two
+        gradients go back to it, told apart by their port."""
+        return frozenset((g.id, i) for g in self.gates for i in set(g.inputs) if g.inputs.count(i) > 1)
+
+    @cached_property
     def order(self) -> list[GateDef]:
         """Gates in an order where every gate comes after all of its inputs."""
         return _topological(self.gates)

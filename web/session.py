@@ -449,7 +449,7 @@ class Session:
                 f"counted above, not told one by one (runs of up to {EXPLAIN_LIMIT:,} gates are)"
             )
         if request.step:
-            await self.stepper.watch(runner.deployment, circuit.readers)
+            await self.stepper.watch(runner.deployment, circuit.readers, circuit.read_twice)
         view.status = "stepping" if request.step else "running"
         self._dirty.set()
         self.touch("run")

@@ -25,7 +25,7 @@ import itertools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from typing import Literal, NoReturn
 
@@ -36,6 +36,7 @@ from gates.held import held_filter, real_topic
 from gates.lifecycle import Backoff
 from gates.mqtt311 import Session
 from gates.protocol import MESSAGE_ADAPTER, Backward, Feed, Forward, GradReport, parse_topic
+from gates.trace_records import message_id
 from gates.transport import BrokerAddress
 from viz.svg import num
 
@@ -70,6 +71,10 @@ class Held:
     to: str
     number: float | None
     port: int | None
+    msg_id: str = ""
+    """sender:lamport, as the sentences and the Lamport diagram name it ("" in an untraced run)."""
+    port_told: bool = False
+    """The receiver is read by the sender at more than one port (x*x): the port tells its two gradients apart."""
     since: float = field(default_factory=time.monotonic)
     pinned: bool = False
     copy: bool = False
@@ -79,8 +84,9 @@ class Held:
     def message(self) -> str:
         """What the message is and where it goes, the same for both copies of a duplicate."""
         what = f"{self.phase} {num(self.number)}" if self.number is not None else self.phase
-        port = f" (port {self.port})" if self.port is not None and self.phase == "backward" else ""
-        return f"{what}: {self.src} \u2192 {self.to}{port}"
+        names = [self.msg_id, f"as {self.src}'s input {self.port}" if self.port_told else ""]
+        named = ", ".join(name for name in names if name)
+        return f"{what}: {self.src} \u2192 {self.to}" + (f" ({named})" if named else "")
 
     @property
     def label(self) -> str:
@@ -104,8 +110,9 @@ def _base(key: str) -> str:
     return key.split(" #", 1)[0]
 
 
-def describe(held_name: str, payload: bytes) -> tuple[str, str, str, str, float | None, int | None] | None:
-    """(real topic, run, phase, sender, number, port) of a held message, or None if it is not one."""
+def describe(held_name: str, payload: bytes) -> tuple[str, str, str, str, float | None, int | None, str] | None:
+    """(real topic, run, phase, sender, number, port, message id) of a held message, or None if it
+    is not one (the id "" when the run is not traced)."""
     real = real_topic(held_name)
     parsed = parse_topic(real) if real is not None else None
     if real is None or parsed is None:
@@ -123,7 +130,8 @@ def describe(held_name: str, payload: bytes) -> tuple[str, str, str, str, float 
             number, port = grad, None
         case _:
             return None
-    return real, message.run, PHASES[parsed[1]], message.sender, number, port
+    msg_id = message_id(message.sender, message.clock) if message.clock is not None else ""
+    return real, message.run, PHASES[parsed[1]], message.sender, number, port, msg_id
 
 
 class Stepper:
@@ -152,6 +160,7 @@ class Stepper:
         """Deliveries the broker has not acknowledged yet: each may come back to wait again."""
         self._filters: set[str] = set()
         self._readers: Mapping[str, Sequence[str]] = {}
+        self._read_twice: Set[tuple[str, str]] = frozenset()
         self._session: Session | None = None
         self.connected = asyncio.Event()
 
@@ -182,13 +191,17 @@ class Stepper:
             log.warning("stepper: lost the broker at %s (%s); reconnecting in %g s", self.broker, lost, delay)
             await asyncio.sleep(delay)
 
-    async def watch(self, circuit_id: str, readers: Mapping[str, Sequence[str]]) -> None:
+    async def watch(
+        self, circuit_id: str, readers: Mapping[str, Sequence[str]], read_twice: Set[tuple[str, str]] = frozenset()
+    ) -> None:
         """Hear the held messages of deployment `circuit_id` (subscribed when this returns), and
         no longer those of the deployments before it (the page has one at a time: theirs are gone).
 
         `readers`: who reads each gate's forward value (it goes to a topic of the sender's, not to
-        a gate), so a held one can say where it is going."""
+        a gate), so a held one can say where it is going. `read_twice`: (reader, gate) where the
+        reader takes the gate at more than one port (Circuit.read_twice)."""
         self._readers = readers
+        self._read_twice = read_twice
         name = held_filter(circuit_id)
         if name in self._filters:
             return
@@ -233,13 +246,14 @@ class Stepper:
         if described is None:
             log.warning("stepper: ignored a message on %s that is not a held data message", name)
             return
-        real, run, phase, sender, number, port = described
+        real, run, phase, sender, number, port, msg_id = described
         if run != self.run:
             return  # a run that is over (or was never stepped here): nothing will deliver it
         gate = real.rsplit("/", 1)[1]
         to = "orchestrator" if phase == "report" else gate if phase != "forward" else self._read_by(gate)
         base = f"{phase} {sender} {gate} {port if port is not None else ''}".strip()
-        held = Held(*self._new_id_and_key(base), real, payload, run, phase, sender, to, number, port)
+        told = phase == "backward" and (sender, gate) in self._read_twice
+        held = Held(*self._new_id_and_key(base), real, payload, run, phase, sender, to, number, port, msg_id, told)
         self._list(held)
         if self.replay:
             self._advance_replay()

@@ -93,7 +93,12 @@ async def test_a_held_run_moves_only_as_its_messages_are_delivered(mosquitto_url
             await held.do(key)
         await held.do("forward add_1 add_1", "duplicate")  # one copy now, the second waits
         (copy,) = held.stepper.pending.values()
-        assert (copy.key, copy.label) == ("forward add_1 add_1 #2", "forward 3.00: add_1 \u2192 f (second copy)")
+        assert copy.key == "forward add_1 add_1 #2"
+        # named as the sentences and the Lamport diagram name it: its sender's event that sent it
+        assert copy.label == f"forward 3.00: add_1 \u2192 f ({copy.msg_id}) (second copy)"
+        await settle()
+        sent = [e.msg.id for e in held.recorder.trace().events if e.type == "send" and e.msg and e.node == "add_1"]
+        assert sent == [copy.msg_id]
         await held.do("forward f f")
         await held.do("backward orchestrator f 0")
         await held.do("forward add_1 add_1 #2")  # late: f has fired; the second copy changes nothing

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from pydantic import BaseModel
 
+from gates.clocks import Stamp
 from gates.faults import Faults
 from gates.held import HELD_KEY, held_filter, held_topic, hold, is_held, real_topic
 from gates.protocol import Backward, ErrorCode, ErrorReport, Feed, Forward, GradReport, topic
 from gates.transport import encode
+from orchestrator.compiler import compile_source
 from web.commands import Act, BadRequest, FaultRates, Run, parse_request
-from web.stepper import describe
+from web.stepper import Held, describe
 
 
 def test_held_topics_map_both_ways_for_data_messages_only() -> None:
@@ -59,7 +62,11 @@ def test_hold_flags_and_moves_data_messages_and_nothing_else() -> None:
 
 def test_the_stepper_reads_what_a_held_message_is() -> None:
     payload = encode(Backward(circuit="C", sender="f", run="r", port=1, grad=3.0, held=True))
-    assert describe("gatemesh/C/held/grad/z", payload) == ("gatemesh/C/grad/z", "r", "backward", "f", 3.0, 1)
+    assert describe("gatemesh/C/held/grad/z", payload) == ("gatemesh/C/grad/z", "r", "backward", "f", 3.0, 1, "")
+    traced = encode(
+        Backward(circuit="C", sender="f", run="r", port=1, grad=3.0, held=True, clock=Stamp(lamport=7, vc=[1, 2]))
+    )
+    assert describe("gatemesh/C/held/grad/z", traced) == ("gatemesh/C/grad/z", "r", "backward", "f", 3.0, 1, "f:7")
     assert describe("gatemesh/C/held/grad/z", b"not json") is None
     assert describe("gatemesh/C/grad/z", payload) is None  # not a held topic
 
@@ -93,3 +100,16 @@ def test_the_pages_faults_are_spelled_as_faults_writes_them() -> None:
     assert FaultRates(reorder=True).text() == "reorder"
     with pytest.raises(BadRequest, match=r"a delay from 20 ms to 5 ms: give the shorter first"):
         parse_request('{"type": "run", "faults": {"delay_from_ms": 20, "delay_ms": 5}}')
+
+
+def test_a_gradient_says_its_port_only_where_the_port_tells_two_apart() -> None:
+    """Every backward message said "(port 0)", the seed too, and the page never said what a port
+    is. It is said where it matters: a gate that reads the same input twice (x*x) sends it two
+    gradients, one for each of its inputs."""
+    circuit = compile_source("x*x + y")
+    assert circuit.read_twice == {("mul_1", "x")}
+    payload = encode(Backward(circuit="C", sender="mul_1", run="r", port=1, grad=4.0, clock=Stamp(lamport=9, vc=[1])))
+    to_x = Held("m1", "backward mul_1 x 1", "gatemesh/C/grad/x", payload, "r", "backward", "mul_1", "x", 4.0, 1)
+    told = replace(to_x, msg_id="mul_1:9", port_told=True)
+    assert told.label == "backward 4.00: mul_1 \u2192 x (mul_1:9, as mul_1's input 1)"
+    assert replace(to_x, msg_id="add_2:7", src="add_2", to="y").label == "backward 4.00: add_2 \u2192 y (add_2:7)"

@@ -207,7 +207,7 @@ def test_dropping_a_second_copy_is_said_and_leaves_the_message_delivered() -> No
     stepper.act("drop", copy.id)
     assert (
         run.session.view.sentences[-1]
-        == "you drop the second copy of forward 5.00: y \u2192 add_1: the receiver keeps the first"
+        == "you drop the second copy of forward 5.00: y \u2192 add_1 (y:4): the receiver keeps the first"
     )
     assert [e for e in run.recorder.trace().events if e.type == "drop"] == []
     stepper.act("drop", first.id)  # the message itself: into the trace, as the drop it is
