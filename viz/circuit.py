@@ -29,7 +29,7 @@ from gates.trace_records import TraceMsg
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.explain import numbered
 from orchestrator.trace import Trace
-from viz.svg import GREEN, GREY, RED, DrawError, attr, captioned, document, num, short, text
+from viz.svg import ERROR, GREEN, GREY, RED, DrawError, attr, captioned, document, num, short, text
 from viz.wire_labels import Box, Point, Wire, place
 
 MAX_GATES = 60
@@ -48,10 +48,12 @@ STYLE = f"""
 .value {{ font-size: 13px; fill: {GREEN}; font-weight: 600; }}
 .grad {{ font-size: 13px; fill: {RED}; font-weight: 600; }}
 .grad.part {{ font-size: 11px; font-weight: 400; }}
+.lost {{ font-size: 11px; font-style: italic; fill: {ERROR}; }}
 .caption {{ font-size: 13px; fill: #111827; }}
 .legend {{ font-size: 11px; fill: {GREY}; }}
 .legend.value-key {{ fill: {GREEN}; }}
 .legend.grad-key {{ fill: {RED}; }}
+.legend.lost-key {{ fill: {ERROR}; font-style: italic; }}
 """
 
 
@@ -67,6 +69,11 @@ class WireState:
     seed: float | None = None
     events: int = 0
     """How many events of the trace this state has seen."""
+    lost_values: set[str] = field(default_factory=set)
+    """Gates whose forward message was dropped (the output's too, to the orchestrator): "lost"
+    where the value would be, unless a copy of it came after all."""
+    lost_parts: set[tuple[str, str, int]] = field(default_factory=set)
+    """(gate, consumer, port) whose backward message was dropped; (output, orchestrator, 0): the seed."""
 
     def total(self, circuit: Circuit, gate: str) -> float | None:
         """The gate's gradient: the sum over every edge that reads it, once all have arrived."""
@@ -92,6 +99,8 @@ def state_at(trace: Trace, run: str | None = None, step: int | None = None) -> W
             continue
         if event.type == "receive":
             _delivered(trace, state, event.msg, event.node)
+        elif event.type == "drop":
+            _dropped(state, event.msg)
         elif event.type == "cross":
             for reader in event.msg.dest:
                 proof = shown.get((event.msg.id, reader))
@@ -142,6 +151,15 @@ def _delivered(trace: Trace, state: WireState, m: TraceMsg, reader: str) -> None
         state.parts.setdefault((reader, m.src, m.port or 0), m.grad)
         if m.src == ORCHESTRATOR and state.seed is None:
             state.seed = m.grad
+
+
+def _dropped(state: WireState, m: TraceMsg) -> None:
+    """Message `m` was dropped (by a fault injector, or a student in step mode): its number is lost."""
+    if m.phase == "forward":
+        state.lost_values.add(m.src)
+    elif m.phase == "backward":
+        for reader in m.dest:
+            state.lost_parts.add((reader, m.src, m.port or 0))
 
 
 def symbol(g: GateDef) -> str:
@@ -220,6 +238,10 @@ def draw_circuit(
         text(SIDE, plan.height - 12, "value (forward)", "legend value-key", anchor="start"),
         text(SIDE + 110, plan.height - 12, "gradient (backward)", "legend grad-key", anchor="start"),
     ]
+    if state.lost_values or state.lost_parts:  # said where it happened: a figure without drops keeps its legend
+        lost = "lost: its message dropped"
+        legend.append(text(SIDE + 240, plan.height - 12, lost, "legend lost-key", anchor="start"))
+        width = max(width, SIDE + 240 + 140 + SIDE)
     needed, added, body = captioned(caption, SIDE, width, [*plan.wires, *plan.shapes, *labels, *legend])
     return document(max(width, needed), plan.height + added, STYLE, body, caption or f"circuit {circuit.name}")
 
@@ -310,17 +332,31 @@ def _labels(circuit: Circuit, state: WireState, wire: _Labelled) -> list[str]:
     if port is not None:  # a branch: its own contribution only
         gate = tail.removesuffix(" fork")
         title = f"d{circuit.output}/d{gate} through {head}" + (f", its input {port + 1}" if ports > 1 else "")
-        return [text(*baselines[0], num(state.parts.get((gate, head, port))), "grad part", title=title)]
+        part = state.parts.get((gate, head, port))
+        if part is None and (gate, head, port) in state.lost_parts:
+            return [text(*baselines[0], "lost", "lost grad-lost", title=f"{title}: its message was dropped")]
+        return [text(*baselines[0], num(part), "grad part", title=title)]
     if head.endswith(" output"):
         value, grad, name = state.output_value, state.seed, circuit.output
+        value_lost = circuit.output in state.lost_values
+        grad_lost = (circuit.output, ORCHESTRATOR, 0) in state.lost_parts
     else:
         value, grad, name = state.values.get(tail), state.total(circuit, tail), tail
-    return [
-        text(
-            *baselines[0], num(value), "value", title=f"{name} = {value}" if value is not None else f"{name}: not yet"
-        ),
-        text(*baselines[1], num(grad), "grad", title=f"d{circuit.output}/d{name} = {grad}" if grad is not None else ""),
-    ]
+        value_lost = tail in state.lost_values
+        grad_lost = any(part[0] == tail for part in state.lost_parts)
+    if value is None and value_lost:
+        shown_value = text(*baselines[0], "lost", "lost value-lost", title=f"{name}: its value's message was dropped")
+    else:
+        title = f"{name} = {value}" if value is not None else f"{name}: not yet"
+        shown_value = text(*baselines[0], num(value), "value", title=title)
+    if grad is None and grad_lost:
+        said = f"d{circuit.output}/d{name}: a gradient's message to it was dropped"
+        shown_grad = text(*baselines[1], "lost", "lost grad-lost", title=said)
+    else:
+        shown_grad = text(
+            *baselines[1], num(grad), "grad", title=f"d{circuit.output}/d{name} = {grad}" if grad is not None else ""
+        )
+    return [shown_value, shown_grad]
 
 
 def _centre(node: dict[str, str], at: Callable[[float, float], Point]) -> Point:

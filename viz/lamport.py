@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape
 
 from gates.protocol import BROKER, ORCHESTRATOR
-from gates.trace_records import ENDED_EARLY, TraceEvent
+from gates.trace_records import ENDED_EARLY, STEP_MODE_DROP, TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import MAX_GATES, symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, captioned, document, num, text
@@ -226,7 +226,7 @@ def _arrows(
             x = _x(columns[node])
             proof = shown_received.get((msg_id, node))
             if dropped is not None:
-                out.append(_dropped(send, shown, start, x, where[id(dropped)].y))
+                out.append(_dropped(send, shown, start, x, where[id(dropped)], dropped.note))
             elif proof is not None and proof.msg is not None and proof.msg.id in crossed_at:
                 got = _Place(x, max(crossed_at[proof.msg.id] - ROW / 2, start.y + ROW / 2))
                 out.append(_received_unrecorded(send, shown, start, got, node, proof))
@@ -442,12 +442,13 @@ def _label_spot(arrow: _Arrow, t: float, side: float) -> tuple[Box, Point]:
     return beside((ax + (bx - ax) * t, ay + (by - ay) * t), normal, side, len(arrow.label) * 6.4 + 4)
 
 
-def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault_y: float) -> _Arrow:
+def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault: _Place, note: str) -> _Arrow:
     assert send.msg is not None
     toward = 1 if dest_x > a.x else -1  # it ends half a column short of its receiver, between two lines
-    end = _Place(dest_x - toward * COLUMN / 2, max(fault_y, a.y) + ROW * 1.5)
+    end = _Place(dest_x - toward * COLUMN / 2, max(fault.y, a.y) + ROW * 1.5)
     label, label_css = _label(send)
-    hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; dropped by the fault injector"
+    by = "by you, in step mode" if note == STEP_MODE_DROP else "by the fault injector"
+    hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; dropped {by}"
     return _Arrow(
         f'<g class="arrow dropped"><title>{escape(hover)}</title>'
         f'<line class={attr(f"msg {send.msg.phase} drop")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
@@ -525,7 +526,9 @@ def _dots(
                 )
             case "drop" | "duplicate" | "delay" | "reorder":
                 copies = e.note or "2 copies"  # the injector's note says how many (not "dup x2": two more?)
-                words = {"drop": "drop", "duplicate": copies, "reorder": "reorder"}
+                # a student's drop is the orchestrator's event (no gate hears of it): said as theirs
+                drop = "you drop" if e.note == STEP_MODE_DROP else "drop"
+                words = {"drop": drop, "duplicate": copies, "reorder": "reorder"}
                 word = f"+{e.delay_ms:.1f} ms" if e.type == "delay" and e.delay_ms is not None else words[e.type]
                 words_at, box = _words_beside(p, word, 7, lines, taken)
                 out.append(

@@ -682,6 +682,21 @@ def test_a_dropped_message_ends_between_two_lifelines() -> None:
         assert min(abs(end - x) for x in lines) == COLUMN / 2
 
 
+def test_a_dropped_gradient_is_drawn_lost_on_the_circuit_where_it_would_be() -> None:
+    """The README's faulty run dropped add_1's gradient to x: the figure left x's gradient blank,
+    as if it were on its way; it says "lost" there, and every number that arrived as before."""
+    trace = read_trace(IMG / "faulty.jsonl")
+    (drop,) = [e.msg for e in trace.events if e.type == "drop" and e.msg is not None]
+    assert (drop.src, drop.dest, drop.phase) == ("add_1", ("x",), "backward")
+    svg = draw_circuit(trace.circuit, state_at(trace))
+    (lost,) = by_class(svg, "grad-lost")
+    assert lost.findtext(f"{SVG}title") == "df/dx: a gradient's message to it was dropped"
+    assert texts(svg, "grad-lost") == ["lost"]
+    assert sorted(texts(svg, "grad")) == ["-4.00", "-4.00", "1.00", "3.00"]  # y, add_1, the seed, z
+    assert texts(svg, "lost-key") == ["lost: its message dropped"]
+    assert texts(draw_circuit(trace.circuit, state_at(read_trace(IMG / "qf.jsonl"))), "lost-key") == []
+
+
 def test_message_k_shows_the_wires_as_explain_line_k_tells_them() -> None:
     """--step counts events (sends, crossings, receipts, computes); a student counts messages, as
     --explain numbers them: line 7 is add's 3 sent to mul, line 8 mul's -12 sent to the orchestrator."""

@@ -25,6 +25,8 @@ from gates.tracing import GateTracer
 from gates.transport import BrokerAddress, encode
 from orchestrator.compiler import compile_source
 from orchestrator.recorder import Recorder
+from viz.circuit import draw_circuit, state_at
+from viz.lamport import draw_lamport
 from web import render
 from web.session import Session
 from web.view import RunView
@@ -214,6 +216,19 @@ def test_dropping_a_second_copy_is_said_and_leaves_the_message_delivered() -> No
     (dropped,) = [e for e in run.recorder.trace().events if e.type == "drop"]
     assert dropped.msg is not None
     assert (dropped.msg.src, dropped.msg.value) == ("y", 5.0)
+    # the circuit figure says y's value was lost, where it would be: not blank, as one not yet sent
+    figure = ET.fromstring(draw_circuit(run.circuit, state_at(run.recorder.trace(), "r")))
+    lost = [e for e in figure.iter() if "value-lost" in e.get("class", "").split()]
+    title = "{http://www.w3.org/2000/svg}title"
+    assert [(e.findtext(title), "".join(e.itertext()).removeprefix(e.findtext(title) or "")) for e in lost] == [
+        ("y: its value's message was dropped", "lost")
+    ]
+    # and the Lamport diagram says whose drop it was: the student's, though the orchestrator records it
+    diagram = ET.fromstring(draw_lamport(run.recorder.trace(), "r"))
+    marks = [e for e in diagram.iter() if e.get("class") == "fault drop"]
+    assert ["".join(t.itertext()) for mark in marks for t in mark if t.get("class") == "fault"] == ["you drop"]
+    (arrow,) = [e for e in diagram.iter() if e.get("class") == "arrow dropped"]
+    assert (arrow.findtext(title) or "").endswith("; dropped by you, in step mode")
 
 
 def test_a_pass_from_the_page_waits_longer_for_a_bigger_circuit_but_not_forever() -> None:
