@@ -330,6 +330,13 @@ def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProce
     expect(warning).to_be_hidden()
     page.goto(server.url + room + "&" + QF_LINK[1:])
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    page.locator("#source").fill("(x+y)*z)")
+    expect(problem).to_contain_text("line 1, column", timeout=WAIT)
+    page.locator("#run").click()  # said at once; the last run's numbers and pictures stay
+    mend = "the source does not compile: mend it first (the box under it says where)"
+    expect(page.locator("#problem")).to_have_text(mend)
+    expect(page.locator("#status")).to_have_text("done")
+    expect(page.locator("#circuit svg")).to_have_count(1)
     projector = page.context.new_page()  # a second page, connected all along, typing nothing
     projector.goto(server.url + room)
     expect(projector.locator("#circuit svg")).to_have_count(1, timeout=WAIT)

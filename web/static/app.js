@@ -449,6 +449,10 @@ function faults() {
 
 function formProblem() {
   // said here, at the field, rather than as the request's validation error
+  const compiled = $("compile-error");
+  if (!compiled.hidden && compiled.dataset.from === "compile") {  // a run would only fail, and lose the last one's pictures
+    return "the source does not compile: mend it first (the box under it says where)";
+  }
   for (const input of $("inputs").querySelectorAll("input")) {
     const name = input.dataset.name;
     if (input.value.trim() === "") return `give ${name} a value (every input needs one, even one the output never reads)`;
