@@ -79,12 +79,15 @@ def draw_circuit_command(
     broker: Annotated[
         str | None, typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="broker for a run (with inputs)")
     ] = None,
+    faults: FaultsOption = "",
+    timeout: TimeoutOption = RUN_TIMEOUT,
     max_gates: MaxGatesOption = MAX_GATES,
 ) -> None:
     """The circuit as the CS231n notes draw it: values green above each wire, gradients red below.
 
     With --trace the numbers are the run's; with input values (and no --trace) the circuit is
-    run once through the broker, traced, and drawn; with neither, the bare circuit.
+    run once through the broker (with --faults, if given), traced, and drawn, even a run the
+    faults made fail (a dropped message's number is drawn as lost); with neither, the bare circuit.
     """
     check_writable("-o", output_file, (".svg",))
     if step is not None and message is not None:
@@ -93,6 +96,8 @@ def draw_circuit_command(
     positional = trace is None and bool(given) and _names_a_trace(given[0])
     if positional:  # as `draw lamport` takes it
         trace, given = Path(given[0]), given[1:]
+    if (faults or timeout != RUN_TIMEOUT) and (trace is not None or not given[1:]):
+        raise InputError("--faults and --timeout apply to a run: give SOURCE and input values (x=-2 y=5)")
     if trace is not None:
         recorded = read_trace(trace)
         source, values = (given[0], given[1:]) if given and not is_assignment(given[0]) else (None, given)
@@ -114,14 +119,13 @@ def draw_circuit_command(
             raise InputError("give a SOURCE (and input values), or a trace file")
         if step is not None or message is not None or run is not None:
             raise InputError("--step, --message and --run read a trace: give a trace file")
-        circuit = load_circuit(given[0])
-        inputs = parse_assignments(given[1:])
-        check_size(circuit, max_gates)  # before a run, not after it
-        if inputs:
-            recorder = Recorder()
-            asyncio.run(run_circuit(circuit, inputs, broker=broker, trace=recorder))
-            svg = _circuit_svg(recorder.trace(), None, None, max_gates)
+        if given[1:]:
+            svg = _circuit_svg(
+                _traced_run(given[0], given[1:], broker, faults, timeout, max_gates), None, None, max_gates
+            )
         else:
+            circuit = load_circuit(given[0])
+            check_size(circuit, max_gates)
             svg = draw_circuit(circuit, caption=formula(circuit), max_gates=max_gates)
     _write(output_file, svg, "the circuit figure")
 
@@ -249,7 +253,7 @@ def _traced_run(
     try:
         asyncio.run(run_circuit(circuit, inputs, broker=broker, trace=recorder, faults=plan, timeout=timeout))
     except RunError as exc:
-        under = f" (under --faults {faults}: the diagram shows what they did)" if plan is not None else ""
+        under = f" (under --faults {faults}: the picture shows what they did)" if plan is not None else ""
         err.print(f"warning: the run failed: {exc}{under}", highlight=False, soft_wrap=True)
     return recorder.trace()
 

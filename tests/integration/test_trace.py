@@ -826,13 +826,21 @@ def test_draw_lamport_runs_a_source_with_inputs_and_draws_that_run_even_when_its
     )
     assert done.returncode == 0, done.stderr
     assert "warning: the run failed: run " in done.stderr
-    assert "(under --faults drop=1: the diagram shows what they did)" in " ".join(done.stderr.split())
+    assert "(under --faults drop=1: the picture shows what they did)" in " ".join(done.stderr.split())
     assert "f = (x + y) * z at x=-2, y=5, z=-4; faults drop=1; the run failed" in out.read_text()  # as a run's trace
     classes = [e.get("class", "") for e in ET.fromstring(out.read_text()).iter()]
     assert classes.count("msg forward drop") == 3  # the three inputs' values, each dropped
     assert classes.count("cross drop-mark") == 3 + 5  # and the five gates' answers to the probe
     assert classes.count("msg feed") == 3
     assert "timeout" in classes
+    # the circuit figure of such a run: it had no --faults; each input's value is drawn lost
+    figure = tmp_path / "lost.svg"
+    done = gatemesh(
+        "draw", "circuit", QF, "x=-2", "y=5", "z=-4", "--faults", "drop=1", "--timeout", "1", *broker, "-o", str(figure)
+    )
+    assert done.returncode == 0, done.stderr
+    assert texts(figure.read_text(), "value-lost") == ["lost"] * 3
+    assert texts(figure.read_text(), "value") == ["", ""]  # add_1 and f never computed theirs
     alone = gatemesh("draw", "lamport", QF, "-o", str(out))
     assert alone.returncode == 1
     said = " ".join(alone.stderr.split())
