@@ -220,6 +220,8 @@ def _arrows(
             out.append(_arrow(send, shown, start, where[id(receipt)], receipt, copy=copy, delayed=delayed))
         _one_word(out, fanned)
         dropped = faults.get(("drop", msg_id))
+        waiting: dict[int, list[str]] = defaultdict(list)
+        """Readers still waiting for it in a run going on, by the side they are on."""
         for node in send.msg.dest:
             if node in seen or node not in columns:
                 continue
@@ -230,10 +232,13 @@ def _arrows(
             elif proof is not None and proof.msg is not None and proof.msg.id in crossed_at:
                 got = _Place(x, max(crossed_at[proof.msg.id] - ROW / 2, start.y + ROW / 2))
                 out.append(_received_unrecorded(send, shown, start, got, node, proof))
+            elif going_on and node not in lost_at:
+                waiting[1 if x > start.x else -1].append(node)
             else:
                 end = lost_at.get(node, bottom - ROW / 2)
                 end = end if end > start.y else start.y + ROW  # sent after its receiver was gone
                 out.append(_undelivered(send, shown, start, _Place(x, end), node in lost_at, going_on))
+        out += [_on_its_way(send, shown, start, toward, readers) for toward, readers in waiting.items()]
     return out
 
 
@@ -473,6 +478,28 @@ def _received_unrecorded(send: TraceEvent, shown: str, a: _Place, b: _Place, nod
         "after it, and a gate sends that only once all it waits for has come"
     )
     return _drawn(send, "unrecorded", f"msg {phase} unrecorded", phase, a, b, hover)
+
+
+def _on_its_way(send: TraceEvent, shown: str, a: _Place, toward: int, readers: list[str]) -> _Arrow:
+    """A message of a run going on that its readers (all on one side) have not received yet: a
+    short arrow out of its send, toward them, that ends before the next line (drawn to where they
+    are, it ran through the events of every line between), with its number. Which message it is
+    the page's list of waiting messages says (sender:lamport: this send's number), and its hover."""
+    assert send.msg is not None
+    b = _Place(a.x + toward * COLUMN * 0.55, a.y + ROW * 0.9)
+    number, css = _label(send)
+    why = f"not delivered yet to {', '.join(readers)}: the run goes on (in step mode it waits for you)"
+    hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; {why}"
+    return _Arrow(
+        f'<g class="arrow undelivered"><title>{escape(hover)}</title>'
+        f'<line class={attr(f"msg {send.msg.phase} undelivered")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
+        f'x2="{b.x:.1f}" y2="{b.y:.1f}"/>',
+        number,
+        css,
+        a,
+        b,
+        (0.5, 0.3, 0.7),
+    )
 
 
 def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool, going_on: bool) -> _Arrow:
