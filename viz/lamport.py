@@ -376,6 +376,8 @@ def _label(send: TraceEvent) -> tuple[str, str]:
         return num(m.value), "value"
     if m.grad is not None:
         return num(m.grad), "grad"
+    if m.phase == "error":  # its code, a word as short as a number: the reason is in the hover
+        return f"error: {m.note.partition(':')[0].replace('_', ' ')}" if m.note else "error", "note"
     return (m.note or m.phase), "note"
 
 

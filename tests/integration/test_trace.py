@@ -820,6 +820,17 @@ def test_a_gate_with_500_consumers_is_traced_whole(mosquitto_url: str) -> None:
     assert max(len(e.vc) for e in trace.events) == len(circuit.gates) + 1  # every gate, and the orchestrator
 
 
+def test_an_error_reports_arrow_is_labelled_with_its_code(mosquitto_url: str, tmp_path: Path) -> None:
+    """log(-1): the error arrow's label was the whole reason, wider than the diagram's columns,
+    drawn across the arrow before it and the receiver's events."""
+    out = tmp_path / "log.svg"
+    done = gatemesh("draw", "lamport", "log(x)", "x=-1", "--broker", mosquitto_url, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    (arrow,) = by_class(out.read_text(), "arrow error")
+    assert [t.text for t in arrow if t.get("class") == "note"] == ["error: domain"]
+    assert "domain: output of log(-1) is undefined" in (arrow.findtext(f"{SVG}title") or "")
+
+
 def test_draw_lamport_runs_a_source_with_inputs_and_draws_that_run_even_when_its_faults_fail_it(
     mosquitto_url: str, tmp_path: Path
 ) -> None:
