@@ -257,6 +257,7 @@ def test_the_cli_trains_prints_json_plots_and_resumes(mosquitto_url: str, tmp_pa
     again = gatemesh(*args, "--checkpoint", str(saved), "--resume")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["steps"] == []
+    assert "4/4" not in again.stderr  # no bar: nothing was left to do ("4/4 loss -" read as done just now)
     assert json.loads(again.stdout)["final"]["loss"] == result["final"]["loss"]
     wrong = gatemesh("train", "moons", "--engine", "reference", "--steps", "5", "--checkpoint", str(saved), "--resume")
     assert wrong.returncode == 1
