@@ -63,7 +63,7 @@ from orchestrator.errors import (
 )
 from orchestrator.recorder import Recorder
 from orchestrator.records import RETAINED_RECORD
-from orchestrator.reference import check_inputs
+from orchestrator.reference import check_inputs, listed
 from orchestrator.result import Arrived, RunResult
 from orchestrator.standing import standing
 from orchestrator.tap import Tap
@@ -205,7 +205,7 @@ class Runner:
         parts = []
         for host in hosts:
             on_it = [g for g, h in self.placement.items() if h == host]
-            shown = ", ".join(on_it[:8]) + (f" and {len(on_it) - 8} more" if len(on_it) > 8 else "")
+            shown = listed(on_it, 8)
             parts.append(f"host {host} {self.lost[host]}; its {len(on_it)} gate(s) {shown} are gone")
         message = "; ".join(parts) + REDEPLOY
         return HostLost(f"run {run}: {message}" if run else message, run, hosts, gates)

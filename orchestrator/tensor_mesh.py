@@ -231,7 +231,7 @@ class MeshEngine:
         parts = []
         for host in sorted(self.lost):
             on_it = [g for g, h in self.placement.items() if h == host]
-            shown = ", ".join(on_it[:8]) + (f" and {len(on_it) - 8} more" if len(on_it) > 8 else "")
+            shown = listed(on_it, 8)
             parts.append(f"host {host} {self.lost[host]}; its {len(on_it)} gate(s) {shown} are gone")
         where = f"step {step}" if step is not None else run
         gates = [g for g, h in self.placement.items() if h in self.lost]
