@@ -152,15 +152,16 @@ class GateCore:
             message = MESSAGE_ADAPTER.validate_json(payload)
         except ValidationError as exc:
             return None, [self._rejected(exc, topic_name)]
+        run = getattr(message, "run", None)  # every kind but `ready` names one: said with the error
         if message.circuit != self.circuit:
-            error = self._error(ErrorCode.WRONG_CIRCUIT, f"message for circuit {message.circuit!r}", topic_name)
+            error = self._error(ErrorCode.WRONG_CIRCUIT, f"message for circuit {message.circuit!r}", topic_name, run)
             return message, [error]
         if not isinstance(message, EXPECTED[kind]):
-            error = self._error(ErrorCode.WRONG_TOPIC, f"a {message.type!r} message on a {kind} topic", topic_name)
-            return message, [error]
+            reason = f"a {message.type!r} message on a {kind} topic"
+            return message, [self._error(ErrorCode.WRONG_TOPIC, reason, topic_name, run)]
         if message.clock is not None and self.spec.nodes is not None and len(message.clock.vc) > self.spec.nodes:
             reason = f"clock.vc: {len(message.clock.vc)} entries, for a deployment of {self.spec.nodes} nodes"
-            return None, [self._error(ErrorCode.BAD_SCHEMA, reason, topic_name)]
+            return None, [self._error(ErrorCode.BAD_SCHEMA, reason, topic_name, run)]
         match message:
             case Feed():
                 return message, self._with_evicted(self._on_feed(message))

@@ -128,6 +128,11 @@ def test_malformed_messages_are_reported_and_the_gate_keeps_serving() -> None:
     assert errors([o.message for o in handle(grad_topic, other)]) == [ErrorCode.WRONG_CIRCUIT]
     feed = Feed(circuit=C, sender="a", run="r", value=1.0).model_dump_json().encode()
     assert errors([o.message for o in handle(grad_topic, feed)]) == [ErrorCode.WRONG_TOPIC]
+    # a rejected message that names its run: the error names it too (docs/PROTOCOL.md, error)
+    assert [getattr(o.message, "run", "") for o in [*handle(grad_topic, other), *handle(grad_topic, feed)]] == [
+        "r",
+        "r",
+    ]
     assert errors(bwd(gate, "a", "never-started", 1.0)) == [ErrorCode.UNKNOWN_RUN]
     assert errors(fwd(gate, "stranger", "r", 1.0)) == [ErrorCode.UNKNOWN_SENDER]
     assert errors([o.message for o in handle("elsewhere/topic", b"{}")]) == [ErrorCode.WRONG_TOPIC]

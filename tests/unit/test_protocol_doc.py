@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 import gates.errors as errors
 import gates.protocol as protocol
+from gates.ops import OPS
 from gates.protocol import (
     MESSAGE_ADAPTER,
     RUN_FAILING_CODES,
@@ -85,3 +86,12 @@ def test_transport_error_table_matches_the_exceptions() -> None:
     assert all(issubclass(getattr(errors, name), errors.TransportError) for name in documented)
     public = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, Exception)}
     assert set(errors.__all__) == public  # __all__ is the module's whole public API
+
+
+def test_op_table_lists_every_op_with_its_inputs_and_param() -> None:
+    """A gate written from the doc alone needs every op: its name, how many inputs, its param."""
+    section = DOC.split("### Ops", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (\d) \| ([^|]+) \|", section, flags=re.MULTILINE)
+    assert [(name, int(arity), param.strip() != "null") for name, arity, param in rows] == [
+        (op.name, op.arity, op.takes_param) for op in OPS.values()
+    ]
