@@ -35,7 +35,7 @@ MAX_NODES = 1 << 20
 class Stamp(BaseModel):
     """The clock a message carries (the optional `clock` field of a run's messages)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     lamport: Annotated[int, Field(ge=1)]
     vc: Annotated[list[Count], Field(max_length=MAX_NODES)]

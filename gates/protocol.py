@@ -74,7 +74,7 @@ RUN_FAILING_CODES = frozenset({ErrorCode.DOMAIN, ErrorCode.MISSING_VALUE, ErrorC
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     circuit: Name
     sender: Name
@@ -202,7 +202,7 @@ class HostPresence(BaseModel):
     with `state: offline`, so the broker itself announces a host whose connection is lost.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     type: Literal["host"] = "host"
     host: Name

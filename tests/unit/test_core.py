@@ -124,6 +124,11 @@ def test_malformed_messages_are_reported_and_the_gate_keeps_serving() -> None:
     assert errors([o.message for o in handle(grad_topic, nan.encode())]) == [ErrorCode.BAD_SCHEMA]
     negative_port = nan.replace('"port": 0', '"port": -1').replace('"NaN"', "1.0")
     assert errors([o.message for o in handle(grad_topic, negative_port.encode())]) == [ErrorCode.BAD_SCHEMA]
+    # the wire's types only: a number in a string, a bool for a number, a flag in words were taken
+    good = {"type": "backward", "circuit": C, "sender": "a", "run": "r", "port": 0, "grad": 1.0}
+    for wrong in ({"grad": "3.5"}, {"grad": True}, {"port": "0"}, {"port": 0.0}, {"held": "yes"}):
+        payload = json.dumps({**good, **wrong}).encode()
+        assert errors([o.message for o in handle(grad_topic, payload)]) == [ErrorCode.BAD_SCHEMA], wrong
     other = Backward(circuit="other", sender="a", run="r", port=0, grad=1.0).model_dump_json().encode()
     assert errors([o.message for o in handle(grad_topic, other)]) == [ErrorCode.WRONG_CIRCUIT]
     feed = Feed(circuit=C, sender="a", run="r", value=1.0).model_dump_json().encode()

@@ -23,6 +23,11 @@ NODES = ("orchestrator", "x", *(f"mul_{i}" for i in range(CONSUMERS)))
 """The fan-in's nodes by number: what Circuit.nodes would give."""
 
 
+def batch_from_wire(data: object) -> TraceBatch:
+    """A batch as the recorder reads one: from its JSON text (strict: the wire's types only)."""
+    return TraceBatch.model_validate_json(json.dumps(data))
+
+
 def fan_in(tracer_limit: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[BaseModel], list[str]]:
     """Leaf x of CONSUMERS products hears a feed, then one gradient from each product, each
     product's clock knowing more nodes; returns what x sent (stamped) and its trace batches."""
@@ -98,18 +103,18 @@ def test_a_batch_must_start_with_a_whole_clock() -> None:
     base = {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1"}
     compute = ["compute", 1, 1, {"1": 1}, False, None, {"inputs": [], "value": 2.0}]
     with pytest.raises(ValidationError, match="first event of a batch must have its whole vector clock"):
-        TraceBatch.model_validate({**base, "events": [compute]})
+        batch_from_wire({**base, "events": [compute]})
     with pytest.raises(ValidationError, match=r"event 0: a whole vector clock is a list"):
-        TraceBatch.model_validate({**base, "events": [[*compute[:4], True, None, compute[6]]]})
+        batch_from_wire({**base, "events": [[*compute[:4], True, None, compute[6]]]})
     first = [*compute[:3], [0, 1], True, None, None]
     with pytest.raises(ValidationError, match=r"event 1: a whole vector clock is a list"):
-        TraceBatch.model_validate({**base, "events": [first, [*compute[:4], True, None, None]]})
+        batch_from_wire({**base, "events": [first, [*compute[:4], True, None, None]]})
     with pytest.raises(ValidationError, match=r"events\.0\.6\.bogus"):
-        TraceBatch.model_validate({**base, "events": [[*compute[:3], [0, 1], True, None, {"bogus": 1}]]})
+        batch_from_wire({**base, "events": [[*compute[:3], [0, 1], True, None, {"bogus": 1}]]})
     with pytest.raises(ValidationError, match=r"events\.0\.3"):  # a count below zero
-        TraceBatch.model_validate({**base, "events": [[*compute[:3], [0, -1], True, None, None]]})
+        batch_from_wire({**base, "events": [[*compute[:3], [0, -1], True, None, None]]})
     with pytest.raises(ValidationError, match=r"events\.0"):
-        TraceBatch.model_validate({**base, "events": [compute[:5]]})
+        batch_from_wire({**base, "events": [compute[:5]]})
 
 
 def test_a_stamped_message_is_the_one_pydantic_would_make() -> None:
@@ -140,7 +145,7 @@ def test_a_named_message_is_read_off_its_crossing_or_its_fault() -> None:
         ["drop", 2, 4, {"1": 4}, False, dropped, None],
         ["send", 3, 5, {"1": 5}, False, [fwd, "x:5"], None],
     ]
-    batch = TraceBatch.model_validate(
+    batch = batch_from_wire(
         {"type": "trace", "circuit": "c", "sender": "x", "run": "r", "host": "h1", "events": events}
     )
     seen = dict(crossed)
