@@ -12,6 +12,7 @@ import itertools
 import logging
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -68,7 +69,7 @@ def main() -> None:
     taken = _expression_taken_for_an_option(args)
     if taken is not None:
         word = args[taken]
-        if word.lower().endswith(CIRCUIT_SUFFIXES):  # a file's name: parentheses would make it an expression
+        if word.lower().endswith((*CIRCUIT_SUFFIXES, ".jsonl")) or Path(word).is_file():  # a file: not an expression
             mended = shlex.join(["gatemesh", *args[:taken], f"./{word}", *args[taken + 1 :]])
             said = f"{word} reads as an option; give a file whose name starts with '-' by its path: {mended}"
         else:

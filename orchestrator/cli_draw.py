@@ -95,8 +95,11 @@ def draw_circuit_command(
     given = list(arguments or [])
     positional = trace is None and bool(given) and _names_a_trace(given[0])
     if positional:  # as `draw lamport` takes it
+        if more := [name for name in given[1:] if _names_a_trace(name)]:
+            raise _one_trace([given[0], *more])
         trace, given = Path(given[0]), given[1:]
-    if (faults or timeout != RUN_TIMEOUT) and (trace is not None or not given[1:]):
+    run_asked = faults or timeout != RUN_TIMEOUT
+    if run_asked and trace is not None:
         raise InputError("--faults and --timeout apply to a run: give SOURCE and input values (x=-2 y=5)")
     if trace is not None:
         recorded = read_trace(trace)
@@ -104,8 +107,6 @@ def draw_circuit_command(
         if values:
             raise _with_inputs(trace)
         if source is not None and ("/" in source or "." in source) and _names_a_trace(source):  # `f` is an expression
-            if positional:
-                raise _one_trace([str(trace), source])
             if Path(source).resolve() == trace.resolve():
                 raise InputError(f"{source} is given twice, as SOURCE and as --trace: give it once")
             raise InputError(f"{source}: a second trace beside --trace {trace}; draw one trace at a time")
@@ -119,7 +120,10 @@ def draw_circuit_command(
             raise InputError("give a SOURCE (and input values), or a trace file")
         if step is not None or message is not None or run is not None:
             raise InputError("--step, --message and --run read a trace: give a trace file")
-        if given[1:]:
+        if run_asked and not given[1:] and (inputs := load_circuit(given[0]).inputs):
+            named = " ".join(f"{name}=..." for name in inputs)
+            raise InputError(f"--faults and --timeout apply to a run: give the input values ({named})")
+        if given[1:] or run_asked:  # run once (a circuit without inputs too), and draw that run
             svg = _circuit_svg(
                 _traced_run(given[0], given[1:], broker, faults, timeout, max_gates), None, None, max_gates
             )

@@ -23,9 +23,13 @@ class Arrived(BaseModel):
     value: float | None = None
     grads: dict[str, float] = {}
 
+    @property
+    def empty(self) -> bool:
+        return self.value is None and not self.grads
+
     def told(self, inputs: list[str], shown: int = 20) -> str:
         """'value = -12, d/dy = -4, d/dz = 3 (not d/dx)'; "" when nothing came."""
-        if self.value is None and not self.grads:
+        if self.empty:
             return ""
         parts = [] if self.value is None else [f"value = {self.value:g}"]
         came = [f"d/d{name} = {self.grads[name]:g}" for name in inputs if name in self.grads]

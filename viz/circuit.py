@@ -157,6 +157,8 @@ def _dropped(state: WireState, m: TraceMsg) -> None:
     """Message `m` was dropped (by a fault injector, or a student in step mode): its number is lost."""
     if m.phase == "forward":
         state.lost_values.add(m.src)
+    elif m.phase == "feed":  # the leaf never has its value to send
+        state.lost_values.update(m.dest)
     elif m.phase == "backward":
         for reader in m.dest:
             state.lost_parts.add((reader, m.src, m.port or 0))

@@ -43,7 +43,10 @@ class Progress:
         return cls(circuit.messages_by_phase())
 
     def count(self, phase: str, message: str | None = None) -> None:
-        """A message of `phase` crossed; `message`: its identity, if known (a trace's message id)."""
+        """A message of `phase` crossed; `message`: its identity, if known (a trace's message id).
+        A probe, its answers and errors are not the pass's: not counted, nor their copies."""
+        if phase not in self.expected:
+            return
         if message is not None:
             if message in self.seen:
                 self.copies += 1

@@ -212,7 +212,7 @@ class Session:
                     "by": view.by,
                     "inputs": view.inputs,
                     "result": view.result.model_dump() if view.result else None,
-                    "arrived": view.arrived.model_dump() if view.arrived else None,
+                    "arrived": view.arrived_view(),
                     "error": view.error,
                     "compile_error": view.compile_error,
                     "summary": view.summary,
@@ -345,7 +345,7 @@ class Session:
         except RunTimeout as exc:
             view.status = "failed"
             view.error = stuck_message(str(exc)) if view.stuck else str(exc)
-            view.arrived = exc.arrived if exc.arrived.value is not None or exc.arrived.grads else None
+            view.arrived = None if exc.arrived.empty else exc.arrived
         except HostLost as exc:
             view.status = "failed"
             view.error = str(exc)

@@ -84,7 +84,8 @@ class Held:
     def message(self) -> str:
         """What the message is and where it goes, the same for both copies of a duplicate."""
         what = f"{self.phase} {num(self.number)}" if self.number is not None else self.phase
-        names = [self.msg_id, f"as {self.src}'s input {self.port}" if self.port_told else ""]
+        port = f"as {self.src}'s input {(self.port or 0) + 1}" if self.port_told else ""  # from 1, as the figure says
+        names = [self.msg_id, port]
         named = ", ".join(name for name in names if name)
         return f"{what}: {self.src} \u2192 {self.to}" + (f" ({named})" if named else "")
 

@@ -21,6 +21,8 @@ from web.commands import Run
 
 _COMPILING = threading.Lock()
 LOG_LINES = 400
+ARRIVED_ROWS = 100
+"""Inputs a failed run's result box lists at most (the page shows fewer, and says how many more)."""
 """Sentences a page is sent (the latest; the numbering says how many came before)."""
 
 
@@ -54,6 +56,16 @@ class RunView:
     def say(self, sentence: str) -> None:
         self.sentences.append(sentence)
         self.said += 1
+
+    def arrived_view(self) -> dict[str, object] | None:
+        """A failed run's numbers that did arrive, for the result box: the value, and each input's
+        gradient or null, in the circuit's order (the first ARRIVED_ROWS: a deployment may have
+        thousands of inputs, and the page's inputs may be one "blank inputs" value)."""
+        if self.arrived is None or self.circuit is None:
+            return None
+        inputs = self.circuit.inputs
+        rows = [[name, self.arrived.grads.get(name)] for name in inputs[:ARRIVED_ROWS]]
+        return {"value": self.arrived.value, "grads": rows, "inputs": len(inputs)}
 
 
 class Client:

@@ -88,6 +88,14 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
             ["draw", "circuit", f"{IMG}/qf.jsonl", f"{IMG}/faulty.jsonl", "-o", f"{gettempdir()}/two.svg"],
             f"{IMG}/qf.jsonl, {IMG}/faulty.jsonl: one trace a picture",  # not "beside --trace", which nobody typed
         ),
+        (
+            ["draw", "circuit", f"{IMG}/qf.jsonl", "x=1", f"{IMG}/faulty.jsonl", "-o", f"{gettempdir()}/two.svg"],
+            f"{IMG}/qf.jsonl, {IMG}/faulty.jsonl: one trace a picture",  # not "drop the name=value arguments"
+        ),
+        (
+            ["draw", "circuit", "x*3", "--faults", "drop=0.5", "-o", f"{gettempdir()}/x3.svg"],
+            "--faults and --timeout apply to a run: give the input values (x=...)",
+        ),
         (["train", "moons", "--engine", "reference", "--plot", "b.txt"], "--plot b.txt: write it as .png, .svg, .pdf"),
         (
             ["train", "moons", "--engine", "reference", "--checkpoint", "/nonexistent/c.npz"],
@@ -136,6 +144,8 @@ def test_a_file_whose_name_starts_with_a_minus_is_a_file(tmp_path: Path) -> None
     )
     followed = gatemesh("run", "./-x.json", "x=1", "y=2", "z=3", "--broker", "mqtt://127.0.0.1:1", cwd=tmp_path)
     assert "cannot connect to the broker at mqtt://127.0.0.1:1" in followed.stderr  # the file was read
+    trace = gatemesh("draw", "lamport", "-t.jsonl", cwd=tmp_path)  # a trace's name too
+    assert "give a file whose name starts with '-' by its path: gatemesh draw lamport ./-t.jsonl" in trace.stderr
 
 
 def test_an_expression_named_like_a_file_beside_it_is_not_taken_for_a_trace(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
@@ -216,18 +216,31 @@ def test_a_picture_shrunk_to_a_small_screen_can_be_seen_at_its_own_size(page: Pa
     drawn = float(svg.get_attribute("width") or 0)
     expect(button).to_have_text("actual size")
     expect(note).to_contain_text("shrunk to fit the page")
-    assert svg.bounding_box()["width"] < drawn - 50  # type: ignore[index]
+    eventually(lambda: _shown_narrower(svg, drawn - 50))
     button.click()
     expect(button).to_have_text("fit to width")
     expect(note).to_contain_text("scroll inside the box for the rest of the diagram")
-    assert svg.bounding_box()["width"] == pytest.approx(drawn, abs=1)  # type: ignore[index]
+    eventually(lambda: _shown_as_drawn(svg, drawn))
     shot(page, "circuit-actual-size")
     button.click()
     expect(note).to_contain_text("shrunk to fit the page")
-    assert svg.bounding_box()["width"] < drawn - 50  # type: ignore[index]
+    eventually(lambda: _shown_narrower(svg, drawn - 50))
     page.set_viewport_size({"width": 1600, "height": 1000})  # room enough: shown as drawn, nothing to switch
     expect(note).not_to_contain_text("shrunk")
-    assert svg.bounding_box()["width"] == pytest.approx(drawn, abs=1)  # type: ignore[index]
+    eventually(lambda: _shown_as_drawn(svg, drawn))
+
+
+def _shown_narrower(svg: Locator, width: float) -> None:
+    """The picture's width on the page (measured again if it was redrawn meanwhile) is below `width`."""
+    box = svg.bounding_box()
+    assert box is not None
+    assert box["width"] < width, box
+
+
+def _shown_as_drawn(svg: Locator, width: float) -> None:
+    box = svg.bounding_box()
+    assert box is not None
+    assert box["width"] == pytest.approx(width, abs=1), box
 
 
 def test_a_shared_exercise_gives_each_who_opens_it_a_room_of_their_own(page: Page, server: ServeProcess) -> None:

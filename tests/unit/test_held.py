@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import pytest
 from pydantic import BaseModel
@@ -12,10 +11,10 @@ from gates.clocks import Stamp
 from gates.faults import Faults
 from gates.held import HELD_KEY, held_filter, held_topic, hold, is_held, real_topic
 from gates.protocol import Backward, ErrorCode, ErrorReport, Feed, Forward, GradReport, topic
-from gates.transport import encode
+from gates.transport import BrokerAddress, encode
 from orchestrator.compiler import compile_source
 from web.commands import Act, BadRequest, FaultRates, Run, parse_request
-from web.stepper import Held, describe
+from web.stepper import Stepper, describe
 
 
 def test_held_topics_map_both_ways_for_data_messages_only() -> None:
@@ -105,11 +104,17 @@ def test_the_pages_faults_are_spelled_as_faults_writes_them() -> None:
 def test_a_gradient_says_its_port_only_where_the_port_tells_two_apart() -> None:
     """Every backward message said "(port 0)", the seed too, and the page never said what a port
     is. It is said where it matters: a gate that reads the same input twice (x*x) sends it two
-    gradients, one for each of its inputs."""
+    gradients, one for each of its inputs (numbered from 1, as the circuit figure's hover does)."""
     circuit = compile_source("x*x + y")
     assert circuit.read_twice == {("mul_1", "x")}
-    payload = encode(Backward(circuit="C", sender="mul_1", run="r", port=1, grad=4.0, clock=Stamp(lamport=9, vc=[1])))
-    to_x = Held("m1", "backward mul_1 x 1", "gatemesh/C/grad/x", payload, "r", "backward", "mul_1", "x", 4.0, 1)
-    told = replace(to_x, msg_id="mul_1:9", port_told=True)
-    assert told.label == "backward 4.00: mul_1 \u2192 x (mul_1:9, as mul_1's input 1)"
-    assert replace(to_x, msg_id="add_2:7", src="add_2", to="y").label == "backward 4.00: add_2 \u2192 y (add_2:7)"
+    stepper = Stepper(BrokerAddress(host="127.0.0.1", port=1), lambda: None)
+    stepper.begin("r")
+    stepper._readers, stepper._read_twice = circuit.readers, circuit.read_twice  # what watching the deployment sets
+    for sender, to, port, lamport in (("mul_1", "x", 1, 9), ("f", "y", 1, 7)):
+        clock = Stamp(lamport=lamport, vc=[1])
+        message = Backward(circuit="C", sender=sender, run="r", port=port, grad=4.0, held=True, clock=clock)
+        stepper._on_message(f"gatemesh/C/held/grad/{to}", encode(message))
+    assert [held.label for held in stepper.pending.values()] == [
+        "backward 4.00: mul_1 \u2192 x (mul_1:9, as mul_1's input 2)",
+        "backward 4.00: f \u2192 y (f:7)",
+    ]

@@ -192,6 +192,9 @@ def test_a_second_copy_does_not_make_up_for_a_dropped_message() -> None:
         {"phase": "report", "crossed": 0, "expected": 3},
     ]  # backward was 5/5
     assert (seen["crossed"], seen["copies"]) == (4, 1)
+    for _ in range(2):  # a probe's answer, duplicated: not the pass's, nor a second copy of one of its messages
+        session.view.progress.count("status", "add_1:20")
+    assert session.view.progress.view()["copies"] == 1
 
 
 def test_dropping_a_second_copy_is_said_and_leaves_the_message_delivered() -> None:
@@ -235,3 +238,15 @@ def test_a_pass_from_the_page_waits_longer_for_a_bigger_circuit_but_not_forever(
     assert web.session.run_timeout(3) == 10.15
     assert web.session.run_timeout(1200) == 70.0
     assert web.session.run_timeout(65_000) == 600.0  # as long as a timeout given may be (web/commands.py)
+
+
+def test_a_feed_a_student_drops_leaves_its_leafs_value_lost_on_the_circuit() -> None:
+    """A dropped feed: the leaf never has a value to send, and its wire said "not yet"."""
+    run = SteppedRun()
+    feed_topic = topic("c", "feed", "x")
+    feed = Feed(circuit="c", sender="orchestrator", run="r", value=-2.0)
+    [(_, stamped)] = run.recorder.stamp("r", [(feed_topic, feed)])
+    assert isinstance(stamped, Feed)
+    run.recorder.dropped("r", feed_topic, stamped)
+    state = state_at(run.recorder.trace(), "r")
+    assert (state.lost_values, state.values) == ({"x"}, {})

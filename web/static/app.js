@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, pushes: 0, cluster: "", readonly: "", room: "", refused: false, me: "", shownRun: "" };
+const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, compiling: "", pushes: 0, cluster: "", readonly: "", room: "", refused: false, me: "", shownRun: "" };
 const PUBLISHING = ["run", "restart", "attach", "deliver-all", "step", "where", "timeout", "drop", "dup", "delay-from", "delay", "reorder", "seed"];
 
 function el(tag, attrs = {}, ...children) {
@@ -97,6 +97,7 @@ const handlers = {
       box.hidden = false;
       box.textContent = m.message;
       box.dataset.from = "compile";  // what is typed here: runs leave it alone
+      box.dataset.source = state.compiling;  // the source it is about (not one picked meanwhile)
       box.dataset.line = m.line;
       box.dataset.column = m.column;
       return;
@@ -139,7 +140,7 @@ const handlers = {
     } else if (compileError.dataset.from === "run") {  // a later run (from any page) clears a run's error
       compileError.hidden = true;
     }
-    showResult(m.result, m.arrived, m.inputs);
+    showResult(m.result, m.arrived);
     markStale();
     showSummary(m.summary);
     $("stepper").hidden = !m.step;
@@ -315,21 +316,22 @@ function shown(number) {
   return trim(number.toFixed(5 - exponent));
 }
 
-function showResult(result, arrived, inputs) {
+function showResult(result, arrived) {
   // a failed run shows what did arrive: a lost message loses one number, not the others
   const box = $("result");
   const partial = !result && Boolean(arrived);
   box.hidden = !result && !partial;
   if (box.hidden) return box.replaceChildren();
   const value = result ? result.value : arrived.value;
-  const grads = result ? Object.entries(result.grads) : Object.keys(inputs).map((name) => [name, arrived.grads[name] ?? null]);
+  const grads = result ? Object.entries(result.grads) : arrived.grads;  // [name, gradient or null]
+  const total = result ? grads.length : arrived.inputs;
   const valueShown = value === null
     ? el("span", { class: "missing", id: "value" }, "never arrived")
     : el("span", { class: "value", id: "value", title: String(value) }, shown(value));
   const rows = grads.slice(0, MAX_GRAD_ROWS).map(([name, grad]) =>
     el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), el("td", { class: grad === null ? "missing" : "grad", title: String(grad) }, grad === null ? "never arrived" : shown(grad))));
-  const more = grads.length > MAX_GRAD_ROWS ? [el("p", { class: "hint" }, `and ${grads.length - MAX_GRAD_ROWS} more gradients (gatemesh run --json prints them all)`)] : [];
-  if (!grads.length) more.push(el("p", { class: "hint", id: "no-grads" }, "(no inputs: no gradients; a name given a number, x = 2, is a constant, not an input)"));
+  const more = total > MAX_GRAD_ROWS ? [el("p", { class: "hint" }, `and ${total - MAX_GRAD_ROWS} more gradients (gatemesh run --json prints them all)`)] : [];
+  if (!total) more.push(el("p", { class: "hint", id: "no-grads" }, "(no inputs: no gradients; a name given a number, x = 2, is a constant, not an input)"));
   const head = partial ? [el("p", { class: "hint", id: "arrived" }, "the run failed; what reached the orchestrator before it did:")] : [];
   box.replaceChildren(
     ...head,
@@ -350,7 +352,7 @@ function ranSource(m) {
 function markStale() {
   // a result under a source edited since is the last run's, not this source's: said, and greyed
   const ran = ranSource(state.run);
-  const stale = Boolean(state.run && state.run.result) && ran !== null && ran.trim() !== $("source").value.trim();
+  const stale = Boolean(state.run && (state.run.result || state.run.arrived)) && ran !== null && ran.trim() !== $("source").value.trim();
   $("result").classList.toggle("stale", stale);
   const note = $("stale");
   if (note) note.remove();
@@ -447,12 +449,15 @@ function faults() {
   };
 }
 
+function sourceProblem() {
+  // the source as typed does not compile (the box under it says so): a run would only fail, and lose the last one's pictures
+  const compiled = $("compile-error");
+  const refused = !compiled.hidden && compiled.dataset.from === "compile" && compiled.dataset.source === $("source").value;
+  return refused ? "the source does not compile: mend it first (the box under it says where)" : "";
+}
+
 function formProblem() {
   // said here, at the field, rather than as the request's validation error
-  const compiled = $("compile-error");
-  if (!compiled.hidden && compiled.dataset.from === "compile") {  // a run would only fail, and lose the last one's pictures
-    return "the source does not compile: mend it first (the box under it says where)";
-  }
   for (const input of $("inputs").querySelectorAll("input")) {
     const name = input.dataset.name;
     if (input.value.trim() === "") return `give ${name} a value (every input needs one, even one the output never reads)`;
@@ -531,7 +536,10 @@ function compileSoon() {
   markStale();
   if ($("problem").dataset.from === "form") $("problem").hidden = true;  // said of what was typed before
   clearTimeout(state.compileTimer);
-  state.compileTimer = setTimeout(() => send({ type: "compile", source: $("source").value }), 250);
+  state.compileTimer = setTimeout(() => {
+    state.compiling = $("source").value;
+    send({ type: "compile", source: state.compiling });
+  }, 250);
   updateShare();
 }
 
@@ -587,7 +595,10 @@ function fromLink() {
     if (expr === null) { delete request.source; request.example = Number(example) - 1; request.inputs = {}; }
     send(request);
   }
-  if (expr !== null) send({ type: "compile", source: expr });
+  if (expr !== null) {
+    state.compiling = expr;
+    send({ type: "compile", source: expr });
+  }
 }
 
 function wire() {
@@ -596,7 +607,7 @@ function wire() {
   window.addEventListener("resize", () => { describeSvg("circuit"); describeSvg("lamport"); });
   $("step").addEventListener("change", updateShare);
   $("run").addEventListener("click", () => {
-    const wrong = formProblem();
+    const wrong = sourceProblem() || formProblem();  // a live deployment's run ("Run on it") has no source
     if (wrong) return handlers.problem({ message: wrong, form: true });
     send(runRequest());
   });
