@@ -376,6 +376,8 @@ def _label(send: TraceEvent) -> tuple[str, str]:
         return num(m.value), "value"
     if m.grad is not None:
         return num(m.grad), "grad"
+    if m.phase == "status":  # its words stand beside the gate's event that sent it (_dots): unambiguous
+        return "", "note"
     if m.phase == "error":  # its code, a word as short as a number: the reason is in the hover
         return f"error: {m.note.partition(':')[0].replace('_', ' ')}" if m.note else "error", "note"
     return (m.note or m.phase), "note"
@@ -548,6 +550,13 @@ def _dots(
                     f'<circle class={attr(f"event {e.type}{extra}")} cx="{p.x:.1f}" cy="{p.y:.1f}" r="3">'
                     f"<title>{escape(_describe(e))}</title></circle>"
                 )
+                if e.type == "send" and e.msg is not None and e.msg.phase == "status" and e.msg.note:
+                    # a probe's answer: where the run stands at this gate, said at the gate (on the
+                    # arrow, the answers converging on the orchestrator read as each other's)
+                    below = _Place(p.x, p.y + 6)  # clear of its Lamport number, above the dot on that side
+                    words_at, box = _words_beside(below, e.msg.note, 6, lines, taken, "note status-word")
+                    out.append(words_at)
+                    covered.append(box)
             case "compute":
                 out.append(
                     f'<rect class="event compute" x="{p.x - 3:.1f}" y="{p.y - 3:.1f}" width="6" height="6">'
@@ -589,7 +598,7 @@ def _dots(
 
 
 def _words_beside(
-    p: _Place, words: str, gap: float, lines: list[tuple[Point, Point]], numbers: list[Box]
+    p: _Place, words: str, gap: float, lines: list[tuple[Point, Point]], numbers: list[Box], css: str = "fault"
 ) -> tuple[str, Box]:
     """`words` right of an event's mark, or left of it (a little lower: the event's Lamport number
     sits above on the left) if there they cross fewer arrows and cover fewer Lamport numbers
@@ -602,8 +611,8 @@ def _words_beside(
         return crossings(box, lines) + overlaps(box, numbers)
 
     if left[0] >= 2 and cost(left) < cost(right):
-        return text(p.x - gap, p.y + 6, words, "fault", anchor="end"), left
-    return text(p.x + gap, p.y + 3, words, "fault", anchor="start"), right
+        return text(p.x - gap, p.y + 6, words, css, anchor="end"), left
+    return text(p.x + gap, p.y + 3, words, css, anchor="start"), right
 
 
 def _lamport(e: TraceEvent, p: _Place, columns: dict[str, int], sent_from: dict[str, str]) -> tuple[str, Box]:

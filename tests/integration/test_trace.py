@@ -703,6 +703,22 @@ def test_a_dropped_gradient_is_drawn_lost_on_the_circuit_where_it_would_be() -> 
     assert texts(draw_circuit(trace.circuit, state_at(read_trace(IMG / "qf.jsonl"))), "lost-key") == []
 
 
+def test_a_probe_answer_is_said_at_the_gate_that_answered() -> None:
+    """Five answers ("finished", "waiting grads") converging on the orchestrator: their words, on
+    the arrows, sat nearer another answer's line than their own. They stand beside the sending
+    gate's event, on its lifeline's side, and the arrows carry none."""
+    trace = read_trace(IMG / "faulty.jsonl")
+    svg = draw_lamport(trace)
+    answers = sorted(e.msg.note for e in trace.events if e.type == "send" and e.msg and e.msg.phase == "status")
+    assert answers == ["finished"] * 4 + ["waiting grads"]
+    lines = [float(e.get("x1", "0")) for e in by_class(svg, "lifeline")]
+    words = by_class(svg, "status-word")
+    assert sorted(w.text or "" for w in words) == answers
+    for word in words:  # 6 px from a lifeline: its gate's (none is nearer another line)
+        assert min(abs(float(word.get("x", "0")) - x) for x in lines) == 6
+    assert all(t.text is None for g in by_class(svg, "arrow status") for t in g if t.tag == f"{SVG}text")
+
+
 def test_message_k_shows_the_wires_as_explain_line_k_tells_them() -> None:
     """--step counts events (sends, crossings, receipts, computes); a student counts messages, as
     --explain numbers them: line 7 is add's 3 sent to mul, line 8 mul's -12 sent to the orchestrator."""
