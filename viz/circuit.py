@@ -245,7 +245,8 @@ def draw_circuit(
         legend.append(text(SIDE + 240, plan.height - 12, lost, "legend lost-key", anchor="start"))
         width = max(width, SIDE + 240 + 140 + SIDE)
     needed, added, body = captioned(caption, SIDE, width, [*plan.wires, *plan.shapes, *labels, *legend])
-    return document(max(width, needed), plan.height + added, STYLE, body, caption or f"circuit {circuit.name}")
+    title = caption or f"circuit {circuit.name}"
+    return document(max(width, needed), plan.height + added, STYLE, body, title, "circuit-figure")
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,8 @@ def draw_lamport(trace: Trace, run: str | None = None, *, caption: str = "", max
     body += _legend(bottom + 22, "no receipt yet" if going_on else "no receipt in the trace")
     width = max(LEFT * 2 + COLUMN * len(columns), 740)  # the legend's width at least
     needed, added, body = captioned(caption, LEFT, width, body)
-    return document(max(width, needed), bottom + BOTTOM + added, STYLE, body, caption or f"run {chosen}")
+    title = caption or f"run {chosen}"
+    return document(max(width, needed), bottom + BOTTOM + added, STYLE, body, title, "lamport-diagram")
 
 
 def _x(column: int) -> float:
@@ -487,18 +488,20 @@ def _received_unrecorded(send: TraceEvent, shown: str, a: _Place, b: _Place, nod
 def _on_its_way(send: TraceEvent, shown: str, a: _Place, toward: int, readers: list[str]) -> _Arrow:
     """A message of a run going on that its readers (all on one side) have not received yet: a
     short arrow out of its send, toward them, that ends before the next line (drawn to where they
-    are, it ran through the events of every line between), with its number. Which message it is
-    the page's list of waiting messages says (sender:lamport: this send's number), and its hover."""
+    are, it ran through the events of every line between), labelled with its id (sender:lamport),
+    as the page's list of waiting messages names it, in its phase's colour. (Its number may not
+    be known yet: a gate's held message has not crossed the broker, which is where it is read.)"""
     assert send.msg is not None
     b = _Place(a.x + toward * COLUMN * 0.55, a.y + ROW * 0.9)
-    number, css = _label(send)
+    phase = send.msg.phase
+    css = "value" if phase in ("feed", "forward") else "grad" if phase in ("backward", "report") else "note"
     why = f"not delivered yet to {', '.join(readers)}: the run goes on (in step mode it waits for you)"
     hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; {why}"
     return _Arrow(
         f'<g class="arrow undelivered"><title>{escape(hover)}</title>'
         f'<line class={attr(f"msg {send.msg.phase} undelivered")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
         f'x2="{b.x:.1f}" y2="{b.y:.1f}"/>',
-        number,
+        send.msg.id,
         css,
         a,
         b,

@@ -7,6 +7,7 @@ tests and stylesheets find numbers and colours by class, never by pixels.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from xml.sax.saxutils import escape, quoteattr
 
@@ -89,16 +90,28 @@ def _lines(caption: str, chars: int) -> list[str]:
     return lines
 
 
-def document(width: float, height: float, style: str, body: list[str], title: str) -> str:
-    """A standalone SVG document (no scripts, no external resources)."""
+def document(width: float, height: float, style: str, body: list[str], title: str, kind: str) -> str:
+    """A standalone SVG document (no scripts, no external resources), its root of class `kind`
+    and its style sheet's rules for that root only: a page that shows two pictures inline (the
+    web page) keeps each one's `.value` or `.lost` to itself, and to the rest of the page."""
     head = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" class={attr(kind)} width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="{FONT}">\n'
-        f"<title>{escape(title)}</title>\n<style>{style}</style>\n"
+        f"<title>{escape(title)}</title>\n<style>{scoped(style, kind)}</style>\n"
         f'<rect class="background" x="0" y="0" width="{width:.0f}" height="{height:.0f}" fill="white"/>\n'
     )
     return head + "\n".join(body) + "\n</svg>\n"
+
+
+def scoped(style: str, kind: str) -> str:
+    """Every rule of `style` (one `selectors { declarations }` a line) for `svg.kind` only."""
+
+    def rule(found: re.Match[str]) -> str:
+        selectors = ", ".join(f"svg.{kind} {selector.strip()}" for selector in found[1].split(","))
+        return f"{selectors} {{{found[2]}}}"
+
+    return re.sub(r"([^{}\n]+)\{([^{}]*)\}", rule, style)
 
 
 def attr(value: str) -> str:

@@ -345,7 +345,7 @@ class Session:
         except RunTimeout as exc:
             view.status = "failed"
             view.error = stuck_message(str(exc)) if view.stuck else str(exc)
-            view.arrived = None if exc.arrived.empty else exc.arrived
+            view.arrived = exc.arrived  # nothing, too: the box says what never arrived
         except HostLost as exc:
             view.status = "failed"
             view.error = str(exc)

@@ -603,12 +603,13 @@ def test_a_message_not_yet_delivered_in_a_run_going_on_is_drawn_as_waiting() -> 
         (waiting,) = by_class(svg, "arrow undelivered")
         assert (waiting[0].text or "").split("\n")[-1] == f"sent by orchestrator at lamport 1; {why}"
         assert key in texts(svg, "legend")
-    # on its way, it is drawn as a short arrow toward x with its number, ending before x's line:
-    # drawn to x's line at the bottom, it ran through the events of every line between
+    # on its way, it is drawn as a short arrow toward x, named as the page's list names it (the
+    # sender and the Lamport clock of its send), ending before x's line: drawn to x's line at the
+    # bottom, it ran through the events of every line between
     (waiting,) = by_class(draw_lamport(going_on), "arrow undelivered")
     line = next(e for e in waiting if e.tag == f"{SVG}line")
     assert 0 < float(line.get("x2", "0")) - float(line.get("x1", "0")) < COLUMN
-    assert [t.text for t in waiting if t.get("class") == "value"] == ["-2.00"]
+    assert [t.text for t in waiting if t.get("class") == "value"] == ["orchestrator:1"]
 
 
 def test_what_a_gate_on_a_lost_host_received_is_shown_by_what_it_sent() -> None:

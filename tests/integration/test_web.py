@@ -549,6 +549,7 @@ def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hos
     error = page.locator("#error")
     expect(error).to_contain_text("nothing is left to deliver")
     expect(error).to_contain_text("mul(f) waits for input(s) add_1")
+    expect(page.locator("#value")).to_have_text("never arrived")  # the result box says so, as for one number lost
     log = page.locator("#log li")
     dropped = re.compile(
         r"computes -2 \+ 5 = 3; you drop add\(add_1\)'s forward message \(add_1:\d+\) to mul\(f\) in step mode: "
@@ -581,6 +582,12 @@ def test_a_run_that_lost_one_gradient_shows_the_numbers_that_did_arrive(page: Pa
     grads = page.locator("#grads tr td:nth-child(2)")
     expect(grads).to_have_text(["never arrived", "-4", "3"])
     expect(page.locator('#grads tr[data-input="x"] td.missing')).to_have_count(1)
+    # each picture's style sheet is its own: the Lamport diagram's `.lost` (a stroked cross) and
+    # `.value` (11px) smudged the circuit's "lost" and shrank the result's numbers
+    lost = page.locator("#circuit svg text.grad-lost")
+    expect(lost).to_have_text(re.compile(r"lost$"))  # its hover's <title>, then its words
+    assert lost.evaluate("e => getComputedStyle(e).stroke") == "none"
+    assert page.locator("#value").evaluate("e => getComputedStyle(e).fontSize") == "15px"
     # the Lamport diagram, taller than its box, followed the steps down to the newest events
     end = "box => box.scrollHeight > box.clientHeight && box.scrollTop + box.clientHeight >= box.scrollHeight - 4"
     eventually(lambda: _is_true(page.locator("#lamport").evaluate(end)))

@@ -326,10 +326,12 @@ function showResult(result, arrived) {
   const grads = result ? Object.entries(result.grads) : arrived.grads;  // [name, gradient or null]
   const total = result ? grads.length : arrived.inputs;
   const valueShown = value === null
-    ? el("span", { class: "missing", id: "value" }, "never arrived")
+    ? el("span", { class: "missing", id: "value", title: "the output's value never reached the orchestrator" }, "never arrived")
     : el("span", { class: "value", id: "value", title: String(value) }, shown(value));
   const rows = grads.slice(0, MAX_GRAD_ROWS).map(([name, grad]) =>
-    el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), el("td", { class: grad === null ? "missing" : "grad", title: String(grad) }, grad === null ? "never arrived" : shown(grad))));
+    el("tr", { "data-input": name }, el("td", {}, `d/d${name}`), grad === null
+      ? el("td", { class: "missing", title: "its message never reached the orchestrator" }, "never arrived")
+      : el("td", { class: "grad", title: String(grad) }, shown(grad))));
   const more = total > MAX_GRAD_ROWS ? [el("p", { class: "hint" }, `and ${total - MAX_GRAD_ROWS} more gradients (gatemesh run --json prints them all)`)] : [];
   if (!total) more.push(el("p", { class: "hint", id: "no-grads" }, "(no inputs: no gradients; a name given a number, x = 2, is a constant, not an input)"));
   const head = partial ? [el("p", { class: "hint", id: "arrived" }, "the run failed; what reached the orchestrator before it did:")] : [];
