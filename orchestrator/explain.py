@@ -114,6 +114,8 @@ class Explainer:
         step yet (a forward value's never is: it is the step's only message). `late`: as fault's."""
         self.count += 1
         to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
+        if msg.phase == "backward" and any((msg.src, d) in self.circuit.read_twice for d in msg.dest):
+            to += f" (as its input {(msg.port or 0) + 1})"  # x*x: which of its two gradients to x
         what = f"{self.label(msg.src)}'s {msg.phase} message ({self._id(msg.id)}){to}"
         dropped = f"you drop {what} in step mode" if by_student else f"the fault injector drops {what}"
         never = "it is never delivered" if by_student else "it never reaches the broker"
@@ -301,9 +303,12 @@ class Explainer:
             local = ops.local_grads(ops.OPS[g.op], values, out, g.param)
         except ops.DomainError:
             local = ()
+        got = self._got(run, sender)
+        if not local:  # its inputs' values were not heard (a lost host's, a tap reconnecting): not made up
+            unknown = "its local grads are unknown here (its inputs' values were not heard)"
+            return f"{self.label(sender)} got {got}; {unknown}"
         total = math.fsum(x for _, x in self._grads_in[run][sender])
         sends = join([f"{num(total * lg)} to {self.label(s)}" for s, lg in zip(g.inputs, local, strict=True)])
-        got = self._got(run, sender)
         return f"{self.label(sender)} got {got}; local grads [{', '.join(num(x) for x in local)}]; sends {sends}"
 
     def _got(self, run: str, gate: str) -> str:

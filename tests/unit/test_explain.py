@@ -290,3 +290,16 @@ def test_a_students_drop_is_told_where_the_student_drops_it() -> None:
     value = TraceMsg(id="x:2", src="x", dest=("f",), phase="forward", topic=topic("c", "fwd", "x"), value=3.0)
     assert explainer.dropped(value, "r", by_student=True).startswith("  1. orchestrator | you drop x's forward message")
     assert explainer.dropped(value, "r").startswith("  2. h1           | the fault injector drops x's forward message")
+
+
+def test_a_dropped_gradient_of_a_gate_reading_one_input_twice_says_which_input() -> None:
+    """x*x sends x two gradients: the sentence of a dropped one said only "to x", while the
+    step-mode list and the choices said "as mul_1's input 2". (Told with no forward value heard
+    before it, the step's sentence had crashed on local gradients it could not know.)"""
+    explainer = Explainer(compile_source("x*x + y"), None)
+    lost = TraceMsg(id="mul_1:19", src="mul_1", dest=("x",), phase="backward", topic=topic("c", "grad", "x"), port=1)
+    assert "you drop mul(mul_1)'s backward message (mul_1:19) to x (as its input 2) in step mode" in (
+        explainer.dropped(lost, "r", by_student=True)
+    )
+    other = TraceMsg(id="f:7", src="f", dest=("y",), phase="backward", topic=topic("c", "grad", "y"), port=1)
+    assert "backward message (f:7) to y in step mode" in explainer.dropped(other, "r", by_student=True)
