@@ -180,4 +180,5 @@ def test_every_word_an_arrow_may_cross_is_drawn_on_a_halo() -> None:
     svg = draw_lamport(read_trace(Path(__file__).parents[2] / "docs" / "img" / "faulty.jsonl"))
     haloed = re.search(r"\n([^\n{]*)\{ paint-order: stroke; stroke: white;", svg)
     assert haloed is not None
-    assert {".value", ".grad", ".fault", ".note", ".lamport"} <= {c.strip() for c in haloed[1].split(",")}
+    scoped = {f"svg.lamport-diagram {css}" for css in (".value", ".grad", ".fault", ".note", ".lamport")}
+    assert scoped <= {c.strip() for c in haloed[1].split(",")}
