@@ -23,8 +23,16 @@ from orchestrator.cli_common import SPACED, is_assignment, one_error_path
 from orchestrator.cli_draw import draw_app, export_app
 from orchestrator.cli_serve import serve
 
+EXIT_STATUSES = (
+    "Exit status: 0 done; 1 the command failed and its one error line says why (a bad circuit, "
+    "input or file, a run that failed or timed out, a broker that cannot be reached); 2 the "
+    "command line is wrong (an unknown option, a missing argument); 130 interrupted (Ctrl-C; "
+    "`serve` and `host` run until stopped, and stop with 0)."
+)
+
 app = typer.Typer(
     help="Backpropagation as a distributed system: every gate an actor, every value an MQTT message.",
+    epilog=EXIT_STATUSES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -591,6 +591,14 @@ def test_a_run_that_lost_one_gradient_shows_the_numbers_that_did_arrive(page: Pa
     # the Lamport diagram, taller than its box, followed the steps down to the newest events
     end = "box => box.scrollHeight > box.clientHeight && box.scrollTop + box.clientHeight >= box.scrollHeight - 4"
     eventually(lambda: _is_true(page.locator("#lamport").evaluate(end)))
+    # scrolled down, the box still says which line is which gate: its top band, over the rest
+    expect(page.locator("#lamport .heads text.node")).to_contain_text(["orchestrator", "x", "add_1 +", "f *"])
+    on_top = """box => { box.scrollIntoView({ block: 'nearest' });
+      const band = box.querySelector('.heads').getBoundingClientRect();
+      const top = box.getBoundingClientRect().top;
+      const over = document.elementFromPoint(band.left + 40, band.top + band.height / 2);
+      return box.scrollTop > 0 && Math.abs(band.top - top) < 2 && box.querySelector('.heads').contains(over); }"""
+    _is_true(page.locator("#lamport").evaluate(on_top))
     shot(page, "lost-gradient")
 
 

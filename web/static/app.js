@@ -272,10 +272,38 @@ function showSvg(id, svg, note, follow = false) {
     const keep = box.scrollTop;
     const atEnd = keep >= box.scrollHeight - box.clientHeight - 4;
     box.innerHTML = svg.replace(/^<\?xml[^>]*>\s*/, "");  // made by viz/ on the server: no scripts
+    if (id === "lamport") stickHeads(box);
     box.scrollTop = follow && atEnd ? box.scrollHeight : keep;
   } else box.replaceChildren();
   box.dataset.note = note || "";
   describeSvg(id);
+}
+
+const HEADS = "style, rect.background, text.caption, rect.host-box, text.host, text.node, line.lifeline";
+
+function stickHeads(box) {
+  // The diagram's top (its caption, hosts and gate names) again, in a band that stays at the
+  // top of the box while it scrolls down a long pass: which line is which gate stays in view.
+  // A copy of the picture cut to that height, so it lines up with the lines below at any zoom.
+  const picture = box.querySelector("svg");
+  const line = picture && picture.querySelector("line.lifeline");
+  if (!line) return;
+  const scale = picture.getBoundingClientRect().height / picture.viewBox.baseVal.height;
+  const height = Math.ceil((line.getBoundingClientRect().top - picture.getBoundingClientRect().top) / scale) + 4;
+  const band = picture.cloneNode(true);
+  const prune = (e) => {
+    if (e.matches(HEADS)) return;
+    if (e.querySelector(HEADS)) for (const child of [...e.children]) prune(child);
+    else e.remove();
+  };
+  for (const child of [...band.children]) prune(child);
+  band.setAttribute("height", String(height));
+  band.setAttribute("viewBox", `0 0 ${picture.viewBox.baseVal.width} ${height}`);
+  const heads = el("div", { class: "heads" });
+  heads.setAttribute("aria-hidden", "true");
+  heads.style.marginBottom = `-${height}px`;  // over the picture's own top (shown at its own size only)
+  heads.append(band);
+  box.prepend(heads);
 }
 
 function describeSvg(id) {
