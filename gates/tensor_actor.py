@@ -12,11 +12,14 @@ import asyncio
 import logging
 from typing import NoReturn
 
+from pydantic import ValidationError
+
 from gates.errors import TransportError
 from gates.faults import FaultInjector, Faults
 from gates.lifecycle import Backoff, first_failure
 from gates.mux import SharedConnection
 from gates.param import ParamCore
+from gates.protocol import RUN_FAILING_CODES, ErrorReport
 from gates.tensor_core import Outgoing, TensorCore
 from gates.tensor_protocol import TensorSpec
 from gates.transport import BrokerAddress
@@ -81,7 +84,7 @@ class TensorActor:
         outgoing = self.core.handle(topic_name, payload)
         for name, body in outgoing:
             if "/error/" in name:
-                log.warning("tensor gate %s: %s", self.core.spec.id, body.decode(errors="replace"))
+                _log_error(self.core.spec.id, body)
         return outgoing
 
     async def _send(self, shared: SharedConnection, delayed: asyncio.TaskGroup | None, batch: list[Outgoing]) -> None:
@@ -100,3 +103,15 @@ class TensorActor:
 async def _publish_later(shared: SharedConnection, delay: float, topic: str, payload: bytes) -> None:
     await asyncio.sleep(delay)
     await shared.publish_raw([(topic, payload)])
+
+
+def _log_error(gate: str, body: bytes) -> None:
+    """An error the gate reports, said as the scalar actor says it: its code and its reason, at
+    INFO for one that fails its run (the orchestrator tells that to the user), else WARNING."""
+    try:
+        report = ErrorReport.model_validate_json(body)
+    except ValidationError:
+        log.warning("tensor gate %s: %s", gate, body.decode(errors="replace"))
+        return
+    level = logging.INFO if report.code in RUN_FAILING_CODES else logging.WARNING
+    log.log(level, "tensor gate %s: %s: %s", gate, report.code, report.message)

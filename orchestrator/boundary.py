@@ -38,10 +38,12 @@ def scores(params: Mapping[str, Array], points: Array) -> Array:
 
 
 def grid(data: Points) -> tuple[Array, Array]:
-    """The grid the regions are painted on: the data's extent and 1 more each way, in steps of
-    STEP, or coarser for wide data (at most GRID_SIDE steps along an axis)."""
-    x_min, x_max = data.X[:, 0].min() - 1, data.X[:, 0].max() + 1
-    y_min, y_max = data.X[:, 1].min() - 1, data.X[:, 1].max() + 1
+    """The grid the regions are painted on: the data's extent and 1 more each way (a tenth of
+    it, for wide data: its edge points whole), in steps of STEP, or coarser for wide data (at
+    most GRID_SIDE steps along an axis)."""
+    low, high = data.X.min(axis=0), data.X.max(axis=0)
+    margin = np.maximum(1.0, (high - low) / 10)
+    (x_min, y_min), (x_max, y_max) = low - margin, high + margin
     step = max(STEP, (x_max - x_min) / GRID_SIDE, (y_max - y_min) / GRID_SIDE)
     return np.meshgrid(np.arange(x_min, x_max, step), np.arange(y_min, y_max, step))
 
@@ -65,6 +67,8 @@ def draw(path: Path, params: Mapping[str, Array], data: Points, title: str) -> N
     axes.contourf(xx, yy, positive, levels=[-0.5, 0.5, 1.5], colors=[below, above], alpha=0.8)
     for label, shade in ((1, 1.0), (-1, 0.0)):
         chosen = data.X[data.y == label]
+        if not len(chosen):  # no point of this label: no legend entry for it either
+            continue
         axes.scatter(
             chosen[:, 0],
             chosen[:, 1],

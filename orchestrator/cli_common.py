@@ -247,7 +247,7 @@ def host_choice(hosts: str | None) -> HostChoice:
     """--hosts: a number of hosts to wait for, or their names."""
     if hosts is None:
         return None
-    if hosts.strip().isdigit():
+    if hosts.strip().lstrip("+-").isdigit():  # "-2" is a number too small, not a host's name
         count = int(hosts)
         if count < 1:
             raise InputError("--hosts: give at least 1")

@@ -26,7 +26,17 @@ from orchestrator.circuit import CIRCUIT_SUFFIXES
 from orchestrator.cli_common import DEFAULT_BROKER, broker_address, check_writable, host_choice, parse_faults, seconds
 from orchestrator.errors import DeployError, InputError
 from orchestrator.tensor_circuit import TensorCircuit
-from orchestrator.train import Engine, ReferenceEngine, Schedule, StepRecord, Training, check_start, fit, train
+from orchestrator.train import (
+    Engine,
+    NotFinite,
+    ReferenceEngine,
+    Schedule,
+    StepRecord,
+    Training,
+    check_start,
+    fit,
+    train,
+)
 
 out = Console()
 err = Console(stderr=True)
@@ -117,9 +127,15 @@ def train_command(
         check_start(schedule, start, points)
     else:
         start = Checkpoint(mlp.micrograd_init(seed), 0, seed, schedule.steps, schedule.batch)
+    if hosts is None and engine == "mesh" and broker is not None:
+        broker_address(broker)  # a bad URL is said now, not under the progress bar
     console = err if as_json else out
     where = _where(engine, hosts, replicas)
-    before, _ = fit(start.params, points)  # on all the points, as the trained parameters' fit is
+    try:
+        before, _ = fit(start.params, points)  # on all the points, as the trained parameters' fit is
+    except NotFinite as exc:
+        begun = f"the parameters of {checkpoint_file} (step {start.step})" if resume else "the starting parameters"
+        raise InputError(f"{exc} with {begun}{off_scale(points, ': ')}") from exc
 
     async def run(on_step: Callable[[StepRecord], None]) -> Training:
         async with _engine(engine, circuit, broker, hosts, placement, fault_plan, timeout) as chosen:
@@ -127,15 +143,20 @@ def train_command(
 
     with _progress(console, schedule.steps, start.step) as on_step:
         training = asyncio.run(run(on_step))
+    try:
+        result = summary(training, schedule, start, where, len(circuit.gates) if engine == "mesh" else 0, points)
+    except NotFinite as exc:
+        kept = f"; {checkpoint_file} has its parameters" if checkpoint_file is not None else ""
+        said = f"training diverged: after step {schedule.steps}, {exc}{kept}"
+        raise InputError(said + off_scale(points, "; ")) from exc
     if plot is not None:
         boundary.draw(plot, training.params or start.params, points, f"gatemesh train {model}: {where}")
-    result = summary(training, schedule, start, where, len(circuit.gates) if engine == "mesh" else 0, points)
     if as_json:
         print(json.dumps(result))
     else:
         print_summary(console, result, plot)
-    if rose := loss_rose(before, result, points):
-        console.print(rose, highlight=False, soft_wrap=True)
+    if said := advice(before, result, points, schedule.batch):
+        console.print(said, highlight=False, soft_wrap=True)
 
 
 def summary(
@@ -171,6 +192,8 @@ def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -
     fitted = f"loss {final['loss']:.6g}, accuracy {final['accuracy']:.0%} on {points}"
     if not taken:
         console.print(f"nothing to do: the checkpoint is at step {final['step']} already ({fitted})", highlight=False)
+        if plot is not None:
+            console.print(f"decision boundary: {plot}", highlight=False)
         return
     steps = f"trained {taken} step{'s' if taken != 1 else ''}"
     if final["step"] != taken:  # resumed from a checkpoint
@@ -190,19 +213,29 @@ UNIT_SCALE = 5.0
 learning rate is made."""
 
 
-def loss_rose(before: float, result: dict[str, Any], points: moons.Points) -> str:
+def advice(before: float, result: dict[str, Any], points: moons.Points, batch: int) -> str:
     """What to say when the trained parameters fit all the points worse than the starting ones
-    did (`before`): most often data far from unit scale, where micrograd's learning rate
-    diverges ("" when the loss fell, or no step was taken)."""
+    did (`before`), or the data is far from unit scale ("" when neither, or no step was taken)."""
     final = result["final"]
-    if not result["steps"] or not final["loss"] > before:
+    if not result["steps"]:
         return ""
+    if not final["loss"] > before:
+        return off_scale(points, "note: ")
     rose = f"the loss on all {final['points']} points rose, from {before:.6g} before training to {final['loss']:.6g}"
+    if scale := off_scale(points, ": "):
+        return rose + scale
+    if batch < final["points"]:
+        return f"{rose}: more points a step (--batch {batch}; all {final['points']} by default) or more steps may help"
+    return f"{rose}: more steps may help (at a learning rate near 1.0 the first steps can overshoot)"
+
+
+def off_scale(points: moons.Points, lead: str) -> str:
+    """Why data far from unit scale trains badly, after `lead` ("" for data near it)."""
     low, high = float(points.X.min()), float(points.X.max())
     if max(-low, high) <= UNIT_SCALE:
-        return f"{rose}: fewer points a step (--batch) or more steps may help"
+        return ""
     return (
-        f"{rose}: micrograd's learning rate (1.0, falling to 0.1) is made for inputs of about unit scale, "
+        f"{lead}micrograd's learning rate (1.0, falling to 0.1) is made for inputs of about unit scale, "
         f"and this data's coordinates run from {low:g} to {high:g}; scale them to about -2..2"
     )
 

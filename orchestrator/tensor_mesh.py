@@ -306,10 +306,12 @@ class MeshEngine:
             case ErrorReport(run=run) if (
                 pending is not None and run == pending.run and message.code in RUN_FAILING_CODES
             ):
-                reason = f"step {pending.step}: gate {message.sender} failed: {message.message}"
+                said = message.message.removeprefix(f"{message.sender}: ")  # a domain error names its gate too
+                reason = f"step {pending.step}: gate {message.sender} failed: {said}"
                 pending.fail(GateFailed(reason, run, message.sender, message.code))
-            case ErrorReport():
-                log.warning("gate %s reported %s: %s", message.sender, message.code, message.message)
+            case ErrorReport():  # one that fails a step already failed (by the first report) is not news
+                level = logging.INFO if message.code in RUN_FAILING_CODES else logging.WARNING
+                log.log(level, "gate %s reported %s: %s", message.sender, message.code, message.message)
 
     def _on_frame(self, kind: str, header: FrameHeader, array: Array) -> None:
         pending = self._pending

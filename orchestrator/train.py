@@ -85,12 +85,19 @@ def accuracy(scores: Array, labels: Array) -> float:
     return int(right.sum()) / len(right)
 
 
+class NotFinite(InputError):
+    """Parameters whose output overflows on the data: diverged, or data far from unit scale."""
+
+
 def fit(params: Mapping[str, Array], data: Points) -> tuple[float, float]:
     """The loss and accuracy of `params` on every point of `data`, by the numpy reference: what
     a training ends with. A step's record cannot say it: its loss is taken before its update."""
     circuit = build(len(data))
     batch = make_batch(data, np.arange(len(data), dtype=np.intp), 1)
-    values = evaluate(circuit, params, batch.feeds)
+    try:
+        values = evaluate(circuit, params, batch.feeds)
+    except ReferenceDomainError as exc:
+        raise NotFinite(f"the loss on all {len(data)} points cannot be computed ({exc})") from exc
     scores = np.concatenate([values[name].reshape(-1) for name in circuit.observe])
     return float(values[circuit.output]), accuracy(scores, batch.labels)
 
@@ -145,7 +152,12 @@ def check_start(schedule: Schedule, start: Checkpoint, data: Points) -> None:
             f"{fingerprint}); resume with the same --data"
         )
     made = (start.seed, start.steps, start.batch)
-    if made != (schedule.seed, schedule.steps, schedule.batch) or start.step > schedule.steps:
+    if made == (schedule.seed, schedule.steps, schedule.batch) and start.step > schedule.steps:
+        raise InputError(
+            f"the starting point is step {start.step}, past the last step of its own schedule "
+            f"(--steps {start.steps}): not a checkpoint `gatemesh train` writes"
+        )
+    if made != (schedule.seed, schedule.steps, schedule.batch):
         made_by = f"--steps {start.steps} --batch {start.batch} --seed {start.seed}"
         asked = f"--steps {schedule.steps} --batch {schedule.batch} --seed {schedule.seed}"
         raise InputError(

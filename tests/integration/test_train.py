@@ -302,6 +302,38 @@ def test_data_far_from_unit_scale_is_said_to_diverge_and_still_plotted(tmp_path:
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_training_that_overflows_fails_in_one_line_naming_the_gate(mosquitto_url: str, tmp_path: Path) -> None:
+    """The moons times 1e200: the mesh's step 1 failed with the gate's error report logged as
+    JSON three times and its name twice; the reference trained a step and then died in a
+    traceback (the fit on all the points overflowed), as did data at 1e307 before any step."""
+    data = moons.load()
+
+    def scaled(factor: float) -> str:
+        path = tmp_path / f"x{factor:g}.csv"
+        rows = [f"{x1!r},{x2!r},{label:g}" for (x1, x2), label in zip((data.X * factor).tolist(), data.y, strict=True)]
+        path.write_text("x1,x2,label\n" + "\n".join(rows) + "\n")
+        return str(path)
+
+    def failed(*args: str) -> str:
+        done = gatemesh("train", "moons", *args)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "WARNING" not in done.stderr, done.stderr
+        return done.stderr.splitlines()[-1]
+
+    wide = "micrograd's learning rate (1.0, falling to 0.1) is made for inputs of about unit scale"
+    mesh = failed("--steps", "3", "--data", scaled(1e200), "--broker", mosquitto_url)
+    assert mesh == "error: step 1: gate l2.W1 failed: output of l2 is not finite (overflow or an undefined value)"
+    reference = failed("--steps", "1", "--data", scaled(1e200), "--engine", "reference")
+    assert reference.startswith(
+        "error: training diverged: after step 1, the loss on all 100 points cannot be computed (l2.W1: output of l2 "
+    ), reference
+    assert wide in reference
+    at_once = failed("--steps", "3", "--data", scaled(1e307), "--engine", "reference")
+    assert at_once.startswith("error: the loss on all 100 points cannot be computed (hinge: "), at_once
+    assert "with the starting parameters: " + wide in at_once
+
+
 def test_the_scalar_gate_mesh_trains_as_micrograd_does(mosquitto_url: str) -> None:
     """The same network with one gate actor per multiply (~5,200 gates for 8 points)."""
     data = moons.load()

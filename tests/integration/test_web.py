@@ -550,6 +550,7 @@ def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hos
     expect(error).to_contain_text("nothing is left to deliver")
     expect(error).to_contain_text("mul(f) waits for input(s) add_1")
     expect(page.locator("#value")).to_have_text("never arrived")  # the result box says so, as for one number lost
+    expect(page.locator("#value")).to_have_attribute("title", "the output's value never reached the orchestrator")
     log = page.locator("#log li")
     dropped = re.compile(
         r"computes -2 \+ 5 = 3; you drop add\(add_1\)'s forward message \(add_1:\d+\) to mul\(f\) in step mode: "
@@ -581,7 +582,9 @@ def test_a_run_that_lost_one_gradient_shows_the_numbers_that_did_arrive(page: Pa
     expect(page.locator("#value")).to_have_text("-12")
     grads = page.locator("#grads tr td:nth-child(2)")
     expect(grads).to_have_text(["never arrived", "-4", "3"])
-    expect(page.locator('#grads tr[data-input="x"] td.missing')).to_have_count(1)
+    missing = page.locator('#grads tr[data-input="x"] td.missing')
+    expect(missing).to_have_count(1)
+    expect(missing).to_have_attribute("title", "its message never reached the orchestrator")
     # each picture's style sheet is its own: the Lamport diagram's `.lost` (a stroked cross) and
     # `.value` (11px) smudged the circuit's "lost" and shrank the result's numbers
     lost = page.locator("#circuit svg text.grad-lost")

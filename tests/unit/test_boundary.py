@@ -23,9 +23,9 @@ def test_wide_data_gets_a_coarser_grid_not_a_bigger_one() -> None:
     xx, yy = boundary.grid(wide_points())
     assert xx.shape == yy.shape
     assert max(xx.shape) <= boundary.GRID_SIDE + 1
-    assert (xx.min(), yy.min()) == (-1.0, -1.0)
-    assert xx.max() > 60.5  # the data and 1 more each way, within a step
-    assert yy.max() > 60.5
+    assert (xx.min(), yy.min()) == (-6.0, -6.0)  # the data and a tenth of its extent each way: edge points whole
+    assert xx.max() > 65.5  # within a step
+    assert yy.max() > 65.5
 
 
 def test_scores_in_chunks_are_each_points_own_score() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.circuit import Circuit
-from orchestrator.cli_common import check_writable, load_circuit, parse_assignments
+from orchestrator.cli_common import check_writable, host_choice, load_circuit, parse_assignments
 from orchestrator.errors import InputError
 from tests.processes import gatemesh
 
@@ -84,3 +84,12 @@ def test_a_deployment_keeps_its_output() -> None:
         1,
         "error: --output: a deployment keeps the output it was deployed with; drop --output",
     )
+
+
+def test_hosts_takes_a_count_or_names_and_a_negative_count_is_no_name() -> None:
+    """--hosts -2 was read as a host named "-2", and then waited for in vain."""
+    assert host_choice("2") == 2
+    assert host_choice("h1, h2") == ["h1", "h2"]
+    for wrong in ("0", "-2", "+0"):
+        with pytest.raises(InputError, match="--hosts: give at least 1"):
+            host_choice(wrong)

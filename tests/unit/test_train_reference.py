@@ -11,10 +11,10 @@ from rich.console import Console
 
 from orchestrator import checkpoint, mlp, moons
 from orchestrator.checkpoint import Checkpoint
-from orchestrator.cli_train import print_summary
+from orchestrator.cli_train import advice, print_summary
 from orchestrator.errors import InputError
 from orchestrator.tensor_circuit import TensorCircuit
-from orchestrator.train import ReferenceEngine, Schedule, StepRecord, Training, train
+from orchestrator.train import NotFinite, ReferenceEngine, Schedule, StepRecord, Training, fit, train
 from tests import micrograd_oracle
 
 REL = 1e-9
@@ -107,6 +107,43 @@ def test_a_resume_under_another_schedule_is_refused() -> None:
         asyncio.run(train(ReferenceEngine(circuit), circuit, moons.load(), Schedule(steps=50, seed=1), start))
 
 
+def test_a_checkpoint_past_the_end_of_its_own_schedule_is_not_told_to_resume_with_it() -> None:
+    """Step 9 of --steps 6 (a file not written by gatemesh train): "resume with the same
+    schedule" was the advice, and the schedule asked was that one."""
+    start = Checkpoint(mlp.micrograd_init(1), 9, seed=1, steps=6, batch=100)
+    circuit = mlp.build(100)
+    with pytest.raises(InputError, match=r"step 9, past the last step of its own schedule \(--steps 6\)"):
+        asyncio.run(train(ReferenceEngine(circuit), circuit, moons.load(), Schedule(steps=6, seed=1), start))
+
+
+def test_a_fit_that_overflows_is_said_with_the_gate_not_raised_as_a_domain_error() -> None:
+    """Data at 1e307: the reference's overflow (ReferenceDomainError) was a traceback."""
+    data = moons.load()
+    huge = moons.Points(data.X * 1e307, data.y)
+    with pytest.raises(NotFinite, match=r"^the loss on all 100 points cannot be computed \(hinge: output of hinge "):
+        fit(mlp.micrograd_init(1337), huge)
+    assert fit(mlp.micrograd_init(1337), data)[0] == pytest.approx(0.895844, abs=1e-6)  # micrograd's step 0
+
+
+def test_a_loss_that_rose_is_given_advice_that_fits_the_run() -> None:
+    """--batch 1 was told to take "fewer points a step"; data a little wide said nothing."""
+    data = moons.load()
+
+    def said(before: float, after: float, batch: int, points: moons.Points = data) -> str:
+        return advice(before, {"steps": [{}], "final": {"loss": after, "points": len(points)}}, points, batch)
+
+    rose = "the loss on all 100 points rose, from 0.9 before training to 1.4"
+    assert said(0.9, 1.4, 1) == f"{rose}: more points a step (--batch 1; all 100 by default) or more steps may help"
+    overshoot = "more steps may help (at a learning rate near 1.0 the first steps can overshoot)"
+    assert said(0.9, 1.4, 100) == f"{rose}: {overshoot}"
+    assert said(0.9, 0.1, 100) == ""
+    wide = moons.Points(data.X * 3, data.y)
+    assert said(0.9, 0.1, 100, wide) == (
+        "note: micrograd's learning rate (1.0, falling to 0.1) is made for inputs of about unit scale, and this "
+        f"data's coordinates run from {wide.X.min():g} to {wide.X.max():g}; scale them to about -2..2"
+    )
+
+
 def test_the_summary_says_which_steps_a_resumed_training_took() -> None:
     def said(steps: int, final_step: int) -> str:
         console = Console(record=True, width=400)
@@ -120,3 +157,10 @@ def test_the_summary_says_which_steps_a_resumed_training_took() -> None:
     )
     assert said(1, 1).startswith("trained 1 step on numpy")
     assert said(3, 10).startswith("trained 3 steps, steps 8 to 10, on numpy (29 gates)")
+    console = Console(record=True, width=400)  # nothing left to train: the picture it drew is still said
+    final = {"step": 10, "loss": 0.5, "accuracy": 0.75, "points": 100, "engine": "numpy", "gates": 29}
+    print_summary(console, {"final": final, "steps": [], "seconds_per_step": 0.0}, Path("b.png"))
+    assert console.export_text().splitlines() == [
+        "nothing to do: the checkpoint is at step 10 already (loss 0.5, accuracy 75% on all 100 points)",
+        "decision boundary: b.png",
+    ]
