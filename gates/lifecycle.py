@@ -41,6 +41,25 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
         await asyncio.wait(pending)
 
 
+async def despite_cancellation(work: Callable[[], Awaitable[object]], seconds: float) -> None:
+    """Run `work` to its end (at most `seconds`) even in a task being cancelled: a clean-up that
+    must not be cut short (a deployment made for one run, undeployed after a Ctrl-C). The task's
+    cancellations are set aside while it runs and requested again after, so the caller's
+    CancelledError goes on as it was."""
+    task = asyncio.current_task()
+    assert task is not None, "a task's clean-up"
+    pending = 0
+    while task.cancelling():
+        task.uncancel()
+        pending += 1
+    try:
+        async with asyncio.timeout(seconds):
+            await work()
+    finally:
+        for _ in range(pending):
+            task.cancel()
+
+
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     """Every exception inside a (possibly nested) exception group, in order."""
     found: list[BaseException] = []

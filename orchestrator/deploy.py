@@ -26,7 +26,7 @@ from gates.actor import GateActor
 from gates.errors import TransportError, UnsupportedBroker
 from gates.faults import Faults
 from gates.host import Connections
-from gates.lifecycle import cancel_and_wait
+from gates.lifecycle import cancel_and_wait, despite_cancellation
 from gates.mqtt311 import Session
 from gates.mux import SharedConnection
 from gates.protocol import ORCHESTRATOR, Assignment, HostPresence, deployment_topic, topic
@@ -53,6 +53,8 @@ ObserverFor = Callable[[DeploymentRecord], Observer]
 HostChoice = int | Sequence[str] | None
 """Which hosts to deploy on: all that are online (None), a number of them, or these names."""
 HOST_POLL = 0.25
+UNDEPLOY_SECONDS = 10.0
+"""How long taking a run's own deployment back may take, after the run (or a Ctrl-C)."""
 START_WAVE = 2000
 """Gates started at once by `in_process` (see there)."""
 ACL_RELOAD = 0.5
@@ -331,9 +333,9 @@ async def on_hosts(
     try:
         async with on_deployment(name, broker, ready_timeout=timeout, observer=observer, recorder=recorder) as runner:
             yield runner
-    finally:
-        with contextlib.suppress(DeployError, BrokerError):
-            await undeploy(name, broker, secure=secure)
+    finally:  # after a failure, and after a Ctrl-C too: a deployment made for one run must not outlive it
+        with contextlib.suppress(DeployError, BrokerError, TimeoutError):
+            await despite_cancellation(lambda: undeploy(name, broker, secure=secure), UNDEPLOY_SECONDS)
 
 
 def _assignments(record: DeploymentRecord) -> list[tuple[str, BaseModel | None]]:

@@ -493,3 +493,31 @@ async def _run_watching_qos(url: str, source: str, host: str, inputs: dict[str, 
             return result, levels
     finally:
         await undeploy(deployment, broker)
+
+
+def test_a_run_on_hosts_stopped_by_ctrl_c_takes_its_deployment_back(mosquitto_url: str) -> None:
+    """`gatemesh run --hosts` deploys for one run: a Ctrl-C during the run left the deployment
+    and its gates on the hosts (its undeploy was cancelled with the run), in silence."""
+    name = f"slow-{secrets.token_hex(3)}"
+    argv = ["--broker", mosquitto_url, "--name", name, "--faults", "delay=3000ms"]
+    slow = GateHostProcess(mosquitto_url, name, argv=argv)
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "run", "x*y", "x=1", "y=2"]
+    command += ["--hosts", name, "--timeout", "30", "--broker", mosquitto_url]
+    try:
+        slow.wait_online()
+        running = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=clean_env())
+        deadline = time.monotonic() + 20
+        ours: list[str] = []
+        while not ours and time.monotonic() < deadline:  # deployed, and its run under way
+            status = json.loads(gatemesh("status", "--json", "--broker", mosquitto_url).stdout)
+            ours = [deployment for deployment, state in status["deployments"].items() if name in state["hosts"]]
+            time.sleep(0.2)
+        assert ours, "the run never deployed"
+        time.sleep(0.5)
+        running.send_signal(signal.SIGINT)
+        _, stderr = running.communicate(timeout=20)
+        assert running.returncode == 130, stderr
+        status = json.loads(gatemesh("status", "--json", "--broker", mosquitto_url).stdout)
+        assert [deployment for deployment in status["deployments"] if deployment in ours] == [], stderr
+    finally:
+        slow.stop()
