@@ -18,10 +18,13 @@ import socket
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
+import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
+from aiomqtt.types import PahoSocket
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,6 +107,51 @@ class BrokerAddress(BaseModel):
             raise ValueError(msg) from exc
 
 
+class Client(aiomqtt.Client):
+    """aiomqtt's client, safe to cancel while it connects (aiomqtt issue #377, open in 2.5).
+
+    A connection cancelled half-made (a run's record watch, when the run fails at once on a
+    lost host) left its reader and its "misc" task behind, and paho's socket to be closed when
+    collected: after the event loop had closed, a third of such runs ended in "Event loop is
+    closed" tracebacks and "Task was destroyed but it is pending!". Here a cancelled connect
+    is abandoned: what the connecting thread set up is taken down on the loop, after it."""
+
+    _abandoned = False
+
+    async def __aenter__(self) -> Self:
+        try:
+            return await super().__aenter__()
+        except asyncio.CancelledError:
+            self._abandoned = True
+            self._loop.call_soon(self._take_down)  # after what the connecting thread has scheduled
+            raise
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: PahoSocket) -> None:
+        if not self._abandoned:  # (paho's thread) a connection already given up needs no reader
+            super()._on_socket_open(client, userdata, sock)
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: PahoSocket) -> None:
+        if not self._abandoned:  # (paho's thread, sending its CONNECT) nor a writer
+            super()._on_socket_register_write(client, userdata, sock)
+
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: PahoSocket) -> None:
+        if not self._abandoned:
+            super()._on_socket_unregister_write(client, userdata, sock)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: PahoSocket) -> None:
+        if not self._loop.is_closed():  # paho closes its socket as it is collected: maybe after the loop
+            super()._on_socket_close(client, userdata, sock)
+
+    def _take_down(self) -> None:
+        if self._misc_task is not None:
+            self._misc_task.cancel()
+        sock = self._client.socket()
+        if sock is not None and sock.fileno() >= 0:
+            self._loop.remove_reader(sock.fileno())
+            self._loop.remove_writer(sock.fileno())
+            sock.close()
+
+
 def client(
     broker: BrokerAddress,
     *,
@@ -113,7 +161,7 @@ def client(
     timeout: float = 10.0,
 ) -> aiomqtt.Client:
     """An unconnected aiomqtt client with the project's settings; enter it to connect."""
-    mqtt = aiomqtt.Client(
+    mqtt = Client(
         broker.host,
         broker.port,
         username=broker.username,
