@@ -1,4 +1,4 @@
-"""`python -m broker embedded|mosquitto [--port N] [--host H]`: run a broker in the foreground."""
+"""`python -m broker embedded|mosquitto [--port N] [--host H] [--data-dir D]`: run a broker in the foreground."""
 
 from __future__ import annotations
 
@@ -18,9 +18,20 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--secure", type=Path, default=None, help="mosquitto only: a `gatemesh secure init` directory")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="mosquitto only: keep the retained state (hosts, deployments) here, so that a restart with the "
+        "same directory loses nothing; default: a temporary directory, gone when the broker stops",
+    )
     args = parser.parse_args()
     if args.kind == "embedded" and args.secure is not None:
         parser.error("--secure applies to mosquitto only: the embedded broker has no accounts")
+    if args.kind == "embedded" and args.data_dir is not None:
+        parser.error("--data-dir applies to mosquitto only: the embedded broker keeps its state in memory")
+    if args.data_dir is not None:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
     # a service manager stops with SIGTERM: unwind as for Ctrl-C, so a Mosquitto child stops too
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.default_int_handler(signum, frame))
     with contextlib.suppress(KeyboardInterrupt):
@@ -28,8 +39,18 @@ def main() -> None:
             if args.kind == "embedded":
                 asyncio.run(serve_embedded(args.port, args.host))
             else:
-                with mosquitto_process(args.port or None, args.host, secure_dir=args.secure) as (url, process):
+                started = mosquitto_process(
+                    args.port or None, args.host, data_dir=args.data_dir, secure_dir=args.secure
+                )
+                with started as (url, process):
                     print(url, flush=True)
+                    if args.data_dir is None:
+                        print(
+                            "note: without --data-dir the hosts' and deployments' retained state is lost when "
+                            "this broker stops",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     code = process.wait()
                 print(f"error: mosquitto exited with status {code}", file=sys.stderr)
                 raise SystemExit(1)

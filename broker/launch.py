@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -127,6 +129,12 @@ def mosquitto_process(
         raise BrokerStartError("the mosquitto binary is not installed (Debian: apt-get install mosquitto)")
     if port and accepts(host, port):  # Debian's package starts a system Mosquitto on 1883
         raise BrokerStartError(f"{host}:{port} is taken: something listens there already (a system Mosquitto?)")
+    if data_dir is not None and (closed := _closed_to_others(data_dir)) is not None:
+        raise BrokerStartError(
+            f"data directory {data_dir}: started as root, Mosquitto runs as its own user, which cannot enter "
+            f"{closed} (mode {closed.stat().st_mode & 0o777:o}): it would save nothing; choose a directory "
+            "whose parents others may enter (a new one under /var/lib or /tmp, say)"
+        )
     port = port or free_port(host)
     with tempfile.TemporaryDirectory(prefix="gatemesh-mosquitto-") as workdir:
         conf = Path(workdir, "mosquitto.conf")
@@ -160,6 +168,14 @@ def mosquitto_process(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def _closed_to_others(directory: Path) -> Path | None:
+    """The first parent of `directory` that Mosquitto, started as root and then running as its own
+    user, may not enter (None if it may enter them all, or if it runs as whoever started it)."""
+    if os.geteuid() != 0:
+        return None
+    return next((p for p in directory.resolve().parents if not p.stat().st_mode & stat.S_IXOTH), None)
 
 
 def _reload_on_change(process: subprocess.Popen[bytes], watched: Path, stop: threading.Event) -> None:
