@@ -202,13 +202,22 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
             msg = f"cannot connect to {where}: {unreachable(cause)}"
         elif isinstance(cause, ConnectionResetError):
             msg = f"{where}: {unreachable(cause)}"
+        elif "timed out" in str(exc):
+            msg = f"{where}: {exc}{_tls_hint(broker)}"
         else:
             msg = f"{where}: {exc}"
         raise ConnectionLost(msg, broker=named) from exc
     except TimeoutError as exc:
         _go_on_cancelling(exc)
-        msg = f"{where} did not answer in time"
+        msg = f"{where} did not answer in time{_tls_hint(broker)}"
         raise ConnectionLost(msg, broker=named) from exc
+
+
+def _tls_hint(broker: BrokerAddress | None) -> str:
+    """Why a plain broker address may get no answer: a TLS listener waits for a TLS hello."""
+    if broker is None or broker.tls:
+        return ""
+    return "; a port that speaks TLS never answers mqtt:// (is the scheme the port's?)"
 
 
 def _go_on_cancelling(exc: BaseException | None) -> None:

@@ -73,6 +73,7 @@ _short_helps(app)
 def main() -> None:
     """Entry point: gatemesh errors become one clear line on stderr and exit status 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mqtt").setLevel(logging.CRITICAL)  # paho's socket errors: the error line says them
     args = sys.argv[1:]
     taken = _expression_taken_for_an_option(args)
     if taken is not None:

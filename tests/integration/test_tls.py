@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from broker.launch import TlsFiles, mosquitto
-from gates.transport import BrokerAddress, client
+from gates.errors import ConnectionLost
+from gates.transport import BrokerAddress, client, read_retained
 from orchestrator.api import run_circuit
 from tests.processes import clean_env, gatemesh
 
@@ -85,6 +86,11 @@ async def test_a_run_over_tls(tls_files: TlsFiles) -> None:
         with pytest.raises(aiomqtt.MqttError):
             async with client(plain, timeout=3):
                 pass
+        # as the commands say it: it waited, then said only "Operation timed out"
+        with pytest.raises(
+            ConnectionLost, match=r"; a port that speaks TLS never answers mqtt:// \(is the scheme the port's\?\)$"
+        ):
+            await read_retained(plain, ["gatemesh-sys/#"], timeout=2)
 
 
 def test_broker_urls_carry_tls_settings() -> None:
