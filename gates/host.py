@@ -39,10 +39,12 @@ from gates.lifecycle import Backoff, cancel_and_wait, first_failure
 from gates.mqtt311 import QoS, Session
 from gates.mux import SUBSCRIBE_BATCH, SharedConnection
 from gates.protocol import (
+    BROKER,
     NAME_CHARACTERS,
     NAME_MAX_LENGTH,
     NAME_PATTERN,
     NAME_RULE,
+    ORCHESTRATOR,
     Assignment,
     ErrorCode,
     ErrorReport,
@@ -131,6 +133,8 @@ class GateHost:
             raise ValueError("--qos 0 needs --connections shared (a per-gate connection always uses QoS 1)")
         if re.fullmatch(NAME_PATTERN, name) is None:  # it names a topic level: gatemesh-sys/hosts/NAME
             raise InvalidHostName(f"invalid host name {name!r}: a host name must be {NAME_RULE}")
+        if name in (ORCHESTRATOR, BROKER):  # traces, --explain and the Lamport diagram name them as hosts
+            raise InvalidHostName(f"invalid host name {name!r}: {ORCHESTRATOR} and {BROKER} are not gate hosts")
         self.name = name
         self.broker = broker
         self.faults = faults

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from broker.security import WATCHER_FILE, WATCHER_USER, SecureDir, host_user
-from gates.protocol import NAME_PATTERN, NAME_RULE
+from gates.protocol import BROKER as BROKER_NODE
+from gates.protocol import NAME_PATTERN, NAME_RULE, ORCHESTRATOR
 from orchestrator.cli_common import print_line, secure_dir
 from orchestrator.errors import InputError
 
@@ -35,6 +36,9 @@ def secure_init(
     bad = [name for name in names if re.fullmatch(NAME_PATTERN, name) is None]
     if bad:
         raise InputError(f"--hosts: {', '.join(map(repr, bad))}: a host name must be {NAME_RULE}")
+    if reserved := [name for name in names if name in (ORCHESTRATOR, BROKER_NODE)]:  # the orchestrator has its own
+        named = ", ".join(map(repr, reserved))
+        raise InputError(f"--hosts: {named}: {ORCHESTRATOR} and {BROKER_NODE} are not gate hosts")
     if (directory / "credentials.json").exists() and not force:
         raise InputError(
             f"{directory} has accounts already: its hosts and brokers use their passwords, and its ACL its "

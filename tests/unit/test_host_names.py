@@ -84,6 +84,14 @@ def test_an_invalid_name_is_refused_with_the_rule(name: str) -> None:
     assert str(refused.value) == f"invalid host name {name!r}: a host name must be {NAME_RULE}"
 
 
+@pytest.mark.parametrize("name", ["orchestrator", "broker"])
+def test_the_names_traces_give_the_orchestrator_and_the_broker_are_no_hosts_names(name: str) -> None:
+    """A host named orchestrator: --explain said "orchestrator | add(q) got -2 from x ..."."""
+    said = f"^invalid host name '{name}': orchestrator and broker are not gate hosts$"
+    with pytest.raises(InvalidHostName, match=said):
+        GateHost(name, NOWHERE)
+
+
 def test_a_valid_name_is_accepted() -> None:
     assert GateHost("h1", NOWHERE).name == "h1"
 
