@@ -159,6 +159,8 @@ class Runner:
         """The current connection (gates/mqtt311.py, the data plane's fast path); new after each reconnection."""
         self.connected = asyncio.Event()
         self.hosts = dict(hosts or {})
+        self.host_faults: dict[str, str] = {}
+        """What each of the deployment's hosts says its fault injector does (HostPresence.faults)."""
         self.placement = dict(placement or {})
         self.observer = observer
         self.recorder = recorder
@@ -214,8 +216,10 @@ class Runner:
         expected = self.hosts.get(presence.host)
         if expected is None:
             return
-        if self.recorder is not None and presence.state == "online":
-            self.recorder.host_faults[presence.host] = presence.faults
+        if presence.state == "online":
+            self.host_faults[presence.host] = presence.faults
+            if self.recorder is not None:
+                self.recorder.host_faults[presence.host] = presence.faults
         problem = host_problem(expected, presence)
         if problem is None:  # back online as the same process (a broker restart): its gates are intact
             if self.lost.pop(presence.host, None) is not None:
@@ -444,7 +448,13 @@ class Runner:
         )
         told = came.told(list(self.circuit.inputs))
         message = f"run {run} did not finish within {timeout:g} s; not finished: {shown}"
-        return RunTimeout(message + (f"; arrived: {told}" if told else ""), run, stuck, came)
+        message += f"; arrived: {told}" if told else ""
+        if faulty := sorted(f"{host} ({faults})" for host, faults in self.host_faults.items() if faults):
+            message += (  # a gate said not to answer may have answered: its host's injector dropped the answer
+                f"; the fault injector of host(s) {', '.join(faulty)} may have dropped or delayed what is missing, "
+                "answers to the probe too (--explain says which)"
+            )
+        return RunTimeout(message, run, stuck, came)
 
     # -- incoming messages ----------------------------------------------------------------
 

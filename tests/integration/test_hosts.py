@@ -521,3 +521,21 @@ def test_a_run_on_hosts_stopped_by_ctrl_c_takes_its_deployment_back(mosquitto_ur
         assert [deployment for deployment in status["deployments"] if deployment in ours] == [], stderr
     finally:
         slow.stop()
+
+
+def test_a_timeout_on_a_host_that_injects_faults_says_they_may_be_why(mosquitto_url: str) -> None:
+    """A host dropping messages: the timeout said "add(q) did not answer", and a student read a
+    dead gate where its answer had been dropped by its host's fault injector."""
+    name = f"lossy-{secrets.token_hex(3)}"
+    lossy = GateHostProcess(mosquitto_url, name, argv=["--broker", mosquitto_url, "--name", name, "--faults", "drop=1"])
+    try:
+        lossy.wait_online()
+        done = gatemesh("run", "x*y", "x=1", "y=2", "--hosts", name, "--timeout", "1", "--broker", mosquitto_url)
+    finally:
+        lossy.stop()
+    assert done.returncode == 1, done.stderr
+    said = " ".join(done.stderr.split())
+    assert said.endswith(
+        f"; the fault injector of host(s) {name} (drop=1) may have dropped or delayed what is missing, "
+        "answers to the probe too (--explain says which)"
+    ), said
