@@ -30,6 +30,7 @@ from orchestrator.cli_common import (
     load_circuit,
     out,
     print_line,
+    say_waiting,
     seconds,
     secure_dir,
 )
@@ -94,6 +95,7 @@ def deploy(
             timeout=timeout,
             secure=accounts,
             replacing=replacing,
+            waiting=say_waiting,
         )
     )
     elapsed = time.perf_counter() - started

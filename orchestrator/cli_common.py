@@ -276,6 +276,11 @@ def print_result(result: RunResult, title: str | None = None, given: Sequence[st
     out.print(table)
 
 
+def say_waiting(said: str) -> None:
+    """A wait the user should know of (for hosts to come online), on stderr."""
+    err.print(said, highlight=False, markup=False, soft_wrap=True)
+
+
 def print_line(line: str, *, console: Console = out) -> None:
     """One line as it is: no markup, no highlighting, no wrapping."""
     console.print(line, highlight=False, markup=False, soft_wrap=True)

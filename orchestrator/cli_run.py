@@ -42,6 +42,7 @@ from orchestrator.cli_common import (
     parse_faults,
     print_line,
     print_result,
+    say_waiting,
     secure_dir,
 )
 from orchestrator.compiler import compile_source
@@ -244,7 +245,14 @@ async def open_runner_at(
     elif hosts is not None:
         choice = host_choice(hosts)
         placed = on_hosts(
-            target, address, hosts=choice, placement=placement, timeout=timeout, recorder=recorder, secure=secure
+            target,
+            address,
+            hosts=choice,
+            placement=placement,
+            timeout=timeout,
+            recorder=recorder,
+            secure=secure,
+            waiting=say_waiting,
         )
         async with placed as runner:
             yield runner

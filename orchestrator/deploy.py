@@ -110,8 +110,11 @@ async def in_process(
 # -- on gate hosts ------------------------------------------------------------------------
 
 
-async def wait_for_hosts(broker: BrokerAddress, wanted: HostChoice, timeout: float) -> list[str]:
-    """The names of the hosts to deploy on, once they are online (waiting up to `timeout`)."""
+async def wait_for_hosts(
+    broker: BrokerAddress, wanted: HostChoice, timeout: float, waiting: Callable[[str], None] | None = None
+) -> list[str]:
+    """The names of the hosts to deploy on, once they are online (waiting up to `timeout`).
+    `waiting` is told once, if they are not online at first: a wait of 30 s in silence reads as a hang."""
     view = ClusterView()
     try:
         async with asyncio.timeout(timeout):
@@ -120,6 +123,10 @@ async def wait_for_hosts(broker: BrokerAddress, wanted: HostChoice, timeout: flo
                 chosen = _choose(view.online, wanted)
                 if chosen is not None:
                     return chosen
+                if waiting is not None:
+                    want = ", ".join(wanted) if isinstance(wanted, Sequence) else f"{wanted or 1} gate host(s)"
+                    waiting(f"waiting up to {timeout:g} s for {want} (online now: {', '.join(view.online) or 'none'})")
+                    waiting = None
                 await asyncio.sleep(HOST_POLL)
     except TimeoutError:
         online = ", ".join(view.online) or "none"
@@ -164,10 +171,12 @@ async def deploy_to_hosts(
     secure: SecureDir | None = None,
     part_gates: int = PART_GATES,
     replacing: Callable[[DeploymentRecord], None] | None = None,
+    waiting: Callable[[str], None] | None = None,
 ) -> DeploymentRecord:
     """Place the gates on live hosts, wait until every gate is ready, record the deployment.
 
-    `replacing` is told of a deployment of the same name before it is taken down.
+    `replacing` is told of a deployment of the same name before it is taken down, `waiting` of a
+    wait for hosts not online yet.
 
     A deployment of the same name is replaced. If the gates are not all ready within
     `timeout`, or a host is lost meanwhile, everything published is deleted again. With
@@ -177,7 +186,7 @@ async def deploy_to_hosts(
     """
     if not re.match(DEPLOYMENT_NAME_PATTERN, name):
         raise DeployError(f"deployment name {name!r}: up to 100 letters, digits, '_' or '-', starting with a letter")
-    names = await wait_for_hosts(broker, hosts, timeout)
+    names = await wait_for_hosts(broker, hosts, timeout, waiting)
     view = await _read(broker, None if secure is not None else [name])  # the ACL needs every deployment
     placed = place(circuit, names, placement)
     mapping = {g.id: placed[g.id] for g in circuit.gates}  # in circuit order, as its record's parts hold it
@@ -325,11 +334,14 @@ async def on_hosts(
     observer: ObserverFor | None = None,
     recorder: Recorder | None = None,
     secure: SecureDir | None = None,
+    waiting: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Runner]:
     """A deployment on gate hosts for the duration of the block (what `gatemesh run --hosts` uses).
     With `secure`, the ACL is rewritten for it, and again once it is gone (see deploy_to_hosts)."""
     name = f"run-{re.sub(r'[^A-Za-z0-9_-]', '-', circuit.name[:40])}-{secrets.token_hex(4)}"
-    await deploy_to_hosts(circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout, secure=secure)
+    await deploy_to_hosts(
+        circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout, secure=secure, waiting=waiting
+    )
     try:
         async with on_deployment(name, broker, ready_timeout=timeout, observer=observer, recorder=recorder) as runner:
             yield runner

@@ -120,6 +120,7 @@ def test_deploying_onto_hosts_that_are_not_online_names_them_and_how_they_stand(
         "deploy", "x * y", "--name", ghost, "--hosts", wanted, "--timeout", "0.5", "--broker", mosquitto_url
     )
     assert done.returncode == 1
+    assert done.stderr.startswith(f"waiting up to 0.5 s for {three_hosts[0]}, {ghost} (online now: ")  # not silence
     said = " ".join(done.stderr.split())
     assert (
         f"waited 0.5 s for the hosts {three_hosts[0]}, {ghost} on {mosquitto_url}; not online: {ghost} (never seen"
