@@ -201,7 +201,8 @@ def print_cluster(state: dict[str, Any], name: str | None, broker: BrokerAddress
     for hname, h in state["hosts"].items():
         label = h["state"] + (f" ({h['reason']})" if h["reason"] else "")
         colour = "green" if h["state"] == "online" else "red"
-        hosts.add_row(hname, f"[{colour}]{label}[/]", h["incarnation"], h["machine"], str(h["pid"]), str(h["gates"]))
+        count = str(h["gates"]) if h["state"] == "online" or not h["gates"] else f"{h['gates']} lost"  # assigned, gone
+        hosts.add_row(hname, f"[{colour}]{label}[/]", h["incarnation"], h["machine"], str(h["pid"]), count)
     out.print(hosts if state["hosts"] else "no gate hosts have announced themselves")
     out.print()
     deployments = Table(title="deployments", title_justify="left", show_edge=False)

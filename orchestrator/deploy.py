@@ -220,7 +220,7 @@ async def deploy_to_hosts(
                 replaced = f" (the deployment it was to replace, {old.circuit_id}, is gone too)" if old else ""
                 raise DeployError(
                     f"{exc}; nothing of deployment {name} is left on the hosts{replaced}; a host whose gates do not "
-                    "answer may be hung or overloaded: `gatemesh status` shows how each stands"
+                    "answer may be hung or overloaded: `gatemesh status` lists the hosts and how each stands"
                 ) from exc
             messages = retained_messages(record)
             await send(messages[:-1])  # the parts, acknowledged before the head that points to them

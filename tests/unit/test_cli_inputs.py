@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
+from orchestrator.cli_cluster import print_cluster
 from orchestrator.cli_common import check_writable, host_choice, load_circuit, parse_assignments
 from orchestrator.errors import InputError
 from tests.processes import gatemesh
@@ -93,3 +95,13 @@ def test_hosts_takes_a_count_or_names_and_a_negative_count_is_no_name() -> None:
     for wrong in ("0", "-2", "+0"):
         with pytest.raises(InputError, match="--hosts: give at least 1"):
             host_choice(wrong)
+
+
+def test_status_counts_an_offline_hosts_gates_as_lost(capsys: pytest.CaptureFixture[str]) -> None:
+    """An offline host showed "2" gates, as if they ran."""
+    host = {"state": "offline", "reason": "stopped", "incarnation": "ab12cd34", "machine": "m", "pid": 7, "gates": 2}
+    alive = {**host, "state": "online", "reason": ""}
+    print_cluster({"hosts": {"h3": host, "h1": alive}, "deployments": {}}, None, BrokerAddress(host="b", port=1883))
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(" h")}
+    assert rows["h3"][-2:] == ["2", "lost"]
+    assert rows["h1"][-1] == "2"
