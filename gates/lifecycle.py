@@ -146,5 +146,7 @@ async def stay_connected(
         if not was_up and (not retry_first or isinstance(error, NotAuthorised)):
             raise error
         delay = backoff.next()
-        log.warning("%s: %s; reconnecting in %g s", name, error, delay)
+        # a connection that was never up is its owner's to report (a host says "no broker
+        # connection" once per try); a connection lost is news
+        log.log(logging.WARNING if was_up else logging.DEBUG, "%s: %s; reconnecting in %g s", name, error, delay)
         await asyncio.sleep(delay)
