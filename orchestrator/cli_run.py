@@ -178,9 +178,11 @@ def run(
             if fault_plan and isinstance(target, Circuit)
             else ""
         )
-        if not told:
+        if not told and not retries:
             raise
-        raise RunTimeout(f"{exc}; under --faults {faults}: {told}", exc.run, exc.waiting_on, exc.arrived) from exc
+        said = f"all {retries + 1} attempts failed; the last: {exc}" if retries else str(exc)  # as each retry says
+        said += f"; under --faults {faults}: {told}" if told else ""
+        raise RunTimeout(said, exc.run, exc.waiting_on, exc.arrived) from exc
     except (HostLost, BaseExceptionGroup) as exc:
         found = [exc] if isinstance(exc, HostLost) else leaves(exc)
         lost = next((e for e in found if isinstance(e, HostLost)), None)

@@ -275,6 +275,15 @@ def test_a_run_that_needed_retries_says_so(mosquitto_url: str) -> None:
     assert json.loads(done.stdout) == {"value": -12.0, "grads": {"x": -4.0, "y": -4.0, "z": 3.0}}
     said = [line.split(": run ")[0] for line in done.stderr.splitlines()]
     assert said == ["retry: attempt 1 of 4 failed", "retry: attempt 2 of 4 failed"]
+    # one retry: both attempts fail, and the error says it was the last of them (it said only its own words)
+    fewer = ["--faults", "drop=0.1,seed=4", "--timeout", "0.5", "--retries", "1"]
+    failed = gatemesh("run", "(x+y)*z", "x=-2", "y=5", "z=-4", *fewer, "--broker", mosquitto_url)
+    assert failed.returncode == 1
+    lines = failed.stderr.splitlines()
+    assert [line.split(": run ")[0] for line in lines] == [
+        "retry: attempt 1 of 2 failed",
+        "error: all 2 attempts failed; the last",
+    ]
 
 
 def test_explain_says_where_each_retry_begins(mosquitto_url: str) -> None:
