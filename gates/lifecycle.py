@@ -42,22 +42,20 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
 
 
 async def despite_cancellation(work: Callable[[], Awaitable[object]], seconds: float) -> None:
-    """Run `work` to its end (at most `seconds`) even in a task being cancelled: a clean-up that
-    must not be cut short (a deployment made for one run, undeployed after a Ctrl-C). The task's
-    cancellations are set aside while it runs and requested again after, so the caller's
-    CancelledError goes on as it was."""
+    """Run `work` to its end (at most `seconds`) in a `finally` of a task being cancelled: a
+    clean-up that must not be cut short (a deployment made for one run, undeployed after a
+    Ctrl-C). An await there works; but the transport raises CancelledError at once in a task
+    that is cancelling (gates/transport.py, _go_on_cancelling), so the task's cancel requests
+    are withdrawn first. The CancelledError being raised goes on after the `finally` as it
+    was, and an asyncio.timeout that caused it still turns it into TimeoutError (it finds no
+    request of its own left; asking again, with task.cancel(), would cancel the task's next
+    await after such a timeout)."""
     task = asyncio.current_task()
     assert task is not None, "a task's clean-up"
-    pending = 0
     while task.cancelling():
         task.uncancel()
-        pending += 1
-    try:
-        async with asyncio.timeout(seconds):
-            await work()
-    finally:
-        for _ in range(pending):
-            task.cancel()
+    async with asyncio.timeout(seconds):
+        await work()
 
 
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
