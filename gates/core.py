@@ -141,8 +141,12 @@ class GateCore:
         return self.receive(topic_name, payload)[1]
 
     def receive(self, topic_name: str, payload: bytes) -> tuple[Message | None, list[Outgoing]]:
-        """`handle`, and the message it decoded (None if the payload or its topic was rejected):
-        the actor reads its `clock` and `held` flag from it instead of searching the bytes."""
+        """`handle`, and the message it decoded: the actor reads its `clock` and `held` flag from
+        it instead of searching the bytes. None if the payload or its topic was rejected, if it
+        names another circuit, or if its clock is longer than the deployment numbers nodes (a
+        gate keeps a traced run's clock: the bound must hold before anything reads it). A message
+        of this circuit on a topic of another kind comes back with its error: the error is a
+        step of its run, which its trace and step mode show."""
         parsed = parse_topic(topic_name)
         if parsed is None or parsed[0] != self.circuit or parsed[1] not in EXPECTED:
             error = self._error(ErrorCode.WRONG_TOPIC, f"not a topic this gate serves: {topic_name!r}", topic_name)
@@ -153,15 +157,15 @@ class GateCore:
         except ValidationError as exc:
             return None, [self._rejected(exc, topic_name)]
         run = getattr(message, "run", None)  # every kind but `ready` names one: said with the error
-        if message.circuit != self.circuit:
-            error = self._error(ErrorCode.WRONG_CIRCUIT, f"message for circuit {message.circuit!r}", topic_name, run)
-            return message, [error]
-        if not isinstance(message, EXPECTED[kind]):
-            reason = f"a {message.type!r} message on a {kind} topic"
-            return message, [self._error(ErrorCode.WRONG_TOPIC, reason, topic_name, run)]
         if message.clock is not None and self.spec.nodes is not None and len(message.clock.vc) > self.spec.nodes:
             reason = f"clock.vc: {len(message.clock.vc)} entries, for a deployment of {self.spec.nodes} nodes"
             return None, [self._error(ErrorCode.BAD_SCHEMA, reason, topic_name, run)]
+        if message.circuit != self.circuit:
+            error = self._error(ErrorCode.WRONG_CIRCUIT, f"message for circuit {message.circuit!r}", topic_name, run)
+            return None, [error]
+        if not isinstance(message, EXPECTED[kind]):
+            reason = f"a {message.type!r} message on a {kind} topic"
+            return message, [self._error(ErrorCode.WRONG_TOPIC, reason, topic_name, run)]
         match message:
             case Feed():
                 return message, self._with_evicted(self._on_feed(message))

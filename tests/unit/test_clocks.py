@@ -126,6 +126,17 @@ def test_a_gate_refuses_a_clock_longer_than_its_deployment_numbers_nodes() -> No
     assert isinstance(error, ErrorReport)
     assert (error.code, error.message) == ("bad_schema", "clock.vc: 5 entries, for a deployment of 4 nodes")
     assert core.open_runs == 0
+    # nor by naming another circuit: its clock was kept, and a trace batch sent for its run
+    elsewhere = forged.model_copy(update={"circuit": "other", "clock": Stamp(lamport=1, vc=[0] * 50_000 + [1])})
+    message, outgoing = core.receive(topic("c", "fwd", "x"), encode(elsewhere))
+    assert message is None
+    (error,) = (out.message for out in outgoing)
+    assert isinstance(error, ErrorReport)
+    assert (error.code, error.message) == ("bad_schema", "clock.vc: 50001 entries, for a deployment of 4 nodes")
+    other = elsewhere.model_copy(update={"clock": Stamp(lamport=1, vc=[0, 1])})
+    message, outgoing = core.receive(topic("c", "fwd", "x"), encode(other))
+    assert message is None  # nothing of this gate's runs: nothing traced
+    assert [getattr(out.message, "code", None) for out in outgoing] == ["wrong_circuit"]
     message, outgoing = core.receive(topic("c", "fwd", "x"), encode(fits))
     assert message == fits
     assert (outgoing, core.open_runs) == ([], 1)  # waits for y
