@@ -141,7 +141,7 @@ def status(
     if as_json:
         if name is not None:
             state["deployments"] = {name: state["deployments"][name]}
-        print(json.dumps(state, indent=2))
+        print_line(json.dumps(state, indent=2))
         return
     print_cluster(state, name, address)
 

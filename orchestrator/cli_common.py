@@ -282,8 +282,9 @@ def say_waiting(said: str) -> None:
 
 
 def print_line(line: str, *, console: Console = out) -> None:
-    """One line as it is: no markup, no highlighting, no wrapping."""
-    console.print(line, highlight=False, markup=False, soft_wrap=True)
+    """One line as it is: no markup, no highlighting, no emoji codes, no wrapping; a reader that
+    goes (`| head`) silences the rest rather than failing the command (_Console), JSON too."""
+    console.print(line, highlight=False, markup=False, emoji=False, soft_wrap=True)
 
 
 # -- the one error path -------------------------------------------------------------------

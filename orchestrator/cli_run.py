@@ -194,7 +194,7 @@ def run(
         if id_note is not None and (note := id_note()):
             narrate(note)
     if as_json:
-        print(result.model_dump_json())
+        print_line(result.model_dump_json())
     else:
         print_result(result, given=list(inputs))
 

@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from orchestrator.api import broker_url
-from orchestrator.cli_common import secure_dir
+from orchestrator.cli_common import err, print_line, secure_dir
 from orchestrator.errors import InputError
-
-err = Console(stderr=True)
 
 
 def serve(
@@ -122,7 +119,7 @@ def serve(
                 shown = f"[{host}]" if ":" in host else host
                 mode = f"watch only, as {watching.username}, " if watch_only else ""
                 said = f"gatemesh serve: open http://{shown}:{bound}/  (broker {url}, {mode}pid {os.getpid()})"
-                print(said, flush=True)
+                print_line(said)
                 config = uvicorn.Config(
                     make_app(rooms, LOOPBACK_NAMES | {bind} if address.is_loopback else None),
                     log_level="warning",

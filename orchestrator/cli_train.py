@@ -23,7 +23,17 @@ from orchestrator import boundary, checkpoint, mlp, moons, tensor_deploy
 from orchestrator.api import broker_url
 from orchestrator.checkpoint import Checkpoint
 from orchestrator.circuit import CIRCUIT_SUFFIXES
-from orchestrator.cli_common import DEFAULT_BROKER, broker_address, check_writable, host_choice, parse_faults, seconds
+from orchestrator.cli_common import (
+    DEFAULT_BROKER,
+    broker_address,
+    check_writable,
+    err,
+    host_choice,
+    out,
+    parse_faults,
+    print_line,
+    seconds,
+)
 from orchestrator.errors import DeployError, InputError
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import (
@@ -38,8 +48,6 @@ from orchestrator.train import (
     train,
 )
 
-out = Console()
-err = Console(stderr=True)
 MODELS = ("moons",)
 ENGINES = ("mesh", "reference")
 INITS = ("micrograd",)
@@ -152,7 +160,7 @@ def train_command(
     if plot is not None:
         boundary.draw(plot, training.params or start.params, points, f"gatemesh train {model}: {where}")
     if as_json:
-        print(json.dumps(result))
+        print_line(json.dumps(result))
     else:
         print_summary(console, result, plot)
     if said := advice(before, result, points, schedule.batch):

@@ -289,6 +289,21 @@ def test_explain_piped_into_a_reader_that_stops_early_ends_quietly() -> None:
     assert said == ""
 
 
+def test_json_piped_into_a_reader_that_stops_early_ends_quietly() -> None:
+    """`gatemesh train --json | head -c 100`: the JSON went by print(), and click ended the command
+    with status 1, saying nothing, whenever the reader had gone before it was all written."""
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+    command += ["train", "moons", "--engine", "reference", "--steps", "100", "--json"]
+    for _ in range(3):  # the reader goes before the JSON is all written (some 20 KB of it)
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env()
+        ) as running:
+            assert running.stdout is not None
+            assert running.stdout.read(10) == '{"steps": '
+            running.stdout.close()
+            assert running.wait(timeout=60) == 0
+
+
 def test_explain_says_under_its_sentences_what_a_message_id_is(mosquitto_url: str) -> None:
     """A second copy is told by its message's id (x:4); the first id shown is explained once, under the sentences."""
     done = gatemesh("run", QF, "x=-2", "y=5", "z=-4", "--broker", mosquitto_url, "--faults", "dup=1", "--explain")
