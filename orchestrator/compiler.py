@@ -75,6 +75,11 @@ def compile_program(source: str, *, output: str | None = None, name: str = "circ
     return _on_deep_stack(lambda: _compile(source, output, name))
 
 
+_ONE_AT_A_TIME = threading.Lock()
+"""Compiles on two threads at once (the web page compiles off its event loop) would set and
+restore the process's recursion limit across each other: left raised, or lowered under a parse."""
+
+
 def _on_deep_stack(work: Callable[[], Compiled]) -> Compiled:
     """Run `work` in a thread with a large stack and a high recursion limit.
 
@@ -94,13 +99,14 @@ def _on_deep_stack(work: Callable[[], Compiled]) -> Compiled:
         finally:
             sys.setrecursionlimit(limit)
 
-    previous = threading.stack_size(COMPILER_STACK_BYTES)
-    try:
-        worker = threading.Thread(target=target, name="gatemesh-compiler")
-        worker.start()
-    finally:
-        threading.stack_size(previous)
-    worker.join()
+    with _ONE_AT_A_TIME:  # the recursion limit and the stack size are the process's, not the thread's
+        previous = threading.stack_size(COMPILER_STACK_BYTES)
+        try:
+            worker = threading.Thread(target=target, name="gatemesh-compiler")
+            worker.start()
+        finally:
+            threading.stack_size(previous)
+        worker.join()
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
     return outcome[0]

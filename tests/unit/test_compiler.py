@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import sys
+
 import pytest
 
 from orchestrator.compiler import compile_program, compile_source
@@ -236,3 +239,13 @@ def test_long_programs_are_flat() -> None:
 def test_source_size_limit() -> None:
     with pytest.raises(CompileError, match="limit"):
         compile_source("x" * 2_000_000)
+
+
+def test_compiles_on_many_threads_leave_the_recursion_limit_as_it_was() -> None:
+    """Each compile raises the process's recursion limit for its parse and restores it after:
+    two at once (the web page compiles off its event loop) left it raised for good."""
+    before = sys.getrecursionlimit()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        circuits = list(pool.map(lambda i: compile_source(" + ".join(f"x*{i + j}" for j in range(50))), range(40)))
+    assert len({len(c.gates) for c in circuits}) == 1
+    assert sys.getrecursionlimit() == before
