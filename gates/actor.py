@@ -1,4 +1,5 @@
-"""One gate = one asyncio actor with its own MQTT connection.
+"""One gate = one asyncio actor, over a Link: a connection of its own, or a mailbox on a
+connection its host shares among its gates (gates/mux.py; a host's default).
 
 The actor subscribes to the topics its GateCore names, says Ready only once the broker has
 acknowledged those subscriptions (so nothing sent to it afterwards can be missed), and then

@@ -3,8 +3,11 @@
 Stopping: on Python 3.11, `asyncio.wait_for` (which aiomqtt uses for every publish and
 subscribe) can swallow a cancellation that arrives just as the awaited operation completes
 (CPython gh-86296, fixed in 3.12). A gate cancelled at that instant would keep serving and
-its task group would wait forever. `cancel_until_done` is the one workaround: it cancels
-again until the task is done; `cancel_and_wait` and a gate host's signal handler use it.
+its task group would wait forever. `cancel_until_done` works around it for tasks: it cancels
+again until the task is done; `cancel_and_wait` and a gate host's signal handler use it. (The
+transport's `_go_on_cancelling` is the other half: aiomqtt calls that end as if nothing
+happened in a task being cancelled raise CancelledError there.) `despite_cancellation` runs a
+clean-up that must finish in such a task.
 
 Staying connected: `stay_connected` is the one reconnect loop of the data plane's sessions
 (a host's shared connection, the orchestrator's runner): open, set up, hold until lost, back
@@ -116,7 +119,8 @@ async def stay_connected(
     - `up(connection)` runs on each new connection (subscribe, resend); only then is it up, and
       the first time `started` is resolved.
     - `down(connection, error)` runs as each attempt ends, before any waiting: `connection` is
-      None if none was made, `error` None if the task is being cancelled.
+      None if none was made, `error` None if the attempt ended in anything but a
+      TransportError (the task being cancelled, or a defect, which then propagates).
     - A first connection that fails raises its TransportError if not `retry_first` (a caller
       that needs the broker now); else every failure is retried (a host that starts first),
       except a first one refused for its credentials (NotAuthorised): the broker is there, and

@@ -1,8 +1,11 @@
-"""How every gatemesh component reaches the broker: URL parsing, client settings, publishing.
+"""The control plane's way to the broker (aiomqtt): URL parsing, client settings, publishing,
+reading retained state. The data plane (gate links, the runner, the tap) speaks through its own
+session, gates/mqtt311.py; BrokerAddress is both planes'.
 
-One helper, so that every connection gets the settings measured to matter: MQTT 3.1.1 (the
-embedded broker has no MQTT 5) and TCP_NODELAY, without which a QoS 1 hop costs ~44 ms of
-Nagle and delayed-ACK waiting instead of ~0.3 ms.
+One helper, so that every aiomqtt connection gets the settings measured to matter: MQTT 3.1.1
+(the embedded broker has no MQTT 5) and TCP_NODELAY, without which a QoS 1 hop costs ~44 ms of
+Nagle and delayed-ACK waiting instead of ~0.3 ms (the data plane's asyncio transports set it
+themselves).
 
 And one boundary: aiomqtt's errors (and timeouts) leave this module only as gatemesh's own
 (gates/errors.py), mapped by `map_exceptions` in `connect`, `incoming`, `publish_all`,

@@ -260,7 +260,8 @@ def _where(engine: str, hosts: str | None, replicas: int) -> str:
 @contextlib.contextmanager
 def _progress(console: Console, total: int, done: int) -> Iterator[Callable[[StepRecord], None]]:
     """A progress bar showing the step, the loss and the accuracy; yields the per-step callback.
-    None when no step is left (a checkpoint already at the end): "5/5 loss -" would read as done now."""
+    No bar when no step is left (a checkpoint already at the end: "5/5 loss -" would read as done
+    now), and a callback that does nothing."""
     if done >= total:
         yield lambda record: None
         return

@@ -201,9 +201,6 @@ class Recorder:
             return (gate,)
         return (ORCHESTRATOR,)
 
-    def traces(self, run: str) -> bool:
-        return run in self._clocks
-
     # -- the orchestrator's own events ----------------------------------------------------
 
     def begin(self, run: str, inputs: Mapping[str, float]) -> None:

@@ -17,7 +17,6 @@ counted, from the messages' bytes (Runner.tally), and the page shows its summary
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Mapping, Sequence
@@ -459,8 +458,10 @@ class Session:
             view.status = "done"
         finally:
             if view.recorder is not None:
-                with contextlib.suppress(Exception):
+                try:  # the run's last events: the picture is drawn with what came
                     await view.recorder.drain(0.5 if view.result else 0.2)
+                except Exception:  # a defect of the recorder's: logged, and the run's own outcome stands
+                    log.exception("room %s: reading the trace of run %s failed", self.room, view.run)
             self._dirty.set()
 
     def _observer(self, circuit: Circuit, placement: Mapping[str, str]) -> Observer:
