@@ -33,7 +33,7 @@ from gates.protocol import ORCHESTRATOR, Assignment, HostPresence, deployment_to
 from gates.transport import BrokerAddress, check_retained_reads, encode, read_retained
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import DEPLOYMENT_NAME_PATTERN, ClusterView, DeploymentRecord, read_cluster
-from orchestrator.errors import BrokerError, DeployError, broker_failed
+from orchestrator.errors import BrokerError, DeployError, GatesNotReady, broker_failed
 from orchestrator.placement import place
 from orchestrator.recorder import Recorder
 from orchestrator.records import (
@@ -216,7 +216,7 @@ async def deploy_to_hosts(
             await send(_assignments(record))
             try:
                 await runner.wait_ready(timeout)
-            except BrokerError as exc:  # gates that never said Ready: taken back below
+            except GatesNotReady as exc:  # taken back below
                 replaced = f" (the deployment it was to replace, {old.circuit_id}, is gone too)" if old else ""
                 raise DeployError(
                     f"{exc}; nothing of deployment {name} is left on the hosts{replaced}; a host whose gates do not "

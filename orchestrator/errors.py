@@ -48,6 +48,11 @@ class BrokerError(GatemeshError):
     """The broker could not be reached or started, or cannot carry gatemesh (from a gates.errors.TransportError)."""
 
 
+class GatesNotReady(BrokerError):
+    """Gates that never said Ready within the time given (their hosts hung, or overloaded): what a
+    deploy takes back, as opposed to a broker failing it."""
+
+
 def broker_failed(broker: BrokerAddress, exc: BaseException, doing: str | None = None) -> BrokerError:
     """`doing` (None: connecting) failed at the broker at `broker` with `exc`, the broker named
     once: a transport error may name it already ("cannot connect to the broker at ...")."""

@@ -50,11 +50,11 @@ from gates.transport import BrokerAddress, encode
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import host_problem
 from orchestrator.errors import (
-    BrokerError,
     ConnectionLost,
     DeploymentGone,
     GateFailed,
     GatemeshError,
+    GatesNotReady,
     HostLost,
     RunError,
     RunTimeout,
@@ -294,7 +294,7 @@ class Runner:
         except TimeoutError:
             silent = sorted(self._awaited)
             shown = ", ".join(f"{g} (on {self.placement[g]})" if g in self.placement else g for g in silent[:10])
-            raise BrokerError(f"{len(silent)} gate(s) not ready after {timeout:g} s: {shown}") from None
+            raise GatesNotReady(f"{len(silent)} gate(s) not ready after {timeout:g} s: {shown}") from None
         finally:
             self._awaited = None
 

@@ -47,7 +47,15 @@ from gates.tensor_ops import Array
 from gates.transport import BrokerAddress
 from gates.transport import encode as encode_json
 from orchestrator.cluster import host_problem
-from orchestrator.errors import BrokerError, ConnectionLost, GateFailed, HostLost, RunTimeout, broker_failed
+from orchestrator.errors import (
+    BrokerError,
+    ConnectionLost,
+    GateFailed,
+    GatesNotReady,
+    HostLost,
+    RunTimeout,
+    broker_failed,
+)
 from orchestrator.reference import listed
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import StepOutcome
@@ -174,7 +182,7 @@ class MeshEngine:
         except TimeoutError:
             silent = sorted(self._not_ready)
             shown = listed([f"{g} (on {self.placement[g]})" if g in self.placement else g for g in silent], 10)
-            raise BrokerError(f"{len(silent)} tensor gate(s) not ready after {timeout:g} s: {shown}") from None
+            raise GatesNotReady(f"{len(silent)} tensor gate(s) not ready after {timeout:g} s: {shown}") from None
 
     async def load(self, params: Mapping[str, Array], step: int) -> None:
         """Give every parameter actor its tensor as of `step`, and wait for each to confirm it."""
