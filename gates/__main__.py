@@ -17,9 +17,8 @@ from gates.faults import Faults
 from gates.host import GateHost, HostNameTaken, PresenceRefused, default_name
 from gates.lifecycle import cancel_until_done
 from gates.mqtt311 import QoS
-from gates.transport import BrokerAddress
+from gates.transport import DEFAULT_BROKER, BrokerAddress
 
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 STOP_GRACE = 1.5
 """Seconds a stopping host gets (to say goodbye) before it is cancelled again."""
 

@@ -40,6 +40,8 @@ from gates.errors import (
     unreachable,
 )
 
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+"""Where a gate host and the cluster commands look for the broker when told nothing."""
 QOS = 1
 """Every gate message is sent at least once; duplicates are harmless by design."""
 IN_FLIGHT = 100

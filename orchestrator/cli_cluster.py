@@ -15,10 +15,9 @@ from rich.table import Table
 from gates.__main__ import main as serve_host
 from gates.errors import TransportError
 from gates.protocol import deployment_topic
-from gates.transport import BrokerAddress
+from gates.transport import DEFAULT_BROKER, BrokerAddress
 from orchestrator.cli_common import (
     DASH_FIRST,
-    DEFAULT_BROKER,
     ClusterBrokerOption,
     HostsOption,
     OutputOption,

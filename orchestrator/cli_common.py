@@ -51,7 +51,6 @@ class _Console(Console):
 out = _Console()
 err = _Console(stderr=True)
 
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
 # -- options ------------------------------------------------------------------------------
 

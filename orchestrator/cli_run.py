@@ -18,12 +18,11 @@ from rich.markup import escape
 from broker.security import SecureDir
 from gates.faults import Faults
 from gates.lifecycle import leaves
-from gates.transport import BrokerAddress
+from gates.transport import DEFAULT_BROKER, BrokerAddress
 from orchestrator.api import broker_url, deployed
 from orchestrator.circuit import CIRCUIT_SUFFIXES, Circuit
 from orchestrator.cli_common import (
     DASH_FIRST,
-    DEFAULT_BROKER,
     RUN_TIMEOUT,
     BrokerOption,
     FaultsOption,

@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gates.faults import Faults
+from gates.transport import DEFAULT_BROKER
 from orchestrator import boundary, checkpoint, mlp, moons, tensor_deploy
 from orchestrator.api import broker_url
 from orchestrator.checkpoint import Checkpoint
 from orchestrator.circuit import CIRCUIT_SUFFIXES
 from orchestrator.cli_common import (
-    DEFAULT_BROKER,
     broker_address,
     check_writable,
     err,
