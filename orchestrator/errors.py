@@ -10,7 +10,7 @@ GatemeshError
     ├── GateFailed    a gate reported that the run cannot complete (e.g. log of -1)
     ├── HostLost      a gate host of the deployment died or restarted; names it and its gates
     ├── DeploymentGone the deployment was undeployed or replaced while the runner was on it
-    ├── ConnectionLost the orchestrator's connection to the broker broke during the run
+    ├── RunConnectionLost the orchestrator's connection to the broker broke during the run
     └── RunTimeout    the run did not finish in time; names the gates it waits on
 """
 
@@ -131,5 +131,5 @@ def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-class ConnectionLost(RunError):
+class RunConnectionLost(RunError):
     """The orchestrator lost the broker mid-run; the run may be retried once it is back."""

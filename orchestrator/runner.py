@@ -50,12 +50,12 @@ from gates.transport import BrokerAddress, encode
 from orchestrator.circuit import Circuit
 from orchestrator.cluster import host_problem
 from orchestrator.errors import (
-    ConnectionLost,
     DeploymentGone,
     GateFailed,
     GatemeshError,
     GatesNotReady,
     HostLost,
+    RunConnectionLost,
     RunError,
     RunTimeout,
     broker_failed,
@@ -318,7 +318,7 @@ class Runner:
         for attempt in range(retries + 1):
             try:
                 return await self._attempt(inputs, timeout)
-            except (RunTimeout, ConnectionLost) as exc:
+            except (RunTimeout, RunConnectionLost) as exc:
                 self._trace_end(exc.run, error=exc)
                 if attempt == retries:
                     raise
@@ -350,19 +350,21 @@ class Runner:
         except TimeoutError:
             if not self.connected.is_set():
                 message = f"run {run}: no connection to the broker at {self.broker} for {timeout:g} s"
-                raise ConnectionLost(message, run) from None
+                raise RunConnectionLost(message, run) from None
             try:
                 late = await self._timed_out(run, pending, timeout)
             except TransportError as exc:  # lost while probing: a lost connection, as above
                 message = f"run {run}: the connection to the broker at {self.broker} broke while probing: {exc}"
-                raise ConnectionLost(message, run) from exc
+                raise RunConnectionLost(message, run) from exc
             value = pending.value  # cancelled if the timeout struck while the run awaited it
             if pending.waiting_for or not value.done() or value.cancelled() or value.exception() is not None:
                 raise late from None
             # every report arrived while the gates were probed: the run finished, late (a busy machine)
             log.info("run %s finished after its %g s timeout, while its gates were probed", run, timeout)
         except TransportError as exc:
-            raise ConnectionLost(f"run {run}: the connection to the broker at {self.broker} broke: {exc}", run) from exc
+            raise RunConnectionLost(
+                f"run {run}: the connection to the broker at {self.broker} broke: {exc}", run
+            ) from exc
         except RunError as exc:
             self._trace_end(run, error=exc)
             await self._release(run, lost_is_fine=True)
@@ -463,7 +465,7 @@ class Runner:
         and the recorder's tap if it has one (subscribed first: it hears every message of a run).
 
         `started` resolves once connected and subscribed. Runs in flight when the connection
-        breaks fail with ConnectionLost (they may be retried); a first connection that cannot
+        breaks fail with RunConnectionLost (they may be retried); a first connection that cannot
         be made is a BrokerError (in an exception group if it is the tap's: `connected` unwraps it).
         """
         if self.tap is None and self.record_watch is None:
@@ -509,7 +511,7 @@ class Runner:
         self._session = None
         if error is not None:
             for run, pending in self._pending.items():
-                pending.fail(ConnectionLost(f"run {run}: lost the broker at {self.broker}: {error}", run))
+                pending.fail(RunConnectionLost(f"run {run}: lost the broker at {self.broker}: {error}", run))
 
     async def publish(
         self, batch: Sequence[tuple[str, BaseModel | None]], *, retain: bool = False, confirm: bool = False

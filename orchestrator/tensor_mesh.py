@@ -49,10 +49,10 @@ from gates.transport import encode as encode_json
 from orchestrator.cluster import host_problem
 from orchestrator.errors import (
     BrokerError,
-    ConnectionLost,
     GateFailed,
     GatesNotReady,
     HostLost,
+    RunConnectionLost,
     RunTimeout,
     broker_failed,
 )
@@ -149,7 +149,7 @@ class MeshEngine:
     async def publish(self, batch: Sequence[tuple[str, bytes]], *, retain: bool = False, confirm: bool = False) -> None:
         """Send on the session; with `confirm`, return once the broker has every message."""
         if self._broken is not None:
-            raise ConnectionLost(f"the connection to the broker at {self.broker} is gone: {self._broken}", "")
+            raise RunConnectionLost(f"the connection to the broker at {self.broker} is gone: {self._broken}", "")
         session = self._session
         assert session is not None, "open the engine with open_engine"
         waiting = [session.publish(name, payload, retain, confirm=confirm) for name, payload in batch]
@@ -163,7 +163,7 @@ class MeshEngine:
                 f"the broker at {self.broker} acknowledged no publish within {session.timeout:g} s"
             ) from None
         except TransportError as exc:
-            raise ConnectionLost(f"the connection to the broker at {self.broker} broke: {exc}", "") from exc
+            raise RunConnectionLost(f"the connection to the broker at {self.broker} broke: {exc}", "") from exc
 
     async def publish_json(self, batch: Iterable[tuple[str, BaseModel | None]], *, retain: bool = False) -> None:
         await self.publish([(name, encode_json(message)) for name, message in batch], retain=retain, confirm=True)
@@ -248,7 +248,7 @@ class MeshEngine:
 
     async def _timed_out(self, pending: _Step) -> RunTimeout:
         """Ask every gate where the step stands, free their state, and say what it waits on."""
-        with contextlib.suppress(ConnectionLost, BrokerError):
+        with contextlib.suppress(RunConnectionLost, BrokerError):
             await self.publish_json([(topic(self.circuit_id, "control"), self._control(Probe, pending.run))])
             await asyncio.sleep(PROBE_WINDOW)
             await self.publish_json([(topic(self.circuit_id, "control"), self._control(Release, pending.run))])
@@ -371,7 +371,7 @@ class MeshEngine:
         self._broken = error
         if self._pending is not None:
             message = f"step {self._pending.step}: lost the broker at {self.broker}: {error}"
-            self._pending.fail(ConnectionLost(message, self._pending.run))
+            self._pending.fail(RunConnectionLost(message, self._pending.run))
 
 
 @contextlib.asynccontextmanager

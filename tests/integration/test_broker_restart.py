@@ -15,7 +15,7 @@ from broker.launch import free_port, mosquitto
 from gates.transport import BrokerAddress
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, on_deployment, undeploy
-from orchestrator.errors import ConnectionLost, HostLost
+from orchestrator.errors import HostLost, RunConnectionLost
 from orchestrator.reference import evaluate
 from tests.integration.test_hosts import start_hosts
 from tests.processes import gatemesh
@@ -48,7 +48,7 @@ async def test_hosts_and_a_running_orchestrator_survive_a_broker_restart(data_di
             first_broker.close()  # Mosquitto saves its retained messages and stops
             # Stopping, Mosquitto sends every client's last will: the hosts are reported offline.
             # A run while the broker is away fails by name, in time.
-            with pytest.raises((ConnectionLost, HostLost)):
+            with pytest.raises((RunConnectionLost, HostLost)):
                 await runner.run(NEURON, timeout=1.0)
 
             with mosquitto(port=port, data_dir=data_dir):

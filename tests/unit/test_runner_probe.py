@@ -12,7 +12,7 @@ import pytest
 from gates.protocol import Status
 from gates.transport import BrokerAddress
 from orchestrator.compiler import compile_source
-from orchestrator.errors import ConnectionLost
+from orchestrator.errors import RunConnectionLost
 from orchestrator.runner import Runner
 from orchestrator.standing import standing
 
@@ -44,7 +44,7 @@ def test_a_connection_lost_during_the_probe_is_a_lost_connection() -> None:
     with pytest.raises(ExceptionGroup) as caught:
         asyncio.run(run_and_lose_the_broker())
     (lost,) = caught.value.exceptions
-    assert isinstance(lost, ConnectionLost), repr(lost)
+    assert isinstance(lost, RunConnectionLost), repr(lost)
 
 
 def test_many_gates_that_did_not_answer_are_one_line_and_where_the_pass_stopped_still_shows() -> None:
