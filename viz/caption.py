@@ -82,8 +82,9 @@ def _operand(written: tuple[str, float], up_to: float) -> str:
 
 
 def caption(trace: Trace, run: str | None = None, step: int | None = None) -> str:
-    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events, 5 of its 16 messages crossed`
-    (what the figure shows; --explain numbers the crossings),
+    """`f = (x + y) * z at x=-2, y=5, z=-4; after 20 of 58 events, 5 of its 16 broker crossings`
+    (what the figure shows; --explain numbers the crossings, a second copy's too; a dropped
+    message never crosses, and is counted apart),
     with which run it is when the trace has several, and why it failed if it did."""
     chosen = trace.run_id(run)
     runs = trace.header.runs
@@ -103,7 +104,9 @@ def caption(trace: Trace, run: str | None = None, step: int | None = None) -> st
         when = f"; after {step} of {len(trace.events)} events"
         if which and seqs:  # --step counts the whole trace's events
             when += f" (this run's are {seqs[0]} to {seqs[-1]})"
-        when += f", {crossed} of its {len(crossings)} messages crossed"
+        when += f", {crossed} of its {len(crossings)} broker crossings"  # copies included: what --explain tells
+        dropped = sum(1 for e in trace.events if e.run == chosen and e.type == "drop" and e.seq <= step)
+        when += f" ({dropped} message{'s' if dropped != 1 else ''} dropped, never crossing)" if dropped else ""
     return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + which + faults + failed + when
 
 

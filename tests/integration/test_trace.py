@@ -816,7 +816,14 @@ def test_a_caption_says_which_run_and_why_it_failed() -> None:
         "the run failed: did not finish within 1 s"
     )
     assert caption(read_trace(IMG / "qf.jsonl"), step=5) == (
-        "f = (x + y) * z at x=-2, y=5, z=-4; after 5 of 58 events, 2 of its 16 messages crossed"
+        "f = (x + y) * z at x=-2, y=5, z=-4; after 5 of 58 events, 2 of its 16 broker crossings"
+    )
+    # a run that lost messages: it said "16 of its 16 messages crossed" where three had been dropped
+    drops = [e for e in faulty.events if e.type == "drop"]
+    last = faulty.events[-1].seq
+    assert caption(faulty, step=last).endswith(
+        f"of its {sum(e.type == 'cross' for e in faulty.events)} broker crossings ({len(drops)} message"
+        f"{'s' if len(drops) != 1 else ''} dropped, never crossing)"
     )
 
 
