@@ -182,6 +182,8 @@ def draw_lamport_command(
     check_writable("-o", output_file, (".svg",))
     given = list(arguments or [])
     if trace is not None:
+        if more := [g for g in given if _names_a_trace(g)]:  # another trace: not a SOURCE
+            raise _one_trace([str(trace), *more])
         if given:
             raise InputError(
                 f"--trace {trace} draws a recorded run; SOURCE and input values make a new one: give one or the other"
@@ -274,4 +276,7 @@ def export_shiviz_command(
         (name if names.count(name) == 1 else str(path), read_trace(path))
         for name, path in zip(names, traces, strict=True)
     ]
+    for _, trace in named:  # ShiViz draws what is there, as the pictures do: said as they say it
+        for run in trace.runs():
+            _warn_if_cut_short(trace, run)
     _write(output_file, export(named), "the ShiViz log")

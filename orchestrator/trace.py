@@ -12,6 +12,7 @@ through `read_trace`, which validates every line and names the line that is wron
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -99,7 +100,7 @@ class Trace(BaseModel):
             return ""
         return (
             f"run {chosen} finished (value {record.result.value:g}), but this trace holds {len(reported)} of its "
-            f"{leaves} gradient reports: the file looks cut short, and the picture shows only what it holds"
+            f"{leaves} gradient reports: the file looks cut short, and what is drawn is only what it holds"
         )
 
     def runs(self) -> list[str]:
@@ -184,9 +185,11 @@ def parse_trace(text: str, source: str = "<trace>") -> Trace:
     try:
         header = TraceHeader.model_validate_json(lines[0][1])
     except ValidationError as exc:
+        seems = _looks_like(text, lines[0][1])  # what it is, if it says: then the parser's words add nothing
+        detail = "" if seems else f" (line {lines[0][0]}: {_problems(exc)})"
         raise TraceError(
-            f"{source}: not a trace{_looks_like(text)}: a trace is JSON lines, the first the header "
-            f"`gatemesh run ... --trace FILE` writes (line {lines[0][0]}: {_problems(exc)})"
+            f"{source}: not a trace{seems}: a trace is JSON lines, the first the header "
+            f"`gatemesh run ... --trace FILE` writes{detail}"
         ) from None
     events = []
     nodes = {*header.circuit.nodes, BROKER}
@@ -208,15 +211,22 @@ def parse_trace(text: str, source: str = "<trace>") -> Trace:
     return Trace(header=header, events=tuple(events))
 
 
-def _looks_like(text: str) -> str:
-    """What a file that is not a trace seems to be, if it says (a circuit file, most often)."""
-    try:
+def _looks_like(text: str, first: str) -> str:
+    """What a file that is not a trace seems to be, if it says: a circuit file (most often), a
+    trace whose header line is gone, a ShiViz log; or a first line that is not JSON at all."""
+    if first.startswith("(?<host>"):
+        return " but a ShiViz log (`gatemesh export shiviz` writes one from a trace)"
+    with contextlib.suppress(ValueError):
         whole = json.loads(text)
-    except ValueError:
+        if isinstance(whole, dict) and "gates" in whole:
+            return " but a circuit file (draw it with `gatemesh draw circuit FILE`)"
+    try:
+        TraceEvent.model_validate_json(first)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return ": its first line is not JSON"
         return ""
-    if isinstance(whole, dict) and "gates" in whole:
-        return " but a circuit file (draw it with `gatemesh draw circuit FILE`)"
-    return ""
+    return " but trace events without their header: its first line is an event (the file was cut?)"
 
 
 def _stranger(event: TraceEvent, nodes: set[str]) -> str:

@@ -81,6 +81,10 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
             f"{IMG}/qf.jsonl: a second trace beside --trace {IMG}/faulty.jsonl; draw one trace at a time",
         ),
         (
+            ["draw", "lamport", "--trace", f"{IMG}/qf.jsonl", f"{IMG}/faulty.jsonl", "-o", f"{gettempdir()}/two.svg"],
+            f"{IMG}/qf.jsonl, {IMG}/faulty.jsonl: one trace a picture",  # was "SOURCE and input values make a new one"
+        ),
+        (
             ["draw", "lamport", f"{IMG}/qf.jsonl", f"{IMG}/faulty.jsonl", "-o", f"{gettempdir()}/two.svg"],
             f"{IMG}/qf.jsonl, {IMG}/faulty.jsonl: one trace a picture (--run",  # was "a trace, not a circuit"
         ),

@@ -344,6 +344,18 @@ def test_the_cli_traces_draws_and_explains(mosquitto_url: str, tmp_path: Path) -
         " ".join(done.stderr.split())
     )
     assert "cut short" not in gatemesh("draw", "lamport", str(path), "-o", str(tmp_path / "whole.svg")).stderr
+    exported = gatemesh("export", "shiviz", str(tmp_path / "cut.jsonl"), "-o", str(tmp_path / "cut.log"))
+    assert exported.returncode == 0, exported.stderr
+    assert "the file looks cut short" in exported.stderr  # as the pictures say (it said nothing)
+    # what a file that is not a trace seems to be, without the parser's words
+    (tmp_path / "headless.jsonl").write_text("".join(path.read_text().splitlines(keepends=True)[1:]))
+    assert gatemesh("export", "shiviz", str(path), "-o", str(tmp_path / "run.log")).returncode == 0
+    for name, seems in (("headless.jsonl", "its first line is an event"), ("run.log", "but a ShiViz log")):
+        done = gatemesh("draw", "lamport", str(tmp_path / name), "-o", str(tmp_path / "x.svg"))
+        assert done.returncode == 1
+        said = " ".join(done.stderr.split())
+        assert seems in said, said
+        assert "(line 1:" not in said, said
     (tmp_path / "bad.jsonl").write_text(path.read_text().replace('"lamport":', '"lamport":"x",', 1))
     done = gatemesh("export", "shiviz", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "x.log"))
     assert done.returncode == 1
