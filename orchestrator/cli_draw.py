@@ -34,6 +34,7 @@ from orchestrator.recorder import Recorder
 from orchestrator.trace import Trace, TraceError, read_trace
 from viz.caption import caption, formula
 from viz.circuit import MAX_GATES, check_size, draw_circuit, state_at, step_of_message
+from viz.lamport import MAX_GATES as LAMPORT_MAX_GATES
 from viz.lamport import draw_lamport
 from viz.shiviz import export
 from viz.svg import DrawError
@@ -172,7 +173,7 @@ def draw_lamport_command(
     broker: BrokerOption = None,
     faults: FaultsOption = "",
     timeout: TimeoutOption = RUN_TIMEOUT,
-    max_gates: MaxGatesOption = MAX_GATES,
+    max_gates: MaxGatesOption = LAMPORT_MAX_GATES,
 ) -> None:
     """The space-time diagram: a line per gate (grouped by host), an arrow per message, faults marked.
 

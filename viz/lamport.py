@@ -23,7 +23,7 @@ from xml.sax.saxutils import escape
 from gates.protocol import BROKER, ORCHESTRATOR
 from gates.trace_records import ENDED_EARLY, STEP_MODE_DROP, TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
-from viz.circuit import MAX_GATES, symbol
+from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, captioned, document, num, text
 from viz.wire_labels import Box, Point, Spots, beside, choose, crossings, overlaps, up_normal
 
@@ -31,6 +31,9 @@ COLUMN = 104.0
 ROW = 22.0
 LEFT, TOP, BOTTOM = 30.0, 92.0, 88.0
 MAX_EVENTS = 5000
+MAX_GATES = 40
+"""Lines past which the diagram is refused (the page says so instead): at 40 gates a pass's
+feeds already fan out across the picture; ShiViz shows any size."""
 PLACED_ARROWS = 400
 """Up to this many arrows (a circuit of about 30 gates), each arrow's number looks for a clear place."""
 DOT_CLEAR = 24
@@ -71,7 +74,7 @@ STYLE = f"""
 .cross {{ stroke: {ERROR}; stroke-width: 2.2; }}
 .lost {{ stroke: #b91c1c; stroke-width: 2.6; }}
 .event.heard-lost {{ fill: white; stroke: #b91c1c; stroke-width: 2; }}
-.timeout-box {{ fill: #fff7ed; stroke: {ERROR}; }}
+.timeout-box {{ fill: #fff7ed; fill-opacity: 0.6; stroke: {ERROR}; }}
 .note {{ font-size: 10px; fill: #374151; }}
 .caption {{ font-size: 13px; fill: #111827; }}
 .legend {{ font-size: 11px; fill: {GREY}; }}

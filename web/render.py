@@ -16,10 +16,10 @@ from orchestrator.circuit import Circuit
 from orchestrator.trace import Trace
 from viz.caption import caption
 from viz.circuit import MAX_GATES, draw_circuit, state_at
+from viz.lamport import MAX_GATES as LAMPORT_MAX_GATES
 from viz.lamport import draw_lamport
 from viz.svg import DrawError
 
-LAMPORT_MAX_NODES = 40
 """Past this many gates the diagram's columns are too narrow to read on a page."""
 
 
@@ -105,9 +105,9 @@ def pictures(trace: Trace, run: str, title: str) -> Pictures:
         circuit_svg = draw_circuit(trace.circuit, state_at(trace, run), caption=title or caption(trace, run))
     except DrawError as exc:
         circuit_note = str(exc)
-    if len(trace.circuit.gates) > LAMPORT_MAX_NODES:
+    if len(trace.circuit.gates) > LAMPORT_MAX_GATES:
         lamport_note = (
-            f"{len(trace.circuit.gates)} gates: the Lamport diagram stays readable up to {LAMPORT_MAX_NODES} "
+            f"{len(trace.circuit.gates)} gates: the Lamport diagram stays readable up to {LAMPORT_MAX_GATES} "
             "columns; the progress above counts the messages instead"
         )
     elif any(e.run == run for e in trace.events):

@@ -404,8 +404,8 @@ def test_both_draw_commands_take_a_trace_both_ways(tmp_path: Path) -> None:
 
 def test_a_lamport_diagram_too_wide_to_read_is_refused_with_where_to_look_instead() -> None:
     trace = read_trace(IMG / "qf.jsonl")
-    wide = compile_source(" + ".join(f"x{i}" for i in range(31)))  # 61 gates: 31 inputs, 30 adds
-    with pytest.raises(DrawError, match=r"^61 gates: the diagram stays readable up to 60 .*`gatemesh export shiviz`"):
+    wide = compile_source(" + ".join(f"x{i}" for i in range(21)))  # 41 gates: 21 inputs, 20 adds
+    with pytest.raises(DrawError, match=r"^41 gates: the diagram stays readable up to 40 .*`gatemesh export shiviz`"):
         draw_lamport(trace.model_copy(update={"header": trace.header.model_copy(update={"circuit": wide})}))
 
 
