@@ -153,16 +153,17 @@ class GateActor:
             if isinstance(out.message, ErrorReport):
                 level = logging.INFO if out.message.code in RUN_FAILING_CODES else logging.WARNING
                 log.log(level, "gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
+        batch = [(out.topic, out.message) for out in outgoing]
         if message is None:  # rejected: its error report goes as it is
-            if outgoing:
-                await self._send(link, delayed, [(out.topic, out.message) for out in outgoing])
+            if batch:
+                await self._send(link, delayed, batch)
             return
         if message.held:  # step mode: this run's data messages wait at the held topics (gates/held.py)
             link = HeldLink(link)
         if message.clock is not None:  # a traced run: clocks on its messages, events to the trace topic
-            await self._send_traced(link, delayed, topic_name, message, [(out.topic, out.message) for out in outgoing])
-        elif outgoing:
-            await self._send(link, delayed, [(out.topic, out.message) for out in outgoing])
+            await self._send_traced(link, delayed, topic_name, message, batch)
+        elif batch:
+            await self._send(link, delayed, batch)
 
     async def _send(self, link: Link, delayed: asyncio.TaskGroup | None, batch: list[tuple[str, BaseModel]]) -> None:
         if self.injector is None or delayed is None:  # one implies the other; both checked for the type checker

@@ -134,7 +134,7 @@ class GateCore:
         """Runs with state held in memory (for tests that check state is freed)."""
         return len(self._runs)
 
-    # -- the one entry point --------------------------------------------------------------
+    # -- the entry point: receive (the actor's); handle, its outgoing messages alone ----------
 
     def handle(self, topic_name: str, payload: bytes) -> list[Outgoing]:
         """Decode, validate and act on one message; every rejection becomes an ErrorReport."""

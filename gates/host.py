@@ -351,7 +351,7 @@ class GateHost:
             batch = list(itertools.islice(self._unverified, VERIFY_BATCH))
             self._unverified.difference_update(batch)
             try:
-                held = await read_back(self.broker, [topic(c, "spec", g) for c, g in batch])
+                retained = await read_back(self.broker, [topic(c, "spec", g) for c, g in batch])
             except (TransportError, TimeoutError) as exc:
                 self._unverified.update(batch)
                 delay = backoff.next()
@@ -362,7 +362,7 @@ class GateHost:
             outgoing: list[Outgoing] = []
             started_or_stopped = self._started_or_stopped
             for key in batch:
-                outgoing += await self._follow(group, key, held.get(topic(key[0], "spec", key[1])))
+                outgoing += await self._follow(group, key, retained.get(topic(key[0], "spec", key[1])))
             changed = changed or self._started_or_stopped != started_or_stopped
             if outgoing:
                 await self._publish(outgoing)
@@ -372,11 +372,11 @@ class GateHost:
                     _settle()
                     changed = False
 
-    async def _follow(self, group: asyncio.TaskGroup, key: Key, held: bytes | None) -> list[Outgoing]:
+    async def _follow(self, group: asyncio.TaskGroup, key: Key, retained: bytes | None) -> list[Outgoing]:
         """Make gate `key` run here as the assignment the broker holds for it says; what to publish."""
         deployment, gate = key
         try:
-            assignment = ANY_ASSIGNMENT.validate_json(held) if held else None
+            assignment = ANY_ASSIGNMENT.validate_json(retained) if retained else None
         except ValidationError as exc:
             log.warning("host %s: no valid assignment of %s/%s on the broker: %s", self.name, *key, exc)
             assignment = None
