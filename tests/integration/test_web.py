@@ -778,6 +778,10 @@ def test_a_live_deployment_runs_with_its_hosts_shown(
         page.goto(hosts_server.url + "?x=-2&y=5&z=-4")
         expect(page.locator("#deployment option[value=live-qf]")).to_have_count(1, timeout=WAIT)
         page.locator("#deployment").select_option("live-qf")
+        page.locator("#source").fill("(x + ")  # a source that does not compile refuses Run, not Run on it
+        expect(page.locator("#compile-error")).to_be_visible(timeout=WAIT)
+        page.locator("#run").click()
+        expect(page.locator("#problem")).to_contain_text("the source does not compile: mend it first")
         page.locator("#attach").click()
         expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
         expect(page.locator("#title")).to_have_text("f = (x + y) * z")  # "on deployment live-qf" once: the label's
