@@ -26,7 +26,7 @@ import asyncio
 import collections
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from gates.errors import ConnectionLost, ProtocolViolation, TransportError, connack_refusal, unreachable
@@ -195,6 +195,20 @@ class Session(asyncio.Protocol):
             self.backlog.append(((topic, payload, retain), confirmation))
             self._update_writable()
         return confirmation
+
+    async def publish_all(
+        self, batch: Sequence[tuple[str, bytes]], retain: bool = False, *, confirm: bool = True
+    ) -> None:
+        """Publish `batch`; with `confirm`, return once the broker has acknowledged every one:
+        TimeoutError past the session's timeout and a millisecond a message (the broker takes
+        in a large batch at its own pace)."""
+        waiting = [self.publish(name, payload, retain, confirm=confirm) for name, payload in batch]
+        if not confirm:
+            return
+        async with asyncio.timeout(self.timeout + 0.001 * len(batch)):
+            for confirmation in waiting:
+                if confirmation is not None:
+                    await confirmation
 
     async def subscribe(self, filters: list[str]) -> None:
         """Subscribe at the session's QoS; Refused naming every filter the broker refused (an ACL, say)."""

@@ -401,11 +401,7 @@ async def _retainer(broker: BrokerAddress) -> AsyncIterator[Send]:
     seconds, where aiomqtt's publish_all took a minute. BrokerError if the broker fails it."""
 
     async def send(batch: list[tuple[str, BaseModel | None]]) -> None:
-        waiting = [session.publish(name, encode(message), True, confirm=True) for name, message in batch]
-        async with asyncio.timeout(session.timeout + 0.001 * len(batch)):
-            for confirmation in waiting:
-                if confirmation is not None:
-                    await confirmation
+        await session.publish_all([(name, encode(message)) for name, message in batch], retain=True)
 
     try:
         session = await Session.open(broker, lambda name, payload: None)

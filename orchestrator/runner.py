@@ -524,14 +524,10 @@ class Runner:
         if session is None or not self.connected.is_set():
             message = f"not connected to the broker at {self.broker}"
             raise transport_errors.ConnectionLost(message, broker=str(self.broker))
-        waiting = [session.publish(name, encode(message), retain, confirm=confirm) for name, message in batch]
-        limit = session.timeout + 0.001 * len(batch)
         try:
-            async with asyncio.timeout(limit):
-                for confirmation in waiting:
-                    if confirmation is not None:
-                        await confirmation
+            await session.publish_all([(name, encode(message)) for name, message in batch], retain, confirm=confirm)
         except TimeoutError:
+            limit = session.timeout + 0.001 * len(batch)
             message = f"the broker at {self.broker} acknowledged no publish within {limit:g} s"
             raise transport_errors.ConnectionLost(message, broker=str(self.broker)) from None
 

@@ -152,12 +152,8 @@ class MeshEngine:
             raise RunConnectionLost(f"the connection to the broker at {self.broker} is gone: {self._broken}", "")
         session = self._session
         assert session is not None, "open the engine with open_engine"
-        waiting = [session.publish(name, payload, retain, confirm=confirm) for name, payload in batch]
         try:
-            async with asyncio.timeout(session.timeout + 0.001 * len(batch)):
-                for confirmation in waiting:
-                    if confirmation is not None:
-                        await confirmation
+            await session.publish_all(batch, retain, confirm=confirm)
         except TimeoutError:
             raise BrokerError(
                 f"the broker at {self.broker} acknowledged no publish within {session.timeout:g} s"

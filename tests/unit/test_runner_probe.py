@@ -22,7 +22,7 @@ class SilentSession:
 
     timeout = 1.0
 
-    def publish(self, name: str, payload: bytes, retain: bool, confirm: bool = False) -> None:
+    async def publish_all(self, batch: object, retain: bool = False, *, confirm: bool = True) -> None:
         return None
 
 
