@@ -187,6 +187,17 @@ class Runner:
         """While wait_ready waits: the gates it still waits for."""
         self._ready_changed = asyncio.Event()
 
+    def instrument(
+        self, *, recorder: Recorder | None = None, observer: Observer | None = None, tally: Tally | None = None
+    ) -> None:
+        """What hears this runner's next runs, chosen afresh for each (the web page's runners): a
+        recorder (attached here to this deployment), an observer or a tally. Such a runner is
+        opened with a recorder of no taps, so that it subscribes to every message of its
+        deployment whatever is swapped in later (`subscriptions`)."""
+        if recorder is not None:
+            recorder.attach(self.circuit, self.deployment, self.placement)
+        self.recorder, self.observer, self.tally = recorder, observer, tally
+
     def subscriptions(self) -> list[str]:
         c = self.deployment
         hosts = [host_topic(h) for h in self.hosts]

@@ -430,7 +430,6 @@ class Session:
         if traced:
             faults = target.place.faults  # a deployment's runs have its hosts' faults, never the page's
             recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=faults)
-            recorder.attach(circuit, runner.deployment, runner.placement)
             recorder.listeners.append(self._on_event)
             injector = bool(faults) or target.place.kind == "deployment"  # a deployment's hosts may inject faults
             if not request.step:
@@ -438,11 +437,12 @@ class Session:
             else:
                 copies = "you, in step mode, or the fault injector" if injector else "you, in step mode,"
             explain_to(recorder, self._say, copies)
-            runner.recorder, runner.observer, runner.tally, view.recorder = recorder, None, None, recorder
+            runner.instrument(recorder=recorder)
+            view.recorder = recorder
         elif len(circuit.gates) <= EXPLAIN_LIMIT:  # a vector clock per message grows with the circuit
-            runner.recorder, runner.observer, runner.tally = None, self._observer(circuit, runner.placement), None
+            runner.instrument(observer=self._observer(circuit, runner.placement))
         else:  # nor is every message decoded and told: counted from its bytes
-            runner.recorder, runner.observer, runner.tally = None, None, self._tally
+            runner.instrument(tally=self._tally)
             self._say(
                 f"{len(circuit.gates):,} gates send {circuit.messages_per_pass():,} messages a pass: they are "
                 f"counted above, not told one by one (runs of up to {EXPLAIN_LIMIT:,} gates are)"

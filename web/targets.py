@@ -148,8 +148,8 @@ class Targets:
             await asyncio.wait(set(self._closing))
 
     def _opened(self, place: Place) -> contextlib.AbstractAsyncContextManager[Runner]:
-        # hears everything of its deployment on its own connection: the page swaps a recorder, an
-        # observer or a tally into it for each run
+        # hears everything of its deployment on its own connection: the page instruments it
+        # afresh for each run (Runner.instrument)
         recorder = Recorder(taps=False)
         if place.kind == "deployment":
             return on_deployment(place.deployment, self.broker, recorder=recorder)
