@@ -230,6 +230,22 @@ def test_a_picture_shrunk_to_a_small_screen_can_be_seen_at_its_own_size(page: Pa
     eventually(lambda: _shown_as_drawn(svg, drawn))
 
 
+def test_a_lamport_diagram_that_fits_is_not_said_shrunk_when_fit_to_width(page: Page, server: ServeProcess) -> None:
+    """The diagram's band of gate names (a copy of its top, hidden unless it scrolls) was taken
+    for the picture: 0 px wide, so "fit to width" always said "shrunk to fit the page"."""
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    page.goto(server.url + QF_LINK + "&room=fits")
+    expect(page.locator("#status")).to_have_text("done", timeout=WAIT)
+    button, note = page.locator('.zoom[data-for="lamport"]'), page.locator("#lamport-note")
+    svg = page.locator("#lamport > svg")
+    drawn = float(svg.get_attribute("width") or 0)
+    assert drawn < 1000  # (x+y)*z: six lines fit the page as drawn
+    page.evaluate("() => zoom(document.querySelector('.zoom[data-for=\"lamport\"]'))")  # as its button does
+    expect(button).to_have_text("actual size")
+    eventually(lambda: _shown_as_drawn(svg, drawn))
+    expect(note).not_to_contain_text("shrunk")
+
+
 def _shown_narrower(svg: Locator, width: float) -> None:
     """The picture's width on the page (measured again if it was redrawn meanwhile) is below `width`."""
     box = svg.bounding_box()

@@ -285,7 +285,7 @@ function stickHeads(box) {
   // The diagram's top (its caption, hosts and gate names) again, in a band that stays at the
   // top of the box while it scrolls down a long pass: which line is which gate stays in view.
   // A copy of the picture cut to that height, so it lines up with the lines below at any zoom.
-  const picture = box.querySelector("svg");
+  const picture = box.querySelector(":scope > svg");
   const line = picture && picture.querySelector("line.lifeline");
   if (!line) return;
   const scale = picture.getBoundingClientRect().height / picture.viewBox.baseVal.height;
@@ -312,7 +312,7 @@ function describeSvg(id) {
   const actual = box.classList.contains("scroll");
   const more = box.scrollHeight > box.clientHeight + 1 || box.scrollWidth > box.clientWidth + 1;
   box.classList.toggle("more", more);
-  const picture = box.querySelector("svg");
+  const picture = box.querySelector(":scope > svg");
   const shrunk = picture !== null && !actual && picture.getBoundingClientRect().width < Number(picture.getAttribute("width")) - 1;
   const zoom = document.querySelector(`.zoom[data-for="${id}"]`);
   zoom.hidden = !(shrunk || (actual && box.scrollWidth > box.clientWidth + 1) || zoom.dataset.chosen);
