@@ -118,18 +118,36 @@ class Client(aiomqtt.Client):
     A connection cancelled half-made (a run's record watch, when the run fails at once on a
     lost host) left its reader and its "misc" task behind, and paho's socket to be closed when
     collected: after the event loop had closed, a third of such runs ended in "Event loop is
-    closed" tracebacks and "Task was destroyed but it is pending!". Here a cancelled connect
-    is abandoned: what the connecting thread set up is taken down on the loop, after it."""
+    closed" tracebacks and "Task was destroyed but it is pending!". A connect that failed
+    (no CONNACK in time) left the same. Here a connect that did not succeed is abandoned:
+    what paho's connecting thread set up is taken down on the loop once that thread has
+    returned (its callbacks to the loop come before), and nothing more is set up. A client
+    abandoned is not entered again (`client()` makes one per connection)."""
 
     _abandoned = False
+    _returned = False
+    """paho's connecting thread has returned, and every callback it sent the loop has run."""
 
     async def __aenter__(self) -> Self:
         try:
             return await super().__aenter__()
-        except asyncio.CancelledError:
+        except BaseException:
             self._abandoned = True
-            self._loop.call_soon(self._take_down)  # after what the connecting thread has scheduled
+            if self._returned:
+                self._take_down()
             raise
+
+    def _client_connect(self) -> None:
+        try:
+            super()._client_connect()
+        finally:  # (paho's thread) after every callback it sent the loop
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._connect_returned)
+
+    def _connect_returned(self) -> None:
+        self._returned = True
+        if self._abandoned:
+            self._take_down()
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: PahoSocket) -> None:
         if not self._abandoned:  # (paho's thread) a connection already given up needs no reader
