@@ -126,6 +126,10 @@ class RecordWatch:
     check: Callable[[], Awaitable[str]]
 
 
+QUEUE_HINT_GATES = 500
+"""Gates past which readiness that never came may be a broker's queue limit, said so."""
+
+
 class Runner:
     """Runs passes over one deployment; create it with `open_runner`.
 
@@ -305,7 +309,13 @@ class Runner:
         except TimeoutError:
             silent = sorted(self._awaited)
             shown = ", ".join(f"{g} (on {self.placement[g]})" if g in self.placement else g for g in silent[:10])
-            raise GatesNotReady(f"{len(silent)} gate(s) not ready after {timeout:g} s: {shown}") from None
+            said = f"{len(silent)} gate(s) not ready after {timeout:g} s: {shown}"
+            if len(self.circuit.gates) > QUEUE_HINT_GATES:
+                said += (  # the Ready messages a runner reads come in one burst, retained
+                    f"; a broker with Mosquitto's default queue limit (1,000 messages a client) drops the Ready "
+                    f"messages of {len(self.circuit.gates):,} gates: broker/mosquitto.conf lifts it"
+                )
+            raise GatesNotReady(said) from None
         finally:
             self._awaited = None
 

@@ -21,7 +21,7 @@ from gates.faults import Faults
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
 from orchestrator.deploy import in_process, on_deployment, on_hosts
-from orchestrator.errors import BrokerError, GatemeshError, unwrap
+from orchestrator.errors import BrokerError, GatemeshError, GatesNotReady, unwrap
 from orchestrator.recorder import Recorder
 from orchestrator.runner import Runner
 
@@ -114,6 +114,8 @@ class Targets:
             await self.close()
             try:
                 target = await self._open(place)
+            except GatesNotReady:  # they had their time: again would only double the wait
+                raise
             except BrokerError as exc:  # a first connection the broker closed at once: tried again, once
                 log.warning("opening %s: %s; trying once more", place.label(), exc)
                 target = await self._open(place)

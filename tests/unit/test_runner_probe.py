@@ -12,7 +12,7 @@ import pytest
 from gates.protocol import Status
 from gates.transport import BrokerAddress
 from orchestrator.compiler import compile_source
-from orchestrator.errors import RunConnectionLost
+from orchestrator.errors import GatesNotReady, RunConnectionLost
 from orchestrator.runner import Runner
 from orchestrator.standing import standing
 
@@ -83,3 +83,15 @@ def test_a_value_lost_on_its_way_to_the_orchestrator_is_named_first() -> None:
         "so the backward pass never began; input(x) has 0 of 0 gradient(s)"
     )
     assert "never got" not in standing(circuit, waiting, set(circuit.leaves))[1]
+
+
+def test_a_large_deployment_never_ready_says_a_brokers_queue_limit_may_be_why() -> None:
+    """803 gates on a stock Mosquitto: it dropped the Ready messages past its 1,000-message queue,
+    and the page said only that 586 gates were not ready (all of them were)."""
+    big = Runner(compile_source(" + ".join(f"x*{i}" for i in range(300))), "big", BrokerAddress.parse("mqtt://h:1"))
+    said = r"drops the Ready messages of \d+ gates: broker/mosquitto.conf lifts it$"
+    with pytest.raises(GatesNotReady, match=said):
+        asyncio.run(big.wait_ready(0.01))
+    small = Runner(compile_source("x+y"), "small", BrokerAddress.parse("mqtt://h:1"))
+    with pytest.raises(GatesNotReady, match=r"not ready after 0.01 s: f, x, y$"):
+        asyncio.run(small.wait_ready(0.01))
