@@ -7,7 +7,7 @@ its task group would wait forever. `cancel_until_done` works around it for tasks
 again until the task is done; `cancel_and_wait` and a gate host's signal handler use it. (The
 transport's `_go_on_cancelling` is the other half: aiomqtt calls that end as if nothing
 happened in a task being cancelled raise CancelledError there.) `despite_cancellation` runs a
-clean-up that must finish in such a task.
+clean-up that must finish in such a task, in a task of its own.
 
 Staying connected: `stay_connected` is the one reconnect loop of the data plane's sessions
 (a host's shared connection, the orchestrator's runner): open, set up, hold until lost, back
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import NoReturn, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from gates.errors import NotAuthorised, TransportError
 
@@ -44,21 +44,20 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
         await asyncio.wait(pending)
 
 
-async def despite_cancellation(work: Callable[[], Awaitable[object]], seconds: float) -> None:
-    """Run `work` to its end (at most `seconds`) in a `finally` of a task being cancelled: a
-    clean-up that must not be cut short (a deployment made for one run, undeployed after a
-    Ctrl-C). An await there works; but the transport raises CancelledError at once in a task
-    that is cancelling (gates/transport.py, _go_on_cancelling), so the task's cancel requests
-    are withdrawn first. The CancelledError being raised goes on after the `finally` as it
-    was, and an asyncio.timeout that caused it still turns it into TimeoutError (it finds no
-    request of its own left; asking again, with task.cancel(), would cancel the task's next
-    await after such a timeout)."""
-    task = asyncio.current_task()
-    assert task is not None, "a task's clean-up"
-    while task.cancelling():
-        task.uncancel()
-    async with asyncio.timeout(seconds):
-        await work()
+async def despite_cancellation(work: Callable[[], Coroutine[Any, Any, object]], seconds: float) -> None:
+    """Run `work` to its end (at most `seconds`: TimeoutError past it) in a `finally` of a task
+    being cancelled: a clean-up that must not be cut short (a deployment made for one run,
+    undeployed after a Ctrl-C). An await there works, but the transport ends its calls with
+    CancelledError in a task that is cancelling (gates/transport.py, _go_on_cancelling): so
+    `work` runs in a task of its own, which is not. The caller's cancellation is left as it
+    was; a new one (a second Ctrl-C) cancels the clean-up too."""
+    async with asyncio.TaskGroup() as group:
+        cleaning = group.create_task(work())
+        done, _ = await asyncio.wait({cleaning}, timeout=seconds)
+        if not done:
+            cleaning.cancel()
+    if not done:
+        raise TimeoutError(f"a clean-up did not finish within {seconds:g} s")
 
 
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

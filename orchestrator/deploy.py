@@ -339,10 +339,10 @@ async def on_hosts(
     """A deployment on gate hosts for the duration of the block (what `gatemesh run --hosts` uses).
     With `secure`, the ACL is rewritten for it, and again once it is gone (see deploy_to_hosts)."""
     name = f"run-{re.sub(r'[^A-Za-z0-9_-]', '-', circuit.name[:40])}-{secrets.token_hex(4)}"
-    await deploy_to_hosts(
-        circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout, secure=secure, waiting=waiting
-    )
-    try:
+    try:  # a Ctrl-C as the deploy ends (its record written) must take it back too
+        await deploy_to_hosts(
+            circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout, secure=secure, waiting=waiting
+        )
         async with on_deployment(name, broker, ready_timeout=timeout, observer=observer, recorder=recorder) as runner:
             yield runner
     finally:  # after a failure, and after a Ctrl-C too: a deployment made for one run must not outlive it

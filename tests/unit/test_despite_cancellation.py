@@ -7,14 +7,18 @@ import asyncio
 import pytest
 
 from gates.lifecycle import despite_cancellation
+from gates.transport import _go_on_cancelling
 
 
-async def test_a_clean_up_in_a_cancelled_task_runs_to_its_end_and_the_task_ends_cancelled() -> None:
+async def test_a_clean_up_through_the_transport_runs_to_its_end_and_the_task_ends_cancelled() -> None:
+    """The transport ends a call with CancelledError in a task that is cancelling (as aiomqtt
+    can swallow a cancellation): an undeploy in the `finally` of a cancelled run was cut at its
+    first read, and the one-run deployment stayed on the hosts."""
     done: list[str] = []
 
     async def clean_up() -> None:
-        await asyncio.sleep(0.01)  # a plain await in a cancelled task would raise at once
         await asyncio.sleep(0.01)
+        _go_on_cancelling(None)  # what every transport call ends with
         done.append("undeployed")
 
     async def run() -> None:
@@ -49,8 +53,9 @@ async def test_a_clean_up_that_hangs_is_cut_at_its_time_and_the_cancellation_goe
     assert task.cancelled()
 
 
-async def test_a_timeout_around_the_task_still_turns_its_cancellation_into_timeout_error() -> None:
-    """The cancellations set aside are requested again: asyncio.timeout must still see its own."""
+async def test_the_callers_cancellation_is_left_as_it_was() -> None:
+    """The task's cancel requests are not touched: a timeout around it still turns its own
+    cancellation into TimeoutError, and the task then goes on with no cancellation pending."""
     cleaned: list[bool] = []
 
     async def clean_up() -> None:
@@ -62,8 +67,11 @@ async def test_a_timeout_around_the_task_still_turns_its_cancellation_into_timeo
             try:
                 await asyncio.sleep(10)
             finally:
+                assert asyncio.current_task().cancelling() == 1  # type: ignore[union-attr]
                 await despite_cancellation(clean_up, 5)
+                assert asyncio.current_task().cancelling() == 1  # type: ignore[union-attr]
 
     with pytest.raises(TimeoutError):
         await waits()
     assert cleaned == [True]
+    await asyncio.sleep(0.01)  # nothing pending cancels this task afterwards
