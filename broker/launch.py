@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -139,7 +140,8 @@ def mosquitto_process(
     with tempfile.TemporaryDirectory(prefix="gatemesh-mosquitto-") as workdir:
         conf = Path(workdir, "mosquitto.conf")
         data = data_dir or Path(workdir)
-        data.chmod(0o777)  # started as root, Mosquitto drops to its own user before it saves
+        if os.geteuid() == 0:  # started as root, Mosquitto drops to its own user before it saves
+            _open_to_mosquitto(data, ours=data_dir is None)
         lines = [*(tls.config_lines() if tls else [])]
         lines += [*(security.config_lines(secure_dir) if secure_dir else []), *extra]
         conf.write_text(mosquitto_config(port, data, host, extra=lines))
@@ -168,6 +170,20 @@ def mosquitto_process(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def _open_to_mosquitto(data: Path, *, ours: bool) -> None:
+    """Let Mosquitto's own user write `data`: a directory of the block's own is opened to all; a
+    user's is given to that user alone (not made world-writable: it holds the deployments)."""
+    if ours:
+        data.chmod(0o777)
+        return
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:  # no such user: Mosquitto stays root, and may write it as it is
+        return
+    os.chown(data, user.pw_uid, user.pw_gid)
+    data.chmod(0o700)
 
 
 def _closed_to_others(directory: Path) -> Path | None:

@@ -102,19 +102,21 @@ def test_a_broker_restarted_on_its_data_dir_keeps_what_was_retained(tmp_path: Pa
         assert wrapper.stdout.readline() == f"{url}\n"
         return wrapper
 
-    first = started()
     try:
-        asyncio.run(publish_all_retained(url, topic))
+        first = started()
+        try:
+            asyncio.run(publish_all_retained(url, topic))
+        finally:
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=10) == 0
+        again = started()
+        try:
+            found = asyncio.run(read_retained(BrokerAddress.parse(url), [topic]))
+        finally:
+            again.send_signal(signal.SIGTERM)
+            again.wait(timeout=10)
     finally:
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=10) == 0
-    again = started()
-    try:
-        found = asyncio.run(read_retained(BrokerAddress.parse(url), [topic]))
-    finally:
-        again.send_signal(signal.SIGTERM)
-        again.wait(timeout=10)
-    shutil.rmtree(top)
+        shutil.rmtree(top)
     assert found == {topic: b"still here"}
 
 
