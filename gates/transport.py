@@ -237,10 +237,14 @@ def map_exceptions(broker: BrokerAddress | None = None) -> Iterator[None]:
 
 
 def _tls_hint(broker: BrokerAddress | None) -> str:
-    """Why a plain broker address may get no answer: a TLS listener waits for a TLS hello."""
+    """Why a plain broker address may get no answer: a host down or filtered, or a TLS listener
+    (it waits for a TLS hello)."""
     if broker is None or broker.tls:
         return ""
-    return "; a port that speaks TLS never answers mqtt:// (is the scheme the port's?)"
+    return (
+        "; the host may be down or filtered, or the port speaks TLS, which never answers mqtt:// "
+        "(is the scheme the port's?)"
+    )
 
 
 def _go_on_cancelling(exc: BaseException | None) -> None:

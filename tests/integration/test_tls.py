@@ -88,7 +88,7 @@ async def test_a_run_over_tls(tls_files: TlsFiles) -> None:
                 pass
         # as the commands say it: it waited, then said only "Operation timed out"
         with pytest.raises(
-            ConnectionLost, match=r"; a port that speaks TLS never answers mqtt:// \(is the scheme the port's\?\)$"
+            ConnectionLost, match=r"or the port speaks TLS, which never answers mqtt:// \(is the scheme the port's\?\)$"
         ):
             await read_retained(plain, ["gatemesh-sys/#"], timeout=2)
 
