@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from gates import errors as transport_errors
 from gates.errors import TransportError
+from gates.faults import Faults
 from gates.lifecycle import Backoff, cancel_and_wait, stay_connected
 from gates.mqtt311 import Session
 from gates.protocol import (
@@ -200,6 +201,7 @@ class Runner:
         deployment whatever is swapped in later (`subscriptions`)."""
         if recorder is not None:
             recorder.attach(self.circuit, self.deployment, self.placement)
+            recorder.host_faults.update(self.host_faults)  # heard before it came: its traces name them too
         self.recorder, self.observer, self.tally = recorder, observer, tally
 
     def subscriptions(self) -> list[str]:
@@ -472,10 +474,10 @@ class Runner:
         told = came.told(list(self.circuit.inputs))
         message = f"run {run} did not finish within {timeout:g} s; not finished: {shown}"
         message += f"; arrived: {told}" if told else ""
-        if faulty := sorted(f"{host} ({faults})" for host, faults in self.host_faults.items() if faults):
+        if faulty := sorted(f"{host} ({faults})" for host, faults in self.host_faults.items() if _loses(faults)):
             message += (  # a gate said not to answer may have answered: its host's injector dropped the answer
                 f"; the fault injector of host(s) {', '.join(faulty)} may have dropped or delayed what is missing, "
-                "answers to the probe too (--explain says which)"
+                "answers to the probe too (the run's sentences say which)"
             )
         return RunTimeout(message, run, stuck, came)
 
@@ -678,3 +680,13 @@ async def connected(runner: AnyRunner) -> AsyncIterator[AnyRunner]:
         if cause is failed:
             raise
         raise cause from failed
+
+
+def _loses(faults: str) -> bool:
+    """Whether a host's faults (as it announces them) can make a message miss a timeout: drops or
+    delays (a duplicate or a reorder cannot); faults it cannot read may."""
+    try:
+        plan = Faults.parse(faults)
+    except ValueError:
+        return bool(faults)
+    return plan.drop > 0 or plan.delay_ms[1] > 0

@@ -529,14 +529,18 @@ def test_a_timeout_on_a_host_that_injects_faults_says_they_may_be_why(mosquitto_
     dead gate where its answer had been dropped by its host's fault injector."""
     name = f"lossy-{secrets.token_hex(3)}"
     lossy = GateHostProcess(mosquitto_url, name, argv=["--broker", mosquitto_url, "--name", name, "--faults", "drop=1"])
+    broker = ["--broker", mosquitto_url]
     try:
-        lossy.wait_online()
-        done = gatemesh("run", "x*y", "x=1", "y=2", "--hosts", name, "--timeout", "1", "--broker", mosquitto_url)
+        lossy.wait_online()  # deployed with time to spare: a loaded machine's gates are ready late, not lost
+        deployed = gatemesh("deploy", "x*y", "--name", name, "--hosts", name, "--timeout", "30", *broker)
+        assert deployed.returncode == 0, deployed.stderr
+        done = gatemesh("run", "--deployed", name, "x=1", "y=2", "--timeout", "1", *broker)
     finally:
+        gatemesh("undeploy", name, *broker)
         lossy.stop()
     assert done.returncode == 1, done.stderr
     said = " ".join(done.stderr.split())
     assert said.endswith(
         f"; the fault injector of host(s) {name} (drop=1) may have dropped or delayed what is missing, "
-        "answers to the probe too (--explain says which)"
+        "answers to the probe too (the run's sentences say which)"
     ), said

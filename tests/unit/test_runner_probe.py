@@ -13,7 +13,7 @@ from gates.protocol import Status
 from gates.transport import BrokerAddress
 from orchestrator.compiler import compile_source
 from orchestrator.errors import GatesNotReady, RunConnectionLost
-from orchestrator.runner import Runner
+from orchestrator.runner import Runner, _loses
 from orchestrator.standing import standing
 
 
@@ -95,3 +95,9 @@ def test_a_large_deployment_never_ready_says_a_brokers_queue_limit_may_be_why() 
     small = Runner(compile_source("x+y"), "small", BrokerAddress.parse("mqtt://h:1"))
     with pytest.raises(GatesNotReady, match=r"not ready after 0.01 s: f, x, y$"):
         asyncio.run(small.wait_ready(0.01))
+
+
+def test_only_faults_that_can_lose_or_delay_a_message_are_named_with_a_timeout() -> None:
+    """A host that only duplicates was told it "may have dropped or delayed" what was missing."""
+    assert [_loses(f) for f in ("", "dup=1", "reorder", "dup=0.2,reorder,seed=3")] == [False] * 4
+    assert [_loses(f) for f in ("drop=0.1", "delay=5ms", "dup=0.1,delay=0-2ms", "not faults")] == [True] * 4
