@@ -73,7 +73,7 @@ _short_helps(app)
 def main() -> None:
     """Entry point: gatemesh errors become one clear line on stderr and exit status 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mqtt").setLevel(logging.CRITICAL)  # paho's socket errors: the error line says them
+    logging.getLogger("mqtt").addFilter(_not_a_socket_error)
     args = sys.argv[1:]
     taken = _expression_taken_for_an_option(args)
     if taken is not None:
@@ -92,6 +92,12 @@ def main() -> None:
         raise SystemExit(2)
     with one_error_path():
         app()
+
+
+def _not_a_socket_error(record: logging.LogRecord) -> bool:
+    """paho's own line for a broken socket ("failed to receive on socket: [Errno 104] ..."): the
+    command's error line says what it means, naming the broker; the rest of the "mqtt" log stays."""
+    return not record.getMessage().startswith("failed to receive on socket")
 
 
 INPUT_COMMANDS = (("run",), ("draw", "circuit"), ("draw", "lamport"))

@@ -20,8 +20,6 @@ from viz.lamport import MAX_GATES as LAMPORT_MAX_GATES
 from viz.lamport import draw_lamport
 from viz.svg import DrawError
 
-"""Past this many gates the diagram's columns are too narrow to read on a page."""
-
 
 @dataclass
 class Progress:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import logging
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli import _not_a_socket_error, app
 
 WIDTH = 80
 
@@ -47,3 +48,14 @@ def test_help_is_wrapped_at_the_terminal_width(path: tuple[str, ...]) -> None:
     for line, following in itertools.pairwise(description):
         if line.strip() and following.strip():
             assert len(line) + 1 + len(following.split()[0]) > WIDTH, f"{line!r} ends early, before {following!r}"
+
+
+def test_pahos_socket_error_line_is_left_to_the_commands_error_line_and_nothing_else_is() -> None:
+    """`gatemesh status --broker mqtt://<a TLS port>` printed paho's "ERROR mqtt: failed to receive
+    on socket: [Errno 104] ..." above its own error line."""
+
+    def said(message: str) -> bool:
+        return _not_a_socket_error(logging.LogRecord("mqtt", logging.ERROR, __file__, 1, message, None, None))
+
+    assert not said("failed to receive on socket: [Errno 104] Connection reset by peer")
+    assert said("Caught exception in on_connect: boom")
