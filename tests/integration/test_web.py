@@ -870,6 +870,7 @@ def test_a_killed_host_is_named(page: Page, hosts_server: ServeProcess) -> None:
     expect(page.locator("#error")).to_contain_text(f"host {name} went offline")
     expect(page.locator("#error")).to_contain_text("are gone; start it again under Gate hosts, then Restart")
     expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("killed")
+    expect(page.locator("#cluster-hosts li.hint")).to_contain_text(re.compile(rf"\d+ offline \(.*{name}"))  # named
     shot(page, "killed-host")
     page.locator(f'#our-hosts li[data-host="{name}"] button.start').click()  # a new process, a new incarnation
     expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("running", timeout=WAIT)

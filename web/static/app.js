@@ -211,9 +211,11 @@ const handlers = {
       : "none started here (gatemesh serve --hosts N)";
     if (!m.ours.length) ours.append(el("li", { class: "hint" }, none));
     const online = m.hosts.filter((h) => h.state.startsWith("online"));
+    const offline = m.hosts.filter((h) => !h.state.startsWith("online")).map((h) => h.name);  // a dead host, by name
+    const gone = offline.length ? ` (${offline.slice(0, 5).join(", ")}${offline.length > 5 ? ", ..." : ""})` : "";
     $("cluster-hosts").replaceChildren(
       ...online.map((h) => el("li", {}, el("span", {}, h.name), el("span", { class: "state-online" }, h.state))),
-      el("li", { class: "hint" }, `${counted(online.length, "host")} online on the broker, ${m.hosts.length - online.length} offline` + (m.error ? `; ${m.error}` : "")),
+      el("li", { class: "hint" }, `${counted(online.length, "host")} online on the broker, ${offline.length} offline${gone}` + (m.error ? `; ${m.error}` : "")),
     );
     const select = $("deployment");
     const chosen = select.value;
