@@ -211,7 +211,10 @@ const handlers = {
       : "none started here (gatemesh serve --hosts N)";
     if (!m.ours.length) ours.append(el("li", { class: "hint" }, none));
     const online = m.hosts.filter((h) => h.state.startsWith("online"));
-    const offline = m.hosts.filter((h) => !h.state.startsWith("online")).map((h) => h.name);  // a dead host, by name
+    state.seenOnline = new Set([...(state.seenOnline || []), ...online.map((h) => h.name)]);
+    // a dead host by name: first those this page saw online (a broker keeps every host that ever was)
+    const offline = m.hosts.filter((h) => !h.state.startsWith("online")).map((h) => h.name)
+      .sort((a, b) => Number(state.seenOnline.has(b)) - Number(state.seenOnline.has(a)));
     const gone = offline.length ? ` (${offline.slice(0, 5).join(", ")}${offline.length > 5 ? ", ..." : ""})` : "";
     $("cluster-hosts").replaceChildren(
       ...online.map((h) => el("li", {}, el("span", {}, h.name), el("span", { class: "state-online" }, h.state))),
