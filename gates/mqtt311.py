@@ -201,14 +201,18 @@ class Session(asyncio.Protocol):
     ) -> None:
         """Publish `batch`; with `confirm`, return once the broker has acknowledged every one:
         TimeoutError past the session's timeout and a millisecond a message (the broker takes
-        in a large batch at its own pace)."""
+        in a large batch at its own pace), its words "acknowledged no publish within N s"."""
         waiting = [self.publish(name, payload, retain, confirm=confirm) for name, payload in batch]
         if not confirm:
             return
-        async with asyncio.timeout(self.timeout + 0.001 * len(batch)):
-            for confirmation in waiting:
-                if confirmation is not None:
-                    await confirmation
+        limit = self.timeout + 0.001 * len(batch)
+        try:
+            async with asyncio.timeout(limit):
+                for confirmation in waiting:
+                    if confirmation is not None:
+                        await confirmation
+        except TimeoutError:
+            raise TimeoutError(f"acknowledged no publish within {limit:g} s") from None
 
     async def subscribe(self, filters: list[str]) -> None:
         """Subscribe at the session's QoS; Refused naming every filter the broker refused (an ACL, say)."""

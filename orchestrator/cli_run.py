@@ -46,7 +46,7 @@ from orchestrator.cli_common import (
 )
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import on_deployment, on_hosts
-from orchestrator.errors import HostLost, InputError, RunConnectionLost, RunTimeout
+from orchestrator.errors import HostLost, InputError, RunTimeout
 from orchestrator.examples import EXAMPLES
 from orchestrator.recorder import Recorder, explain_to
 from orchestrator.result import RunResult
@@ -177,15 +177,9 @@ def run(
             if fault_plan and isinstance(target, Circuit)
             else ""
         )
-        if not told and not retries:
+        if not told:
             raise
-        said = f"all {retries + 1} attempts failed; the last: {exc}" if retries else str(exc)  # as each retry says
-        said += f"; under --faults {faults}: {told}" if told else ""
-        raise RunTimeout(said, exc.run, exc.waiting_on, exc.arrived) from exc
-    except RunConnectionLost as exc:  # retried as a timeout is: said as one
-        if not retries:
-            raise
-        raise RunConnectionLost(f"all {retries + 1} attempts failed; the last: {exc}", exc.run) from exc
+        raise RunTimeout(f"{exc}; under --faults {faults}: {told}", exc.run, exc.waiting_on, exc.arrived) from exc
     except (HostLost, BaseExceptionGroup) as exc:
         found = [exc] if isinstance(exc, HostLost) else leaves(exc)
         lost = next((e for e in found if isinstance(e, HostLost)), None)

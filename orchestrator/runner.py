@@ -175,7 +175,7 @@ class Runner:
         """The run that ended last: its messages may still arrive (a leaf's report can overtake the
         copy, sent to this runner, of the gradient that made it), and the tally counts them too."""
         if recorder is not None:
-            recorder.attach(circuit, deployment, self.placement)
+            self._hear(recorder)
         self.tap: Tap | None = None
         """The recorder's own subscription to every message (orchestrator/tap.py); this connection
         then hears only what runs need. Decided when the runner is made, for that recorder only:
@@ -200,9 +200,14 @@ class Runner:
         opened with a recorder of no taps, so that it subscribes to every message of its
         deployment whatever is swapped in later (`subscriptions`)."""
         if recorder is not None:
-            recorder.attach(self.circuit, self.deployment, self.placement)
-            recorder.host_faults.update(self.host_faults)  # heard before it came: its traces name them too
+            self._hear(recorder)
         self.recorder, self.observer, self.tally = recorder, observer, tally
+
+    def _hear(self, recorder: Recorder) -> None:
+        """`recorder` records this deployment's runs, and names the faults its hosts announce
+        (the runner's own table: heard before the recorder came, and after)."""
+        recorder.attach(self.circuit, self.deployment, self.placement)
+        recorder.host_faults = self.host_faults
 
     def subscriptions(self) -> list[str]:
         c = self.deployment
@@ -235,8 +240,6 @@ class Runner:
             return
         if presence.state == "online":
             self.host_faults[presence.host] = presence.faults
-            if self.recorder is not None:
-                self.recorder.host_faults[presence.host] = presence.faults
         problem = host_problem(expected, presence)
         if problem is None:  # back online as the same process (a broker restart): its gates are intact
             if self.lost.pop(presence.host, None) is not None:
@@ -344,6 +347,8 @@ class Runner:
             except (RunTimeout, RunConnectionLost) as exc:
                 self._trace_end(exc.run, error=exc)
                 if attempt == retries:
+                    if retries:  # said here, as each retry is: the last error is not the only one
+                        exc.args = (f"all {retries + 1} attempts failed; the last: {exc}", *exc.args[1:])
                     raise
                 said = f"attempt {attempt + 1} of {retries + 1} failed: {exc}; running it again from its inputs"
                 log.info("%s", said)
@@ -549,9 +554,8 @@ class Runner:
             raise transport_errors.ConnectionLost(message, broker=str(self.broker))
         try:
             await session.publish_all([(name, encode(message)) for name, message in batch], retain, confirm=confirm)
-        except TimeoutError:
-            limit = session.timeout + 0.001 * len(batch)
-            message = f"the broker at {self.broker} acknowledged no publish within {limit:g} s"
+        except TimeoutError as exc:
+            message = f"the broker at {self.broker} {exc}"
             raise transport_errors.ConnectionLost(message, broker=str(self.broker)) from None
 
     def on_message(self, name: str, raw: bytes) -> None:

@@ -154,10 +154,8 @@ class MeshEngine:
         assert session is not None, "open the engine with open_engine"
         try:
             await session.publish_all(batch, retain, confirm=confirm)
-        except TimeoutError:
-            raise BrokerError(
-                f"the broker at {self.broker} acknowledged no publish within {session.timeout:g} s"
-            ) from None
+        except TimeoutError as exc:
+            raise BrokerError(f"the broker at {self.broker} {exc}") from None
         except TransportError as exc:
             raise RunConnectionLost(f"the connection to the broker at {self.broker} broke: {exc}", "") from exc
 
