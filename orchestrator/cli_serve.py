@@ -94,8 +94,19 @@ def serve(
 
         stop = asyncio.current_task()
         assert stop is not None
-        for signum in (signal.SIGINT, signal.SIGTERM):  # while starting (uvicorn has its own, once serving)
-            asyncio.get_running_loop().add_signal_handler(signum, stop.cancel)
+        server: uvicorn.Server | None = None
+
+        def on_signal() -> None:
+            """Cancel while starting; once serving, let uvicorn stop (it hears the signal too): it
+            closes the pages' connections first. Cancelling it then cut their handlers off mid-wait,
+            and uvicorn printed each one's CancelledError as 'Exception in ASGI application'."""
+            if server is None:
+                stop.cancel()
+            else:
+                server.should_exit = True
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, on_signal)
 
         async with broker_url(broker) as url:
             port = listener.getsockname()[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import tempfile
 import time
@@ -17,8 +18,9 @@ from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+from websockets.sync.connection import Connection
 from websockets.typing import Origin
 
 from broker.launch import mosquitto
@@ -488,6 +490,33 @@ def test_serve_binds_loopback_unless_told_and_says_so(mosquitto_url: str) -> Non
     assert taken.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
     assert "warning" not in loopback.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_stops_quietly_closing_the_pages_connections(mosquitto_url: str, signum: signal.Signals) -> None:
+    """Ctrl-C (or a service manager's SIGTERM) with a page connected: the page is told the
+    server is going (1012), and the server says nothing but its exit."""
+    serving = ServeProcess("--broker", mosquitto_url)
+    port = serving.url.rstrip("/").rsplit(":", 1)[1]
+    with connect(f"ws://127.0.0.1:{port}/ws") as page:
+        assert json.loads(page.recv(timeout=10))["type"] == "choices"
+        serving.process.send_signal(signum)
+        closed = _closing(page)
+    assert serving.process.wait(timeout=20) == 0
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 1012
+    said = serving.stop()
+    assert "Traceback" not in said, said
+    assert "Exception in ASGI application" not in said, said
+
+
+def _closing(page: Connection) -> ConnectionClosed:
+    """How the server closed the page's connection (whatever it pushed before, read and left)."""
+    while True:
+        try:
+            page.recv(timeout=20)
+        except ConnectionClosed as closed:
+            return closed
 
 
 def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server: ServeProcess) -> None:
