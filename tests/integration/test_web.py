@@ -831,10 +831,15 @@ def test_a_live_deployment_runs_with_its_hosts_shown(
         expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
         expect(page.locator("#title")).to_have_text("f = (x + y) * z")  # "on deployment live-qf" once: the label's
         expect(page.locator("#where-label")).to_contain_text("deployment live-qf")
+        expect(page.locator("#share")).to_be_hidden()  # the fields are live-qf's: the source box is no exercise of it
+        expect(page.locator("#problem")).to_be_hidden()  # Run's refusal above was of that click, not of this run
         for host in hosts:
             expect(page.locator("#cluster-hosts")).to_contain_text(host)
         eventually(lambda: _within(set(hosts), set(page.locator("#lamport svg text.host").all_text_contents())))
         shot(page, "live-deployment")
+        page.locator("#source").fill("x * y")  # the source's own fields again: its link is offered
+        expect(page.locator("#share")).to_have_attribute("href", re.compile(r"expr=x%20\*%20y&"), timeout=WAIT)
+        expect(page.locator("#share")).to_be_visible()
     finally:
         gatemesh("undeploy", "live-qf", "--broker", mosquitto_url)
 

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { examples: [], inputs: [], values: {}, socket: null, queued: [], run: null, compileTimer: 0, compiling: "", pushes: 0, cluster: "", readonly: "", room: "", refused: false, me: "", shownRun: "" };
+const state = { examples: [], inputs: [], inputsOf: null, values: {}, socket: null, queued: [], run: null, compileTimer: 0, compiling: "", pushes: 0, cluster: "", readonly: "", room: "", refused: false, me: "", shownRun: "" };
 const PUBLISHING = ["run", "restart", "attach", "deliver-all", "step", "where", "timeout", "drop", "dup", "delay-from", "delay", "reorder", "seed"];
 
 function el(tag, attrs = {}, ...children) {
@@ -414,9 +414,8 @@ function showSummary(summary) {
 
 function showDeploymentInputs(deployment) {
   // A deployment with many inputs gets no field per input: each takes the "blank inputs" value.
-  state.inputsOf = deployment.name;
   const many = deployment.input_count > MAX_INPUT_FIELDS || deployment.inputs.length < deployment.input_count;
-  showInputs(many ? [] : deployment.inputs);
+  showInputs(many ? [] : deployment.inputs, deployment.name);
   $("fill-note").textContent = many
     ? `${deployment.input_count.toLocaleString("en")} inputs: too many for a field each; every one takes the value of "blank inputs"`
     : "";
@@ -444,9 +443,11 @@ function showProgress(progress) {
 
 // -- what the page asks -------------------------------------------------------------------
 
-function showInputs(names) {
+function showInputs(names, deployment = null) {
+  // the fields of the source's inputs, or (`deployment`) of a live deployment's, for Run on it
   for (const input of $("inputs").querySelectorAll("input")) state.values[input.dataset.name] = input.value;
   state.inputs = names;
+  state.inputsOf = deployment;
   $("inputs").replaceChildren(
     ...names.map((name) => {
       const input = el("input", { type: "text", inputMode: "decimal", "data-name": name, value: state.values[name] ?? "" });
@@ -541,7 +542,8 @@ const INPUT_PREFIX = "in:";  // an input named like one of the link's own words:
 
 function updateShare() {
   const share = $("share").parentElement;
-  share.hidden = $("source").value.trim() === "";  // a live deployment's run, say: no exercise to share
+  // no exercise to share: no source, or fields that are a live deployment's (its run is not the source's)
+  share.hidden = $("source").value.trim() === "" || state.inputsOf !== null;
   const params = new URLSearchParams();
   const hosts = $("where").value === "hosts";  // gate hosts are the shared room's: such a link opens there
   if (hosts && !$("share-own").disabled) [state.shareOwn, $("share-own").checked] = [$("share-own").checked, false];
@@ -665,6 +667,7 @@ function wire() {
     }
     const wrong = formProblem();
     if (wrong) return handlers.problem({ message: wrong, form: true });
+    $("problem").hidden = true;  // what was said of an earlier click (Run's "mend it first") is not of this run
     send({ type: "run", deployment: name, inputs: inputs(), fill: fill(), step: $("step").checked, faults: faults(), timeout: timeout() });
   });
   $("watch").addEventListener("click", () => {
