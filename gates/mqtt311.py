@@ -1,14 +1,18 @@
-"""MQTT 3.1.1 spoken directly on an asyncio.Protocol: the shared connection's fast path.
+"""MQTT 3.1.1 spoken directly on an asyncio.Protocol: the data plane's session.
 
-aiomqtt (over paho) stays the client everywhere else. On the shared connection, where one
-process carries thousands of gates, its per-message costs were the limit (profiled with
+It carries the shared connection of a gate host's gates, the orchestrator's runner
+(orchestrator/runner.py), the recorder's tap (orchestrator/tap.py, at QoS 0), the training
+engine (orchestrator/tensor_mesh.py) and step mode's network actor (web/stepper.py). aiomqtt
+(over paho) carries the control plane and a gate on a connection of its own
+(gates/transport.py). On the shared connection, where one
+process carries thousands of gates, aiomqtt's per-message costs were the limit (profiled with
 py-spy, see docs/benchmarks.md): paho reads every packet with three `recv` calls and wakes
 the event loop through a thread-safe callback for every write, and aiomqtt adds a task per
 received message and an Event plus `wait_for` per publish. A Session instead parses every
 packet a read brought, writes once per event-loop turn, and keeps unacknowledged publishes
 in a dict; publishing never waits for the broker.
 
-It does only what the shared connection needs: a clean-session CONNECT (credentials, TLS),
+It does only what those need: a clean-session CONNECT (credentials, TLS),
 PUBLISH both ways at QoS 1 (or, for a host started with `--qos 0`, QoS 0), SUBSCRIBE,
 UNSUBSCRIBE and keep-alive pings. A publish the broker
 has not acknowledged when the connection drops is handed back by `undelivered()`, so that

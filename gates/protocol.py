@@ -13,7 +13,8 @@ Topics, for a deployed circuit `C` and a gate `G`:
     gatemesh/C/status/G   G -> orchestrator           Status
     gatemesh/C/error/G    G -> anyone listening       ErrorReport
     gatemesh/C/control    orchestrator -> all gates   Release, Probe
-    gatemesh/C/spec/G     orchestrator -> gate hosts  Assignment (retained: the deployment itself)
+    gatemesh/C/spec/G     orchestrator -> gate hosts  Assignment, or a tensor gate's TensorAssignment
+                                                      (retained: the deployment itself)
     gatemesh/C/trace/G    G -> orchestrator           TraceBatch (only for traced runs)
     gatemesh/C/held/K/G   a held run's message of kind K (feed, fwd, grad, report), waiting
                           for a network actor to deliver it to gatemesh/C/K/G (gates/held.py)
@@ -22,6 +23,12 @@ and, outside any circuit, the cluster's own topics (retained, read by orchestrat
 
     gatemesh-sys/hosts/H        host H               HostPresence (its last will says offline)
     gatemesh-sys/deployments/D  orchestrator          the record of deployment D
+    gatemesh-sys/deployments/D/part/I                 a part of a big deployment's record
+
+and a client's own, to know it has read every retained message (gates/transport.py):
+
+    gatemesh-sys/sync/R         the plain text `sync`, on the connection that reads
+    gatemesh-sys/sync/R/probe   a retained probe, read back and deleted
 """
 
 from __future__ import annotations

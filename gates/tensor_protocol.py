@@ -1,8 +1,8 @@
 """What a tensor gate is told: its spec, and the retained assignment that carries it to a host.
 
 A tensor gate's messages are binary frames (gates/frame.py) on the same topics a scalar gate
-uses (gatemesh/C/feed|fwd|grad|report/G); its Ready, ErrorReport, Release and Probe are the
-scalar protocol's JSON messages. Its assignment sits on the same retained spec topic, with its
+uses (gatemesh/C/feed|fwd|grad|report/G); its Ready, ErrorReport, Status, Release and Probe
+are the scalar protocol's JSON messages. Its assignment sits on the same retained spec topic, with its
 own `type`, so one gate host runs scalar and tensor gates alike.
 """
 

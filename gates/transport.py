@@ -1,6 +1,7 @@
 """The control plane's way to the broker (aiomqtt): URL parsing, client settings, publishing,
-reading retained state. The data plane (gate links, the runner, the tap) speaks through its own
-session, gates/mqtt311.py; BrokerAddress is both planes'.
+reading retained state; and a gate's link when it has a connection of its own (gates/actor.py,
+`--connections per-gate`). The rest of the data plane (a shared connection's gates, the runner,
+the tap) speaks through its own session, gates/mqtt311.py; BrokerAddress is both planes'.
 
 One helper, so that every aiomqtt connection gets the settings measured to matter: MQTT 3.1.1
 (the embedded broker has no MQTT 5) and TCP_NODELAY, without which a QoS 1 hop costs ~44 ms of

@@ -2,7 +2,8 @@
 
 The root of the command line: it makes the app and registers each group of commands, which
 live beside it: `cli_run` (run, compile, demo), `cli_cluster` (host, deploy, undeploy,
-status), `cli_secure` (secure ...), with what they share in `cli_common`.
+status), `cli_train` (train), `cli_secure` (secure ...), `cli_draw` (draw ..., export ...) and
+`cli_serve` (serve), with what they share in `cli_common`.
 """
 
 from __future__ import annotations

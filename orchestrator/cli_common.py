@@ -120,7 +120,12 @@ def seconds(value: float) -> float:
 RUN_TIMEOUT = 10.0
 """Seconds a command's run may take unless --timeout says otherwise."""
 TimeoutOption = Annotated[
-    float, typer.Option(callback=seconds, help="seconds before a run fails, naming the gates it waits on")
+    float,
+    typer.Option(
+        callback=seconds,
+        help="seconds to wait for a run's result; then its gates are probed (0.5 s more) and it fails "
+        "naming those it waits on",
+    ),
 ]
 
 
