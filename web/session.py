@@ -119,6 +119,8 @@ class Session:
         self.last: Run | None = None
         self._group: asyncio.TaskGroup | None = None
         self._replaced = ""
+        self._ran_on: tuple[str, ...] = ()
+        """The gate hosts the last run was placed on (none: not on this server's hosts)."""
         """The run of the view the current one replaced."""
         self._running: set[asyncio.Task[None]] = set()
         """Every run and watch not over yet: the newest, and any older one still stopping."""
@@ -331,6 +333,12 @@ class Session:
         self.touch("log")
         try:
             place, inputs, view.title = await self._place(request)
+            ran_on, self._ran_on = self._ran_on, place.hosts
+            if replay and ran_on and place.hosts and place.hosts != ran_on:  # a host killed or started since
+                self._say(
+                    f"time travel replays your choices on gate hosts {', '.join(place.hosts)}; the run you made "
+                    f"them in ran on {', '.join(ran_on)}: the same messages, on other hosts"
+                )
             view.inputs = dict(inputs)
             view.status = "deploying"
             self.touch("run")

@@ -896,8 +896,10 @@ def test_a_big_live_deployment_shows_a_summary_and_progress_not_every_gate(
 def test_a_killed_host_is_named(page: Page, hosts_server: ServeProcess) -> None:
     page.goto(hosts_server.url + QF_LINK + "&step=1&where=hosts")
     expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
+    act(page, "feed orchestrator x")
     victim = page.locator("#our-hosts li[data-host]").nth(1)
     name = victim.get_attribute("data-host")
+    survivor = page.locator("#our-hosts li[data-host]").nth(0).get_attribute("data-host")
     assert name is not None
     victim.locator("button.kill").click()
     expect(page.locator("#status")).to_have_text("failed", timeout=WAIT)
@@ -906,6 +908,14 @@ def test_a_killed_host_is_named(page: Page, hosts_server: ServeProcess) -> None:
     expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("killed")
     expect(page.locator("#cluster-hosts li.hint")).to_contain_text(re.compile(rf"\d+ offline \(.*{name}"))  # named
     shot(page, "killed-host")
+    page.locator('#history button.travel[data-index="1"]').click()  # x fed again: on the host left, said so
+    expect(page.locator("#log")).to_contain_text(
+        f"time travel replays your choices on gate hosts {survivor}; the run you made them in ran on ", timeout=WAIT
+    )
+    eventually(lambda: _same(set(pending(page)), {"forward x x", "feed orchestrator y", "feed orchestrator z"}))
+    page.locator("#deliver-all").click()
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    expect(page.locator("#where-label")).not_to_contain_text(name)
     page.locator(f'#our-hosts li[data-host="{name}"] button.start').click()  # a new process, a new incarnation
     expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("running", timeout=WAIT)
     page.locator("#restart").click()  # the same run again: redeployed onto the live hosts
