@@ -32,6 +32,7 @@ from orchestrator.cli_common import (
     out,
     parse_faults,
     print_line,
+    say_waiting,
     seconds,
 )
 from orchestrator.errors import DeployError, InputError
@@ -145,12 +146,12 @@ def train_command(
         begun = f"the parameters of {checkpoint_file} (step {start.step})" if resume else "the starting parameters"
         raise InputError(f"{exc} with {begun}{off_scale(points, ': ')}") from exc
 
-    async def run(on_step: Callable[[StepRecord], None]) -> Training:
-        async with _engine(engine, circuit, broker, hosts, placement, fault_plan, timeout) as chosen:
+    async def run(on_step: Callable[[StepRecord], None], say: Callable[[str], None]) -> Training:
+        async with _engine(engine, circuit, broker, hosts, placement, fault_plan, timeout, say) as chosen:
             return await train(chosen, circuit, points, schedule, start, checkpoint=checkpoint_file, on_step=on_step)
 
-    with _progress(console, schedule.steps, start.step) as on_step:
-        training = asyncio.run(run(on_step))
+    with _progress(console, schedule.steps, start.step) as (on_step, say):
+        training = asyncio.run(run(on_step, say))
     try:
         result = summary(training, schedule, start, where, len(circuit.gates) if engine == "mesh" else 0, points)
     except NotFinite as exc:
@@ -258,12 +259,15 @@ def _where(engine: str, hosts: str | None, replicas: int) -> str:
 
 
 @contextlib.contextmanager
-def _progress(console: Console, total: int, done: int) -> Iterator[Callable[[StepRecord], None]]:
-    """A progress bar showing the step, the loss and the accuracy; yields the per-step callback.
-    No bar when no step is left (a checkpoint already at the end: "5/5 loss -" would read as done
-    now), and a callback that does nothing."""
+def _progress(
+    console: Console, total: int, done: int
+) -> Iterator[tuple[Callable[[StepRecord], None], Callable[[str], None]]]:
+    """A progress bar showing the step, the loss and the accuracy; yields the per-step callback,
+    and one that says a line above the bar (a wait for gate hosts: silence under a bar at 0 reads
+    as a hang). No bar when no step is left (a checkpoint already at the end: "5/5 loss -" would
+    read as done now), and a callback that does nothing."""
     if done >= total:
-        yield lambda record: None
+        yield (lambda record: None), say_waiting
         return
     columns = (
         TextColumn("[bold]train"),
@@ -280,7 +284,10 @@ def _progress(console: Console, total: int, done: int) -> Iterator[Callable[[Ste
                 task, completed=record.step + 1, loss=_short(record.loss), accuracy=f"{record.accuracy:.0%}"
             )
 
-        yield on_step
+        def say(line: str) -> None:
+            progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+        yield on_step, say
 
 
 def _short(loss: float) -> str:
@@ -297,13 +304,20 @@ async def _engine(
     placement: str,
     faults: Faults | None,
     timeout: float,
+    waiting: Callable[[str], None],
 ) -> AsyncIterator[Engine]:
     if kind == "reference":
         yield ReferenceEngine(circuit)
     elif hosts is not None:
         address = broker_address(broker or DEFAULT_BROKER)
         placed = tensor_deploy.on_hosts(
-            circuit, address, hosts=host_choice(hosts), placement=placement, timeout=timeout, step_timeout=timeout
+            circuit,
+            address,
+            hosts=host_choice(hosts),
+            placement=placement,
+            timeout=timeout,
+            step_timeout=timeout,
+            waiting=waiting,
         )
         async with placed as engine:
             yield engine

@@ -17,7 +17,7 @@ import contextlib
 import math
 import re
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from gates.errors import TransportError
 from gates.faults import Faults
@@ -102,10 +102,12 @@ async def on_hosts(
     placement: str = "by-replica",
     timeout: float = 30.0,
     step_timeout: float = 30.0,
+    waiting: Callable[[str], None] | None = None,
 ) -> AsyncIterator[MeshEngine]:
-    """The circuit's gates on live gate hosts for the duration of the block."""
+    """The circuit's gates on live gate hosts for the duration of the block (`waiting` is told
+    once if the hosts are not online at first, as deploy.wait_for_hosts says)."""
     check_frames(circuit)
-    names = await wait_for_hosts(broker, hosts, timeout)
+    names = await wait_for_hosts(broker, hosts, timeout, waiting)
     try:
         view = await read_cluster(broker, records=())  # its hosts only
     except (TransportError, TimeoutError) as exc:

@@ -229,6 +229,16 @@ def test_a_step_lost_to_a_hosts_faults_names_the_host_and_its_faults(mosquitto_u
     assert f"host {name} injects faults drop=1: a lost message fails its step (training does not retry)" in said
 
 
+def test_training_on_hosts_not_online_says_it_waits_for_them(mosquitto_url: str) -> None:
+    """Under a progress bar at 0, a wait for hosts was silence until its timeout."""
+    ghost = f"ghost-{secrets.token_hex(3)}"
+    done = gatemesh("train", "--steps", "1", "--hosts", ghost, "--timeout", "0.5", "--broker", mosquitto_url)
+    assert done.returncode == 1
+    assert f"waiting up to 0.5 s for {ghost} (online now: " in done.stdout, done.stdout
+    said = " ".join(done.stderr.split())
+    assert f"waited 0.5 s for the hosts {ghost} on {mosquitto_url}; not online: {ghost}" in said
+
+
 def test_the_cli_trains_prints_json_plots_and_resumes(mosquitto_url: str, tmp_path: Path) -> None:
     saved, picture = tmp_path / "c.npz", tmp_path / "boundary.png"
     args = ["train", "moons", "--broker", mosquitto_url, "--steps", "4", "--seed", "2", "--json"]
