@@ -25,7 +25,7 @@ import graphviz
 
 from gates.ops import OPS
 from gates.protocol import ORCHESTRATOR
-from gates.trace_records import TraceMsg
+from gates.trace_records import TraceEvent, TraceMsg
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.explain import numbered
 from orchestrator.trace import Trace
@@ -114,7 +114,9 @@ def step_of_message(trace: Trace, run: str | None, k: int) -> int:
     each message that crossed the broker and each fault (orchestrator/explain.py, `numbered`), in
     the order the orchestrator learned of them (TraceEvent.line). A message's line ends at its
     delivery (its first receipt, or its crossing where no receipt was recorded), a fault's at
-    the fault."""
+    the fault; the events up to line k are those up to the latest end of lines 1 to k. A fault
+    told late (its gate's events came after the message crossed) ends before lines told earlier:
+    the picture at its line keeps what they showed."""
     chosen = trace.run_id(run)
     # by their number: the order --explain told them, which the file's (causal) order need not be;
     # a trace written before events had one is counted in the file's order
@@ -131,14 +133,17 @@ def step_of_message(trace: Trace, run: str | None, k: int) -> int:
         own = sorted(i for i, e in lines.items() if e.run == chosen)
         these = f"run {chosen}'s are lines {own[0]} to {own[-1]}" if own else f"run {chosen} has none"
         raise DrawError(f"--message {k}: --explain's line {k} is of run {line.run}; {these} (--run picks the run)")
-    if line.type != "cross" or line.msg is None:
-        return line.seq
-    received = (
-        e.seq
-        for e in trace.events
-        if e.run == chosen and e.type == "receive" and e.msg is not None and e.msg.id == line.msg.id
-    )
-    return next(received, line.seq)
+    delivered: dict[str, int] = {}  # each message's first receipt
+    for e in trace.events:
+        if e.run == chosen and e.type == "receive" and e.msg is not None:
+            delivered.setdefault(e.msg.id, e.seq)
+
+    def end(told: TraceEvent) -> int:
+        if told.type != "cross" or told.msg is None:
+            return told.seq
+        return delivered.get(told.msg.id, told.seq)
+
+    return max(end(e) for i, e in lines.items() if i <= k and e.run == chosen)
 
 
 def _delivered(trace: Trace, state: WireState, m: TraceMsg, reader: str) -> None:

@@ -23,6 +23,7 @@ from orchestrator.api import run_circuit
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, in_process, on_deployment, undeploy
 from orchestrator.errors import HostLost, RunError
+from orchestrator.explain import numbered
 from orchestrator.recorder import Recorder
 from orchestrator.reference import evaluate
 from orchestrator.result import RunResult
@@ -761,6 +762,20 @@ def test_message_k_shows_the_wires_as_explain_line_k_tells_them() -> None:
         step_of_message(trace, None, 17)
 
 
+def test_message_k_never_takes_back_what_an_earlier_line_showed() -> None:
+    """A fault --explain tells late (its gate's events came after the message crossed) ended
+    before the lines told before it: --message 19 of the README's faulty run drew fewer numbers
+    than --message 18, as if stepping on went back in time."""
+    trace = read_trace(IMG / "faulty.jsonl")
+    told = sum(1 for e in trace.events if numbered(e))
+    assert told == 45
+    shown = [state_at(trace, None, step_of_message(trace, None, k)) for k in range(1, told + 1)]
+    for k, (before, after) in enumerate(itertools.pairwise(shown), 2):
+        assert before.values.items() <= after.values.items(), f"--message {k}"
+        assert before.parts.items() <= after.parts.items(), f"--message {k}"
+    assert shown[-1].parts == state_at(trace).parts
+
+
 FAULT_LINE = {
     "the fault injector drops ": "drop",
     "the fault injector holds ": "delay",
@@ -798,19 +813,21 @@ def test_message_k_is_explain_line_k_under_faults_and_retries(mosquitto_url: str
     by_line = {e.line: e for e in trace.events if e.line is not None}
     assert sorted(by_line) == list(range(1, len(told) + 1))
     seen: Counter[str] = Counter()
+    latest: dict[str, int] = {}
+    """By run, the latest end of its lines told so far: the picture at line K has every earlier line's."""
     for k, line in enumerate(told, 1):
         assert line.lstrip().startswith(f"{k}. ")
-        event = by_seq[step_of_message(trace, by_line[k].run, k)]
+        told_event = by_line[k]
         kind = next((kind for words, kind in FAULT_LINE.items() if words in line), "cross")
+        assert told_event.type == kind, (k, line, told_event)
+        end = told_event.seq
         if kind == "cross":  # a message's line ends at its delivery, or its crossing if none was recorded
-            assert event.type in ("receive", "cross"), (k, line, event)
-            crossed = by_line[k].msg
+            crossed = told_event.msg
             assert crossed is not None
-            assert event.msg is not None
-            assert event.msg.id == crossed.id
-        else:
-            assert event.type == kind, (k, line, event)
-            assert event is by_line[k]
+            receipts = [e.seq for e in trace.events if e.run == told_event.run and e.type == "receive"]
+            end = next((seq for seq in receipts if (m := by_seq[seq].msg) and m.id == crossed.id), end)
+        latest[told_event.run] = max(latest.get(told_event.run, 0), end)
+        assert step_of_message(trace, told_event.run, k) == latest[told_event.run], (k, line)
         seen[kind] += 1
     assert seen["drop"] + seen["delay"] > 0, done.stdout  # this seed's faults are told, and counted
     first, second = trace.header.runs[0].run, trace.header.runs[1].run
