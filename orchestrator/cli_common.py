@@ -146,6 +146,8 @@ def load_circuit(source: str, output: str | None = None) -> Circuit:
     suffixes = ", ".join(CIRCUIT_SUFFIXES)
     if source.lower().endswith(".jsonl") and _names_a(source, Path.is_file):
         raise InputError(f"{source}: a trace, not a circuit; `gatemesh draw circuit --trace {source}` draws it")
+    if source.lower().endswith(".jsonl"):  # not an expression either: `run.jsonl` would read as run.jsonl's attribute
+        raise InputError(f"{source}: no such file (and a .jsonl file is a trace; a circuit's file ends in {suffixes})")
     if ("/" in source or "." in source) and _names_a(source, Path.is_file):  # `a/b` is an expression too
         raise InputError(f"{source}: a circuit file's name ends in {suffixes}")
     if ("/" in source or "." in source) and _names_a(source, Path.is_dir):

@@ -94,7 +94,7 @@ def draw_circuit_command(
     if step is not None and message is not None:
         raise InputError("--step counts events, --message messages: give one of them")
     given = list(arguments or [])
-    positional = trace is None and bool(given) and _names_a_trace(given[0])
+    positional = trace is None and bool(given) and (_names_a_trace(given[0]) or given[0].lower().endswith(".jsonl"))
     if positional:  # as `draw lamport` takes it
         if more := [name for name in given[1:] if _names_a_trace(name)]:
             raise _one_trace([given[0], *more])

@@ -173,6 +173,8 @@ def read_trace(path: Path) -> Trace:
         if path.stat().st_size > MAX_TRACE_BYTES:
             raise TraceError(f"{path}: larger than {MAX_TRACE_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TraceError(f"{path}: no such trace file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TraceError(f"{path}: cannot read the trace: {exc}") from exc
     return parse_trace(text, str(path))

@@ -96,6 +96,9 @@ def test_demo_walks_the_worked_examples(mosquitto_url: str) -> None:
             ["draw", "circuit", f"{IMG}/qf.jsonl", "x=1", f"{IMG}/faulty.jsonl", "-o", f"{gettempdir()}/two.svg"],
             f"{IMG}/qf.jsonl, {IMG}/faulty.jsonl: one trace a picture",  # not "drop the name=value arguments"
         ),
+        (["draw", "circuit", "nowhere/run.jsonl"], "nowhere/run.jsonl: no such trace file"),  # not "an attribute (a.b)"
+        (["draw", "circuit", "nowhere/run.jsonl", "--step", "3"], "nowhere/run.jsonl: no such trace file"),
+        (["run", "nowhere/run.jsonl", "x=1"], "nowhere/run.jsonl: no such file (and a .jsonl file is a trace;"),
         (
             ["draw", "circuit", "x*3", "--faults", "drop=0.5", "-o", f"{gettempdir()}/x3.svg"],
             "--faults and --timeout apply to a run: give the input values (x=...)",
