@@ -73,6 +73,9 @@ class Explainer:
         self._told: dict[tuple[str, str], int] = {}
         """(run, message id) of every message told -> its sentence's number: a second copy is told
         as one, and counts for nothing; a fault told after its message says so."""
+        self._held: dict[tuple[str, str], TraceMsg] = {}
+        """(run, message id) of each message a fault injector was told to hold back and that has
+        not crossed yet: if its gate's host is lost meanwhile, the message went with it."""
 
     def label(self, gate: str) -> str:
         """'x' for an input, 'add(q)' for any other gate, as the notes draw them."""
@@ -106,6 +109,7 @@ class Explainer:
             )
         if msg.id:
             self._told[run, msg.id] = self.count
+            self._held.pop((run, msg.id), None)
         return self._numbered(msg.src, self._sentence(run, msg))
 
     def dropped(self, msg: TraceMsg, run: str = "", late: float | None = None, *, by_student: bool = False) -> str:
@@ -144,6 +148,8 @@ class Explainer:
         ids = ((msg.id,) if first_copy else ()) if event.type == "delay" and msg is not None else event.order or ()
         match event.type:
             case "delay" if msg is not None:
+                if (event.run, msg.id) not in self._told:
+                    self._held[event.run, msg.id] = msg
                 to = f" to {join([self.label(d) for d in msg.dest])}" if msg.dest else ""
                 which = "" if event.note in ("", "copy 1") else f", {event.note}"  # older traces: "copy 1" always
                 sentence = (
@@ -159,6 +165,10 @@ class Explainer:
             case "host_lost":
                 gone = join([self.label(g) for g in event.gates or ()] or ["no gate"])
                 sentence = f"the orchestrator hears that {event.note}: {gone} went with it, and their state"
+                held = [m for (run, _), m in self._held.items() if run == event.run and m.src in (event.gates or ())]
+                if held:
+                    what = join([f"{self.label(m.src)}'s {m.phase} message ({self._id(m.id)})" for m in held])
+                    sentence += f"; so did {what}, held back by the fault injector: never to reach the broker"
             case "timeout":
                 sentence = f"the orchestrator stops waiting: {event.note}"
             case _:

@@ -233,6 +233,8 @@ def _arrows(
             proof = shown_received.get((msg_id, node))
             if dropped is not None:
                 out.append(_dropped(send, shown, start, x, where[id(dropped)], dropped.note))
+            elif send.node in lost_at and msg_id not in crossed_at:  # held back (a delay) when its host died
+                out.append(_lost_with_sender(send, shown, start, x, lost_at[send.node]))
             elif proof is not None and proof.msg is not None and proof.msg.id in crossed_at:
                 got = _Place(x, max(crossed_at[proof.msg.id] - ROW / 2, start.y + ROW / 2))
                 out.append(_received_unrecorded(send, shown, start, got, node, proof))
@@ -464,6 +466,30 @@ def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault: _Pla
     hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; dropped {by}"
     return _Arrow(
         f'<g class="arrow dropped"><title>{escape(hover)}</title>'
+        f'<line class={attr(f"msg {send.msg.phase} drop")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
+        f'x2="{end.x:.1f}" y2="{end.y:.1f}"/>{_cross(end.x, end.y, "cross drop-mark", 5)}',
+        label,
+        label_css,
+        a,
+        end,
+        (0.5, 0.35, 0.65, 0.25, 0.75),
+    )
+
+
+def _lost_with_sender(send: TraceEvent, shown: str, a: _Place, dest_x: float, lost_y: float) -> _Arrow:
+    """A message its gate sent, but that never crossed the broker: the gate's fault injector still
+    held it (a delay) when the gate's host was lost. Drawn as a drop is, but ending near its own
+    line (it never left the host), at the height of the loss."""
+    assert send.msg is not None
+    toward = 1 if dest_x > a.x else -1
+    end = _Place(a.x + toward * COLUMN * 0.4, max(lost_y, a.y + ROW))
+    label, label_css = _label(send)
+    hover = (
+        f"{shown}\nsent by {send.node} at lamport {send.lamport}; it never crossed the broker: "
+        f"{send.node}'s host was lost while it held the message back"
+    )
+    return _Arrow(
+        f'<g class="arrow lost-with-host"><title>{escape(hover)}</title>'
         f'<line class={attr(f"msg {send.msg.phase} drop")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
         f'x2="{end.x:.1f}" y2="{end.y:.1f}"/>{_cross(end.x, end.y, "cross drop-mark", 5)}',
         label,

@@ -591,6 +591,31 @@ def test_a_message_whose_send_was_lost_with_its_host_is_drawn_from_its_crossing(
     assert by_class(late, "unsent") == by_class(late, "unrecorded") == []
 
 
+def test_a_message_held_back_when_its_host_died_is_drawn_lost_with_it() -> None:
+    """y's fault injector holds its report back 188 ms, and y's host dies meanwhile: the send and
+    the delay are in the trace (y's part was over: its events had gone), the crossing never
+    happens. It was drawn as sent and merely unreceived ("no receipt in the trace")."""
+    trace = read_trace(IMG / "qf.jsonl")
+    send = next(e for e in trace.events if e.type == "send" and e.msg and e.msg.id == "y:23")
+    held = send.model_copy(update={"seq": send.seq + 1, "type": "delay", "delay_ms": 188.5})
+    kept = [e for e in trace.events if not (e.msg and e.msg.id == "y:23" and e.type in ("cross", "receive"))]
+    kept.insert(kept.index(send) + 1, held)
+    last = kept[-1]
+    lost = last.model_copy(
+        update={"seq": last.seq + 2, "type": "host_lost", "msg": None, "gates": ("y",), "note": "host h2 went offline"}
+    )
+    svg = draw_lamport(trace.model_copy(update={"events": (*kept, lost)}))
+    (arrow,) = by_class(svg, "arrow lost-with-host")
+    hover = (arrow[0].text or "").split("\n")[-1]
+    assert (
+        hover
+        == "sent by y at lamport 23; it never crossed the broker: y's host was lost while it held the message back"
+    )
+    assert [t.text for t in arrow if t.get("class") == "grad"] == ["-4.00"]
+    assert len(by_class(svg, "drop-mark")) == 1  # it ends in a cross, as a message lost does
+    assert by_class(svg, "arrow undelivered") == []
+
+
 def test_a_message_that_crossed_but_whose_sender_and_reader_were_lost_is_drawn_undelivered() -> None:
     """add_1 and f on one lost host: add_1's value to f and f's gradient to add_1 crossed the
     broker, but neither their sends nor their receipts are in the trace. Each is drawn from its

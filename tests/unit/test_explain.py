@@ -165,9 +165,10 @@ def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
     lost = TraceEvent.model_validate(
         {**at_orchestrator, "type": "host_lost", "gates": ["q", "z"], "note": "host h2 went offline (connection lost)"}
     )
-    assert explainer.fault(lost) == (
+    assert explainer.fault(lost) == (  # q:5 was held back and never crossed: it went too
         "  3. the orchestrator hears that host h2 went offline (connection lost): add(q) and z went with it, "
-        "and their state"
+        "and their state; so did add(q)'s forward message (q:5), held back by the fault injector: never to reach "
+        "the broker"
     )
     late = TraceEvent.model_validate({**at_orchestrator, "type": "timeout", "note": "no result after 1 s; probing"})
     assert explainer.fault(late) == "  4. the orchestrator stops waiting: no result after 1 s; probing"
@@ -185,6 +186,21 @@ def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
     )
     older = delay.model_copy(update={"note": "copy 1"})  # a trace's gates once said so of every delayed message
     assert explainer.fault(older).endswith("(q:5) to mul(f) back 12.2 ms before sending it")
+
+
+def test_a_lost_host_names_only_the_held_messages_that_never_crossed() -> None:
+    """Held back, then sent before the host died: it crossed, and is not said lost with it."""
+    explainer = Explainer(compile_source("q = x + y; f = q * z"))
+    at_z = {"t_ns": 1, "run": "r", "node": "z", "host": "local", "lamport": 6, "vc": {"z": 6}}
+    sent = TraceMsg(id="z:6", src="z", dest=("f",), phase="forward", topic=topic("c", "fwd", "z"), value=-4.0)
+    explainer.fault(TraceEvent.model_validate({**at_z, "type": "delay", "msg": sent, "delay_ms": 5.4}))
+    explainer.tell("r", sent)
+    at_orchestrator = {**at_z, "node": ORCHESTRATOR, "vc": {ORCHESTRATOR: 3}}
+    lost = TraceEvent.model_validate({**at_orchestrator, "type": "host_lost", "gates": ["z"], "note": "host h2 died"})
+    assert explainer.fault(lost) == "  3. the orchestrator hears that host h2 died: z went with it, and their state"
+    other_run = TraceEvent.model_validate({**at_z, "run": "r2", "type": "delay", "msg": sent, "delay_ms": 5.4})
+    explainer.fault(other_run)  # another run's held message: not this run's loss
+    assert explainer.fault(lost).endswith("z went with it, and their state")
 
 
 def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
