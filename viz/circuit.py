@@ -89,6 +89,12 @@ def state_at(trace: Trace, run: str | None = None, step: int | None = None) -> W
     chosen = trace.run_id(run)
     if step is not None and not 0 <= step <= len(trace.events):
         raise DrawError(f"--step {step}: the trace has {len(trace.events)} events; give 0 to {len(trace.events)}")
+    own = [e.seq for e in trace.events if e.run == chosen]
+    if step is not None and own and step < own[0] - 1 and len(trace.header.runs) > 1:  # a blank picture, silently
+        raise DrawError(
+            f"--step {step}: --step counts the whole trace's events, and run {chosen}'s are {own[0]} to "
+            f"{own[-1]}; give {own[0] - 1} to {own[-1]} (--run picks another run)"
+        )
     state = WireState()
     shown = trace.shown_received(chosen)  # receipts lost with a host, shown by what crossed after
     for event in trace.events:

@@ -855,6 +855,12 @@ def test_message_k_is_explain_line_k_under_faults_and_retries(mosquitto_url: str
         assert step_of_message(trace, told_event.run, k) == latest[told_event.run], (k, line)
         seen[kind] += 1
     assert seen["drop"] + seen["delay"] > 0, done.stdout  # this seed's faults are told, and counted
+    first, second = (record.run for record in trace.header.runs)
+    starts = min(e.seq for e in trace.events if e.run == second)
+    with pytest.raises(DrawError, match=rf"^--step 3: --step counts the whole trace's events, and run {second}'s are"):
+        state_at(trace, second, 3)  # before the run began: a blank picture, said nothing of
+    assert state_at(trace, second, starts - 1).values == {}
+    assert state_at(trace, first, 3).events == 3
     first, second = trace.header.runs[0].run, trace.header.runs[1].run
     last_of_first = max(k for k, e in by_line.items() if e.run == first)
     with pytest.raises(
