@@ -16,6 +16,7 @@ timeout is marked. Every arrow has a <title> with the whole message, every eleme
 from __future__ import annotations
 
 import bisect
+import json
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape
@@ -352,7 +353,7 @@ def _unsent(
         a = _Place(_x(columns[m.src]), crossed_at[m.id])
         hover = (
             f"{dumps_msg(receipt)}\nits send is not in the trace ({m.src}'s events were lost): drawn from "
-            f"where it crossed the broker\nreceived by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
+            f"where it crossed the broker\nreceived by {receipt.node} at lamport {receipt.lamport} {_vc(receipt)}"
         )
         out.append(_drawn(receipt, "unsent", f"msg {m.phase} unsent", m.phase, a, where[id(receipt)], hover))
     for crossing in of_run:
@@ -396,8 +397,8 @@ def _arrow(
     phase = send.msg.phase
     css = f"msg {phase}" + (" duplicate" if copy else "") + (" delayed" if delayed else "")
     hover = (
-        f"{shown}\nsent by {send.node} at lamport {send.lamport} {send.vc}\n"
-        f"received by {receipt.node} at lamport {receipt.lamport} {receipt.vc}"
+        f"{shown}\nsent by {send.node} at lamport {send.lamport} {_vc(send)}\n"
+        f"received by {receipt.node} at lamport {receipt.lamport} {_vc(receipt)}"
         + (" (a duplicate copy)" if copy else "")
     )
     return _drawn(send, "", css, "dup" if copy else phase, a, b, hover)
@@ -675,7 +676,12 @@ def _describe(e: TraceEvent) -> str:
         extra.append(f"gradient {num(e.grad)}" + (f", sends {[num(g) for g in e.grads_out]}" if e.grads_out else ""))
     if e.note:
         extra.append(e.note)
-    return f"{what} at {e.node} ({e.host}); lamport {e.lamport}, vc {e.vc}" + "".join(f"; {x}" for x in extra)
+    return f"{what} at {e.node} ({e.host}); lamport {e.lamport}, vc {_vc(e)}" + "".join(f"; {x}" for x in extra)
+
+
+def _vc(e: TraceEvent) -> str:
+    """An event's vector clock as the trace file and ShiViz write it (JSON), not as Python prints a dict."""
+    return json.dumps(e.vc, separators=(",", ":"))
 
 
 def _cross(x: float, y: float, css: str, size: float, colour: str = "") -> str:

@@ -591,6 +591,14 @@ def test_a_message_whose_send_was_lost_with_its_host_is_drawn_from_its_crossing(
     assert by_class(late, "unsent") == by_class(late, "unrecorded") == []
 
 
+def test_the_hover_text_writes_vector_clocks_as_the_trace_does() -> None:
+    """As JSON, as the trace file and ShiViz have them: it was Python's {'orchestrator': 1}."""
+    svg = draw_lamport(read_trace(IMG / "qf.jsonl"))
+    hovers = [t.text or "" for t in ET.fromstring(svg).iter(f"{SVG}title")]
+    assert any('sent by orchestrator at lamport 1 {"orchestrator":1}' in h for h in hovers)
+    assert not any("{'" in h for h in hovers)
+
+
 def test_a_message_held_back_when_its_host_died_is_drawn_lost_with_it() -> None:
     """y's fault injector holds its report back 188 ms, and y's host dies meanwhile: the send and
     the delay are in the trace (y's part was over: its events had gone), the crossing never
