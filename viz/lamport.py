@@ -459,38 +459,32 @@ def _label_spot(arrow: _Arrow, t: float, side: float) -> tuple[Box, Point]:
 
 
 def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault: _Place, note: str) -> _Arrow:
-    assert send.msg is not None
     toward = 1 if dest_x > a.x else -1  # it ends half a column short of its receiver, between two lines
     end = _Place(dest_x - toward * COLUMN / 2, max(fault.y, a.y) + ROW * 1.5)
-    label, label_css = _label(send)
     by = "by you, in step mode" if note == STEP_MODE_DROP else "by the fault injector"
     hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; dropped {by}"
-    return _Arrow(
-        f'<g class="arrow dropped"><title>{escape(hover)}</title>'
-        f'<line class={attr(f"msg {send.msg.phase} drop")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
-        f'x2="{end.x:.1f}" y2="{end.y:.1f}"/>{_cross(end.x, end.y, "cross drop-mark", 5)}',
-        label,
-        label_css,
-        a,
-        end,
-        (0.5, 0.35, 0.65, 0.25, 0.75),
-    )
+    return _crossed_out(send, "dropped", a, end, hover)
 
 
 def _lost_with_sender(send: TraceEvent, shown: str, a: _Place, dest_x: float, lost_y: float) -> _Arrow:
     """A message its gate sent, but that never crossed the broker: the gate's fault injector still
     held it (a delay) when the gate's host was lost. Drawn as a drop is, but ending near its own
     line (it never left the host), at the height of the loss."""
-    assert send.msg is not None
     toward = 1 if dest_x > a.x else -1
     end = _Place(a.x + toward * COLUMN * 0.4, max(lost_y, a.y + ROW))
-    label, label_css = _label(send)
     hover = (
         f"{shown}\nsent by {send.node} at lamport {send.lamport}; it never crossed the broker: "
         f"{send.node}'s host was lost while it held the message back"
     )
+    return _crossed_out(send, "lost-with-host", a, end, hover)
+
+
+def _crossed_out(send: TraceEvent, kind: str, a: _Place, end: _Place, hover: str) -> _Arrow:
+    """A message that never reached its reader: a dashed arrow from its send that ends in a cross."""
+    assert send.msg is not None
+    label, label_css = _label(send)
     return _Arrow(
-        f'<g class="arrow lost-with-host"><title>{escape(hover)}</title>'
+        f'<g class="arrow {kind}"><title>{escape(hover)}</title>'
         f'<line class={attr(f"msg {send.msg.phase} drop")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
         f'x2="{end.x:.1f}" y2="{end.y:.1f}"/>{_cross(end.x, end.y, "cross drop-mark", 5)}',
         label,
