@@ -73,6 +73,8 @@ class Explainer:
         self._told: dict[tuple[str, str], int] = {}
         """(run, message id) of every message told -> its sentence's number: a second copy is told
         as one, and counts for nothing; a fault told after its message says so."""
+        self._copies: dict[tuple[str, str], list[int]] = {}
+        """(run, message id) -> the sentences of its second and later copies' crossings."""
         self._held: dict[tuple[str, str], TraceMsg] = {}
         """(run, message id) of each message a fault injector was told to hold back and that has
         not crossed yet: if its gate's host is lost meanwhile, the message went with it."""
@@ -96,6 +98,7 @@ class Explainer:
         """The next numbered sentence: what the message of a trace event says and why it was sent."""
         self.count += 1
         if msg.id and (run, msg.id) in self._told:
+            self._copies.setdefault((run, msg.id), []).append(self.count)
             to_orchestrator = msg.phase in ("report", "status", "error") or msg.dest == (ORCHESTRATOR,)
             rule = (
                 "the orchestrator takes the first copy of each message"
@@ -146,6 +149,8 @@ class Explainer:
         copy = event.note.removeprefix("copy ").partition(" of ")[0]  # "copy 2 of 2": a duplicated message's
         first_copy = copy in ("", "1")  # a second copy's crossing may come later
         ids = ((msg.id,) if first_copy else ()) if event.type == "delay" and msg is not None else event.order or ()
+        later = self._copies.get((event.run, msg.id), []) if msg is not None and not first_copy else []
+        crossed = later[int(copy) - 2] if copy.isdigit() and 2 <= int(copy) <= len(later) + 1 else None
         match event.type:
             case "delay" if msg is not None:
                 if (event.run, msg.id) not in self._told:
@@ -173,7 +178,7 @@ class Explainer:
                 sentence = f"the orchestrator stops waiting: {event.note}"
             case _:
                 sentence = f"{event.type} at {self.label(event.node)}" + (f": {event.note}" if event.note else "")
-        return self._numbered(event.node, sentence + self._late(event.run, ids, late))
+        return self._numbered(event.node, sentence + self._late(event.run, ids, late, crossed))
 
     def _untold_step(self, run: str, msg: TraceMsg) -> str:
         """The step that made a gradient or a report held back before its crossing told that step
@@ -192,13 +197,15 @@ class Explainer:
             return ""
         return f"{self._backward_step(run, gate)}; "
 
-    def _late(self, run: str, ids: Sequence[str], late: float | None) -> str:
+    def _late(self, run: str, ids: Sequence[str], late: float | None, copy_crossed: int | None = None) -> str:
         """Why a gate's fault is told after sentences it came before: its events reach the
-        orchestrator once its part of the run is over, after its messages have crossed."""
+        orchestrator once its part of the run is over, after its messages have crossed.
+        `copy_crossed`: where a second (or later) copy the fault is about crossed."""
         crossed = sorted(self._told[run, i] for i in ids if (run, i) in self._told)
-        if crossed:
+        if crossed or copy_crossed is not None:
             why = self._why_late("; a gate tells what its fault injector did once its part is over")
-            return f" (told late: the message crossed at line {crossed[0]}{why})"
+            what = "the message" if crossed else "this copy"
+            return f" (told late: {what} crossed at line {crossed[0] if crossed else copy_crossed}{why})"
         if late is not None and late >= TOLD_LATE:
             why = self._why_late(
                 "; a gate tells what its fault injector did once its part of the run is over, or when the "

@@ -226,6 +226,13 @@ def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
         "(told late: it happened 2.0 s ago; a gate tells what its fault injector did once its part of the run is"
         " over, or when the orchestrator asks where it stands)"
     )
+    explainer.tell("r", sent)  # line 6: z:6's second copy crosses
+    second = delay.model_copy(update={"note": "copy 2 of 2"})
+    assert explainer.fault(second).endswith(  # it said nothing of where this copy crossed
+        "(z:6, copy 2 of 2) to mul(f) back 5.4 ms before sending it (told late: this copy crossed at line 6)"
+    )
+    third = delay.model_copy(update={"note": "copy 3 of 3"})  # not crossed (yet): nothing to point at
+    assert explainer.fault(third).endswith("(z:6, copy 3 of 3) to mul(f) back 5.4 ms before sending it")
 
 
 def test_a_second_copy_in_step_mode_may_be_the_students() -> None:
