@@ -182,7 +182,10 @@ class GateActor:
         """Stamp the step's messages and publish them, then the step's events (see gates/tracing.py)."""
         if self.tracer is None:
             spec = self.core.spec
-            self.tracer = GateTracer(spec.id, spec.index, spec.inputs, self.core.circuit, self.host)
+            every_step = self.injector is not None  # its faults stretch or stall a run: tell as it goes
+            self.tracer = GateTracer(
+                spec.id, spec.index, spec.inputs, self.core.circuit, self.host, every_step=every_step
+            )
         tracer = self.tracer
         run, batch, facts = tracer.step(topic_name, message, batch)
         if run is None:

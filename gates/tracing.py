@@ -12,7 +12,8 @@ they happen:
     drop, duplicate, delay, reorder
               what the fault injector did to the messages just sent
 
-A gate keeps a run's events until its part of the run is over (it sent its gradients or its
+A gate (one without a fault injector: see GateTracer.every_step) keeps a run's events until its
+part of the run is over (it sent its gradients or its
 report, failed the run, answered a probe or was told to release it) and then publishes them as
 one TraceBatch on gatemesh/C/trace/G, *after* that step's own messages, once they are written.
 A step notes each event as a Fact, a tuple of plain data, and the batch is those tuples encoded
@@ -129,8 +130,14 @@ class _Traced:
 class GateTracer:
     """One gate's clocks and events, over all its traced runs."""
 
-    def __init__(self, gate: str, index: int, inputs: Sequence[str], circuit: str, host: str) -> None:
+    def __init__(
+        self, gate: str, index: int, inputs: Sequence[str], circuit: str, host: str, *, every_step: bool = False
+    ) -> None:
         self.gate = gate
+        self.every_step = every_step
+        """Publish each step's events at once, not when the gate's part of the run is over: a gate
+        with a fault injector (its delays stretch a run over seconds, its drops stall it until the
+        timeout's probe, and a live view would show nothing of what did happen meanwhile)."""
         self.index = index
         """The gate's number: its entry in the vector clocks."""
         self.inputs = tuple(inputs)
@@ -220,7 +227,7 @@ class GateTracer:
         kind = type(message)
         if kind is Release:
             state.done = True
-        state.flush = state.done or kind is Probe or message.held  # a held run goes at a human's pace
+        state.flush = state.done or kind is Probe or message.held or self.every_step  # held: a human's pace
         return run, stamped, facts
 
     def _computed(

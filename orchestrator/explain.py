@@ -64,6 +64,8 @@ class Explainer:
         self._grads_in: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
         self._told_backward: dict[tuple[str, str], int] = {}
         """(run, gate) whose backward step a sentence told -> that sentence's number."""
+        self._told_forward: dict[tuple[str, str], int] = {}
+        """(run, gate) whose forward step a fault told before the value crossed -> that sentence's number."""
         self._told_reports: dict[tuple[str, str], int] = {}
         """(run, gate) whose report's step a fault told before the report crossed."""
         self.first_id = ""
@@ -188,6 +190,13 @@ class Explainer:
             return f"{self._report(run, msg.src, msg.grad or 0.0)}; "
         if msg.phase == "backward":
             return self._untold_backward(run, msg.src)
+        g = self.circuit.by_id.get(msg.src)
+        computed = msg.phase == "forward" and msg.value is not None and g is not None and g.inputs
+        heard = computed and g is not None and all(s in self._values[run] for s in g.inputs)  # else: not made up
+        if heard and (run, msg.id) not in self._told and (run, msg.src) not in self._told_forward:
+            self._told_forward[run, msg.src] = self.count  # a gate with an injector tells a delay before its crossing
+            assert msg.value is not None
+            return f"{self._forward(run, msg.src, msg.value).partition('; sends ')[0]}; "
         return ""
 
     def _untold_backward(self, run: str, gate: str) -> str:
@@ -199,16 +208,16 @@ class Explainer:
 
     def _late(self, run: str, ids: Sequence[str], late: float | None, copy_crossed: int | None = None) -> str:
         """Why a gate's fault is told after sentences it came before: its events reach the
-        orchestrator once its part of the run is over, after its messages have crossed.
+        orchestrator after the messages of their step (gates/tracing.py), which may have crossed.
         `copy_crossed`: where a second (or later) copy the fault is about crossed."""
         crossed = sorted(self._told[run, i] for i in ids if (run, i) in self._told)
         if crossed or copy_crossed is not None:
-            why = self._why_late("; a gate tells what its fault injector did once its part is over")
+            why = self._why_late("; a gate tells what its fault injector did after the step's messages have gone")
             what = "the message" if crossed else "this copy"
             return f" (told late: {what} crossed at line {crossed[0] if crossed else copy_crossed}{why})"
         if late is not None and late >= TOLD_LATE:
             why = self._why_late(
-                "; a gate tells what its fault injector did once its part of the run is over, or when the "
+                "; a gate tells what its fault injector did after the step's messages have gone, or when the "
                 "orchestrator asks where it stands"
             )
             return f" (told late: it happened {late:.1f} s ago{why})"
@@ -249,6 +258,9 @@ class Explainer:
                 if ops.OPS[self.circuit.by_id[topic_gate].op].fed:
                     return f"{self.label(sender)} feeds input {topic_gate} = {num(msg.value or 0.0)}"
                 return f"{self.label(sender)} starts constant {self.label(topic_gate)}"
+            case "forward" if (run, sender) in self._told_forward:
+                sends = self._forward(run, sender, msg.value or 0.0).partition("; sends ")[2]
+                return f"{self.label(sender)} sends {sends} {self._same_step(self._told_forward[run, sender])}"
             case "forward" if known:
                 return self._forward(run, sender, msg.value or 0.0)
             case "backward" if sender == ORCHESTRATOR:

@@ -548,6 +548,26 @@ def test_a_run_interrupted_before_it_ended_is_not_drawn_as_going_on(mosquitto_ur
     assert "no receipt in the trace" in texts(svg, "legend")
 
 
+def test_gates_with_a_fault_injector_tell_their_events_as_the_run_goes(mosquitto_url: str) -> None:
+    """A gate sent its events once its part of the run was over: with delays, the page's live
+    figure and diagram stayed blank for seconds while the sentences told of values computed."""
+
+    async def early_receipts() -> tuple[set[str], RunResult]:
+        recorder = Recorder()
+        slow = Faults.parse("delay=400ms")  # every message a gate sends held back 400 ms
+        async with in_process(
+            compile_source(QF), BrokerAddress.parse(mosquitto_url), recorder=recorder, faults=slow
+        ) as runner:
+            run = asyncio.create_task(runner.run(QF_INPUTS, timeout=30))
+            await asyncio.sleep(0.3)  # x, y and z are fed; their values wait in their injectors
+            told = {e.node for e in recorder.events if e.type == "receive" and e.node != ORCHESTRATOR}
+            return told, await run
+
+    told, result = asyncio.run(early_receipts())
+    assert told == {"x", "y", "z"}
+    assert result == QF_RESULT
+
+
 def test_the_orchestrator_hearing_of_a_lost_host_is_not_drawn_as_its_own_death() -> None:
     """The orchestrator's host_lost event had the lost gates' red cross on its own line, and its
     words ran over those gates' crosses, on the same row."""

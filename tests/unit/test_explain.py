@@ -188,6 +188,27 @@ def test_delays_reorders_a_lost_host_and_a_timeout_are_told() -> None:
     assert explainer.fault(older).endswith("(q:5) to mul(f) back 12.2 ms before sending it")
 
 
+def test_a_value_held_back_is_told_with_the_step_that_made_it() -> None:
+    """A gate with a fault injector tells its events at every step: a delay of its value comes
+    before the value crosses, and was told before the computation that made the value."""
+    circuit = compile_source("q = x + y; f = q * z")
+    carried = one_pass(circuit, {"x": -2, "y": 5, "z": -4})
+    explainer = Explainer(circuit)
+    name, q = next((n, m) for n, m in carried if isinstance(m, Forward) and m.sender == "q")
+    for before, message in carried[: carried.index((name, q))]:
+        explainer.explain(before, message)
+    held = TraceMsg(id="q:5", src="q", dest=("f",), phase="forward", topic=name, value=3.0)
+    at_q = {"t_ns": 1, "run": "r", "node": "q", "host": "local", "lamport": 6, "vc": {"q": 6}}
+    delay = TraceEvent.model_validate({**at_q, "type": "delay", "msg": held, "delay_ms": 300.0})
+    line = explainer.count + 1
+    assert explainer.fault(delay) == (
+        f"{line:>3}. add(q) got -2 from x and 5 from y; computes -2 + 5 = 3; the fault injector holds add(q)'s "
+        "forward message (q:5) to mul(f) back 300.0 ms before sending it"
+    )
+    crossed = explainer.explain(name, q)
+    assert crossed == f"{line + 1:>3}. add(q) sends 3 to mul(f) (same step as above)"
+
+
 def test_a_lost_host_names_only_the_held_messages_that_never_crossed() -> None:
     """Held back, then sent before the host died: it crossed, and is not said lost with it."""
     explainer = Explainer(compile_source("q = x + y; f = q * z"))
@@ -204,7 +225,7 @@ def test_a_lost_host_names_only_the_held_messages_that_never_crossed() -> None:
 
 
 def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
-    """A gate's events come when its part of the run is over: a delay told after its message's
+    """A gate's events come after its step's messages: a delay told after its message's
     crossing would read as if the value arrived before it was sent."""
     explainer = Explainer(compile_source("q = x + y; f = q * z"))
     sent = TraceMsg(id="z:6", src="z", dest=("f",), phase="forward", topic=topic("c", "fwd", "z"), value=-4.0)
@@ -213,7 +234,8 @@ def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
     delay = TraceEvent.model_validate({**at_z, "type": "delay", "msg": sent, "delay_ms": 5.4})
     assert explainer.fault(delay, late=0.01) == (
         "  2. the fault injector holds z's forward message (z:6) to mul(f) back 5.4 ms before sending it "
-        "(told late: the message crossed at line 1; a gate tells what its fault injector did once its part is over)"
+        "(told late: the message crossed at line 1; a gate tells what its fault injector did after the step's "
+        "messages have gone)"
     )
     reorder = TraceEvent.model_validate({**at_z, "type": "reorder", "order": ["z:9", "z:6"]})
     assert explainer.fault(reorder).endswith(  # why it is late was said once: a second time is noise
@@ -223,8 +245,8 @@ def test_a_fault_told_after_the_message_it_delayed_names_that_line() -> None:
     assert explainer.fault(other, late=0.01).endswith("before sending it")  # its message has not crossed yet
     aged = TraceEvent.model_validate({**at_z, "type": "delay", "msg": sent.model_copy(update={"id": "z:8"})})
     assert explainer.fault(aged, late=2.0).endswith(  # another reason: said once too
-        "(told late: it happened 2.0 s ago; a gate tells what its fault injector did once its part of the run is"
-        " over, or when the orchestrator asks where it stands)"
+        "(told late: it happened 2.0 s ago; a gate tells what its fault injector did after the step's messages"
+        " have gone, or when the orchestrator asks where it stands)"
     )
     explainer.tell("r", sent)  # line 6: z:6's second copy crosses
     second = delay.model_copy(update={"note": "copy 2 of 2"})

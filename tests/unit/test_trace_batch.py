@@ -219,8 +219,9 @@ def test_the_orchestrator_ignores_a_message_whose_clock_names_nodes_it_lacks(cap
 
 
 def test_explain_tells_a_fault_a_gate_reports_late_as_late() -> None:
-    """A gate sends its events when its part of the run is over: its drop is told after what
-    happened since, and the sentence says so (a gate in this process: it shares the clock)."""
+    """A gate's events may come well after they happened (a batch held, a slow host): its drop is
+    told after what happened since, and the sentence says so (a gate in this process: it shares
+    the clock)."""
     recorder = Recorder()
     said: list[str] = []
     explain_to(recorder, said.append)
@@ -236,8 +237,8 @@ def test_explain_tells_a_fault_a_gate_reports_late_as_late() -> None:
     (told,) = said
     assert told.startswith("  1. the fault injector drops x's forward message (x:2) to mul(f): it never reaches")
     assert told.endswith(
-        "(told late: it happened 2.0 s ago; a gate tells what its fault injector did once its part of the run is "
-        "over, or when the orchestrator asks where it stands)"
+        "(told late: it happened 2.0 s ago; a gate tells what its fault injector did after the step's messages "
+        "have gone, or when the orchestrator asks where it stands)"
     )
 
 
