@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import quote
@@ -218,12 +218,12 @@ class ClusterWatch:
         self._changed.set()
         self.on_change()
 
-    def view(self, leaving_out: str = "") -> dict[str, object]:
-        """The hosts and the deployments, but the one whose circuit id is `leaving_out` (the page
-        made it for a run of its own)."""
+    def view(self, leaving_out: Collection[str] = ()) -> dict[str, object]:
+        """The hosts and the deployments, but those whose circuit ids are `leaving_out` (the server's
+        pages made them for runs of their own)."""
         deployments = []
         for name, record in sorted(self.deployments.items()):
-            if record.circuit_id == leaving_out:
+            if record.circuit_id in leaving_out:
                 continue
             lost = [
                 h

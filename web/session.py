@@ -131,6 +131,9 @@ class Session:
         self._last_event = time.monotonic()
         """When the shown run's last event was recorded: a stepped run is quiet only after it."""
         self.ready = asyncio.Event()
+        self.shared: Session | None = None
+        """In a room of its own, the shared room (web/rooms.py): its deployment on the gate hosts is
+        no live deployment to list here either (the hosts are the shared room's alone)."""
 
     # -- life -----------------------------------------------------------------------------
 
@@ -234,11 +237,15 @@ class Session:
                 return self.stepper.view()
             case "cluster":
                 ours = self.hosts.view() if self.hosts else []
-                current = self.targets.current
-                own = current.runner.deployment if current is not None and current.place.kind == "hosts" else ""
-                cluster = self.cluster.view(leaving_out=own)  # this page's own, for its run on hosts
+                rooms = [self, self.shared] if self.shared is not None else [self]
+                cluster = self.cluster.view(leaving_out={room.own_deployment() for room in rooms})
                 return {"ours": ours, **cluster}
         raise KeyError(name)
+
+    def own_deployment(self) -> str:
+        """The deployment this room made for a run on gate hosts ("" if none): not a live one to list."""
+        current = self.targets.current
+        return current.runner.deployment if current is not None and current.place.kind == "hosts" else ""
 
     # -- requests -------------------------------------------------------------------------
 

@@ -579,6 +579,24 @@ def _same(got: set[str], expected: set[str]) -> None:
     assert got == expected, got
 
 
+def test_a_room_of_its_own_does_not_list_the_shared_rooms_run_on_its_hosts(
+    page: Page, hosts_server: ServeProcess
+) -> None:
+    """The shared room's deployment for a run on its gate hosts is no live deployment: a room of
+    its own listed it by its internal name, and "Run on it" ran there on hosts the page says
+    are the shared room's alone."""
+    page.goto(hosts_server.url + QF_LINK + "&where=hosts")
+    expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
+    expect(page.locator("#where-label")).to_contain_text("gate hosts")
+    apart = page.context.new_page()
+    apart.goto(hosts_server.url + "?room=apart")
+    port = hosts_server.url.rstrip("/").rsplit(":", 1)[1]
+    expect(apart.locator("#cluster-hosts")).to_contain_text(f"web{port}-h1", timeout=WAIT)  # the cluster is shown
+    listed = apart.locator("#deployment option").all_text_contents()
+    assert not any(text.startswith("run-") for text in listed), listed
+    apart.close()
+
+
 def test_a_dropped_message_fails_the_run_naming_the_waiting_gate(page: Page, hosts_server: ServeProcess) -> None:
     page.goto(hosts_server.url + QF_LINK + "&step=1")
     expect(page.locator("#status")).to_have_text("stepping", timeout=WAIT)
