@@ -16,6 +16,10 @@ INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2), "div": ("/", 2)}
 NEG, POW, ATOM = 2.5, 3, 4
 """How tightly -a, a**k and a name, number or call bind: -x**2 is -(x**2), as Python reads it."""
 MAX_FORMULA = 80
+WRITTEN = 2 * MAX_FORMULA
+"""Characters of a gate's formula kept: more than a caption shows (it shows the start)."""
+MAX_DEPTH = 200
+"""Gates deep a formula is written (a chain of 65,000 adds would pass Python's recursion limit)."""
 
 
 def formula(circuit: Circuit) -> str:
@@ -24,26 +28,21 @@ def formula(circuit: Circuit) -> str:
     (`q = x + y; f = q * z`); if that gets long, its last stage and how many came before, or
     the start of its expression, with its size."""
     named = [g.id for g in circuit.order if _named(g) and g.id != circuit.output]
+    done: dict[str, tuple[str, float]] = {}
 
     def written(gate: str, depth: int) -> tuple[str, float]:
-        """The gate's value written out, and how tightly its outermost operator binds."""
+        """The gate's value written out (its first WRITTEN characters: only the start is shown),
+        and how tightly its outermost operator binds. Each gate once: a gate read twice (x*x*x...)
+        is not written out again, and again, down every path."""
         g = circuit.by_id[gate]
-        if g.op == "input" or depth > 12 or (depth > 0 and gate in named):
+        if g.op == "input" or (depth > 0 and gate in named):
             return _as_typed(g.id, circuit), ATOM
-        if g.op == "const":
-            return short(g.param), NEG if (g.param or 0) < 0 else ATOM
-        args = [written(source, depth + 1) for source in g.inputs]
-        if g.op in INFIX:
-            symbol, binds = INFIX[g.op]
-            left, right = _operand(args[0], binds - 0.5), _operand(args[1], binds)  # a - (b - c): as the gates are
-            return f"{left} {symbol} {right}", binds
-        if g.op == "pow":
-            return f"{_operand(args[0], POW)}**{short(g.param)}", POW
-        if g.op == "neg":
-            return f"-{_operand(args[0], NEG)}", NEG
-        if g.op == "inv":  # the compiler's gate for 1/a: written as typed
-            return f"1 / {_operand(args[0], INFIX['div'][1])}", INFIX["div"][1]
-        return f"{g.op}({', '.join(text for text, _ in args)})", ATOM
+        if gate in done:
+            return done[gate]
+        if depth > MAX_DEPTH:  # a gate of the compiler's, too deep to write: no name of its own to show
+            return "\u2026", ATOM
+        found = done[gate] = _cut(_composed(g, [written(source, depth + 1) for source in g.inputs]))
+        return found
 
     def name(gate: str) -> str:
         """What the stage is called: an output that is an input or a constant has no name of its own (`f = x`)."""
@@ -61,6 +60,30 @@ def formula(circuit: Circuit) -> str:
         return stages
     cut = last[: MAX_FORMULA - len(size) - 5].rsplit(" ", 1)[0]  # at a space: no name cut in two
     return f"{cut} \u2026 ({size})"
+
+
+def _composed(g: GateDef, args: list[tuple[str, float]]) -> tuple[str, float]:
+    """Gate `g` written over its inputs' formulas (`args`), and how tightly it binds."""
+    if args and all(text == "\u2026" for text, _ in args):  # all too deep: one ellipsis, not "… + …"
+        return "\u2026", ATOM
+    if g.op == "const":
+        return short(g.param), NEG if (g.param or 0) < 0 else ATOM
+    if g.op in INFIX:
+        symbol, binds = INFIX[g.op]
+        left, right = _operand(args[0], binds - 0.5), _operand(args[1], binds)  # a - (b - c): as the gates are
+        return f"{left} {symbol} {right}", binds
+    if g.op == "pow":
+        return f"{_operand(args[0], POW)}**{short(g.param)}", POW
+    if g.op == "neg":
+        return f"-{_operand(args[0], NEG)}", NEG
+    if g.op == "inv":  # the compiler's gate for 1/a: written as typed
+        return f"1 / {_operand(args[0], INFIX['div'][1])}", INFIX["div"][1]
+    return f"{g.op}({', '.join(text for text, _ in args)})", ATOM
+
+
+def _cut(found: tuple[str, float]) -> tuple[str, float]:
+    text, binds = found
+    return (text, binds) if len(text) <= WRITTEN else (text[:WRITTEN] + "\u2026", binds)
 
 
 def _as_typed(gate: str, circuit: Circuit) -> str:

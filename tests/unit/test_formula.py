@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from orchestrator.circuit import Circuit
@@ -35,6 +37,17 @@ def test_a_long_formula_is_cut_at_a_space_and_gives_the_circuits_size() -> None:
     written = formula(circuit)
     assert written == "f = w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3 + w4 * x4 + w5 * x5 + w6 \u2026 (47 gates)"
     assert len(written) <= 80
+
+
+def test_a_long_sum_starts_at_its_start_and_names_no_gate_of_the_compilers() -> None:
+    """The title of a 40-product sum read "f = add_53 + mul_54 + a28 * b28 + ...": the middle of
+    the sum, under names that appear nowhere on the page."""
+    forty = compile_source(" + ".join(f"a{i} * b{i}" for i in range(40)))
+    assert formula(forty) == "f = a0 * b0 + a1 * b1 + a2 * b2 + a3 * b3 + a4 * b4 + a5 * b5 + \u2026 (159 gates)"
+    deeper = formula(compile_source(" + ".join(f"a{i} * b{i}" for i in range(400))))  # past MAX_DEPTH: elided
+    assert deeper.startswith("f = \u2026 + a200 * b200 + a201 * b201")
+    assert not re.search(r"\b(add|mul)_\d+", deeper)
+    assert formula(compile_source("x" + " * x" * 300)).startswith("f = \u2026 * x * x")
 
 
 def test_a_long_program_shows_its_last_stage_and_how_many_came_before() -> None:
