@@ -387,6 +387,10 @@ def _label(send: TraceEvent) -> tuple[str, str]:
         return "", "note"
     if m.phase == "error":  # its code, a word as short as a number: the reason is in the hover
         return f"error: {m.note.partition(':')[0].replace('_', ' ')}" if m.note else "error", "note"
+    if m.phase in ("feed", "forward"):  # its number not read (it never crossed, or not yet): its name, as
+        return m.id, "value"  # the page's list of waiting messages names it; the note is in the hover
+    if m.phase in ("backward", "report"):
+        return m.id, "grad"
     return (m.note or m.phase), "note"
 
 

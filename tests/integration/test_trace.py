@@ -619,6 +619,24 @@ def test_the_hover_text_writes_vector_clocks_as_the_trace_does() -> None:
     assert not any("{'" in h for h in hovers)
 
 
+def test_a_message_whose_number_was_never_read_is_labelled_with_its_name() -> None:
+    """In step mode a held message's number is read only when it crosses: a message never
+    delivered carried the recorder's whole note as its label, 52 characters along an arrow,
+    cut off at the picture's edge ("...droppec")."""
+    trace = read_trace(IMG / "qf.jsonl")
+    unseen = "held in step mode: not delivered (yet, or dropped)"
+    send = next(e for e in trace.events if e.type == "send" and e.msg and e.msg.id == "y:23")
+    assert send.msg is not None
+    held = send.model_copy(update={"msg": send.msg.model_copy(update={"grad": None, "note": unseen})})
+    crossing = next(e for e in trace.events if e.type == "cross" and e.msg and e.msg.id == "y:23")
+    events = [held if e is send else e for e in trace.events if e is not crossing]
+    svg = draw_lamport(trace.model_copy(update={"events": tuple(events)}))  # received, its crossing not read
+    (arrow,) = [g for g in by_class(svg, "arrow report") if "y:23" in (g[0].text or "")]
+    assert [t.text for t in arrow if t.get("class") == "grad"] == ["y:23"]
+    assert unseen in (arrow[0].text or "")  # the note stays in the hover
+    assert not any(unseen in text for text in texts(svg, "note"))
+
+
 def test_a_message_held_back_when_its_host_died_is_drawn_lost_with_it() -> None:
     """y's fault injector holds its report back 188 ms, and y's host dies meanwhile: the send and
     the delay are in the trace (y's part was over: its events had gone), the crossing never
