@@ -35,6 +35,7 @@ from orchestrator.examples import EXAMPLES
 from orchestrator.explain import Explainer
 from orchestrator.recorder import explain_to
 from orchestrator.records import DeploymentHead
+from orchestrator.reference import listed
 from orchestrator.runner import REDEPLOY, Observer
 from viz.caption import formula
 from web import render
@@ -442,6 +443,10 @@ class Session:
         view.summary = render.summary(circuit, runner.placement)
         if request.fill is not None:  # every input the request leaves out
             inputs = {**dict.fromkeys(circuit.inputs, request.fill), **inputs}
+        if missing := [name for name in circuit.inputs if name not in inputs]:  # said as the page asks for them
+            fields = "its field" if len(missing) == 1 else "their fields"
+            blank = ', or give "blank inputs" a value' if request.deployment is not None else ""
+            raise ValueError(f"no value for {listed(missing)}: fill in {fields} above{blank}, then run again")
         if traced:
             faults = target.place.faults  # a deployment's runs have its hosts' faults, never the page's
             recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=faults)

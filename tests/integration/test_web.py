@@ -392,6 +392,14 @@ def test_a_bad_expression_shows_where_it_is_wrong(page: Page, server: ServeProce
     projector.close()
 
 
+def test_a_link_without_a_value_asks_for_it_as_the_page_does(page: Page, server: ServeProcess) -> None:
+    """A link that runs at once, its y left out: the page answered with the command line's advice
+    ("give them as name=value"), beside the empty field it means."""
+    page.goto(server.url + "?room=own&expr=x*y&x=1&run=1")
+    expect(page.locator("#error")).to_have_text("no value for y: fill in its field above, then run again", timeout=WAIT)
+    expect(page.locator('#inputs input[data-name="y"]')).to_have_value("")
+
+
 def test_a_result_under_a_source_edited_since_says_it_is_the_last_runs(page: Page, server: ServeProcess) -> None:
     """A run of 1/x, then q = x + y; f = q * z typed and refused for its blank inputs: "value =
     0.333333" stood under the new source as if it were its value."""
