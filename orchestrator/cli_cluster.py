@@ -161,6 +161,8 @@ def cluster_state(view: ClusterView) -> dict[str, Any]:
             state = "ready"
         else:
             state = f"starting: {sum(g in ready for g in record.placement)} of {len(record.placement)} gates ready"
+        if record.transient:
+            state += " (made for one run)"
         deployments[dname] = {
             "circuit_id": record.circuit_id,
             "state": state,

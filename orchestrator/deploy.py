@@ -172,11 +172,12 @@ async def deploy_to_hosts(
     part_gates: int = PART_GATES,
     replacing: Callable[[DeploymentRecord], None] | None = None,
     waiting: Callable[[str], None] | None = None,
+    transient: bool = False,
 ) -> DeploymentRecord:
     """Place the gates on live hosts, wait until every gate is ready, record the deployment.
 
     `replacing` is told of a deployment of the same name before it is taken down, `waiting` of a
-    wait for hosts not online yet.
+    wait for hosts not online yet; `transient`: made for one run (DeploymentRecord.transient).
 
     A deployment of the same name is replaced. If the gates are not all ready within
     `timeout`, or a host is lost meanwhile, everything published is deleted again. With
@@ -197,6 +198,7 @@ async def deploy_to_hosts(
         circuit=circuit,
         placement=mapping,
         hosts={h: view.hosts[h].incarnation for h in used},
+        transient=transient,
     )
     record = with_parts(record, part_gates)
     old = view.deployments.get(name)
@@ -341,7 +343,15 @@ async def on_hosts(
     name = f"run-{re.sub(r'[^A-Za-z0-9_-]', '-', circuit.name[:40])}-{secrets.token_hex(4)}"
     try:  # a Ctrl-C as the deploy ends (its record written) must take it back too
         await deploy_to_hosts(
-            circuit, name, broker, hosts=hosts, placement=placement, timeout=timeout, secure=secure, waiting=waiting
+            circuit,
+            name,
+            broker,
+            hosts=hosts,
+            placement=placement,
+            timeout=timeout,
+            secure=secure,
+            waiting=waiting,
+            transient=True,
         )
         async with on_deployment(name, broker, ready_timeout=timeout, observer=observer, recorder=recorder) as runner:
             yield runner

@@ -34,6 +34,12 @@ HEAD_INPUTS = 1000
 many: at most ~130 KB. Beyond, it gives only their number; the parts hold them all."""
 
 
+TRANSIENT = (
+    "made for one run and taken down after it (`gatemesh run --hosts`, the web page's runs on its hosts): "
+    "not a live deployment for others to run on"
+)
+
+
 class DeploymentRecord(BaseModel):
     """A deployment, whole: what `deploy_to_hosts` makes and readers assemble from its head and parts.
 
@@ -51,6 +57,7 @@ class DeploymentRecord(BaseModel):
     hosts: dict[Name, Incarnation] = Field(description="host name -> the incarnation its gates were given to")
     created: float = Field(default_factory=time.time)
     parts: int = Field(default=0, ge=0, description="part messages on the broker; 0: one message (older records)")
+    transient: bool = Field(default=False, description=TRANSIENT)
 
     def gates_on(self, host: str) -> list[str]:
         return [gate for gate, placed in self.placement.items() if placed == host]
@@ -71,6 +78,7 @@ class DeploymentHead(BaseModel):
     parts: int = Field(ge=1)
     hosts: dict[Name, Incarnation]
     created: float
+    transient: bool = Field(default=False, description=TRANSIENT)
 
     @property
     def input_count(self) -> int:
@@ -126,6 +134,7 @@ def head_of(record: DeploymentRecord) -> DeploymentHead:
         parts=max(record.parts, 1),
         hosts=record.hosts,
         created=record.created,
+        transient=record.transient,
     )
 
 
@@ -194,6 +203,7 @@ def assemble(head: DeploymentHead, parts: Mapping[int, bytes]) -> DeploymentReco
         hosts=head.hosts,
         created=head.created,
         parts=head.parts,
+        transient=head.transient,
     )
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import quote
@@ -218,12 +218,12 @@ class ClusterWatch:
         self._changed.set()
         self.on_change()
 
-    def view(self, leaving_out: Collection[str] = ()) -> dict[str, object]:
-        """The hosts and the deployments, but those whose circuit ids are `leaving_out` (the server's
-        pages made them for runs of their own)."""
+    def view(self) -> dict[str, object]:
+        """The hosts and the live deployments (not those made for one run: a page's on its hosts,
+        `gatemesh run --hosts`)."""
         deployments = []
         for name, record in sorted(self.deployments.items()):
-            if record.circuit_id in leaving_out:
+            if record.transient:
                 continue
             lost = [
                 h

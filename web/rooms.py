@@ -95,7 +95,6 @@ class Rooms:
             if self._group is None:
                 raise ValueError(f"room {name}: the server is not serving rooms (it is starting or stopping)")
             room = self.rooms[name] = _Room(self.make_room(name))
-            room.session.shared = self.shared
             try:
                 room.task = self._group.create_task(self._hold(name, room))
             except RuntimeError:  # the group is shutting down: the server stops

@@ -132,9 +132,6 @@ class Session:
         self._last_event = time.monotonic()
         """When the shown run's last event was recorded: a stepped run is quiet only after it."""
         self.ready = asyncio.Event()
-        self.shared: Session | None = None
-        """In a room of its own, the shared room (web/rooms.py): its deployment on the gate hosts is
-        no live deployment to list here either (the hosts are the shared room's alone)."""
 
     # -- life -----------------------------------------------------------------------------
 
@@ -238,15 +235,8 @@ class Session:
                 return self.stepper.view()
             case "cluster":
                 ours = self.hosts.view() if self.hosts else []
-                rooms = [self, self.shared] if self.shared is not None else [self]
-                cluster = self.cluster.view(leaving_out={room.own_deployment() for room in rooms})
-                return {"ours": ours, **cluster}
+                return {"ours": ours, **self.cluster.view()}
         raise KeyError(name)
-
-    def own_deployment(self) -> str:
-        """The deployment this room made for a run on gate hosts ("" if none): not a live one to list."""
-        current = self.targets.current
-        return current.runner.deployment if current is not None and current.place.kind == "hosts" else ""
 
     # -- requests -------------------------------------------------------------------------
 
@@ -284,6 +274,15 @@ class Session:
                 client.sent.clear()
                 client.wake.set()
 
+    def _live(self, name: str) -> DeploymentHead | None:
+        """Deployment `name` as the broker holds it (None: not heard of yet); ValueError if it was
+        made for one run (another page's on its hosts, a `gatemesh run --hosts`): not to run on."""
+        head = self.cluster.deployments.get(name)
+        if head is not None and head.transient:
+            known = ", ".join(sorted(n for n, h in self.cluster.deployments.items() if not h.transient)) or "none"
+            raise ValueError(f"deployment {name} was made for one run, not to run on; live deployments: {known}")
+        return head
+
     def _our_hosts(self, name: str) -> HostProcesses:
         if self.hosts is None or name not in self.hosts.hosts:
             raise ValueError(f"host {name} was not started by this server (gatemesh serve --hosts N starts some)")
@@ -296,9 +295,9 @@ class Session:
 
     def watch(self, name: str) -> None:
         """Stop the run in progress, if any, and show the runs others make on deployment `name`."""
-        head = self.cluster.deployments.get(name)
+        head = self._live(name)
         if head is None:
-            known = ", ".join(sorted(self.cluster.deployments)) or "none"
+            known = ", ".join(sorted(n for n, h in self.cluster.deployments.items() if not h.transient)) or "none"
             raise ValueError(f"no deployment named {name} on the broker (deployments: {known})")
         self._follow(self._spawn(self._watch(head, set(self._running))))
 
@@ -388,7 +387,7 @@ class Session:
         if sum(given) != 1:
             raise ValueError("say what to run: a source, an example or a deployment (exactly one)")
         if request.deployment is not None:
-            head = self.cluster.deployments.get(request.deployment)
+            head = self._live(request.deployment)
             return (
                 Place("deployment", deployment=request.deployment, circuit_id=head.circuit_id if head else ""),
                 request.inputs,

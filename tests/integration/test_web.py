@@ -593,13 +593,14 @@ def test_a_room_of_its_own_does_not_list_the_shared_rooms_run_on_its_hosts(
     """The shared room's deployment for a run on its gate hosts is no live deployment: a room of
     its own listed it by its internal name, and "Run on it" ran there on hosts the page says
     are the shared room's alone."""
+    apart = page.context.new_page()
+    apart.goto(hosts_server.url + "?room=apart")  # open before the run: it hears the deployment being made
+    port = hosts_server.url.rstrip("/").rsplit(":", 1)[1]
+    expect(apart.locator("#cluster-hosts")).to_contain_text(f"web{port}-h1", timeout=WAIT)  # the cluster is shown
     page.goto(hosts_server.url + QF_LINK + "&where=hosts")
     expect(page.locator("#value")).to_have_text("-12", timeout=WAIT)
     expect(page.locator("#where-label")).to_contain_text("gate hosts")
-    apart = page.context.new_page()
-    apart.goto(hosts_server.url + "?room=apart")
-    port = hosts_server.url.rstrip("/").rsplit(":", 1)[1]
-    expect(apart.locator("#cluster-hosts")).to_contain_text(f"web{port}-h1", timeout=WAIT)  # the cluster is shown
+    time.sleep(1)  # the page redraws a few times a second: what it shows now, it keeps showing
     listed = apart.locator("#deployment option").all_text_contents()
     assert not any(text.startswith("run-") for text in listed), listed
     apart.close()
@@ -842,7 +843,7 @@ def test_a_live_deployment_runs_with_its_hosts_shown(
     deployed = gatemesh("deploy", QF, "--name", "live-qf", "--hosts", ",".join(hosts), "--broker", mosquitto_url)
     assert deployed.returncode == 0, deployed.stderr
     try:
-        page.goto(hosts_server.url)
+        page.goto(hosts_server.url + "?room=fresh")  # a room with no run yet: no values to take
         expect(page.locator("#deployment option[value=live-qf]")).to_have_count(1, timeout=WAIT)
         page.locator("#attach").click()  # no values yet: its fields are shown, to fill first (it ran with none)
         expect(page.locator("#problem")).to_contain_text("give live-qf's inputs their values above", timeout=WAIT)

@@ -62,6 +62,10 @@ def test_a_record_split_into_parts_assembles_to_itself(part_gates: int, parts: i
     assert (head.gates, head.inputs, head.output) == (10, ("w0", "x0", "w1", "x1", "w2"), NEURON.output)
     again = assemble(DeploymentHead.model_validate_json(encode(head)), payloads)
     assert again == record
+    one_run = record.model_copy(update={"transient": True})  # made for one run: the head says so too
+    head, payloads = split(one_run)
+    assert head.transient
+    assert assemble(DeploymentHead.model_validate_json(encode(head)), payloads) == one_run
     assert retained_topics(record) == [deployment_topic("neuron"), *(part_topic("neuron", i) for i in range(parts))]
 
 
