@@ -148,11 +148,11 @@ class Explainer:
         seconds ago it happened, where this process's clock can tell (a gate in this process)."""
         self.count += 1
         msg = event.msg
-        copy = event.note.removeprefix("copy ").partition(" of ")[0]  # "copy 2 of 2": a duplicated message's
-        first_copy = copy in ("", "1")  # a second copy's crossing may come later
-        ids = ((msg.id,) if first_copy else ()) if event.type == "delay" and msg is not None else event.order or ()
-        later = self._copies.get((event.run, msg.id), []) if msg is not None and not first_copy else []
-        crossed = later[int(copy) - 2] if copy.isdigit() and 2 <= int(copy) <= len(later) + 1 else None
+        copies = " of " in event.note  # "copy 2 of 2": a duplicated message's (older traces: "copy 1" alone)
+        ids = ((msg.id,) if not copies else ()) if event.type == "delay" and msg is not None else event.order or ()
+        key = (event.run, msg.id) if msg is not None else ("", "")
+        # which crossing was which copy the trace cannot tell (they share an id, each held its own while)
+        crossed = [self._told[key], *self._copies.get(key, [])] if copies and key in self._told else []
         match event.type:
             case "delay" if msg is not None:
                 if (event.run, msg.id) not in self._told:
@@ -183,8 +183,8 @@ class Explainer:
         return self._numbered(event.node, sentence + self._late(event.run, ids, late, crossed))
 
     def _untold_step(self, run: str, msg: TraceMsg) -> str:
-        """The step that made a gradient or a report held back before its crossing told that step
-        (a gate's last step: its events come right after it, before what it held back), with "; "."""
+        """The step that made a value, a gradient or a report held back before its crossing told
+        that step (a gate's events come right after its step, before what it held back), with "; "."""
         if msg.phase == "report" and (run, msg.src) not in self._told_reports and (run, msg.id) not in self._told:
             self._told_reports[run, msg.src] = self.count
             return f"{self._report(run, msg.src, msg.grad or 0.0)}; "
@@ -206,15 +206,20 @@ class Explainer:
             return ""
         return f"{self._backward_step(run, gate)}; "
 
-    def _late(self, run: str, ids: Sequence[str], late: float | None, copy_crossed: int | None = None) -> str:
+    def _late(self, run: str, ids: Sequence[str], late: float | None, copies: Sequence[int] = ()) -> str:
         """Why a gate's fault is told after sentences it came before: its events reach the
         orchestrator after the messages of their step (gates/tracing.py), which may have crossed.
-        `copy_crossed`: where a second (or later) copy the fault is about crossed."""
+        `copies`: the lines where the copies of the duplicated message the fault is about crossed."""
         crossed = sorted(self._told[run, i] for i in ids if (run, i) in self._told)
-        if crossed or copy_crossed is not None:
+        if crossed or copies:
             why = self._why_late("; a gate tells what its fault injector did after the step's messages have gone")
-            what = "the message" if crossed else "this copy"
-            return f" (told late: {what} crossed at line {crossed[0] if crossed else copy_crossed}{why})"
+            if crossed:
+                where = f"the message crossed at line {crossed[0]}"
+            elif len(copies) == 1:
+                where = f"a copy crossed at line {copies[0]}"
+            else:
+                where = f"its copies crossed at lines {join([str(line) for line in copies])}"
+            return f" (told late: {where}{why})"
         if late is not None and late >= TOLD_LATE:
             why = self._why_late(
                 "; a gate tells what its fault injector did after the step's messages have gone, or when the "

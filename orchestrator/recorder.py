@@ -523,7 +523,7 @@ def explain_to(
 ) -> Callable[[], str]:
     """--explain from the trace: one sentence per crossing, per fault (a drop, a delay, a
     reorder), per host lost and per timeout, as the recorder records them (a gate's faults are
-    told when its events arrive, after the messages it sent).
+    told when its events arrive, after the messages of their step).
 
     The sentences, the trace file and the pictures are then made from the same events. Returns
     what to say under them: what a message id is, once one was shown (Explainer.id_note).
@@ -549,7 +549,7 @@ def explain_to(
                     say(f"     run {len(runs)} ({event.run}): the same inputs again, under a fresh run id")
             elif event.run == runs[-1]:
                 say(f"     run {len(runs)} ({event.run}) goes on:")
-            else:  # an earlier run's late news (a gate's faults, told when its part was over)
+            else:  # an earlier run's late news (a gate's faults, told when its events came)
                 say(f"     run {runs.index(event.run) + 1} ({event.run}), told late:")
             told = event.run
         if event.type == "cross" and event.msg is not None:

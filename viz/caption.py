@@ -18,8 +18,6 @@ NEG, POW, ATOM = 2.5, 3, 4
 MAX_FORMULA = 80
 WRITTEN = 2 * MAX_FORMULA
 """Characters of a gate's formula kept: more than a caption shows (it shows the start)."""
-MAX_DEPTH = 200
-"""Gates deep a formula is written (a chain of 65,000 adds would pass Python's recursion limit)."""
 
 
 def formula(circuit: Circuit) -> str:
@@ -28,28 +26,23 @@ def formula(circuit: Circuit) -> str:
     (`q = x + y; f = q * z`); if that gets long, its last stage and how many came before, or
     the start of its expression, with its size."""
     named = [g.id for g in circuit.order if _named(g) and g.id != circuit.output]
-    done: dict[str, tuple[str, float]] = {}
-
-    def written(gate: str, depth: int) -> tuple[str, float]:
-        """The gate's value written out (its first WRITTEN characters: only the start is shown),
-        and how tightly its outermost operator binds. Each gate once: a gate read twice (x*x*x...)
-        is not written out again, and again, down every path."""
-        g = circuit.by_id[gate]
-        if g.op == "input" or (depth > 0 and gate in named):
-            return _as_typed(g.id, circuit), ATOM
-        if gate in done:
-            return done[gate]
-        if depth > MAX_DEPTH:  # a gate of the compiler's, too deep to write: no name of its own to show
-            return "\u2026", ATOM
-        found = done[gate] = _cut(_composed(g, [written(source, depth + 1) for source in g.inputs]))
-        return found
+    texts: dict[str, tuple[str, float]] = {}
+    """Each gate's value written out (its first WRITTEN characters: a caption shows the start),
+    and how tightly its outermost operator binds; made once per gate, in circuit order, from its
+    inputs' (a gate read twice, x*x*x..., is not written out again down every path)."""
+    for g in circuit.order:
+        if g.op == "input":
+            texts[g.id] = _as_typed(g.id, circuit), ATOM
+        else:
+            args = [(_as_typed(s, circuit), ATOM) if s in named else texts[s] for s in g.inputs]  # named: by name
+            texts[g.id] = _cut(_composed(g, args))
 
     def name(gate: str) -> str:
         """What the stage is called: an output that is an input or a constant has no name of its own (`f = x`)."""
         bare = gate == circuit.output and circuit.by_id[gate].op in ("input", "const")
         return "f" if bare else _as_typed(gate, circuit)
 
-    lines = [f"{name(gate)} = {written(gate, 0)[0]}" for gate in [*named, circuit.output]]
+    lines = [f"{name(gate)} = {texts[gate][0]}" for gate in [*named, circuit.output]]
     whole = "; ".join(lines)
     if len(whole) <= MAX_FORMULA:
         return whole
@@ -64,8 +57,6 @@ def formula(circuit: Circuit) -> str:
 
 def _composed(g: GateDef, args: list[tuple[str, float]]) -> tuple[str, float]:
     """Gate `g` written over its inputs' formulas (`args`), and how tightly it binds."""
-    if args and all(text == "\u2026" for text, _ in args):  # all too deep: one ellipsis, not "… + …"
-        return "\u2026", ATOM
     if g.op == "const":
         return short(g.param), NEG if (g.param or 0) < 0 else ATOM
     if g.op in INFIX:

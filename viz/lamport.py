@@ -234,7 +234,7 @@ def _arrows(
             proof = shown_received.get((msg_id, node))
             if dropped is not None:
                 out.append(_dropped(send, shown, start, x, where[id(dropped)], dropped.note))
-            elif send.node in lost_at and msg_id not in crossed_at:  # held back (a delay) when its host died
+            elif delayed and send.node in lost_at and msg_id not in crossed_at:  # held back when its host died
                 out.append(_lost_with_sender(send, shown, start, x, lost_at[send.node]))
             elif proof is not None and proof.msg is not None and proof.msg.id in crossed_at:
                 got = _Place(x, max(crossed_at[proof.msg.id] - ROW / 2, start.y + ROW / 2))

@@ -120,9 +120,9 @@ class Session:
         self.last: Run | None = None
         self._group: asyncio.TaskGroup | None = None
         self._replaced = ""
-        self._ran_on: tuple[str, ...] = ()
-        """The gate hosts the last run was placed on (none: not on this server's hosts)."""
         """The run of the view the current one replaced."""
+        self._ran_on: frozenset[str] = frozenset()
+        """The gate hosts the last run ran on (none: not on this server's hosts)."""
         self._running: set[asyncio.Task[None]] = set()
         """Every run and watch not over yet: the newest, and any older one still stopping."""
         self._dirty = asyncio.Event()
@@ -340,16 +340,17 @@ class Session:
         self.touch("log")
         try:
             place, inputs, view.title = await self._place(request)
-            ran_on, self._ran_on = self._ran_on, place.hosts
-            if replay and ran_on and place.hosts and place.hosts != ran_on:  # a host killed or started since
+            hosts = frozenset(place.hosts)
+            if replay and self._ran_on and hosts and hosts != self._ran_on:  # a host killed or started since
                 self._say(
                     f"time travel replays your choices on gate hosts {', '.join(place.hosts)}; the run you made "
-                    f"them in ran on {', '.join(ran_on)}: the same messages, on other hosts"
+                    f"them in ran on {', '.join(sorted(self._ran_on))}: the same messages, on other hosts"
                 )
             view.inputs = dict(inputs)
             view.status = "deploying"
             self.touch("run")
             target = await self.targets.get(place)
+            self._ran_on = hosts
             self.touch("cluster")  # its deployment is the page's own: not listed as a live one
             await self._run_on(view, target, request, inputs)
         except CompileError as exc:
@@ -409,6 +410,7 @@ class Session:
                 f"{len(circuit.gates)} gates: the page deploys up to {MAX_DEPLOY}; deploy a larger circuit with "
                 "`gatemesh deploy` and run it here as a live deployment"
             )
+        _ask_for_values(circuit, inputs, blank=False)  # before any gate is deployed for it
         faults = request.faults.text()
         if request.where == "hosts":
             if self.hosts is None and self.room:
@@ -442,10 +444,8 @@ class Session:
         view.summary = render.summary(circuit, runner.placement)
         if request.fill is not None:  # every input the request leaves out
             inputs = {**dict.fromkeys(circuit.inputs, request.fill), **inputs}
-        if missing := [name for name in circuit.inputs if name not in inputs]:  # said as the page asks for them
-            fields = "its field" if len(missing) == 1 else "their fields"
-            blank = ', or give "blank inputs" a value' if request.deployment is not None else ""
-            raise ValueError(f"no value for {listed(missing)}: fill in {fields} above{blank}, then run again")
+        if request.deployment is not None:
+            _ask_for_values(circuit, inputs, blank=True)
         if traced:
             faults = target.place.faults  # a deployment's runs have its hosts' faults, never the page's
             recorder = WebRecorder(hold=request.step, on_begin=self._begun, faults_text=faults)
@@ -615,6 +615,19 @@ class Session:
 def run_timeout(gates: int) -> float:
     """A pass's timeout when the page gives none: it grows with the circuit, up to MAX_RUN_TIMEOUT."""
     return min(MAX_RUN_TIMEOUT, RUN_TIMEOUT + RUN_TIMEOUT_PER_GATE * gates)
+
+
+def _ask_for_values(circuit: Circuit, inputs: Mapping[str, float], *, blank: bool) -> None:
+    """ValueError in the page's words for inputs without a value (check_inputs says it in the
+    command line's: name=value). `blank`: a live deployment's run, which "blank inputs" can fill."""
+    missing = [name for name in circuit.inputs if name not in inputs]
+    if not missing:
+        return
+    fields = "its field" if len(missing) == 1 else "their fields"
+    fill = ', or give "blank inputs" a value' if blank else ""
+    unread = [name for name in missing if not circuit.readers[name]]
+    hint = f" (nothing reads {listed(unread)}: any value will do)" if unread else ""
+    raise ValueError(f"no value for {listed(missing)}: fill in {fields} above{fill}, then run again{hint}")
 
 
 async def _stopped(tasks: set[asyncio.Task[None]]) -> None:

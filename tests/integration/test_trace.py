@@ -552,20 +552,26 @@ def test_gates_with_a_fault_injector_tell_their_events_as_the_run_goes(mosquitto
     """A gate sent its events once its part of the run was over: with delays, the page's live
     figure and diagram stayed blank for seconds while the sentences told of values computed."""
 
-    async def early_receipts() -> tuple[set[str], RunResult]:
+    async def learned() -> tuple[list[TraceEvent], RunResult]:
         recorder = Recorder()
         slow = Faults.parse("delay=400ms")  # every message a gate sends held back 400 ms
         async with in_process(
             compile_source(QF), BrokerAddress.parse(mosquitto_url), recorder=recorder, faults=slow
         ) as runner:
-            run = asyncio.create_task(runner.run(QF_INPUTS, timeout=30))
-            await asyncio.sleep(0.3)  # x, y and z are fed; their values wait in their injectors
-            told = {e.node for e in recorder.events if e.type == "receive" and e.node != ORCHESTRATOR}
-            return told, await run
+            result = await runner.run(QF_INPUTS, timeout=30)
+            assert await recorder.drain() == 0
+            return recorder.events, result
 
-    told, result = asyncio.run(early_receipts())
-    assert told == {"x", "y", "z"}
+    events, result = asyncio.run(learned())
     assert result == QF_RESULT
+    for leaf in ("x", "y", "z"):  # in the order the orchestrator learned of them
+        received = next(i for i, e in enumerate(events) if e.type == "receive" and e.node == leaf)
+        crossed = next(
+            i
+            for i, e in enumerate(events)
+            if e.type == "cross" and e.msg is not None and (e.msg.src, e.msg.phase) == (leaf, "forward")
+        )
+        assert received < crossed, leaf  # its feed's receipt while its value was held back, not after its report
 
 
 def test_the_orchestrator_hearing_of_a_lost_host_is_not_drawn_as_its_own_death() -> None:
@@ -907,7 +913,6 @@ def test_message_k_is_explain_line_k_under_faults_and_retries(mosquitto_url: str
         state_at(trace, second, 3)  # before the run began: a blank picture, said nothing of
     assert state_at(trace, second, starts - 1).values == {}
     assert state_at(trace, first, 3).events == 3
-    first, second = trace.header.runs[0].run, trace.header.runs[1].run
     last_of_first = max(k for k, e in by_line.items() if e.run == first)
     with pytest.raises(
         DrawError, match=rf"--message {last_of_first}: --explain's line {last_of_first} is of run {first}"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from orchestrator.circuit import Circuit
+from orchestrator.circuit import Circuit, GateDef
 from orchestrator.compiler import compile_source
 from orchestrator.examples import EXAMPLES
 from viz.caption import formula
@@ -44,10 +44,13 @@ def test_a_long_sum_starts_at_its_start_and_names_no_gate_of_the_compilers() -> 
     the sum, under names that appear nowhere on the page."""
     forty = compile_source(" + ".join(f"a{i} * b{i}" for i in range(40)))
     assert formula(forty) == "f = a0 * b0 + a1 * b1 + a2 * b2 + a3 * b3 + a4 * b4 + a5 * b5 + \u2026 (159 gates)"
-    deeper = formula(compile_source(" + ".join(f"a{i} * b{i}" for i in range(400))))  # past MAX_DEPTH: elided
-    assert deeper.startswith("f = \u2026 + a200 * b200 + a201 * b201")
+    deeper = formula(compile_source(" + ".join(f"a{i} * b{i}" for i in range(400))))  # 400 adds deep
+    assert deeper == "f = a0 * b0 + a1 * b1 + a2 * b2 + a3 * b3 + a4 * b4 + a5 * b5 + \u2026 (1599 gates)"
     assert not re.search(r"\b(add|mul)_\d+", deeper)
-    assert formula(compile_source("x" + " * x" * 300)).startswith("f = \u2026 * x * x")
+    assert formula(compile_source("x" + " * x" * 300)).startswith("f = x * x * x")
+    squares = [GateDef(id="mul_0", op="input")]  # each gate read twice, 60 deep: 2**60 paths, written once
+    squares += [GateDef(id=f"mul_{i}", op="mul", inputs=(f"mul_{i - 1}", f"mul_{i - 1}")) for i in range(1, 61)]
+    assert formula(Circuit(gates=tuple(squares), output="mul_60")).startswith("mul_60 = mul_0 * mul_0 * (mul_0 * ")
 
 
 def test_a_long_program_shows_its_last_stage_and_how_many_came_before() -> None:
