@@ -666,6 +666,10 @@ def test_a_message_held_back_when_its_host_died_is_drawn_lost_with_it() -> None:
     assert [t.text for t in arrow if t.get("class") == "grad"] == ["-4.00"]
     assert len(by_class(svg, "drop-mark")) == 1  # it ends in a cross, as a message lost does
     assert by_class(svg, "arrow undelivered") == []
+    kept.remove(held)  # not held back: its crossing may just not have been read (a tap reconnecting)
+    unread = draw_lamport(trace.model_copy(update={"events": (*kept, lost)}))
+    assert by_class(unread, "arrow lost-with-host") == []
+    assert len(by_class(unread, "arrow undelivered")) == 1
 
 
 def test_a_message_that_crossed_but_whose_sender_and_reader_were_lost_is_drawn_undelivered() -> None:
