@@ -57,6 +57,15 @@ class Faults(BaseModel):
         return ",".join(filter(None, parts))
 
     @classmethod
+    def announced(cls, text: str) -> Faults | None:
+        """A gate host's faults as it announces them (HostPresence.faults); None if they cannot be
+        read here (a host of another version): its readers then assume the worst."""
+        try:
+            return cls.parse(text)
+        except ValueError:
+            return None
+
+    @classmethod
     def parse(cls, text: str) -> Faults:
         """`drop=0.05,dup=0.1,delay=0-20ms,reorder,seed=7` -> Faults; ValueError names the bad part."""
         fields: dict[str, object] = {}

@@ -24,13 +24,18 @@ class ReferenceDomainError(ArithmeticError):
         super().__init__(f"{gate}: {reason}")
 
 
+def missing_inputs(circuit: Circuit, inputs: Mapping[str, float]) -> tuple[list[str], list[str]]:
+    """The circuit's inputs without a value, and those of them nothing reads (any value will do)."""
+    missing = [name for name in circuit.inputs if name not in inputs]
+    return missing, [name for name in missing if not circuit.readers[name]]
+
+
 def check_inputs(circuit: Circuit, inputs: Mapping[str, float]) -> None:
     """Every circuit input has a finite value and no value names something else."""
-    missing = [name for name in circuit.inputs if name not in inputs]
+    missing, unread = missing_inputs(circuit, inputs)
     unknown = sorted(set(inputs) - set(circuit.inputs))
     if missing:
         also = f"; not inputs of this circuit: {listed(unknown)}" if unknown else ""
-        unread = [name for name in missing if not circuit.readers[name]]
         if unread:
             also += f"; nothing reads {listed(unread)}: any value will do, and its gradient is 0"
         raise InputError(f"no value for input(s): {listed(missing)} (give them as name=value){also}")

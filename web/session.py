@@ -35,7 +35,7 @@ from orchestrator.examples import EXAMPLES
 from orchestrator.explain import Explainer
 from orchestrator.recorder import explain_to
 from orchestrator.records import DeploymentHead
-from orchestrator.reference import listed
+from orchestrator.reference import listed, missing_inputs
 from orchestrator.runner import REDEPLOY, Observer
 from viz.caption import formula
 from web import render
@@ -279,9 +279,13 @@ class Session:
         made for one run (another page's on its hosts, a `gatemesh run --hosts`): not to run on."""
         head = self.cluster.deployments.get(name)
         if head is not None and head.transient:
-            known = ", ".join(sorted(n for n, h in self.cluster.deployments.items() if not h.transient)) or "none"
-            raise ValueError(f"deployment {name} was made for one run, not to run on; live deployments: {known}")
+            live = self._named()
+            raise ValueError(f"deployment {name} was made for one run, not to run on; live deployments: {live}")
         return head
+
+    def _named(self) -> str:
+        """The live deployments' names, as an error lists them."""
+        return ", ".join(sorted(n for n, head in self.cluster.deployments.items() if not head.transient)) or "none"
 
     def _our_hosts(self, name: str) -> HostProcesses:
         if self.hosts is None or name not in self.hosts.hosts:
@@ -297,8 +301,7 @@ class Session:
         """Stop the run in progress, if any, and show the runs others make on deployment `name`."""
         head = self._live(name)
         if head is None:
-            known = ", ".join(sorted(n for n, h in self.cluster.deployments.items() if not h.transient)) or "none"
-            raise ValueError(f"no deployment named {name} on the broker (deployments: {known})")
+            raise ValueError(f"no deployment named {name} on the broker (deployments: {self._named()})")
         self._follow(self._spawn(self._watch(head, set(self._running))))
 
     def _follow(self, task: asyncio.Task[None]) -> None:
@@ -620,12 +623,11 @@ def run_timeout(gates: int) -> float:
 def _ask_for_values(circuit: Circuit, inputs: Mapping[str, float], *, blank: bool) -> None:
     """ValueError in the page's words for inputs without a value (check_inputs says it in the
     command line's: name=value). `blank`: a live deployment's run, which "blank inputs" can fill."""
-    missing = [name for name in circuit.inputs if name not in inputs]
+    missing, unread = missing_inputs(circuit, inputs)
     if not missing:
         return
     fields = "its field" if len(missing) == 1 else "their fields"
     fill = ', or give "blank inputs" a value' if blank else ""
-    unread = [name for name in missing if not circuit.readers[name]]
     hint = f" (nothing reads {listed(unread)}: any value will do)" if unread else ""
     raise ValueError(f"no value for {listed(missing)}: fill in {fields} above{fill}, then run again{hint}")
 
