@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from gates.protocol import HostPresence
 from gates.transport import BrokerAddress
 from orchestrator.circuit import Circuit
-from orchestrator.cli_cluster import print_cluster
+from orchestrator.cli_cluster import cluster_state, print_cluster
 from orchestrator.cli_common import check_writable, host_choice, load_circuit, parse_assignments
+from orchestrator.cluster import ClusterView
 from orchestrator.errors import InputError
+from orchestrator.records import DeploymentRecord
 from tests.processes import gatemesh
 
 
@@ -105,3 +108,21 @@ def test_status_counts_an_offline_hosts_gates_as_lost(capsys: pytest.CaptureFixt
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(" h")}
     assert rows["h3"][-2:] == ["2", "lost"]
     assert rows["h1"][-1] == "2"
+
+
+def test_status_marks_a_deployment_made_for_one_run() -> None:
+    """`run --hosts` and the page's runs on hosts deploy for one run: status says so, and only of those."""
+    circuit = load_circuit("x * y")
+    placement = {gate.id: "h1" for gate in circuit.gates}
+    kept = DeploymentRecord(
+        name="kept", circuit_id="kept.0badcafe", circuit=circuit, placement=placement, hosts={"h1": "ab12cd34"}
+    )
+    one_run = kept.model_copy(update={"name": "one-run", "circuit_id": "one-run.0badcafe", "transient": True})
+    online = HostPresence(host="h1", incarnation="ab12cd34", state="online")
+    view = ClusterView(
+        hosts={"h1": online},
+        deployments={"kept": kept, "one-run": one_run},
+        ready={"kept.0badcafe": set(placement), "one-run.0badcafe": set(placement)},
+    )
+    states = {name: found["state"] for name, found in cluster_state(view)["deployments"].items()}
+    assert states == {"kept": "ready", "one-run": "ready (made for one run)"}
