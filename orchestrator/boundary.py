@@ -7,6 +7,7 @@ paints them: the regions where score > 0, and the points coloured by label.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,6 +49,15 @@ def grid(data: Points) -> tuple[Array, Array]:
     return np.meshgrid(np.arange(x_min, x_max, step), np.arange(y_min, y_max, step))
 
 
+NEEDS_MATPLOTLIB = "--plot needs matplotlib: pip install 'gatemesh[plot]'"
+
+
+def check_available() -> None:
+    """InputError now if `draw` could not draw: said before a training, not after it."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputError(NEEDS_MATPLOTLIB)
+
+
 def draw(path: Path, params: Mapping[str, Array], data: Points, title: str) -> None:
     """Write the boundary to `path` (PNG, SVG or PDF, by its suffix)."""
     try:
@@ -56,7 +66,7 @@ def draw(path: Path, params: Mapping[str, Array], data: Points, title: str) -> N
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise InputError("--plot needs matplotlib: pip install 'gatemesh[plot]'") from exc
+        raise InputError(NEEDS_MATPLOTLIB) from exc
     xx, yy = grid(data)
     positive = (scores(params, np.c_[xx.ravel(), yy.ravel()]) > 0).reshape(xx.shape)
     from matplotlib.patches import Patch

@@ -1,9 +1,10 @@
 """Training checkpoints: the parameters after a step, in a .npz file, read back with every check.
 
 The file holds one array per parameter (`param/W1`, ...) and `meta`, a JSON string with the
-step the parameters are at, the schedule that made them (steps, batch, seed) and the data
-set's fingerprint (moons.Points.fingerprint): a resumed run must take the same batches and
-learning rates of the same points, so a different schedule or data set is refused. Files
+step the parameters are at, the schedule that made them (steps, batch, replicas, seed) and the
+data set's fingerprint (moons.Points.fingerprint): a resumed run must take the same batches and
+learning rates of the same points, and add its replicas' gradients in the same order, so a
+different schedule or data set is refused. Files
 are written to a temporary name and renamed, so a crash mid-write leaves the previous one.
 Read without pickle: a checkpoint is data, never code.
 """
@@ -40,6 +41,8 @@ class Checkpoint:
     batch: int = 100
     data: str = ""
     """The fingerprint of the data set trained on; "" for none yet (the init) or an older file."""
+    replicas: int | None = None
+    """The copies of the network that shared each batch; None for none yet (the init) or an older file."""
 
 
 def save(path: Path, checkpoint: Checkpoint) -> None:
@@ -50,6 +53,8 @@ def save(path: Path, checkpoint: Checkpoint) -> None:
         "batch": checkpoint.batch,
         "data": checkpoint.data,
     }
+    if checkpoint.replicas is not None:
+        meta["replicas"] = checkpoint.replicas
     arrays: dict[str, Any] = {f"{PREFIX}{name}": value for name, value in checkpoint.params.items()}
     arrays["meta"] = np.array(json.dumps(meta))
     buffer = io.BytesIO()
@@ -76,6 +81,11 @@ def load(path: Path, shapes: Mapping[str, Shape]) -> Checkpoint:
             raise InputError(f"{path}: one array, not a .npz checkpoint (its parameters and meta)")
         with loaded as archive:
             stored = {name: archive[name] for name in archive.files}
+    except FileNotFoundError as exc:
+        raise InputError(
+            f"{path}: no such checkpoint (--resume goes on from a file --checkpoint wrote; drop --resume to start "
+            "from the first step)"
+        ) from exc
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npz checkpoint: {exc}") from exc
     odd = sorted(name for name, value in stored.items() if not isinstance(value, np.ndarray))
@@ -95,7 +105,7 @@ def load(path: Path, shapes: Mapping[str, Shape]) -> Checkpoint:
             raise InputError(f"{path}: {name} is {value.dtype} {value.shape}; the network's is float64 {shapes[name]}")
         if not np.isfinite(value).all():
             raise InputError(f"{path}: {name} has a non-finite number")
-    return Checkpoint(params, meta["step"], meta["seed"], meta["steps"], meta["batch"], meta["data"])
+    return Checkpoint(params, meta["step"], meta["seed"], meta["steps"], meta["batch"], meta["data"], meta["replicas"])
 
 
 def _meta(path: Path, raw: Array | None) -> dict[str, Any]:
@@ -109,4 +119,7 @@ def _meta(path: Path, raw: Array | None) -> dict[str, Any]:
     data = meta.get("data", "")  # absent from the checkpoints of older versions
     if not isinstance(data, str):
         raise InputError(f"{path}: the meta's data fingerprint is not a string")
-    return {**{k: meta[k] for k in keys}, "data": data}
+    replicas = meta.get("replicas")  # absent from the checkpoints of older versions
+    if replicas is not None and not (type(replicas) is int and replicas >= 1):
+        raise InputError(f"{path}: the meta's replicas is not an integer >= 1")
+    return {**{k: meta[k] for k in keys}, "data": data, "replicas": replicas}

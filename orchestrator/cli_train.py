@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gates.faults import Faults
+from gates.protocol import ErrorCode
 from gates.transport import DEFAULT_BROKER
 from orchestrator import boundary, checkpoint, mlp, moons, tensor_deploy
 from orchestrator.api import broker_url
@@ -35,7 +37,7 @@ from orchestrator.cli_common import (
     say_waiting,
     seconds,
 )
-from orchestrator.errors import DeployError, InputError
+from orchestrator.errors import DeployError, GateFailed, GatemeshError, InputError, RunError, unwrap
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import (
     Engine,
@@ -63,7 +65,12 @@ def train_command(
     model: Annotated[str, typer.Argument(help="what to train: moons (micrograd's demo MLP 2-16-16-1)")] = "moons",
     broker: Annotated[
         str | None,
-        typer.Option("--broker", "-b", envvar="GATEMESH_BROKER", help="mqtt://host:port; default: the embedded one"),
+        typer.Option(
+            "--broker",
+            "-b",
+            envvar="GATEMESH_BROKER",
+            help=f"mqtt://host:port; default: the embedded one ({DEFAULT_BROKER} with --hosts)",
+        ),
     ] = None,
     steps: Annotated[int, typer.Option(min=1, help="SGD steps; lr = 1.0 - 0.9 * k / steps")] = 100,
     batch: Annotated[int | None, typer.Option(min=1, help="points per step (default: all)")] = None,
@@ -93,15 +100,22 @@ def train_command(
         float, typer.Option(callback=seconds, help="seconds a step (or the deployment) may take")
     ] = 30.0,
 ) -> None:
-    """Train micrograd's moons MLP; at 100 steps (the default) each step's loss and accuracy equal micrograd's."""
+    """Train micrograd's moons MLP; at 100 steps (the default) of all the built-in points each step's loss and
+    accuracy equal micrograd's (with --batch, each step's are on its batch)."""
     for name, value, known in (("model", model, MODELS), ("--engine", engine, ENGINES), ("--init", init, INITS)):
         if value not in known:
             raise InputError(f"{name} {value!r}: choose {' or '.join(known)}")
     points = moons.load(data)
     schedule = Schedule(steps=steps, batch=batch or len(points), replicas=replicas, seed=seed)
-    schedule.check(len(points))
     if resume and checkpoint_file is None:
         raise InputError("--resume needs --checkpoint FILE to resume from")
+    if resume:
+        assert checkpoint_file is not None
+        start = checkpoint.load(checkpoint_file, mlp.param_shapes())
+        check_start(schedule, start, points)  # its data set first: another one changes the default --batch
+    else:
+        schedule.check(len(points))
+        start = Checkpoint(mlp.micrograd_init(seed), 0, seed, schedule.steps, schedule.batch)
     check_writable("--checkpoint", checkpoint_file)  # before training, not after its first step
     if checkpoint_file is not None and not resume and checkpoint_file.exists():
         raise InputError(
@@ -109,6 +123,8 @@ def train_command(
             "or remove it to start over"
         )
     check_writable("--plot", plot, (".png", ".svg", ".pdf"))  # nor after its last (the summary is printed after it)
+    if plot is not None:
+        boundary.check_available()
     if engine == "reference" and (hosts is not None or faults):
         raise InputError("--engine reference trains in this process: drop --hosts and --faults")
     if faults and hosts is not None:
@@ -130,12 +146,6 @@ def train_command(
         except DeployError as exc:
             needed = mlp.fewest_replicas(schedule.batch)
             raise InputError(f"{exc}: split the batch of {schedule.batch} over --replicas {needed} or more") from exc
-    if resume:
-        assert checkpoint_file is not None
-        start = checkpoint.load(checkpoint_file, circuit.param_shapes)
-        check_start(schedule, start, points)
-    else:
-        start = Checkpoint(mlp.micrograd_init(seed), 0, seed, schedule.steps, schedule.batch)
     if hosts is None and engine == "mesh" and broker is not None:
         broker_address(broker)  # a bad URL is said now, not under the progress bar
     console = err if as_json else out
@@ -151,7 +161,15 @@ def train_command(
             return await train(chosen, circuit, points, schedule, start, checkpoint=checkpoint_file, on_step=on_step)
 
     with _progress(console, schedule.steps, start.step) as (on_step, say):
-        training = asyncio.run(run(on_step, say))
+        try:
+            training = asyncio.run(run(on_step, say))
+        except (RunError, InputError) as exc:  # a step failed: what is kept, and what to do
+            raise after_failure(exc, checkpoint_file, points) from exc
+        except BaseExceptionGroup as group:
+            cause = unwrap(group)
+            if not isinstance(cause, (RunError, InputError)):
+                raise
+            raise after_failure(cause, checkpoint_file, points) from group
     try:
         result = summary(training, schedule, start, where, len(circuit.gates) if engine == "mesh" else 0, points)
     except NotFinite as exc:
@@ -164,7 +182,7 @@ def train_command(
         print_line(json.dumps(result))
     else:
         print_summary(console, result, plot)
-    if said := advice(before, result, points, schedule.batch):
+    if said := advice(before, result, points, schedule.batch, start.step):
         console.print(said, highlight=False, soft_wrap=True)
 
 
@@ -198,15 +216,15 @@ def print_summary(console: Console, result: dict[str, Any], plot: Path | None) -
     final = result["final"]
     taken = len(result["steps"])
     points = f"all {final['points']} points" if final["points"] != 1 else "its 1 point"
-    fitted = f"loss {final['loss']:.6g}, accuracy {final['accuracy']:.0%} on {points}"
+    fitted = f"loss {final['loss']:.6g}, accuracy {percent(final['accuracy'])} on {points}"
     if not taken:
         console.print(f"nothing to do: the checkpoint is at step {final['step']} already ({fitted})", highlight=False)
         if plot is not None:
             console.print(f"decision boundary: {plot}", highlight=False)
         return
     steps = f"trained {taken} step{'s' if taken != 1 else ''}"
-    if final["step"] != taken:  # resumed from a checkpoint
-        steps += f", steps {final['step'] - taken + 1} to {final['step']},"
+    if final["step"] != taken:  # resumed from a checkpoint; steps are numbered from 0, as micrograd's are
+        steps += f", steps {final['step'] - taken} to {final['step'] - 1},"
     gates = f" ({final['gates']} gates)" if final["gates"] else ""  # the numpy reference has none
     console.print(
         f"{steps} on {final['engine']}{gates}: {fitted}, {result['seconds_per_step'] * 1000:.2f} ms per step",
@@ -222,20 +240,38 @@ UNIT_SCALE = 5.0
 learning rate is made."""
 
 
-def advice(before: float, result: dict[str, Any], points: moons.Points, batch: int) -> str:
+def advice(before: float, result: dict[str, Any], points: moons.Points, batch: int, begun: int = 0) -> str:
     """What to say when the trained parameters fit all the points worse than the starting ones
-    did (`before`), or the data is far from unit scale ("" when neither, or no step was taken)."""
+    did (`before`: the init's, or a checkpoint's at step `begun`), or the data is far from unit
+    scale ("" when neither, or no step was taken)."""
     final = result["final"]
     if not result["steps"]:
         return ""
     if not final["loss"] > before:
         return off_scale(points, "note: ")
-    rose = f"the loss on all {final['points']} points rose, from {before:.6g} before training to {final['loss']:.6g}"
+    since = "before training" if begun == 0 else f"at step {begun}, the checkpoint's,"
+    rose = f"the loss on all {final['points']} points rose, from {before:.6g} {since} to {final['loss']:.6g}"
     if scale := off_scale(points, ": "):
         return rose + scale
     if batch < final["points"]:
         return f"{rose}: more points a step (--batch {batch}; all {final['points']} by default) or more steps may help"
     return f"{rose}: more steps may help (at a learning rate near 1.0 the first steps can overshoot)"
+
+
+def after_failure(exc: RunError | InputError, saved: Path | None, points: moons.Points) -> GatemeshError:
+    """A failed step's error, with what was kept and what to do next: an overflow is told why it
+    may have happened (resuming would overflow again); any other failure, where to go on from."""
+    diverged = isinstance(exc, InputError) or (isinstance(exc, GateFailed) and exc.code == ErrorCode.DOMAIN)
+    said = str(exc)
+    if diverged:
+        said += off_scale(points, "; ")
+        if saved is not None and saved.exists():
+            said += f"; {saved} has the parameters before it"
+    elif saved is not None and saved.exists():
+        said += f"; {saved} has the parameters of the last step done: go on with --checkpoint {saved} --resume"
+    elif saved is None:
+        said += "; with --checkpoint FILE, every step is saved and --resume goes on from the last one"
+    return InputError(said) if isinstance(exc, InputError) else RunError(said, exc.run)
 
 
 def off_scale(points: moons.Points, lead: str) -> str:
@@ -281,13 +317,18 @@ def _progress(
 
         def on_step(record: StepRecord) -> None:
             progress.update(
-                task, completed=record.step + 1, loss=_short(record.loss), accuracy=f"{record.accuracy:.0%}"
+                task, completed=record.step + 1, loss=_short(record.loss), accuracy=percent(record.accuracy)
             )
 
         def say(line: str) -> None:
             progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
         yield on_step, say
+
+
+def percent(fraction: float) -> str:
+    """The fraction of points right, rounded down: 100% only when every one is (999 of 1,000 is 99%)."""
+    return f"{math.floor(fraction * 100 + 1e-9)}%"
 
 
 def _short(loss: float) -> str:

@@ -56,6 +56,15 @@ def build(batch: int, *, replicas: int = 1, sizes: Sequence[int] = SIZES, alpha:
     return TensorCircuit(name="moons", gates=tuple(gates), output="loss", observe=tuple(scores))
 
 
+def param_shapes(sizes: Sequence[int] = SIZES) -> dict[str, tuple[int, int]]:
+    """Each parameter's shape: W of (out, in), b of (out, 1), whatever the batch and the replicas."""
+    shapes: dict[str, tuple[int, int]] = {}
+    for layer in range(1, len(sizes)):
+        shapes[f"W{layer}"] = (sizes[layer], sizes[layer - 1])
+        shapes[f"b{layer}"] = (sizes[layer], 1)
+    return shapes
+
+
 def _gates(batch: int, replicas: int, sizes: Sequence[int], alpha: float) -> tuple[list[TensorGateDef], list[str]]:
     """The circuit's gates, and its copies' score gates."""
     gates: list[TensorGateDef] = []
@@ -65,9 +74,8 @@ def _gates(batch: int, replicas: int, sizes: Sequence[int], alpha: float) -> tup
         return id
 
     layers = range(1, len(sizes))
-    for layer in layers:
-        gate(f"W{layer}", "param", shape=(sizes[layer], sizes[layer - 1]))
-        gate(f"b{layer}", "param", shape=(sizes[layer], 1))
+    for name, shape in param_shapes(sizes).items():
+        gate(name, "param", shape=shape)
     hinges, scores = [], []
     for replica, points in enumerate(replica_sizes(batch, replicas)):
         p = prefix(replica, replicas)

@@ -237,7 +237,7 @@ class MeshEngine:
             parts.append(f"host {host} {self.lost[host]}; its {len(on_it)} gate(s) {shown} are gone")
         where = f"step {step}" if step is not None else run
         gates = [g for g, h in self.placement.items() if h in self.lost]
-        message = f"{where} failed: {'; '.join(parts)}; restart with --resume from the last checkpoint"
+        message = f"{where} failed: {'; '.join(parts)}"
         return HostLost(message, run, sorted(self.lost), gates)
 
     async def _timed_out(self, pending: _Step) -> RunTimeout:

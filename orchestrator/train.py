@@ -144,13 +144,13 @@ class Training:
 def check_start(schedule: Schedule, start: Checkpoint, data: Points) -> None:
     """InputError unless `start` (a checkpoint resumed) continues this schedule on this data:
     said before training begins, not after its progress bar has been drawn."""
-    schedule.check(len(data))
     fingerprint = data.fingerprint()  # first: another data set also changes the default --batch (all its points)
     if start.data and start.data != fingerprint:
         raise InputError(
             f"the starting point was trained on another data set (fingerprint {start.data}, this one's "
             f"{fingerprint}); resume with the same --data"
         )
+    schedule.check(len(data))
     made = (start.seed, start.steps, start.batch)
     if made == (schedule.seed, schedule.steps, schedule.batch) and start.step > schedule.steps:
         raise InputError(
@@ -162,6 +162,12 @@ def check_start(schedule: Schedule, start: Checkpoint, data: Points) -> None:
         asked = f"--steps {schedule.steps} --batch {schedule.batch} --seed {schedule.seed}"
         raise InputError(
             f"the starting point is step {start.step} of {made_by}; resume with the same schedule (asked: {asked})"
+        )
+    if start.replicas is not None and start.replicas != schedule.replicas:
+        raise InputError(
+            f"the starting point is step {start.step} of --replicas {start.replicas}; resume with --replicas "
+            f"{start.replicas} (asked: {schedule.replicas}): other replicas add the batch's gradients in another "
+            "order, and the parameters would differ from an unbroken run's in their last bits"
         )
 
 
@@ -190,7 +196,9 @@ async def train(
         record = StepRecord(k, outcome.loss, accuracy(scores, batch.labels), lr, seconds)
         done.records.append(record)
         if checkpoint is not None:
-            after = Checkpoint(engine.params(), k + 1, schedule.seed, schedule.steps, schedule.batch, fingerprint)
+            after = Checkpoint(
+                engine.params(), k + 1, schedule.seed, schedule.steps, schedule.batch, fingerprint, schedule.replicas
+            )
             save(checkpoint, after)
         if on_step is not None:
             on_step(record)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from orchestrator import boundary, mlp
+from orchestrator.cli_train import train_command
+from orchestrator.errors import InputError
 from orchestrator.moons import Points
 
 
@@ -45,3 +48,17 @@ def test_a_boundary_of_wide_data_is_drawn(tmp_path: Path) -> None:
     picture = tmp_path / "wide.png"
     boundary.draw(picture, mlp.micrograd_init(1337), wide_points(), "wide")
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_plot_without_matplotlib_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without matplotlib, --plot failed after the whole training, and its summary was lost."""
+    boundary.check_available()  # here it is installed
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not: find_spec says None
+    with pytest.raises(InputError, match=r"^--plot needs matplotlib: pip install 'gatemesh\[plot\]'$"):
+        boundary.check_available()
+    with pytest.raises(InputError, match="--plot needs matplotlib"):
+        train_command(engine="reference", steps=1, plot=tmp_path / "b.png", checkpoint_file=tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()  # no step was taken
+    assert "train" not in capsys.readouterr().err

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from orchestrator import checkpoint, mlp, moons
 from orchestrator.checkpoint import Checkpoint
-from orchestrator.cli_train import advice, print_summary
-from orchestrator.errors import InputError
+from orchestrator.cli_train import advice, after_failure, percent, print_summary
+from orchestrator.errors import GateFailed, HostLost, InputError
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import NotFinite, ReferenceEngine, Schedule, StepRecord, Training, fit, train
 from tests import micrograd_oracle
@@ -156,7 +156,7 @@ def test_the_summary_says_which_steps_a_resumed_training_took() -> None:
         said(4, 4) == "trained 4 steps on numpy (29 gates): loss 0.5, accuracy 75% on all 100 points, 2.00 ms per step"
     )
     assert said(1, 1).startswith("trained 1 step on numpy")
-    assert said(3, 10).startswith("trained 3 steps, steps 8 to 10, on numpy (29 gates)")
+    assert said(3, 10).startswith("trained 3 steps, steps 7 to 9, on numpy (29 gates)")  # from 0, as micrograd's
     console = Console(record=True, width=400)  # nothing left to train: the picture it drew is still said
     final = {"step": 10, "loss": 0.5, "accuracy": 0.75, "points": 100, "engine": "numpy", "gates": 29}
     print_summary(console, {"final": final, "steps": [], "seconds_per_step": 0.0}, Path("b.png"))
@@ -164,3 +164,88 @@ def test_the_summary_says_which_steps_a_resumed_training_took() -> None:
         "nothing to do: the checkpoint is at step 10 already (loss 0.5, accuracy 75% on all 100 points)",
         "decision boundary: b.png",
     ]
+
+
+def test_a_resume_with_other_replicas_is_refused_and_an_older_checkpoint_without_them_is_not() -> None:
+    """Replicas add a batch's gradients in another order: --replicas 2 after 1 ended 1e-16 away
+    from an unbroken run, which the resume promises to equal bit for bit."""
+    circuit = mlp.build(100, replicas=2)
+    data = moons.load()
+    made_by_one = Checkpoint(mlp.micrograd_init(1), 3, seed=1, steps=5, batch=100, replicas=1)
+    with pytest.raises(InputError, match=r"step 3 of --replicas 1; resume with --replicas 1 \(asked: 2\)"):
+        asyncio.run(train(ReferenceEngine(circuit), circuit, data, Schedule(steps=5, replicas=2, seed=1), made_by_one))
+    older = Checkpoint(mlp.micrograd_init(1), 3, seed=1, steps=5, batch=100)  # no replicas recorded: taken
+    done = asyncio.run(train(ReferenceEngine(circuit), circuit, data, Schedule(steps=5, replicas=2, seed=1), older))
+    assert [r.step for r in done.records] == [3, 4]
+
+
+def test_a_checkpoint_keeps_its_replicas_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, Checkpoint(mlp.micrograd_init(1), 2, seed=1, steps=5, batch=50, data="ab", replicas=3))
+    assert checkpoint.load(path, mlp.param_shapes()).replicas == 3
+    checkpoint.save(path, Checkpoint(mlp.micrograd_init(1), 2, seed=1, steps=5, batch=50))
+    assert checkpoint.load(path, mlp.param_shapes()).replicas is None
+    arrays = {f"param/{name}": value for name, value in mlp.micrograd_init(1).items()}
+    meta = '{"step": 2, "seed": 1, "steps": 5, "batch": 50, "replicas": 0}'
+    np.savez(path, meta=np.array(meta), **arrays)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"c\.npz: the meta's replicas is not an integer >= 1"):
+        checkpoint.load(path, mlp.param_shapes())
+
+
+def test_a_resume_on_other_data_says_so_before_its_batch_does() -> None:
+    """A --batch 150 checkpoint resumed without its --data was told "--batch: between 1 and the
+    100 points of the data", not that the data was another."""
+    data = moons.load()
+    start = Checkpoint(mlp.micrograd_init(1), 3, seed=1, steps=5, batch=150, data="0123456789abcdef")
+    circuit = mlp.build(150)
+    with pytest.raises(InputError, match=r"trained on another data set .* resume with the same --data"):
+        asyncio.run(train(ReferenceEngine(circuit), circuit, data, Schedule(steps=5, batch=150, seed=1), start))
+
+
+def test_a_missing_checkpoint_is_said_to_be_missing(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as missing:
+        checkpoint.load(tmp_path / "gone.npz", mlp.param_shapes())
+    assert str(missing.value) == (
+        f"{tmp_path / 'gone.npz'}: no such checkpoint (--resume goes on from a file --checkpoint wrote; "
+        "drop --resume to start from the first step)"
+    )
+
+
+def test_accuracy_is_rounded_down() -> None:
+    """999 of 1,000 points right showed "100%"."""
+    assert [percent(f) for f in (0.999, 199 / 200, 1.0, 0.29, 0.75, 0.0)] == ["99%", "99%", "100%", "29%", "75%", "0%"]
+
+
+def test_a_loss_that_rose_after_a_resume_is_measured_from_the_checkpoint() -> None:
+    data = moons.load()
+    result = {"steps": [{}], "final": {"loss": 1.4, "points": 100}}
+    assert advice(0.9, result, data, 100, 40).startswith(
+        "the loss on all 100 points rose, from 0.9 at step 40, the checkpoint's, to 1.4: "
+    )
+
+
+def test_a_failed_step_says_what_was_kept_and_what_to_do(tmp_path: Path) -> None:
+    """A lost host said "restart with --resume from the last checkpoint" when none was kept, and
+    an overflow mid-training said nothing of the data's scale."""
+    data, wide = moons.load(), moons.Points(moons.load().X * 10, moons.load().y)
+    lost = HostLost("step 4 failed: host h1 went offline", "r1", ["h1"], ["W1"])
+    saved = tmp_path / "moons.npz"
+    assert str(after_failure(lost, None, data)) == (
+        "step 4 failed: host h1 went offline; with --checkpoint FILE, every step is saved and --resume goes on "
+        "from the last one"
+    )
+    assert str(after_failure(lost, saved, data)) == "step 4 failed: host h1 went offline"  # no step done: no file
+    saved.write_bytes(b"")
+    assert str(after_failure(lost, saved, data)) == (
+        f"step 4 failed: host h1 went offline; {saved} has the parameters of the last step done: go on with "
+        f"--checkpoint {saved} --resume"
+    )
+    overflow = GateFailed("step 7: gate l2.W1 failed: output of l2 is not finite", "r1", "l2.W1", "domain")
+    assert str(after_failure(overflow, saved, wide)) == (
+        "step 7: gate l2.W1 failed: output of l2 is not finite; micrograd's learning rate (1.0, falling to 0.1) is "
+        f"made for inputs of about unit scale, and this data's coordinates run from {wide.X.min():g} to "
+        f"{wide.X.max():g}; scale them to about -2..2; {saved} has the parameters before it"
+    )
+    said = after_failure(InputError("step 7: mm2: output of matmul is not finite"), None, data)  # the reference's
+    assert isinstance(said, InputError)
+    assert str(said) == "step 7: mm2: output of matmul is not finite"
