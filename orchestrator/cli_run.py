@@ -118,6 +118,10 @@ def run(
     check_writable("--trace", trace, (".jsonl",))  # not a picture's name: it would be overwritten with JSON
     if fault_plan is not None and (deployed_name is not None or hosts is not None):
         raise InputError("--faults applies to gates in this process; give hosts their own (gatemesh host --faults)")
+    if placement != "round-robin" and deployed_name is not None:
+        raise InputError("--placement: a deployment keeps the placement it was deployed with; drop --placement")
+    if placement != "round-robin" and hosts is None:
+        raise InputError("--placement places gates on gate hosts: give --hosts too")
     if secure is not None and deployed_name is None and hosts is None:
         raise InputError("--secure: gates in this process have no accounts; run on --hosts or --deployed NAME")
     accounts = secure_dir(secure)

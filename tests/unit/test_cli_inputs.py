@@ -91,6 +91,17 @@ def test_a_deployment_keeps_its_output() -> None:
     )
 
 
+def test_a_placement_without_hosts_is_refused_not_ignored() -> None:
+    """`run --placement by-layer` without --hosts ran in this process, the placement unsaid."""
+    alone = gatemesh("run", "x*y", "x=1", "y=2", "--placement", "by-layer")
+    assert (alone.returncode, alone.stdout) == (1, "")
+    assert alone.stderr == "error: --placement places gates on gate hosts: give --hosts too\n"
+    deployed = gatemesh("run", "--deployed", "qf", "x=1", "--placement", "by-layer")
+    assert deployed.stderr == (
+        "error: --placement: a deployment keeps the placement it was deployed with; drop --placement\n"
+    )
+
+
 def test_hosts_takes_a_count_or_names_and_a_negative_count_is_no_name() -> None:
     """--hosts -2 was read as a host named "-2", and then waited for in vain."""
     assert host_choice("2") == 2
