@@ -107,11 +107,6 @@ def encode(header: FrameHeader, array: Array | None = None) -> bytes:
     return b"".join((MAGIC, len(text).to_bytes(4, "little"), text, data))
 
 
-def header_for(header: FrameHeader, array: Array | None) -> FrameHeader:
-    """`header` with the shape of `array` (a convenience for senders)."""
-    return header.model_copy(update={"shape": None if array is None else tuple(array.shape)})
-
-
 def decode(payload: bytes) -> Frame:
     """Parse and check a frame; FrameError names what is wrong."""
     if len(payload) > MAX_FRAME_BYTES:

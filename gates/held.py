@@ -12,9 +12,9 @@ the flag, to the run's *held* topic instead of the real one:
 
 Nothing reads a held topic but a network actor (web/stepper.py), which lists what waits there
 and, told to deliver one, republishes its exact payload to the real topic (drop: discards it;
-duplicate: publishes it twice). The gate knows nothing of who holds its messages or why: it
-only copies the flag from what it received onto what it sends. Errors, status answers, trace
-batches and control messages are never held.
+duplicate: publishes it once and lists a second copy, to deliver or drop later). The gate knows
+nothing of who holds its messages or why: it only copies the flag from what it received onto
+what it sends. Errors, status answers, trace batches and control messages are never held.
 """
 
 from __future__ import annotations
@@ -35,10 +35,6 @@ HELD_KEY = b'"held":true'
 from the message its core decoded)."""
 HELD_KINDS: tuple[TopicKind, ...] = ("feed", "fwd", "grad", "report")
 HELD_LEVEL = "held"
-
-
-def is_held(payload: bytes) -> bool:
-    return HELD_KEY in payload
 
 
 def held_topic(topic_name: str) -> str | None:

@@ -89,7 +89,7 @@ class ParamCore(FrameGate):
         assert self.value is not None
         self._feed, self._lr = header, header.lr
         sent = [(topic(self.circuit, "fwd", self.spec.id), self.frame("forward", header, self.value))]
-        return sent + self._maybe_step(header)
+        return sent + self._maybe_step()
 
     def _gradient(self, frame: Frame, topic_name: str) -> list[Outgoing]:
         header = frame.header
@@ -98,9 +98,9 @@ class ParamCore(FrameGate):
             reason = f"a gradient for {self.spec.id!r} has shape {self.spec.shape} and a port; got {got}"
             return [self.error(ErrorCode.BAD_SCHEMA, reason, topic_name, header.run)]
         self._grads.setdefault((header.sender, header.port), frame.array)
-        return self._maybe_step(header)
+        return self._maybe_step()
 
-    def _maybe_step(self, header: FrameHeader) -> list[Outgoing]:
+    def _maybe_step(self) -> list[Outgoing]:
         """Step once every contribution of this step is in and the step's lr is known."""
         if self._lr is None or len(self._grads) < self.spec.consumers or self._feed is None:
             return []

@@ -186,14 +186,15 @@ class TensorCore(FrameGate):
         if kind == "feed":
             if self.op is not None or header.kind != "feed":
                 return [self.error(ErrorCode.WRONG_TOPIC, f"{self.spec.id!r} is not fed", topic_name, header.run)]
-            return self._fed(frame, topic_name)
+            return self._fed(frame)
         if kind == "fwd":
             return self._forward(frame, topic_name)
         return self._backward(frame, topic_name)
 
     # -- forward --------------------------------------------------------------------------
 
-    def _fed(self, frame: Frame, topic_name: str) -> list[Outgoing]:
+    def _fed(self, frame: Frame) -> list[Outgoing]:
+        """A feed: its array, of the input's shape, or the step fails (missing_value: it has no value)."""
         if frame.array is None or frame.array.shape != self.spec.shape:
             got = None if frame.array is None else frame.array.shape
             reason = f"input {self.spec.id!r} takes shape {self.spec.shape}, was fed {got}"

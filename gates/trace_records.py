@@ -274,10 +274,6 @@ def describe(topic_name: str, message: Message | BaseModel, dest: tuple[str, ...
     return None if fields is None else TraceMsg.model_validate(fields)
 
 
-def is_traced(payload: bytes) -> bool:
-    return CLOCK_KEY in payload
-
-
 def parse_trace_topic(name: str) -> str | None:
     """The gate of a trace topic, or None."""
     parsed = parse_topic(name)

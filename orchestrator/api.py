@@ -17,7 +17,7 @@ from orchestrator.deploy import in_process
 from orchestrator.errors import BrokerError, unwrap
 from orchestrator.recorder import Recorder
 from orchestrator.result import RunResult
-from orchestrator.runner import Observer, Runner
+from orchestrator.runner import Runner
 
 
 async def run_circuit(
@@ -71,13 +71,12 @@ async def deployed(
     circuit: Circuit,
     broker: BrokerAddress,
     *,
-    observer: Observer | None = None,
     recorder: Recorder | None = None,
     faults: Faults | None = None,
 ) -> AsyncIterator[Runner]:
     """`deploy.in_process`, with failures inside the actors' task group surfaced as plain errors."""
     try:
-        async with in_process(circuit, broker, observer=observer, recorder=recorder, faults=faults) as runner:
+        async with in_process(circuit, broker, recorder=recorder, faults=faults) as runner:
             yield runner
     except BaseExceptionGroup as group:
         raise _first_cause(group, broker) from group

@@ -2,8 +2,9 @@
 
 A circuit file (JSON or YAML) is this model written out. Validation guarantees what every
 other part relies on: unique ids, known ops with the right arity and parameters, every
-reference resolvable, an output that exists and no cycles. Gates are kept in topological
-order, so a circuit can be evaluated, deployed or drawn by walking the list once.
+reference resolvable, an output that exists and no cycles. Gates are kept in the order given
+(a file's, or the compiler's); `Circuit.order` lists them with every gate after its inputs, so a
+circuit can be evaluated or drawn by walking that list once.
 """
 
 from __future__ import annotations

@@ -46,10 +46,8 @@ from orchestrator.records import (
     retained_topics,
     with_parts,
 )
-from orchestrator.runner import Observer, RecordWatch, Runner, open_runner
+from orchestrator.runner import RecordWatch, Runner, open_runner
 
-ObserverFor = Callable[[DeploymentRecord], Observer]
-"""Makes the observer of a host deployment's runs once its record (and placement) is known."""
 HostChoice = int | Sequence[str] | None
 """Which hosts to deploy on: all that are online (None), a number of them, or these names."""
 HOST_POLL = 0.25
@@ -74,7 +72,6 @@ async def in_process(
     broker: BrokerAddress,
     *,
     ready_timeout: float = 30.0,
-    observer: Observer | None = None,
     faults: Faults | None = None,
     connections: Connections = "per-gate",
     recorder: Recorder | None = None,
@@ -87,7 +84,7 @@ async def in_process(
     of being left as holes between long-lived gates (at 65,000 gates, ~1 KB per gate of RSS).
     """
     deployment = deployment_id(circuit)
-    opened = open_runner(circuit, deployment, broker, observer=observer, recorder=recorder)
+    opened = open_runner(circuit, deployment, broker, recorder=recorder)
     async with opened as runner, asyncio.TaskGroup() as group:
         shared = SharedConnection(broker) if connections == "shared" else None
         link = shared.link if shared is not None else broker
@@ -186,7 +183,9 @@ async def deploy_to_hosts(
     The record is retained in parts of `part_gates` gates (orchestrator/records.py).
     """
     if not re.match(DEPLOYMENT_NAME_PATTERN, name):
-        raise DeployError(f"deployment name {name!r}: up to 100 letters, digits, '_' or '-', starting with a letter")
+        raise DeployError(
+            f"deployment name {name!r}: up to 100 letters, digits, '_' or '-', starting with a letter or '_'"
+        )
     names = await wait_for_hosts(broker, hosts, timeout, waiting)
     view = await _read(broker, None if secure is not None else [name])  # the ACL needs every deployment
     placed = place(circuit, names, placement)
@@ -304,7 +303,6 @@ async def on_deployment(
     broker: BrokerAddress,
     *,
     ready_timeout: float = 10.0,
-    observer: ObserverFor | None = None,
     recorder: Recorder | None = None,
 ) -> AsyncIterator[Runner]:
     """A Runner for a deployment that lives on gate hosts (made by `deploy_to_hosts`)."""
@@ -316,7 +314,6 @@ async def on_deployment(
         broker,
         hosts=record.hosts,
         placement=record.placement,
-        observer=observer(record) if observer else None,
         recorder=recorder,
         record_watch=_watch(name, record.circuit_id, broker),
     ) as runner:
@@ -333,7 +330,6 @@ async def on_hosts(
     hosts: HostChoice = None,
     placement: str = "round-robin",
     timeout: float = 30.0,
-    observer: ObserverFor | None = None,
     recorder: Recorder | None = None,
     secure: SecureDir | None = None,
     waiting: Callable[[str], None] | None = None,
@@ -353,7 +349,7 @@ async def on_hosts(
             waiting=waiting,
             transient=True,
         )
-        async with on_deployment(name, broker, ready_timeout=timeout, observer=observer, recorder=recorder) as runner:
+        async with on_deployment(name, broker, ready_timeout=timeout, recorder=recorder) as runner:
             yield runner
     finally:  # after a failure, and after a Ctrl-C too: a deployment made for one run must not outlive it
         with contextlib.suppress(DeployError, BrokerError, TimeoutError):
@@ -406,7 +402,7 @@ async def _delete_found(broker: BrokerAddress, head: DeploymentHead) -> None:
 
 @contextlib.asynccontextmanager
 async def _retainer(broker: BrokerAddress) -> AsyncIterator[Send]:
-    """A Send on a connection of the data plane's session (gates/mqtt311.py), which keeps 100
+    """A Send on a connection of the data plane's session (gates/mqtt311.py), which keeps 1,000
     publishes in flight without a task each: undeploying 65,000 gates (130,000 deletions) takes
     seconds, where aiomqtt's publish_all took a minute. BrokerError if the broker fails it."""
 

@@ -3,14 +3,20 @@
 GatemeshError
 ├── CompileError      source text that is not a gatemesh expression (line and column)
 ├── CircuitError      a circuit file or model that is not a valid circuit (which gate)
-├── InputError        run inputs that do not match the circuit's inputs
+├── InputError        what a user gave that cannot be used: run inputs, an option's value, a
+│   │                 file to read or write, training data that diverges
+│   ├── TraceError    a trace file that cannot be read (orchestrator/trace.py)
+│   ├── NotFinite     a loss that cannot be computed (orchestrator/train.py)
+│   └── DrawError     a picture that cannot be drawn (viz/svg.py)
 ├── BrokerError       the broker cannot be reached or started, or lacks what gatemesh needs
-├── DeployError       no such deployment, not enough hosts, a bad placement, gates not ready
+│   └── GatesNotReady gates that never said Ready in time (a deploy's, not the broker's fault)
+├── DeployError       no such deployment, not enough hosts, a bad placement
 └── RunError          a run that did not produce a result
     ├── GateFailed    a gate reported that the run cannot complete (e.g. log of -1)
     ├── HostLost      a gate host of the deployment died or restarted; names it and its gates
     ├── DeploymentGone the deployment was undeployed or replaced while the runner was on it
     ├── RunConnectionLost the orchestrator's connection to the broker broke during the run
+    ├── ReadOnly      a run asked of a deployment watched, not driven (orchestrator/watch.py)
     └── RunTimeout    the run did not finish in time; names the gates it waits on
 """
 
@@ -41,7 +47,8 @@ class CircuitError(GatemeshError):
 
 
 class InputError(GatemeshError):
-    """Run inputs missing, unknown or not numbers."""
+    """What a user gave cannot be used: run inputs missing, unknown or not numbers, an option's
+    value, a file, data; the message names which."""
 
 
 class BrokerError(GatemeshError):
@@ -50,7 +57,8 @@ class BrokerError(GatemeshError):
 
 class GatesNotReady(BrokerError):
     """Gates that never said Ready within the time given (their hosts hung, or overloaded): what a
-    deploy takes back, as opposed to a broker failing it."""
+    deploy takes back. A BrokerError, as the deploy waits for them through the broker; unlike a
+    broker refusing a connection, trying again would only double the wait (web/targets.py)."""
 
 
 def broker_failed(broker: BrokerAddress, exc: BaseException, doing: str | None = None) -> BrokerError:

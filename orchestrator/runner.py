@@ -104,7 +104,7 @@ class _Pending:
 
 
 Observer = Callable[[str, Message], None]
-"""Called with every message of this runner's runs as it crosses the broker (for --explain)."""
+"""Called with every message of this runner's runs as it crosses the broker (the web page's untraced runs)."""
 AnyRunner = TypeVar("AnyRunner", bound="Runner")
 Tally = Callable[[str, TopicKind], None]
 """Called with (run, kind) for every message of a run in flight on the deployment's feed, fwd,
@@ -147,7 +147,6 @@ class Runner:
         *,
         hosts: Mapping[str, str] | None = None,
         placement: Mapping[str, str] | None = None,
-        observer: Observer | None = None,
         recorder: Recorder | None = None,
         record_watch: RecordWatch | None = None,
     ) -> None:
@@ -167,7 +166,8 @@ class Runner:
         self.host_faults: dict[str, str] = {}
         """What each of the deployment's hosts says its fault injector does (HostPresence.faults)."""
         self.placement = dict(placement or {})
-        self.observer = observer
+        self.observer: Observer | None = None
+        """Told every message of this runner's runs (Runner.instrument: the web page's untraced runs)."""
         self.recorder = recorder
         """Traces every run (orchestrator/recorder.py): clocks on the run's messages, every event recorded."""
         self.tally: Tally | None = None
@@ -648,7 +648,6 @@ async def open_runner(
     *,
     hosts: Mapping[str, str] | None = None,
     placement: Mapping[str, str] | None = None,
-    observer: Observer | None = None,
     recorder: Recorder | None = None,
     record_watch: RecordWatch | None = None,
 ) -> AsyncIterator[Runner]:
@@ -659,7 +658,6 @@ async def open_runner(
         broker,
         hosts=hosts,
         placement=placement,
-        observer=observer,
         recorder=recorder,
         record_watch=record_watch,
     )

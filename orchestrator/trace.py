@@ -16,7 +16,6 @@ import contextlib
 import heapq
 import itertools
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -304,17 +303,6 @@ def _kahn(preds: list[set[int]], when: list[int]) -> list[int]:
     if len(order) < len(preds):  # a cycle: clocks that contradict each other; keep the arrival order
         order += [i for i in range(len(preds)) if i not in set(order)]
     return order
-
-
-def fmt(value: float | None) -> str:
-    """A number as the pictures and sentences show it: -2, 0.731, 1.2e-05; '' for none."""
-    if value is None:
-        return ""
-    if value == 0:
-        return "0"
-    if math.isfinite(value) and 1e-3 <= abs(value) < 1e5:
-        return f"{value:.3f}".rstrip("0").rstrip(".")
-    return f"{value:.3g}"
 
 
 def as_sent(trace: Trace, send: TraceEvent) -> str:

@@ -49,7 +49,6 @@ WORDED = frozenset({"drop", "duplicate", "delay", "reorder", "timeout", "host_lo
 WORDS = (0.05, 0.55)
 """Where those words are, in columns right of their line."""
 
-COLOURS = {"feed": GREEN, "forward": GREEN, "backward": RED, "report": RED, "error": ERROR}
 STYLE = f"""
 .lifeline {{ stroke: #9ca3af; stroke-width: 1.2; }}
 .host-box {{ fill: #f3f4f6; stroke: #d1d5db; }}

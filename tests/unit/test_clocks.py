@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from gates.clocks import Clock, Stamp, concurrent, happened_before, named
 from gates.core import GateCore
 from gates.protocol import MESSAGE_ADAPTER, ErrorReport, Feed, Forward, GateSpec, topic
-from gates.trace_records import is_traced
+from gates.trace_records import CLOCK_KEY
 from gates.tracing import Fact, GateTracer
 from gates.transport import encode
 from orchestrator.compiler import compile_source
@@ -66,10 +66,10 @@ def test_untraced_messages_are_byte_for_byte_what_they_were() -> None:
     forward = Forward(circuit="c", sender="q", run="r1", value=3.0)
     assert encode(feed) == b'{"circuit":"c","sender":"orchestrator","type":"feed","run":"r1","value":null}'
     assert encode(forward) == b'{"circuit":"c","sender":"q","type":"forward","run":"r1","value":3.0}'
-    assert not is_traced(encode(forward))
+    assert CLOCK_KEY not in encode(forward)
     stamped = forward.model_copy(update={"clock": Clock("q", 3).send()})
     assert b'"clock":{"lamport":1,"vc":[0,0,0,1]}' in encode(stamped)
-    assert is_traced(encode(stamped))
+    assert CLOCK_KEY in encode(stamped)
     assert MESSAGE_ADAPTER.validate_json(encode(stamped)) == stamped
 
 
