@@ -261,7 +261,7 @@ def advice(before: float, result: dict[str, Any], points: moons.Points, batch: i
 def after_failure(exc: RunError | InputError, saved: Path | None, points: moons.Points) -> GatemeshError:
     """A failed step's error, with what was kept and what to do next: an overflow is told why it
     may have happened (resuming would overflow again); any other failure, where to go on from."""
-    diverged = isinstance(exc, InputError) or (isinstance(exc, GateFailed) and exc.code == ErrorCode.DOMAIN)
+    diverged = isinstance(exc, NotFinite) or (isinstance(exc, GateFailed) and exc.code == ErrorCode.DOMAIN)
     said = str(exc)
     if diverged:
         said += off_scale(points, "; ")

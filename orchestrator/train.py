@@ -66,7 +66,7 @@ class ReferenceEngine:
         try:
             done = forward_backward(self.circuit, self._params, feeds)
         except ReferenceDomainError as exc:  # as the mesh's gate would fail the step: one line
-            raise InputError(f"step {step}: {exc}") from exc
+            raise NotFinite(f"step {step}: {exc}") from exc
         self._params = sgd(self._params, done.grads, lr)
         return StepOutcome(float(done.values[self.circuit.output]), {g: done.values[g] for g in self.circuit.observe})
 

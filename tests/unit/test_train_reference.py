@@ -246,6 +246,11 @@ def test_a_failed_step_says_what_was_kept_and_what_to_do(tmp_path: Path) -> None
         f"made for inputs of about unit scale, and this data's coordinates run from {wide.X.min():g} to "
         f"{wide.X.max():g}; scale them to about -2..2; {saved} has the parameters before it"
     )
-    said = after_failure(InputError("step 7: mm2: output of matmul is not finite"), None, data)  # the reference's
+    said = after_failure(NotFinite("step 7: mm2: output of matmul is not finite"), None, wide)  # the reference's
     assert isinstance(said, InputError)
-    assert str(said) == "step 7: mm2: output of matmul is not finite"
+    assert str(said).startswith("step 7: mm2: output of matmul is not finite; micrograd's learning rate")
+    unwritable = after_failure(InputError(f"--checkpoint {saved}: cannot write it: disk full"), saved, wide)
+    assert str(unwritable) == (  # not an overflow: nothing of the data's scale
+        f"--checkpoint {saved}: cannot write it: disk full; {saved} has the parameters of the last step done: "
+        f"go on with --checkpoint {saved} --resume"
+    )
