@@ -1,5 +1,5 @@
 # The gatemesh image: gate hosts and the orchestrator CLI (see docker-compose.yml).
-FROM python:3.11-slim
+FROM docker.io/library/python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 # The dependencies (and the build backend) first, in a layer of their own, read from

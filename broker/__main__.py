@@ -1,4 +1,5 @@
-"""`python -m broker embedded|mosquitto [--port N] [--host H] [--data-dir D]`: run a broker in the foreground."""
+"""`python -m broker embedded|mosquitto [--port N] [--host H] [--data-dir D] [--secure DIR] [--tls CA CERT KEY]`:
+run a broker in the foreground."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from broker.launch import BrokerStartError, mosquitto_process, serve_embedded
+from broker.launch import BrokerStartError, TlsFiles, mosquitto_process, serve_embedded
 
 
 def main() -> None:
@@ -25,7 +26,23 @@ def main() -> None:
         help="mosquitto only: keep the retained state (hosts, deployments) here, so that a restart with the "
         "same directory loses nothing; default: a temporary directory, gone when the broker stops",
     )
+    parser.add_argument(
+        "--tls",
+        nargs=3,
+        type=Path,
+        metavar=("CA", "CERT", "KEY"),
+        default=None,
+        help="mosquitto only: speak TLS alone, with this server certificate and key, signed by CA (PEM files); "
+        "clients connect with mqtts://HOST:PORT?ca=CA",
+    )
     args = parser.parse_args()
+    if args.kind == "embedded" and args.tls is not None:
+        parser.error("--tls applies to mosquitto only")
+    tls = TlsFiles(*(path.resolve() for path in args.tls)) if args.tls is not None else None
+    if tls is not None:
+        unreadable = [str(path) for path in (tls.ca, tls.cert, tls.key) if not path.is_file()]
+        if unreadable:
+            parser.error(f"--tls: no such file: {', '.join(unreadable)}")
     if args.kind == "embedded" and args.secure is not None:
         parser.error("--secure applies to mosquitto only: the embedded broker has no accounts")
     if args.kind == "embedded" and args.data_dir is not None:
@@ -40,7 +57,7 @@ def main() -> None:
                 asyncio.run(serve_embedded(args.port, args.host))
             else:
                 started = mosquitto_process(
-                    args.port or None, args.host, data_dir=args.data_dir, secure_dir=args.secure
+                    args.port or None, args.host, data_dir=args.data_dir, secure_dir=args.secure, tls=tls
                 )
                 with started as (url, process):
                     print(url, flush=True)

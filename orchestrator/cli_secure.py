@@ -48,7 +48,8 @@ def secure_init(
     lines = [
         f"wrote {directory}/credentials.json (keep it secret), passwd and acl for {', '.join(names)}",
         "(each host's password goes in its environment, which other users cannot read, not in its command line)",
-        f"broker:   python -m broker mosquitto --port 1883 --secure {directory}",
+        f"broker:   python -m broker mosquitto --host 0.0.0.0 --port 1883 --secure {directory}  "
+        "(every interface: for hosts on other machines)",
         *(f"host {name}: GATEMESH_BROKER={accounts.url(host_user(name), BROKER)} {HOST} {name}" for name in names),
         f"deploy:   gatemesh deploy CIRCUIT --name NAME --secure {directory} --broker mqtt://HOST:1883",
         f"watch:    gatemesh serve --broker mqtt://HOST:1883 --secure {directory} --watch-only  "

@@ -54,7 +54,7 @@ def test_the_schema_check_can_fail() -> None:
 
 def test_compose_topology_is_the_one_the_demo_needs() -> None:
     services = COMPOSE["services"]
-    assert services["broker"]["image"] == "eclipse-mosquitto:2"
+    assert services["broker"]["image"] == "docker.io/library/eclipse-mosquitto:2"
     assert "./broker/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro,z" in services["broker"]["volumes"]
     assert (ROOT / "broker/mosquitto.conf").exists()
     assert services["gates"]["deploy"] == {"mode": "replicated", "replicas": 3}  # podman-compose needs the mode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import subprocess
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker.launch import TlsFiles, mosquitto
+from broker.launch import TlsFiles, free_port, mosquitto
 from gates.errors import ConnectionLost
 from gates.transport import BrokerAddress, client, read_retained
 from orchestrator.api import run_circuit
@@ -126,3 +127,23 @@ def test_a_ca_file_that_cannot_be_read_is_one_line_before_connecting(tmp_path: P
         assert run.returncode == 1
         assert f"ca={ca}: {why}" in run.stderr
         assert "Traceback" not in run.stderr
+
+
+def test_the_broker_command_serves_tls(tls_files: TlsFiles) -> None:
+    """`python -m broker mosquitto` had no way to speak TLS: only the client side was documented."""
+    port = free_port()
+    files = [str(tls_files.ca), str(tls_files.cert), str(tls_files.key)]
+    command = [sys.executable, "-m", "broker", "mosquitto", "--port", str(port), "--tls", *files]
+    broker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env())
+    try:
+        assert broker.stdout is not None
+        url = broker.stdout.readline().strip()
+        assert url == f"mqtts://127.0.0.1:{port}?ca={tls_files.ca}"
+        result = asyncio.run(run_circuit("(x+y)*z", {"x": -2, "y": 5, "z": -4}, broker=url))
+        assert (result.value, result.grads) == (-12.0, {"x": -4.0, "y": -4.0, "z": 3.0})
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+    missing = subprocess.run([*command[:-1], "/nonexistent.key"], capture_output=True, text=True, env=clean_env())
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines()[-1] == "python -m broker: error: --tls: no such file: /nonexistent.key"
