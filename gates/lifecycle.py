@@ -50,12 +50,18 @@ async def despite_cancellation(work: Callable[[], Coroutine[Any, Any, object]], 
     undeployed after a Ctrl-C). An await there works, but the transport ends its calls with
     CancelledError in a task that is cancelling (gates/transport.py, _go_on_cancelling): so
     `work` runs in a task of its own, which is not. The caller's cancellation is left as it
-    was; a new one (a second Ctrl-C) cancels the clean-up too."""
-    async with asyncio.TaskGroup() as group:
-        cleaning = group.create_task(work())
-        done, _ = await asyncio.wait({cleaning}, timeout=seconds)
-        if not done:
-            cleaning.cancel()
+    was; a new one (a second Ctrl-C) cancels the clean-up too. What `work` raises comes out as
+    it is, not in an exception group: a caller in a `finally` suppresses the failures it
+    expects (Python 3.11's `contextlib.suppress` does not look inside groups), and any other
+    replaces the error the `finally` was running for."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            cleaning = group.create_task(work())
+            done, _ = await asyncio.wait({cleaning}, timeout=seconds)
+            if not done:
+                cleaning.cancel()
+    except BaseExceptionGroup as failed:
+        raise first_failure(failed) from failed
     if not done:
         raise TimeoutError(f"a clean-up did not finish within {seconds:g} s")
 

@@ -127,6 +127,12 @@ def test_deploying_onto_hosts_that_are_not_online_names_them_and_how_they_stand(
         in said
     )
     assert f"Start one with `gatemesh host --name {ghost} --broker {mosquitto_url}`" in said
+    # a run on hosts for itself says the same: it said "no deployment named 'run-circuit-...'", the
+    # failure of taking back a deployment its deploy never made
+    ran = gatemesh("run", "x * y", "x=1", "y=2", "--hosts", wanted, "--timeout", "0.5", "--broker", mosquitto_url)
+    assert ran.returncode == 1
+    assert "no deployment named" not in ran.stderr, ran.stderr
+    assert f"not online: {ghost} (never seen" in " ".join(ran.stderr.split())
 
 
 async def test_a_run_on_a_deployment_undeployed_or_replaced_meanwhile_fails_at_once_saying_so(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -75,3 +76,16 @@ async def test_the_callers_cancellation_is_left_as_it_was() -> None:
         await waits()
     assert cleaned == [True]
     await asyncio.sleep(0.01)  # nothing pending cancels this task afterwards
+
+
+async def test_what_a_clean_up_raises_comes_out_bare_so_a_finally_can_suppress_it() -> None:
+    """In an exception group, a failed undeploy of a deployment never made got past
+    `contextlib.suppress(DeployError, ...)` and replaced the run's own error."""
+
+    async def fails() -> None:
+        raise LookupError("no deployment named 'run-x'")
+
+    with pytest.raises(LookupError, match="no deployment named"):
+        await despite_cancellation(fails, 5)
+    with contextlib.suppress(LookupError):
+        await despite_cancellation(fails, 5)
