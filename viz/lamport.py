@@ -632,13 +632,15 @@ def _words_beside(
 ) -> tuple[str, Box]:
     """`words` right of an event's mark, or left of it (a little lower: the event's Lamport number
     sits above on the left) if there they cross fewer arrows and cover fewer Lamport numbers
-    and fit in the picture: their <text> and their box."""
+    and fit in the picture: their <text> and their box (with the descenders of a 10 px font).
+    A number covered is worse than an arrow crossed: the words' white halo keeps them readable
+    over an arrow, but a number under words is lost."""
     width = 5.5 * len(words) + 2
-    right = (p.x + gap - 1, p.y - 6, p.x + gap + width, p.y + 4)
-    left = (p.x - gap - width, p.y - 3, p.x - gap + 1, p.y + 7)
+    right = (p.x + gap - 1, p.y - 6, p.x + gap + width, p.y + 6)
+    left = (p.x - gap - width, p.y - 3, p.x - gap + 1, p.y + 9)
 
     def cost(box: Box) -> int:
-        return crossings(box, lines) + overlaps(box, numbers)
+        return crossings(box, lines) + 3 * overlaps(box, numbers)
 
     if left[0] >= 2 and cost(left) < cost(right):
         return text(p.x - gap, p.y + 6, words, css, anchor="end"), left

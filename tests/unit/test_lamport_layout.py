@@ -9,7 +9,7 @@ from pathlib import Path
 
 from orchestrator.trace import read_trace
 from viz.lamport import draw_lamport
-from viz.wire_labels import NEAR, crossings
+from viz.wire_labels import NEAR, crossings, overlaps
 
 SVG = "{http://www.w3.org/2000/svg}"
 FAULTY = Path(__file__).parents[2] / "docs" / "img" / "faulty.jsonl"
@@ -103,3 +103,21 @@ def test_an_arrows_number_keeps_away_from_the_other_arrows() -> None:
                 crowded.append(t.text)
     assert len(groups) > 30
     assert len(crowded) <= 2, crowded
+
+
+def test_no_words_cover_a_lamport_number() -> None:
+    """x's probe answer "waiting grads" was set left of its line, into the next event's "32":
+    both sides crossed something, and covering a number counted as little as crossing an arrow."""
+    svg = ET.fromstring(draw_lamport(read_trace(FAULTY)))
+
+    def box(t: ET.Element, per_char: float, ascent: float, descent: float) -> tuple[float, float, float, float]:
+        x, y, width = float(t.get("x", "0")), float(t.get("y", "0")), per_char * len(t.text or "")
+        left = x - width if t.get("text-anchor") == "end" else x
+        return (left, y - ascent, left + width, y + descent)
+
+    texts = [t for t in svg.iter(f"{SVG}text") if t.text]
+    numbers = [box(t, 5.2, 6.6, 0) for t in texts if t.get("class") == "lamport"]
+    words = [(t.text, box(t, 5.5, 7.5, 2.5)) for t in texts if t.get("class") in ("fault", "note status-word")]
+    assert len(numbers) > 80
+    assert len(words) >= 18
+    assert [text for text, found in words if overlaps(found, numbers)] == []
