@@ -6,8 +6,9 @@ spec topic a scalar gate uses, so any `gatemesh host` (`python -m gates`) runs i
 assignments and the gates' retained Ready messages are deleted when training ends.
 
 Placements: `by-replica` (the default) puts each replica of the network on its own host, in
-turn, and the parameters, their penalties and the loss on the first; `by-layer`,
-`round-robin` and placement files are orchestrator/placement.py's, as for scalar circuits.
+turn (replica i on host i mod the hosts: more replicas than hosts share them), and the
+parameters, their penalties and the loss on the first; `by-layer`, `round-robin` and placement
+files are orchestrator/placement.py's, as for scalar circuits.
 """
 
 from __future__ import annotations
