@@ -252,34 +252,40 @@ def causal_order(events: list[TraceEvent]) -> list[TraceEvent]:
 
     Kahn's algorithm over the edges of happens-before that the trace shows directly (each node's
     own events in the order of its own vector-clock entry; a send before every copy's crossing
-    and receipt, and its first crossing before its receipts), always taking the ready event
+    and receipt, and a node's k-th receipt of a message after the message's k-th crossing: a
+    duplicate's second copy is not received before it crossed), always taking the ready event
     with the earliest `t_ns`. Gates send their events in batches, so the order of arrival says
     little. Events are renumbered `seq` 1, 2, 3.
     """
     preds: list[set[int]] = [set() for _ in events]
     by_node: dict[tuple[str, str], list[int]] = {}
     sends: dict[tuple[str, str], int] = {}
-    crossings: dict[tuple[str, str], int] = {}
+    crossings: dict[tuple[str, str], list[int]] = {}
+    receipts: dict[tuple[str, str, str], list[int]] = {}
     for i, e in enumerate(events):
         if e.node != BROKER:
             by_node.setdefault((e.run, e.node), []).append(i)
         if e.type == "send" and e.msg is not None:
             sends[(e.run, e.msg.id)] = i
         elif e.type == "cross" and e.msg is not None:
-            crossings.setdefault((e.run, e.msg.id), i)
+            crossings.setdefault((e.run, e.msg.id), []).append(i)
+        elif e.type == "receive" and e.msg is not None:
+            receipts.setdefault((e.run, e.node, e.msg.id), []).append(i)
     for (_, node), indices in by_node.items():
         ordered = sorted(indices, key=lambda i: (events[i].vc.get(node, 0), i))
         for before, after in itertools.pairwise(ordered):
             preds[after].add(before)
     for i, e in enumerate(events):
         if e.type in ("receive", "cross") and e.msg is not None:
-            key = (e.run, e.msg.id)
-            send = sends.get(key)
+            send = sends.get((e.run, e.msg.id))
             if send is not None and send != i:
                 preds[i].add(send)
-            crossed = crossings.get(key)
-            if e.type == "receive" and crossed is not None:  # the orchestrator may read it before its tap does
-                preds[i].add(crossed)
+    for (run, node, msg_id), received in receipts.items():  # the orchestrator may read one before its tap does
+        crossed = sorted(crossings.get((run, msg_id), []), key=lambda i: (events[i].t_ns, i))  # the tap's order
+        if crossed:
+            in_turn = sorted(received, key=lambda i: (events[i].vc.get(node, 0), i))
+            for k, i in enumerate(in_turn):
+                preds[i].add(crossed[min(k, len(crossed) - 1)])
     when = [e.t_ns for e in events]
     return [events[i].model_copy(update={"seq": seq}) for seq, i in enumerate(_kahn(preds, when), 1)]
 

@@ -91,3 +91,28 @@ def test_a_receipt_heard_before_its_crossing_is_ordered_after_it() -> None:
     )
     ordered = causal_order([receive, send, cross])
     assert [(e.type, e.seq) for e in ordered] == [("send", 1), ("cross", 2), ("receive", 3)]
+
+
+def test_a_duplicates_second_receipt_is_ordered_after_its_second_crossing() -> None:
+    """With dup=1 the orchestrator read a report's second copy 0.1 ms before its tap heard it
+    cross: only the first crossing bound the receipts, and the trace had the copy received first."""
+    msg = {"id": "f:11", "src": "f", "dest": ["orchestrator"], "phase": "report", "topic": "gatemesh/c/report/f"}
+    at = {"run": "r", "msg": msg, "lamport": 11}
+
+    def event(kind: str, t_ns: int, node: str, vc: dict[str, int], note: str = "") -> TraceEvent:
+        host = "broker" if node == "broker" else "h"
+        fields = {**at, "t_ns": t_ns, "type": kind, "node": node, "host": host, "vc": vc, "note": note}
+        return TraceEvent.model_validate(fields)
+
+    send = event("send", 10, "f", {"f": 5})
+    first, second = event("cross", 20, "broker", {"f": 5}), event("cross", 50, "broker", {"f": 5})
+    got = event("receive", 15, "orchestrator", {"f": 5, "orchestrator": 4})
+    again = event("receive", 40, "orchestrator", {"f": 5, "orchestrator": 6}, "duplicate")
+    ordered = causal_order([again, second, got, first, send])
+    assert [(e.type, e.t_ns) for e in ordered] == [
+        ("send", 10),
+        ("cross", 20),
+        ("receive", 15),
+        ("cross", 50),
+        ("receive", 40),
+    ]
