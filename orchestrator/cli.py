@@ -26,8 +26,9 @@ from orchestrator.cli_serve import serve
 
 EXIT_STATUSES = (
     "Exit status: 0 done; 1 the command failed and its one error line says why (a bad circuit, "
-    "input or file, a run that failed or timed out, a broker that cannot be reached); 2 the "
-    "command line is wrong (an unknown option, a missing argument); 130 interrupted (Ctrl-C; "
+    "input, value or file, options that do not go together, a run that failed or timed out, a "
+    "broker that cannot be reached); 2 the command line cannot be read (an unknown option, a "
+    "missing argument, a number outside its option's range); 130 interrupted (Ctrl-C; "
     "`serve` and `host` run until stopped, and stop with 0)."
 )
 

@@ -123,8 +123,8 @@ TimeoutOption = Annotated[
     float,
     typer.Option(
         callback=seconds,
-        help="seconds to wait for a run's result; then its gates are probed (0.5 s more, up to 5 s for a big "
-        "circuit) and it fails naming those it waits on",
+        help="seconds to wait for a run's result; then its gates are probed (0.5 s more, and up to 5 s more "
+        "for a big circuit) and it fails naming those it waits on",
     ),
 ]
 

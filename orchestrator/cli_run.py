@@ -27,7 +27,6 @@ from orchestrator.cli_common import (
     BrokerOption,
     FaultsOption,
     OutputOption,
-    PlacementOption,
     TimeoutOption,
     broker_address,
     check_writable,
@@ -48,6 +47,7 @@ from orchestrator.compiler import compile_source
 from orchestrator.deploy import on_deployment, on_hosts
 from orchestrator.errors import HostLost, InputError, RunTimeout
 from orchestrator.examples import EXAMPLES
+from orchestrator.placement import STRATEGIES
 from orchestrator.recorder import Recorder, explain_to
 from orchestrator.result import RunResult
 from orchestrator.runner import Runner
@@ -89,7 +89,14 @@ def run(
             "or names h1,h2; default: in this process",
         ),
     ] = None,
-    placement: PlacementOption = "round-robin",
+    placement: Annotated[
+        str | None,
+        typer.Option(
+            "--placement",
+            help=f"with --hosts: {' | '.join(STRATEGIES)} | a .json/.yaml file mapping gate -> host "
+            "(default: round-robin)",
+        ),
+    ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="tell every message of the run as it crosses the broker")
     ] = False,
@@ -118,9 +125,9 @@ def run(
     check_writable("--trace", trace, (".jsonl",))  # not a picture's name: it would be overwritten with JSON
     if fault_plan is not None and (deployed_name is not None or hosts is not None):
         raise InputError("--faults applies to gates in this process; give hosts their own (gatemesh host --faults)")
-    if placement != "round-robin" and deployed_name is not None:
+    if placement is not None and deployed_name is not None:
         raise InputError("--placement: a deployment keeps the placement it was deployed with; drop --placement")
-    if placement != "round-robin" and hosts is None:
+    if placement is not None and hosts is None:
         raise InputError("--placement places gates on gate hosts: give --hosts too")
     if secure is not None and deployed_name is None and hosts is None:
         raise InputError("--secure: gates in this process have no accounts; run on --hosts or --deployed NAME")
@@ -163,7 +170,9 @@ def run(
         here = isinstance(target, Circuit) and hosts is None
         async with (
             _broker_for(here, broker, accounts) as address,
-            open_runner_at(target, address, hosts, placement, timeout, recorder, fault_plan, accounts) as runner,
+            open_runner_at(
+                target, address, hosts, placement or "round-robin", timeout, recorder, fault_plan, accounts
+            ) as runner,
         ):
             try:
                 return await runner.run(inputs, timeout=timeout, retries=retries, on_retry=retried)

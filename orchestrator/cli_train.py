@@ -144,6 +144,10 @@ def train_command(
         try:
             tensor_deploy.check_frames(circuit)
         except DeployError as exc:
+            if resume and start.replicas is not None:  # a checkpoint's replicas are its own: not to change
+                said = f"{exc}: the checkpoint's --replicas {start.replicas} cannot carry it; go on with --engine "
+                said += "reference"
+                raise InputError(said) from exc
             needed = mlp.fewest_replicas(schedule.batch)
             raise InputError(f"{exc}: split the batch of {schedule.batch} over --replicas {needed} or more") from exc
     if hosts is None and engine == "mesh" and broker is not None:
@@ -164,7 +168,7 @@ def train_command(
         try:
             training = asyncio.run(run(on_step, say))
         except (RunError, InputError) as exc:  # a step failed: what is kept, and what to do
-            raise after_failure(exc, checkpoint_file, points) from exc
+            raise after_failure(exc, checkpoint_file, points) from None
         except BaseExceptionGroup as group:
             cause = unwrap(group)
             if not isinstance(cause, (RunError, InputError)):
@@ -174,7 +178,7 @@ def train_command(
         result = summary(training, schedule, start, where, len(circuit.gates) if engine == "mesh" else 0, points)
     except NotFinite as exc:
         kept = f"; {checkpoint_file} has its parameters" if checkpoint_file is not None else ""
-        said = f"training diverged: after step {schedule.steps}, {exc}{kept}"
+        said = f"training diverged: after step {schedule.steps - 1}, the last, {exc}{kept}"
         raise InputError(said + off_scale(points, "; ")) from exc
     if plot is not None:
         boundary.draw(plot, training.params or start.params, points, f"gatemesh train {model}: {where}")
@@ -259,8 +263,9 @@ def advice(before: float, result: dict[str, Any], points: moons.Points, batch: i
 
 
 def after_failure(exc: RunError | InputError, saved: Path | None, points: moons.Points) -> GatemeshError:
-    """A failed step's error, with what was kept and what to do next: an overflow is told why it
-    may have happened (resuming would overflow again); any other failure, where to go on from."""
+    """A failed training's error (the same exception, its words added to), with what was kept
+    and what to do next: an overflow is told why it may have happened (resuming would overflow
+    again); any other failure, where to go on from."""
     diverged = isinstance(exc, NotFinite) or (isinstance(exc, GateFailed) and exc.code == ErrorCode.DOMAIN)
     said = str(exc)
     if diverged:
@@ -268,10 +273,11 @@ def after_failure(exc: RunError | InputError, saved: Path | None, points: moons.
         if saved is not None and saved.exists():
             said += f"; {saved} has the parameters before it"
     elif saved is not None and saved.exists():
-        said += f"; {saved} has the parameters of the last step done: go on with --checkpoint {saved} --resume"
+        said += f"; {saved} has the parameters of the last step it saved: the same command with --resume goes on"
     elif saved is None:
         said += "; with --checkpoint FILE, every step is saved and --resume goes on from the last one"
-    return InputError(said) if isinstance(exc, InputError) else RunError(said, exc.run)
+    exc.args = (said, *exc.args[1:])
+    return exc
 
 
 def off_scale(points: moons.Points, lead: str) -> str:

@@ -186,7 +186,7 @@ def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
     named = gatemesh("deploy", "f = x * y", "--name", "-x", *down)  # an option's value: no expression in brackets
     assert named.returncode == 1
     assert named.stderr == (
-        "error: deployment name '-x': up to 100 letters, digits, '_' or '-', starting with a letter\n"
+        "error: deployment name '-x': up to 100 letters, digits, '_' or '-', starting with a letter or '_'\n"
     )
 
 

@@ -93,9 +93,10 @@ def test_a_deployment_keeps_its_output() -> None:
 
 def test_a_placement_without_hosts_is_refused_not_ignored() -> None:
     """`run --placement by-layer` without --hosts ran in this process, the placement unsaid."""
-    alone = gatemesh("run", "x*y", "x=1", "y=2", "--placement", "by-layer")
-    assert (alone.returncode, alone.stdout) == (1, "")
-    assert alone.stderr == "error: --placement places gates on gate hosts: give --hosts too\n"
+    for chosen in ("by-layer", "round-robin"):  # the default named too
+        alone = gatemesh("run", "x*y", "x=1", "y=2", "--placement", chosen)
+        assert (alone.returncode, alone.stdout) == (1, "")
+        assert alone.stderr == "error: --placement places gates on gate hosts: give --hosts too\n"
     deployed = gatemesh("run", "--deployed", "qf", "x=1", "--placement", "by-layer")
     assert deployed.stderr == (
         "error: --placement: a deployment keeps the placement it was deployed with; drop --placement\n"

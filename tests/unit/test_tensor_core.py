@@ -113,6 +113,21 @@ def test_a_frame_of_the_wrong_shape_is_refused_by_name() -> None:
     assert json.loads(error[1])["code"] == "bad_schema"
 
 
+def test_an_input_fed_no_array_or_another_shape_fails_its_step_with_missing_value() -> None:
+    """PROTOCOL.md's error table: a tensor input with no value of its shape has none to go on with."""
+    spec = TensorSpec(id="X", op="input", shape=(2, 3), consumers=1)
+    for fed, got in ((np.zeros((3, 2)), "(3, 2)"), (None, "None")):
+        (error,) = TensorCore(spec, C).handle(topic(C, "feed", "X"), frame("feed", "trainer", fed))
+        report = json.loads(error[1])
+        assert (report["code"], report["run"]) == ("missing_value", "s0")
+        assert report["message"] == f"input 'X' takes shape (2, 3), was fed {got}"
+    (forward,) = TensorCore(spec, C).handle(topic(C, "feed", "X"), frame("feed", "trainer", X))
+    _, kind, array, _, _ = decoded([forward])[0]
+    assert kind == "forward"
+    assert array is not None
+    assert array.tobytes() == X.tobytes()
+
+
 def feed(p: ParamCore, step: int, lr: float, run: str | None = None) -> list[Outgoing]:
     return p.handle(topic(C, "feed", "W"), frame("feed", "trainer", None, run=run or f"s{step}", step=step, lr=lr))
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from orchestrator import checkpoint, mlp, moons
 from orchestrator.checkpoint import Checkpoint
-from orchestrator.cli_train import advice, after_failure, percent, print_summary
+from orchestrator.cli_train import advice, after_failure, percent, print_summary, train_command
 from orchestrator.errors import GateFailed, HostLost, InputError
 from orchestrator.tensor_circuit import TensorCircuit
 from orchestrator.train import NotFinite, ReferenceEngine, Schedule, StepRecord, Training, fit, train
@@ -228,17 +228,23 @@ def test_a_failed_step_says_what_was_kept_and_what_to_do(tmp_path: Path) -> None
     """A lost host said "restart with --resume from the last checkpoint" when none was kept, and
     an overflow mid-training said nothing of the data's scale."""
     data, wide = moons.load(), moons.Points(moons.load().X * 10, moons.load().y)
-    lost = HostLost("step 4 failed: host h1 went offline", "r1", ["h1"], ["W1"])
+
+    def lost() -> HostLost:
+        return HostLost("step 4 failed: host h1 went offline", "r1", ["h1"], ["W1"])
+
     saved = tmp_path / "moons.npz"
-    assert str(after_failure(lost, None, data)) == (
+    assert str(after_failure(lost(), None, data)) == (
         "step 4 failed: host h1 went offline; with --checkpoint FILE, every step is saved and --resume goes on "
         "from the last one"
     )
-    assert str(after_failure(lost, saved, data)) == "step 4 failed: host h1 went offline"  # no step done: no file
+    assert str(after_failure(lost(), saved, data)) == "step 4 failed: host h1 went offline"  # no step done: no file
     saved.write_bytes(b"")
-    assert str(after_failure(lost, saved, data)) == (
-        f"step 4 failed: host h1 went offline; {saved} has the parameters of the last step done: go on with "
-        f"--checkpoint {saved} --resume"
+    kept = lost()
+    said = after_failure(kept, saved, data)
+    assert said is kept  # the same error, its words added to: its hosts and gates are still there
+    assert str(said) == (
+        f"step 4 failed: host h1 went offline; {saved} has the parameters of the last step it saved: the same "
+        "command with --resume goes on"
     )
     overflow = GateFailed("step 7: gate l2.W1 failed: output of l2 is not finite", "r1", "l2.W1", "domain")
     assert str(after_failure(overflow, saved, wide)) == (
@@ -247,10 +253,27 @@ def test_a_failed_step_says_what_was_kept_and_what_to_do(tmp_path: Path) -> None
         f"{wide.X.max():g}; scale them to about -2..2; {saved} has the parameters before it"
     )
     said = after_failure(NotFinite("step 7: mm2: output of matmul is not finite"), None, wide)  # the reference's
-    assert isinstance(said, InputError)
+    assert isinstance(said, NotFinite)
     assert str(said).startswith("step 7: mm2: output of matmul is not finite; micrograd's learning rate")
     unwritable = after_failure(InputError(f"--checkpoint {saved}: cannot write it: disk full"), saved, wide)
     assert str(unwritable) == (  # not an overflow: nothing of the data's scale
-        f"--checkpoint {saved}: cannot write it: disk full; {saved} has the parameters of the last step done: "
-        f"go on with --checkpoint {saved} --resume"
+        f"--checkpoint {saved}: cannot write it: disk full; {saved} has the parameters of the last step it saved: "
+        "the same command with --resume goes on"
+    )
+
+
+def test_a_resume_too_wide_for_its_replicas_is_not_told_to_take_more(tmp_path: Path) -> None:
+    """A batch too wide for one frame was told "split the batch over --replicas 2 or more", which a
+    resume then refuses: the checkpoint's replicas are its own."""
+    data = tmp_path / "wide.csv"
+    rows = [f"{(i % 97) / 97:.4f},{(i % 89) / 89:.4f},{1 if i % 2 else -1}" for i in range(9000)]
+    data.write_text("x1,x2,label\n" + "\n".join(rows) + "\n")
+    points = moons.load(data)
+    saved = tmp_path / "wide.npz"
+    start = Checkpoint(mlp.micrograd_init(1337), 1, 1337, 3, 9000, points.fingerprint(), replicas=1)
+    checkpoint.save(saved, start)
+    with pytest.raises(InputError) as refused:
+        train_command(data=data, steps=3, checkpoint_file=saved, resume=True)
+    assert str(refused.value).endswith(
+        "a frame carries at most 131,072: the checkpoint's --replicas 1 cannot carry it; go on with --engine reference"
     )
