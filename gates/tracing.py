@@ -21,7 +21,8 @@ as they are: the gate builds nothing per event. A send or a receive names its me
 (topic, id) only: the message crossed the broker, where the orchestrator reads its number (a
 fault's event, whose message may never cross, has its fields). On a shared connection the batch
 goes with the next write the connection makes anyway (gates/mux.py, Session.publish's `later`).
-Anything that happens at the gate later (a late copy arriving) is published at once. One
+Anything that happens at the gate later (a late copy arriving) is published at once, unless
+the gate has let go of that run's clock (it keeps REMEMBER_RUNS): then it is not traced. One
 message per gate per run, off the pass's path, is what keeps a traced pass near a plain one
 (bench/tracing.py). So a run's last report can reach the orchestrator before the batches do;
 the recorder's `drain` waits for them (every message crossed or received has a send, recorded
@@ -66,6 +67,9 @@ from gates.trace_records import PHASE_OF, Event, EventType, MsgRef, message_id, 
 
 REMEMBER_RUNS = 1024
 """Traced runs whose clock a gate keeps (late duplicates still find theirs)."""
+REMEMBER_FORGOTTEN = 16 * REMEMBER_RUNS
+"""Ids of runs whose clock a gate let go: a late copy for one is not traced (a fresh clock would
+count this gate's events from 1 again, as if the run's first ones had never been)."""
 TRACE_BATCH_BYTES = 512 * 1024
 """A gate's trace message larger than this is split: far below the broker's packet limit
 (gates/mqtt_codec.py's MAX_PACKET), which would close the gate's connection."""
@@ -147,6 +151,8 @@ class GateTracer:
         """The runs remembered, the most recently used last."""
         self._last: tuple[str, _Traced] | None = None
         """The run used last, and its state: found again without a lookup."""
+        self._forgotten: dict[str, None] = {}
+        """Runs let go of, the oldest first (REMEMBER_FORGOTTEN of them)."""
 
     def _state(self, run: str) -> _Traced:
         if self._last is not None and self._last[0] == run:  # the step's batch, right after the step
@@ -156,7 +162,11 @@ class GateTracer:
         if state is None:
             state = _Traced(Clock(self.gate, self.index))
             if len(runs) >= REMEMBER_RUNS:
-                del runs[next(iter(runs))]
+                oldest = next(iter(runs))
+                del runs[oldest]
+                self._forgotten[oldest] = None
+                if len(self._forgotten) > REMEMBER_FORGOTTEN:
+                    del self._forgotten[next(iter(self._forgotten))]
         runs[run] = state
         self._last = (run, state)
         return state
@@ -196,7 +206,7 @@ class GateTracer:
         message = received
         run = getattr(message, "run", None)
         stamp = getattr(message, "clock", None)
-        if stamp is None or type(message) not in PHASE_OF or not isinstance(run, str):
+        if stamp is None or type(message) not in PHASE_OF or not isinstance(run, str) or run in self._forgotten:
             return None, list(outgoing), []
         now = time.time_ns()  # the step's events happen within microseconds: one reading for all
         state = self._state(run)

@@ -287,3 +287,21 @@ def test_the_recorder_ignores_a_batch_whose_clock_names_a_node_it_lacks(caplog: 
     assert caplog.text.count("ignored a trace batch of x: a vector clock") == 2
     assert "of 5 entries, for 4 nodes" in caplog.text
     assert "names node 4, of 4 nodes" in caplog.text
+
+
+def test_a_late_copy_for_a_run_whose_clock_the_gate_let_go_is_not_traced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh clock for it counted the gate's events from 1 again: a second event 1 of x, which
+    breaks every vector clock rule (and ShiViz's)."""
+    monkeypatch.setattr(tracing, "REMEMBER_RUNS", 2)
+    tracer = GateTracer("x", 1, (), "c", "h1")
+    name = topic("c", "feed", "x")
+
+    def feed(run: str) -> tuple[str | None, list[int]]:
+        """Whose trace the feed's step is in, and its events' Lamport clocks."""
+        message = Feed(circuit="c", sender="orchestrator", run=run, value=1.0, clock=Clock("orchestrator", 0).send())
+        traced, _, facts = tracer.step(name, encode(message), [])
+        return traced, [fact[2] for fact in facts]
+
+    assert [feed(run) for run in ("r1", "r2", "r3")] == [("r1", [2]), ("r2", [2]), ("r3", [2])]  # r1's let go
+    assert feed("r1") == (None, [])  # late: not traced from a fresh clock, whose receipt would be x's event 1 again
+    assert feed("r3") == ("r3", [3])  # a run still remembered goes on with its clock
