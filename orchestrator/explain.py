@@ -277,8 +277,7 @@ class Explainer:
             case "backward" if known:
                 return self._backward(run, sender, msg.port or 0, grad)
             case "report" if (run, sender) in self._told_reports:
-                out = self.circuit.output
-                reports = f"reports d{out}/d{sender} = {num(grad)} to the orchestrator"
+                reports = self._reports(sender, grad)
                 return f"{self.label(sender)} {reports} {self._same_step(self._told_reports[run, sender])}"
             case "report":
                 return self._report(run, sender, grad)
@@ -294,8 +293,14 @@ class Explainer:
         return f"{sender} sends a {msg.phase} message"
 
     def _report(self, run: str, sender: str, grad: float) -> str:
-        got, out = self._got(run, sender), self.circuit.output
-        return f"{self.label(sender)} got {got}; reports d{out}/d{sender} = {num(grad)} to the orchestrator"
+        return f"{self.label(sender)} got {self._got(run, sender)}; {self._reports(sender, grad)}"
+
+    def _reports(self, sender: str, grad: float) -> str:
+        """A leaf's report: a constant is a leaf too, and reports its gradient, which no result lists."""
+        said = f"reports d{self.circuit.output}/d{sender} = {num(grad)} to the orchestrator"
+        if sender not in self.circuit.inputs:
+            said += " (a constant's: the result lists the inputs' alone)"
+        return said
 
     def _forward(self, run: str, sender: str, value: float) -> str:
         self._values[run][sender] = value

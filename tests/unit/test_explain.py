@@ -350,3 +350,16 @@ def test_a_dropped_gradient_of_a_gate_reading_one_input_twice_says_which_input()
     )
     other = TraceMsg(id="f:7", src="f", dest=("y",), phase="backward", topic=topic("c", "grad", "y"), port=1)
     assert "backward message (f:7) to y in step mode" in explainer.dropped(other, "r", by_student=True)
+
+
+def test_a_constants_report_says_the_result_does_not_list_it() -> None:
+    """Example 6's log said "const(const_1) ... reports df/dconst_1 = 0.718124", and the result had
+    no such gradient: a constant is a leaf and reports, but only the inputs' gradients are results."""
+    circuit = compile_source("f = x * exp(2)")
+    lines = told(circuit, {"x": 3})
+    (constant,) = [line for line in lines if "reports df/dconst" in line]  # d(x e^c)/dc = x e^c = 3 e^2
+    assert constant.endswith(
+        "reports df/dconst_1 = 22.1672 to the orchestrator (a constant's: the result lists the inputs' alone)"
+    ), constant
+    (input_x,) = [line for line in lines if "reports df/dx" in line]
+    assert input_x.endswith("reports df/dx = 7.38906 to the orchestrator")
