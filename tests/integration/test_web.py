@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
@@ -26,6 +26,7 @@ from websockets.typing import Origin
 from broker.launch import mosquitto
 from broker.security import SecureDir
 from orchestrator.compiler import compile_source
+from orchestrator.examples import EXAMPLES
 from orchestrator.reference import evaluate
 from tests.processes import gatemesh
 from tests.web_server import SHOTS, ServeProcess
@@ -198,6 +199,11 @@ def test_an_edited_source_is_no_longer_the_example(page: Page, server: ServeProc
     page.locator("#source").fill("x * y + z")
     expect(page.locator("#example")).to_have_value("")
     expect(page.locator("#lesson")).to_be_empty()
+    # a link whose source is an example's shows that example and its lesson (it showed "choose one…")
+    example = EXAMPLES[4]
+    page.goto(server.url + "?room=examples-link&expr=" + quote(example.source))
+    expect(page.locator("#example")).to_have_value("4", timeout=WAIT)
+    expect(page.locator("#lesson")).to_have_text(example.lesson)
 
 
 def _sorted_equal(got: list[str], expected: list[str]) -> None:
@@ -415,6 +421,14 @@ def test_a_result_under_a_source_edited_since_says_it_is_the_last_runs(page: Pag
     page.locator("#source").fill("1/x")  # the source that ran, again
     expect(page.locator("#stale")).to_have_count(0)
     expect(page.locator("#result")).not_to_have_class(re.compile(r"\bstale\b"))
+    # another value typed (Restart runs the last run's again): the result is still x = 3's
+    field = page.locator('#inputs input[data-name="x"]')
+    field.fill("10")
+    expect(page.locator("#stale")).to_have_text(
+        "the last run's, of f = 1 / x: the fields hold other values (Run runs them)", timeout=WAIT
+    )
+    field.fill("3.0")  # the value that ran, written otherwise
+    expect(page.locator("#stale")).to_have_count(0)
 
 
 def test_bad_requests_get_a_message_not_a_traceback(page: Page, server: ServeProcess) -> None:

@@ -71,6 +71,8 @@ const handlers = {
     } else if (state.linkExample !== undefined && !state.linkRuns) {  // a link that runs hears it from the server
       const count = state.examples.length;
       handlers.problem({ message: `example ${state.linkExample + 1}: there are ${count} worked examples (1 to ${count})` });
+    } else {
+      matchExample();  // a link's source (or one typed before the examples came) that is an example's: its lesson too
     }
     state.linkExample = undefined;
     if (!m.hosts.length) {
@@ -119,6 +121,7 @@ const handlers = {
     if (m.run && m.run !== state.shownRun) {  // a new run in this room
       const before = state.shownRun === "";  // there when this page came: followed only into an empty form
       state.shownRun = m.run;
+      for (const id of ["circuit", "lamport"]) $(id).scrollTop = 0;  // a new run's pictures start at their top
       if (m.by !== state.me && (!before || $("source").value.trim() === "")) followRun(m);  // the form shows what ran
     }
     state.run = m;
@@ -384,14 +387,27 @@ function ranSource(m) {
   return example ? example.source : request.source ?? null;
 }
 
+function ranInputs(m) {
+  // the values the shown run ran with: an example's own when it ran as one
+  const request = m && m.request;
+  if (!request) return {};
+  const example = request.example !== null && request.example !== undefined ? state.examples[request.example] : null;
+  return example ? example.inputs : request.inputs || {};
+}
+
 function markStale() {
-  // a result under a source edited since is the last run's, not this source's: said, and greyed
+  // a result under a source edited since, or under fields with other values (Restart runs the
+  // last run's again), is the last run's, not the form's: said, and greyed
   const ran = ranSource(state.run);
-  const stale = Boolean(state.run && (state.run.result || state.run.arrived)) && ran !== null && ran.trim() !== $("source").value.trim();
-  $("result").classList.toggle("stale", stale);
+  const shown = Boolean(state.run && (state.run.result || state.run.arrived)) && ran !== null;
+  const edited = shown && ran.trim() !== $("source").value.trim();
+  const typed = inputs();
+  const retyped = shown && !edited && Object.entries(ranInputs(state.run)).some(([name, value]) => name in typed && typed[name] !== value);
+  $("result").classList.toggle("stale", edited || retyped);
   const note = $("stale");
   if (note) note.remove();
-  if (stale) $("result").prepend(el("p", { class: "hint", id: "stale" }, `the last run's, of ${state.run.title}: the source has changed since (Run runs it)`));
+  const why = edited ? "the source has changed since (Run runs it)" : "the fields hold other values (Run runs them)";
+  if (edited || retyped) $("result").prepend(el("p", { class: "hint", id: "stale" }, `the last run's, of ${state.run.title}: ${why}`));
 }
 
 function counted(n, noun) {
@@ -451,7 +467,7 @@ function showInputs(names, deployment = null) {
   $("inputs").replaceChildren(
     ...names.map((name) => {
       const input = el("input", { type: "text", inputMode: "decimal", "data-name": name, value: state.values[name] ?? "" });
-      input.addEventListener("input", updateShare);
+      input.addEventListener("input", () => { updateShare(); markStale(); });
       return el("label", {}, name, input);
     }),
   );
