@@ -14,9 +14,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from pydantic import ValidationError
@@ -60,7 +60,7 @@ class HostProcesses:
         self.started_with: str | None = ""
         """The faults every host was last started with; None while a restart is under way, or
         after one was cut short (a newer run): the next run that asks restarts them all again."""
-        self.online: Callable[[str, int], Awaitable[None]] | None = None
+        self.online: Callable[[str, int], Coroutine[Any, Any, None]] | None = None
         """Returns once host (name, pid) has announced itself (set by the session)."""
         self.hosts = {name: HostProcess(name) for name in names}
         self._starting = asyncio.Lock()
@@ -90,15 +90,21 @@ class HostProcesses:
             host.state = "running"
             self.on_change()
 
-    async def start_all(self, online: Callable[[str, int], Awaitable[None]] | None = None) -> None:
+    async def start_all(self, online: Callable[[str, int], Coroutine[Any, Any, None]] | None = None) -> None:
         """Start every host, one after the other: each online (when `online` can tell) before the next
-        starts (the embedded broker can confuse hosts that announce themselves at the same moment)."""
+        starts (the embedded broker can confuse hosts that announce themselves at the same moment).
+        A host whose process ends first (killed from the page as it started) is not waited for."""
         for name in self.hosts:
             await self.start(name)
             process = self.hosts[name].process
             online = online or self.online
             if online is not None and process is not None:
-                await online(name, process.pid)
+                async with asyncio.TaskGroup() as group:
+                    announced = group.create_task(online(name, process.pid))
+                    ended = group.create_task(process.wait())
+                    await asyncio.wait({announced, ended}, return_when=asyncio.FIRST_COMPLETED)
+                    announced.cancel()
+                    ended.cancel()
 
     def kill(self, name: str) -> None:
         host = self.hosts[name]
