@@ -99,6 +99,9 @@ class _Arrow:
     b: _Place
     fractions: tuple[float, ...]
     """Where along the line its number may go, best first."""
+    at_end: bool = False
+    """Its label goes just past its end, level with it, and nowhere else: a short stub's name
+    (sender:lamport, as wide as two stubs are apart) above or below it read as its neighbour's."""
 
     def svg(self, at: Point) -> str:
         return f"{self.group}{text(at[0], at[1], self.label, self.label_css) if self.label else ''}</g>"
@@ -442,7 +445,11 @@ def _label_places(arrows: list[_Arrow], covered: list[Box], lifelines: list[floa
     numbers: only a later mark or line in the way moves one). Past the first PLACED_ARROWS, each
     simply takes its first place: the search grows with the diagram, drawn again as a pass grows."""
     candidates: list[list[Spots]] = [
-        [[_label_spot(arrow, t, side)] for side in (1.0, -1.0) for t in arrow.fractions] if arrow.label else [[]]
+        [[_past_end(arrow)]]
+        if arrow.label and arrow.at_end
+        else [[_label_spot(arrow, t, side)] for side in (1.0, -1.0) for t in arrow.fractions]
+        if arrow.label
+        else [[]]
         for arrow in arrows
     ]
     placed = arrows[:PLACED_ARROWS]
@@ -459,6 +466,14 @@ def _label_spot(arrow: _Arrow, t: float, side: float) -> tuple[Box, Point]:
     (ax, ay), (bx, by) = (arrow.a.x, arrow.a.y), (arrow.b.x, arrow.b.y)
     normal = up_normal((ax, ay), (bx, by))
     return beside((ax + (bx - ax) * t, ay + (by - ay) * t), normal, side, len(arrow.label) * 6.4 + 4)
+
+
+def _past_end(arrow: _Arrow) -> tuple[Box, Point]:
+    """An arrow's label just past its end, level with it, reading away from its sender."""
+    width = len(arrow.label) * 6.4 + 4
+    toward = 1.0 if arrow.b.x >= arrow.a.x else -1.0
+    x, y = arrow.b.x + toward * (width / 2 + 3), arrow.b.y + 4
+    return (x - width / 2, y - 9.5, x + width / 2, y + 1), (x, y)
 
 
 def _dropped(send: TraceEvent, shown: str, a: _Place, dest_x: float, fault: _Place, note: str) -> _Arrow:
@@ -532,7 +547,8 @@ def _on_its_way(send: TraceEvent, shown: str, a: _Place, toward: int, readers: l
         css,
         a,
         b,
-        (0.5, 0.3, 0.7),
+        (),
+        at_end=True,
     )
 
 

@@ -7,6 +7,9 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from gates.protocol import Feed, topic
+from orchestrator.compiler import compile_source
+from orchestrator.recorder import Recorder
 from orchestrator.trace import read_trace
 from viz.lamport import draw_lamport
 from viz.wire_labels import NEAR, crossings, overlaps
@@ -121,3 +124,26 @@ def test_no_words_cover_a_lamport_number() -> None:
     assert len(numbers) > 80
     assert len(words) >= 18
     assert [text for text, found in words if overlaps(found, numbers)] == []
+
+
+def test_a_waiting_messages_name_is_at_the_end_of_its_own_stub() -> None:
+    """Three feeds waiting in step mode: "orchestrator:2" was drawn at "orchestrator:3"'s stub (the
+    names are as wide as two stubs are apart, and went above or below them)."""
+    circuit = compile_source("(x+y)*z", name="c")
+    recorder = Recorder(taps=False)
+    recorder.attach(circuit, "c", {g.id: "h1" for g in circuit.gates})
+    recorder.begin("r", {"x": -2.0, "y": 5.0, "z": -4.0})
+    feeds = [
+        (topic("c", "feed", leaf), Feed(circuit="c", sender="orchestrator", run="r", value=v, held=True))
+        for leaf, v in (("x", -2.0), ("y", 5.0), ("z", -4.0))
+    ]
+    recorder.stamp("r", feeds)
+    svg = ET.fromstring(draw_lamport(recorder.trace()))
+    stubs = [g for g in svg.iter(f"{SVG}g") if g.get("class") == "arrow undelivered"]
+    assert len(stubs) == 3
+    for stub, name in zip(stubs, ("orchestrator:1", "orchestrator:2", "orchestrator:3"), strict=True):
+        line, label = next(stub.iter(f"{SVG}line")), next(stub.iter(f"{SVG}text"))
+        assert label.text == name
+        x2, y2 = float(line.get("x2", "0")), float(line.get("y2", "0"))
+        assert float(label.get("y", "0")) == y2 + 4  # level with its own stub's end
+        assert x2 < float(label.get("x", "0")) - len(name) * 3.2  # past it, reading on
