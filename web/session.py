@@ -428,7 +428,8 @@ class Session:
                 raise ValueError("every gate host this server started is down: start one again")
             down = [f"{h.name} ({h.state})" for h in self.hosts.hosts.values() if h.state != "running"]
             if down:  # killed as the hosts restarted for new faults, say: its gates go elsewhere
-                self._say(f"gate host {', '.join(down)} is not running: the run's gates go on {', '.join(alive)}")
+                which = f"gate host {down[0]} is" if len(down) == 1 else f"gate hosts {', '.join(down)} are"
+                self._say(f"{which} not running: the run's gates go on {', '.join(alive)}")
             return Place("hosts", circuit=circuit, hosts=alive, faults=faults), inputs, formula(circuit)
         return Place("here", circuit=circuit, faults=faults), inputs, formula(circuit)
 
