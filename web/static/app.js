@@ -387,14 +387,6 @@ function ranSource(m) {
   return example ? example.source : request.source ?? null;
 }
 
-function ranInputs(m) {
-  // the values the shown run ran with: an example's own when it ran as one
-  const request = m && m.request;
-  if (!request) return {};
-  const example = request.example !== null && request.example !== undefined ? state.examples[request.example] : null;
-  return example ? example.inputs : request.inputs || {};
-}
-
 function markStale() {
   // a result under a source edited since, or under fields with other values (Restart runs the
   // last run's again), is the last run's, not the form's: said, and greyed
@@ -402,7 +394,8 @@ function markStale() {
   const shown = Boolean(state.run && (state.run.result || state.run.arrived)) && ran !== null;
   const edited = shown && ran.trim() !== $("source").value.trim();
   const typed = inputs();
-  const retyped = shown && !edited && Object.entries(ranInputs(state.run)).some(([name, value]) => name in typed && typed[name] !== value);
+  // the run's own values (the server's: an example's, or the request's) against the fields'
+  const retyped = shown && !edited && Object.entries(state.run.inputs || {}).some(([name, value]) => name in typed && typed[name] !== value);
   $("result").classList.toggle("stale", edited || retyped);
   const note = $("stale");
   if (note) note.remove();
