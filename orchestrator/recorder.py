@@ -44,7 +44,9 @@ from gates.protocol import (
 )
 from gates.trace_records import (
     CLOCK_KEY,
+    STEP_MODE_COPY_DROP,
     STEP_MODE_DROP,
+    STEP_MODE_DUPLICATE,
     UNSEEN,
     EventType,
     TraceBatch,
@@ -241,13 +243,23 @@ class Recorder:
             if clock is not None:
                 self._local("host_lost", run, clock.tick(), gates=gates, note=f"host {host} {reason}")
 
-    def dropped(self, run: str, topic_name: str, message: Message) -> None:
-        """A student dropped `message` in step mode (web/stepper.py): the gates never hear of
-        it, so the orchestrator records the drop, as an injector's drop is recorded at its gate."""
+    def dropped(self, run: str, topic_name: str, message: Message, *, copy: bool = False) -> None:
+        """A student dropped `message` (`copy`: the second copy a duplicate left) in step mode
+        (web/stepper.py): the gates never hear of it, so the orchestrator records the drop, as
+        an injector's drop is recorded at its gate."""
+        self._by_student("drop", run, topic_name, message, STEP_MODE_COPY_DROP if copy else STEP_MODE_DROP)
+
+    def duplicated(self, run: str, topic_name: str, message: Message) -> None:
+        """A student duplicated `message` in step mode: one copy went, a second waits at the
+        stepper. Recorded as `dropped` is: the trace then owes the second copy's crossing and
+        receipts, and the Lamport diagram draws it waiting."""
+        self._by_student("duplicate", run, topic_name, message, STEP_MODE_DUPLICATE)
+
+    def _by_student(self, kind: EventType, run: str, topic_name: str, message: Message, note: str) -> None:
         clock = self._clocks.get(run)
         fields = msg_fields(topic_name, message, self.dest(topic_name))
         if clock is not None and fields is not None:
-            self._local("drop", run, clock.tick(), msg=fields, note=STEP_MODE_DROP)
+            self._local(kind, run, clock.tick(), msg=fields, note=note)
 
     def _local(self, kind: EventType, run: str, stamp: Stamp, **fields: object) -> None:
         event: _Local = {"t_ns": time.time_ns(), "type": kind, "run": run, "node": ORCHESTRATOR, "host": self.host}

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape
 
 from gates.protocol import BROKER, ORCHESTRATOR
-from gates.trace_records import ENDED_EARLY, STEP_MODE_DROP, TraceEvent
+from gates.trace_records import ENDED_EARLY, STEP_MODE_COPY_DROP, STEP_MODE_DROP, STEP_MODE_DUPLICATE, TraceEvent
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, captioned, document, num, text
@@ -69,7 +70,8 @@ STYLE = f"""
 .msg.unsent.undelivered {{ stroke-dasharray: 2 3; }}
 .value {{ font-size: 11px; fill: {GREEN}; font-weight: 600; }}
 .grad {{ font-size: 11px; fill: {RED}; font-weight: 600; }}
-.value, .grad, .fault, .note, .lamport {{ paint-order: stroke; stroke: white; stroke-width: 3px; }}
+.copy {{ font-size: 11px; fill: {DUPLICATE}; font-weight: 600; }}
+.value, .grad, .copy, .fault, .note, .lamport {{ paint-order: stroke; stroke: white; stroke-width: 3px; }}
 .fault {{ font-size: 10px; fill: {ERROR}; }}
 .cross {{ stroke: {ERROR}; stroke-width: 2.2; }}
 .lost {{ stroke: #b91c1c; stroke-width: 2.6; }}
@@ -210,8 +212,9 @@ def _arrows(
             continue
         if e.type == "receive":
             receipts[e.msg.id].append(e)
-        elif e.type in ("drop", "duplicate", "delay"):
+        elif e.type in ("drop", "duplicate", "delay") and e.note != STEP_MODE_COPY_DROP:  # that one loses nothing
             faults.setdefault((e.type, e.msg.id), e)
+    copies = _copies(events)
     shown_received = trace.shown_received(run)
     out: list[_Arrow] = []
     for msg_id, send in sends.items():
@@ -247,8 +250,39 @@ def _arrows(
                 end = lost_at.get(node, bottom - ROW / 2)
                 end = end if end > start.y else start.y + ROW  # sent after its receiver was gone
                 out.append(_undelivered(send, shown, start, _Place(x, end), node in lost_at, going_on))
+        received = Counter(receipt.node for receipt in receipts.get(msg_id, []))
+        owed: dict[int, list[str]] = defaultdict(list)
+        """Readers that got a copy, not yet every copy a duplicate made, in a run going on."""
+        for node in send.msg.dest:
+            if not 0 < received[node] < copies.get(msg_id, 1) or node not in columns:
+                continue
+            x = _x(columns[node])
+            if going_on and node not in lost_at:
+                owed[1 if x > start.x else -1].append(node)
+            else:
+                end = lost_at.get(node, bottom - ROW / 2)
+                end = end if end > start.y else start.y + ROW
+                out.append(_undelivered(send, shown, start, _Place(x, end), node in lost_at, going_on, copy=True))
         out += [_on_its_way(send, shown, start, toward, readers) for toward, readers in waiting.items()]
+        out += [_on_its_way(send, shown, start, toward, readers, copy=True) for toward, readers in owed.items()]
     return out
+
+
+def _copies(events: list[TraceEvent]) -> dict[str, int]:
+    """By message id, the copies made of it, where a duplicate made more than one: the fault
+    injector's says how many ("2 copies"), a student's adds one, a student's drop of a second
+    copy takes one away."""
+    found: dict[str, int] = {}
+    for e in events:
+        if e.msg is None:
+            continue
+        if e.type == "duplicate":
+            many = re.fullmatch(r"(\d+) copies", e.note)
+            more = 1 if e.note == STEP_MODE_DUPLICATE or many is None else int(many[1]) - 1
+            found[e.msg.id] = found.get(e.msg.id, 1) + more
+        elif e.type == "drop" and e.note == STEP_MODE_COPY_DROP:
+            found[e.msg.id] = found.get(e.msg.id, 2) - 1
+    return found
 
 
 def _one_word(arrows: list[_Arrow], first: int) -> None:
@@ -527,24 +561,29 @@ def _received_unrecorded(send: TraceEvent, shown: str, a: _Place, b: _Place, nod
     return _drawn(send, "unrecorded", f"msg {phase} unrecorded", phase, a, b, hover)
 
 
-def _on_its_way(send: TraceEvent, shown: str, a: _Place, toward: int, readers: list[str]) -> _Arrow:
+def _on_its_way(
+    send: TraceEvent, shown: str, a: _Place, toward: int, readers: list[str], *, copy: bool = False
+) -> _Arrow:
     """A message of a run going on that its readers (all on one side) have not received yet: a
     short arrow out of its send, toward them, that ends before the next line (drawn to where they
     are, it ran through the events of every line between), labelled with its id (sender:lamport),
-    as the page's list of waiting messages names it, in its phase's colour. (Its number may not
-    be known yet: a gate's held message has not crossed the broker, which is where it is read.)"""
+    as the page's list of waiting messages names it, in its phase's colour (`copy`: a second
+    copy a duplicate left waiting, "sender:lamport copy" in a duplicate's colour). (Its number may not be known yet: a
+    gate's held message has not crossed the broker, which is where it is read.)"""
     assert send.msg is not None
     b = _Place(a.x + toward * COLUMN * 0.55, a.y + ROW * 0.9)
     phase = send.msg.phase
     css = "value" if phase in ("feed", "forward") else "grad" if phase in ("backward", "report") else "note"
-    why = f"not delivered yet to {', '.join(readers)}: the run goes on (in step mode it waits for you)"
+    what = "a duplicate's second copy" if copy else "it"
+    why = f"{what} is not delivered yet to {', '.join(readers)}: the run goes on (in step mode it waits for you)"
     hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; {why}"
+    line = f"msg {send.msg.phase} undelivered" + (" duplicate" if copy else "")
     return _Arrow(
         f'<g class="arrow undelivered"><title>{escape(hover)}</title>'
-        f'<line class={attr(f"msg {send.msg.phase} undelivered")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
+        f'<line class={attr(line)} x1="{a.x:.1f}" y1="{a.y:.1f}" '
         f'x2="{b.x:.1f}" y2="{b.y:.1f}"/>',
-        send.msg.id,
-        css,
+        send.msg.id + (" copy" if copy else ""),
+        "copy" if copy else css,
         a,
         b,
         (),
@@ -552,9 +591,12 @@ def _on_its_way(send: TraceEvent, shown: str, a: _Place, toward: int, readers: l
     )
 
 
-def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool, going_on: bool) -> _Arrow:
-    """A message its reader has no receipt of: lost with the reader's host, not delivered yet
-    (a run going on: in step mode it waits for the student), or neither, as far as the trace knows."""
+def _undelivered(
+    send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool, going_on: bool, *, copy: bool = False
+) -> _Arrow:
+    """A message its reader has no receipt of (`copy`: of a duplicate's second copy): lost with
+    the reader's host, not delivered yet (a run going on: in step mode it waits for the student),
+    or neither, as far as the trace knows."""
     assert send.msg is not None
     if lost:
         why = "no receipt in the trace: its receiver's host was lost, with the events it had not sent"
@@ -562,10 +604,13 @@ def _undelivered(send: TraceEvent, shown: str, a: _Place, b: _Place, lost: bool,
         why = "not delivered yet: the run goes on (in step mode it waits for you)"
     else:
         why = "no receipt in the trace"
+    if copy:
+        why = f"a duplicate's second copy: {why}"
     hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; {why}"
+    line = f"msg {send.msg.phase} undelivered" + (" duplicate" if copy else "")
     return _Arrow(
         f'<g class="arrow undelivered"><title>{escape(hover)}</title>'
-        f'<line class={attr(f"msg {send.msg.phase} undelivered")} x1="{a.x:.1f}" y1="{a.y:.1f}" '
+        f'<line class={attr(line)} x1="{a.x:.1f}" y1="{a.y:.1f}" '
         f'x2="{b.x:.1f}" y2="{b.y:.1f}"/>',
         "",
         "",
@@ -610,8 +655,9 @@ def _dots(
                 )
             case "drop" | "duplicate" | "delay" | "reorder":
                 copies = e.note or "2 copies"  # the injector's note says how many (not "dup x2": two more?)
-                # a student's drop is the orchestrator's event (no gate hears of it): said as theirs
-                drop = "you drop" if e.note == STEP_MODE_DROP else "drop"
+                # a student's drop or duplicate is the orchestrator's event (no gate hears of it): said as theirs
+                drop = {STEP_MODE_DROP: "you drop", STEP_MODE_COPY_DROP: "you drop copy 2"}.get(e.note, "drop")
+                copies = "you duplicate" if e.note == STEP_MODE_DUPLICATE else copies
                 words = {"drop": drop, "duplicate": copies, "reorder": "reorder"}
                 word = f"+{e.delay_ms:.1f} ms" if e.type == "delay" and e.delay_ms is not None else words[e.type]
                 words_at, box = _words_beside(p, word, 7, lines, taken)

@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterable, Sequence
 
 from gates.protocol import BROKER
-from gates.trace_records import TraceEvent
+from gates.trace_records import STEP_MODE_COPY_DROP, STEP_MODE_DROP, STEP_MODE_DUPLICATE, TraceEvent
 from orchestrator.trace import Trace
 from viz.svg import DrawError, num
 
@@ -51,8 +51,12 @@ def event_text(e: TraceEvent) -> str:
         case "receive":
             copy = " DUPLICATE copy" if e.note == "duplicate" else ""
             return f"receive {what} from {m.src}{copy}"
+        case "drop" if e.note == STEP_MODE_COPY_DROP:
+            return f"DROPPED the second copy of {what} (in step mode: the first was delivered)"
         case "drop":
-            return f"DROPPED {what} (fault injector)"
+            return f"DROPPED {what} ({'in step mode' if e.note == STEP_MODE_DROP else 'fault injector'})"
+        case "duplicate" if e.note == STEP_MODE_DUPLICATE:
+            return f"DUPLICATED {what} (in step mode: one copy delivered, the second waits)"
         case "duplicate":
             return f"DUPLICATED {what}: {e.note} (fault injector)"
         case "delay":

@@ -112,7 +112,7 @@ class Session:
         self.view = RunView()
         self.versions = dict.fromkeys(PARTS, 1)
         self.clients: set[Client] = set()
-        self.stepper = Stepper(broker, lambda: self.touch("step"), self._dropped)
+        self.stepper = Stepper(broker, lambda: self.touch("step"), self._dropped, self._duplicated)
         self.cluster = ClusterWatch(self.watch_broker, lambda: self.touch("cluster"))
         accounts = (lambda name: broker_url_for(broker, secure, name)) if secure is not None else None
         self.hosts = HostProcesses(broker, list(hosts), lambda: self.touch("cluster"), accounts) if hosts else None
@@ -536,16 +536,25 @@ class Session:
 
     def _dropped(self, held: Held) -> None:
         """A message the student dropped: into the run's trace (and so its sentence and pictures).
-        A duplicate's second copy is only said: the first was delivered, so the message was not
-        lost, and nothing a gate or the trace knows of changes."""
+        A duplicate's second copy is recorded as such, and said here: the first was delivered,
+        so the message was not lost (--explain numbers only what crossed or was lost)."""
         if held.run != self.stepper.run:
             return
         if held.copy:
             self._say(f"you drop the second copy of {held.message}: the receiver keeps the first")
-            return
         recorder = self.view.recorder
         if recorder is not None:
-            recorder.dropped(held.run, held.topic, MESSAGE_ADAPTER.validate_json(held.payload))
+            recorder.dropped(held.run, held.topic, MESSAGE_ADAPTER.validate_json(held.payload), copy=held.copy)
+
+    def _duplicated(self, held: Held) -> None:
+        """A message the student duplicated (its first copy is at the broker): said, and into
+        the run's trace, so the Lamport diagram draws the second copy waiting."""
+        if held.run != self.stepper.run:
+            return
+        self._say(f"you duplicate {held.message}: one copy is delivered now, a second waits in the list")
+        recorder = self.view.recorder
+        if recorder is not None:
+            recorder.duplicated(held.run, held.topic, MESSAGE_ADAPTER.validate_json(held.payload))
 
     def _say(self, sentence: str) -> None:
         self.view.say(sentence)

@@ -139,12 +139,18 @@ class Stepper:
     """Holds the messages of the current held run; `serve()` keeps its connection."""
 
     def __init__(
-        self, broker: BrokerAddress, on_change: Callable[[], None], on_drop: Callable[[Held], None] = lambda held: None
+        self,
+        broker: BrokerAddress,
+        on_change: Callable[[], None],
+        on_drop: Callable[[Held], None] = lambda held: None,
+        on_duplicate: Callable[[Held], None] = lambda held: None,
     ) -> None:
         self.broker = broker
         self.on_change = on_change
         self.on_drop = on_drop
         """Told of every message dropped (by the student or a replay of their choices): no gate hears of it."""
+        self.on_duplicate = on_duplicate
+        """Told of every message duplicated, once the broker has its first copy: no gate hears of that either."""
         self.pending: dict[str, Held] = {}
         self.history: list[Choice] = []
         self.run: str | None = None
@@ -338,9 +344,14 @@ class Stepper:
     def _unless_confirmed(self, done: asyncio.Future[None], held: Held, choice: Choice, copy: Held | None) -> None:
         """A delivery the broker did not acknowledge before the connection went: it may never
         have arrived, so it waits again (and its choice is forgotten), to be delivered again.
-        At worst a gate gets it twice, which changes nothing (gates/core.py)."""
+        At worst a gate gets it twice, which changes nothing (gates/core.py). A duplicate the
+        broker did acknowledge is told (`on_duplicate`): its first copy went."""
         self._unacknowledged -= 1
-        if done.cancelled() or done.exception() is None or held.run != self.run:
+        if done.cancelled() or held.run != self.run:
+            return
+        if done.exception() is None:
+            if copy is not None:
+                self.on_duplicate(held)
             return
         if not any(c is choice for c in self.history):
             return  # forgotten already: a copy whose original was taken back

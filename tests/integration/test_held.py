@@ -50,8 +50,10 @@ async def settle(seconds: float = 0.3) -> None:
 
 
 class Held:
-    def __init__(self, stepper: Stepper, runner: Runner, recorder: WebRecorder) -> None:
+    def __init__(self, stepper: Stepper, runner: Runner, recorder: WebRecorder, duplicated: list[str]) -> None:
         self.stepper, self.runner, self.recorder = stepper, runner, recorder
+        self.duplicated = duplicated
+        """The keys of the messages the stepper said it duplicated (once the broker had the first copy)."""
 
     async def do(self, key: str, action: str = "deliver") -> None:
         self.stepper.act(action, await waiting(self.stepper, key))  # type: ignore[arg-type]
@@ -61,7 +63,10 @@ class Held:
 async def held_qf(url: str, stepper_url: str | None = None) -> AsyncIterator[Held]:
     """(x+y)*z deployed with a stepper, which reaches the broker at `stepper_url` if given."""
     broker = BrokerAddress.parse(url)
-    stepper = Stepper(BrokerAddress.parse(stepper_url or url), lambda: None)
+    duplicated: list[str] = []
+    stepper = Stepper(
+        BrokerAddress.parse(stepper_url or url), lambda: None, on_duplicate=lambda h: duplicated.append(h.key)
+    )
     recorder = WebRecorder(hold=True, on_begin=stepper.begin)
     async with asyncio.TaskGroup() as group:
         serving = group.create_task(stepper.serve())
@@ -69,7 +74,7 @@ async def held_qf(url: str, stepper_url: str | None = None) -> AsyncIterator[Hel
             async with in_process(compile_source(QF), broker, recorder=recorder, connections="shared") as runner:
                 await stepper.watch(runner.deployment, runner.circuit.readers)
                 stepper.arm()
-                yield Held(stepper, runner, recorder)
+                yield Held(stepper, runner, recorder, duplicated)
         finally:
             serving.cancel()
 
@@ -92,11 +97,13 @@ async def test_a_held_run_moves_only_as_its_messages_are_delivered(mosquitto_url
         for key in ("feed orchestrator y", "forward y y", "feed orchestrator x", "forward x x"):
             await held.do(key)
         await held.do("forward add_1 add_1", "duplicate")  # one copy now, the second waits
+        assert held.duplicated == []  # not before the broker has the first copy
         (copy,) = held.stepper.pending.values()
         assert copy.key == "forward add_1 add_1 #2"
         # named as the sentences and the Lamport diagram name it: its sender's event that sent it
         assert copy.label == f"forward 3.00: add_1 \u2192 f ({copy.msg_id}) (second copy)"
         await settle()
+        assert held.duplicated == ["forward add_1 add_1"]
         sent = [e.msg.id for e in held.recorder.trace().events if e.type == "send" and e.msg and e.node == "add_1"]
         assert sent == [copy.msg_id]
         await held.do("forward f f")
@@ -234,6 +241,7 @@ async def test_an_unacknowledged_duplicate_is_taken_back_with_its_copy(mosquitto
         await settle()
         assert [h.key for h in held.stepper.pending.values()] == ["feed orchestrator z"]
         assert [c.label.split()[0] for c in held.stepper.history] == ["drop", "drop"]
+        assert held.duplicated == []  # taken back: the trace is not told of a duplicate that may not have been
         await once_connected(held.stepper, "duplicate", z)
         assert [h.key for h in held.stepper.pending.values()] == ["feed orchestrator z #2"]
         run.cancel()

@@ -564,12 +564,16 @@ def test_step_mode_on_gate_hosts_delivers_in_any_order(page: Page, hosts_server:
     values_shown(page, {"-4.00", "5.00", "-2.00", "3.00"})
     copy = page.locator('#pending li[data-key="forward add_1 add_1 #2"]')
     expect(copy).to_contain_text(re.compile(r"forward 3\.00: add_1 \u2192 f \(add_1:\d+\) \(second copy\)"))
+    # the Lamport diagram draws the second copy waiting, as the list shows it
+    eventually(lambda: _count_is(page.locator("#lamport svg line.msg.undelivered.duplicate").count(), 1))
+    expect(page.locator("#log")).to_contain_text("you duplicate forward 3.00: add_1 \u2192 f")
     eventually(lambda: _listed(page, "forward f f"))
     expect(page.locator('#pending li[data-key="forward f f"]')).to_contain_text("f \u2192 orchestrator")
     act(page, "forward f f")
     values_shown(page, {"-4.00", "5.00", "-2.00", "3.00", "-12.00"})
     act(page, "forward add_1 add_1 #2")  # late: f has fired, and the copy changes nothing
-    eventually(lambda: _count_is(page.locator("#lamport svg line.msg.duplicate").count(), 1))
+    eventually(lambda: _count_is(page.locator("#lamport svg line.msg.duplicate:not(.undelivered)").count(), 1))
+    eventually(lambda: _count_is(page.locator("#lamport svg line.msg.undelivered.duplicate").count(), 0))
     expect(page.locator("#log")).to_contain_text("(you, in step mode, duplicated it)")  # no injector: only you
     assert {t for t in svg_texts(page, "circuit", "grad") if t} == set()  # no gradient delivered yet
     act(page, "backward orchestrator f 0")

@@ -20,7 +20,7 @@ import web.session
 from gates.core import GateCore
 from gates.held import hold, real_topic
 from gates.protocol import Feed, topic
-from gates.trace_records import TraceEvent, TraceMsg
+from gates.trace_records import STEP_MODE_COPY_DROP, STEP_MODE_DROP, STEP_MODE_DUPLICATE, TraceEvent, TraceMsg
 from gates.tracing import GateTracer
 from gates.transport import BrokerAddress, encode
 from orchestrator.compiler import compile_source
@@ -214,9 +214,11 @@ def test_dropping_a_second_copy_is_said_and_leaves_the_message_delivered() -> No
         run.session.view.sentences[-1]
         == "you drop the second copy of forward 5.00: y \u2192 add_1 (y:4): the receiver keeps the first"
     )
-    assert [e for e in run.recorder.trace().events if e.type == "drop"] == []
+    (copy_dropped,) = [e for e in run.recorder.trace().events if e.type == "drop"]
+    assert copy_dropped.note == STEP_MODE_COPY_DROP  # not the message's drop: the circuit loses nothing
+    assert state_at(run.recorder.trace(), "r").lost_values == set()
     stepper.act("drop", first.id)  # the message itself: into the trace, as the drop it is
-    (dropped,) = [e for e in run.recorder.trace().events if e.type == "drop"]
+    (dropped,) = [e for e in run.recorder.trace().events if e.type == "drop" and e.note == STEP_MODE_DROP]
     assert dropped.msg is not None
     assert (dropped.msg.src, dropped.msg.value) == ("y", 5.0)
     # the circuit figure says y's value was lost, where it would be: not blank, as one not yet sent
@@ -229,9 +231,63 @@ def test_dropping_a_second_copy_is_said_and_leaves_the_message_delivered() -> No
     # and the Lamport diagram says whose drop it was: the student's, though the orchestrator records it
     diagram = ET.fromstring(draw_lamport(run.recorder.trace(), "r"))
     marks = [e for e in diagram.iter() if e.get("class") == "fault drop"]
-    assert ["".join(t.itertext()) for mark in marks for t in mark if t.get("class") == "fault"] == ["you drop"]
+    words = ["".join(t.itertext()) for mark in marks for t in mark if t.get("class") == "fault"]
+    assert words == ["you drop copy 2", "you drop"]
     (arrow,) = [e for e in diagram.iter() if e.get("class") == "arrow dropped"]
     assert (arrow.findtext(title) or "").endswith("; dropped by you, in step mode")
+
+
+def waiting_copies(run: SteppedRun) -> list[str]:
+    """The hover texts of the second copies the Lamport diagram draws waiting."""
+    diagram = ET.fromstring(draw_lamport(run.recorder.trace(), "r"))
+    title = f"{SVG}title"
+    return [
+        group.findtext(title) or ""
+        for group in diagram.iter(f"{SVG}g")
+        for line in group.iter(f"{SVG}line")
+        if line.get("class") == "msg forward undelivered duplicate"
+    ]
+
+
+@pytest.mark.parametrize("then", ["deliver", "drop"])
+def test_a_second_copy_a_student_duplicates_waits_in_the_lamport_diagram_until_it_goes(then: str) -> None:
+    """The stepper delivered one copy of y's value and listed a second: the page's list showed
+    it, the Lamport diagram did not (the trace had no event for a student's duplicate)."""
+    run = SteppedRun()
+    stepper = run.session.stepper
+    stepper.begin("r")
+    stepper._readers = run.circuit.readers
+    run.y_hears_its_feed()
+    stepper._on_message(run.held_topic, run.forward)
+    (first,) = stepper.pending.values()
+    run.session._duplicated(first)  # what the stepper says once the broker has the first copy
+    run.stepper_delivers_y()
+    run.add_receives_y()
+    assert run.session.view.sentences[-1] == (
+        "you duplicate forward 5.00: y \u2192 add_1 (y:4): one copy is delivered now, a second waits in the list"
+    )
+    (duplicated,) = [e for e in run.recorder.trace().events if e.type == "duplicate"]
+    assert (duplicated.node, duplicated.note, duplicated.msg and duplicated.msg.id) == (
+        "orchestrator",
+        STEP_MODE_DUPLICATE,
+        "y:4",
+    )
+    assert [hover.rsplit("\n", 1)[-1] for hover in waiting_copies(run)] == [
+        "sent by y at lamport 4; a duplicate's second copy is not delivered yet to add_1: the run goes on "
+        "(in step mode it waits for you)"
+    ]
+    assert run.recorder.missing() == 2  # the second copy owes its crossing and its receipt
+    copy = replace(first, id="m-copy", key=f"{first.key} #2", copy=True)
+    if then == "deliver":
+        run.stepper_delivers_y()
+        run.add_receives_y()
+        receipts = [e.note for e in run.recorder.trace().events if e.type == "receive" and e.node == "add_1"]
+        assert receipts == ["", "duplicate"]
+    else:
+        stepper.pending[copy.id] = copy
+        stepper.act("drop", copy.id)
+    assert waiting_copies(run) == []
+    assert run.recorder.missing() == 0
 
 
 def test_a_pass_from_the_page_waits_longer_for_a_bigger_circuit_but_not_forever() -> None:
