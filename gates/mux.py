@@ -144,7 +144,8 @@ class SharedConnection:
         self._unconfirmed: set[str] = set()
         """Routed topics whose subscription the broker has not acknowledged yet (none, once all gates run)."""
         self._unsent: list[str] = []
-        self._flushing = False
+        self._asked = asyncio.Event()
+        """Topics were added to `_unsent`: the connection's own task sends them (`_subscriptions`)."""
         self._undelivered: list[Publication] = []
         """What the broker had not acknowledged when the last connection dropped: sent first on the next."""
 
@@ -164,13 +165,15 @@ class SharedConnection:
         `started` resolves once the first connection is up. Publishes the broker had not
         acknowledged when a connection dropped are sent again on the next one, before any new publish.
         """
-        await stay_connected(
-            lambda: Session.open(self.broker, self._route, qos=self.qos),
-            up=self._up,
-            down=self._down,
-            started=started,
-            name=f"shared connection to {self.broker}",
-        )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._subscriptions())
+            await stay_connected(
+                lambda: Session.open(self.broker, self._route, qos=self.qos),
+                up=self._up,
+                down=self._down,
+                started=started,
+                name=f"shared connection to {self.broker}",
+            )
 
     async def _up(self, session: Session) -> None:
         """A new connection: resend, resubscribe every routed topic, then let the gates publish."""
@@ -194,7 +197,7 @@ class SharedConnection:
                 self._confirm(name)
         self._session = session
         self.connected.set()
-        await self._flush_subscriptions()
+        self._asked.set()  # topics asked for while the connection was down
 
     def _down(self, session: Session | None, error: TransportError | None) -> None:
         self._disconnected()  # first: nobody may publish into the dead session from here on
@@ -250,21 +253,20 @@ class SharedConnection:
             boxes.append(box)
             if name in self._unconfirmed:  # including topics another gate asked for
                 box.unconfirmed += 1
-        if self.connected.is_set():  # if not, serve() subscribes every routed topic once connected
-            await self._flush_subscriptions()
+        if self._unsent:  # if not connected, serve() subscribes every routed topic once it is
+            self._asked.set()
         await box.subscribed()
 
-    async def _flush_subscriptions(self) -> None:
-        """Send the topics gates are waiting for, many per SUBSCRIBE packet.
+    async def _subscriptions(self) -> NoReturn:
+        """Send the topics gates are waiting for, many per SUBSCRIBE packet, as they are asked for.
 
-        Whichever gate finds topics waiting sends them all, in batches; the others only wait
-        for their topics' acknowledgements. 65,000 gates cost a few hundred round trips, not
-        65,000 concurrent ones (which time out).
+        The connection's own work, not the gates': 65,000 gates attaching cost a few hundred
+        round trips, not 65,000 concurrent ones (which time out), and a gate cancelled while it
+        attaches (its host undeploys it) takes no other gate's subscriptions with it.
         """
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
+        while True:
+            await self._asked.wait()
+            self._asked.clear()
             while self._unsent and self.connected.is_set():
                 batch, self._unsent = self._unsent[:SUBSCRIBE_BATCH], self._unsent[SUBSCRIBE_BATCH:]
                 batch = [name for name in batch if name in self._unconfirmed]  # skip topics every reader left
@@ -278,11 +280,9 @@ class SharedConnection:
                         self._confirm(name, exc if name in refused else None)
                     continue
                 except TransportError:  # the session is gone; the next one subscribes every routed topic
-                    return
+                    break
                 for name in batch:
                     self._confirm(name)
-        finally:
-            self._flushing = False
 
     async def detach(self, box: Mailbox) -> None:
         """Unroute the mailbox; topics no gate reads any more are unsubscribed."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import signal
 
 import pytest
 
-from broker.launch import free_port
+from broker.launch import free_port, mosquitto_process
 from gates.errors import ConnectionLost
 from gates.mqtt311 import QoS, Session
 from gates.mux import SharedConnection
@@ -132,3 +134,40 @@ async def test_a_tap_keeps_every_byte_and_frames_the_messages_again(broker_url: 
         holding.cancel()
     publisher.close()
     assert heard == [*sent, sent[0]]
+
+
+async def test_a_gate_cancelled_while_it_subscribes_for_the_others_leaves_them_subscribed() -> None:
+    """On a shared connection the first gate to attach sends every waiting SUBSCRIBE, and the
+    others wait for its acknowledgements. Cancelled meanwhile (its host undeploys it), it took
+    its batch and the topics asked for later with it: the other gate never said Ready, until a
+    reconnection. The broker is paused (SIGSTOP) so that the SUBSCRIBE waits for it."""
+    with mosquitto_process() as (url, broker):
+        shared = SharedConnection(BrokerAddress.parse(url))
+        ready = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+        async def gate(name: str) -> None:
+            async with shared.link(["gatemesh/d/control", f"gatemesh/d/fwd/{name}"]):
+                ready[name].set()
+                await asyncio.Event().wait()  # a gate serves until it is undeployed
+
+        async with asyncio.TaskGroup() as group:
+            started = asyncio.get_running_loop().create_future()
+            serving = group.create_task(shared.serve(started))
+            async with asyncio.timeout(10):
+                await started
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                first = group.create_task(gate("a"))
+                await asyncio.sleep(0.2)  # its SUBSCRIBE waits for the paused broker
+                second = group.create_task(gate("b"))
+                await asyncio.sleep(0.2)
+                first.cancel()
+                await asyncio.sleep(0.2)
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            async with asyncio.timeout(5):
+                await ready["b"].wait()
+            assert first.cancelled()
+            assert not ready["a"].is_set()
+            second.cancel()
+            serving.cancel()

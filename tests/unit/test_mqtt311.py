@@ -379,6 +379,7 @@ async def test_a_batch_whose_gates_all_left_is_not_sent_as_an_empty_subscribe() 
             await asyncio.Event().wait()
 
     async with asyncio.TaskGroup() as group:
+        subscribing = group.create_task(shared._subscriptions())  # the connection's own, as serve() runs it
         a = group.create_task(gate(["a"]))
         await until(lambda: len(written(SUBSCRIBE)) == 1)
         b = group.create_task(gate(["b"]))
@@ -395,6 +396,7 @@ async def test_a_batch_whose_gates_all_left_is_not_sent_as_an_empty_subscribe() 
         assert not session.lost.done()
         a.cancel()
         await unsubscribed(2)
+        subscribing.cancel()
 
 
 async def test_a_publish_sent_later_rides_the_next_write_or_goes_alone_after_a_while() -> None:
