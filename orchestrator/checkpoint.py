@@ -111,7 +111,7 @@ def load(path: Path, shapes: Mapping[str, Shape]) -> Checkpoint:
 def _meta(path: Path, raw: Array | None) -> dict[str, Any]:
     try:
         meta = json.loads(str(raw)) if raw is not None and raw.dtype.kind == "U" else None
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, a number too long to read, nested too deeply
         meta = None
     keys = ("step", "seed", "steps", "batch")
     if not isinstance(meta, dict) or not all(type(meta.get(k)) is int and meta[k] >= 0 for k in keys):

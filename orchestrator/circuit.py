@@ -10,7 +10,9 @@ circuit can be evaluated or drawn by walking that list once.
 from __future__ import annotations
 
 import json
+import re
 import reprlib
+import sys
 from collections import Counter, deque
 from collections.abc import Hashable, Iterator
 from functools import cached_property
@@ -303,6 +305,8 @@ def _parse_json(text: str, source: str) -> Any:
         raise CircuitError(f"{source}: line {line}, column {column}: not valid JSON: {said}") from exc
     except RecursionError as exc:
         raise CircuitError(f"{source}: JSON nested too deeply") from exc
+    except ValueError as exc:  # a whole number past Python's limit on the digits it converts
+        raise CircuitError(f"{source}: {too_long_number(text) or exc}") from exc
 
 
 def _parse_yaml(text: str, source: str) -> Any:
@@ -314,6 +318,18 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise CircuitError(f"{source}: {where}not valid YAML: {problem}") from exc
     except (yaml.YAMLError, RecursionError) as exc:
         raise CircuitError(f"{source}: not valid YAML: {exc}") from exc
+    except ValueError as exc:
+        raise CircuitError(f"{source}: {too_long_number(text) or exc}") from exc
+
+
+def too_long_number(text: str) -> str | None:
+    """Where `text` has a whole number too long for Python to read (json and yaml then raise a
+    bare ValueError, "Exceeds the limit (4300 digits) for integer string conversion"), said so."""
+    found = re.search(rf"\d{{{sys.get_int_max_str_digits() + 1},}}", text)
+    if found is None:
+        return None
+    line, column = text.count("\n", 0, found.start()) + 1, found.start() - text.rfind("\n", 0, found.start())
+    return f"line {line}, column {column}: a number of {len(found[0]):,} digits is too long to read"
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:

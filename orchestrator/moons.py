@@ -57,7 +57,11 @@ def load(path: Path | None = None) -> Points:
     except OSError as exc:
         raise InputError(f"{source}: cannot read the data file: {exc}") from exc
     # blank lines (an editor's last newline, a gap) are no points; the others keep their numbers
-    rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1) if any(c.strip() for c in row)]
+    reader = csv.reader(io.StringIO(text))
+    try:
+        rows = [(n, row) for n, row in enumerate(reader, start=1) if any(c.strip() for c in row)]
+    except csv.Error as exc:  # a field longer than the csv module takes, or a NUL byte
+        raise InputError(f"{source}: line {reader.line_num}: not a line of a CSV file ({exc})") from None
     if not rows or [cell.strip() for cell in rows[0][1]] != HEADER:
         found = ",".join(rows[0][1])[:80] if rows else "nothing"
         raise InputError(f"{source}: line 1 must be the header {','.join(HEADER)}, not {found!r}")

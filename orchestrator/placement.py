@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from orchestrator.circuit import CIRCUIT_SUFFIXES, YAML_SUFFIXES, GateDef
+from orchestrator.circuit import CIRCUIT_SUFFIXES, YAML_SUFFIXES, GateDef, too_long_number
 from orchestrator.errors import DeployError
 
 STRATEGIES = ("round-robin", "by-layer")
@@ -88,3 +88,7 @@ def _read(path: Path) -> Any:
         return yaml.safe_load(text) if path.suffix.lower() in YAML_SUFFIXES else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise DeployError(f"{path}: not a valid placement file: {exc}") from exc
+    except RecursionError as exc:
+        raise DeployError(f"{path}: not a valid placement file: nested too deeply") from exc
+    except ValueError as exc:  # a number too long to read
+        raise DeployError(f"{path}: not a valid placement file: {too_long_number(text) or exc}") from exc

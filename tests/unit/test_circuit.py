@@ -112,6 +112,15 @@ def test_bad_files(tmp_path: Path) -> None:
         Circuit.load(deep)
 
 
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_number_too_long_to_read_is_refused_with_where_it_is(tmp_path: Path, suffix: str) -> None:
+    """Python reads at most 4,300 digits of a whole number; json and yaml then raise a bare
+    ValueError, which came out as a traceback."""
+    gates = '[{"id": "x", "op": "input"}, {"id": "f", "op": "pow", "inputs": ["x"], "param": ' + "9" * 5000 + "}]"
+    said = _refusal(tmp_path / f"big{suffix}", '{"gates": ' + gates + ', "output": "f"}')
+    assert said == f"{tmp_path / f'big{suffix}'}: line 1, column 91: a number of 5,000 digits is too long to read"
+
+
 def _refusal(path: Path, text: str) -> str:
     """The CircuitError that loading `text` as the file `path` raises."""
     path.write_text(text)

@@ -44,6 +44,8 @@ def test_a_placement_file_must_place_every_gate_on_a_live_host(tmp_path: Path) -
         ),
         "shape.json": ('["h1"]', "a placement is a mapping of gate id to host name"),
         "syntax.json": ("{", "not a valid placement file"),
+        "long.json": ('{"x": ' + "9" * 5000 + "}", "line 1, column 7: a number of 5,000 digits is too long to read"),
+        "deep.json": ("[" * 100_000 + "]" * 100_000, "not a valid placement file: nested too deeply"),
     }
     for filename, (text, message) in cases.items():
         path = tmp_path / filename

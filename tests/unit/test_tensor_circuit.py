@@ -125,6 +125,9 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
     np.savez(path, meta=np.array(json.dumps({"step": True, "seed": 0, "steps": 100, "batch": 100})))
     with pytest.raises(InputError, match="no valid meta"):  # true is not the integer 1
         checkpoint.load(path, shapes)
+    np.savez(path, meta=np.array('{"step": ' + "9" * 5000 + "}"))  # past the digits Python reads
+    with pytest.raises(InputError, match="no valid meta"):
+        checkpoint.load(path, shapes)
 
 
 def test_a_checkpoint_names_its_data_set_and_resuming_on_another_is_refused(tmp_path: Path) -> None:
@@ -184,6 +187,9 @@ def test_data_files_are_checked_line_by_line(tmp_path: Path) -> None:
     assert moons.load(path).y.tolist() == [1.0]
     path.write_text("x1,x2,label\n0.5,1.0,1\n\n-0.5,2.0,-1\n\n")  # blank lines (an editor's last one) are no points
     assert moons.load(path).y.tolist() == [1.0, -1.0]
+    path.write_text("x1,x2,label\n0.5,1.0,1\n0.5," + "2" * 200_000 + ",1\n")  # past the csv module's field limit
+    with pytest.raises(InputError, match=re.escape("line 3: not a line of a CSV file (field larger than field")):
+        moons.load(path)
     path.write_text("x1,x2,label\n0.5,1.0,1\n\n0.5,2.0\n")  # the others keep their line numbers
     with pytest.raises(InputError, match="line 4: expected x1,x2,label, got 2 field"):
         moons.load(path)
