@@ -14,7 +14,7 @@ from rich.table import Table
 
 from gates.__main__ import main as serve_host
 from gates.errors import TransportError
-from gates.protocol import deployment_topic
+from gates.protocol import deployment_topic, last_level
 from gates.transport import DEFAULT_BROKER, BrokerAddress
 from orchestrator.cli_common import (
     DASH_FIRST,
@@ -113,8 +113,12 @@ def undeploy_command(
 ) -> None:
     """Delete a deployment (its retained messages too); its hosts stop its gates."""
     accounts = secure_dir(secure)
-    record = asyncio.run(undeploy(name, broker_address(broker, accounts), secure=accounts))
-    out.print(f"undeployed {record.name}: {record.gates} gates on {', '.join(record.hosts)}", highlight=False)
+    head = asyncio.run(undeploy(name, broker_address(broker, accounts), secure=accounts))
+    if head is None:
+        said = "its record was unreadable; its head and parts are deleted"
+    else:
+        said = f"{head.gates} gates on {', '.join(head.hosts)}"
+    out.print(f"undeployed {name}: {said}", highlight=False)
 
 
 def status(
@@ -180,6 +184,17 @@ def cluster_state(view: ClusterView) -> dict[str, Any]:
             "hosts": {},
             "gates": {},
         }
+    for found, why in sorted(view.unreadable.items()):  # a head that is not even a valid message
+        dname = last_level(found)
+        if found == deployment_topic(dname) and dname not in view.heads:
+            deployments[dname] = {
+                "circuit_id": "",
+                "state": f"unreadable: {why}",
+                "inputs": [],
+                "output": "",
+                "hosts": {},
+                "gates": {},
+            }
     hosts = {}
     for hname, presence in sorted(view.hosts.items()):
         current = [d for d in view.deployments.values() if d.hosts.get(hname) == presence.incarnation]

@@ -202,7 +202,9 @@ async def deploy_to_hosts(
     record = with_parts(record, part_gates)
     old = view.deployments.get(name)
     if name in view.broken:
-        await _delete_found(broker, view.broken[name])
+        await _delete_found(broker, name, view.broken[name].circuit_id)
+    elif _head_unreadable(view, name):
+        await _delete_found(broker, name, None)
     if secure is not None:  # the ACL must let the new gates in before they are assigned
         others = [d for d in view.deployments.values() if d.name != name]
         secure.write_acl([grant for d in [*others, record] for grant in grants(d)])
@@ -233,16 +235,21 @@ async def deploy_to_hosts(
     return record
 
 
-async def undeploy(name: str, broker: BrokerAddress, *, secure: SecureDir | None = None) -> DeploymentHead:
+async def undeploy(name: str, broker: BrokerAddress, *, secure: SecureDir | None = None) -> DeploymentHead | None:
     """Delete a deployment's retained messages; its hosts stop its gates when they see that.
 
     A deployment whose record cannot be assembled (a part is missing) is deleted too: whatever
-    its head's circuit id and name have retained.
+    its name and its head's circuit id have retained. So is one whose head is not even a valid
+    message: its head and its parts (None: no record says what its gates were).
     """
     view = await _read(broker, None if secure is not None else [name])
+    head: DeploymentHead | None
     if name in view.broken:
         head = view.broken[name]
-        await _delete_found(broker, head)
+        await _delete_found(broker, name, head.circuit_id)
+    elif _head_unreadable(view, name):
+        head = None
+        await _delete_found(broker, name, None)
     else:
         record = _record(view, name, broker)
         head = head_of(record)
@@ -387,17 +394,26 @@ async def _delete(send: Send, record: DeploymentRecord) -> None:
     await send([(topic(record.circuit_id, "ready", gate), None) for gate in record.placement])
 
 
-async def _delete_found(broker: BrokerAddress, head: DeploymentHead) -> None:
-    """Delete whatever a deployment whose record is broken left retained: its head, its parts,
-    its assignments and Readies (read from the broker, since the record cannot say)."""
-    filters = [part_topic(head.name, "+"), topic(head.circuit_id, "spec", "+"), topic(head.circuit_id, "ready", "+")]
+def _head_unreadable(view: ClusterView, name: str) -> bool:
+    """Whether deployment `name`'s head is retained but is not a valid message."""
+    return name not in view.heads and deployment_topic(name) in view.unreadable
+
+
+async def _delete_found(broker: BrokerAddress, name: str, circuit_id: str | None) -> None:
+    """Delete whatever a deployment whose record is broken left retained under its name (its
+    head, its parts) and its circuit id if its head says one (its assignments and Readies): read
+    from the broker, since the record cannot say. The name is the one the head was found under,
+    whatever the head itself says."""
+    filters = [part_topic(name, "+")]
+    if circuit_id is not None:
+        filters += [topic(circuit_id, "spec", "+"), topic(circuit_id, "ready", "+")]
     try:
         found = await read_retained(broker, filters)
     except TransportError as exc:
         raise broker_failed(broker, exc, "cannot read what the deployment left") from exc
     async with _retainer(broker) as send:
-        await send([(deployment_topic(head.name), None)])
-        await send([(name, None) for name in found])
+        await send([(deployment_topic(name), None)])
+        await send([(left, None) for left in found])
 
 
 @contextlib.asynccontextmanager

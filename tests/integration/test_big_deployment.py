@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from gates.protocol import deployment_topic
+from gates.protocol import deployment_topic, topic
 from gates.transport import BrokerAddress, connect, publish_all, read_retained
 from orchestrator.circuit import Circuit
-from orchestrator.cluster import read_cluster
+from orchestrator.cluster import DeploymentRecord, read_cluster
 from orchestrator.compiler import compile_source
 from orchestrator.deploy import deploy_to_hosts, find, on_deployment, undeploy
 from orchestrator.errors import DeployError
-from orchestrator.records import HEAD_INPUTS, part_topic
+from orchestrator.records import HEAD_INPUTS, head_of, part_topic, with_parts
 from orchestrator.reference import evaluate
 from tests.processes import GateHostProcess, gatemesh
 from web.commands import Run
@@ -105,6 +105,7 @@ async def test_a_record_in_parts_is_deployed_read_run_watched_and_undeployed(
         await watched_on_the_page(broker, name, circuit, inputs, two_hosts)
     finally:
         head = await undeploy(name, broker)
+    assert head is not None
     assert (head.name, head.gates, head.parts, sorted(head.hosts)) == (name, 6000, 12, sorted(two_hosts))
     assert await nothing_retained(broker, name, record.circuit_id) == {}
 
@@ -188,5 +189,43 @@ async def test_a_record_with_a_part_missing_is_named_and_still_undeployed(
     status = await asyncio.to_thread(gatemesh, "status", "--json", "--broker", mosquitto_url)
     assert json.loads(status.stdout)["deployments"][name]["state"] == f"unreadable: {why}"
     head = await undeploy(name, broker)
+    assert head is not None
     assert (head.circuit_id, head.gates) == (record.circuit_id, 5)
     assert await nothing_retained(broker, name, record.circuit_id) == {}
+
+
+async def test_a_head_that_is_no_valid_message_is_listed_and_undeployed_with_its_parts(mosquitto_url: str) -> None:
+    """A head that is not even a message: `status` did not list it and `undeploy` refused it
+    (only a raw MQTT client could delete it). A head found under another name than its own: its
+    name's topics are deleted, not those of the name it claims."""
+    broker = BrokerAddress.parse(mosquitto_url)
+    junk, claims = f"junk-{secrets.token_hex(3)}", f"claims-{secrets.token_hex(3)}"
+    circuit = compile_source("q = x + y; f = q * z")
+    async with connect(broker) as mqtt:
+        for name, payload in ((deployment_topic(junk), b"{junk"), (part_topic(junk, 0), b"[]")):
+            await mqtt.publish(name, payload, qos=1, retain=True)
+    status = await asyncio.to_thread(gatemesh, "status", "--json", "--broker", mosquitto_url)
+    listed = json.loads(status.stdout)["deployments"][junk]
+    assert listed["state"].startswith("unreadable: not a valid message: Invalid JSON")
+    undone = await asyncio.to_thread(gatemesh, "undeploy", junk, "--broker", mosquitto_url)
+    assert (undone.returncode, " ".join(undone.stdout.split())) == (
+        0,
+        f"undeployed {junk}: its record was unreadable; its head and parts are deleted",
+    )
+    assert await nothing_retained(broker, junk, "none") == {}
+    # a broken record (a part missing) retained under `claims`, whose head names another deployment
+    placement = dict.fromkeys(circuit.by_id, "h9")
+    record = DeploymentRecord(
+        name="elsewhere", circuit_id="elsewhere.1", circuit=circuit, placement=placement, hosts={"h9": "0123abcd"}
+    )
+    left = [
+        (deployment_topic(claims), head_of(with_parts(record, 2)).model_dump_json().encode()),  # its parts: none
+        (part_topic(claims, 1), b"{}"),
+        (topic("elsewhere.1", "spec", "x"), b"{}"),
+    ]
+    async with connect(broker) as mqtt:
+        for name, payload in left:
+            await mqtt.publish(name, payload, qos=1, retain=True)
+    said = await asyncio.to_thread(gatemesh, "undeploy", claims, "--broker", mosquitto_url)
+    assert " ".join(said.stdout.split()) == f"undeployed {claims}: 5 gates on h9"  # not "undeployed elsewhere"
+    assert await nothing_retained(broker, claims, "elsewhere.1") == {}
