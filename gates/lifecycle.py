@@ -54,15 +54,19 @@ async def despite_cancellation(work: Callable[[], Coroutine[Any, Any, object]], 
     it is, not in an exception group: a caller in a `finally` suppresses the failures it
     expects (Python 3.11's `contextlib.suppress` does not look inside groups), and any other
     replaces the error the `finally` was running for."""
+    timed_out = False
     try:
         async with asyncio.TaskGroup() as group:
             cleaning = group.create_task(work())
-            done, _ = await asyncio.wait({cleaning}, timeout=seconds)
-            if not done:
+            try:
+                async with asyncio.timeout(seconds):
+                    await asyncio.wait({cleaning})  # its failure is the group's to raise
+            except TimeoutError:
+                timed_out = True
                 cleaning.cancel()
     except BaseExceptionGroup as failed:
         raise first_failure(failed) from failed
-    if not done:
+    if timed_out:
         raise TimeoutError(f"a clean-up did not finish within {seconds:g} s")
 
 

@@ -23,14 +23,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from gates.errors import TransportError
 from gates.faults import Faults
 from gates.frame import MAX_ELEMENTS
-from gates.lifecycle import cancel_and_wait
+from gates.lifecycle import cancel_and_wait, despite_cancellation
 from gates.mux import SharedConnection
 from gates.protocol import ORCHESTRATOR, topic
 from gates.tensor_actor import TensorActor
 from gates.tensor_protocol import TensorAssignment
 from gates.transport import BrokerAddress
 from orchestrator.cluster import read_cluster
-from orchestrator.deploy import HostChoice, wait_for_hosts
+from orchestrator.deploy import UNDEPLOY_SECONDS, HostChoice, wait_for_hosts
 from orchestrator.errors import DeployError, GatemeshError, broker_failed
 from orchestrator.placement import place
 from orchestrator.tensor_circuit import TensorCircuit
@@ -137,7 +137,11 @@ async def on_hosts(
             await engine.publish_json(assignments, retain=True)
             await engine.wait_ready(timeout)
             yield engine
-        finally:
-            with contextlib.suppress(GatemeshError):
+        finally:  # after a Ctrl-C too: a second one, or a broker gone, must not leave the assignments
+
+            async def withdraw() -> None:
                 await engine.publish_json([(name, None) for name, _ in assignments], retain=True)
                 await engine.publish_json([(topic(cid, "ready", g.id), None) for g in circuit.gates], retain=True)
+
+            with contextlib.suppress(GatemeshError, TimeoutError):
+                await despite_cancellation(withdraw, UNDEPLOY_SECONDS)

@@ -38,8 +38,7 @@ def test_micrograd_init_is_micrographs_mlp(seed: int) -> None:
 
 
 def test_builtin_moons_are_the_demos_points() -> None:
-    pytest.importorskip("sklearn")
-    generated = moons.generate()
+    generated = moons.generate()  # scikit-learn's make_moons: a dev dependency, never skipped
     assert moons.to_csv(generated) == moons.BUILTIN.read_text()
     loaded = moons.load()
     assert loaded.X.tobytes() == generated.X.tobytes()
