@@ -79,6 +79,15 @@ def _sigmoid(a: float) -> float:
     return e / (1.0 + e)
 
 
+def _pow_grad(a: float, n: float, out: float) -> float:
+    """d(a**n)/da = n * a**(n - 1). Past 2**53, n - 1 rounds back to n (an even number): a**(n - 1)
+    is then out / a, where a**(n - 1) would have out's sign, not a's (x**1e16 at -1 gave +1e16)."""
+    if n - 1 != n:
+        below: float = a ** (n - 1)
+        return n * below
+    return n * (out / a) if a else 0.0
+
+
 OPS: dict[str, Op] = {
     op.name: op
     for op in [
@@ -92,7 +101,7 @@ OPS: dict[str, Op] = {
         Op("div", "/", infix=True, forward=lambda a, b: a / b, grads=lambda a, b, out: (1 / b, -a / b**2)),
         Op("neg", "-", forward=lambda a: -a, grads=lambda a, out: (-1.0,)),
         Op("inv", "1/", call="inv", forward=lambda a: 1 / a, grads=lambda a, out: (-1 / a**2,)),
-        Op("pow", "**", takes_param=True, forward=lambda a, n: a**n, grads=lambda a, n, out: (n * a ** (n - 1),)),
+        Op("pow", "**", takes_param=True, forward=lambda a, n: a**n, grads=lambda a, n, out: (_pow_grad(a, n, out),)),
         # routing: the whole gradient goes to the larger (smaller) input, the first one on a tie
         Op(
             "max",

@@ -62,6 +62,23 @@ def test_notes_values() -> None:
     assert ops.local_grads(ops.OPS["mul"], [4.0, -3.0], -12.0, None) == (-3.0, 4.0)
 
 
+@pytest.mark.parametrize(
+    ("a", "n", "expected"),
+    [
+        (-1.0, 1e16, -1e16),  # n * (-1)**(n - 1), n - 1 odd: x**1e16 at -1 gave +1e16
+        (1.0, 1e16, 1e16),
+        (-1.0, 2.0**53, -(2.0**53)),
+        (-1.0, 2.0**53 - 1, 2.0**53 - 1),  # just below: n - 1 is exact, and even
+        (-1.0, -1e16, 1e16),  # n * (-1)**(-1e16 - 1) = -1e16 * -1
+        (0.0, 1e16, 0.0),
+    ],
+)
+def test_pow_of_a_huge_exponent_keeps_its_gradients_sign(a: float, n: float, expected: float) -> None:
+    """Past 2**53 a float n - 1 rounds back to n, which is even: a**(n - 1) took a**n's sign."""
+    out = ops.forward(ops.OPS["pow"], [a], n)
+    assert ops.local_grads(ops.OPS["pow"], [a], out, n) == (expected,)
+
+
 def test_sigmoid_is_stable_far_from_zero() -> None:
     assert ops.forward(ops.OPS["sigmoid"], [-1000.0], None) == 0.0
     assert ops.forward(ops.OPS["sigmoid"], [1000.0], None) == 1.0
