@@ -326,7 +326,7 @@ class GateHost:
             claimed = None
         if running is not None:  # anything but a copy of its own assignment may be a change
             return claimed is None or not self._is_mine(claimed, key) or claimed.spec != running.spec
-        return claimed is not None and self._is_mine(claimed, key)
+        return claimed is None or self._is_mine(claimed, key)  # None: it names this process, but is broken
 
     def _is_mine(self, assignment: AnyAssignment, key: Key) -> bool:
         """An assignment of gate `key` to this host process (its name and its incarnation)."""
@@ -374,12 +374,17 @@ class GateHost:
 
     async def _follow(self, group: asyncio.TaskGroup, key: Key, retained: bytes | None) -> list[Outgoing]:
         """Make gate `key` run here as the assignment the broker holds for it says; what to publish."""
-        deployment, gate = key
+        deployment = key[0]
         try:
             assignment = ANY_ASSIGNMENT.validate_json(retained) if retained else None
         except ValidationError as exc:
-            log.warning("host %s: no valid assignment of %s/%s on the broker: %s", self.name, *key, exc)
-            assignment = None
+            first = exc.errors(include_url=False)[0]
+            why = f"not a valid assignment: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            stopped = await self._stop(key, clear_ready=True)
+            if retained is not None and self.incarnation.encode() in retained:  # meant for this process
+                return [*stopped, self._refusal(key, why)]  # its deployer hears why its gate never starts
+            log.warning("host %s: %s/%s: %s", self.name, *key, why)
+            return stopped
         if assignment is None or (assignment.circuit, assignment.spec.id) != key:
             return await self._stop(key, clear_ready=True)  # deleted: the deployment is gone
         if not self._is_mine(assignment, key):
@@ -399,14 +404,19 @@ class GateHost:
                     assignment.spec, deployment, link, retain_ready=True, faults=self.faults, host=self.name
                 )
         except ValueError as exc:
-            where = topic(deployment, "spec", gate)
-            report = ErrorReport(
-                circuit=deployment, sender=self.name, code=ErrorCode.BAD_SCHEMA, message=str(exc), topic=where
-            )
-            return [(topic(deployment, "error", gate), report)]
+            return [self._refusal(key, str(exc))]
         self._gates[key] = _Running(assignment.spec, group.create_task(actor.serve_forever()))
         self._started_or_stopped += 1
         return []
+
+    def _refusal(self, key: Key, why: str) -> Outgoing:
+        """An assignment to this process that it cannot obey: logged, and reported on the gate's
+        error topic (a deployer waiting for its Ready hears why it never comes)."""
+        deployment, gate = key
+        log.warning("host %s: cannot run gate %s/%s: %s", self.name, deployment, gate, why)
+        where = topic(deployment, "spec", gate)
+        report = ErrorReport(circuit=deployment, sender=self.name, code=ErrorCode.BAD_SCHEMA, message=why, topic=where)
+        return (topic(deployment, "error", gate), report)
 
     async def _stop(self, key: Key, *, clear_ready: bool) -> list[Outgoing]:
         """Stop gate `key` if it runs here; with `clear_ready`, return the deletion of its Ready

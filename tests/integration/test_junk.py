@@ -345,6 +345,54 @@ async def test_an_assignment_deleted_while_a_host_was_cut_off_stops_its_gate(own
                 serving.cancel()
 
 
+async def test_a_broken_assignment_to_a_host_is_reported_on_its_gates_error_topic(
+    own_broker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An assignment that names this host and its incarnation but is not a valid one (a negative
+    consumer count): the host ignored it without a word, and its deployer waited for a Ready
+    until its timeout. One it cannot obey (an unknown op) was reported, and not logged."""
+    broker = BrokerAddress.parse(own_broker)
+    host = GateHost(f"told-{secrets.token_hex(3)}", broker)
+    circuit = f"told.{secrets.token_hex(3)}"
+    spec = GateSpec(id="g", index=1, op="neg", inputs=("x",), consumers=1)
+    assignment = Assignment(
+        circuit=circuit, sender=ORCHESTRATOR, host=host.name, incarnation=host.incarnation, spec=spec
+    )
+    broken = json.loads(assignment.model_dump_json())
+    broken["spec"]["consumers"] = -1
+    unknown = json.loads(assignment.model_dump_json())
+    unknown["spec"]["op"] = "nope"
+    heard: list[ErrorReport] = []
+    async with asyncio.TaskGroup() as group, client(broker) as mqtt:
+        serving = group.create_task(host.serve())
+        try:
+            await mqtt.subscribe(topic(circuit, "error", "+"))
+            async with asyncio.timeout(10):
+                while await read_retained(broker, [host_topic(host.name)]) == {}:  # noqa: ASYNC110 (online: the broker's state, polled)
+                    await asyncio.sleep(0.05)
+            for gate, payload in (("g", broken), ("h", {**unknown, "spec": {**unknown["spec"], "id": "h"}})):
+                await mqtt.publish(topic(circuit, "spec", gate), json.dumps(payload), qos=1, retain=True)
+            async with asyncio.timeout(10):
+                async for message in mqtt.messages:
+                    heard.append(ErrorReport.model_validate_json(bytes(message.payload)))
+                    if len(heard) == 2:
+                        break
+            assert host.gates == []
+            await publish_all(mqtt, [(topic(circuit, "spec", gate), None) for gate in "gh"], retain=True)
+        finally:
+            serving.cancel()
+    said = {report.topic: (report.code, report.sender, report.message) for report in heard}
+    assert said[topic(circuit, "spec", "g")] == (
+        ErrorCode.BAD_SCHEMA,
+        host.name,
+        "not a valid assignment: assign.spec.consumers: Input should be greater than or equal to 0",
+    )
+    assert said[topic(circuit, "spec", "h")][0] == ErrorCode.BAD_SCHEMA
+    assert "nope" in said[topic(circuit, "spec", "h")][2]
+    logged = [r.getMessage() for r in caplog.records if "cannot run gate" in r.getMessage()]
+    assert len(logged) == 2, logged
+
+
 async def test_reading_back_hears_only_what_is_retained(broker_url: str) -> None:
     """Live junk published to a topic while it is read back is not taken for the topic's retained message."""
     broker = BrokerAddress.parse(broker_url)
