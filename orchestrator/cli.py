@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -173,6 +174,10 @@ def _joined(words: list[str], at: list[int]) -> list[str]:
     return out
 
 
+LONG_OPTION = re.compile(r"--[A-Za-z][\w-]*(=.*)?", re.DOTALL)
+"""What may be a long option (`--timeout`, `--timeout=1`): `--x` too; `---x` or `--2` is an expression."""
+
+
 def _expression_taken_for_an_option(args: list[str]) -> int | None:
     """Where an expression such as `-x*y`, `-x` or `-(x+y)` comes before any `--`: the option
     parser would say "No such option: -x". Negative numbers (an option's value) and the
@@ -181,7 +186,7 @@ def _expression_taken_for_an_option(args: list[str]) -> int | None:
     for i, arg in enumerate(args):
         if arg == "--":
             return None
-        if not arg.startswith("-") or arg.startswith("--") or len(arg) < 2 or _is_number(arg):
+        if not arg.startswith("-") or len(arg) < 2 or _is_number(arg) or LONG_OPTION.fullmatch(arg):
             continue
         if arg[:2] in _short_options():  # `-o FILE`, `-ofile`, `-bmqtt://h:1883`
             continue

@@ -178,15 +178,36 @@ def _fail(node: ast.AST, reason: str) -> CompileError:
     return CompileError(reason, *_where(node))
 
 
-def _number(node: ast.expr) -> float | None:
-    """The value of a numeric literal (with any leading signs), else None."""
-    sign = 1.0
+def _number(node: ast.expr, known: dict[int, float | None] | None = None) -> float | None:
+    """The value of a numeric literal (with any leading signs), else None.
+
+    `known`: what was found so far, by node id, added to: the compiler asks at every sign of a
+    chain, and a chain of 5,000 signs over a name is then walked once, not 5,000 times (14 s)."""
+    chain: list[ast.UnaryOp] = []
     while isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        sign = -sign if isinstance(node.op, ast.USub) else sign
+        if known is not None and id(node) in known:
+            break
+        chain.append(node)
         node = node.operand
+    if known is not None and id(node) in known:
+        value = known[id(node)]
+    else:
+        value = _literal(node)
+        if known is not None:
+            known[id(node)] = value
+    for sign in reversed(chain):
+        if value is not None and isinstance(sign.op, ast.USub):
+            value = -value
+        if known is not None:
+            known[id(sign)] = value
+    return value
+
+
+def _literal(node: ast.expr) -> float | None:
+    """The value of a numeric constant, else None."""
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
         try:
-            value = sign * float(node.value)
+            value = float(node.value)
         except OverflowError:
             raise _fail(node, "number is too large for a float") from None
         if not math.isfinite(value):
@@ -253,6 +274,8 @@ class _Builder:
         self.bound: dict[str, str] = {}  # program name -> id of the gate that holds its value
         self.bindings: list[tuple[ast.stmt, str, str]] = []  # every assignment: (statement, name, gate id)
         self.consts: dict[float, str] = {}
+        self.numbers: dict[int, float | None] = {}
+        """Each node's numeric value, or None, once asked (`_number`)."""
         self.assigned = self._assigned_names()
         names = [n for n in ast.walk(tree) if isinstance(n, ast.Name)]
         for node in names:
@@ -408,7 +431,7 @@ class _Builder:
 
     def _plan(self, node: ast.expr, hint: str | None) -> tuple[list[ast.expr], Emit]:
         """What a node reads, and how to make its gate once those have gate ids."""
-        value = _number(node)
+        value = _number(node, self.numbers)
         if value is not None:
             return [], lambda _: self._const(value)
         match node:

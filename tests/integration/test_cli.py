@@ -177,8 +177,10 @@ def test_an_expression_that_starts_with_a_minus_is_shown_how_to_pass() -> None:
     )
     followed = gatemesh("run", "(-x*y)", "x=1", "y=2", *down)
     assert "cannot connect to the broker at mqtt://127.0.0.1:1" in followed.stderr  # compiled, and --broker read as one
-    for expression in ("-x", "-x-y"):
+    for expression in ("-x", "-x-y", "--x*y", "---x", "--2*x"):  # "--x*y" is no option's name either
         assert f"gatemesh run '({expression})' x=1" in gatemesh("run", expression, "x=1", "y=2", *down).stderr
+    unknown = gatemesh("run", "x*y", "x=1", "y=2", "--timeoutt", "1")  # a mistyped option stays the parser's
+    assert "No such option: --timeoutt" in unknown.stderr
     negative = gatemesh("run", "x*y", "x=-1", "y=2", "--timeout", "-1", *down)
     assert "reads as an option" not in negative.stderr  # a negative number is an option's value
     glued = gatemesh("compile", "x*y", "-o/nonexistent/c.json")  # a short option with its value glued on
