@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from gates.ops import OPS
 from gates.protocol import BROKER, NAME_PATTERN, NAME_RULE, ORCHESTRATOR, Finite, GateSpec, Name
@@ -36,6 +36,13 @@ RESERVED_IDS = frozenset({ORCHESTRATOR, BROKER})
 """Ids no gate may have: the other nodes of a run's messages and traces."""
 
 
+def _not_a_boolean(value: object) -> object:
+    """A parameter is a number: pydantic takes true for 1.0 (and a file's `true` is a slip)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
 class GateDef(BaseModel):
     """One gate of a circuit: its id, its op, the ids it reads (in port order), its parameter."""
 
@@ -44,7 +51,7 @@ class GateDef(BaseModel):
     id: Name
     op: str
     inputs: tuple[Name, ...] = ()
-    param: Finite | None = None
+    param: Annotated[Finite, BeforeValidator(_not_a_boolean)] | None = None
 
 
 class Circuit(BaseModel):

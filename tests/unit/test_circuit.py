@@ -202,6 +202,11 @@ def test_a_yaml_syntax_error_says_what_to_fix_where(tmp_path: Path, text: str, s
             ' "output": "f"}',
             "invalid circuit: gates[1] (id 'f').param: give a number, not 'two'",
         ),
+        (  # pydantic took true for 1.0
+            '{"gates": [{"id": "x", "op": "input"}, {"id": "f", "op": "pow", "inputs": ["x"], "param": true}],'
+            ' "output": "f"}',
+            "invalid circuit: gates[1] (id 'f').param: give a number, not True",
+        ),
         (
             '{"gates": {"id": "x", "op": "input"}, "output": "x"}',
             "invalid circuit: gates: give a list of gates, each with an id and an op, not a mapping of 2 key(s)",
@@ -215,7 +220,14 @@ def test_a_yaml_syntax_error_says_what_to_fix_where(tmp_path: Path, text: str, s
             "line 1, column 54: not valid JSON: a comma after the last item (JSON allows none before ']' or '}')",
         ),
     ],
-    ids=["inputs-not-a-list", "param-not-a-number", "gates-not-a-list", "comma-before-bracket", "comma-before-brace"],
+    ids=[
+        "inputs-not-a-list",
+        "param-not-a-number",
+        "param-a-boolean",
+        "gates-not-a-list",
+        "comma-before-bracket",
+        "comma-before-brace",
+    ],
 )
 def test_a_field_of_the_wrong_kind_says_what_to_give(tmp_path: Path, text: str, said: str) -> None:
     """pydantic says "Input should be a valid tuple" and json "Expecting value": the author needs
