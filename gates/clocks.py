@@ -26,7 +26,10 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Count = Annotated[int, Field(ge=0)]
+MAX_COUNT = 2**53 - 1
+"""The largest count a clock may carry: the largest integer JavaScript (the web page) and ShiViz
+read exactly. A pass ticks each node a few times; only a forged clock comes near it."""
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 M = TypeVar("M", bound=BaseModel)
 MAX_NODES = 1 << 20
 """Nodes a deployment may number: a bound on every vector a message or a batch may carry."""
@@ -37,7 +40,7 @@ class Stamp(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    lamport: Annotated[int, Field(ge=1)]
+    lamport: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     vc: Annotated[list[Count], Field(max_length=MAX_NODES)]
     """By node number: vc[i] is node i's count."""
 

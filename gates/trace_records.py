@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gates.clocks import MAX_NODES, Count, Stamp, named
+from gates.clocks import MAX_COUNT, MAX_NODES, Count, Stamp, named
 from gates.protocol import (
     Backward,
     ErrorReport,
@@ -84,7 +84,7 @@ class TraceEvent(BaseModel):
     run: RunId
     node: str = Field(description="gate id, 'orchestrator', or 'broker' for a crossing")
     host: str
-    lamport: int = Field(ge=0)
+    lamport: int = Field(ge=0, le=MAX_COUNT)
     vc: dict[str, int]
     msg: TraceMsg | None = None
     inputs: tuple[Real | None, ...] | None = None

@@ -52,6 +52,12 @@ def test_a_clock_must_be_a_list_of_counts_of_nodes_the_deployment_has() -> None:
         Stamp.model_validate_json('{"lamport": 2, "vc": [2, -1]}')
     with pytest.raises(ValueError, match="a vector clock of 3 entries, for 2 nodes"):
         named([1, 0, 1], NODES)
+    # past 2**53 - 1 a count is no longer read exactly by the web page (JavaScript) or ShiViz
+    assert Stamp.model_validate_json(f'{{"lamport": {2**53 - 1}, "vc": [{2**53 - 1}]}}').lamport == 2**53 - 1
+    with pytest.raises(ValidationError, match=r"lamport\n  Input should be less than or equal to 9007199254740991"):
+        Stamp.model_validate_json(f'{{"lamport": {2**80}, "vc": [1]}}')
+    with pytest.raises(ValidationError, match=r"vc\.0\n  Input should be less than or equal to 9007199254740991"):
+        Stamp.model_validate_json(f'{{"lamport": 2, "vc": [{2**53}]}}')
 
 
 def test_independent_events_are_concurrent() -> None:
