@@ -253,6 +253,10 @@ def _said(error: ErrorDetails) -> str:
         return f"give a finite number, not {_given(error['input'])}"
     if error["type"] == "string_type":
         return f"give a string, not {_given(error['input'])}"
+    if error["type"] == "too_short" and error["loc"] == ("gates",):
+        return "give at least one gate"
+    if error["type"] in ("model_type", "dict_type") and error["loc"][:1] == ("gates",):
+        return f"give a gate as a mapping with an id and an op, not {_given(error['input'])}"
     return error["msg"].removeprefix("Value error, ")
 
 
@@ -323,7 +327,9 @@ def _parse_yaml(text: str, source: str) -> Any:
         mark, problem = _yaml_problem(exc)
         where = f"{_at(mark)}: " if mark else ""
         raise CircuitError(f"{source}: {where}not valid YAML: {problem}") from exc
-    except (yaml.YAMLError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise CircuitError(f"{source}: YAML nested too deeply") from exc
+    except yaml.YAMLError as exc:
         raise CircuitError(f"{source}: not valid YAML: {exc}") from exc
     except ValueError as exc:
         raise CircuitError(f"{source}: {too_long_number(text) or exc}") from exc

@@ -154,6 +154,7 @@ UNSUPPORTED = {
     "NamedExpr": ":=",
     "JoinedStr": "an f-string",
     "Await": "await",
+    "UnaryOp": "~ or not",
     "Yield": "yield",
     "ListComp": "a comprehension",
     "GeneratorExp": "a comprehension",
@@ -411,7 +412,8 @@ class _Builder:
             return self.bound[output]
         if output in self.ids and output not in self.assigned:
             return output
-        raise CompileError(f"output {output!r} is not a name of this program")
+        names = ", ".join(self.bound) or "none"
+        raise CompileError(f"--output {output!r} is not a name of this program (its names: {names})", None, None)
 
     # -- expressions ----------------------------------------------------------------------
 

@@ -35,11 +35,12 @@ class GatemeshError(Exception):
 class CompileError(GatemeshError):
     """Source text rejected by the compiler, with the 1-based line and column of the problem."""
 
-    def __init__(self, reason: str, line: int = 1, column: int = 1) -> None:
+    def __init__(self, reason: str, line: int | None = 1, column: int | None = 1) -> None:
+        """line None: about the program as a whole (the --output it was given), no place in it."""
         self.reason = reason
         self.line = line
         self.column = column
-        super().__init__(f"line {line}, column {column}: {reason}")
+        super().__init__(reason if line is None else f"line {line}, column {column}: {reason}")
 
 
 class CircuitError(GatemeshError):

@@ -57,7 +57,7 @@ Y = {"id": "y", "op": "input"}
             "name)",
         ),
         (gates(X, {"id": "f", "op": "const", "param": "inf"}), "gates[1] (id 'f').param"),
-        ({"gates": [], "output": "f"}, "gates: Tuple should have at least 1 item"),
+        ({"gates": [], "output": "f"}, "gates: give at least one gate"),
         ([1, 2], "a circuit is one mapping (gates, output, a name); this file holds a list"),
         (7, "this file holds only 7"),
     ],
@@ -110,6 +110,10 @@ def test_bad_files(tmp_path: Path) -> None:
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(CircuitError, match="deep"):
         Circuit.load(deep)
+    deep_yaml = tmp_path / "deep.yaml"  # it said "maximum recursion depth exceeded while calling a Python object"
+    deep_yaml.write_text("a: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(CircuitError, match=r"deep\.yaml: YAML nested too deeply$"):
+        Circuit.load(deep_yaml)
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
@@ -207,6 +211,11 @@ def test_a_yaml_syntax_error_says_what_to_fix_where(tmp_path: Path, text: str, s
             ' "output": "f"}',
             "invalid circuit: gates[1] (id 'f').param: give a number, not True",
         ),
+        ('{"gates": [], "output": "x"}', "invalid circuit: gates: give at least one gate"),  # pydantic: "Tuple should"
+        (
+            '{"gates": [null], "output": "x"}',
+            "invalid circuit: gates[0]: give a gate as a mapping with an id and an op, not None",
+        ),
         (
             '{"gates": {"id": "x", "op": "input"}, "output": "x"}',
             "invalid circuit: gates: give a list of gates, each with an id and an op, not a mapping of 2 key(s)",
@@ -224,6 +233,8 @@ def test_a_yaml_syntax_error_says_what_to_fix_where(tmp_path: Path, text: str, s
         "inputs-not-a-list",
         "param-not-a-number",
         "param-a-boolean",
+        "no-gates",
+        "a-gate-not-a-mapping",
         "gates-not-a-list",
         "comma-before-bracket",
         "comma-before-brace",

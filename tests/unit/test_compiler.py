@@ -54,6 +54,9 @@ def test_output_option_and_pruning() -> None:
     circuit = compile_source("q = x + y; f = q * z", output="q")
     assert circuit.output == "q"
     assert {g.id for g in circuit.gates} == {"x", "y", "z", "q"}  # z stays an input: its gradient is 0
+    with pytest.raises(CompileError) as refused:  # said with no place: "line 1, column 1" meant nothing
+        compile_source("q = x + y; f = q * z", output="nope")
+    assert str(refused.value) == "--output 'nope' is not a name of this program (its names: q, f)"
 
 
 def test_an_assignment_the_output_never_reads_is_left_out_with_a_warning() -> None:
@@ -170,6 +173,7 @@ def test_max_min_fold_many_arguments() -> None:
         ("import os", 1, 1, "unsupported statement: Import"),
         ("__import__('os').system('true')", 1, 1, "only plain function calls"),
         ("x.real", 1, 1, "unsupported syntax: an attribute (a.b); use numbers, names, + - * / **, and the functions"),
+        ("~x", 1, 1, "unsupported syntax: ~ or not; use"),  # it said "UnaryOp", the parser's name
         ("x if y else z", 1, 1, "unsupported syntax: a conditional (a if c else b)"),
         ("f = x < y", 1, 5, "unsupported syntax: a comparison (<, ==, ...)"),
         ("'text'", 1, 1, "only numbers"),

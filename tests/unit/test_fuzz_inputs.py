@@ -30,6 +30,8 @@ def compiles_or_is_located(source: str) -> None:
     else:
         assert circuit.gates  # a circuit that compiled is a valid one (the model validated it)
         return
+    assert error.line is not None  # a source's error always has a place (only --output's has none)
+    assert error.column is not None
     assert error.line >= 1
     assert error.column >= 1
     assert str(error).startswith(f"line {error.line}, column {error.column}: ")
