@@ -5,7 +5,6 @@ on a fake transport that records every write."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from gates.mqtt_codec import (
 )
 from gates.mux import SharedConnection
 from gates.transport import BrokerAddress
+from tests.tasks import cancelled, caught
 
 # MQTT 3.1.1, section 2.2.3, table 2.4: the boundaries of each remaining-length size.
 SPEC_LENGTHS = [
@@ -227,18 +227,19 @@ async def test_a_short_acknowledgement_is_a_protocol_violation_not_packet_id_0_o
     name: str, start: str, reply: str
 ) -> None:
     session, transport, _ = connected()
-    waiting: asyncio.Future[None]
-    if start == "publish":
-        waiting = await _confirmed_publish(session)  # packet id 1
-    elif start == "subscribe":
-        waiting = asyncio.ensure_future(session.subscribe(["a"]))
-    else:
-        waiting = asyncio.ensure_future(session.unsubscribe(["a"]))
-    await transport.sent()  # the request is written and its id taken
-    session.data_received(bytes.fromhex(reply))
-    await violation(session, transport, f"a {name} of")
-    with pytest.raises(ProtocolViolation, match=f"a {name} of"):
-        await waiting
+    async with asyncio.TaskGroup() as group:
+        if start == "publish":
+            waiting = group.create_task(caught(await _confirmed_publish(session)))  # packet id 1
+        elif start == "subscribe":
+            waiting = group.create_task(caught(session.subscribe(["a"])))
+        else:
+            waiting = group.create_task(caught(session.unsubscribe(["a"])))
+        await transport.sent()  # the request is written and its id taken
+        session.data_received(bytes.fromhex(reply))
+        await violation(session, transport, f"a {name} of")
+        failed = await waiting
+    assert isinstance(failed, ProtocolViolation)
+    assert f"a {name} of" in str(failed)
 
 
 @pytest.mark.parametrize(
@@ -314,24 +315,23 @@ async def test_packet_ids_wrap_past_65535_to_1_never_0_and_skip_ids_in_use() -> 
     session, transport, _ = connected()
     for i in range(3):
         session.publish(f"held/{i}", b"")  # ids 1, 2, 3: not acknowledged (yet)
-    subscribing = asyncio.ensure_future(session.subscribe(["s"]))  # id 4, held while its SUBACK is awaited
-    await asyncio.sleep(0)
-    for _ in range(5, 65_536):  # ids 5 .. 65535, each acknowledged at once
+    async with asyncio.TaskGroup() as group:
+        subscribing = group.create_task(session.subscribe(["s"]))  # id 4, held while its SUBACK is awaited
+        await asyncio.sleep(0)
+        for _ in range(5, 65_536):  # ids 5 .. 65535, each acknowledged at once
+            session.publish("t", b"")
+            session.data_received(bytes((PUBACK, 2)) + max(session.unacked).to_bytes(2, "big"))
+        session.data_received(bytes.fromhex("40020002"))  # id 2 is free again; 1, 3 and 4 are not
         session.publish("t", b"")
-        session.data_received(bytes((PUBACK, 2)) + max(session.unacked).to_bytes(2, "big"))
-    session.data_received(bytes.fromhex("40020002"))  # id 2 is free again; 1, 3 and 4 are not
-    session.publish("t", b"")
-    session.publish("t", b"")
-    packets = await transport.sent()
+        session.publish("t", b"")
+        packets = await transport.sent()
+        await cancelled(subscribing)
     published = ids_of(packets, 0x30)
     assert ids_of(packets, SUBSCRIBE & 0xF0) == [4]
     assert published[:5] == [1, 2, 3, 5, 6]
     assert published[-3:] == [65535, 2, 5]  # wrapped: 1 held, 2 free, 3 held, 4 the SUBSCRIBE's
     assert 0 not in published
     assert len(published) == 3 + 65531 + 2
-    subscribing.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await subscribing
 
 
 # -- the shared connection (gates/mux.py) on the fake transport ----------------------------

@@ -12,11 +12,15 @@ from orchestrator.errors import BrokerError, GatesNotReady
 from web.targets import Place, Target, Targets
 
 
+def _never(*work: object) -> asyncio.Task[None]:
+    raise AssertionError("an opening that fails at once starts no task")
+
+
 class Opening(Targets):
     """Targets whose every opening fails with `error`, counted (the retry decision alone: no broker)."""
 
     def __init__(self, error: Exception) -> None:
-        super().__init__(BrokerAddress.parse("mqtt://127.0.0.1:1"), spawn=asyncio.create_task)
+        super().__init__(BrokerAddress.parse("mqtt://127.0.0.1:1"), spawn=_never)
         self.error = error
         self.opened = 0
 
