@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -24,16 +25,14 @@ STOP_GRACE = 1.5
 
 
 async def run_host(host: GateHost) -> None:
-    """Serve until SIGTERM or SIGINT cancels the host, which then announces it stopped."""
+    """Serve until SIGTERM or SIGINT cancels the host, which then announces it stopped (the
+    cancellation goes on out of the event loop: `main` takes it for the host's normal end)."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):  # cancelled again after STOP_GRACE if it lingers
         loop.add_signal_handler(signum, cancel_until_done, task, STOP_GRACE)
-    try:
-        await host.serve()
-    except asyncio.CancelledError:
-        return
+    await host.serve()
 
 
 def parser(prog: str = "python -m gates") -> argparse.ArgumentParser:
@@ -78,7 +77,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m gates") -> None:
         qos: QoS = 0 if args.qos == 0 else 1
         name = default_name() if args.name is None else args.name  # "" is no name: refused, not replaced
         host = GateHost(name, address, faults=faults, connections=args.connections, qos=qos)
-        asyncio.run(run_host(host))
+        with contextlib.suppress(asyncio.CancelledError):  # stopped by a signal: exit status 0
+            asyncio.run(run_host(host))
     except (ValueError, HostNameTaken, PresenceRefused) as exc:  # an invalid --name (InvalidHostName) among them
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
