@@ -56,8 +56,8 @@ class Mailbox:
         self.unconfirmed = 0
         """Topics of this mailbox whose subscription the broker has not acknowledged yet."""
         self.refused: TransportError | None = None
-        """A subscription the broker refused, perhaps before the gate began to wait (its first
-        gate sends a topic's subscription itself): `subscribed` raises it."""
+        """A subscription the broker refused, perhaps before the gate began to wait (the
+        connection's task sends the SUBSCRIBE as soon as it is asked): `subscribed` raises it."""
         self._letters: list[tuple[str, bytes]] | None = None  # a list only while letters wait
         self._waiter: asyncio.Future[None] | None = None
         """What the gate awaits: its subscriptions while it attaches, then its next letter."""
@@ -146,6 +146,10 @@ class SharedConnection:
         self._unsent: list[str] = []
         self._asked = asyncio.Event()
         """Topics were added to `_unsent`: the connection's own task sends them (`_subscriptions`)."""
+        self._in_flight: set[str] = set()
+        """The topics of the SUBSCRIBE awaiting its SUBACK that still have a reader. One whose last
+        reader leaves meanwhile is unsubscribed (`detach`): that SUBACK no longer speaks for it,
+        and a gate that reads it again must have it subscribed again."""
         self._undelivered: list[Publication] = []
         """What the broker had not acknowledged when the last connection dropped: sent first on the next."""
 
@@ -246,7 +250,7 @@ class SharedConnection:
         """
         for name in box.topics:
             boxes = self._routes.get(name)
-            if boxes is None:  # the first gate to read this topic has it subscribed for all
+            if boxes is None:  # the first gate to read this topic asks for it, for all its readers
                 boxes = self._routes[name] = []
                 self._unconfirmed.add(name)
                 self._unsent.append(name)
@@ -272,17 +276,22 @@ class SharedConnection:
                 batch = [name for name in batch if name in self._unconfirmed]  # skip topics every reader left
                 if not batch:  # every gate that wanted these left meanwhile: no empty SUBSCRIBE (MQTT-3.8.3-3)
                     continue
+                self._in_flight = set(batch)
                 try:
                     await self.session.subscribe(batch)
                 except Refused as exc:  # the filters granted with it are subscribed
                     refused = set(refused_of(exc, batch))
                     for name in batch:
-                        self._confirm(name, exc if name in refused else None)
+                        if name in self._in_flight:
+                            self._confirm(name, exc if name in refused else None)
                     continue
                 except TransportError:  # the session is gone; the next one subscribes every routed topic
                     break
+                finally:
+                    answered, self._in_flight = self._in_flight, set()
                 for name in batch:
-                    self._confirm(name)
+                    if name in answered:
+                        self._confirm(name)
 
     async def detach(self, box: Mailbox) -> None:
         """Unroute the mailbox; topics no gate reads any more are unsubscribed."""
@@ -295,6 +304,7 @@ class SharedConnection:
             if not boxes:  # the last gate reading this topic left
                 del self._routes[name]
                 self._unconfirmed.discard(name)
+                self._in_flight.discard(name)
                 gone.append(name)
         if gone and self.connected.is_set():
             with contextlib.suppress(TransportError):

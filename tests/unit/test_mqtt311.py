@@ -399,6 +399,57 @@ async def test_a_batch_whose_gates_all_left_is_not_sent_as_an_empty_subscribe() 
         subscribing.cancel()
 
 
+async def test_a_topic_left_and_read_again_while_its_subscribe_is_in_flight_is_subscribed_again() -> None:
+    """A's SUBSCRIBE of t is in flight; A leaves (t is unsubscribed) and B reads t: the SUBACK
+    of A's SUBSCRIBE said B was subscribed, and B said Ready with no subscription at the broker
+    (SUBSCRIBE t, UNSUBSCRIBE t, and no SUBSCRIBE after)."""
+    session, transport, _ = connected()
+    shared = SharedConnection(BrokerAddress(host="127.0.0.1", port=1))
+    shared._session = session
+    shared.connected.set()
+
+    def written() -> list[tuple[int, int, list[str]]]:
+        """(kind, packet id, filters) of every SUBSCRIBE and UNSUBSCRIBE written so far, in order."""
+        packets = split_packets(bytearray(transport.written), 2**28)
+        return [
+            (first, int.from_bytes(body[:2], "big"), filters_of(body, first))
+            for first, body in packets
+            if first in (SUBSCRIBE, UNSUBSCRIBE)
+        ]
+
+    ready = asyncio.Event()
+
+    async def gate(topics: list[str], said: asyncio.Event | None = None) -> None:
+        async with shared.link(topics):
+            if said is not None:
+                said.set()
+            await asyncio.Event().wait()
+
+    async with asyncio.TaskGroup() as group:
+        subscribing = group.create_task(shared._subscriptions())
+        a = group.create_task(gate(["t"]))
+        await until(lambda: len(written()) == 1)
+        a.cancel()  # A leaves: t is unsubscribed
+        await until(lambda: len(written()) == 2)
+        (_, first, _), (_, leaving, _) = written()
+        session.data_received(bytes((UNSUBACK, 2)) + leaving.to_bytes(2, "big"))
+        b = group.create_task(gate(["t"], ready))
+        await until(lambda: "t" in shared._unsent)
+        session.data_received(bytes((SUBACK, 3)) + first.to_bytes(2, "big") + b"\x01")  # A's SUBSCRIBE's
+        await until(lambda: len(written()) == 3)
+        assert [(kind, filters) for kind, _, filters in written()] == [
+            (SUBSCRIBE, ["t"]),
+            (UNSUBSCRIBE, ["t"]),
+            (SUBSCRIBE, ["t"]),  # B's own
+        ]
+        assert not ready.is_set()
+        session.data_received(bytes((SUBACK, 3)) + written()[2][1].to_bytes(2, "big") + b"\x01")
+        async with asyncio.timeout(5):
+            await ready.wait()
+        await cancelled(b)
+        await cancelled(subscribing)
+
+
 async def test_a_publish_sent_later_rides_the_next_write_or_goes_alone_after_a_while() -> None:
     """A gate's trace events: no write of their own while other messages are being written."""
     session, transport, _ = connected()
