@@ -62,8 +62,12 @@ def layers(circuit: Graph) -> dict[str, int]:
 
 def checked(circuit: Graph, hosts: Sequence[str], data: Any, *, source: str) -> dict[str, str]:
     """A user's placement, accepted only if it places every gate, and only on the given hosts."""
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise DeployError(f'{source}: a placement is a mapping of gate id to host name, like {{"q": "h1"}}')
+    like = 'a placement is a mapping of gate id to host name, like {"q": "h1"}'
+    if not isinstance(data, dict):
+        raise DeployError(f"{source}: {like}")
+    wrong = next(((k, v) for k, v in data.items() if not (isinstance(k, str) and isinstance(v, str))), None)
+    if wrong is not None:
+        raise DeployError(f"{source}: {like}; not {wrong[0]!r}: {wrong[1]!r}")
     unknown = sorted(set(data) - set(circuit.by_id))
     if unknown:
         raise DeployError(f"{source}: not gates of this circuit: {', '.join(unknown[:10])}")

@@ -208,5 +208,8 @@ def assemble(head: DeploymentHead, parts: Mapping[int, bytes]) -> DeploymentReco
 
 
 def _first(exc: ValidationError) -> str:
+    """The first error, where it is and what (a check of the whole record, such as a cycle, by itself)."""
     error = exc.errors(include_url=False)[0]
-    return f"{'.'.join(str(part) for part in error['loc']) or 'message'}: {error['msg']}"
+    said = error["msg"].removeprefix("Value error, ")
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {said}" if where else said

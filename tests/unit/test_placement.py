@@ -43,6 +43,7 @@ def test_a_placement_file_must_place_every_gate_on_a_live_host(tmp_path: Path) -
             r"h9 are not among the hosts to deploy on \(h1, h2, h3\): name them in --hosts too",
         ),
         "shape.json": ('["h1"]', "a placement is a mapping of gate id to host name"),
+        "entry.json": ('{"x": "h1", "y": 5}', r"to host name, like \{\"q\": \"h1\"\}; not 'y': 5$"),  # which one
         "syntax.json": ("{", "not a valid placement file"),
         "long.json": ('{"x": ' + "9" * 5000 + "}", "line 1, column 7: a number of 5,000 digits is too long to read"),
         "deep.json": ("[" * 100_000 + "]" * 100_000, "not a valid placement file: nested too deeply"),
