@@ -379,7 +379,8 @@ class GateHost:
             assignment = ANY_ASSIGNMENT.validate_json(retained) if retained else None
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
-            why = f"not a valid assignment: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            where = ".".join(map(str, first["loc"]))
+            why = f"not a valid assignment: {where + ': ' if where else ''}{first['msg']}"
             stopped = await self._stop(key, clear_ready=True)
             if retained is not None and self.incarnation.encode() in retained:  # meant for this process
                 return [*stopped, self._refusal(key, why)]  # its deployer hears why its gate never starts

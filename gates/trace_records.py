@@ -48,8 +48,6 @@ STEP_MODE_DUPLICATE = "duplicated in step mode"
 """The note of a duplicate a student made (the orchestrator's event): one copy went, a second waits."""
 STEP_MODE_COPY_DROP = "second copy dropped in step mode"
 """The note of a drop of a duplicate's second copy: the receiver keeps the first, nothing is lost."""
-BY_STUDENT = frozenset({STEP_MODE_DROP, STEP_MODE_DUPLICATE, STEP_MODE_COPY_DROP})
-"""The notes of what a student did in step mode (web/stepper.py), not a fault injector."""
 
 
 UNSEEN = "its crossing was not seen"

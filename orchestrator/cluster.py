@@ -93,7 +93,9 @@ async def read_cluster(
                 view.hosts[last_level(name)] = HostPresence.model_validate_json(payload)
             elif name.startswith(deployment_topic("")):
                 record = RETAINED_RECORD.validate_json(payload)
-                if isinstance(record, DeploymentHead):
+                if record.name != last_level(name):  # deleted under its topic's name, which it does not say
+                    view.unreadable[name] = f"its head names deployment {record.name!r}, not {last_level(name)!r}"
+                elif isinstance(record, DeploymentHead):
                     view.heads[last_level(name)] = record
                 else:  # a whole record in one message, as gatemesh wrote them before parts
                     view.deployments[last_level(name)] = record

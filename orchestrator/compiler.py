@@ -179,28 +179,28 @@ def _fail(node: ast.AST, reason: str) -> CompileError:
     return CompileError(reason, *_where(node))
 
 
-def _number(node: ast.expr, known: dict[int, float | None] | None = None) -> float | None:
+def _number(node: ast.expr, known: dict[ast.expr, float | None] | None = None) -> float | None:
     """The value of a numeric literal (with any leading signs), else None.
 
-    `known`: what was found so far, by node id, added to: the compiler asks at every sign of a
+    `known`: what was found so far, by node (AST nodes hash by identity), added to: the compiler asks at every sign of a
     chain, and a chain of 5,000 signs over a name is then walked once, not 5,000 times (14 s)."""
     chain: list[ast.UnaryOp] = []
     while isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        if known is not None and id(node) in known:
+        if known is not None and node in known:
             break
         chain.append(node)
         node = node.operand
-    if known is not None and id(node) in known:
-        value = known[id(node)]
+    if known is not None and node in known:
+        value = known[node]
     else:
         value = _literal(node)
         if known is not None:
-            known[id(node)] = value
+            known[node] = value
     for sign in reversed(chain):
         if value is not None and isinstance(sign.op, ast.USub):
             value = -value
         if known is not None:
-            known[id(sign)] = value
+            known[sign] = value
     return value
 
 
@@ -275,7 +275,7 @@ class _Builder:
         self.bound: dict[str, str] = {}  # program name -> id of the gate that holds its value
         self.bindings: list[tuple[ast.stmt, str, str]] = []  # every assignment: (statement, name, gate id)
         self.consts: dict[float, str] = {}
-        self.numbers: dict[int, float | None] = {}
+        self.numbers: dict[ast.expr, float | None] = {}
         """Each node's numeric value, or None, once asked (`_number`)."""
         self.assigned = self._assigned_names()
         names = [n for n in ast.walk(tree) if isinstance(n, ast.Name)]

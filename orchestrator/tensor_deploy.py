@@ -137,7 +137,7 @@ async def on_hosts(
             await engine.publish_json(assignments, retain=True)
             await engine.wait_ready(timeout)
             yield engine
-        finally:  # after a Ctrl-C too: a second one, or a broker gone, must not leave the assignments
+        finally:  # after a Ctrl-C too, the withdrawal runs to its end (a second Ctrl-C cuts it short)
 
             async def withdraw() -> None:
                 await engine.publish_json([(name, None) for name, _ in assignments], retain=True)

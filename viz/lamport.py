@@ -280,8 +280,8 @@ def _copies(events: list[TraceEvent]) -> dict[str, int]:
             many = re.fullmatch(r"(\d+) copies", e.note)
             more = 1 if e.note == STEP_MODE_DUPLICATE or many is None else int(many[1]) - 1
             found[e.msg.id] = found.get(e.msg.id, 1) + more
-        elif e.type == "drop" and e.note == STEP_MODE_COPY_DROP:
-            found[e.msg.id] = found.get(e.msg.id, 2) - 1
+        elif e.type == "drop" and e.note == STEP_MODE_COPY_DROP:  # may come first: a duplicate is told on its PUBACK
+            found[e.msg.id] = found.get(e.msg.id, 1) - 1
     return found
 
 

@@ -196,8 +196,9 @@ async def test_a_record_with_a_part_missing_is_named_and_still_undeployed(
 
 async def test_a_head_that_is_no_valid_message_is_listed_and_undeployed_with_its_parts(mosquitto_url: str) -> None:
     """A head that is not even a message: `status` did not list it and `undeploy` refused it
-    (only a raw MQTT client could delete it). A head found under another name than its own: its
-    name's topics are deleted, not those of the name it claims."""
+    (only a raw MQTT client could delete it). A head found under another name than its own is
+    unreadable too: its name's topics are deleted, not those of the name or circuit it claims
+    (another deployment's, perhaps)."""
     broker = BrokerAddress.parse(mosquitto_url)
     junk, claims = f"junk-{secrets.token_hex(3)}", f"claims-{secrets.token_hex(3)}"
     circuit = compile_source("q = x + y; f = q * z")
@@ -226,6 +227,16 @@ async def test_a_head_that_is_no_valid_message_is_listed_and_undeployed_with_its
     async with connect(broker) as mqtt:
         for name, payload in left:
             await mqtt.publish(name, payload, qos=1, retain=True)
+    view = await read_cluster(broker)
+    assert view.unreadable[deployment_topic(claims)] == f"its head names deployment 'elsewhere', not {claims!r}"
     said = await asyncio.to_thread(gatemesh, "undeploy", claims, "--broker", mosquitto_url)
-    assert " ".join(said.stdout.split()) == f"undeployed {claims}: 5 gates on h9"  # not "undeployed elsewhere"
-    assert await nothing_retained(broker, claims, "elsewhere.1") == {}
+    assert (
+        " ".join(said.stdout.split())
+        == f"undeployed {claims}: its record was unreadable; its head and parts are deleted"
+    )
+    assert await nothing_retained(broker, claims, "none") == {}
+    # what the circuit id its head claims has retained is not this deployment's to delete
+    kept = await read_retained(broker, [topic("elsewhere.1", "spec", "+")])
+    assert list(kept) == [topic("elsewhere.1", "spec", "x")]
+    async with connect(broker) as mqtt:
+        await publish_all(mqtt, [(topic("elsewhere.1", "spec", "x"), None)], retain=True)

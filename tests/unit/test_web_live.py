@@ -290,6 +290,26 @@ def test_a_second_copy_a_student_duplicates_waits_in_the_lamport_diagram_until_i
     assert run.recorder.missing() == 0
 
 
+def test_a_second_copy_dropped_before_its_duplicate_is_told_is_not_drawn_waiting() -> None:
+    """A replay (time travel) duplicates and drops the copy in one go: the drop is recorded at
+    once, the duplicate on its PUBACK, after it. The diagram drew the dropped copy as owed."""
+    run = SteppedRun()
+    stepper = run.session.stepper
+    stepper.begin("r")
+    stepper._readers = run.circuit.readers
+    run.y_hears_its_feed()
+    stepper._on_message(run.held_topic, run.forward)
+    (first,) = stepper.pending.values()
+    copy = replace(first, id="m-copy", key=f"{first.key} #2", copy=True)
+    stepper.pending[copy.id] = copy
+    stepper.act("drop", copy.id)
+    run.session._duplicated(first)
+    run.stepper_delivers_y()
+    run.add_receives_y()
+    assert [e.type for e in run.recorder.trace().events if e.node == "orchestrator"][-2:] == ["drop", "duplicate"]
+    assert waiting_copies(run) == []
+
+
 def test_a_pass_from_the_page_waits_longer_for_a_bigger_circuit_but_not_forever() -> None:
     assert web.session.run_timeout(3) == 10.15
     assert web.session.run_timeout(1200) == 70.0
