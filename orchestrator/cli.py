@@ -169,7 +169,12 @@ def _joined(words: list[str], at: list[int]) -> list[str]:
     out = list(words)
     for i, j in reversed(list(itertools.pairwise(at))):
         left, right = out[i], out[j]
-        if j == i + 1 and (right.startswith("=") or (left.endswith("=") and _is_number(right))):
+        if j != i + 1:
+            continue
+        # a name before the '=' (or a bare '=', which the name before it joins next): `'x*2+y' =5` is no input
+        named = left.isidentifier() and right.startswith("=")
+        valued = left.endswith("=") and _is_number(right) and (left == "=" or left[:-1].isidentifier())
+        if named or valued:
             out[i : j + 1] = [left + right]
     return out
 

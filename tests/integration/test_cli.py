@@ -211,6 +211,9 @@ def test_inputs_typed_with_spaces_or_without_names_are_shown_how_to_give() -> No
     assert source.stderr == (
         "error: -2 reads as an option; put an expression that starts with '-' in parentheses: gatemesh run '(-2)'\n"
     )
+    unnamed = gatemesh("run", "x*2+y", "=5", "y=1")  # the source is no input's name: never 'x*2+y=5'
+    assert unnamed.returncode == 1
+    assert "x*2+y=5" not in unnamed.stderr
     missing = gatemesh("run", "x*y", "x=", "y=2")  # no value, not a space: said as such, never mended to x=y=2
     assert missing.stderr == "error: 'x=': '' is not a number\n"
     for valid in (["compile", "x*y", "-o", "out="], ["run", "x*y", "--timeout", "-1", "x=1", "y=2"]):
