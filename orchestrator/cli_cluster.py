@@ -146,6 +146,12 @@ def status(
             state["deployments"] = {name: state["deployments"][name]}
         print_line(json.dumps(state, indent=2))
         return
+    said = state["deployments"][name]["state"] if name is not None else ""
+    if said.startswith("unreadable: "):  # no gates to list: an empty table and exit status 0 said nothing
+        why = said.removeprefix("unreadable: ")
+        raise InputError(
+            f"the record of deployment {name!r} cannot be read: {why}; `gatemesh undeploy {name}` deletes it"
+        )
     print_cluster(state, name, address)
 
 

@@ -208,6 +208,10 @@ async def test_a_head_that_is_no_valid_message_is_listed_and_undeployed_with_its
     status = await asyncio.to_thread(gatemesh, "status", "--json", "--broker", mosquitto_url)
     listed = json.loads(status.stdout)["deployments"][junk]
     assert listed["state"].startswith("unreadable: not a valid message: Invalid JSON")
+    named = await asyncio.to_thread(gatemesh, "status", junk, "--broker", mosquitto_url)  # its gates: none to list
+    assert named.returncode == 1
+    assert named.stderr.startswith(f"error: the record of deployment {junk!r} cannot be read: not a valid message")
+    assert named.stderr.endswith(f"; `gatemesh undeploy {junk}` deletes it\n")
     undone = await asyncio.to_thread(gatemesh, "undeploy", junk, "--broker", mosquitto_url)
     assert (undone.returncode, " ".join(undone.stdout.split())) == (
         0,
