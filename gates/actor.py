@@ -152,7 +152,8 @@ class GateActor:
         for out in outgoing:
             if isinstance(out.message, ErrorReport):
                 level = logging.INFO if out.message.code in RUN_FAILING_CODES else logging.WARNING
-                log.log(level, "gate %s: %s: %s", self.core.spec.id, out.message.code, out.message.message)
+                where = out.message.topic or topic_name
+                log.log(level, "gate %s: %s on %s: %s", self.core.spec.id, out.message.code, where, out.message.message)
         batch = [(out.topic, out.message) for out in outgoing]
         if message is None:  # rejected: its error report goes as it is
             if batch:

@@ -80,7 +80,7 @@ async def test_domain_error_fails_the_run_clearly(broker_url: str) -> None:
     assert caught.value.code == "domain"
 
 
-async def test_malformed_payloads_do_not_crash_gates(broker_url: str) -> None:
+async def test_malformed_payloads_do_not_crash_gates(broker_url: str, caplog: pytest.LogCaptureFixture) -> None:
     circuit = compile_source("q = x + y; f = q * z")
     broker = BrokerAddress.parse(broker_url)
     async with in_process(circuit, broker) as runner:
@@ -98,6 +98,10 @@ async def test_malformed_payloads_do_not_crash_gates(broker_url: str) -> None:
                     if len(errors_seen) == 3 * len(junk) + 1:  # only q reads x
                         break
         assert all(b'"code":"bad_' in e for e in errors_seen)
+        # the host's log names the topic too (the report does): "gate x: bad_json: ..." said not where
+        logged = [r.getMessage() for r in caplog.records if r.name == "gates.actor" and ": bad_" in r.getMessage()]
+        assert len(logged) == len(errors_seen)
+        assert all(f" on gatemesh/{runner.deployment}/" in said for said in logged), logged
         result = await runner.run({"x": -2, "y": 5, "z": -4})
         assert (result.value, result.grads) == (-12.0, {"x": -4.0, "y": -4.0, "z": 3.0})
 
