@@ -29,6 +29,7 @@ from viz.circuit import draw_circuit, state_at
 from viz.lamport import draw_lamport
 from web import render
 from web.session import Session
+from web.stepper import Held
 from web.view import RunView
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -91,6 +92,22 @@ class SteppedRun:
         self.forward_topic, self.forward = real_topic(held_topic) or "", encode(forward)
         self.held_topic = held_topic
         self._publish(tracer.batch("r", facts))
+
+    def y_value_listed(self) -> Held:
+        """y's value sent to its held topic and listed by the stepper (as watching the deployment has it)."""
+        stepper = self.session.stepper
+        stepper.begin("r")
+        stepper._readers = self.circuit.readers
+        self.y_hears_its_feed()
+        stepper._on_message(self.held_topic, self.forward)
+        (first,) = stepper.pending.values()
+        return first
+
+    def copy_listed(self, first: Held) -> Held:
+        """The second copy a duplicate of `first` lists."""
+        copy = replace(first, id="m-copy", key=f"{first.key} #2", copy=True)
+        self.session.stepper.pending[copy.id] = copy
+        return copy
 
     def stepper_delivers_y(self) -> None:
         self.recorder.on_crossing(self.forward_topic, self.forward)
@@ -202,13 +219,8 @@ def test_dropping_a_second_copy_is_said_and_leaves_the_message_delivered() -> No
     recorded as a drop of the message itself, and told as "it is never delivered"."""
     run = SteppedRun()
     stepper = run.session.stepper
-    stepper.begin("r")
-    stepper._readers = run.circuit.readers  # what watching the deployment sets
-    run.y_hears_its_feed()
-    stepper._on_message(run.held_topic, run.forward)  # the stepper lists y's value
-    (first,) = stepper.pending.values()
-    copy = replace(first, id="m-copy", key=f"{first.key} #2", copy=True)  # what a duplicate lists
-    stepper.pending[copy.id] = copy
+    first = run.y_value_listed()
+    copy = run.copy_listed(first)
     stepper.act("drop", copy.id)
     assert (
         run.session.view.sentences[-1]
@@ -255,11 +267,7 @@ def test_a_second_copy_a_student_duplicates_waits_in_the_lamport_diagram_until_i
     it, the Lamport diagram did not (the trace had no event for a student's duplicate)."""
     run = SteppedRun()
     stepper = run.session.stepper
-    stepper.begin("r")
-    stepper._readers = run.circuit.readers
-    run.y_hears_its_feed()
-    stepper._on_message(run.held_topic, run.forward)
-    (first,) = stepper.pending.values()
+    first = run.y_value_listed()
     run.session._duplicated(first)  # what the stepper says once the broker has the first copy
     run.stepper_delivers_y()
     run.add_receives_y()
@@ -277,15 +285,13 @@ def test_a_second_copy_a_student_duplicates_waits_in_the_lamport_diagram_until_i
         "(in step mode it waits for you)"
     ]
     assert run.recorder.missing() == 2  # the second copy owes its crossing and its receipt
-    copy = replace(first, id="m-copy", key=f"{first.key} #2", copy=True)
     if then == "deliver":
         run.stepper_delivers_y()
         run.add_receives_y()
         receipts = [e.note for e in run.recorder.trace().events if e.type == "receive" and e.node == "add_1"]
         assert receipts == ["", "duplicate"]
     else:
-        stepper.pending[copy.id] = copy
-        stepper.act("drop", copy.id)
+        stepper.act("drop", run.copy_listed(first).id)
     assert waiting_copies(run) == []
     assert run.recorder.missing() == 0
 
@@ -294,15 +300,8 @@ def test_a_second_copy_dropped_before_its_duplicate_is_told_is_not_drawn_waiting
     """A replay (time travel) duplicates and drops the copy in one go: the drop is recorded at
     once, the duplicate on its PUBACK, after it. The diagram drew the dropped copy as owed."""
     run = SteppedRun()
-    stepper = run.session.stepper
-    stepper.begin("r")
-    stepper._readers = run.circuit.readers
-    run.y_hears_its_feed()
-    stepper._on_message(run.held_topic, run.forward)
-    (first,) = stepper.pending.values()
-    copy = replace(first, id="m-copy", key=f"{first.key} #2", copy=True)
-    stepper.pending[copy.id] = copy
-    stepper.act("drop", copy.id)
+    first = run.y_value_listed()
+    run.session.stepper.act("drop", run.copy_listed(first).id)
     run.session._duplicated(first)
     run.stepper_delivers_y()
     run.add_receives_y()
