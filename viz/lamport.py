@@ -574,8 +574,8 @@ def _on_its_way(
     b = _Place(a.x + toward * COLUMN * 0.55, a.y + ROW * 0.9)
     phase = send.msg.phase
     css = "value" if phase in ("feed", "forward") else "grad" if phase in ("backward", "report") else "note"
-    what = "a duplicate's second copy" if copy else "it"
-    why = f"{what} is not delivered yet to {', '.join(readers)}: the run goes on (in step mode it waits for you)"
+    what = "a duplicate's second copy is not" if copy else "not"
+    why = f"{what} delivered yet to {', '.join(readers)}: the run goes on (in step mode it waits for you)"
     hover = f"{shown}\nsent by {send.node} at lamport {send.lamport}; {why}"
     line = f"msg {send.msg.phase} undelivered" + (" duplicate" if copy else "")
     return _Arrow(
