@@ -101,6 +101,9 @@ class _Tally:
         self.dests: dict[tuple[str, str], tuple[str, ...]] = {}
         self.heard: dict[tuple[str, str], str] = {}
         """Messages crossed or received, by (run, id): their sender, whose send must be recorded too."""
+        self.students: Counter[tuple[str, str]] = Counter()
+        """Copies a student's duplicates made (less those they dropped): owed only while the run goes
+        on, since the stepper lets go of what still waits once it is over."""
 
     def count(self, e: TraceEvent) -> None:
         if e.msg is None:
@@ -114,8 +117,12 @@ class _Tally:
                 self.dests[key] = e.msg.dest
             case "drop":
                 self.copies[key] -= 1
+                if e.note == STEP_MODE_COPY_DROP:
+                    self.students[key] -= 1
             case "duplicate":
                 self.copies[key] += 1
+                if e.note == STEP_MODE_DUPLICATE:
+                    self.students[key] += 1
             case "cross":
                 self.crossed[key] += 1
                 self.dests.setdefault(key, e.msg.dest)
@@ -454,14 +461,17 @@ class Recorder:
         yet, and sends that the crossings and receipts recorded so far promise.
 
         A send promises one copy (two after a `duplicate`, none after a `drop`) to each of its
-        destinations, and one crossing per copy; gates on a lost host promise nothing. A message
-        crossed or received was sent: a gate sends its events after the step's messages, so its
-        batch may come after them.
+        destinations, and one crossing per copy; gates on a lost host promise nothing, nor, once
+        its run is over, a second copy a student left waiting in step mode. A message crossed or
+        received was sent: a gate sends its events after the step's messages, so its batch may
+        come after them.
         """
         tally = self._counted()
         gone = self._gone()
         short = sum(1 for key, src in tally.heard.items() if key not in tally.copies and src not in gone)
         for key, n in tally.copies.items():
+            if key[0] in self._ended:  # the stepper let go of what still waited
+                n -= min(tally.students[key], max(0, n - tally.crossed[key]))
             short += max(0, n - tally.crossed[key]) + tally.unreceived(key, n, gone)
         return short
 

@@ -285,6 +285,8 @@ def test_a_second_copy_a_student_duplicates_waits_in_the_lamport_diagram_until_i
         "(in step mode it waits for you)"
     ]
     assert run.recorder.missing() == 2  # the second copy owes its crossing and its receipt
+    run.recorder.end("other-run")
+    assert run.recorder.missing() == 2  # while this run goes on
     if then == "deliver":
         run.stepper_delivers_y()
         run.add_receives_y()
@@ -293,6 +295,19 @@ def test_a_second_copy_a_student_duplicates_waits_in_the_lamport_diagram_until_i
     else:
         stepper.act("drop", run.copy_listed(first).id)
     assert waiting_copies(run) == []
+    assert run.recorder.missing() == 0
+
+
+def test_a_second_copy_still_waiting_when_its_run_ends_is_owed_no_more() -> None:
+    """The stepper lets go of what waits once a run is over: the trace waited for the copy's
+    crossing and receipt (the page's drain, 0.5 s after every such run) and called them missing."""
+    run = SteppedRun()
+    first = run.y_value_listed()
+    run.session._duplicated(first)
+    run.stepper_delivers_y()
+    run.add_receives_y()
+    assert run.recorder.missing() == 2
+    run.recorder.end("r")
     assert run.recorder.missing() == 0
 
 
