@@ -230,7 +230,7 @@ class Runner:
         for host in hosts:
             on_it = [g for g, h in self.placement.items() if h == host]
             shown = listed(on_it, 8)
-            parts.append(f"host {host} {self.lost[host]}; its {len(on_it)} gate(s) {shown} are gone")
+            parts.append(f"host {host} {self.lost[host]}; its {len(on_it)} gate(s) {shown} are unreachable")
         message = "; ".join(parts) + REDEPLOY
         return HostLost(f"run {run}: {message}" if run else message, run, hosts, gates)
 

@@ -234,7 +234,7 @@ class MeshEngine:
         for host in sorted(self.lost):
             on_it = [g for g, h in self.placement.items() if h == host]
             shown = listed(on_it, 8)
-            parts.append(f"host {host} {self.lost[host]}; its {len(on_it)} gate(s) {shown} are gone")
+            parts.append(f"host {host} {self.lost[host]}; its {len(on_it)} gate(s) {shown} are unreachable")
         where = f"step {step}" if step is not None else run
         gates = [g for g, h in self.placement.items() if h in self.lost]
         message = f"{where} failed: {'; '.join(parts)}"

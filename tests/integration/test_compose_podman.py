@@ -191,8 +191,8 @@ def test_a_killed_gate_container_is_named_and_the_survivors_take_over(compose: C
     broken = compose.gatemesh("run", "--deployed", "neuron", *INPUTS, "--timeout", "30")
     assert broken.returncode == 1, broken.stdout + broken.stderr
     message = (
-        f"host {lost} went offline (connection lost); its {len(gates_lost)} gate(s) {', '.join(gates_lost)} are gone; "
-        "redeploy with `gatemesh deploy` onto live hosts"
+        f"host {lost} went offline (connection lost); its {len(gates_lost)} gate(s) {', '.join(gates_lost)} "
+        "are unreachable; redeploy with `gatemesh deploy` onto live hosts"
     )
     assert re.search(rf"^error: (run \w+: )?{re.escape(message)}$", broken.stderr, re.M), broken.stderr
     assert cluster(compose)["hosts"][lost]["state"] == "offline"

@@ -949,7 +949,7 @@ def test_a_killed_host_is_named(page: Page, hosts_server: ServeProcess) -> None:
     victim.locator("button.kill").click()
     expect(page.locator("#status")).to_have_text("failed", timeout=WAIT)
     expect(page.locator("#error")).to_contain_text(f"host {name} went offline")
-    expect(page.locator("#error")).to_contain_text("are gone; start it again under Gate hosts, then Restart")
+    expect(page.locator("#error")).to_contain_text("are unreachable; start it again under Gate hosts, then Restart")
     expect(page.locator(f'#our-hosts li[data-host="{name}"] .host-state')).to_have_text("killed")
     expect(page.locator("#cluster-hosts li.hint")).to_contain_text(re.compile(rf"\d+ offline \(.*{name}"))  # named
     shot(page, "killed-host")
