@@ -34,6 +34,7 @@ from gates.protocol import (
     TopicKind,
     parse_topic,
     topic,
+    what_is_wrong,
 )
 
 EXPECTED: dict[TopicKind, tuple[type[BaseModel], ...]] = {
@@ -336,8 +337,7 @@ class GateCore:
         errors = exc.errors(include_url=False)
         if errors and errors[0]["type"] == "json_invalid":
             return self._error(ErrorCode.BAD_JSON, f"payload is not JSON: {errors[0]['msg']}", topic_name)
-        described = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in errors[:3])
-        return self._error(ErrorCode.BAD_SCHEMA, described[:500], topic_name)
+        return self._error(ErrorCode.BAD_SCHEMA, what_is_wrong(exc)[:500], topic_name)
 
     def _error(self, code: ErrorCode, reason: str, topic_name: str | None, run: str | None = None) -> Outgoing:
         report = ErrorReport(

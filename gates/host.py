@@ -53,6 +53,7 @@ from gates.protocol import (
     host_topic,
     parse_topic,
     topic,
+    what_is_wrong,
 )
 from gates.tensor_actor import TensorActor
 from gates.tensor_protocol import ANY_ASSIGNMENT, TensorAssignment, TensorSpec
@@ -378,9 +379,7 @@ class GateHost:
         try:
             assignment = ANY_ASSIGNMENT.validate_json(retained) if retained else None
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(map(str, first["loc"]))
-            why = f"not a valid assignment: {where + ': ' if where else ''}{first['msg']}"
+            why = f"not a valid assignment: {what_is_wrong(exc, 1)}"
             stopped = await self._stop(key, clear_ready=True)
             if retained is not None and self.incarnation.encode() in retained:  # meant for this process
                 return [*stopped, self._refusal(key, why)]  # its deployer hears why its gate never starts

@@ -37,7 +37,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from gates.clocks import MAX_NODES, Stamp
 
@@ -241,6 +241,13 @@ MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 TopicKind = Literal["feed", "fwd", "grad", "report", "ready", "status", "error", "spec", "control", "trace"]
 _TOPIC_RE = re.compile(rf"^{ROOT}/([^/]+)/(feed|fwd|grad|report|ready|status|error|spec|trace)/([^/]+)$")
 _CONTROL_RE = re.compile(rf"^{ROOT}/([^/]+)/control$")
+
+
+def what_is_wrong(exc: ValidationError, most: int = 3) -> str:
+    """A message that failed validation, in a line: where (a field's path, `payload` for the
+    whole) and what, for its first `most` errors."""
+    errors = exc.errors(include_url=False)[:most]
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in errors)
 
 
 def topic(circuit: str, kind: TopicKind, gate: str | None = None) -> str:

@@ -282,3 +282,9 @@ def parse_trace_topic(name: str) -> str | None:
     """The gate of a trace topic, or None."""
     parsed = parse_topic(name)
     return parsed[2] if parsed is not None and parsed[1] == "trace" else None
+
+
+def loses_its_message(e: TraceEvent) -> bool:
+    """A drop that loses its message's number: any but a student's drop of a duplicate's second
+    copy (the receiver has the first)."""
+    return e.type == "drop" and e.note != STEP_MODE_COPY_DROP

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from gates import ops
 from gates.protocol import ORCHESTRATOR, Message, parse_topic
-from gates.trace_records import STEP_MODE_COPY_DROP, TraceEvent, TraceMsg, msg_fields
+from gates.trace_records import TraceEvent, TraceMsg, loses_its_message, msg_fields
 from orchestrator.circuit import Circuit
 
 
@@ -44,8 +44,8 @@ def numbered(event: TraceEvent) -> bool:
     """Whether --explain gives `event` a numbered sentence: a message that crossed the broker, a
     drop, a delay, a reorder, a host lost, a timeout (`draw circuit --message K` counts the same).
     A student's drop of a duplicate's second copy loses nothing: the page says it, unnumbered."""
-    if event.type in ("cross", "drop"):
-        return event.msg is not None and event.note != STEP_MODE_COPY_DROP
+    if event.type == "cross" or loses_its_message(event):
+        return event.msg is not None
     return event.type in ("delay", "reorder", "host_lost", "timeout")
 
 

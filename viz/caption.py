@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from gates.ops import OPS
-from gates.trace_records import STEP_MODE_COPY_DROP
+from gates.trace_records import loses_its_message
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.trace import Trace
 from viz.svg import short
@@ -120,11 +120,7 @@ def caption(trace: Trace, run: str | None = None, step: int | None = None) -> st
         if which and seqs:  # --step counts the whole trace's events
             when += f" (this run's are {seqs[0]} to {seqs[-1]})"
         when += f", {crossed} of its {len(crossings)} broker crossings"  # copies included: what --explain tells
-        dropped = sum(
-            1
-            for e in trace.events
-            if e.run == chosen and e.type == "drop" and e.note != STEP_MODE_COPY_DROP and e.seq <= step
-        )
+        dropped = sum(1 for e in trace.events if e.run == chosen and loses_its_message(e) and e.seq <= step)
         when += f" ({dropped} message{'s' if dropped != 1 else ''} dropped, never crossing)" if dropped else ""
     return f"{formula(trace.circuit)}" + (f" at {given}" if given else "") + which + faults + failed + when
 

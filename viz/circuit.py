@@ -25,7 +25,7 @@ import graphviz
 
 from gates.ops import OPS
 from gates.protocol import ORCHESTRATOR
-from gates.trace_records import STEP_MODE_COPY_DROP, TraceEvent, TraceMsg
+from gates.trace_records import TraceEvent, TraceMsg, loses_its_message
 from orchestrator.circuit import Circuit, GateDef
 from orchestrator.explain import numbered
 from orchestrator.trace import Trace
@@ -105,7 +105,7 @@ def state_at(trace: Trace, run: str | None = None, step: int | None = None) -> W
             continue
         if event.type == "receive":
             _delivered(trace, state, event.msg, event.node)
-        elif event.type == "drop" and event.note != STEP_MODE_COPY_DROP:  # a second copy's loses nothing
+        elif loses_its_message(event):
             _dropped(state, event.msg)
         elif event.type == "cross":
             for reader in event.msg.dest:

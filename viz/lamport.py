@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape
 
 from gates.protocol import BROKER, ORCHESTRATOR
-from gates.trace_records import ENDED_EARLY, STEP_MODE_COPY_DROP, STEP_MODE_DROP, STEP_MODE_DUPLICATE, TraceEvent
+from gates.trace_records import (
+    ENDED_EARLY,
+    STEP_MODE_COPY_DROP,
+    STEP_MODE_DROP,
+    STEP_MODE_DUPLICATE,
+    TraceEvent,
+    loses_its_message,
+)
 from orchestrator.trace import Trace, as_sent, dumps_msg
 from viz.circuit import symbol
 from viz.svg import DUPLICATE, ERROR, GREEN, GREY, RED, DrawError, attr, captioned, document, num, text
@@ -212,7 +218,7 @@ def _arrows(
             continue
         if e.type == "receive":
             receipts[e.msg.id].append(e)
-        elif e.type in ("drop", "duplicate", "delay") and e.note != STEP_MODE_COPY_DROP:  # that one loses nothing
+        elif e.type in ("duplicate", "delay") or loses_its_message(e):
             faults.setdefault((e.type, e.msg.id), e)
     copies = _copies(events)
     shown_received = trace.shown_received(run)
@@ -269,18 +275,17 @@ def _arrows(
 
 
 def _copies(events: list[TraceEvent]) -> dict[str, int]:
-    """By message id, the copies made of it, where a duplicate made more than one: the fault
-    injector's says how many ("2 copies"), a student's adds one, a student's drop of a second
-    copy takes one away."""
+    """By message id, the copies made of it, where a duplicate made more than one: each
+    duplicate adds one (the fault injector's and a student's alike, as the recorder's tally
+    counts them), a student's drop of a second copy takes one away (it may come first: a
+    duplicate is told on its PUBACK)."""
     found: dict[str, int] = {}
     for e in events:
         if e.msg is None:
             continue
         if e.type == "duplicate":
-            many = re.fullmatch(r"(\d+) copies", e.note)
-            more = 1 if e.note == STEP_MODE_DUPLICATE or many is None else int(many[1]) - 1
-            found[e.msg.id] = found.get(e.msg.id, 1) + more
-        elif e.type == "drop" and e.note == STEP_MODE_COPY_DROP:  # may come first: a duplicate is told on its PUBACK
+            found[e.msg.id] = found.get(e.msg.id, 1) + 1
+        elif e.type == "drop" and not loses_its_message(e):
             found[e.msg.id] = found.get(e.msg.id, 1) - 1
     return found
 
