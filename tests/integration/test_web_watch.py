@@ -93,7 +93,9 @@ def test_a_watch_only_server_shows_the_runs_others_make_and_refuses_to_publish(
         trace = str(tmp_path / "run.jsonl")
         traced = gatemesh("run", "--deployed", "watched-qf", *INPUTS, *on(orchestrator), "--trace", trace)
         assert traced.returncode == 0, traced.stderr
-        expect(page.locator("#lamport-note")).to_have_text("", timeout=WAIT)
+        # its clocks drawn: the note says no more that it has none (it may say to scroll: how tall the
+        # diagram is depends on the order of its concurrent events, which a busy machine changes)
+        expect(page.locator("#lamport-note")).not_to_contain_text("carries no clocks", timeout=WAIT)
         shows_the_result(page)
         eventually(lambda: _same(svg_texts(page, "circuit", "value"), ["-2.00", "5.00", "-4.00", "3.00", "-12.00"]))
         eventually(lambda: _same(svg_texts(page, "circuit", "grad"), ["-4.00", "-4.00", "3.00", "-4.00", "1.00"]))
